@@ -1,0 +1,108 @@
+//! Durable state of the engine behind one [`Store`] trait, with an embedded SQLite backend and a
+//! PostgreSQL backend; both must pass the same conformance suite (`conformance`).
+
+pub mod types;
+
+pub use types::*;
+
+use async_trait::async_trait;
+use weft_core::{InstanceMeta, Micros};
+use weft_proto::durabletask::HistoryEvent;
+
+/// Errors every backend maps its own failures into.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The fencing value did not match: another writer (a newer owner) changed the instance.
+    #[error("fencing conflict on instance '{instance_id}': expected version {expected}")]
+    Conflict { instance_id: String, expected: i64 },
+    /// `create_instance` found an active instance with that ID and the policy says error.
+    #[error("an active workflow with ID '{0}' already exists")]
+    AlreadyExists(String),
+    #[error("no such instance exists: '{0}'")]
+    NotFound(String),
+    /// The backend is unreachable or failed; the operation may be retried.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored bytes could not be decoded, or a schema/version problem.
+    #[error("store data corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The durable state of workflows. Every method is one atomic unit: it commits fully or not at all.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates (or, for a terminal instance, replaces) an instance: the row in PENDING plus its
+    /// `ExecutionStarted` event, delivered to the inbox now or as a reminder at
+    /// `meta.scheduled_start_at`. Active instance with that ID → per `policy`.
+    async fn create_instance(&self, req: CreateInstance) -> Result<CreateOutcome>;
+
+    /// The instance row, if any.
+    async fn get_instance(&self, instance_id: &str) -> Result<Option<InstanceMeta>>;
+
+    /// Row + committed history of the current generation + pending inbox, in order.
+    async fn load(&self, instance_id: &str) -> Result<Option<LoadedInstance>>;
+
+    /// The committed history of the current generation (None if the instance is unknown).
+    async fn get_history(&self, instance_id: &str) -> Result<Option<Vec<HistoryEvent>>>;
+
+    /// Pending inbox events of one instance, oldest first.
+    async fn read_inbox(&self, instance_id: &str) -> Result<Vec<InboxEntry>>;
+
+    /// Appends one event to an existing instance's inbox. `Ok(false)` if the instance is unknown.
+    async fn append_inbox(&self, instance_id: &str, event: HistoryEvent) -> Result<bool>;
+
+    /// Commits one workflow turn atomically, fenced on `cp.expected_version`.
+    async fn checkpoint(&self, cp: Checkpoint) -> Result<()>;
+
+    /// Commits several turns (of different instances) in as few transactions as possible. Each
+    /// result answers the checkpoint at the same index; a conflict fails only its own checkpoint.
+    async fn checkpoint_batch(&self, cps: Vec<Checkpoint>) -> Vec<Result<()>> {
+        let mut out = Vec::with_capacity(cps.len());
+        for cp in cps {
+            out.push(self.checkpoint(cp).await);
+        }
+        out
+    }
+
+    /// Activity tasks scheduled and not yet completed (for dispatch after a restart).
+    async fn pending_activities(&self) -> Result<Vec<ActivityTask>>;
+
+    /// Records an activity's result: deletes the task row and appends `event` to the instance's
+    /// inbox in one transaction. `Ok(false)` (and no change) if no such task is pending: a
+    /// duplicate or late completion.
+    async fn complete_activity(
+        &self,
+        instance_id: &str,
+        task_id: i32,
+        generation: i64,
+        event: HistoryEvent,
+    ) -> Result<bool>;
+
+    /// IDs of instances that have pending inbox events (work to do after a restart).
+    async fn instances_with_inbox(&self) -> Result<Vec<String>>;
+
+    /// Claims up to `limit` reminders due at `now` that are not leased, leasing them until
+    /// `lease_until`. Concurrent claimers never get the same reminder while its lease runs.
+    async fn claim_due_reminders(
+        &self,
+        now: Micros,
+        lease_until: Micros,
+        limit: usize,
+    ) -> Result<Vec<Reminder>>;
+
+    /// Fires a claimed reminder: moves its event into the instance's inbox and deletes it, in
+    /// one transaction. `Ok(false)` if it no longer exists (cancelled or fired by someone else).
+    async fn fire_reminder(&self, reminder_id: i64) -> Result<bool>;
+
+    /// Earliest due time among reminders, for sleeping until the next one.
+    async fn next_reminder_due(&self) -> Result<Option<Micros>>;
+
+    /// Instance rows matching `filter`, ordered by instance ID, paged by `filter.after`.
+    async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage>;
+
+    /// Deletes an instance and everything it owns (history, inbox, tasks, reminders).
+    /// `Ok(false)` if it did not exist.
+    async fn purge(&self, instance_id: &str) -> Result<bool>;
+}

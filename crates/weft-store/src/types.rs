@@ -1,0 +1,127 @@
+//! Plain data passed across the [`crate::Store`] trait.
+
+use weft_core::{InstanceMeta, Micros, RuntimeStatus};
+use weft_proto::durabletask::HistoryEvent;
+
+/// What to do when `create_instance` meets an active instance with the same ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReusePolicy {
+    /// Fail with `StoreError::AlreadyExists` (Dapr's default).
+    #[default]
+    Error,
+    /// Leave the active instance alone and report `CreateOutcome::Existing`.
+    Ignore,
+    /// Replace the active instance (its pending work is dropped).
+    Terminate,
+}
+
+#[derive(Debug, Clone)]
+pub struct CreateInstance {
+    /// The new row; `version` is ignored (the store assigns it), `status` should be Pending.
+    pub meta: InstanceMeta,
+    /// The `ExecutionStarted` event (the first inbox event of the instance).
+    pub start_event: HistoryEvent,
+    pub policy: ReusePolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    Created,
+    /// A terminal instance with that ID was replaced.
+    Replaced,
+    /// `ReusePolicy::Ignore` kept an active instance.
+    Existing,
+}
+
+#[derive(Debug, Clone)]
+pub struct InboxEntry {
+    /// Store-assigned, increasing per store; used to consume exactly the entries a turn saw.
+    pub seq: i64,
+    pub event: HistoryEvent,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadedInstance {
+    pub meta: InstanceMeta,
+    pub history: Vec<HistoryEvent>,
+    pub inbox: Vec<InboxEntry>,
+}
+
+/// An activity scheduled by a workflow turn and not yet completed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivityTask {
+    pub instance_id: String,
+    pub generation: i64,
+    /// The `TaskScheduled` event ID (= action ID).
+    pub task_id: i32,
+    /// Encoded `ActivityRequest` as sent to workers.
+    pub request: Vec<u8>,
+}
+
+/// A durable timer: at `due_at` its `event` moves into the instance's inbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reminder {
+    /// Store-assigned on insert (ignored in `Checkpoint::new_reminders`).
+    pub id: i64,
+    pub instance_id: String,
+    pub generation: i64,
+    pub due_at: Micros,
+    pub event: HistoryEvent,
+}
+
+/// Messages a turn sends to other instances, committed with the turn (transactional outbox).
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// Append an event to another instance's inbox; dropped if that instance does not exist.
+    Deliver {
+        instance_id: String,
+        event: HistoryEvent,
+    },
+    /// Create a child (or detached) instance. If an active instance already has that ID,
+    /// `on_conflict` (if any) is delivered instead (e.g. a child-failed event to the parent).
+    Create {
+        create: CreateInstance,
+        on_conflict: Option<(String, HistoryEvent)>,
+    },
+}
+
+/// One workflow turn's writes, committed atomically.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub instance_id: String,
+    /// The `version` this writer loaded; the commit fails with `Conflict` if it changed.
+    pub expected_version: i64,
+    /// The new row (the store sets `version = expected_version + 1`).
+    pub meta: InstanceMeta,
+    /// Delete the current history before appending (continue-as-new starts a new generation).
+    pub reset_history: bool,
+    /// Events appended to history, in order.
+    pub append: Vec<HistoryEvent>,
+    /// Inbox entries this turn consumed (deleted on commit).
+    pub consumed_inbox: Vec<i64>,
+    pub new_activities: Vec<ActivityTask>,
+    pub new_reminders: Vec<Reminder>,
+    /// Drop every pending activity task and reminder of this instance older than
+    /// `meta.generation` or, when the instance became terminal, all of them.
+    pub cancel_pending: bool,
+    pub outbound: Vec<Outbound>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Empty means any status.
+    pub statuses: Vec<RuntimeStatus>,
+    pub name: Option<String>,
+    pub created_from: Option<Micros>,
+    pub created_to: Option<Micros>,
+    /// Exclusive lower bound on instance ID (the previous page's last ID).
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct InstancePage {
+    pub items: Vec<InstanceMeta>,
+    /// Set when more rows may follow: pass it as `ListFilter::after`.
+    pub next: Option<String>,
+}
