@@ -3,6 +3,7 @@
 
 pub mod history;
 pub mod ids;
+pub mod rerun;
 pub mod status;
 pub mod time;
 pub mod turn;

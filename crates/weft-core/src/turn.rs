@@ -70,6 +70,8 @@ pub struct TurnOutcome {
 }
 
 /// Work a committed turn hands to the runtime.
+// Effects live for one turn only; boxing the large variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     ScheduleActivity {
@@ -788,7 +790,8 @@ fn validate_actions(history: &[HistoryEvent], actions: &[WorkflowAction]) -> Res
         };
         let completes = matches!(kind, WorkflowActionType::CompleteWorkflow(_));
         // -1 is how the Python SDK numbers the completion it sends after a crash.
-        if !(completes && a.id < 0) && !ids.insert(a.id) {
+        let numbered = !(completes && a.id < 0);
+        if numbered && !ids.insert(a.id) {
             return Err(TurnError::DuplicateActionId(a.id));
         }
         let invalid = |reason: &str| TurnError::InvalidAction {

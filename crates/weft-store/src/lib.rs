@@ -1,8 +1,12 @@
 //! Durable state of the engine behind one [`Store`] trait, with an embedded SQLite backend and a
 //! PostgreSQL backend; both must pass the same conformance suite (`conformance`).
 
+mod codec;
+pub mod conformance;
+pub mod sqlite;
 pub mod types;
 
+pub use sqlite::SqliteStore;
 pub use types::*;
 
 use async_trait::async_trait;
@@ -105,4 +109,18 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes an instance and everything it owns (history, inbox, tasks, reminders).
     /// `Ok(false)` if it did not exist.
     async fn purge(&self, instance_id: &str) -> Result<bool>;
+
+    /// Hints that other processes changed something (PostgreSQL LISTEN/NOTIFY). `None` when the
+    /// backend has no cross-process notifications (SQLite: one process owns the file, so the
+    /// engine's own in-process signals suffice). Hints may be lost or duplicated: polling stays
+    /// the source of truth, and on [`Wakeup::Resync`] a subscriber should re-poll everything.
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {
+        None
+    }
+
+    /// Whether the backend is reachable right now (for readiness probes). `Err(Unavailable)`
+    /// while the database cannot be reached.
+    async fn health(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -70,6 +70,8 @@ pub struct Reminder {
 }
 
 /// Messages a turn sends to other instances, committed with the turn (transactional outbox).
+// A turn sends a handful of these at most; boxing `Create` would only make the engine's code noisier.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Outbound {
     /// Append an event to another instance's inbox; dropped if that instance does not exist.
@@ -112,6 +114,7 @@ pub struct ListFilter {
     /// Empty means any status.
     pub statuses: Vec<RuntimeStatus>,
     pub name: Option<String>,
+    /// Inclusive bounds on `created_at`.
     pub created_from: Option<Micros>,
     pub created_to: Option<Micros>,
     /// Exclusive lower bound on instance ID (the previous page's last ID).
@@ -124,4 +127,17 @@ pub struct InstancePage {
     pub items: Vec<InstanceMeta>,
     /// Set when more rows may follow: pass it as `ListFilter::after`.
     pub next: Option<String>,
+}
+
+/// A change notification from [`crate::Store::subscribe`]; a hint to poll, never the data itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wakeup {
+    /// New inbox work for this instance.
+    Inbox(String),
+    /// Reminders were added (re-check `next_reminder_due`).
+    Reminders,
+    /// This instance's status changed (for waiters on start/completion).
+    Instance(String),
+    /// Notifications may have been missed (reconnected or lagged): re-poll everything.
+    Resync,
 }

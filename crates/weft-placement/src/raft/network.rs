@@ -1,0 +1,234 @@
+//! Raft RPCs over gRPC: the client side (`RaftNetworkV2`) and the server side (`Raft` service).
+//! openraft's messages travel as JSON inside `weft.raft.v1.RaftPayload`.
+
+use super::{NodeId, PlacementRaft, Snapshot, TypeConfig, Vote};
+use crate::proto::raft::{
+    RaftPayload,
+    raft_client::RaftClient,
+    raft_server::{Raft as RaftService, RaftServer},
+};
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::{Serialize, de::DeserializeOwned};
+use std::future::Future;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+/// Raft messages carry whole snapshots; the member table is small but allow generous room.
+pub(crate) const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct WireError(String);
+
+fn encode<T: Serialize>(v: &T) -> Result<RaftPayload, Status> {
+    serde_json::to_vec(v)
+        .map(|json| RaftPayload { json })
+        .map_err(|e| Status::internal(format!("encode raft message: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(p: &RaftPayload) -> Result<T, Status> {
+    serde_json::from_slice(&p.json)
+        .map_err(|e| Status::invalid_argument(format!("decode raft message: {e}")))
+}
+
+/// Creates one lazily connected client per peer.
+#[derive(Clone, Default)]
+pub struct NetworkFactory;
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        PeerClient::new(target, &node.addr)
+    }
+}
+
+/// A channel to one peer. Connection errors surface as `Unreachable` so openraft backs off.
+pub struct PeerClient {
+    target: NodeId,
+    channel: Option<Channel>,
+    addr: String,
+}
+
+impl PeerClient {
+    fn new(target: NodeId, addr: &str) -> Self {
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .ok()
+            .map(|e| {
+                e.connect_timeout(Duration::from_millis(500))
+                    .tcp_nodelay(true)
+                    .connect_lazy()
+            });
+        Self {
+            target,
+            channel,
+            addr: addr.to_string(),
+        }
+    }
+
+    fn client(&self) -> Result<RaftClient<Channel>, Unreachable<TypeConfig>> {
+        let ch = self.channel.clone().ok_or_else(|| {
+            Unreachable::new(&WireError(format!("bad peer address {}", self.addr)))
+        })?;
+        Ok(RaftClient::new(ch)
+            .max_decoding_message_size(MAX_RAFT_MESSAGE)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE))
+    }
+
+    async fn call<Req, Resp, F, Fut>(
+        &self,
+        req: &Req,
+        ttl: Duration,
+        f: F,
+    ) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        F: FnOnce(RaftClient<Channel>, Request<RaftPayload>) -> Fut,
+        Fut: Future<Output = Result<Response<RaftPayload>, Status>>,
+    {
+        let payload = encode(req).map_err(|s| RPCError::Network(NetworkError::new(&s)))?;
+        let mut request = Request::new(payload);
+        request.set_timeout(ttl);
+        let client = self.client()?;
+        let reply = match tokio::time::timeout(ttl, f(client, request)).await {
+            Err(_) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&WireError(format!(
+                    "raft rpc to node {} timed out",
+                    self.target
+                )))));
+            }
+            Ok(Err(s)) => return Err(status_to_rpc(s)),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        // The server sends `Result<Resp, String>`: a remote raft error is reported as a network
+        // error, which makes openraft retry later (our RPCs have no typed remote errors).
+        let res: Result<Resp, String> =
+            decode(&reply).map_err(|s| RPCError::Network(NetworkError::new(&s)))?;
+        res.map_err(|e| RPCError::Network(NetworkError::new(&WireError(e))))
+    }
+}
+
+fn status_to_rpc(s: Status) -> RPCError<TypeConfig> {
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            RPCError::Unreachable(Unreachable::new(&s))
+        }
+        _ => RPCError::Network(NetworkError::new(&s)),
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(&rpc, option.hard_ttl(), |mut c, r| async move {
+            c.append_entries(r).await
+        })
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(&rpc, option.hard_ttl(), |mut c, r| async move { c.vote(r).await })
+            .await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(&rpc, option.hard_ttl(), |mut c, r| async move {
+            c.pre_vote(r).await
+        })
+        .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let req = (vote, snapshot.meta, snapshot.snapshot);
+        let call = self.call(&req, option.hard_ttl(), |mut c, r| async move {
+            c.install_snapshot(r).await
+        });
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            res = call => res.map_err(|e| match e {
+                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                RPCError::Timeout(t) => StreamingError::Timeout(t),
+                RPCError::Network(n) => StreamingError::Network(n),
+                RPCError::RemoteError(r) => StreamingError::Network(NetworkError::new(&r)),
+            }),
+        }
+    }
+}
+
+/// Server side: hands incoming RPCs to the local raft node.
+pub struct RaftRpcServer {
+    raft: PlacementRaft,
+}
+
+impl RaftRpcServer {
+    pub fn into_service(raft: PlacementRaft) -> RaftServer<Self> {
+        RaftServer::new(Self { raft })
+            .max_decoding_message_size(MAX_RAFT_MESSAGE)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE)
+    }
+}
+
+fn reply<T: Serialize, E: std::fmt::Display>(
+    r: Result<T, E>,
+) -> Result<Response<RaftPayload>, Status> {
+    encode(&r.map_err(|e| e.to_string())).map(Response::new)
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftRpcServer {
+    async fn append_entries(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(req.get_ref())?;
+        reply(self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc: VoteRequest<TypeConfig> = decode(req.get_ref())?;
+        reply(self.raft.vote(rpc).await)
+    }
+
+    async fn pre_vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc: VoteRequest<TypeConfig> = decode(req.get_ref())?;
+        reply(self.raft.pre_vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let (vote, meta, data): (Vote, super::SnapshotMeta, Vec<u8>) = decode(req.get_ref())?;
+        let snapshot = Snapshot {
+            meta,
+            snapshot: data,
+        };
+        reply(self.raft.install_full_snapshot(vote, snapshot).await)
+    }
+}

@@ -1,0 +1,406 @@
+//! The `weft.placement.v1.Placement` gRPC service: sidecar sessions (register, heartbeat, ack,
+//! table push), leader-side liveness, cluster status and placement-node admin.
+
+use crate::proto::placement::{
+    self as pb, placement_client::PlacementClient as PbClient, placement_message,
+    placement_server::Placement, sidecar_message,
+};
+use crate::raft::{RaftNode, RaftView, WriteError};
+use crate::table::{Command, Member, MemberTable};
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+/// What the leader knows about one sidecar's session.
+#[derive(Debug, Clone)]
+struct Session {
+    last_seen: Instant,
+    acked_version: u64,
+    connected: bool,
+    /// Distinguishes a reconnected stream from the one it replaced.
+    stream_id: u64,
+}
+
+/// An admin request to forward to the leader.
+enum AdminForward {
+    Add(pb::AddNodeRequest),
+    Remove(pb::RemoveNodeRequest),
+}
+
+/// Shared state of the service on one placement node.
+pub struct PlacementService {
+    raft: RaftNode,
+    vnodes_per_host: u32,
+    liveness_timeout: Duration,
+    sessions: Mutex<HashMap<String, Session>>,
+    next_stream: std::sync::atomic::AtomicU64,
+}
+
+type PbStream = Pin<Box<dyn Stream<Item = Result<pb::PlacementMessage, Status>> + Send>>;
+
+fn table_msg(t: &MemberTable, vnodes: u32) -> pb::PlacementMessage {
+    pb::PlacementMessage {
+        msg: Some(placement_message::Msg::Table(t.to_proto(vnodes))),
+    }
+}
+
+fn redirect_msg(view: &RaftView) -> pb::PlacementMessage {
+    let (leader_id, leader_address) = match &view.leader {
+        Some((id, addr)) if !view.is_leader => (*id, addr.clone()),
+        _ => (0, String::new()),
+    };
+    pb::PlacementMessage {
+        msg: Some(placement_message::Msg::Redirect(pb::Redirect {
+            leader_id,
+            leader_address,
+        })),
+    }
+}
+
+impl PlacementService {
+    pub fn new(raft: RaftNode, vnodes_per_host: u32, liveness_timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            raft,
+            vnodes_per_host,
+            liveness_timeout,
+            sessions: Mutex::new(HashMap::new()),
+            next_stream: Default::default(),
+        })
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Proposes an upsert when the table's entry differs from what the sidecar reports.
+    fn upsert_if_changed(self: &Arc<Self>, member: Member) {
+        let current = self.raft.publisher().latest.borrow().members.get(&member.host_id).cloned();
+        if current.as_ref() == Some(&member) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.raft.write(Command::Upsert(member)).await {
+                // The stream notices the lost leadership through the view watch and redirects.
+                tracing::debug!(error = %e, "upsert failed");
+            }
+        });
+    }
+
+    /// Drives one sidecar stream on the leader until it ends or leadership is lost.
+    async fn run_session(
+        self: Arc<Self>,
+        first: Member,
+        mut inbound: Streaming<pb::SidecarMessage>,
+        out: mpsc::Sender<Result<pb::PlacementMessage, Status>>,
+    ) {
+        let host_id = first.host_id.clone();
+        let stream_id = self
+            .next_stream
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.sessions().insert(
+            host_id.clone(),
+            Session {
+                last_seen: Instant::now(),
+                acked_version: 0,
+                connected: true,
+                stream_id,
+            },
+        );
+        // Subscribe before reading the latest table so no version falls in between.
+        let mut changes = self.raft.publisher().changes.subscribe();
+        let latest = self.raft.publisher().latest.borrow().clone();
+        let mut last_sent = latest.version;
+        if out.send(Ok(table_msg(&latest, self.vnodes_per_host))).await.is_err() {
+            return;
+        }
+        self.upsert_if_changed(first);
+        let mut view = self.raft.watch_view();
+        let mut left = false;
+        loop {
+            tokio::select! {
+                msg = inbound.next() => {
+                    let Some(Ok(msg)) = msg else { break };
+                    match msg.msg {
+                        Some(sidecar_message::Msg::Register(h)) | Some(sidecar_message::Msg::Heartbeat(h)) => {
+                            if let Some(s) = self.sessions().get_mut(&host_id) {
+                                s.last_seen = Instant::now();
+                            }
+                            if h.host_id == host_id {
+                                self.upsert_if_changed(Member::from_proto(h));
+                            }
+                        }
+                        Some(sidecar_message::Msg::Ack(a)) => {
+                            if let Some(s) = self.sessions().get_mut(&host_id) {
+                                s.acked_version = s.acked_version.max(a.version);
+                                s.last_seen = Instant::now();
+                            }
+                        }
+                        Some(sidecar_message::Msg::Leave(_)) => {
+                            left = true;
+                            break;
+                        }
+                        None => {}
+                    }
+                }
+                t = changes.recv() => {
+                    let table = match t {
+                        Ok(t) => t,
+                        // Fell behind the broadcast buffer: the full latest table supersedes.
+                        Err(broadcast::error::RecvError::Lagged(_)) => self.raft.publisher().latest.borrow().clone(),
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    };
+                    if table.version > last_sent {
+                        last_sent = table.version;
+                        if out.send(Ok(table_msg(&table, self.vnodes_per_host))).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                changed = view.changed() => {
+                    let v = view.borrow_and_update().clone();
+                    if changed.is_err() || !v.is_leader {
+                        let _ = out.send(Ok(redirect_msg(&v))).await;
+                        break;
+                    }
+                }
+            }
+        }
+        {
+            let mut sessions = self.sessions();
+            if let Some(s) = sessions.get_mut(&host_id)
+                && s.stream_id == stream_id
+            {
+                // Liveness keeps judging by last_seen: a brief disconnect is not a removal.
+                s.connected = false;
+            }
+        }
+        if left {
+            let _ = self
+                .raft
+                .write(Command::Remove {
+                    host_ids: vec![host_id.clone()],
+                })
+                .await;
+            self.sessions().remove(&host_id);
+        }
+    }
+
+    /// One liveness pass on the leader: grants newly seen table members a grace period and
+    /// removes members silent for longer than the timeout. Returns the removed host ids.
+    pub async fn check_liveness(&self) -> Vec<String> {
+        if !self.raft.view().is_leader {
+            return Vec::new();
+        }
+        let table = self.raft.publisher().latest.borrow().clone();
+        let now = Instant::now();
+        let dead: Vec<String> = {
+            let mut sessions = self.sessions();
+            sessions.retain(|h, _| table.members.contains_key(h));
+            for h in table.members.keys() {
+                // A member this leader never heard from (e.g. right after a failover) gets a
+                // full timeout to reconnect before it is judged.
+                sessions.entry(h.clone()).or_insert(Session {
+                    last_seen: now,
+                    acked_version: 0,
+                    connected: false,
+                    stream_id: u64::MAX,
+                });
+            }
+            sessions
+                .iter()
+                .filter(|(_, s)| now.duration_since(s.last_seen) > self.liveness_timeout)
+                .map(|(h, _)| h.clone())
+                .collect()
+        };
+        if dead.is_empty() {
+            return dead;
+        }
+        match self
+            .raft
+            .write(Command::Remove {
+                host_ids: dead.clone(),
+            })
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(hosts = ?dead, "removed silent hosts");
+                dead
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "liveness removal failed");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Forgets all sessions (called when this node loses leadership).
+    pub fn reset_sessions(&self) {
+        self.sessions().clear();
+    }
+
+    fn status(&self) -> pb::ClusterStatusResponse {
+        let view = self.raft.view();
+        let table = self.raft.publisher().latest.borrow().clone();
+        let sessions = self.sessions().clone();
+        let node = |id: u64, address: String, voter: bool| {
+            let me = id == view.id;
+            pb::PlacementNodeStatus {
+                id,
+                address,
+                role: if voter { "voter" } else { "learner" }.into(),
+                state: if me { view.state.clone() } else { String::new() },
+                term: if me { view.term } else { 0 },
+                last_applied: if me { view.last_applied } else { 0 },
+            }
+        };
+        let members: Vec<pb::PlacementNodeStatus> = view
+            .members
+            .iter()
+            .map(|m| node(m.id, m.address.clone(), m.voter))
+            .collect();
+        let self_status = members
+            .iter()
+            .find(|m| m.id == view.id)
+            .cloned()
+            .unwrap_or_else(|| pb::PlacementNodeStatus {
+                id: view.id,
+                state: view.state.clone(),
+                term: view.term,
+                last_applied: view.last_applied,
+                ..Default::default()
+            });
+        let (leader_id, leader_address) = view.leader.clone().unwrap_or((0, String::new()));
+        pb::ClusterStatusResponse {
+            node_id: view.id,
+            leader_id,
+            leader_address,
+            self_status: Some(self_status),
+            members,
+            table_version: table.version,
+            hosts: table
+                .members
+                .values()
+                .map(|m| {
+                    let s = sessions.get(&m.host_id);
+                    pb::HostStatus {
+                        host: Some(m.to_proto()),
+                        acked_version: s.map(|s| s.acked_version).unwrap_or(0),
+                        connected: s.map(|s| s.connected).unwrap_or(false),
+                    }
+                })
+                .collect(),
+            initialized: view.initialized,
+        }
+    }
+
+    /// Runs an admin call on the leader: locally if we lead, else forwarded one hop.
+    async fn on_leader<F, Fut>(&self, local: F, forward: AdminForward) -> Result<pb::MembershipResponse, Status>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<u64>, WriteError>>,
+    {
+        let view = self.raft.view();
+        if view.is_leader {
+            return match local().await {
+                Ok(voters) => Ok(pb::MembershipResponse { voters }),
+                Err(WriteError::NotLeader { .. }) => Err(Status::unavailable("leadership changed; retry")),
+                Err(e) => Err(Status::failed_precondition(e.to_string())),
+            };
+        }
+        let Some((_, addr)) = view.leader else {
+            return Err(Status::unavailable("no placement leader yet; retry"));
+        };
+        let mut client = PbClient::connect(format!("http://{addr}"))
+            .await
+            .map_err(|e| Status::unavailable(format!("leader {addr} unreachable: {e}")))?;
+        let resp = match forward {
+            AdminForward::Add(r) => client.add_node(r).await?,
+            AdminForward::Remove(r) => client.remove_node(r).await?,
+        };
+        Ok(resp.into_inner())
+    }
+}
+
+/// Handle wrapping the shared service so tonic can own it.
+#[derive(Clone)]
+pub struct PlacementApi(pub Arc<PlacementService>);
+
+#[tonic::async_trait]
+impl Placement for PlacementApi {
+    type ReportStatusStream = PbStream;
+
+    async fn report_status(
+        &self,
+        request: Request<Streaming<pb::SidecarMessage>>,
+    ) -> Result<Response<Self::ReportStatusStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = match inbound.next().await {
+            Some(Ok(pb::SidecarMessage {
+                msg: Some(sidecar_message::Msg::Register(h)),
+            })) => h,
+            Some(Err(e)) => return Err(e),
+            _ => return Err(Status::invalid_argument("first message must be `register`")),
+        };
+        if first.host_id.is_empty() {
+            return Err(Status::invalid_argument("host_id must not be empty"));
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let view = self.0.raft.view();
+        if !view.is_leader {
+            // Followers never serve tables: the sidecar reconnects to the leader (or retries).
+            let _ = tx.send(Ok(redirect_msg(&view))).await;
+        } else {
+            let svc = self.0.clone();
+            tokio::spawn(svc.run_session(Member::from_proto(first), inbound, tx));
+        }
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        Ok(Response::new(self.0.status()))
+    }
+
+    async fn add_node(
+        &self,
+        request: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let r = request.into_inner();
+        if r.id == 0 || r.address.is_empty() {
+            return Err(Status::invalid_argument("id (> 0) and address are required"));
+        }
+        let raft = self.0.raft.clone();
+        let (id, addr) = (r.id, r.address.clone());
+        self.0
+            .on_leader(
+                move || async move { raft.add_node(id, addr).await },
+                AdminForward::Add(r),
+            )
+            .await
+            .map(Response::new)
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let r = request.into_inner();
+        let raft = self.0.raft.clone();
+        let id = r.id;
+        self.0
+            .on_leader(
+                move || async move { raft.remove_node(id).await },
+                AdminForward::Remove(r),
+            )
+            .await
+            .map(Response::new)
+    }
+}

@@ -1,0 +1,255 @@
+//! The workflow actor: one task per active instance that runs its turns one at a time — read the
+//! inbox, dispatch a work item, apply the worker's answer, commit one checkpoint, then act.
+
+use crate::engine::Inner;
+use crate::error::{EngineError, Result};
+use crate::hub::Job;
+use prost::Message;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use weft_core::turn::{
+    self, Effect, InboxItem, PendingTurn, Prepared, TurnContext, TurnError, TurnOutcome,
+};
+use weft_core::{InstanceMeta, RuntimeStatus};
+use weft_proto::durabletask::{HistoryEvent, WorkflowResponse};
+use weft_store::{ActivityTask, Checkpoint, CreateInstance, Outbound, Reminder, ReusePolicy, StoreError};
+
+pub(crate) enum ActorMsg {
+    /// The inbox may have new events.
+    Wake,
+    /// Also dispatch if the instance is stalled (a new worker connected).
+    Retry,
+    /// A worker answered the pending turn.
+    Complete(WorkflowResponse, oneshot::Sender<Result<()>>),
+}
+
+struct Cached {
+    meta: InstanceMeta,
+    history: Vec<HistoryEvent>,
+}
+
+pub(crate) struct Actor {
+    id: String,
+    inner: Arc<Inner>,
+    rx: mpsc::UnboundedReceiver<ActorMsg>,
+    state: Option<Cached>,
+    pending: Option<PendingTurn>,
+}
+
+impl Actor {
+    pub(crate) fn new(id: String, inner: Arc<Inner>, rx: mpsc::UnboundedReceiver<ActorMsg>) -> Self {
+        Self { id, inner, rx, state: None, pending: None }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut dirty = true;
+        let mut retry_stalled = false;
+        loop {
+            if dirty && self.pending.is_none() {
+                dirty = false;
+                if let Err(e) = self.step(std::mem::take(&mut retry_stalled)).await {
+                    tracing::warn!(instance = %self.id, error = %e, "workflow step failed; retrying");
+                    self.state = None;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    dirty = true;
+                    continue;
+                }
+            }
+            let msg = if self.pending.is_none() {
+                match tokio::time::timeout(self.inner.idle_timeout, self.rx.recv()).await {
+                    Ok(m) => m,
+                    Err(_) => {
+                        if self.inner.try_retire(&self.id, &self.rx) {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                self.rx.recv().await
+            };
+            match msg {
+                None => return,
+                Some(ActorMsg::Wake) => {
+                    // A turn no worker has taken yet is re-prepared with the new events (this
+                    // batches them, and lets a terminate end an instance no worker ever ran).
+                    if self.pending.is_some() && self.inner.hub.withdraw_workflow(&self.id) {
+                        self.pending = None;
+                    }
+                    dirty = true;
+                }
+                Some(ActorMsg::Retry) => {
+                    dirty = true;
+                    retry_stalled = true;
+                }
+                Some(ActorMsg::Complete(resp, reply)) => {
+                    let result = self.complete(resp).await;
+                    let _ = reply.send(result);
+                    dirty = true;
+                }
+            }
+        }
+    }
+
+    /// Looks at the inbox and starts a turn if there is work.
+    async fn step(&mut self, retry_stalled: bool) -> Result<()> {
+        let inbox = match &self.state {
+            Some(_) => self.inner.store.read_inbox(&self.id).await?,
+            None => match self.inner.store.load(&self.id).await? {
+                None => return Ok(()), // purged
+                Some(l) => {
+                    self.state = Some(Cached { meta: l.meta, history: l.history });
+                    l.inbox
+                }
+            },
+        };
+        let st = self.state.as_ref().expect("loaded above");
+        if st.meta.status == RuntimeStatus::Stalled && !retry_stalled {
+            return Ok(());
+        }
+        let items: Vec<InboxItem> = inbox.into_iter().map(|e| InboxItem { seq: e.seq, event: e.event }).collect();
+        match turn::prepare_turn(&st.meta, &st.history, &items, now()) {
+            Prepared::Idle { consumed } if consumed.is_empty() => Ok(()),
+            Prepared::Idle { consumed } => {
+                let out = TurnOutcome {
+                    meta: st.meta.clone(),
+                    reset_history: false,
+                    append: vec![],
+                    consumed,
+                    cancel_pending: false,
+                    effects: vec![],
+                };
+                self.commit(out).await
+            }
+            Prepared::Direct(out) => self.commit(*out).await,
+            Prepared::Dispatch(t) => {
+                let req = turn::work_item(&self.id, &st.history, &t);
+                self.pending = Some(t);
+                self.inner.hub.push(Job::Workflow(req));
+                Ok(())
+            }
+        }
+    }
+
+    async fn complete(&mut self, resp: WorkflowResponse) -> Result<()> {
+        let (Some(turn), Some(st)) = (self.pending.take(), self.state.as_ref()) else {
+            return Err(EngineError::NotFound(format!("unknown instance ID: {}", self.id)));
+        };
+        let applied = {
+            let mut new_id = || uuid::Uuid::new_v4().to_string();
+            let mut ctx = TurnContext { app_id: &self.inner.app_id, now: now(), new_id: &mut new_id };
+            turn::apply_response(&st.meta, &st.history, &turn, &resp, &mut ctx)
+        };
+        let (out, reply) = match applied {
+            Ok(out) => (out, Ok(())),
+            Err(TurnError::AlreadyCompleted(id)) => {
+                return Err(EngineError::FailedPrecondition(format!("workflow instance '{id}' has already completed")));
+            }
+            Err(e) => {
+                tracing::warn!(instance = %self.id, error = %e, "invalid workflow response; failing the instance");
+                (turn::fail_turn(&st.meta, &st.history, &turn, &e, now()), Err(EngineError::InvalidArgument(e.to_string())))
+            }
+        };
+        if let Err(e) = self.commit(out).await {
+            // The turn is lost; it is dispatched again from the unchanged inbox.
+            return Err(e);
+        }
+        metrics::counter!("weft_workflow_turns_total").increment(1);
+        reply
+    }
+
+    /// Commits a turn, then updates the cache and carries out its effects.
+    async fn commit(&mut self, out: TurnOutcome) -> Result<()> {
+        let st = self.state.as_ref().expect("commit needs loaded state");
+        let generation = out.meta.generation;
+        let mut cp = Checkpoint {
+            instance_id: self.id.clone(),
+            expected_version: st.meta.version,
+            meta: out.meta.clone(),
+            reset_history: out.reset_history,
+            append: out.append.clone(),
+            consumed_inbox: out.consumed.clone(),
+            new_activities: vec![],
+            new_reminders: vec![],
+            cancel_pending: out.cancel_pending,
+            outbound: vec![],
+        };
+        let mut wake = Vec::new();
+        let mut activities = Vec::new();
+        for effect in &out.effects {
+            match effect {
+                Effect::ScheduleActivity { task_id, request } => {
+                    cp.new_activities.push(ActivityTask {
+                        instance_id: self.id.clone(),
+                        generation,
+                        task_id: *task_id,
+                        request: request.encode_to_vec(),
+                    });
+                    activities.push(Job::Activity { generation, request: request.clone() });
+                }
+                Effect::Timer { due_at, event } => cp.new_reminders.push(Reminder {
+                    id: 0,
+                    instance_id: self.id.clone(),
+                    generation,
+                    due_at: *due_at,
+                    event: event.clone(),
+                }),
+                Effect::StartInstance { meta, start_event, on_conflict } => {
+                    wake.push(meta.instance_id.clone());
+                    if let Some((to, _)) = on_conflict {
+                        wake.push(to.clone());
+                    }
+                    cp.outbound.push(Outbound::Create {
+                        create: CreateInstance { meta: meta.clone(), start_event: start_event.clone(), policy: ReusePolicy::Error },
+                        on_conflict: on_conflict.clone(),
+                    });
+                }
+                Effect::Deliver { instance_id, event } => {
+                    wake.push(instance_id.clone());
+                    cp.outbound.push(Outbound::Deliver { instance_id: instance_id.clone(), event: event.clone() });
+                }
+            }
+        }
+        let timers = !cp.new_reminders.is_empty();
+        match self.inner.store.checkpoint(cp).await {
+            Ok(()) => {}
+            Err(e @ StoreError::Conflict { .. }) => {
+                // Someone else owns this instance now; reload before doing anything more.
+                self.state = None;
+                return Err(e.into());
+            }
+            Err(e) => {
+                self.state = None;
+                return Err(e.into());
+            }
+        }
+        let st = self.state.as_mut().expect("still loaded");
+        if out.reset_history {
+            st.history.clear();
+        }
+        st.history.extend(out.append);
+        st.meta = InstanceMeta { version: st.meta.version + 1, ..out.meta };
+        for job in activities {
+            self.inner.hub.push(job);
+        }
+        if timers {
+            self.inner.timers_changed.notify_one();
+        }
+        self.inner.changed(&self.id);
+        for id in wake {
+            if id == self.id {
+                continue; // the run loop re-reads our own inbox after every commit
+            }
+            self.inner.wake(&id);
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn now() -> weft_core::Micros {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,444 @@
+//! The engine: the operations behind the gRPC and HTTP APIs, the registry of workflow actors,
+//! the durable-timer loop and recovery after a restart.
+
+use crate::actor::{Actor, ActorMsg, now};
+use crate::error::{EngineError, Result};
+use crate::hub::{Hub, Job};
+use prost::Message;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use weft_core::history::{all_children, event};
+use weft_core::ids::validate_instance_id;
+use weft_core::turn::new_instance;
+use weft_core::{InstanceMeta, RuntimeStatus};
+use weft_proto::durabletask::{
+    ActivityRequest, ActivityResponse, EventRaisedEvent, ExecutionResumedEvent,
+    ExecutionSuspendedEvent, ExecutionTerminatedEvent, HistoryEvent, TaskCompletedEvent,
+    TaskFailedEvent, WorkflowResponse, history_event::EventType,
+};
+use weft_store::{CreateInstance, CreateOutcome, InstancePage, ListFilter, ReusePolicy, Store};
+
+/// Default limit on one payload (input, output, event data, result): 4 MiB, gRPC's default
+/// message size, so anything accepted can also be delivered to a worker.
+pub const DEFAULT_MAX_PAYLOAD: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub app_id: String,
+    pub max_payload_bytes: usize,
+    /// An actor with nothing to do for this long is dropped from memory.
+    pub idle_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            app_id: "weft-dev".into(),
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A request to start an instance, as both APIs express it.
+#[derive(Debug, Clone, Default)]
+pub struct StartRequest {
+    pub instance_id: String,
+    pub name: String,
+    pub version: Option<String>,
+    pub input: Option<String>,
+    pub scheduled_start_at: Option<weft_core::Micros>,
+    pub policy: ReusePolicy,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) hub: Hub,
+    pub(crate) app_id: String,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) timers_changed: Notify,
+    max_payload: usize,
+    actors: Mutex<HashMap<String, mpsc::UnboundedSender<ActorMsg>>>,
+    changes: broadcast::Sender<String>,
+}
+
+impl Inner {
+    /// Sends a message to an instance's actor, activating it if needed.
+    fn send(self: &Arc<Self>, id: &str, msg: ActorMsg) {
+        let mut actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
+        let msg = match actors.get(id) {
+            Some(tx) => match tx.send(msg) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(m)) => m,
+            },
+            None => msg,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(msg);
+        actors.insert(id.to_string(), tx);
+        tokio::spawn(Actor::new(id.to_string(), self.clone(), rx).run());
+    }
+
+    pub(crate) fn wake(self: &Arc<Self>, id: &str) {
+        self.send(id, ActorMsg::Wake);
+    }
+
+    /// Removes an idle actor unless a message slipped in; senders hold the same lock.
+    pub(crate) fn try_retire(&self, id: &str, rx: &mpsc::UnboundedReceiver<ActorMsg>) -> bool {
+        let mut actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
+        if rx.is_empty() {
+            actors.remove(id);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub(crate) fn changed(&self, id: &str) {
+        let _ = self.changes.send(id.to_string());
+    }
+}
+
+/// Cheap to clone; every API handler holds one.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, cfg: EngineConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                hub: Hub::default(),
+                app_id: cfg.app_id,
+                idle_timeout: cfg.idle_timeout,
+                timers_changed: Notify::new(),
+                max_payload: cfg.max_payload_bytes,
+                actors: Mutex::default(),
+                changes: broadcast::channel(4096).0,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Re-activates unfinished work after a restart and starts the background loops.
+    pub async fn start(&self, shutdown: CancellationToken) -> Result<()> {
+        let store = &self.inner.store;
+        for a in store.pending_activities().await? {
+            let request = ActivityRequest::decode(a.request.as_slice())
+                .map_err(|e| EngineError::Internal(format!("stored activity request: {e}")))?;
+            self.inner.hub.push(Job::Activity { generation: a.generation, request });
+        }
+        for id in store.instances_with_inbox().await? {
+            self.inner.wake(&id);
+        }
+        tokio::spawn(timer_loop(self.inner.clone(), shutdown.clone()));
+        tokio::spawn(stalled_retry_loop(self.inner.clone(), shutdown));
+        Ok(())
+    }
+
+    pub fn check_payload(&self, what: &str, value: Option<&str>) -> Result<()> {
+        let len = value.map_or(0, str::len);
+        if len > self.inner.max_payload {
+            return Err(EngineError::PayloadTooLarge(format!(
+                "{what} is {len} bytes; the limit is {} bytes",
+                self.inner.max_payload
+            )));
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Client operations
+
+    /// Creates an instance; returns once it is durable (callers may then wait for the start).
+    pub async fn start_instance(&self, req: StartRequest) -> Result<String> {
+        validate_instance_id(&req.instance_id)?;
+        if req.name.is_empty() {
+            return Err(EngineError::InvalidArgument("workflow name must not be empty".into()));
+        }
+        self.check_payload("input", req.input.as_deref())?;
+        let now = now();
+        let exec = uuid::Uuid::new_v4().to_string();
+        let (mut meta, start) =
+            new_instance(&req.instance_id, &req.name, req.version, req.input, None, exec, &self.inner.app_id, now);
+        meta.scheduled_start_at = req.scheduled_start_at.filter(|t| *t > now);
+        let scheduled = meta.scheduled_start_at.is_some();
+        let outcome = self
+            .inner
+            .store
+            .create_instance(CreateInstance { meta, start_event: start, policy: req.policy })
+            .await?;
+        if outcome != CreateOutcome::Existing {
+            self.inner.changed(&req.instance_id);
+            if scheduled {
+                self.inner.timers_changed.notify_one();
+            } else {
+                self.inner.wake(&req.instance_id);
+            }
+        }
+        metrics::counter!("weft_workflows_started_total").increment(1);
+        Ok(req.instance_id)
+    }
+
+    pub async fn get_instance(&self, id: &str) -> Result<Option<InstanceMeta>> {
+        Ok(self.inner.store.get_instance(id).await?)
+    }
+
+    /// Waits until `pred` holds for the instance (or it disappears), without polling.
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        pred: impl Fn(&InstanceMeta) -> bool,
+    ) -> Result<Option<InstanceMeta>> {
+        let mut rx = self.inner.changes.subscribe();
+        loop {
+            match self.inner.store.get_instance(id).await? {
+                None => return Ok(None),
+                Some(m) if pred(&m) => return Ok(Some(m)),
+                Some(_) => {}
+            }
+            loop {
+                match rx.recv().await {
+                    Ok(changed) if changed == id => break,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return Err(EngineError::Unavailable("shutting down".into()));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn existing(&self, id: &str) -> Result<InstanceMeta> {
+        self.inner.store.get_instance(id).await?.ok_or_else(|| EngineError::no_such_instance(id))
+    }
+
+    async fn deliver(&self, id: &str, ev: HistoryEvent) -> Result<()> {
+        if !self.inner.store.append_inbox(id, ev).await? {
+            return Err(EngineError::no_such_instance(id));
+        }
+        self.inner.wake(id);
+        Ok(())
+    }
+
+    pub async fn raise_event(&self, id: &str, name: &str, input: Option<String>) -> Result<()> {
+        if name.is_empty() {
+            return Err(EngineError::InvalidArgument("event name must not be empty".into()));
+        }
+        self.check_payload("event data", input.as_deref())?;
+        let meta = self.existing(id).await?;
+        if meta.status.is_terminal() {
+            return Ok(()); // as daprd: events for a finished instance are dropped
+        }
+        if meta.status == RuntimeStatus::Stalled {
+            return Err(EngineError::FailedPrecondition(format!("workflow instance '{id}' is stalled")));
+        }
+        let ev = event(now(), EventType::EventRaised(EventRaisedEvent { name: name.to_string(), input }));
+        self.deliver(id, ev).await
+    }
+
+    /// Queues termination; the caller may then wait for a terminal status.
+    pub async fn terminate(&self, id: &str, output: Option<String>, recursive: bool) -> Result<bool> {
+        self.check_payload("output", output.as_deref())?;
+        let meta = self.existing(id).await?;
+        if meta.status.is_terminal() {
+            return Ok(false);
+        }
+        let ev = event(now(), EventType::ExecutionTerminated(ExecutionTerminatedEvent { input: output, recurse: recursive }));
+        self.deliver(id, ev).await?;
+        Ok(true)
+    }
+
+    pub async fn suspend(&self, id: &str, reason: Option<String>) -> Result<bool> {
+        let meta = self.existing(id).await?;
+        if meta.status.is_terminal() || meta.status == RuntimeStatus::Suspended {
+            return Ok(false);
+        }
+        let ev = event(now(), EventType::ExecutionSuspended(ExecutionSuspendedEvent { input: reason }));
+        self.deliver(id, ev).await?;
+        Ok(true)
+    }
+
+    pub async fn resume(&self, id: &str, reason: Option<String>) -> Result<bool> {
+        let meta = self.existing(id).await?;
+        // Resuming a running instance would make the SDKs fail it, so only a suspended (or
+        // stalled-while-suspended) one gets the event.
+        if !matches!(meta.status, RuntimeStatus::Suspended | RuntimeStatus::Stalled) {
+            return Ok(false);
+        }
+        let ev = event(now(), EventType::ExecutionResumed(ExecutionResumedEvent { input: reason }));
+        self.deliver(id, ev).await?;
+        Ok(true)
+    }
+
+    /// Deletes a finished instance (and, if `recursive`, the children it created).
+    pub async fn purge(&self, id: &str, recursive: bool, force: bool) -> Result<i32> {
+        let meta = self.existing(id).await?;
+        if !meta.status.is_terminal() && !force {
+            return Err(EngineError::FailedPrecondition(format!(
+                "workflow instance '{id}' has not yet completed (status {})",
+                meta.status
+            )));
+        }
+        let mut todo = vec![id.to_string()];
+        let mut count = 0;
+        while let Some(next) = todo.pop() {
+            if recursive && let Some(h) = self.inner.store.get_history(&next).await? {
+                todo.extend(all_children(&h));
+            }
+            if self.inner.store.purge(&next).await? {
+                count += 1;
+                self.inner.hub.forget_instance(&next);
+                self.inner.changed(&next);
+            }
+        }
+        Ok(count)
+    }
+
+    pub async fn history(&self, id: &str) -> Result<Option<Vec<HistoryEvent>>> {
+        Ok(self.inner.store.get_history(id).await?)
+    }
+
+    pub async fn list(&self, filter: ListFilter) -> Result<InstancePage> {
+        Ok(self.inner.store.list_instances(filter).await?)
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Worker operations
+
+    pub async fn complete_workflow(&self, resp: WorkflowResponse) -> Result<()> {
+        self.check_payload("custom status", resp.custom_status.as_deref())?;
+        check_action_payloads(self, &resp)?;
+        let id = resp.instance_id.clone();
+        if self.inner.hub.take_workflow(&id).is_none() {
+            return Err(EngineError::NotFound(format!("unknown instance ID: {id}")));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.inner.send(&id, ActorMsg::Complete(resp, tx));
+        rx.await.unwrap_or_else(|_| Err(EngineError::Unavailable("workflow actor stopped".into())))
+    }
+
+    pub async fn complete_activity(&self, resp: ActivityResponse) -> Result<()> {
+        self.check_payload("activity result", resp.result.as_deref())?;
+        let id = resp.instance_id.clone();
+        let Some((generation, request)) = self.inner.hub.take_activity(&id, resp.task_id) else {
+            return Err(EngineError::NotFound(format!(
+                "unknown instance ID/task ID combo: {id}/{}",
+                resp.task_id
+            )));
+        };
+        let ty = match resp.failure_details {
+            Some(f) => EventType::TaskFailed(TaskFailedEvent {
+                task_scheduled_id: resp.task_id,
+                failure_details: Some(f),
+                task_execution_id: request.task_execution_id.clone(),
+                ..Default::default()
+            }),
+            None => EventType::TaskCompleted(TaskCompletedEvent {
+                task_scheduled_id: resp.task_id,
+                result: resp.result,
+                task_execution_id: request.task_execution_id.clone(),
+                ..Default::default()
+            }),
+        };
+        match self.inner.store.complete_activity(&id, resp.task_id, generation, event(now(), ty)).await {
+            Ok(true) => {
+                metrics::counter!("weft_activities_completed_total").increment(1);
+                self.inner.wake(&id);
+                Ok(())
+            }
+            Ok(false) => Ok(()), // a late or duplicate result: the task is no longer pending
+            Err(e) => {
+                // Not recorded: hand the task out again (the worker drops its result).
+                self.inner.hub.push(Job::Activity { generation, request });
+                Err(e.into())
+            }
+        }
+    }
+
+    pub(crate) fn open_stream(&self, stateful: bool) -> crate::hub::StreamHandle<'_> {
+        self.inner.hub.open_stream(stateful)
+    }
+}
+
+fn check_action_payloads(engine: &Engine, resp: &WorkflowResponse) -> Result<()> {
+    use weft_proto::durabletask::workflow_action::WorkflowActionType as A;
+    for a in &resp.actions {
+        let payload = match &a.workflow_action_type {
+            Some(A::ScheduleTask(t)) => t.input.as_deref(),
+            Some(A::CreateChildWorkflow(c)) => c.input.as_deref(),
+            Some(A::SendEvent(s)) => s.data.as_deref(),
+            Some(A::CompleteWorkflow(c)) => c.result.as_deref(),
+            Some(A::CreateDetachedWorkflow(d)) => d.input.as_deref(),
+            _ => None,
+        };
+        engine.check_payload("workflow action payload", payload)?;
+    }
+    Ok(())
+}
+
+/// Fires due durable timers; polling is the source of truth, `timers_changed` only wakes early.
+async fn timer_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
+    const MAX_SLEEP: Duration = Duration::from_secs(2);
+    const LEASE: i64 = 30_000_000;
+    loop {
+        let t = now();
+        let mut next = MAX_SLEEP;
+        match inner.store.claim_due_reminders(t, t + LEASE, 256).await {
+            Ok(due) => {
+                for r in due {
+                    match inner.store.fire_reminder(r.id).await {
+                        Ok(true) => inner.wake(&r.instance_id),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, "firing a timer failed; it will be retried"),
+                    }
+                }
+                match inner.store.next_reminder_due().await {
+                    Ok(Some(due)) => {
+                        let wait = (due - now()).max(0) as u64;
+                        next = next.min(Duration::from_micros(wait));
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "reading timers failed"),
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "claiming timers failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = inner.timers_changed.notified() => {}
+            _ = tokio::time::sleep(next) => {}
+        }
+    }
+}
+
+/// When a worker connects, stalled instances get another chance with it.
+async fn stalled_retry_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
+    let mut connected = inner.hub.connected();
+    let mut last = *connected.borrow();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = connected.changed() => if r.is_err() { return },
+        }
+        let n = *connected.borrow();
+        if n > last {
+            let filter = ListFilter { statuses: vec![RuntimeStatus::Stalled], limit: 1000, ..Default::default() };
+            if let Ok(page) = inner.store.list_instances(filter).await {
+                for m in page.items {
+                    inner.send(&m.instance_id, ActorMsg::Retry);
+                }
+            }
+        }
+        last = n;
+    }
+}

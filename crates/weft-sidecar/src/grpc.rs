@@ -1,0 +1,229 @@
+//! The durabletask `TaskHubSidecarService` over gRPC: validation at the edge, then the engine.
+
+use crate::engine::{Engine, StartRequest};
+use crate::error::EngineError;
+use std::pin::Pin;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use weft_core::time::{from_micros, to_micros};
+use weft_core::turn::decode_failure;
+use weft_core::{InstanceMeta, RuntimeStatus};
+use weft_proto::durabletask::task_hub_sidecar_service_server::TaskHubSidecarService;
+use weft_proto::durabletask::*;
+use weft_store::{ListFilter, ReusePolicy};
+
+type Result<T> = std::result::Result<Response<T>, Status>;
+
+pub struct Service {
+    engine: Engine,
+    shutdown: CancellationToken,
+}
+
+impl Service {
+    pub fn new(engine: Engine, shutdown: CancellationToken) -> Self {
+        Self { engine, shutdown }
+    }
+
+    async fn state(&self, id: &str, with_payloads: bool) -> Result<GetInstanceResponse> {
+        let meta = self.engine.get_instance(id).await?;
+        Ok(Response::new(instance_response(meta, with_payloads)))
+    }
+
+    async fn wait(
+        &self,
+        req: GetInstanceRequest,
+        pred: impl Fn(&InstanceMeta) -> bool,
+    ) -> Result<GetInstanceResponse> {
+        let meta = self.engine.wait_for(&req.instance_id, pred).await?;
+        Ok(Response::new(instance_response(meta, req.get_inputs_and_outputs)))
+    }
+}
+
+/// The wire `WorkflowState` of an instance row.
+pub fn instance_response(meta: Option<InstanceMeta>, with_payloads: bool) -> GetInstanceResponse {
+    let Some(m) = meta else {
+        return GetInstanceResponse { exists: false, workflow_state: None };
+    };
+    let mut st = WorkflowState {
+        instance_id: m.instance_id.clone(),
+        name: m.name.clone(),
+        workflow_status: m.status.code(),
+        created_timestamp: Some(from_micros(m.created_at)),
+        last_updated_timestamp: Some(from_micros(m.updated_at)),
+        completed_timestamp: m.completed_at.map(from_micros),
+        scheduled_start_timestamp: m.scheduled_start_at.map(from_micros),
+        started_at: m.started_at.map(from_micros),
+        execution_id: Some(m.execution_id.clone()),
+        parent_instance_id: m.parent_instance_id.clone(),
+        ..Default::default()
+    };
+    if with_payloads {
+        st.input = m.input.clone();
+        st.output = m.output.clone();
+        st.custom_status = m.custom_status.clone();
+        st.failure_details = decode_failure(m.failure.as_deref());
+    }
+    GetInstanceResponse { exists: true, workflow_state: Some(st) }
+}
+
+fn reuse_policy(p: Option<&OrchestrationIdReusePolicy>) -> ReusePolicy {
+    match p.map(|p| p.action) {
+        Some(a) if a == CreateOrchestrationAction::Ignore as i32 => ReusePolicy::Ignore,
+        Some(a) if a == CreateOrchestrationAction::Terminate as i32 => ReusePolicy::Terminate,
+        _ => ReusePolicy::Error,
+    }
+}
+
+#[tonic::async_trait]
+impl TaskHubSidecarService for Service {
+    async fn hello(&self, _: Request<()>) -> Result<()> {
+        Ok(Response::new(()))
+    }
+
+    async fn start_instance(&self, req: Request<CreateInstanceRequest>) -> Result<CreateInstanceResponse> {
+        let r = req.into_inner();
+        // JS sends epoch 0 for "now"; only a future time schedules the start.
+        let scheduled = r.scheduled_start_timestamp.as_ref().map(to_micros);
+        let wait = scheduled.is_none();
+        let id = self
+            .engine
+            .start_instance(StartRequest {
+                instance_id: r.instance_id,
+                name: r.name,
+                version: r.version.filter(|v| !v.is_empty()),
+                input: r.input,
+                scheduled_start_at: scheduled,
+                policy: reuse_policy(r.orchestration_id_reuse_policy.as_ref()),
+            })
+            .await?;
+        if wait {
+            // Dapr semantics: a plain start returns once the first turn has run.
+            self.engine.wait_for(&id, |m| m.status != RuntimeStatus::Pending).await?;
+        }
+        Ok(Response::new(CreateInstanceResponse { instance_id: id }))
+    }
+
+    async fn get_instance(&self, req: Request<GetInstanceRequest>) -> Result<GetInstanceResponse> {
+        let r = req.into_inner();
+        self.state(&r.instance_id, r.get_inputs_and_outputs).await
+    }
+
+    async fn wait_for_instance_start(&self, req: Request<GetInstanceRequest>) -> Result<GetInstanceResponse> {
+        self.wait(req.into_inner(), |m| m.status != RuntimeStatus::Pending).await
+    }
+
+    async fn wait_for_instance_completion(&self, req: Request<GetInstanceRequest>) -> Result<GetInstanceResponse> {
+        self.wait(req.into_inner(), |m| m.status.is_terminal()).await
+    }
+
+    async fn raise_event(&self, req: Request<RaiseEventRequest>) -> Result<RaiseEventResponse> {
+        let r = req.into_inner();
+        self.engine.raise_event(&r.instance_id, &r.name, r.input).await?;
+        Ok(Response::new(RaiseEventResponse {}))
+    }
+
+    async fn terminate_instance(&self, req: Request<TerminateRequest>) -> Result<TerminateResponse> {
+        let r = req.into_inner();
+        self.engine.terminate(&r.instance_id, r.output, r.recursive).await?;
+        self.engine.wait_for(&r.instance_id, |m| m.status.is_terminal()).await?;
+        Ok(Response::new(TerminateResponse {}))
+    }
+
+    async fn suspend_instance(&self, req: Request<SuspendRequest>) -> Result<SuspendResponse> {
+        let r = req.into_inner();
+        self.engine.suspend(&r.instance_id, r.reason).await?;
+        self.engine
+            .wait_for(&r.instance_id, |m| m.status == RuntimeStatus::Suspended || m.status.is_terminal())
+            .await?;
+        Ok(Response::new(SuspendResponse {}))
+    }
+
+    async fn resume_instance(&self, req: Request<ResumeRequest>) -> Result<ResumeResponse> {
+        let r = req.into_inner();
+        if self.engine.resume(&r.instance_id, r.reason).await? {
+            self.engine
+                .wait_for(&r.instance_id, |m| m.status == RuntimeStatus::Running || m.status.is_terminal())
+                .await?;
+        }
+        Ok(Response::new(ResumeResponse {}))
+    }
+
+    async fn purge_instances(&self, req: Request<PurgeInstancesRequest>) -> Result<PurgeInstancesResponse> {
+        let r = req.into_inner();
+        let id = match r.request {
+            Some(purge_instances_request::Request::InstanceId(id)) => id,
+            Some(purge_instances_request::Request::PurgeInstanceFilter(_)) => {
+                return Err(Status::unimplemented("multi-instance purge (by filter) is not supported; purge by instance ID"));
+            }
+            None => return Err(EngineError::InvalidArgument("an instance ID is required".into()).into()),
+        };
+        let n = self.engine.purge(&id, r.recursive, r.force.unwrap_or(false)).await?;
+        Ok(Response::new(PurgeInstancesResponse { deleted_instance_count: n, is_complete: Some(true) }))
+    }
+
+    type GetWorkItemsStream = Pin<Box<dyn tokio_stream::Stream<Item = std::result::Result<WorkItem, Status>> + Send>>;
+
+    async fn get_work_items(&self, req: Request<GetWorkItemsRequest>) -> Result<Self::GetWorkItemsStream> {
+        let r = req.into_inner();
+        let stateful = r
+            .capabilities
+            .iter()
+            .chain(r.legacy_capabilities.iter())
+            .any(|c| *c == WorkerCapability::StatefulHistory as i32);
+        let (tx, rx) = mpsc::channel(8);
+        let engine = self.engine.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            engine.open_stream(stateful).run(tx, shutdown).await;
+        });
+        tracing::info!(stateful, "worker connected");
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn complete_activity_task(&self, req: Request<ActivityResponse>) -> Result<CompleteTaskResponse> {
+        self.engine.complete_activity(req.into_inner()).await?;
+        Ok(Response::new(CompleteTaskResponse {}))
+    }
+
+    async fn complete_orchestrator_task(&self, req: Request<WorkflowResponse>) -> Result<CompleteTaskResponse> {
+        self.engine.complete_workflow(req.into_inner()).await?;
+        Ok(Response::new(CompleteTaskResponse {}))
+    }
+
+    async fn complete_workflow_task(&self, req: Request<WorkflowResponse>) -> Result<CompleteTaskResponse> {
+        self.complete_orchestrator_task(req).await
+    }
+
+    async fn rerun_workflow_from_event(
+        &self,
+        req: Request<RerunWorkflowFromEventRequest>,
+    ) -> Result<RerunWorkflowFromEventResponse> {
+        let r = req.into_inner();
+        let id = self.engine.rerun_from_event(r).await?;
+        self.engine.wait_for(&id, |m| m.status != RuntimeStatus::Pending).await?;
+        Ok(Response::new(RerunWorkflowFromEventResponse { new_instance_id: id }))
+    }
+
+    async fn list_instance_i_ds(&self, req: Request<ListInstanceIDsRequest>) -> Result<ListInstanceIDsResponse> {
+        let r = req.into_inner();
+        let limit = r.page_size.unwrap_or(100).clamp(1, 10_000) as usize;
+        let page = self
+            .engine
+            .list(ListFilter { after: r.continuation_token.filter(|t| !t.is_empty()), limit, ..Default::default() })
+            .await?;
+        Ok(Response::new(ListInstanceIDsResponse {
+            instance_ids: page.items.into_iter().map(|m| m.instance_id).collect(),
+            continuation_token: page.next,
+        }))
+    }
+
+    async fn get_instance_history(&self, req: Request<GetInstanceHistoryRequest>) -> Result<GetInstanceHistoryResponse> {
+        let id = req.into_inner().instance_id;
+        match self.engine.history(&id).await? {
+            Some(events) => Ok(Response::new(GetInstanceHistoryResponse { events })),
+            None => Err(Status::not_found(format!("workflow instance '{id}' not found"))),
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! The worker hub: a queue of work items shared by every connected `GetWorkItems` stream, and the
+//! record of which stream holds which item, so items on a stream that dies go back to the queue.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::{Notify, mpsc, watch};
+use weft_proto::durabletask::{
+    ActivityRequest, CachedHistory, WorkItem, WorkflowRequest, work_item::Request,
+};
+
+/// A unit of work for a worker.
+#[derive(Debug, Clone)]
+pub enum Job {
+    Workflow(WorkflowRequest),
+    Activity {
+        generation: i64,
+        request: ActivityRequest,
+    },
+}
+
+impl Job {
+    fn key(&self) -> Key {
+        match self {
+            Job::Workflow(r) => Key::Workflow(r.instance_id.clone()),
+            Job::Activity { request, .. } => Key::Activity(
+                request
+                    .workflow_instance
+                    .as_ref()
+                    .map(|w| w.instance_id.clone())
+                    .unwrap_or_default(),
+                request.task_id,
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Workflow(String),
+    Activity(String, i32),
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Job>,
+    /// Dispatched and not yet completed: which stream holds it.
+    inflight: HashMap<Key, (u64, Job)>,
+}
+
+/// Shared between the engine (which enqueues) and the gRPC streams (which take).
+pub struct Hub {
+    state: Mutex<State>,
+    ready: Notify,
+    next_stream: AtomicU64,
+    /// Number of connected streams, observable (e.g. to retry stalled instances on connect).
+    connected: watch::Sender<usize>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            ready: Notify::new(),
+            next_stream: AtomicU64::new(1),
+            connected: watch::channel(0).0,
+        }
+    }
+}
+
+impl Hub {
+    pub fn push(&self, job: Job) {
+        let key = job.key();
+        {
+            let mut st = self.lock();
+            // One copy of a job at a time: a re-dispatch replaces a queued copy, and an
+            // in-flight copy stays with its stream.
+            if st.inflight.contains_key(&key) {
+                st.inflight.remove(&key);
+            }
+            st.queue.retain(|j| j.key() != key);
+            st.queue.push_back(job);
+        }
+        self.ready.notify_one();
+    }
+
+    /// Removes a workflow turn's in-flight record; `None` if no such turn is pending.
+    pub fn take_workflow(&self, instance_id: &str) -> Option<WorkflowRequest> {
+        match self
+            .lock()
+            .inflight
+            .remove(&Key::Workflow(instance_id.to_string()))
+        {
+            Some((_, Job::Workflow(r))) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Removes an activity's in-flight record, returning its generation and request.
+    pub fn take_activity(&self, instance_id: &str, task_id: i32) -> Option<(i64, ActivityRequest)> {
+        match self
+            .lock()
+            .inflight
+            .remove(&Key::Activity(instance_id.to_string(), task_id))
+        {
+            Some((
+                _,
+                Job::Activity {
+                    generation,
+                    request,
+                },
+            )) => Some((generation, request)),
+            _ => None,
+        }
+    }
+
+    /// Takes a workflow turn back if no worker has taken it yet (so it can be re-prepared
+    /// with newer inbox events); false if it is in flight or unknown.
+    pub fn withdraw_workflow(&self, instance_id: &str) -> bool {
+        let key = Key::Workflow(instance_id.to_string());
+        let mut st = self.lock();
+        let before = st.queue.len();
+        st.queue.retain(|j| j.key() != key);
+        st.queue.len() != before
+    }
+
+    /// Forgets everything queued or in flight for an instance (purge).
+    pub fn forget_instance(&self, instance_id: &str) {
+        let mut st = self.lock();
+        let mine = |k: &Key| match k {
+            Key::Workflow(i) | Key::Activity(i, _) => i == instance_id,
+        };
+        st.queue.retain(|j| !mine(&j.key()));
+        st.inflight.retain(|k, _| !mine(k));
+    }
+
+    pub fn connected(&self) -> watch::Receiver<usize> {
+        self.connected.subscribe()
+    }
+
+    #[cfg(test)]
+    pub fn queued(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// Registers a new stream; dropping the returned handle re-queues what it held.
+    pub fn open_stream(&self, stateful_history: bool) -> StreamHandle<'_> {
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        self.connected.send_modify(|n| *n += 1);
+        StreamHandle {
+            hub: self,
+            id,
+            stateful_history,
+            warm: HashMap::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the maps half-updated in a way that
+        // matters more than losing the process, so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn take(&self, stream: u64) -> Job {
+        loop {
+            let notified = self.ready.notified();
+            {
+                let mut st = self.lock();
+                if let Some(job) = st.queue.pop_front() {
+                    st.inflight.insert(job.key(), (stream, job.clone()));
+                    if !st.queue.is_empty() {
+                        // Others may be waiting for the rest.
+                        self.ready.notify_one();
+                    }
+                    return job;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn release_stream(&self, stream: u64) {
+        let mut st = self.lock();
+        let lost: Vec<Key> = st
+            .inflight
+            .iter()
+            .filter(|(_, (s, _))| *s == stream)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in lost.into_iter().rev() {
+            if let Some((_, job)) = st.inflight.remove(&k) {
+                st.queue.push_front(job);
+            }
+        }
+        drop(st);
+        self.ready.notify_one();
+        self.connected.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// One connected `GetWorkItems` stream.
+pub struct StreamHandle<'a> {
+    hub: &'a Hub,
+    id: u64,
+    stateful_history: bool,
+    /// Stateful-history capability: how many past events this stream's worker has cached.
+    warm: HashMap<String, usize>,
+}
+
+impl StreamHandle<'_> {
+    /// Feeds work items into `tx` until the client goes away or `shutdown` fires.
+    pub async fn run(
+        mut self,
+        tx: mpsc::Sender<Result<WorkItem, tonic::Status>>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            let job = tokio::select! {
+                job = self.hub.take(self.id) => job,
+                _ = tx.closed() => return,
+                _ = shutdown.cancelled() => {
+                    let _ = tx.send(Err(tonic::Status::cancelled("shutting down"))).await;
+                    return;
+                }
+            };
+            let item = self.to_work_item(job);
+            if tx.send(Ok(item)).await.is_err() {
+                return;
+            }
+            metrics::counter!("weft_work_items_dispatched_total").increment(1);
+        }
+    }
+
+    fn to_work_item(&mut self, job: Job) -> WorkItem {
+        let request = match job {
+            Job::Workflow(mut r) => {
+                if self.stateful_history {
+                    let past = r.past_events.len();
+                    if let Some(&n) = self.warm.get(&r.instance_id)
+                        && n > 0
+                        && n <= past
+                    {
+                        r.past_events.drain(..n);
+                        r.cached_history = Some(CachedHistory {
+                            event_count: n as i32,
+                        });
+                    }
+                    self.warm.insert(r.instance_id.clone(), past);
+                }
+                Request::WorkflowRequest(r)
+            }
+            Job::Activity { request, .. } => Request::ActivityRequest(request),
+        };
+        WorkItem {
+            request: Some(request),
+            completion_token: String::new(),
+        }
+    }
+}
+
+impl Drop for StreamHandle<'_> {
+    fn drop(&mut self) {
+        self.hub.release_stream(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_util::sync::CancellationToken;
+    use weft_proto::durabletask::HistoryEvent;
+
+    fn wf(id: &str, past: usize) -> Job {
+        Job::Workflow(WorkflowRequest {
+            instance_id: id.into(),
+            past_events: vec![HistoryEvent::default(); past],
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn dispatch_take_and_redeliver_on_disconnect() {
+        let hub = std::sync::Arc::new(Hub::default());
+        hub.push(wf("a", 0));
+        let shutdown = CancellationToken::new();
+        let (tx, mut rx) = mpsc::channel(4);
+        let h = hub.clone();
+        let sd = shutdown.clone();
+        let t = tokio::spawn(async move { h.open_stream(false).run(tx, sd).await });
+        let item = rx.recv().await.unwrap().unwrap();
+        assert!(matches!(item.request, Some(Request::WorkflowRequest(_))));
+        assert_eq!(hub.queued(), 0);
+        drop(rx); // the worker goes away without completing
+        t.await.unwrap();
+        assert_eq!(hub.queued(), 1, "the unanswered turn is queued again");
+        assert!(hub.take_workflow("a").is_none());
+        assert_eq!(*hub.connected().borrow(), 0);
+    }
+
+    #[tokio::test]
+    async fn stateful_streams_send_deltas() {
+        let hub = Hub::default();
+        let mut s = hub.open_stream(true);
+        let first = s.to_work_item(wf("a", 3));
+        let second = s.to_work_item(wf("a", 5));
+        let Some(Request::WorkflowRequest(r1)) = first.request else {
+            panic!()
+        };
+        let Some(Request::WorkflowRequest(r2)) = second.request else {
+            panic!()
+        };
+        assert_eq!(r1.past_events.len(), 3);
+        assert!(r1.cached_history.is_none());
+        assert_eq!(r2.past_events.len(), 2);
+        assert_eq!(r2.cached_history.unwrap().event_count, 3);
+        // After continue-as-new the history is shorter than the cache: full send.
+        let third = s.to_work_item(wf("a", 1));
+        let Some(Request::WorkflowRequest(r3)) = third.request else {
+            panic!()
+        };
+        assert_eq!(r3.past_events.len(), 1);
+        let mut plain = hub.open_stream(false);
+        let Some(Request::WorkflowRequest(r)) = plain.to_work_item(wf("a", 5)).request else {
+            panic!()
+        };
+        assert!(r.cached_history.is_none() && r.past_events.len() == 5);
+    }
+}

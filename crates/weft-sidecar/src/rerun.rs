@@ -1,0 +1,86 @@
+//! `RerunWorkflowFromEvent`: a new instance from a finished one's history up to an activity.
+
+use crate::actor::now;
+use crate::engine::Engine;
+use crate::error::{EngineError, Result};
+use crate::hub::Job;
+use prost::Message;
+use weft_core::ids::validate_instance_id;
+use weft_core::rerun;
+use weft_core::turn::new_instance;
+use weft_core::RuntimeStatus;
+use weft_proto::durabletask::RerunWorkflowFromEventRequest;
+use weft_store::{ActivityTask, Checkpoint, CreateInstance, ReusePolicy};
+
+impl Engine {
+    /// Creates the new instance (two transactions: create, then the copied history; a crash in
+    /// between leaves an instance that simply starts from the beginning).
+    pub async fn rerun_from_event(&self, r: RerunWorkflowFromEventRequest) -> Result<String> {
+        let inner = &self.inner;
+        let src = inner
+            .store
+            .get_instance(&r.source_instance_id)
+            .await?
+            .ok_or_else(|| EngineError::no_such_instance(&r.source_instance_id))?;
+        if !src.status.is_terminal() {
+            return Err(EngineError::FailedPrecondition(format!(
+                "workflow instance '{}' must be finished to be rerun",
+                r.source_instance_id
+            )));
+        }
+        let new_id = r
+            .new_instance_id
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        validate_instance_id(&new_id)?;
+        self.check_payload("input", r.input.as_deref())?;
+        let history = inner.store.get_history(&r.source_instance_id).await?.unwrap_or_default();
+        let exec = uuid::Uuid::new_v4().to_string();
+        let input = r.overwrite_input.then_some(r.input);
+        let plan = rerun::plan(&history, r.event_id, &new_id, &exec, input)
+            .map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
+        let t = now();
+        let (meta, start) = new_instance(&new_id, &src.name, None, src.input.clone(), None, exec, &inner.app_id, t);
+        inner
+            .store
+            .create_instance(CreateInstance { meta, start_event: start, policy: ReusePolicy::Error })
+            .await?;
+        let loaded = inner
+            .store
+            .load(&new_id)
+            .await?
+            .ok_or_else(|| EngineError::Internal("rerun instance vanished".into()))?;
+        let mut meta = loaded.meta.clone();
+        meta.status = RuntimeStatus::Running;
+        meta.started_at = Some(t);
+        meta.updated_at = t;
+        let generation = meta.generation;
+        let cp = Checkpoint {
+            instance_id: new_id.clone(),
+            expected_version: loaded.meta.version,
+            meta,
+            reset_history: true,
+            append: plan.history,
+            consumed_inbox: loaded.inbox.iter().map(|e| e.seq).collect(),
+            new_activities: plan
+                .activities
+                .iter()
+                .map(|a| ActivityTask {
+                    instance_id: new_id.clone(),
+                    generation,
+                    task_id: a.task_id,
+                    request: a.encode_to_vec(),
+                })
+                .collect(),
+            new_reminders: vec![],
+            cancel_pending: false,
+            outbound: vec![],
+        };
+        inner.store.checkpoint(cp).await?;
+        for request in plan.activities {
+            inner.hub.push(Job::Activity { generation, request });
+        }
+        inner.changed(&new_id);
+        Ok(new_id)
+    }
+}

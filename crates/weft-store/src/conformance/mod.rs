@@ -1,0 +1,170 @@
+//! The store conformance suite: every case is written once against the [`Store`] trait and run on
+//! each backend through [`conformance_tests!`](crate::conformance_tests). Test-only code.
+
+mod cases;
+mod concurrency;
+
+pub use cases::*;
+pub use concurrency::*;
+
+use async_trait::async_trait;
+use weft_core::{InstanceMeta, Micros, RuntimeStatus};
+use weft_proto::durabletask::{
+    EventRaisedEvent, ExecutionStartedEvent, HistoryEvent, TaskCompletedEvent,
+    history_event::EventType,
+};
+
+use crate::{Checkpoint, CreateInstance, ReusePolicy, Store};
+
+/// A fresh, empty database of one backend. Each `handle` is an independent connection to it, as
+/// a second sidecar process would have.
+#[async_trait]
+pub trait Fixture: Send + Sync {
+    type Handle: Store;
+    async fn handle(&self) -> Self::Handle;
+}
+
+/// Generates one `#[tokio::test]` per conformance case. `$fixture` is an expression (may use
+/// `.await`) giving `Option<impl Fixture>`; `None` means the backend is unavailable and the
+/// fixture has already printed why (it must never skip silently).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($fixture:expr) => {
+        $crate::conformance_tests!(@cases $fixture;
+            history_append_and_read,
+            history_reset_starts_new_generation,
+            inbox_append_read_consume,
+            fencing_conflict_changes_nothing,
+            checkpoint_unknown_instance_conflicts,
+            racing_handles_exactly_one_wins,
+            reminders_claim_and_lease,
+            reminder_claims_never_overlap,
+            fire_reminder_is_idempotent,
+            far_future_reminder_is_storable,
+            outbound_deliver_and_create,
+            outbound_create_conflict_delivers_on_conflict,
+            complete_activity_once,
+            cancel_pending_drops_old_work,
+            purge_removes_everything,
+            list_paging_and_filters,
+            concurrent_checkpoints_on_different_instances,
+            checkpoint_batch_isolates_a_conflict,
+            create_reuse_policies,
+            scheduled_start_becomes_reminder,
+            payloads_round_trip_exactly,
+        );
+    };
+    (@cases $fixture:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(fx) = $fixture else { return };
+                $crate::conformance::$case(&fx).await;
+            }
+        )*
+    };
+}
+
+pub(crate) fn now() -> Micros {
+    crate::codec::now_micros()
+}
+
+pub(crate) fn meta(id: &str, name: &str) -> InstanceMeta {
+    let t = now();
+    InstanceMeta {
+        instance_id: id.to_string(),
+        name: name.to_string(),
+        status: RuntimeStatus::Pending,
+        execution_id: format!("{id}-exec"),
+        generation: 0,
+        input: Some(format!("\"input of {id}\"")),
+        output: None,
+        custom_status: None,
+        failure: None,
+        parent_instance_id: None,
+        created_at: t,
+        updated_at: t,
+        started_at: None,
+        completed_at: None,
+        scheduled_start_at: None,
+        version: 0,
+    }
+}
+
+pub(crate) fn started(name: &str) -> HistoryEvent {
+    HistoryEvent {
+        event_id: -1,
+        timestamp: None,
+        router: None,
+        event_type: Some(EventType::ExecutionStarted(ExecutionStartedEvent {
+            name: name.to_string(),
+            input: Some("\"in\"".into()),
+            ..Default::default()
+        })),
+    }
+}
+
+pub(crate) fn raised(name: &str, event_id: i32) -> HistoryEvent {
+    HistoryEvent {
+        event_id,
+        timestamp: None,
+        router: None,
+        event_type: Some(EventType::EventRaised(EventRaisedEvent {
+            name: name.to_string(),
+            input: Some(format!("{{\"n\":{event_id}}}")),
+        })),
+    }
+}
+
+pub(crate) fn task_completed(task_id: i32) -> HistoryEvent {
+    HistoryEvent {
+        event_id: -1,
+        timestamp: None,
+        router: None,
+        event_type: Some(EventType::TaskCompleted(TaskCompletedEvent {
+            task_scheduled_id: task_id,
+            result: Some("42".into()),
+            ..Default::default()
+        })),
+    }
+}
+
+pub(crate) fn create_req(id: &str, policy: ReusePolicy) -> CreateInstance {
+    CreateInstance {
+        meta: meta(id, "wf"),
+        start_event: started("wf"),
+        policy,
+    }
+}
+
+/// Creates `id` (policy Error) and returns its loaded version.
+pub(crate) async fn create<S: Store>(s: &S, id: &str) -> i64 {
+    s.create_instance(create_req(id, ReusePolicy::Error))
+        .await
+        .expect("create");
+    s.get_instance(id).await.expect("get").expect("row").version
+}
+
+/// A checkpoint that changes nothing but the row (status Running); callers fill in the rest.
+pub(crate) fn empty_cp(m: &InstanceMeta) -> Checkpoint {
+    Checkpoint {
+        instance_id: m.instance_id.clone(),
+        expected_version: m.version,
+        meta: InstanceMeta {
+            status: RuntimeStatus::Running,
+            ..m.clone()
+        },
+        reset_history: false,
+        append: vec![],
+        consumed_inbox: vec![],
+        new_activities: vec![],
+        new_reminders: vec![],
+        cancel_pending: false,
+        outbound: vec![],
+    }
+}
+
+/// The row, for building a checkpoint.
+pub(crate) async fn row<S: Store>(s: &S, id: &str) -> InstanceMeta {
+    s.get_instance(id).await.expect("get").expect("row exists")
+}

@@ -1,0 +1,151 @@
+//! The PostgreSQL schema as embedded, ordered migrations, applied at connect under an advisory
+//! lock so sidecars starting together do not race; a newer schema than we know is refused.
+
+use tokio_postgres::Client;
+
+use super::{PgErr, R};
+use crate::StoreError;
+
+/// Key of the session advisory lock held while migrating ("weftmigr" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7765_6674_6d69_6772;
+
+/// Migration `i` (1-based) brings the schema from version `i - 1` to `i`. Append only.
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema. IDs sort byte-wise (COLLATE "C") so paging order matches SQLite's.
+    r#"
+CREATE TABLE instances (
+    instance_id        TEXT COLLATE "C" PRIMARY KEY,
+    name               TEXT COLLATE "C" NOT NULL,
+    status             INTEGER NOT NULL,
+    execution_id       TEXT NOT NULL,
+    generation         BIGINT NOT NULL,
+    input              BYTEA,
+    output             BYTEA,
+    custom_status      BYTEA,
+    failure            BYTEA,
+    parent_instance_id TEXT,
+    created_at         BIGINT NOT NULL,
+    updated_at         BIGINT NOT NULL,
+    started_at         BIGINT,
+    completed_at       BIGINT,
+    scheduled_start_at BIGINT,
+    -- fencing value: bumped by every checkpoint, checked against the writer's expectation
+    version            BIGINT NOT NULL
+);
+CREATE INDEX instances_by_status ON instances (status, instance_id);
+CREATE INDEX instances_by_name ON instances (name, instance_id);
+CREATE INDEX instances_by_created ON instances (created_at);
+
+-- append-only per instance and generation; only the current generation is ever read
+CREATE TABLE history (
+    instance_id TEXT COLLATE "C" NOT NULL,
+    generation  BIGINT NOT NULL,
+    seq         BIGINT NOT NULL,
+    event       BYTEA NOT NULL,
+    PRIMARY KEY (instance_id, generation, seq)
+);
+
+CREATE TABLE inbox (
+    seq         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    instance_id TEXT COLLATE "C" NOT NULL,
+    event       BYTEA NOT NULL
+);
+CREATE INDEX inbox_by_instance ON inbox (instance_id, seq);
+
+-- the activity outbox: written by a checkpoint, deleted by the completion
+CREATE TABLE activities (
+    instance_id TEXT COLLATE "C" NOT NULL,
+    task_id     INTEGER NOT NULL,
+    generation  BIGINT NOT NULL,
+    request     BYTEA NOT NULL,
+    PRIMARY KEY (instance_id, task_id)
+);
+
+CREATE TABLE reminders (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    instance_id TEXT COLLATE "C" NOT NULL,
+    generation  BIGINT NOT NULL,
+    due_at      BIGINT NOT NULL,
+    lease_until BIGINT,
+    event       BYTEA NOT NULL
+);
+CREATE INDEX reminders_by_due ON reminders (due_at);
+CREATE INDEX reminders_by_instance ON reminders (instance_id, generation);
+
+-- Wake-up hints for other sidecars, sent at commit (duplicates within a transaction collapse).
+CREATE FUNCTION weft_notify_inbox() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_notify('weft_inbox', NEW.instance_id); RETURN NULL; END $$;
+CREATE TRIGGER inbox_notify AFTER INSERT ON inbox
+    FOR EACH ROW EXECUTE FUNCTION weft_notify_inbox();
+
+CREATE FUNCTION weft_notify_reminders() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_notify('weft_reminders', ''); RETURN NULL; END $$;
+CREATE TRIGGER reminders_notify AFTER INSERT ON reminders
+    FOR EACH ROW EXECUTE FUNCTION weft_notify_reminders();
+
+CREATE FUNCTION weft_notify_instance() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_notify('weft_instance', NEW.instance_id); RETURN NULL; END $$;
+CREATE TRIGGER instances_notify_insert AFTER INSERT ON instances
+    FOR EACH ROW EXECUTE FUNCTION weft_notify_instance();
+CREATE TRIGGER instances_notify_status AFTER UPDATE ON instances
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION weft_notify_instance();
+"#,
+];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Applies missing migrations. `client` must be a dedicated connection: the session advisory
+/// lock is released when it closes, even if we fail half-way.
+pub(crate) async fn migrate(client: &mut Client) -> R<()> {
+    client
+        .query("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let res = apply(client).await;
+    // Unlock explicitly too, in case the caller keeps the connection.
+    let _ = client
+        .query("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    res
+}
+
+async fn apply(client: &mut Client) -> R<()> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS weft_schema_version (
+                 id INTEGER PRIMARY KEY CHECK (id = 1),
+                 version BIGINT NOT NULL
+             )",
+        )
+        .await?;
+    loop {
+        let tx = client.transaction().await?;
+        let current: i64 = tx
+            .query_opt("SELECT version FROM weft_schema_version WHERE id = 1", &[])
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?
+            .unwrap_or(0);
+        if current > SCHEMA_VERSION {
+            return Err(PgErr::Store(StoreError::Corrupt(format!(
+                "database schema version {current} is newer than this binary supports \
+                 ({SCHEMA_VERSION}); upgrade weft"
+            ))));
+        }
+        if current == SCHEMA_VERSION {
+            return Ok(());
+        }
+        let idx = usize::try_from(current)
+            .map_err(|_| StoreError::Corrupt(format!("negative schema version {current}")))?;
+        tx.batch_execute(MIGRATIONS[idx]).await?;
+        tx.execute(
+            "INSERT INTO weft_schema_version (id, version) VALUES (1, $1)
+             ON CONFLICT (id) DO UPDATE SET version = excluded.version",
+            &[&(current + 1)],
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(version = current + 1, "applied PostgreSQL store migration");
+    }
+}

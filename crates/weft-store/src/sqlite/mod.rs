@@ -1,0 +1,291 @@
+//! The embedded SQLite backend: one connection per store handle behind a mutex, every operation a
+//! transaction run on the blocking pool (SQLite serialises writers anyway).
+
+mod ops;
+mod schema;
+
+pub use schema::SCHEMA_VERSION;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, TransactionBehavior};
+use weft_core::{InstanceMeta, Micros};
+use weft_proto::durabletask::HistoryEvent;
+
+use crate::codec::now_micros;
+use crate::{
+    ActivityTask, Checkpoint, CreateInstance, CreateOutcome, InboxEntry, InstancePage, ListFilter,
+    LoadedInstance, Reminder, Result, Store, StoreError,
+};
+
+/// How long a writer waits for another process's write lock before giving up with `Unavailable`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Maps rusqlite failures: type/conversion problems mean bad stored data, everything else
+/// (busy, I/O, full disk) is an availability problem the caller may retry.
+pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
+    use rusqlite::Error as E;
+    match e {
+        E::FromSqlConversionFailure(..)
+        | E::InvalidColumnType(..)
+        | E::IntegralValueOutOfRange(..) => StoreError::Corrupt(format!("sqlite: {e}")),
+        E::SqliteFailure(err, _) if err.code == rusqlite::ErrorCode::DatabaseCorrupt => {
+            StoreError::Corrupt(format!("sqlite: {e}"))
+        }
+        E::SqliteFailure(err, _) if err.code == rusqlite::ErrorCode::NotADatabase => {
+            StoreError::Corrupt(format!("sqlite: {e}"))
+        }
+        _ => StoreError::Unavailable(format!("sqlite: {e}")),
+    }
+}
+
+/// A [`Store`] on one SQLite database file (or in memory, for tests). Cloning shares the
+/// connection; opening the same file twice gives independent handles (like two processes).
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    commits: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("commits", &self.commit_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating the directory and file if needed) and migrates the database at `path`.
+    /// WAL with `synchronous=FULL`: a commit that returned survives a SIGKILL or power loss.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("creating {}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path).map_err(map_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(map_err)?;
+        Self::setup(conn)
+    }
+
+    /// A private in-memory database (lost on drop), for tests.
+    pub fn open_in_memory() -> Result<Self> {
+        Self::setup(Connection::open_in_memory().map_err(map_err)?)
+    }
+
+    fn setup(mut conn: Connection) -> Result<Self> {
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(map_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(map_err)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        schema::migrate(&mut conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            commits: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Write transactions committed through this handle (and its clones) so far: the figure
+    /// behind "commits per activity step" in docs/storage.md.
+    pub fn commit_count(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on the blocking pool with the connection locked.
+    async fn with_conn<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Unavailable("sqlite connection poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("sqlite worker: {e}")))?
+    }
+
+    /// Runs `f` in one IMMEDIATE (write-locking) transaction, committed only if `f` succeeds.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let commits = self.commits.clone();
+        self.with_conn(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(map_err)?;
+            commits.fetch_add(1, Ordering::Relaxed);
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Runs `f` in a read transaction, so multi-statement reads see one snapshot.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.with_conn(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Deferred)
+                .map_err(map_err)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(map_err)?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_instance(&self, req: CreateInstance) -> Result<CreateOutcome> {
+        self.write(move |c| ops::create(c, &req, now_micros()))
+            .await
+    }
+
+    async fn get_instance(&self, instance_id: &str) -> Result<Option<InstanceMeta>> {
+        let id = instance_id.to_string();
+        self.read(move |c| ops::get_meta(c, &id)).await
+    }
+
+    async fn load(&self, instance_id: &str) -> Result<Option<LoadedInstance>> {
+        let id = instance_id.to_string();
+        self.read(move |c| {
+            let Some(meta) = ops::get_meta(c, &id)? else {
+                return Ok(None);
+            };
+            let history = ops::history(c, &id, meta.generation)?;
+            let inbox = ops::inbox(c, &id)?;
+            Ok(Some(LoadedInstance {
+                meta,
+                history,
+                inbox,
+            }))
+        })
+        .await
+    }
+
+    async fn get_history(&self, instance_id: &str) -> Result<Option<Vec<HistoryEvent>>> {
+        let id = instance_id.to_string();
+        self.read(move |c| match ops::get_meta(c, &id)? {
+            Some(meta) => ops::history(c, &id, meta.generation).map(Some),
+            None => Ok(None),
+        })
+        .await
+    }
+
+    async fn read_inbox(&self, instance_id: &str) -> Result<Vec<InboxEntry>> {
+        let id = instance_id.to_string();
+        self.read(move |c| ops::inbox(c, &id)).await
+    }
+
+    async fn append_inbox(&self, instance_id: &str, event: HistoryEvent) -> Result<bool> {
+        let id = instance_id.to_string();
+        self.write(move |c| ops::deliver(c, &id, &event)).await
+    }
+
+    async fn checkpoint(&self, cp: Checkpoint) -> Result<()> {
+        self.write(move |c| ops::checkpoint(c, &cp, now_micros()))
+            .await
+    }
+
+    async fn checkpoint_batch(&self, cps: Vec<Checkpoint>) -> Vec<Result<()>> {
+        let n = cps.len();
+        let commits = self.commits.clone();
+        let res = self
+            .with_conn(move |c| {
+                let mut tx = c
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(map_err)?;
+                let now = now_micros();
+                let mut results = Vec::with_capacity(cps.len());
+                for cp in &cps {
+                    // A savepoint per member: its failure rolls back only its own writes.
+                    let sp = tx.savepoint().map_err(map_err)?;
+                    let r = ops::checkpoint(&sp, cp, now);
+                    if r.is_ok() {
+                        sp.commit().map_err(map_err)?;
+                    }
+                    results.push(r);
+                }
+                tx.commit().map_err(map_err)?;
+                commits.fetch_add(1, Ordering::Relaxed);
+                Ok(results)
+            })
+            .await;
+        match res {
+            Ok(results) => results,
+            // The whole transaction failed: nothing of any member was committed.
+            Err(e) => (0..n)
+                .map(|_| Err(StoreError::Unavailable(e.to_string())))
+                .collect(),
+        }
+    }
+
+    async fn pending_activities(&self) -> Result<Vec<ActivityTask>> {
+        self.read(ops::pending_activities).await
+    }
+
+    async fn complete_activity(
+        &self,
+        instance_id: &str,
+        task_id: i32,
+        generation: i64,
+        event: HistoryEvent,
+    ) -> Result<bool> {
+        let id = instance_id.to_string();
+        self.write(move |c| ops::complete_activity(c, &id, task_id, generation, &event))
+            .await
+    }
+
+    async fn instances_with_inbox(&self) -> Result<Vec<String>> {
+        self.read(ops::instances_with_inbox).await
+    }
+
+    async fn claim_due_reminders(
+        &self,
+        now: Micros,
+        lease_until: Micros,
+        limit: usize,
+    ) -> Result<Vec<Reminder>> {
+        self.write(move |c| ops::claim_reminders(c, now, lease_until, limit))
+            .await
+    }
+
+    async fn fire_reminder(&self, reminder_id: i64) -> Result<bool> {
+        self.write(move |c| ops::fire_reminder(c, reminder_id))
+            .await
+    }
+
+    async fn next_reminder_due(&self) -> Result<Option<Micros>> {
+        self.read(ops::next_reminder_due).await
+    }
+
+    async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage> {
+        self.read(move |c| ops::list(c, &filter)).await
+    }
+
+    async fn purge(&self, instance_id: &str) -> Result<bool> {
+        let id = instance_id.to_string();
+        self.write(move |c| ops::purge(c, &id)).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

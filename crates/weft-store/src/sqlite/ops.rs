@@ -1,0 +1,489 @@
+//! The synchronous SQL behind every `SqliteStore` operation. Each function runs inside a
+//! transaction (or savepoint) the caller opened, so several compose into one atomic unit.
+
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter, types::Value};
+use weft_core::{InstanceMeta, Micros};
+use weft_proto::durabletask::HistoryEvent;
+
+use super::map_err;
+use crate::codec::{decode_event, encode_event, start_due_at, status_from_code, text_from_bytes};
+use crate::{
+    ActivityTask, Checkpoint, CreateInstance, CreateOutcome, InboxEntry, InstancePage, ListFilter,
+    Outbound, Reminder, Result, ReusePolicy, StoreError,
+};
+
+const META_COLS: &str = "instance_id, name, status, execution_id, generation, input, output, \
+     custom_status, failure, parent_instance_id, created_at, updated_at, started_at, \
+     completed_at, scheduled_start_at, version";
+
+/// Page size when a `ListFilter` asks for 0.
+pub(crate) const DEFAULT_PAGE: usize = 100;
+
+fn meta_from_row(r: &Row<'_>) -> Result<InstanceMeta> {
+    let g = |e: rusqlite::Error| StoreError::Corrupt(format!("instance row: {e}"));
+    Ok(InstanceMeta {
+        instance_id: r.get(0).map_err(g)?,
+        name: r.get(1).map_err(g)?,
+        status: status_from_code(r.get(2).map_err(g)?)?,
+        execution_id: r.get(3).map_err(g)?,
+        generation: r.get(4).map_err(g)?,
+        input: text_from_bytes(r.get(5).map_err(g)?, "input")?,
+        output: text_from_bytes(r.get(6).map_err(g)?, "output")?,
+        custom_status: text_from_bytes(r.get(7).map_err(g)?, "custom status")?,
+        failure: r.get(8).map_err(g)?,
+        parent_instance_id: r.get(9).map_err(g)?,
+        created_at: r.get(10).map_err(g)?,
+        updated_at: r.get(11).map_err(g)?,
+        started_at: r.get(12).map_err(g)?,
+        completed_at: r.get(13).map_err(g)?,
+        scheduled_start_at: r.get(14).map_err(g)?,
+        version: r.get(15).map_err(g)?,
+    })
+}
+
+pub(crate) fn get_meta(c: &Connection, id: &str) -> Result<Option<InstanceMeta>> {
+    let mut st = c
+        .prepare_cached(&format!(
+            "SELECT {META_COLS} FROM instances WHERE instance_id = ?1"
+        ))
+        .map_err(map_err)?;
+    let mut rows = st.query([id]).map_err(map_err)?;
+    match rows.next().map_err(map_err)? {
+        Some(r) => Ok(Some(meta_from_row(r)?)),
+        None => Ok(None),
+    }
+}
+
+fn insert_meta(c: &Connection, m: &InstanceMeta, version: i64) -> Result<()> {
+    c.prepare_cached(&format!(
+        "INSERT INTO instances ({META_COLS}) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+    ))
+    .map_err(map_err)?
+    .execute(params![
+        m.instance_id,
+        m.name,
+        m.status.code(),
+        m.execution_id,
+        m.generation,
+        m.input.as_deref().map(str::as_bytes),
+        m.output.as_deref().map(str::as_bytes),
+        m.custom_status.as_deref().map(str::as_bytes),
+        m.failure,
+        m.parent_instance_id,
+        m.created_at,
+        m.updated_at,
+        m.started_at,
+        m.completed_at,
+        m.scheduled_start_at,
+        version,
+    ])
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Deletes everything an instance owns; returns whether the row existed.
+pub(crate) fn purge(c: &Connection, id: &str) -> Result<bool> {
+    for sql in [
+        "DELETE FROM history WHERE instance_id = ?1",
+        "DELETE FROM inbox WHERE instance_id = ?1",
+        "DELETE FROM activities WHERE instance_id = ?1",
+        "DELETE FROM reminders WHERE instance_id = ?1",
+    ] {
+        c.prepare_cached(sql)
+            .map_err(map_err)?
+            .execute([id])
+            .map_err(map_err)?;
+    }
+    let n = c
+        .prepare_cached("DELETE FROM instances WHERE instance_id = ?1")
+        .map_err(map_err)?
+        .execute([id])
+        .map_err(map_err)?;
+    Ok(n > 0)
+}
+
+fn insert_inbox(c: &Connection, id: &str, event: &HistoryEvent) -> Result<i64> {
+    c.prepare_cached("INSERT INTO inbox (instance_id, event) VALUES (?1, ?2)")
+        .map_err(map_err)?
+        .execute(params![id, encode_event(event)])
+        .map_err(map_err)?;
+    Ok(c.last_insert_rowid())
+}
+
+fn insert_reminder(c: &Connection, r: &Reminder) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO reminders (instance_id, generation, due_at, event) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .map_err(map_err)?
+    .execute(params![
+        r.instance_id,
+        r.generation,
+        r.due_at,
+        encode_event(&r.event)
+    ])
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Appends to an instance's inbox if the instance exists.
+pub(crate) fn deliver(c: &Connection, id: &str, event: &HistoryEvent) -> Result<bool> {
+    let n = c
+        .prepare_cached(
+            "INSERT INTO inbox (instance_id, event) \
+             SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = ?1)",
+        )
+        .map_err(map_err)?
+        .execute(params![id, encode_event(event)])
+        .map_err(map_err)?;
+    Ok(n > 0)
+}
+
+/// `create_instance` inside the caller's transaction.
+pub(crate) fn create(c: &Connection, req: &CreateInstance, now: Micros) -> Result<CreateOutcome> {
+    let id = req.meta.instance_id.as_str();
+    let existing = get_meta(c, id)?;
+    let (outcome, version) = match &existing {
+        None => (CreateOutcome::Created, 1),
+        Some(old) if !old.status.is_terminal() => match req.policy {
+            ReusePolicy::Error => return Err(StoreError::AlreadyExists(id.to_string())),
+            ReusePolicy::Ignore => return Ok(CreateOutcome::Existing),
+            ReusePolicy::Terminate => (CreateOutcome::Replaced, old.version + 1),
+        },
+        // Continue the old version sequence so a stale owner of the old execution stays fenced.
+        Some(old) => (CreateOutcome::Replaced, old.version + 1),
+    };
+    if existing.is_some() {
+        purge(c, id)?;
+    }
+    insert_meta(c, &req.meta, version)?;
+    match start_due_at(req.meta.scheduled_start_at, now) {
+        Some(due_at) => insert_reminder(
+            c,
+            &Reminder {
+                id: 0,
+                instance_id: id.to_string(),
+                generation: req.meta.generation,
+                due_at,
+                event: req.start_event.clone(),
+            },
+        )?,
+        None => {
+            insert_inbox(c, id, &req.start_event)?;
+        }
+    }
+    Ok(outcome)
+}
+
+pub(crate) fn history(c: &Connection, id: &str, generation: i64) -> Result<Vec<HistoryEvent>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT event FROM history WHERE instance_id = ?1 AND generation = ?2 ORDER BY seq",
+        )
+        .map_err(map_err)?;
+    let mut rows = st.query(params![id, generation]).map_err(map_err)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(map_err)? {
+        let bytes: Vec<u8> = r.get(0).map_err(map_err)?;
+        out.push(decode_event(&bytes)?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn inbox(c: &Connection, id: &str) -> Result<Vec<InboxEntry>> {
+    let mut st = c
+        .prepare_cached("SELECT seq, event FROM inbox WHERE instance_id = ?1 ORDER BY seq")
+        .map_err(map_err)?;
+    let mut rows = st.query([id]).map_err(map_err)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(map_err)? {
+        let bytes: Vec<u8> = r.get(1).map_err(map_err)?;
+        out.push(InboxEntry {
+            seq: r.get(0).map_err(map_err)?,
+            event: decode_event(&bytes)?,
+        });
+    }
+    Ok(out)
+}
+
+/// One checkpoint inside the caller's transaction. The fenced UPDATE runs first, so a conflict
+/// returns before anything was written.
+pub(crate) fn checkpoint(c: &Connection, cp: &Checkpoint, now: Micros) -> Result<()> {
+    let m = &cp.meta;
+    let id = cp.instance_id.as_str();
+    let n = c
+        .prepare_cached(
+            "UPDATE instances SET name = ?3, status = ?4, execution_id = ?5, generation = ?6, \
+             input = ?7, output = ?8, custom_status = ?9, failure = ?10, \
+             parent_instance_id = ?11, created_at = ?12, updated_at = ?13, started_at = ?14, \
+             completed_at = ?15, scheduled_start_at = ?16, version = version + 1 \
+             WHERE instance_id = ?1 AND version = ?2",
+        )
+        .map_err(map_err)?
+        .execute(params![
+            id,
+            cp.expected_version,
+            m.name,
+            m.status.code(),
+            m.execution_id,
+            m.generation,
+            m.input.as_deref().map(str::as_bytes),
+            m.output.as_deref().map(str::as_bytes),
+            m.custom_status.as_deref().map(str::as_bytes),
+            m.failure,
+            m.parent_instance_id,
+            m.created_at,
+            m.updated_at,
+            m.started_at,
+            m.completed_at,
+            m.scheduled_start_at,
+        ])
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(StoreError::Conflict {
+            instance_id: id.to_string(),
+            expected: cp.expected_version,
+        });
+    }
+    if cp.reset_history {
+        c.prepare_cached("DELETE FROM history WHERE instance_id = ?1")
+            .map_err(map_err)?
+            .execute([id])
+            .map_err(map_err)?;
+    }
+    if !cp.append.is_empty() {
+        let first: i64 = c
+            .prepare_cached("SELECT COALESCE(MAX(seq) + 1, 0) FROM history WHERE instance_id = ?1")
+            .map_err(map_err)?
+            .query_row([id], |r| r.get(0))
+            .map_err(map_err)?;
+        let mut ins = c
+            .prepare_cached(
+                "INSERT INTO history (instance_id, generation, seq, event) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(map_err)?;
+        for (seq, ev) in (first..).zip(&cp.append) {
+            ins.execute(params![id, m.generation, seq, encode_event(ev)])
+                .map_err(map_err)?;
+        }
+    }
+    if !cp.consumed_inbox.is_empty() {
+        let mut del = c
+            .prepare_cached("DELETE FROM inbox WHERE instance_id = ?1 AND seq = ?2")
+            .map_err(map_err)?;
+        for seq in &cp.consumed_inbox {
+            del.execute(params![id, seq]).map_err(map_err)?;
+        }
+    }
+    if cp.cancel_pending {
+        // A terminal instance drops everything; otherwise only older generations' leftovers.
+        let below = if m.status.is_terminal() {
+            i64::MAX
+        } else {
+            m.generation
+        };
+        for sql in [
+            "DELETE FROM activities WHERE instance_id = ?1 AND generation < ?2",
+            "DELETE FROM reminders WHERE instance_id = ?1 AND generation < ?2",
+        ] {
+            c.prepare_cached(sql)
+                .map_err(map_err)?
+                .execute(params![id, below])
+                .map_err(map_err)?;
+        }
+    }
+    for a in &cp.new_activities {
+        // Upsert: a task ID re-used by a newer generation replaces the stale task.
+        c.prepare_cached(
+            "INSERT INTO activities (instance_id, task_id, generation, request) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (instance_id, task_id) DO UPDATE \
+             SET generation = excluded.generation, request = excluded.request",
+        )
+        .map_err(map_err)?
+        .execute(params![a.instance_id, a.task_id, a.generation, a.request])
+        .map_err(map_err)?;
+    }
+    for r in &cp.new_reminders {
+        insert_reminder(c, r)?;
+    }
+    for out in &cp.outbound {
+        match out {
+            Outbound::Deliver { instance_id, event } => {
+                deliver(c, instance_id, event)?;
+            }
+            Outbound::Create {
+                create: req,
+                on_conflict,
+            } => {
+                // Only `Terminate` may replace an active target; with `Error` or `Ignore` an active
+                // target is a conflict the parent must hear about.
+                let req = CreateInstance {
+                    policy: match req.policy {
+                        ReusePolicy::Terminate => ReusePolicy::Terminate,
+                        _ => ReusePolicy::Ignore,
+                    },
+                    ..req.clone()
+                };
+                if create(c, &req, now)? == CreateOutcome::Existing
+                    && let Some((target, event)) = on_conflict
+                {
+                    deliver(c, target, event)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn pending_activities(c: &Connection) -> Result<Vec<ActivityTask>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT instance_id, generation, task_id, request FROM activities \
+             ORDER BY instance_id, task_id",
+        )
+        .map_err(map_err)?;
+    let rows = st
+        .query_map([], |r| {
+            Ok(ActivityTask {
+                instance_id: r.get(0)?,
+                generation: r.get(1)?,
+                task_id: r.get(2)?,
+                request: r.get(3)?,
+            })
+        })
+        .map_err(map_err)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+}
+
+pub(crate) fn complete_activity(
+    c: &Connection,
+    id: &str,
+    task_id: i32,
+    generation: i64,
+    event: &HistoryEvent,
+) -> Result<bool> {
+    let n = c
+        .prepare_cached(
+            "DELETE FROM activities WHERE instance_id = ?1 AND task_id = ?2 AND generation = ?3",
+        )
+        .map_err(map_err)?
+        .execute(params![id, task_id, generation])
+        .map_err(map_err)?;
+    if n == 0 {
+        return Ok(false);
+    }
+    insert_inbox(c, id, event)?;
+    Ok(true)
+}
+
+pub(crate) fn instances_with_inbox(c: &Connection) -> Result<Vec<String>> {
+    let mut st = c
+        .prepare_cached("SELECT DISTINCT instance_id FROM inbox ORDER BY instance_id")
+        .map_err(map_err)?;
+    let rows = st.query_map([], |r| r.get(0)).map_err(map_err)?;
+    rows.collect::<rusqlite::Result<Vec<String>>>()
+        .map_err(map_err)
+}
+
+pub(crate) fn claim_reminders(
+    c: &Connection,
+    now: Micros,
+    lease_until: Micros,
+    limit: usize,
+) -> Result<Vec<Reminder>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut st = c
+        .prepare_cached(
+            "UPDATE reminders SET lease_until = ?2 WHERE id IN ( \
+                 SELECT id FROM reminders \
+                 WHERE due_at <= ?1 AND (lease_until IS NULL OR lease_until < ?1) \
+                 ORDER BY due_at, id LIMIT ?3) \
+             RETURNING id, instance_id, generation, due_at, event",
+        )
+        .map_err(map_err)?;
+    let mut rows = st
+        .query(params![now, lease_until, limit])
+        .map_err(map_err)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(map_err)? {
+        let bytes: Vec<u8> = r.get(4).map_err(map_err)?;
+        out.push(Reminder {
+            id: r.get(0).map_err(map_err)?,
+            instance_id: r.get(1).map_err(map_err)?,
+            generation: r.get(2).map_err(map_err)?,
+            due_at: r.get(3).map_err(map_err)?,
+            event: decode_event(&bytes)?,
+        });
+    }
+    out.sort_by_key(|r| (r.due_at, r.id));
+    Ok(out)
+}
+
+pub(crate) fn fire_reminder(c: &Connection, reminder_id: i64) -> Result<bool> {
+    let row: Option<(String, Vec<u8>)> = c
+        .prepare_cached("DELETE FROM reminders WHERE id = ?1 RETURNING instance_id, event")
+        .map_err(map_err)?
+        .query_row([reminder_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(map_err)?;
+    let Some((id, bytes)) = row else {
+        return Ok(false);
+    };
+    // Copy the stored bytes as they are; `deliver` drops it if the instance is gone.
+    c.prepare_cached(
+        "INSERT INTO inbox (instance_id, event) \
+         SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = ?1)",
+    )
+    .map_err(map_err)?
+    .execute(params![id, bytes])
+    .map_err(map_err)?;
+    Ok(true)
+}
+
+pub(crate) fn next_reminder_due(c: &Connection) -> Result<Option<Micros>> {
+    c.prepare_cached("SELECT MIN(due_at) FROM reminders")
+        .map_err(map_err)?
+        .query_row([], |r| r.get(0))
+        .map_err(map_err)
+}
+
+pub(crate) fn list(c: &Connection, f: &ListFilter) -> Result<InstancePage> {
+    let limit = if f.limit == 0 { DEFAULT_PAGE } else { f.limit };
+    let mut sql = format!("SELECT {META_COLS} FROM instances WHERE 1 = 1");
+    let mut args: Vec<Value> = Vec::new();
+    if !f.statuses.is_empty() {
+        let marks = vec!["?"; f.statuses.len()].join(", ");
+        sql.push_str(&format!(" AND status IN ({marks})"));
+        args.extend(f.statuses.iter().map(|s| Value::Integer(s.code().into())));
+    }
+    if let Some(name) = &f.name {
+        sql.push_str(" AND name = ?");
+        args.push(Value::Text(name.clone()));
+    }
+    if let Some(from) = f.created_from {
+        sql.push_str(" AND created_at >= ?");
+        args.push(Value::Integer(from));
+    }
+    if let Some(to) = f.created_to {
+        sql.push_str(" AND created_at <= ?");
+        args.push(Value::Integer(to));
+    }
+    if let Some(after) = &f.after {
+        sql.push_str(" AND instance_id > ?");
+        args.push(Value::Text(after.clone()));
+    }
+    sql.push_str(" ORDER BY instance_id LIMIT ?");
+    args.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+    let mut st = c.prepare_cached(&sql).map_err(map_err)?;
+    let mut rows = st.query(params_from_iter(args)).map_err(map_err)?;
+    let mut items = Vec::new();
+    while let Some(r) = rows.next().map_err(map_err)? {
+        items.push(meta_from_row(r)?);
+    }
+    let next = if items.len() == limit {
+        items.last().map(|m| m.instance_id.clone())
+    } else {
+        None
+    };
+    Ok(InstancePage { items, next })
+}

@@ -1,0 +1,124 @@
+//! The SQLite schema as embedded, ordered migrations, applied at open; a database written by a
+//! newer binary (a schema version we do not know) is refused.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::{Result, StoreError};
+
+use super::map_err;
+
+/// Migration `i` (1-based) brings the schema from version `i - 1` to `i`. Append only: never edit a
+/// migration that has shipped.
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    r#"
+CREATE TABLE instances (
+    instance_id        TEXT PRIMARY KEY NOT NULL,
+    name               TEXT NOT NULL,
+    status             INTEGER NOT NULL,
+    execution_id       TEXT NOT NULL,
+    generation         INTEGER NOT NULL,
+    input              BLOB,
+    output             BLOB,
+    custom_status      BLOB,
+    failure            BLOB,
+    parent_instance_id TEXT,
+    created_at         INTEGER NOT NULL,
+    updated_at         INTEGER NOT NULL,
+    started_at         INTEGER,
+    completed_at       INTEGER,
+    scheduled_start_at INTEGER,
+    -- fencing value: bumped by every checkpoint, checked against the writer's expectation
+    version            INTEGER NOT NULL
+);
+CREATE INDEX instances_by_status ON instances (status, instance_id);
+CREATE INDEX instances_by_name ON instances (name, instance_id);
+CREATE INDEX instances_by_created ON instances (created_at);
+
+-- append-only per instance and generation; only the current generation is ever read
+CREATE TABLE history (
+    instance_id TEXT NOT NULL,
+    generation  INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    event       BLOB NOT NULL,
+    PRIMARY KEY (instance_id, generation, seq)
+) WITHOUT ROWID;
+
+-- AUTOINCREMENT so a sequence number is never reused, even after the newest row is consumed
+CREATE TABLE inbox (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    instance_id TEXT NOT NULL,
+    event       BLOB NOT NULL
+);
+CREATE INDEX inbox_by_instance ON inbox (instance_id, seq);
+
+-- the activity outbox: scheduled by a checkpoint, deleted by the completion
+CREATE TABLE activities (
+    instance_id TEXT NOT NULL,
+    task_id     INTEGER NOT NULL,
+    generation  INTEGER NOT NULL,
+    request     BLOB NOT NULL,
+    PRIMARY KEY (instance_id, task_id)
+) WITHOUT ROWID;
+
+CREATE TABLE reminders (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    instance_id TEXT NOT NULL,
+    generation  INTEGER NOT NULL,
+    due_at      INTEGER NOT NULL,
+    lease_until INTEGER,
+    event       BLOB NOT NULL
+);
+CREATE INDEX reminders_by_due ON reminders (due_at);
+CREATE INDEX reminders_by_instance ON reminders (instance_id, generation);
+"#,
+];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database to [`SCHEMA_VERSION`], each migration in its own IMMEDIATE transaction so
+/// two processes opening the same file at once cannot both apply it.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS weft_schema_version (
+             id INTEGER PRIMARY KEY CHECK (id = 1),
+             version INTEGER NOT NULL
+         )",
+    )
+    .map_err(map_err)?;
+    loop {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(map_err)?;
+        let current: i64 = tx
+            .query_row(
+                "SELECT version FROM weft_schema_version WHERE id = 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(map_err)?
+            .unwrap_or(0);
+        if current > SCHEMA_VERSION {
+            return Err(StoreError::Corrupt(format!(
+                "database schema version {current} is newer than this binary supports \
+                 ({SCHEMA_VERSION}); upgrade weft"
+            )));
+        }
+        if current == SCHEMA_VERSION {
+            return Ok(());
+        }
+        let idx = usize::try_from(current)
+            .map_err(|_| StoreError::Corrupt(format!("negative schema version {current}")))?;
+        tx.execute_batch(MIGRATIONS[idx]).map_err(map_err)?;
+        tx.execute(
+            "INSERT INTO weft_schema_version (id, version) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET version = excluded.version",
+            [current + 1],
+        )
+        .map_err(map_err)?;
+        tx.commit().map_err(map_err)?;
+        tracing::info!(version = current + 1, "applied SQLite store migration");
+    }
+}

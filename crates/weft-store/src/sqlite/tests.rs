@@ -1,0 +1,92 @@
+//! SQLite-only behaviour: durability across reopen, schema versioning, the commit counter.
+
+use super::*;
+use crate::conformance::{create_req, empty_cp, raised};
+use crate::{ReusePolicy, Store};
+
+#[tokio::test]
+async fn data_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/dir/weft.db");
+    {
+        let s = SqliteStore::open(&path).unwrap();
+        s.create_instance(create_req("x", ReusePolicy::Error))
+            .await
+            .unwrap();
+        let m = s.get_instance("x").await.unwrap().unwrap();
+        let mut cp = empty_cp(&m);
+        cp.append = vec![raised("e", 0)];
+        s.checkpoint(cp).await.unwrap();
+        assert_eq!(s.commit_count(), 2);
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        s.get_history("x").await.unwrap().unwrap(),
+        vec![raised("e", 0)]
+    );
+    let mode: String = s
+        .conn
+        .lock()
+        .unwrap()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let sync: i64 = s
+        .conn
+        .lock()
+        .unwrap()
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(sync, 2, "synchronous=FULL");
+}
+
+#[tokio::test]
+async fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weft.db");
+    drop(SqliteStore::open(&path).unwrap());
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute(
+            "UPDATE weft_schema_version SET version = ?1",
+            [SCHEMA_VERSION + 1],
+        )
+        .unwrap();
+    }
+    match SqliteStore::open(&path) {
+        Err(StoreError::Corrupt(msg)) => assert!(msg.contains("newer"), "{msg}"),
+        other => panic!("expected a schema error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn in_memory_store_works_and_counts_commits() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    assert_eq!(s.commit_count(), 0);
+    s.create_instance(create_req("m", ReusePolicy::Error))
+        .await
+        .unwrap();
+    // reads do not count as commits; a group commit counts once
+    s.load("m").await.unwrap();
+    let m = s.get_instance("m").await.unwrap().unwrap();
+    let res = s.checkpoint_batch(vec![empty_cp(&m)]).await;
+    assert!(res[0].is_ok());
+    assert_eq!(s.commit_count(), 2);
+}
+
+#[tokio::test]
+async fn corrupt_event_bytes_are_reported_not_panicked() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    s.create_instance(create_req("bad", ReusePolicy::Error))
+        .await
+        .unwrap();
+    s.conn
+        .lock()
+        .unwrap()
+        .execute("UPDATE inbox SET event = x'ffffffff'", [])
+        .unwrap();
+    assert!(matches!(
+        s.read_inbox("bad").await,
+        Err(StoreError::Corrupt(_))
+    ));
+}

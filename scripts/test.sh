@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# The one test command (named in README.md; .ci/run calls it). On a fresh machine it:
+#   1. builds the workspace (cargo build --workspace --all-targets) and runs `cargo test --workspace`;
+#   2. creates .venv (dapr-ext-workflow 1.18.3 + durabletask-dapr 0.17.4) and .venv119 (dapr 1.19.0)
+#      from the pinned tests/python/requirements*.txt (re-installed only when a file changes);
+#   3. installs tests/js dependencies and runs `node --test tests/js/` if tests/js/package.json exists;
+#   4. runs the Python suites (tests/python, examples/task-processing, tests/python/v119) against the
+#      freshly built `weft` binary.
+# Idempotent; re-runs reuse the venvs / node_modules. Every suite runs even if an earlier one fails;
+# the script exits non-zero if any failed.
+#
+# Knobs: PYTHON=python3.11  SKIP_CARGO=1 (reuse the existing build)  PYTEST_ARGS="-k chain -x"
+#        WEFT_SKIP_PYTHON=1 / WEFT_SKIP_JS=1 (explicit opt-outs, refused under CI=true)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+is_ci() { case "${CI:-}" in 1|true|TRUE|True|yes) return 0;; *) return 1;; esac; }
+log() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf '\n\033[1;31mERROR: %s\033[0m\n' "$*" >&2; exit 1; }
+
+FAILED=()
+run_suite() {  # run_suite NAME CMD... ; pytest exit code 5 (no tests collected) counts as failure
+  local name="$1"; shift
+  log "$name"
+  local rc=0
+  "$@" || rc=$?
+  if [ "$rc" -eq 5 ]; then
+    printf 'ERROR: %s collected no tests (pytest exit 5)\n' "$name" >&2
+    FAILED+=("$name (no tests)")
+  elif [ "$rc" -ne 0 ]; then
+    FAILED+=("$name (exit $rc)")
+  fi
+}
+
+# ------------------------------------------------------------------------------- Rust
+if [ "${SKIP_CARGO:-}" != "1" ]; then
+  command -v cargo >/dev/null || die "cargo not found (install Rust: https://rustup.rs)"
+  log "cargo build --workspace --all-targets"
+  cargo build --workspace --all-targets
+  run_suite "cargo test --workspace" cargo test --workspace
+fi
+export WEFT_BIN="${WEFT_BIN:-$ROOT/target/debug/weft}"
+[ -x "$WEFT_BIN" ] || die "weft binary not found at $WEFT_BIN (cargo build -p weft)"
+
+# ------------------------------------------------------------------------------- Python envs
+sha() { sha256sum "$@" | sha256sum | cut -d' ' -f1; }
+
+ensure_venv() {  # ensure_venv DIR REQUIREMENTS
+  local dir="$1" req="$2" want have=""
+  want="$(sha "$req")"
+  [ -f "$dir/.weft-req-hash" ] && have="$(cat "$dir/.weft-req-hash")"
+  if [ -x "$dir/bin/python" ] && [ "$want" = "$have" ]; then
+    return 0
+  fi
+  log "setting up $dir from $req"
+  rm -rf "$dir"
+  "$PY" -m venv "$dir" || die "could not create a virtualenv with $PY (on Debian/Ubuntu: apt-get install python3-venv)"
+  "$dir/bin/python" -m pip install --disable-pip-version-check -q -r "$req" \
+    || die "pip install -r $req failed"
+  echo "$want" > "$dir/.weft-req-hash"
+}
+
+RUN_PY=1
+PY="${PYTHON:-python3}"
+if ! command -v "$PY" >/dev/null 2>&1 || ! "$PY" -m pip --version >/dev/null 2>&1; then
+  if is_ci || [ "${WEFT_SKIP_PYTHON:-}" != "1" ]; then
+    die "Python 3 with pip is required for the SDK compatibility suites ($PY not usable). Install python3, python3-pip and python3-venv (or set PYTHON=...)."
+  fi
+  printf '\n\033[1;33mWARNING: WEFT_SKIP_PYTHON=1 — the Python SDK suites are NOT being run.\033[0m\n' >&2
+  RUN_PY=0
+elif [ "${WEFT_SKIP_PYTHON:-}" = "1" ]; then
+  is_ci && die "WEFT_SKIP_PYTHON=1 is not allowed under CI=true"
+  printf '\n\033[1;33mWARNING: WEFT_SKIP_PYTHON=1 — the Python SDK suites are NOT being run.\033[0m\n' >&2
+  RUN_PY=0
+fi
+
+if [ "$RUN_PY" = "1" ]; then
+  ensure_venv "$ROOT/.venv" "$ROOT/tests/python/requirements.txt"
+  ensure_venv "$ROOT/.venv119" "$ROOT/tests/python/requirements-119.txt"
+fi
+
+# ------------------------------------------------------------------------------- JS suite
+if [ -f "$ROOT/tests/js/package.json" ]; then
+  if [ "${WEFT_SKIP_JS:-}" = "1" ] && ! is_ci; then
+    printf '\n\033[1;33mWARNING: WEFT_SKIP_JS=1 — the JS SDK suite is NOT being run.\033[0m\n' >&2
+  else
+    command -v node >/dev/null && command -v npm >/dev/null || die "node and npm are required for tests/js"
+    js_want="$(sha "$ROOT/tests/js/package.json" $( [ -f "$ROOT/tests/js/package-lock.json" ] && echo "$ROOT/tests/js/package-lock.json"))"
+    js_have="$(cat "$ROOT/tests/js/node_modules/.weft-dep-hash" 2>/dev/null || true)"
+    if [ ! -d "$ROOT/tests/js/node_modules" ] || [ "$js_want" != "$js_have" ]; then
+      log "installing tests/js dependencies"
+      if [ -f "$ROOT/tests/js/package-lock.json" ]; then
+        (cd "$ROOT/tests/js" && npm ci --no-audit --no-fund) || die "npm ci in tests/js failed"
+      else
+        (cd "$ROOT/tests/js" && npm install --no-audit --no-fund) || die "npm install in tests/js failed"
+      fi
+      echo "$js_want" > "$ROOT/tests/js/node_modules/.weft-dep-hash"
+    fi
+    run_suite "node --test tests/js/" node --test "$ROOT/tests/js/"
+  fi
+fi
+
+# ------------------------------------------------------------------------------- Python suites
+if [ "$RUN_PY" = "1" ]; then
+  # shellcheck disable=SC2086
+  run_suite "pytest (dapr-ext-workflow 1.18.3, durabletask-dapr 0.17.4, example)" \
+    "$ROOT/.venv/bin/python" -m pytest -c tests/python/pytest.ini --rootdir tests/python \
+      tests/python examples/task-processing ${PYTEST_ARGS:-}
+  # shellcheck disable=SC2086
+  run_suite "pytest (dapr 1.19.0)" \
+    "$ROOT/.venv119/bin/python" -m pytest -c tests/python/pytest.ini --rootdir tests/python \
+      --confcutdir tests/python/v119 tests/python/v119 ${PYTEST_ARGS:-}
+fi
+
+if [ "${#FAILED[@]}" -gt 0 ]; then
+  printf '\n\033[1;31mFAILED:\033[0m\n' >&2
+  printf '  - %s\n' "${FAILED[@]}" >&2
+  exit 1
+fi
+log "all test suites passed"
