@@ -79,6 +79,11 @@ before(async () => {
     w.addNamedOrchestrator("echo", async function* (_ctx, x) {
       return x;
     });
+
+    w.addNamedActivity("mirror", (_ctx, x) => x);
+    w.addNamedOrchestrator("mirror_wf", async function* (ctx, x) {
+      return yield ctx.callActivity("mirror", x);
+    });
   });
 });
 
@@ -98,13 +103,14 @@ test("activity chain returns every activity's result in order", { timeout: 60_00
 });
 
 test("fan-out/fan-in with whenAll collects every result", { timeout: 60_000 }, async () => {
-  const id = await s.client.scheduleNewOrchestration("fan_out", 20, uid("fan"));
+  const n = 50;
+  const id = await s.client.scheduleNewOrchestration("fan_out", n, uid("fan"));
   const st = await waitDone(s, id);
   assert.equal(st.runtimeStatus, COMPLETED, show(st));
   const out = JSON.parse(st.serializedOutput);
-  assert.equal(out.count, 20);
-  assert.equal(out.sum, 2870); // 1² + … + 20²
-  assert.deepEqual(out.results, Array.from({ length: 20 }, (_, i) => (i + 1) ** 2));
+  assert.equal(out.count, n);
+  assert.equal(out.sum, (n * (n + 1) * (2 * n + 1)) / 6); // 1² + … + n²
+  assert.deepEqual(out.results, Array.from({ length: n }, (_, i) => (i + 1) ** 2));
 });
 
 test("child workflow (callSubOrchestrator) returns its result to the parent", { timeout: 60_000 }, async () => {
@@ -212,4 +218,44 @@ test("a start time in the future delays the start", { timeout: 60_000 }, async (
   // Timestamps have millisecond or coarser precision on the way; allow for rounding.
   const elapsed = Date.now() - before;
   assert.ok(elapsed >= delayMs - 50, `completed after ${elapsed} ms, before its start time`);
+});
+
+test("many instances run concurrently, each with its own result", { timeout: 90_000 }, async () => {
+  const n = 25;
+  const ids = await Promise.all(
+    Array.from({ length: n }, (_, i) => s.client.scheduleNewOrchestration("chain", [`a${i}`, `b${i}`], uid("many"))),
+  );
+  const states = await Promise.all(ids.map((id) => waitDone(s, id, 45)));
+  states.forEach((st, i) => {
+    assert.equal(st.runtimeStatus, COMPLETED, show(st));
+    assert.deepEqual(JSON.parse(st.serializedOutput), [`Hello a${i}!`, `Hello b${i}!`], show(st));
+  });
+});
+
+test("payloads round-trip exactly: unicode, nesting, 1 MiB", { timeout: 60_000 }, async () => {
+  const odd = { text: "zażółć gęślą jaźń — 東京 🚀", quote: '"\\n', nested: [[1, { x: null }], true], n: 1.5e-7 };
+  const id1 = await s.client.scheduleNewOrchestration("mirror_wf", odd, uid("unicode"));
+  const st1 = await waitDone(s, id1);
+  assert.equal(st1.runtimeStatus, COMPLETED, show(st1));
+  assert.equal(st1.serializedInput, JSON.stringify(odd));
+  assert.equal(st1.serializedOutput, JSON.stringify(odd));
+
+  const big = "x".repeat(1024 * 1024);
+  const id2 = await s.client.scheduleNewOrchestration("mirror_wf", big, uid("big"));
+  const st2 = await waitDone(s, id2);
+  assert.equal(st2.runtimeStatus, COMPLETED, `status ${st2.runtimeStatus}, failure ${show(st2)}`);
+  assert.equal(st2.serializedOutput.length, big.length + 2);
+  assert.equal(JSON.parse(st2.serializedOutput), big);
+});
+
+test("an input over the payload limit is refused and creates nothing", { timeout: 60_000 }, async () => {
+  // weft dev's default limit is 4 MiB per payload.
+  const id = uid("oversized");
+  const huge = "y".repeat(5 * 1024 * 1024);
+  await assert.rejects(s.client.scheduleNewOrchestration("echo", huge, id), (e) => {
+    assert.ok(typeof e.code === "number" && e.code !== 0, `not a gRPC error: ${e}`);
+    assert.match(e.details ?? e.message, /limit|large|size|exceed/i, `unclear message: ${e.details}`);
+    return true;
+  });
+  assert.equal(await s.client.getOrchestrationState(id, true), undefined);
 });

@@ -30,10 +30,23 @@ const READY_TIMEOUT_MS = 30_000;
 /** Default bound for waiting on a workflow; every test workflow finishes in a few seconds. */
 export const WAIT_SECS = 20;
 
-// The SDK logs every work item with console.log/info. Keep test output readable unless asked.
+// The SDK logs every work item (console.log/info) and every expected activity failure with its
+// stack (console.error). Keep test output readable: unless WEFT_JS_VERBOSE is set, its logging is
+// kept in a small ring buffer that failure messages include.
+const sdkLog = [];
 if (!process.env.WEFT_JS_VERBOSE) {
-  console.log = () => {};
-  console.info = () => {};
+  for (const level of ["log", "info", "warn", "error", "debug"]) {
+    console[level] = (...args) => {
+      const line = args.map((a) => (a instanceof Error ? `${a.name}: ${a.message}` : String(a))).join(" ");
+      sdkLog.push(`[${level}] ${line}`);
+      if (sdkLog.length > 200) sdkLog.shift();
+    };
+  }
+}
+
+/** The SDK's last log lines (empty when WEFT_JS_VERBOSE shows them live). */
+export function sdkLogTail(n = 20) {
+  return sdkLog.slice(-n).join("\n");
 }
 
 /** The parent's Dapr/Weft settings must not leak into the sidecar under test. */
@@ -46,17 +59,27 @@ function cleanEnv(extra) {
 }
 
 /**
- * Starts `weft dev` on free ports with a fresh data dir and waits for its ready line
- * (`weft dev ready grpc=HOST:PORT http=HOST:PORT`).
+ * Starts `weft dev` and waits for its ready line (`weft dev ready grpc=HOST:PORT http=HOST:PORT`).
+ * By default it gets free ports and a fresh data dir that `stop()` deletes. A restart test passes
+ * the `dataDir` (then kept: the caller owns it) and the ports the previous process had.
  */
-export async function startWeft({ env = {} } = {}) {
+export async function startWeft({ env = {}, dataDir, grpcPort = 0, httpPort = 0 } = {}) {
   if (!existsSync(WEFT_BIN)) {
     throw new Error(`weft binary not found at ${WEFT_BIN}: run \`cargo build -p weft\` or set WEFT_BIN`);
   }
-  const dataDir = await mkdtemp(path.join(tmpdir(), "weft-js-"));
+  const ownsDir = !dataDir;
+  dataDir ??= await mkdtemp(path.join(tmpdir(), "weft-js-"));
   const child = spawn(
     WEFT_BIN,
-    ["dev", "--data-dir", path.join(dataDir, "data"), "--grpc-port", "0", "--http-port", "0"],
+    [
+      "dev",
+      "--data-dir",
+      path.join(dataDir, "data"),
+      "--grpc-port",
+      String(grpcPort),
+      "--http-port",
+      String(httpPort),
+    ],
     { stdio: ["ignore", "pipe", "pipe"], env: cleanEnv(env) },
   );
   let log = "";
@@ -69,14 +92,19 @@ export async function startWeft({ env = {} } = {}) {
   // readline keeps draining stdout after the ready line, so the child never blocks on a full pipe.
   const lines = readline.createInterface({ input: child.stdout });
 
-  const stop = async () => {
-    lines.close();
+  /** SIGKILL by PID, as a crash: no shutdown path runs. The data dir is kept. */
+  const kill = async () => {
     if (child.exitCode === null && child.signalCode === null) {
       const exited = once(child, "exit");
       process.kill(child.pid, "SIGKILL");
       await exited;
     }
-    await rm(dataDir, { recursive: true, force: true });
+  };
+
+  const stop = async () => {
+    lines.close();
+    await kill();
+    if (ownsDir) await rm(dataDir, { recursive: true, force: true });
   };
 
   let addrs;
@@ -110,10 +138,12 @@ export async function startWeft({ env = {} } = {}) {
     grpc: addrs.grpc,
     http: `http://${addrs.http}`,
     pid: child.pid,
+    dataDir,
     log: () => log,
     /** Last lines of the sidecar's log, for failure messages. */
     logTail: (n = 30) => log.trimEnd().split("\n").slice(-n).join("\n"),
     stop,
+    kill,
   };
 }
 
@@ -193,7 +223,7 @@ async function boundedWait(session, id, secs, what, call) {
     }
     throw new Error(
       `waiting ${secs}s for instance ${id} to ${what} failed: ${e?.name ?? ""} ${e?.message ?? e}\n` +
-        `state now: ${now}\nweft dev log tail:\n${session.weft.logTail()}`,
+        `state now: ${now}\nweft dev log tail:\n${session.weft.logTail()}\nSDK log tail:\n${sdkLogTail()}`,
     );
   }
 }

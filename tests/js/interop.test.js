@@ -30,6 +30,9 @@ before(async () => {
     w.addNamedOrchestrator("gate", async function* (ctx) {
       return yield ctx.waitForExternalEvent("open");
     });
+    w.addNamedOrchestrator("parent_of_gate", async function* (ctx, childId) {
+      return yield ctx.callSubOrchestrator("gate", undefined, childId);
+    });
     w.addNamedActivity("explode", () => {
       throw new RangeError("kaboom");
     });
@@ -166,4 +169,23 @@ test("CLI terminate and purge", { timeout: 60_000 }, async () => {
   const gone = await weftCli(s.weft, ["get", id]);
   assert.equal(gone.code, 1, gone.stderr);
   assert.match(gone.stderr, /ERR_INSTANCE_ID_NOT_FOUND/);
+});
+
+test("HTTP terminate and purge are recursive over child workflows", { timeout: 60_000 }, async () => {
+  const id = uid("tree");
+  const childId = `${id}-child`;
+  await s.client.scheduleNewOrchestration("parent_of_gate", childId, id);
+  // The child exists once the parent's first turn is committed, and runs once it has started.
+  await waitStarted(s, id);
+  await waitStarted(s, childId);
+
+  assertCli(await weftCli(s.weft, ["terminate", id]), "weft workflow terminate");
+  const parent = await waitDone(s, id);
+  assert.equal(parent.runtimeStatus, TERMINATED, show(parent));
+  const child = await waitDone(s, childId);
+  assert.equal(child.runtimeStatus, TERMINATED, `Dapr's HTTP terminate is recursive: ${show(child)}`);
+
+  assertCli(await weftCli(s.weft, ["purge", id]), "weft workflow purge");
+  assert.equal(await s.client.getOrchestrationState(id, true), undefined);
+  assert.equal(await s.client.getOrchestrationState(childId, true), undefined, "Dapr's HTTP purge is recursive");
 });

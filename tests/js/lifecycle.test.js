@@ -95,6 +95,16 @@ test("terminate ends a running workflow with the given output", { timeout: 60_00
   assert.equal(again.runtimeStatus, TERMINATED, show(again));
 });
 
+test("a suspended workflow can be terminated", { timeout: 60_000 }, async () => {
+  const id = await s.client.scheduleNewOrchestration("gate", undefined, uid("suspend-term"));
+  await waitStarted(s, id);
+  await s.client.suspendOrchestration(id);
+  await s.client.terminateOrchestration(id, "while suspended");
+  const st = await waitDone(s, id, 10);
+  assert.equal(st.runtimeStatus, TERMINATED, show(st));
+  assert.equal(st.serializedOutput, '"while suspended"');
+});
+
 test("continue-as-new restarts with the new input until done", { timeout: 60_000 }, async () => {
   const id = await s.client.scheduleNewOrchestration("counter", 1, uid("can"));
   const st = await waitDone(s, id);

@@ -31,7 +31,8 @@ pub fn plan(
     let target = source
         .iter()
         .position(|e| {
-            e.event_id == event_id as i32 && matches!(e.event_type, Some(EventType::TaskScheduled(_)))
+            e.event_id == event_id as i32
+                && matches!(e.event_type, Some(EventType::TaskScheduled(_)))
         })
         .ok_or(RerunError::NotAnActivity(event_id))?;
     let mut history: Vec<HistoryEvent> = source[..=target].to_vec();
@@ -77,7 +78,10 @@ pub fn plan(
             _ => None,
         })
         .collect();
-    Ok(RerunPlan { history, activities })
+    Ok(RerunPlan {
+        history,
+        activities,
+    })
 }
 
 #[cfg(test)]
@@ -87,24 +91,61 @@ mod tests {
     use weft_proto::durabletask::{ExecutionStartedEvent, TaskCompletedEvent, TaskScheduledEvent};
 
     fn sched(id: i32, name: &str) -> HistoryEvent {
-        event_with_id(id, 0, EventType::TaskScheduled(TaskScheduledEvent { name: name.into(), input: Some("1".into()), ..Default::default() }))
+        event_with_id(
+            id,
+            0,
+            EventType::TaskScheduled(TaskScheduledEvent {
+                name: name.into(),
+                input: Some("1".into()),
+                ..Default::default()
+            }),
+        )
     }
     fn done(id: i32) -> HistoryEvent {
-        event(0, EventType::TaskCompleted(TaskCompletedEvent { task_scheduled_id: id, ..Default::default() }))
+        event(
+            0,
+            EventType::TaskCompleted(TaskCompletedEvent {
+                task_scheduled_id: id,
+                ..Default::default()
+            }),
+        )
     }
 
     #[test]
     fn cuts_history_and_reschedules_open_activities() {
-        let start = event(0, EventType::ExecutionStarted(ExecutionStartedEvent { name: "wf".into(), ..Default::default() }));
-        let src = vec![start, sched(1, "a"), done(1), sched(2, "b"), sched(3, "c"), done(3), done(2)];
+        let start = event(
+            0,
+            EventType::ExecutionStarted(ExecutionStartedEvent {
+                name: "wf".into(),
+                ..Default::default()
+            }),
+        );
+        let src = vec![
+            start,
+            sched(1, "a"),
+            done(1),
+            sched(2, "b"),
+            sched(3, "c"),
+            done(3),
+            done(2),
+        ];
         let p = plan(&src, 3, "new", "x", Some(Some("9".into()))).unwrap();
         assert_eq!(p.history.len(), 5);
-        let names: Vec<_> = p.activities.iter().map(|a| (a.name.as_str(), a.task_id)).collect();
+        let names: Vec<_> = p
+            .activities
+            .iter()
+            .map(|a| (a.name.as_str(), a.task_id))
+            .collect();
         assert_eq!(names, [("c", 3), ("b", 2)]);
         assert_eq!(p.activities[0].input.as_deref(), Some("9"));
-        let Some(EventType::ExecutionStarted(s)) = &p.history[0].event_type else { panic!() };
+        let Some(EventType::ExecutionStarted(s)) = &p.history[0].event_type else {
+            panic!()
+        };
         assert_eq!(s.workflow_instance.as_ref().unwrap().instance_id, "new");
         assert_eq!(plan(&src, 2, "n", "x", None).unwrap().activities.len(), 1);
-        assert_eq!(plan(&src, 7, "n", "x", None), Err(RerunError::NotAnActivity(7)));
+        assert_eq!(
+            plan(&src, 7, "n", "x", None),
+            Err(RerunError::NotAnActivity(7))
+        );
     }
 }

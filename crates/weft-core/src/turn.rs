@@ -743,7 +743,8 @@ fn terminate_unstarted(
     out
 }
 
-fn stalled(
+/// Stalls an instance: its inbox is kept for a later, able worker; the reason is recorded once.
+pub fn stalled(
     meta: &InstanceMeta,
     history: &[HistoryEvent],
     reason: StalledReason,

@@ -1,11 +1,16 @@
 //! Weft's placement service: an openraft cluster replicating the sidecar member table, its gRPC
 //! API for sidecars and admins, the sidecar-side client, and the `weft placement`/`cluster` CLI.
 
+pub mod client;
 pub mod error;
+pub mod node;
 pub mod raft;
+pub mod service;
 pub mod table;
 
+pub use client::{ClientConfig, ClientStatus, PlacementClient};
 pub use error::PlacementError;
+pub use node::{NodeConfig, PlacementNode};
 pub use table::{Command, Member, MemberTable, PlacementTable};
 
 /// Generated protobuf/gRPC code.

@@ -77,6 +77,22 @@ impl PlacementService {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Records a sign of life on a stream; (re)creates the session if a leadership change
+    /// cleared it meanwhile.
+    fn touch(&self, host_id: &str, stream_id: u64, f: impl FnOnce(&mut Session)) {
+        let mut sessions = self.sessions();
+        let s = sessions.entry(host_id.to_string()).or_insert(Session {
+            last_seen: Instant::now(),
+            acked_version: 0,
+            connected: true,
+            stream_id,
+        });
+        s.last_seen = Instant::now();
+        s.connected = true;
+        s.stream_id = stream_id;
+        f(s);
+    }
+
     /// Proposes an upsert when the table's entry differs from what the sidecar reports.
     fn upsert_if_changed(self: &Arc<Self>, member: Member) {
         let current = self.raft.publisher().latest.borrow().members.get(&member.host_id).cloned();
@@ -128,18 +144,15 @@ impl PlacementService {
                     let Some(Ok(msg)) = msg else { break };
                     match msg.msg {
                         Some(sidecar_message::Msg::Register(h)) | Some(sidecar_message::Msg::Heartbeat(h)) => {
-                            if let Some(s) = self.sessions().get_mut(&host_id) {
-                                s.last_seen = Instant::now();
-                            }
+                            self.touch(&host_id, stream_id, |_| {});
                             if h.host_id == host_id {
                                 self.upsert_if_changed(Member::from_proto(h));
                             }
                         }
                         Some(sidecar_message::Msg::Ack(a)) => {
-                            if let Some(s) = self.sessions().get_mut(&host_id) {
+                            self.touch(&host_id, stream_id, |s| {
                                 s.acked_version = s.acked_version.max(a.version);
-                                s.last_seen = Instant::now();
-                            }
+                            });
                         }
                         Some(sidecar_message::Msg::Leave(_)) => {
                             left = true;
@@ -237,6 +250,16 @@ impl PlacementService {
                 Vec::new()
             }
         }
+    }
+
+    /// Lowest table version acknowledged by the connected hosts (u64::MAX when none).
+    pub fn min_acked_version(&self) -> u64 {
+        self.sessions()
+            .values()
+            .filter(|s| s.connected)
+            .map(|s| s.acked_version)
+            .min()
+            .unwrap_or(u64::MAX)
     }
 
     /// Forgets all sessions (called when this node loses leadership).

@@ -12,14 +12,18 @@ use weft_core::turn::{
     self, Effect, InboxItem, PendingTurn, Prepared, TurnContext, TurnError, TurnOutcome,
 };
 use weft_core::{InstanceMeta, RuntimeStatus};
-use weft_proto::durabletask::{HistoryEvent, WorkflowResponse};
-use weft_store::{ActivityTask, Checkpoint, CreateInstance, Outbound, Reminder, ReusePolicy, StoreError};
+use weft_proto::durabletask::{HistoryEvent, StalledReason, WorkflowResponse};
+use weft_store::{
+    ActivityTask, Checkpoint, CreateInstance, Outbound, Reminder, ReusePolicy, StoreError,
+};
 
 pub(crate) enum ActorMsg {
     /// The inbox may have new events.
     Wake,
     /// Also dispatch if the instance is stalled (a new worker connected).
     Retry,
+    /// The instance was replaced behind the actor's back (ID reuse): drop cached state.
+    Reload,
     /// A worker answered the pending turn.
     Complete(WorkflowResponse, oneshot::Sender<Result<()>>),
 }
@@ -38,8 +42,18 @@ pub(crate) struct Actor {
 }
 
 impl Actor {
-    pub(crate) fn new(id: String, inner: Arc<Inner>, rx: mpsc::UnboundedReceiver<ActorMsg>) -> Self {
-        Self { id, inner, rx, state: None, pending: None }
+    pub(crate) fn new(
+        id: String,
+        inner: Arc<Inner>,
+        rx: mpsc::UnboundedReceiver<ActorMsg>,
+    ) -> Self {
+        Self {
+            id,
+            inner,
+            rx,
+            state: None,
+            pending: None,
+        }
     }
 
     pub(crate) async fn run(mut self) {
@@ -79,6 +93,13 @@ impl Actor {
                     }
                     dirty = true;
                 }
+                Some(ActorMsg::Reload) => {
+                    if self.pending.is_none() || self.inner.hub.withdraw_workflow(&self.id) {
+                        self.pending = None;
+                        self.state = None;
+                    }
+                    dirty = true;
+                }
                 Some(ActorMsg::Retry) => {
                     dirty = true;
                     retry_stalled = true;
@@ -99,7 +120,10 @@ impl Actor {
             None => match self.inner.store.load(&self.id).await? {
                 None => return Ok(()), // purged
                 Some(l) => {
-                    self.state = Some(Cached { meta: l.meta, history: l.history });
+                    self.state = Some(Cached {
+                        meta: l.meta,
+                        history: l.history,
+                    });
                     l.inbox
                 }
             },
@@ -108,7 +132,13 @@ impl Actor {
         if st.meta.status == RuntimeStatus::Stalled && !retry_stalled {
             return Ok(());
         }
-        let items: Vec<InboxItem> = inbox.into_iter().map(|e| InboxItem { seq: e.seq, event: e.event }).collect();
+        let items: Vec<InboxItem> = inbox
+            .into_iter()
+            .map(|e| InboxItem {
+                seq: e.seq,
+                event: e.event,
+            })
+            .collect();
         match turn::prepare_turn(&st.meta, &st.history, &items, now()) {
             Prepared::Idle { consumed } if consumed.is_empty() => Ok(()),
             Prepared::Idle { consumed } => {
@@ -125,6 +155,22 @@ impl Actor {
             Prepared::Direct(out) => self.commit(*out).await,
             Prepared::Dispatch(t) => {
                 let req = turn::work_item(&self.id, &st.history, &t);
+                let size = req.encoded_len() + 16; // WorkItem envelope
+                if size > self.inner.max_work_item {
+                    tracing::warn!(instance = %self.id, size, "work item too large for the worker; stalling");
+                    let why = format!(
+                        "the next work item is {size} bytes; workers accept at most {} bytes",
+                        self.inner.max_work_item
+                    );
+                    let out = turn::stalled(
+                        &st.meta,
+                        &st.history,
+                        StalledReason::PayloadSizeExceeded,
+                        why,
+                        now(),
+                    );
+                    return self.commit(out).await;
+                }
                 self.pending = Some(t);
                 self.inner.hub.push(Job::Workflow(req));
                 Ok(())
@@ -134,21 +180,33 @@ impl Actor {
 
     async fn complete(&mut self, resp: WorkflowResponse) -> Result<()> {
         let (Some(turn), Some(st)) = (self.pending.take(), self.state.as_ref()) else {
-            return Err(EngineError::NotFound(format!("unknown instance ID: {}", self.id)));
+            return Err(EngineError::NotFound(format!(
+                "unknown instance ID: {}",
+                self.id
+            )));
         };
         let applied = {
             let mut new_id = || uuid::Uuid::new_v4().to_string();
-            let mut ctx = TurnContext { app_id: &self.inner.app_id, now: now(), new_id: &mut new_id };
+            let mut ctx = TurnContext {
+                app_id: &self.inner.app_id,
+                now: now(),
+                new_id: &mut new_id,
+            };
             turn::apply_response(&st.meta, &st.history, &turn, &resp, &mut ctx)
         };
         let (out, reply) = match applied {
             Ok(out) => (out, Ok(())),
             Err(TurnError::AlreadyCompleted(id)) => {
-                return Err(EngineError::FailedPrecondition(format!("workflow instance '{id}' has already completed")));
+                return Err(EngineError::FailedPrecondition(format!(
+                    "workflow instance '{id}' has already completed"
+                )));
             }
             Err(e) => {
                 tracing::warn!(instance = %self.id, error = %e, "invalid workflow response; failing the instance");
-                (turn::fail_turn(&st.meta, &st.history, &turn, &e, now()), Err(EngineError::InvalidArgument(e.to_string())))
+                (
+                    turn::fail_turn(&st.meta, &st.history, &turn, &e, now()),
+                    Err(EngineError::InvalidArgument(e.to_string())),
+                )
             }
         };
         if let Err(e) = self.commit(out).await {
@@ -186,7 +244,10 @@ impl Actor {
                         task_id: *task_id,
                         request: request.encode_to_vec(),
                     });
-                    activities.push(Job::Activity { generation, request: request.clone() });
+                    activities.push(Job::Activity {
+                        generation,
+                        request: request.clone(),
+                    });
                 }
                 Effect::Timer { due_at, event } => cp.new_reminders.push(Reminder {
                     id: 0,
@@ -195,19 +256,30 @@ impl Actor {
                     due_at: *due_at,
                     event: event.clone(),
                 }),
-                Effect::StartInstance { meta, start_event, on_conflict } => {
+                Effect::StartInstance {
+                    meta,
+                    start_event,
+                    on_conflict,
+                } => {
                     wake.push(meta.instance_id.clone());
                     if let Some((to, _)) = on_conflict {
                         wake.push(to.clone());
                     }
                     cp.outbound.push(Outbound::Create {
-                        create: CreateInstance { meta: meta.clone(), start_event: start_event.clone(), policy: ReusePolicy::Error },
+                        create: CreateInstance {
+                            meta: meta.clone(),
+                            start_event: start_event.clone(),
+                            policy: ReusePolicy::Error,
+                        },
                         on_conflict: on_conflict.clone(),
                     });
                 }
                 Effect::Deliver { instance_id, event } => {
                     wake.push(instance_id.clone());
-                    cp.outbound.push(Outbound::Deliver { instance_id: instance_id.clone(), event: event.clone() });
+                    cp.outbound.push(Outbound::Deliver {
+                        instance_id: instance_id.clone(),
+                        event: event.clone(),
+                    });
                 }
             }
         }
@@ -229,7 +301,14 @@ impl Actor {
             st.history.clear();
         }
         st.history.extend(out.append);
-        st.meta = InstanceMeta { version: st.meta.version + 1, ..out.meta };
+        st.meta = InstanceMeta {
+            version: st.meta.version + 1,
+            ..out.meta
+        };
+        if st.meta.status.is_terminal() {
+            // Queued activities of a finished instance would only be run and thrown away.
+            self.inner.hub.forget_instance(&self.id);
+        }
         for job in activities {
             self.inner.hub.push(job);
         }

@@ -21,14 +21,19 @@ use weft_proto::durabletask::{
 };
 use weft_store::{CreateInstance, CreateOutcome, InstancePage, ListFilter, ReusePolicy, Store};
 
-/// Default limit on one payload (input, output, event data, result): 4 MiB, gRPC's default
-/// message size, so anything accepted can also be delivered to a worker.
-pub const DEFAULT_MAX_PAYLOAD: usize = 4 * 1024 * 1024;
+/// Default limit on one payload (input, output, event data, result): 4 MiB less 64 KiB, so a
+/// work item carrying one such payload still fits the SDKs' default 4 MiB receive limit.
+pub const DEFAULT_MAX_PAYLOAD: usize = 4 * 1024 * 1024 - 64 * 1024;
+
+/// Largest work item sent to a worker: the SDKs' default gRPC receive limit (4 MiB). A workflow
+/// whose turn would be larger stalls (`PAYLOAD_SIZE_EXCEEDED`) instead of crashing the stream.
+pub const DEFAULT_MAX_WORK_ITEM: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub app_id: String,
     pub max_payload_bytes: usize,
+    pub max_work_item_bytes: usize,
     /// An actor with nothing to do for this long is dropped from memory.
     pub idle_timeout: Duration,
 }
@@ -38,6 +43,7 @@ impl Default for EngineConfig {
         Self {
             app_id: "weft-dev".into(),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD,
+            max_work_item_bytes: DEFAULT_MAX_WORK_ITEM,
             idle_timeout: Duration::from_secs(60),
         }
     }
@@ -60,6 +66,7 @@ pub(crate) struct Inner {
     pub(crate) app_id: String,
     pub(crate) idle_timeout: Duration,
     pub(crate) timers_changed: Notify,
+    pub(crate) max_work_item: usize,
     max_payload: usize,
     actors: Mutex<HashMap<String, mpsc::UnboundedSender<ActorMsg>>>,
     changes: broadcast::Sender<String>,
@@ -118,6 +125,7 @@ impl Engine {
                 idle_timeout: cfg.idle_timeout,
                 timers_changed: Notify::new(),
                 max_payload: cfg.max_payload_bytes,
+                max_work_item: cfg.max_work_item_bytes,
                 actors: Mutex::default(),
                 changes: broadcast::channel(4096).0,
             }),
@@ -134,7 +142,10 @@ impl Engine {
         for a in store.pending_activities().await? {
             let request = ActivityRequest::decode(a.request.as_slice())
                 .map_err(|e| EngineError::Internal(format!("stored activity request: {e}")))?;
-            self.inner.hub.push(Job::Activity { generation: a.generation, request });
+            self.inner.hub.push(Job::Activity {
+                generation: a.generation,
+                request,
+            });
         }
         for id in store.instances_with_inbox().await? {
             self.inner.wake(&id);
@@ -162,20 +173,37 @@ impl Engine {
     pub async fn start_instance(&self, req: StartRequest) -> Result<String> {
         validate_instance_id(&req.instance_id)?;
         if req.name.is_empty() {
-            return Err(EngineError::InvalidArgument("workflow name must not be empty".into()));
+            return Err(EngineError::InvalidArgument(
+                "workflow name must not be empty".into(),
+            ));
         }
         self.check_payload("input", req.input.as_deref())?;
         let now = now();
         let exec = uuid::Uuid::new_v4().to_string();
-        let (mut meta, start) =
-            new_instance(&req.instance_id, &req.name, req.version, req.input, None, exec, &self.inner.app_id, now);
+        let (mut meta, start) = new_instance(
+            &req.instance_id,
+            &req.name,
+            req.version,
+            req.input,
+            None,
+            exec,
+            &self.inner.app_id,
+            now,
+        );
         meta.scheduled_start_at = req.scheduled_start_at.filter(|t| *t > now);
         let scheduled = meta.scheduled_start_at.is_some();
         let outcome = self
             .inner
             .store
-            .create_instance(CreateInstance { meta, start_event: start, policy: req.policy })
+            .create_instance(CreateInstance {
+                meta,
+                start_event: start,
+                policy: req.policy,
+            })
             .await?;
+        if outcome == CreateOutcome::Replaced {
+            self.inner.send(&req.instance_id, ActorMsg::Reload);
+        }
         if outcome != CreateOutcome::Existing {
             self.inner.changed(&req.instance_id);
             if scheduled {
@@ -219,7 +247,11 @@ impl Engine {
     }
 
     async fn existing(&self, id: &str) -> Result<InstanceMeta> {
-        self.inner.store.get_instance(id).await?.ok_or_else(|| EngineError::no_such_instance(id))
+        self.inner
+            .store
+            .get_instance(id)
+            .await?
+            .ok_or_else(|| EngineError::no_such_instance(id))
     }
 
     async fn deliver(&self, id: &str, ev: HistoryEvent) -> Result<()> {
@@ -232,7 +264,9 @@ impl Engine {
 
     pub async fn raise_event(&self, id: &str, name: &str, input: Option<String>) -> Result<()> {
         if name.is_empty() {
-            return Err(EngineError::InvalidArgument("event name must not be empty".into()));
+            return Err(EngineError::InvalidArgument(
+                "event name must not be empty".into(),
+            ));
         }
         self.check_payload("event data", input.as_deref())?;
         let meta = self.existing(id).await?;
@@ -240,20 +274,39 @@ impl Engine {
             return Ok(()); // as daprd: events for a finished instance are dropped
         }
         if meta.status == RuntimeStatus::Stalled {
-            return Err(EngineError::FailedPrecondition(format!("workflow instance '{id}' is stalled")));
+            return Err(EngineError::FailedPrecondition(format!(
+                "workflow instance '{id}' is stalled"
+            )));
         }
-        let ev = event(now(), EventType::EventRaised(EventRaisedEvent { name: name.to_string(), input }));
+        let ev = event(
+            now(),
+            EventType::EventRaised(EventRaisedEvent {
+                name: name.to_string(),
+                input,
+            }),
+        );
         self.deliver(id, ev).await
     }
 
     /// Queues termination; the caller may then wait for a terminal status.
-    pub async fn terminate(&self, id: &str, output: Option<String>, recursive: bool) -> Result<bool> {
+    pub async fn terminate(
+        &self,
+        id: &str,
+        output: Option<String>,
+        recursive: bool,
+    ) -> Result<bool> {
         self.check_payload("output", output.as_deref())?;
         let meta = self.existing(id).await?;
         if meta.status.is_terminal() {
             return Ok(false);
         }
-        let ev = event(now(), EventType::ExecutionTerminated(ExecutionTerminatedEvent { input: output, recurse: recursive }));
+        let ev = event(
+            now(),
+            EventType::ExecutionTerminated(ExecutionTerminatedEvent {
+                input: output,
+                recurse: recursive,
+            }),
+        );
         self.deliver(id, ev).await?;
         Ok(true)
     }
@@ -263,7 +316,10 @@ impl Engine {
         if meta.status.is_terminal() || meta.status == RuntimeStatus::Suspended {
             return Ok(false);
         }
-        let ev = event(now(), EventType::ExecutionSuspended(ExecutionSuspendedEvent { input: reason }));
+        let ev = event(
+            now(),
+            EventType::ExecutionSuspended(ExecutionSuspendedEvent { input: reason }),
+        );
         self.deliver(id, ev).await?;
         Ok(true)
     }
@@ -272,10 +328,16 @@ impl Engine {
         let meta = self.existing(id).await?;
         // Resuming a running instance would make the SDKs fail it, so only a suspended (or
         // stalled-while-suspended) one gets the event.
-        if !matches!(meta.status, RuntimeStatus::Suspended | RuntimeStatus::Stalled) {
+        if !matches!(
+            meta.status,
+            RuntimeStatus::Suspended | RuntimeStatus::Stalled
+        ) {
             return Ok(false);
         }
-        let ev = event(now(), EventType::ExecutionResumed(ExecutionResumedEvent { input: reason }));
+        let ev = event(
+            now(),
+            EventType::ExecutionResumed(ExecutionResumedEvent { input: reason }),
+        );
         self.deliver(id, ev).await?;
         Ok(true)
     }
@@ -324,7 +386,8 @@ impl Engine {
         }
         let (tx, rx) = oneshot::channel();
         self.inner.send(&id, ActorMsg::Complete(resp, tx));
-        rx.await.unwrap_or_else(|_| Err(EngineError::Unavailable("workflow actor stopped".into())))
+        rx.await
+            .unwrap_or_else(|_| Err(EngineError::Unavailable("workflow actor stopped".into())))
     }
 
     pub async fn complete_activity(&self, resp: ActivityResponse) -> Result<()> {
@@ -350,7 +413,12 @@ impl Engine {
                 ..Default::default()
             }),
         };
-        match self.inner.store.complete_activity(&id, resp.task_id, generation, event(now(), ty)).await {
+        match self
+            .inner
+            .store
+            .complete_activity(&id, resp.task_id, generation, event(now(), ty))
+            .await
+        {
             Ok(true) => {
                 metrics::counter!("weft_activities_completed_total").increment(1);
                 self.inner.wake(&id);
@@ -359,7 +427,10 @@ impl Engine {
             Ok(false) => Ok(()), // a late or duplicate result: the task is no longer pending
             Err(e) => {
                 // Not recorded: hand the task out again (the worker drops its result).
-                self.inner.hub.push(Job::Activity { generation, request });
+                self.inner.hub.push(Job::Activity {
+                    generation,
+                    request,
+                });
                 Err(e.into())
             }
         }
@@ -399,7 +470,9 @@ async fn timer_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
                     match inner.store.fire_reminder(r.id).await {
                         Ok(true) => inner.wake(&r.instance_id),
                         Ok(false) => {}
-                        Err(e) => tracing::warn!(error = %e, "firing a timer failed; it will be retried"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "firing a timer failed; it will be retried")
+                        }
                     }
                 }
                 match inner.store.next_reminder_due().await {
@@ -432,7 +505,11 @@ async fn stalled_retry_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
         }
         let n = *connected.borrow();
         if n > last {
-            let filter = ListFilter { statuses: vec![RuntimeStatus::Stalled], limit: 1000, ..Default::default() };
+            let filter = ListFilter {
+                statuses: vec![RuntimeStatus::Stalled],
+                limit: 1000,
+                ..Default::default()
+            };
             if let Ok(page) = inner.store.list_instances(filter).await {
                 for m in page.items {
                     inner.send(&m.instance_id, ActorMsg::Retry);

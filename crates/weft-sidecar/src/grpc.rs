@@ -37,14 +37,20 @@ impl Service {
         pred: impl Fn(&InstanceMeta) -> bool,
     ) -> Result<GetInstanceResponse> {
         let meta = self.engine.wait_for(&req.instance_id, pred).await?;
-        Ok(Response::new(instance_response(meta, req.get_inputs_and_outputs)))
+        Ok(Response::new(instance_response(
+            meta,
+            req.get_inputs_and_outputs,
+        )))
     }
 }
 
 /// The wire `WorkflowState` of an instance row.
 pub fn instance_response(meta: Option<InstanceMeta>, with_payloads: bool) -> GetInstanceResponse {
     let Some(m) = meta else {
-        return GetInstanceResponse { exists: false, workflow_state: None };
+        return GetInstanceResponse {
+            exists: false,
+            workflow_state: None,
+        };
     };
     let mut st = WorkflowState {
         instance_id: m.instance_id.clone(),
@@ -65,7 +71,10 @@ pub fn instance_response(meta: Option<InstanceMeta>, with_payloads: bool) -> Get
         st.custom_status = m.custom_status.clone();
         st.failure_details = decode_failure(m.failure.as_deref());
     }
-    GetInstanceResponse { exists: true, workflow_state: Some(st) }
+    GetInstanceResponse {
+        exists: true,
+        workflow_state: Some(st),
+    }
 }
 
 fn reuse_policy(p: Option<&OrchestrationIdReusePolicy>) -> ReusePolicy {
@@ -82,7 +91,10 @@ impl TaskHubSidecarService for Service {
         Ok(Response::new(()))
     }
 
-    async fn start_instance(&self, req: Request<CreateInstanceRequest>) -> Result<CreateInstanceResponse> {
+    async fn start_instance(
+        &self,
+        req: Request<CreateInstanceRequest>,
+    ) -> Result<CreateInstanceResponse> {
         let r = req.into_inner();
         // JS sends epoch 0 for "now"; only a future time schedules the start.
         let scheduled = r.scheduled_start_timestamp.as_ref().map(to_micros);
@@ -100,7 +112,9 @@ impl TaskHubSidecarService for Service {
             .await?;
         if wait {
             // Dapr semantics: a plain start returns once the first turn has run.
-            self.engine.wait_for(&id, |m| m.status != RuntimeStatus::Pending).await?;
+            self.engine
+                .wait_for(&id, |m| m.status != RuntimeStatus::Pending)
+                .await?;
         }
         Ok(Response::new(CreateInstanceResponse { instance_id: id }))
     }
@@ -110,24 +124,41 @@ impl TaskHubSidecarService for Service {
         self.state(&r.instance_id, r.get_inputs_and_outputs).await
     }
 
-    async fn wait_for_instance_start(&self, req: Request<GetInstanceRequest>) -> Result<GetInstanceResponse> {
-        self.wait(req.into_inner(), |m| m.status != RuntimeStatus::Pending).await
+    async fn wait_for_instance_start(
+        &self,
+        req: Request<GetInstanceRequest>,
+    ) -> Result<GetInstanceResponse> {
+        self.wait(req.into_inner(), |m| m.status != RuntimeStatus::Pending)
+            .await
     }
 
-    async fn wait_for_instance_completion(&self, req: Request<GetInstanceRequest>) -> Result<GetInstanceResponse> {
-        self.wait(req.into_inner(), |m| m.status.is_terminal()).await
+    async fn wait_for_instance_completion(
+        &self,
+        req: Request<GetInstanceRequest>,
+    ) -> Result<GetInstanceResponse> {
+        self.wait(req.into_inner(), |m| m.status.is_terminal())
+            .await
     }
 
     async fn raise_event(&self, req: Request<RaiseEventRequest>) -> Result<RaiseEventResponse> {
         let r = req.into_inner();
-        self.engine.raise_event(&r.instance_id, &r.name, r.input).await?;
+        self.engine
+            .raise_event(&r.instance_id, &r.name, r.input)
+            .await?;
         Ok(Response::new(RaiseEventResponse {}))
     }
 
-    async fn terminate_instance(&self, req: Request<TerminateRequest>) -> Result<TerminateResponse> {
+    async fn terminate_instance(
+        &self,
+        req: Request<TerminateRequest>,
+    ) -> Result<TerminateResponse> {
         let r = req.into_inner();
-        self.engine.terminate(&r.instance_id, r.output, r.recursive).await?;
-        self.engine.wait_for(&r.instance_id, |m| m.status.is_terminal()).await?;
+        self.engine
+            .terminate(&r.instance_id, r.output, r.recursive)
+            .await?;
+        self.engine
+            .wait_for(&r.instance_id, |m| m.status.is_terminal())
+            .await?;
         Ok(Response::new(TerminateResponse {}))
     }
 
@@ -135,7 +166,9 @@ impl TaskHubSidecarService for Service {
         let r = req.into_inner();
         self.engine.suspend(&r.instance_id, r.reason).await?;
         self.engine
-            .wait_for(&r.instance_id, |m| m.status == RuntimeStatus::Suspended || m.status.is_terminal())
+            .wait_for(&r.instance_id, |m| {
+                m.status == RuntimeStatus::Suspended || m.status.is_terminal()
+            })
             .await?;
         Ok(Response::new(SuspendResponse {}))
     }
@@ -144,28 +177,49 @@ impl TaskHubSidecarService for Service {
         let r = req.into_inner();
         if self.engine.resume(&r.instance_id, r.reason).await? {
             self.engine
-                .wait_for(&r.instance_id, |m| m.status == RuntimeStatus::Running || m.status.is_terminal())
+                .wait_for(&r.instance_id, |m| {
+                    m.status == RuntimeStatus::Running || m.status.is_terminal()
+                })
                 .await?;
         }
         Ok(Response::new(ResumeResponse {}))
     }
 
-    async fn purge_instances(&self, req: Request<PurgeInstancesRequest>) -> Result<PurgeInstancesResponse> {
+    async fn purge_instances(
+        &self,
+        req: Request<PurgeInstancesRequest>,
+    ) -> Result<PurgeInstancesResponse> {
         let r = req.into_inner();
         let id = match r.request {
             Some(purge_instances_request::Request::InstanceId(id)) => id,
             Some(purge_instances_request::Request::PurgeInstanceFilter(_)) => {
-                return Err(Status::unimplemented("multi-instance purge (by filter) is not supported; purge by instance ID"));
+                return Err(Status::unimplemented(
+                    "multi-instance purge (by filter) is not supported; purge by instance ID",
+                ));
             }
-            None => return Err(EngineError::InvalidArgument("an instance ID is required".into()).into()),
+            None => {
+                return Err(
+                    EngineError::InvalidArgument("an instance ID is required".into()).into(),
+                );
+            }
         };
-        let n = self.engine.purge(&id, r.recursive, r.force.unwrap_or(false)).await?;
-        Ok(Response::new(PurgeInstancesResponse { deleted_instance_count: n, is_complete: Some(true) }))
+        let n = self
+            .engine
+            .purge(&id, r.recursive, r.force.unwrap_or(false))
+            .await?;
+        Ok(Response::new(PurgeInstancesResponse {
+            deleted_instance_count: n,
+            is_complete: Some(true),
+        }))
     }
 
-    type GetWorkItemsStream = Pin<Box<dyn tokio_stream::Stream<Item = std::result::Result<WorkItem, Status>> + Send>>;
+    type GetWorkItemsStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = std::result::Result<WorkItem, Status>> + Send>>;
 
-    async fn get_work_items(&self, req: Request<GetWorkItemsRequest>) -> Result<Self::GetWorkItemsStream> {
+    async fn get_work_items(
+        &self,
+        req: Request<GetWorkItemsRequest>,
+    ) -> Result<Self::GetWorkItemsStream> {
         let r = req.into_inner();
         let stateful = r
             .capabilities
@@ -182,17 +236,26 @@ impl TaskHubSidecarService for Service {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn complete_activity_task(&self, req: Request<ActivityResponse>) -> Result<CompleteTaskResponse> {
+    async fn complete_activity_task(
+        &self,
+        req: Request<ActivityResponse>,
+    ) -> Result<CompleteTaskResponse> {
         self.engine.complete_activity(req.into_inner()).await?;
         Ok(Response::new(CompleteTaskResponse {}))
     }
 
-    async fn complete_orchestrator_task(&self, req: Request<WorkflowResponse>) -> Result<CompleteTaskResponse> {
+    async fn complete_orchestrator_task(
+        &self,
+        req: Request<WorkflowResponse>,
+    ) -> Result<CompleteTaskResponse> {
         self.engine.complete_workflow(req.into_inner()).await?;
         Ok(Response::new(CompleteTaskResponse {}))
     }
 
-    async fn complete_workflow_task(&self, req: Request<WorkflowResponse>) -> Result<CompleteTaskResponse> {
+    async fn complete_workflow_task(
+        &self,
+        req: Request<WorkflowResponse>,
+    ) -> Result<CompleteTaskResponse> {
         self.complete_orchestrator_task(req).await
     }
 
@@ -202,16 +265,27 @@ impl TaskHubSidecarService for Service {
     ) -> Result<RerunWorkflowFromEventResponse> {
         let r = req.into_inner();
         let id = self.engine.rerun_from_event(r).await?;
-        self.engine.wait_for(&id, |m| m.status != RuntimeStatus::Pending).await?;
-        Ok(Response::new(RerunWorkflowFromEventResponse { new_instance_id: id }))
+        self.engine
+            .wait_for(&id, |m| m.status != RuntimeStatus::Pending)
+            .await?;
+        Ok(Response::new(RerunWorkflowFromEventResponse {
+            new_instance_id: id,
+        }))
     }
 
-    async fn list_instance_i_ds(&self, req: Request<ListInstanceIDsRequest>) -> Result<ListInstanceIDsResponse> {
+    async fn list_instance_i_ds(
+        &self,
+        req: Request<ListInstanceIDsRequest>,
+    ) -> Result<ListInstanceIDsResponse> {
         let r = req.into_inner();
         let limit = r.page_size.unwrap_or(100).clamp(1, 10_000) as usize;
         let page = self
             .engine
-            .list(ListFilter { after: r.continuation_token.filter(|t| !t.is_empty()), limit, ..Default::default() })
+            .list(ListFilter {
+                after: r.continuation_token.filter(|t| !t.is_empty()),
+                limit,
+                ..Default::default()
+            })
             .await?;
         Ok(Response::new(ListInstanceIDsResponse {
             instance_ids: page.items.into_iter().map(|m| m.instance_id).collect(),
@@ -219,11 +293,16 @@ impl TaskHubSidecarService for Service {
         }))
     }
 
-    async fn get_instance_history(&self, req: Request<GetInstanceHistoryRequest>) -> Result<GetInstanceHistoryResponse> {
+    async fn get_instance_history(
+        &self,
+        req: Request<GetInstanceHistoryRequest>,
+    ) -> Result<GetInstanceHistoryResponse> {
         let id = req.into_inner().instance_id;
         match self.engine.history(&id).await? {
             Some(events) => Ok(Response::new(GetInstanceHistoryResponse { events })),
-            None => Err(Status::not_found(format!("workflow instance '{id}' not found"))),
+            None => Err(Status::not_found(format!(
+                "workflow instance '{id}' not found"
+            ))),
         }
     }
 }

@@ -7,7 +7,9 @@ use weft_proto::durabletask::{HistoryEvent, TaskFailureDetails, history_event::E
 
 fn failure(f: &Option<TaskFailureDetails>) -> Value {
     match f {
-        Some(f) => json!({"errorType": f.error_type, "errorMessage": f.error_message, "stackTrace": f.stack_trace}),
+        Some(f) => {
+            json!({"errorType": f.error_type, "errorMessage": f.error_message, "stackTrace": f.stack_trace})
+        }
         None => Value::Null,
     }
 }
@@ -28,12 +30,19 @@ pub fn event_json(ev: &HistoryEvent) -> Value {
         Some(EventType::ExecutionStarted(e)) => {
             put("name", json!(e.name));
             put("input", json!(e.input));
-            if let Some(p) = e.parent_instance.as_ref().and_then(|p| p.workflow_instance.as_ref()) {
+            if let Some(p) = e
+                .parent_instance
+                .as_ref()
+                .and_then(|p| p.workflow_instance.as_ref())
+            {
                 put("parentInstanceId", json!(p.instance_id));
             }
         }
         Some(EventType::ExecutionCompleted(e)) => {
-            put("status", json!(weft_core::RuntimeStatus::from_code(e.workflow_status).map(|s| s.as_str())));
+            put(
+                "status",
+                json!(weft_core::RuntimeStatus::from_code(e.workflow_status).map(|s| s.as_str())),
+            );
             put("result", json!(e.result));
             put("failure", failure(&e.failure_details));
         }
@@ -67,11 +76,17 @@ pub fn event_json(ev: &HistoryEvent) -> Value {
             put("failure", failure(&e.failure_details));
         }
         Some(EventType::TimerCreated(e)) => {
-            put("fireAt", json!(e.fire_at.as_ref().map(|t| rfc3339(to_micros(t)))));
+            put(
+                "fireAt",
+                json!(e.fire_at.as_ref().map(|t| rfc3339(to_micros(t)))),
+            );
         }
         Some(EventType::TimerFired(e)) => {
             put("timerId", json!(e.timer_id));
-            put("fireAt", json!(e.fire_at.as_ref().map(|t| rfc3339(to_micros(t)))));
+            put(
+                "fireAt",
+                json!(e.fire_at.as_ref().map(|t| rfc3339(to_micros(t)))),
+            );
         }
         Some(EventType::EventRaised(e)) => {
             put("name", json!(e.name));

@@ -36,7 +36,11 @@ struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
     fn from_engine(code: &'static str, e: EngineError) -> Self {
         let code = match e {
@@ -51,18 +55,32 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"errorCode": self.code, "message": self.message}))).into_response()
+        (
+            self.status,
+            Json(json!({"errorCode": self.code, "message": self.message})),
+        )
+            .into_response()
     }
 }
 
 type ApiResult = Result<Response, ApiError>;
 
 pub fn router(engine: Engine, token: Option<String>, max_payload: usize) -> Router {
-    let state = AppState { engine, token: token.map(Arc::from), max_body: max_payload };
+    let state = AppState {
+        engine,
+        token: token.map(Arc::from),
+        max_body: max_payload,
+    };
     let api = Router::new()
         .route("/{ver}/workflows/{component}/{instance}", get(get_workflow))
-        .route("/{ver}/workflows/{component}/{target}/{op}", post(workflow_op))
-        .route("/{ver}/workflows/{component}/{instance}/raiseEvent/{event}", post(raise_event))
+        .route(
+            "/{ver}/workflows/{component}/{target}/{op}",
+            post(workflow_op),
+        )
+        .route(
+            "/{ver}/workflows/{component}/{instance}/raiseEvent/{event}",
+            post(raise_event),
+        )
         .route("/weft/v1/instances", get(list_instances))
         .route("/weft/v1/instances/{instance}/history", get(history))
         .layer(middleware::from_fn_with_state(state.clone(), auth));
@@ -72,7 +90,9 @@ pub fn router(engine: Engine, token: Option<String>, max_payload: usize) -> Rout
         .merge(api)
         // Leave room above the payload limit so we can answer oversize bodies with our own 413.
         .layer(DefaultBodyLimit::max(max_payload.saturating_mul(2)))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "ERR_NOT_FOUND", "no such endpoint") })
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "ERR_NOT_FOUND", "no such endpoint")
+        })
         .with_state(state)
 }
 
@@ -82,9 +102,17 @@ async fn healthz() -> StatusCode {
 
 async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(token) = &st.token {
-        let given = req.headers().get("dapr-api-token").and_then(|v| v.to_str().ok());
+        let given = req
+            .headers()
+            .get("dapr-api-token")
+            .and_then(|v| v.to_str().ok());
         if given != Some(token.as_ref()) {
-            return ApiError::new(StatusCode::UNAUTHORIZED, "ERR_UNAUTHORIZED", "invalid api token").into_response();
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "ERR_UNAUTHORIZED",
+                "invalid api token",
+            )
+            .into_response();
         }
     }
     next.run(req).await
@@ -93,7 +121,11 @@ async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response 
 fn check_version(ver: &str) -> Result<(), ApiError> {
     match ver {
         "v1.0" | "v1.0-beta1" | "v1.0-alpha1" => Ok(()),
-        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "ERR_NOT_FOUND", format!("unknown API version '{ver}'"))),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ERR_NOT_FOUND",
+            format!("unknown API version '{ver}'"),
+        )),
     }
 }
 
@@ -102,11 +134,20 @@ fn body_string(st: &AppState, body: &Bytes, what: &str) -> Result<String, ApiErr
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "ERR_PAYLOAD_TOO_LARGE",
-            format!("{what} is {} bytes; the limit is {} bytes", body.len(), st.max_body),
+            format!(
+                "{what} is {} bytes; the limit is {} bytes",
+                body.len(),
+                st.max_body
+            ),
         ));
     }
-    String::from_utf8(body.to_vec())
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "ERR_MALFORMED_REQUEST", format!("{what} is not valid UTF-8")))
+    String::from_utf8(body.to_vec()).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "ERR_MALFORMED_REQUEST",
+            format!("{what} is not valid UTF-8"),
+        )
+    })
 }
 
 fn accepted() -> Response {
@@ -134,8 +175,14 @@ pub fn instance_json(m: &InstanceMeta) -> Value {
     put("dapr.workflow.custom_status", m.custom_status.as_deref());
     if let Some(f) = decode_failure(m.failure.as_deref()) {
         put("dapr.workflow.failure.error_type", Some(&f.error_type));
-        put("dapr.workflow.failure.error_message", Some(&f.error_message));
-        put("dapr.workflow.failure.stack_trace", f.stack_trace.as_deref());
+        put(
+            "dapr.workflow.failure.error_message",
+            Some(&f.error_message),
+        );
+        put(
+            "dapr.workflow.failure.stack_trace",
+            f.stack_trace.as_deref(),
+        );
     }
     // Dapr prints STALLED as UNKNOWN; we keep its names for everything else.
     let status = match m.status {
@@ -152,7 +199,10 @@ pub fn instance_json(m: &InstanceMeta) -> Value {
     })
 }
 
-async fn get_workflow(State(st): State<AppState>, Path((ver, _c, id)): Path<(String, String, String)>) -> ApiResult {
+async fn get_workflow(
+    State(st): State<AppState>,
+    Path((ver, _c, id)): Path<(String, String, String)>,
+) -> ApiResult {
     check_version(&ver)?;
     match st.engine.get_instance(&id).await {
         Ok(Some(m)) => Ok(Json(instance_json(&m)).into_response()),
@@ -177,36 +227,73 @@ async fn workflow_op(
     let e = &st.engine;
     match op.as_str() {
         "start" => {
-            let id = q.instance_id.filter(|s| !s.is_empty()).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            let id = q
+                .instance_id
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
             if let Err(err) = ids::validate_instance_id(&id) {
                 let code = match err {
                     ids::IdError::TooLong(_) => "ERR_INSTANCE_ID_TOO_LONG",
                     _ => "ERR_INSTANCE_ID_INVALID",
                 };
-                return Err(ApiError::new(StatusCode::BAD_REQUEST, code, err.to_string()));
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    code,
+                    err.to_string(),
+                ));
             }
             let input = body_string(&st, &body, "input")?;
-            let req = StartRequest { instance_id: id, name: target, input: Some(input), ..Default::default() };
-            let id = e.start_instance(req).await.map_err(|err| ApiError::from_engine("ERR_START_WORKFLOW", err))?;
+            let req = StartRequest {
+                instance_id: id,
+                name: target,
+                input: Some(input),
+                ..Default::default()
+            };
+            let id = e
+                .start_instance(req)
+                .await
+                .map_err(|err| ApiError::from_engine("ERR_START_WORKFLOW", err))?;
             Ok((StatusCode::ACCEPTED, Json(json!({"instanceID": id}))).into_response())
         }
         "terminate" => {
-            e.terminate(&target, None, true).await.map_err(|err| ApiError::from_engine("ERR_TERMINATE_WORKFLOW", err))?;
+            // daprd parses an optional protojson body here; a malformed one is the caller's error.
+            if !body.iter().all(u8::is_ascii_whitespace)
+                && serde_json::from_slice::<Map<String, Value>>(&body).is_err()
+            {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "ERR_MALFORMED_REQUEST",
+                    "the terminate request body must be a JSON object",
+                ));
+            }
+            e.terminate(&target, None, true)
+                .await
+                .map_err(|err| ApiError::from_engine("ERR_TERMINATE_WORKFLOW", err))?;
             Ok(accepted())
         }
         "pause" => {
-            e.suspend(&target, None).await.map_err(|err| ApiError::from_engine("ERR_PAUSE_WORKFLOW", err))?;
+            e.suspend(&target, None)
+                .await
+                .map_err(|err| ApiError::from_engine("ERR_PAUSE_WORKFLOW", err))?;
             Ok(accepted())
         }
         "resume" => {
-            e.resume(&target, None).await.map_err(|err| ApiError::from_engine("ERR_RESUME_WORKFLOW", err))?;
+            e.resume(&target, None)
+                .await
+                .map_err(|err| ApiError::from_engine("ERR_RESUME_WORKFLOW", err))?;
             Ok(accepted())
         }
         "purge" => {
-            e.purge(&target, true, false).await.map_err(|err| ApiError::from_engine("ERR_PURGE_WORKFLOW", err))?;
+            e.purge(&target, true, false)
+                .await
+                .map_err(|err| ApiError::from_engine("ERR_PURGE_WORKFLOW", err))?;
             Ok(accepted())
         }
-        other => Err(ApiError::new(StatusCode::NOT_FOUND, "ERR_NOT_FOUND", format!("unknown workflow operation '{other}'"))),
+        other => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ERR_NOT_FOUND",
+            format!("unknown workflow operation '{other}'"),
+        )),
     }
 }
 
@@ -217,7 +304,11 @@ async fn raise_event(
 ) -> ApiResult {
     check_version(&ver)?;
     if event.is_empty() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "ERR_WORKFLOW_EVENT_NAME_MISSING", "event name is missing"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "ERR_WORKFLOW_EVENT_NAME_MISSING",
+            "event name is missing",
+        ));
     }
     let data = body_string(&st, &body, "event data")?;
     st.engine
@@ -237,9 +328,18 @@ struct ListQuery {
 
 async fn list_instances(State(st): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult {
     let mut statuses = Vec::new();
-    for s in q.status.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
+    for s in q
+        .status
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.is_empty())
+    {
         statuses.push(RuntimeStatus::parse(s).ok_or_else(|| {
-            ApiError::new(StatusCode::BAD_REQUEST, "ERR_BAD_REQUEST", format!("unknown status '{s}'"))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "ERR_BAD_REQUEST",
+                format!("unknown status '{s}'"),
+            )
         })?);
     }
     let filter = ListFilter {
@@ -249,7 +349,11 @@ async fn list_instances(State(st): State<AppState>, Query(q): Query<ListQuery>) 
         limit: q.limit.unwrap_or(100).clamp(1, 1000),
         ..Default::default()
     };
-    let page = st.engine.list(filter).await.map_err(|e| ApiError::from_engine("ERR_LIST_WORKFLOWS", e))?;
+    let page = st
+        .engine
+        .list(filter)
+        .await
+        .map_err(|e| ApiError::from_engine("ERR_LIST_WORKFLOWS", e))?;
     let mut body = json!({"instances": page.items.iter().map(instance_json).collect::<Vec<_>>()});
     if let Some(next) = page.next {
         body["next"] = Value::String(next);

@@ -5,10 +5,10 @@ use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::hub::Job;
 use prost::Message;
+use weft_core::RuntimeStatus;
 use weft_core::ids::validate_instance_id;
 use weft_core::rerun;
 use weft_core::turn::new_instance;
-use weft_core::RuntimeStatus;
 use weft_proto::durabletask::RerunWorkflowFromEventRequest;
 use weft_store::{ActivityTask, Checkpoint, CreateInstance, ReusePolicy};
 
@@ -34,16 +34,33 @@ impl Engine {
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         validate_instance_id(&new_id)?;
         self.check_payload("input", r.input.as_deref())?;
-        let history = inner.store.get_history(&r.source_instance_id).await?.unwrap_or_default();
+        let history = inner
+            .store
+            .get_history(&r.source_instance_id)
+            .await?
+            .unwrap_or_default();
         let exec = uuid::Uuid::new_v4().to_string();
         let input = r.overwrite_input.then_some(r.input);
         let plan = rerun::plan(&history, r.event_id, &new_id, &exec, input)
             .map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
         let t = now();
-        let (meta, start) = new_instance(&new_id, &src.name, None, src.input.clone(), None, exec, &inner.app_id, t);
+        let (meta, start) = new_instance(
+            &new_id,
+            &src.name,
+            None,
+            src.input.clone(),
+            None,
+            exec,
+            &inner.app_id,
+            t,
+        );
         inner
             .store
-            .create_instance(CreateInstance { meta, start_event: start, policy: ReusePolicy::Error })
+            .create_instance(CreateInstance {
+                meta,
+                start_event: start,
+                policy: ReusePolicy::Error,
+            })
             .await?;
         let loaded = inner
             .store
@@ -78,7 +95,10 @@ impl Engine {
         };
         inner.store.checkpoint(cp).await?;
         for request in plan.activities {
-            inner.hub.push(Job::Activity { generation, request });
+            inner.hub.push(Job::Activity {
+                generation,
+                request,
+            });
         }
         inner.changed(&new_id);
         Ok(new_id)

@@ -31,7 +31,10 @@ pub struct Running {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot bind {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("recovering unfinished work failed: {0}")]
     Recover(#[from] crate::error::EngineError),
 }
@@ -44,18 +47,42 @@ impl Interceptor for TokenCheck {
     fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         let Some(want) = &self.0 else { return Ok(req) };
         match req.metadata().get("dapr-api-token") {
-            None => Err(tonic::Status::unauthenticated("missing api token in request metadata")),
+            None => Err(tonic::Status::unauthenticated(
+                "missing api token in request metadata",
+            )),
             Some(v) if v.as_bytes() == want.as_bytes() => Ok(req),
-            Some(_) => Err(tonic::Status::unauthenticated("authentication error: api token mismatch")),
+            Some(_) => Err(tonic::Status::unauthenticated(
+                "authentication error: api token mismatch",
+            )),
         }
     }
 }
 
-pub async fn serve(store: Arc<dyn Store>, cfg: SidecarConfig, shutdown: CancellationToken) -> Result<Running, ServeError> {
-    let grpc = TcpListener::bind(cfg.grpc_addr).await.map_err(|source| ServeError::Bind { addr: cfg.grpc_addr, source })?;
-    let http = TcpListener::bind(cfg.http_addr).await.map_err(|source| ServeError::Bind { addr: cfg.http_addr, source })?;
-    let grpc_addr = grpc.local_addr().map_err(|source| ServeError::Bind { addr: cfg.grpc_addr, source })?;
-    let http_addr = http.local_addr().map_err(|source| ServeError::Bind { addr: cfg.http_addr, source })?;
+pub async fn serve(
+    store: Arc<dyn Store>,
+    cfg: SidecarConfig,
+    shutdown: CancellationToken,
+) -> Result<Running, ServeError> {
+    let grpc = TcpListener::bind(cfg.grpc_addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.grpc_addr,
+            source,
+        })?;
+    let http = TcpListener::bind(cfg.http_addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.http_addr,
+            source,
+        })?;
+    let grpc_addr = grpc.local_addr().map_err(|source| ServeError::Bind {
+        addr: cfg.grpc_addr,
+        source,
+    })?;
+    let http_addr = http.local_addr().map_err(|source| ServeError::Bind {
+        addr: cfg.http_addr,
+        source,
+    })?;
 
     let max_payload = cfg.engine.max_payload_bytes;
     let engine = Engine::new(store, cfg.engine);
@@ -79,7 +106,9 @@ pub async fn serve(store: Arc<dyn Store>, cfg: SidecarConfig, shutdown: Cancella
             // The SDKs ping every 30 s even without calls; keepalive keeps dead peers visible.
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-            .add_service(tonic::service::interceptor::InterceptedService::new(svc, token))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                svc, token,
+            ))
             .add_optional_service(reflection)
             .serve_with_incoming_shutdown(incoming, sd.cancelled_owned())
             .await
@@ -87,7 +116,9 @@ pub async fn serve(store: Arc<dyn Store>, cfg: SidecarConfig, shutdown: Cancella
     let app = crate::http::router(engine.clone(), cfg.api_token, max_payload);
     let sd = shutdown.clone();
     let http_task = tokio::spawn(async move {
-        axum::serve(http, app).with_graceful_shutdown(sd.cancelled_owned()).await
+        axum::serve(http, app)
+            .with_graceful_shutdown(sd.cancelled_owned())
+            .await
     });
     let done = tokio::spawn(async move {
         let g = grpc_task.await.map_err(std::io::Error::other)?;
@@ -95,5 +126,10 @@ pub async fn serve(store: Arc<dyn Store>, cfg: SidecarConfig, shutdown: Cancella
         g.map_err(std::io::Error::other)?;
         h
     });
-    Ok(Running { grpc_addr, http_addr, engine, done })
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        engine,
+        done,
+    })
 }

@@ -3,9 +3,11 @@
 
 mod codec;
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
 pub mod types;
 
+pub use postgres::{PgOptions, PgStore, redact_url};
 pub use sqlite::SqliteStore;
 pub use types::*;
 
@@ -84,6 +86,19 @@ pub trait Store: Send + Sync + 'static {
         event: HistoryEvent,
     ) -> Result<bool>;
 
+    /// Group commit for activity results: every completion as by [`Store::complete_activity`],
+    /// in as few transactions as possible. Each result answers the completion at the same index.
+    async fn complete_activity_batch(&self, items: Vec<ActivityCompletion>) -> Vec<Result<bool>> {
+        let mut out = Vec::with_capacity(items.len());
+        for c in items {
+            out.push(
+                self.complete_activity(&c.instance_id, c.task_id, c.generation, c.event)
+                    .await,
+            );
+        }
+        out
+    }
+
     /// IDs of instances that have pending inbox events (work to do after a restart).
     async fn instances_with_inbox(&self) -> Result<Vec<String>>;
 
@@ -113,7 +128,8 @@ pub trait Store: Send + Sync + 'static {
     /// Hints that other processes changed something (PostgreSQL LISTEN/NOTIFY). `None` when the
     /// backend has no cross-process notifications (SQLite: one process owns the file, so the
     /// engine's own in-process signals suffice). Hints may be lost or duplicated: polling stays
-    /// the source of truth, and on [`Wakeup::Resync`] a subscriber should re-poll everything.
+    /// the source of truth. A subscriber polls once after subscribing, and again on
+    /// [`Wakeup::Resync`] or a `Lagged` receive error (hints were missed).
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {
         None
     }

@@ -58,6 +58,16 @@ pub struct ActivityTask {
     pub request: Vec<u8>,
 }
 
+/// One activity result for [`crate::Store::complete_activity_batch`].
+#[derive(Debug, Clone)]
+pub struct ActivityCompletion {
+    pub instance_id: String,
+    pub task_id: i32,
+    pub generation: i64,
+    /// `TaskCompleted` / `TaskFailed`, appended to the instance's inbox.
+    pub event: HistoryEvent,
+}
+
 /// A durable timer: at `due_at` its `event` moves into the instance's inbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reminder {

@@ -761,3 +761,46 @@ pub async fn payloads_round_trip_exactly<F: Fixture>(fx: &F) {
         vec![raised(&big, 1)]
     );
 }
+
+pub async fn complete_activity_batch_answers_each<F: Fixture>(fx: &F) {
+    let s = fx.handle().await;
+    for id in ["ba", "bb"] {
+        create(&s, id).await;
+        let m = row(&s, id).await;
+        let mut cp = empty_cp(&m);
+        cp.new_activities = vec![ActivityTask {
+            instance_id: id.into(),
+            generation: m.generation,
+            task_id: 1,
+            request: vec![],
+        }];
+        s.checkpoint(cp).await.unwrap();
+    }
+    let done = |id: &str| crate::ActivityCompletion {
+        instance_id: id.into(),
+        task_id: 1,
+        generation: 0,
+        event: task_completed(1),
+    };
+    let res = s
+        .complete_activity_batch(vec![done("bb"), done("ba"), done("bb"), done("nobody")])
+        .await;
+    let res: Vec<bool> = res.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(
+        res,
+        vec![true, true, false, false],
+        "a duplicate in the batch is refused"
+    );
+    for id in ["ba", "bb"] {
+        let inbox = s.read_inbox(id).await.unwrap();
+        assert_eq!(
+            inbox
+                .iter()
+                .filter(|e| e.event == task_completed(1))
+                .count(),
+            1
+        );
+    }
+    assert!(s.pending_activities().await.unwrap().is_empty());
+    assert!(s.complete_activity_batch(vec![]).await.is_empty());
+}

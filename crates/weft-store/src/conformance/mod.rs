@@ -44,6 +44,7 @@ macro_rules! conformance_tests {
             outbound_deliver_and_create,
             outbound_create_conflict_delivers_on_conflict,
             complete_activity_once,
+            complete_activity_batch_answers_each,
             cancel_pending_drops_old_work,
             purge_removes_everything,
             list_paging_and_filters,

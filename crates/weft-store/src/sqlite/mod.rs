@@ -18,8 +18,8 @@ use weft_proto::durabletask::HistoryEvent;
 
 use crate::codec::now_micros;
 use crate::{
-    ActivityTask, Checkpoint, CreateInstance, CreateOutcome, InboxEntry, InstancePage, ListFilter,
-    LoadedInstance, Reminder, Result, Store, StoreError,
+    ActivityCompletion, ActivityTask, Checkpoint, CreateInstance, CreateOutcome, InboxEntry,
+    InstancePage, ListFilter, LoadedInstance, Reminder, Result, Store, StoreError,
 };
 
 /// How long a writer waits for another process's write lock before giving up with `Unavailable`.
@@ -252,6 +252,29 @@ impl Store for SqliteStore {
         let id = instance_id.to_string();
         self.write(move |c| ops::complete_activity(c, &id, task_id, generation, &event))
             .await
+    }
+
+    async fn complete_activity_batch(&self, items: Vec<ActivityCompletion>) -> Vec<Result<bool>> {
+        let n = items.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let res = self
+            .write(move |c| {
+                items
+                    .iter()
+                    .map(|i| {
+                        ops::complete_activity(c, &i.instance_id, i.task_id, i.generation, &i.event)
+                    })
+                    .collect::<Result<Vec<bool>>>()
+            })
+            .await;
+        match res {
+            Ok(done) => done.into_iter().map(Ok).collect(),
+            Err(e) => (0..n)
+                .map(|_| Err(StoreError::Unavailable(e.to_string())))
+                .collect(),
+        }
     }
 
     async fn instances_with_inbox(&self) -> Result<Vec<String>> {

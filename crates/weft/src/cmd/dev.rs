@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use weft_sidecar::engine::DEFAULT_MAX_PAYLOAD;
+use weft_sidecar::engine::{DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_WORK_ITEM};
 use weft_sidecar::{EngineConfig, SidecarConfig};
 use weft_store::{SqliteStore, Store};
 
@@ -35,6 +35,10 @@ pub struct DevArgs {
     /// Largest accepted payload (input, output, event data, result) in bytes.
     #[arg(long, env = "WEFT_MAX_PAYLOAD_BYTES", default_value_t = DEFAULT_MAX_PAYLOAD)]
     pub max_payload_bytes: usize,
+    /// Largest work item sent to a worker (the SDKs' gRPC receive limit); a workflow whose next
+    /// turn is larger stalls with PAYLOAD_SIZE_EXCEEDED.
+    #[arg(long, env = "WEFT_MAX_WORK_ITEM_BYTES", default_value_t = DEFAULT_MAX_WORK_ITEM)]
+    pub max_work_item_bytes: usize,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
@@ -51,6 +55,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         engine: EngineConfig {
             app_id: args.app_id,
             max_payload_bytes: args.max_payload_bytes,
+            max_work_item_bytes: args.max_work_item_bytes,
             ..Default::default()
         },
     };

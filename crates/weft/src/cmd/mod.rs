@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "weft", version, about = "Weft: a clustered durable-workflow engine")]
+#[command(
+    name = "weft",
+    version,
+    about = "Weft: a clustered durable-workflow engine"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

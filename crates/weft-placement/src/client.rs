@@ -1,0 +1,322 @@
+//! Sidecar-side placement client: keeps one stream to the placement leader, registers and
+//! heartbeats, acknowledges tables and exposes the live table (with its rings) on a watch.
+
+use crate::proto::placement::{
+    self as pb, placement_client::PlacementClient as PbClient, placement_message, sidecar_message,
+};
+use crate::table::PlacementTable;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+
+/// How a sidecar reaches placement and describes itself.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Placement node addresses (`host:port`); any of them, followers redirect to the leader.
+    pub placement_addrs: Vec<String>,
+    pub host: pb::HostInfo,
+    pub heartbeat_interval: Duration,
+    /// Pause before retrying when no leader is reachable.
+    pub retry_backoff: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(placement_addrs: Vec<String>, host: pb::HostInfo) -> Self {
+        Self {
+            placement_addrs,
+            host,
+            heartbeat_interval: Duration::from_millis(500),
+            retry_backoff: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Observable connection state, for readiness probes and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientStatus {
+    /// Placement node that served the latest table.
+    pub served_by: Option<String>,
+    pub tables_received: u64,
+    pub version: u64,
+    pub connected: bool,
+}
+
+struct Shared {
+    /// Every table version received, in order (bounded; for tests and diagnostics).
+    versions: Mutex<Vec<u64>>,
+}
+
+const VERSION_LOG_LIMIT: usize = 100_000;
+
+/// A live connection to the placement service. Dropping it without
+/// [`PlacementClient::shutdown`] stops the stream without a graceful leave (like a crash).
+pub struct PlacementClient {
+    table: watch::Receiver<Option<Arc<PlacementTable>>>,
+    status: watch::Receiver<ClientStatus>,
+    host: watch::Sender<pb::HostInfo>,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    leave: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+enum SessionEnd {
+    Redirect(Option<String>),
+    Failed(String),
+    Left,
+}
+
+impl PlacementClient {
+    /// Starts the background session; returns at once (the table arrives on [`Self::table`]).
+    pub fn start(config: ClientConfig) -> Self {
+        let (table_tx, table) = watch::channel(None);
+        let (status_tx, status) = watch::channel(ClientStatus::default());
+        let (host, host_rx) = watch::channel(config.host.clone());
+        let shared = Arc::new(Shared {
+            versions: Mutex::new(Vec::new()),
+        });
+        let cancel = CancellationToken::new();
+        let leave = CancellationToken::new();
+        let worker = Worker {
+            config,
+            table_tx,
+            status_tx,
+            host_rx,
+            shared: shared.clone(),
+            cancel: cancel.clone(),
+            leave: leave.clone(),
+        };
+        let task = tokio::spawn(worker.run());
+        Self {
+            table,
+            status,
+            host,
+            shared,
+            cancel,
+            leave,
+            task: Some(task),
+        }
+    }
+
+    /// The live table; `None` until the first table arrives.
+    pub fn table(&self) -> watch::Receiver<Option<Arc<PlacementTable>>> {
+        self.table.clone()
+    }
+
+    pub fn current(&self) -> Option<Arc<PlacementTable>> {
+        self.table.borrow().clone()
+    }
+
+    pub fn status(&self) -> watch::Receiver<ClientStatus> {
+        self.status.clone()
+    }
+
+    /// Table versions received so far, in arrival order.
+    pub fn versions_seen(&self) -> Vec<u64> {
+        self.shared
+            .versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Changes the actor types this host offers (workers connected or gone); sent at once.
+    pub fn set_actor_types(&self, mut types: Vec<String>) {
+        types.sort();
+        types.dedup();
+        self.host.send_modify(|h| h.actor_types = types);
+    }
+
+    /// Waits until a table with at least `version` arrives.
+    pub async fn wait_for_version(&self, version: u64, timeout: Duration) -> Option<Arc<PlacementTable>> {
+        let mut rx = self.table.clone();
+        let wait = rx.wait_for(|t| t.as_ref().is_some_and(|t| t.version >= version));
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(t)) => t.clone(),
+            _ => None,
+        }
+    }
+
+    /// Leaves gracefully: placement removes this host at once instead of after the timeout.
+    pub async fn shutdown(mut self) {
+        self.leave.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+        self.cancel.cancel();
+    }
+}
+
+impl Drop for PlacementClient {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+struct Worker {
+    config: ClientConfig,
+    table_tx: watch::Sender<Option<Arc<PlacementTable>>>,
+    status_tx: watch::Sender<ClientStatus>,
+    host_rx: watch::Receiver<pb::HostInfo>,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    leave: CancellationToken,
+}
+
+impl Worker {
+    async fn run(mut self) {
+        let addrs = self.config.placement_addrs.clone();
+        if addrs.is_empty() {
+            tracing::error!("placement client has no addresses");
+            return;
+        }
+        let mut next = 0usize;
+        let mut redirect: Option<String> = None;
+        loop {
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            let addr = redirect.take().unwrap_or_else(|| {
+                next = (next + 1) % addrs.len();
+                addrs[next].clone()
+            });
+            let cancel = self.cancel.clone();
+            let end = tokio::select! {
+                _ = cancel.cancelled() => return,
+                end = self.session(&addr) => end,
+            };
+            self.status_tx.send_modify(|s| s.connected = false);
+            match end {
+                SessionEnd::Left => return,
+                SessionEnd::Redirect(Some(leader)) if leader != addr => {
+                    redirect = Some(leader);
+                    continue;
+                }
+                SessionEnd::Redirect(_) => {}
+                SessionEnd::Failed(e) => tracing::debug!(%addr, error = %e, "placement session ended"),
+            }
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = tokio::time::sleep(self.config.retry_backoff) => {}
+            }
+        }
+    }
+
+    async fn session(&mut self, addr: &str) -> SessionEnd {
+        let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
+            Ok(e) => e
+                .connect_timeout(Duration::from_millis(300))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(5))
+                .keep_alive_timeout(Duration::from_secs(5)),
+            Err(e) => return SessionEnd::Failed(e.to_string()),
+        };
+        let channel = match endpoint.connect().await {
+            Ok(c) => c,
+            Err(e) => return SessionEnd::Failed(e.to_string()),
+        };
+        let mut client = PbClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+        let (out, out_rx) = mpsc::channel(16);
+        let host = self.host_rx.borrow_and_update().clone();
+        let send = |m: sidecar_message::Msg| pb::SidecarMessage { msg: Some(m) };
+        if out.send(send(sidecar_message::Msg::Register(host))).await.is_err() {
+            return SessionEnd::Failed("outbound closed".into());
+        }
+        let mut inbound = match client.report_status(ReceiverStream::new(out_rx)).await {
+            Ok(r) => r.into_inner(),
+            Err(e) => return SessionEnd::Failed(e.to_string()),
+        };
+        let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
+        heartbeat.reset();
+        // A killed leader resets the connection (stream error at once); a hung one is caught by
+        // the HTTP/2 keepalive configured above.
+        loop {
+            tokio::select! {
+                _ = self.leave.cancelled() => {
+                    let _ = out.send(send(sidecar_message::Msg::Leave(pb::Leave {}))).await;
+                    // Wait for the server to close the stream so the leave is processed.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                        while let Some(Ok(_)) = inbound.next().await {}
+                    }).await;
+                    return SessionEnd::Left;
+                }
+                _ = heartbeat.tick() => {
+                    let host = self.host_rx.borrow().clone();
+                    if out.send(send(sidecar_message::Msg::Heartbeat(host))).await.is_err() {
+                        return SessionEnd::Failed("stream closed".into());
+                    }
+                }
+                changed = self.host_rx.changed() => {
+                    if changed.is_ok() {
+                        let host = self.host_rx.borrow_and_update().clone();
+                        if out.send(send(sidecar_message::Msg::Heartbeat(host))).await.is_err() {
+                            return SessionEnd::Failed("stream closed".into());
+                        }
+                    }
+                }
+                msg = inbound.next() => {
+                    let msg = match msg {
+                        None => return SessionEnd::Failed("stream ended".into()),
+                        Some(Err(e)) => return SessionEnd::Failed(e.to_string()),
+                        Some(Ok(m)) => m,
+                    };
+                    match msg.msg {
+                        Some(placement_message::Msg::Table(t)) => {
+                            let version = t.version;
+                            self.on_table(t, addr);
+                            let ack = sidecar_message::Msg::Ack(pb::TableAck { version });
+                            if out.send(send(ack)).await.is_err() {
+                                return SessionEnd::Failed("stream closed".into());
+                            }
+                        }
+                        Some(placement_message::Msg::Redirect(r)) => {
+                            let to = (!r.leader_address.is_empty()).then_some(r.leader_address);
+                            return SessionEnd::Redirect(to);
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_table(&self, t: pb::Table, addr: &str) {
+        let version = t.version;
+        let table = match PlacementTable::from_proto(t) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(version, error = %e, "placement sent an inconsistent table");
+                return;
+            }
+        };
+        {
+            let mut v = self.shared.versions.lock().unwrap_or_else(|p| p.into_inner());
+            if v.len() < VERSION_LOG_LIMIT {
+                v.push(version);
+            }
+        }
+        // Versions only grow (committed entries survive leader changes); ignore stale resends.
+        self.table_tx.send_if_modified(|cur| {
+            if cur.as_ref().is_none_or(|c| c.version <= version) {
+                *cur = Some(table);
+                true
+            } else {
+                false
+            }
+        });
+        self.status_tx.send_modify(|s| {
+            s.served_by = Some(addr.to_string());
+            s.tables_received += 1;
+            s.version = s.version.max(version);
+            s.connected = true;
+        });
+    }
+}

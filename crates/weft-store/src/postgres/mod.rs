@@ -1,0 +1,548 @@
+//! The production PostgreSQL backend: a deadpool of tokio-postgres connections with cached
+//! prepared statements, one transaction per operation (fenced checkpoints, group commit with
+//! savepoints), `SKIP LOCKED` reminder claims, and LISTEN/NOTIFY wake-ups on a dedicated connection.
+
+mod listen;
+mod ops;
+mod schema;
+
+pub use schema::SCHEMA_VERSION;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio::sync::broadcast;
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+use weft_core::{InstanceMeta, Micros};
+use weft_proto::durabletask::HistoryEvent;
+
+use crate::codec::now_micros;
+use crate::{
+    ActivityCompletion, ActivityTask, Checkpoint, CreateInstance, CreateOutcome, InboxEntry,
+    InstancePage, ListFilter, LoadedInstance, Reminder, Result, Store, StoreError, Wakeup,
+};
+
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Failures inside the backend, kept raw until the boundary so retry decisions can look at the
+/// SQLSTATE.
+#[derive(Debug)]
+pub(crate) enum PgErr {
+    Db(tokio_postgres::Error),
+    Pool(String),
+    Store(StoreError),
+}
+
+pub(crate) type R<T> = std::result::Result<T, PgErr>;
+
+impl From<tokio_postgres::Error> for PgErr {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Db(e)
+    }
+}
+
+impl From<StoreError> for PgErr {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl PgErr {
+    /// Whether running the whole (rolled back) transaction again may succeed: no connection,
+    /// connection lost, server restarting, deadlock or serialization failure.
+    fn retryable(&self) -> bool {
+        match self {
+            Self::Pool(_) => true,
+            Self::Store(_) => false,
+            Self::Db(e) => match e.code() {
+                None => true, // I/O or closed connection: no statement outcome to respect
+                Some(c) => {
+                    let c = c.code();
+                    c.starts_with("08") || c.starts_with("40") || c.starts_with("57P")
+                }
+            },
+        }
+    }
+
+    fn into_store(self) -> StoreError {
+        match self {
+            Self::Store(e) => e,
+            Self::Pool(e) => StoreError::Unavailable(format!("postgres pool: {e}")),
+            Self::Db(e) => match e.as_db_error() {
+                Some(db) => {
+                    let msg = format!("postgres {}: {}", db.code().code(), db.message());
+                    let class = &db.code().code()[..2];
+                    // data exceptions / integrity / schema problems will not heal by retrying
+                    if matches!(class, "22" | "23" | "42")
+                        && *db.code() != SqlState::UNDEFINED_TABLE
+                    {
+                        StoreError::Corrupt(msg)
+                    } else {
+                        StoreError::Unavailable(msg)
+                    }
+                }
+                None => StoreError::Unavailable(format!("postgres: {e}")),
+            },
+        }
+    }
+}
+
+/// Hides the password of a `postgres://user:pass@host/db` URL or a `password=...` key-value
+/// connection string, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..auth_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            return format!(
+                "{}{}:***{}",
+                &url[..scheme_end + 3],
+                &rest[..colon],
+                &rest[at..]
+            );
+        }
+        return url.to_string();
+    }
+    // key=value form: blank out the value after `password=` (quoted or not)
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(i) = rest.find("password=") {
+        out.push_str(&rest[..i + "password=".len()]);
+        let v = &rest[i + "password=".len()..];
+        let end = if let Some(q) = v.strip_prefix('\'') {
+            q.find('\'').map(|j| j + 2).unwrap_or(v.len())
+        } else {
+            v.find(' ').unwrap_or(v.len())
+        };
+        out.push_str("***");
+        rest = &v[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Connection settings for [`PgStore::connect_with`].
+#[derive(Clone)]
+pub struct PgOptions {
+    pub url: String,
+    /// Pooled connections (the LISTEN connection is extra).
+    pub pool_size: usize,
+    /// Run the LISTEN connection that feeds [`Store::subscribe`].
+    pub listen: bool,
+    /// How long one operation keeps retrying while the database is unreachable or restarting
+    /// before it fails with `Unavailable`.
+    pub retry_for: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("url", &redact_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("listen", &self.listen)
+            .field("retry_for", &self.retry_for)
+            .finish()
+    }
+}
+
+impl PgOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            pool_size: 16,
+            listen: true,
+            retry_for: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+struct Inner {
+    pool: Pool,
+    redacted: String,
+    retry_for: Duration,
+    commits: AtomicU64,
+    wake: broadcast::Sender<Wakeup>,
+    listening: Arc<AtomicBool>,
+    listener: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(h) = &self.listener {
+            h.abort();
+        }
+    }
+}
+
+/// A [`Store`] on a PostgreSQL database shared by every sidecar of a cluster. Clones share the
+/// pool; separate `connect` calls are independent handles (as separate sidecars are).
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("url", &self.inner.redacted)
+            .field("commits", &self.commit_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs `$body` (an `R<T>` expression using the transaction `$tx`) in one transaction and
+/// commits it. Failures before COMMIT roll back and, if retryable, run everything again with
+/// backoff; a failure *at* COMMIT is ambiguous (it may have committed) and is returned.
+macro_rules! write_tx {
+    ($store:expr, $tx:ident => $body:expr) => {{
+        let store: &PgStore = $store;
+        let deadline = tokio::time::Instant::now() + store.inner.retry_for;
+        let mut backoff = RETRY_MIN;
+        loop {
+            let attempt: std::result::Result<_, (PgErr, bool)> = async {
+                let mut client = store.client().await.map_err(|e| (e, false))?;
+                #[allow(unused_mut)]
+                let mut $tx = client
+                    .transaction()
+                    .await
+                    .map_err(|e| (PgErr::from(e), false))?;
+                let out = async { $body }.await.map_err(|e: PgErr| (e, false))?;
+                $tx.commit().await.map_err(|e| (PgErr::from(e), true))?;
+                Ok(out)
+            }
+            .await;
+            match attempt {
+                Ok(v) => {
+                    store.inner.commits.fetch_add(1, Ordering::Relaxed);
+                    break Ok(v);
+                }
+                Err((e, at_commit)) => {
+                    if !at_commit
+                        && e.retryable()
+                        && tokio::time::Instant::now() + backoff < deadline
+                    {
+                        tracing::debug!(error = ?e, "retrying PostgreSQL transaction");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(RETRY_MAX);
+                        continue;
+                    }
+                    break Err(e.into_store());
+                }
+            }
+        }
+    }};
+}
+
+/// Like `write_tx!` for reads: `$c` is a pooled client; no commit is counted.
+macro_rules! read {
+    ($store:expr, $c:ident => $body:expr) => {{
+        let store: &PgStore = $store;
+        let deadline = tokio::time::Instant::now() + store.inner.retry_for;
+        let mut backoff = RETRY_MIN;
+        loop {
+            let attempt: R<_> = async {
+                #[allow(unused_mut)]
+                let mut $c = store.client().await?;
+                $body
+            }
+            .await;
+            match attempt {
+                Ok(v) => break Ok(v),
+                Err(e) if e.retryable() && tokio::time::Instant::now() + backoff < deadline => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+                Err(e) => break Err(e.into_store()),
+            }
+        }
+    }};
+}
+
+impl PgStore {
+    /// Connects with default options, applying migrations first.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(PgOptions::new(url)).await
+    }
+
+    pub async fn connect_with(opts: PgOptions) -> Result<Self> {
+        let redacted = redact_url(&opts.url);
+        let mut cfg: tokio_postgres::Config = opts.url.parse().map_err(|e| {
+            StoreError::Unavailable(format!("invalid database URL {redacted}: {e}"))
+        })?;
+        cfg.connect_timeout(opts.connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30));
+        if cfg.get_application_name().is_none() {
+            cfg.application_name("weft");
+        }
+        // Migrations on their own connection: closing it releases the advisory lock for sure.
+        let (mut client, conn) = cfg
+            .connect(NoTls)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("connecting to {redacted}: {e}")))?;
+        let driver = tokio::spawn(conn);
+        let migrated = schema::migrate(&mut client).await;
+        drop(client);
+        let _ = driver.await;
+        migrated.map_err(PgErr::into_store)?;
+
+        let mgr = Manager::from_config(
+            cfg.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(opts.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(opts.connect_timeout))
+            .create_timeout(Some(opts.connect_timeout))
+            .recycle_timeout(Some(opts.connect_timeout))
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("building pool: {e}")))?;
+        let (wake, _) = broadcast::channel(1024);
+        let listening = Arc::new(AtomicBool::new(false));
+        let listener = opts
+            .listen
+            .then(|| listen::spawn(cfg, wake.clone(), listening.clone()));
+        tracing::info!(url = %redacted, "connected to PostgreSQL store");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                redacted,
+                retry_for: opts.retry_for,
+                commits: AtomicU64::new(0),
+                wake,
+                listening,
+                listener,
+            }),
+        })
+    }
+
+    /// The database URL with its password hidden.
+    pub fn redacted_url(&self) -> &str {
+        &self.inner.redacted
+    }
+
+    /// Write transactions committed through this handle so far (see docs/storage.md).
+    pub fn commit_count(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
+    }
+
+    /// Whether the LISTEN connection is currently up (notifications flowing).
+    pub fn is_listening(&self) -> bool {
+        self.inner.listening.load(Ordering::Relaxed)
+    }
+
+    async fn client(&self) -> R<deadpool_postgres::Object> {
+        self.inner
+            .pool
+            .get()
+            .await
+            .map_err(|e| PgErr::Pool(e.to_string()))
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_instance(&self, req: CreateInstance) -> Result<CreateOutcome> {
+        let now = now_micros();
+        write_tx!(self, tx => ops::create(&tx, &req, now).await)
+    }
+
+    async fn get_instance(&self, instance_id: &str) -> Result<Option<InstanceMeta>> {
+        read!(self, c => ops::get_meta(&c, instance_id, false).await)
+    }
+
+    async fn load(&self, instance_id: &str) -> Result<Option<LoadedInstance>> {
+        read!(self, c => {
+            // One snapshot for row, history and inbox.
+            let tx = c
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            let Some(meta) = ops::get_meta(&tx, instance_id, false).await? else {
+                return Ok(None);
+            };
+            let history = ops::history(&tx, instance_id, meta.generation).await?;
+            let inbox = ops::inbox(&tx, instance_id).await?;
+            tx.commit().await?;
+            Ok(Some(LoadedInstance { meta, history, inbox }))
+        })
+    }
+
+    async fn get_history(&self, instance_id: &str) -> Result<Option<Vec<HistoryEvent>>> {
+        read!(self, c => {
+            let tx = c
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            let Some(meta) = ops::get_meta(&tx, instance_id, false).await? else {
+                return Ok(None);
+            };
+            let history = ops::history(&tx, instance_id, meta.generation).await?;
+            tx.commit().await?;
+            Ok(Some(history))
+        })
+    }
+
+    async fn read_inbox(&self, instance_id: &str) -> Result<Vec<InboxEntry>> {
+        read!(self, c => ops::inbox(&c, instance_id).await)
+    }
+
+    async fn append_inbox(&self, instance_id: &str, event: HistoryEvent) -> Result<bool> {
+        write_tx!(self, tx => ops::deliver(&tx, instance_id, &event).await)
+    }
+
+    async fn checkpoint(&self, cp: Checkpoint) -> Result<()> {
+        let now = now_micros();
+        write_tx!(self, tx => ops::checkpoint(&tx, &cp, now).await)
+    }
+
+    async fn checkpoint_batch(&self, cps: Vec<Checkpoint>) -> Vec<Result<()>> {
+        if cps.is_empty() {
+            return Vec::new();
+        }
+        let now = now_micros();
+        // Lock rows in instance-ID order so two concurrent batches cannot deadlock each other.
+        let mut order: Vec<usize> = (0..cps.len()).collect();
+        order.sort_by(|&a, &b| cps[a].instance_id.cmp(&cps[b].instance_id));
+        let res: Result<Vec<Result<()>>> = write_tx!(self, tx => {
+            let mut results: Vec<Result<()>> = (0..cps.len()).map(|_| Ok(())).collect();
+            for &i in &order {
+                // A savepoint per member: its failure rolls back only its own writes.
+                let sp = tx.savepoint("weft_cp").await?;
+                match ops::checkpoint(&sp, &cps[i], now).await {
+                    Ok(()) => sp.commit().await?,
+                    Err(e) if e.retryable() => return Err(e),
+                    Err(e) => {
+                        sp.rollback().await?;
+                        results[i] = Err(e.into_store());
+                    }
+                }
+            }
+            Ok(results)
+        });
+        match res {
+            Ok(results) => results,
+            Err(e) => (0..cps.len())
+                .map(|_| Err(StoreError::Unavailable(e.to_string())))
+                .collect(),
+        }
+    }
+
+    async fn pending_activities(&self) -> Result<Vec<ActivityTask>> {
+        read!(self, c => ops::pending_activities(&c).await)
+    }
+
+    async fn complete_activity(
+        &self,
+        instance_id: &str,
+        task_id: i32,
+        generation: i64,
+        event: HistoryEvent,
+    ) -> Result<bool> {
+        write_tx!(self, tx => {
+            ops::complete_activity(&tx, instance_id, task_id, generation, &event).await
+        })
+    }
+
+    async fn complete_activity_batch(&self, items: Vec<ActivityCompletion>) -> Vec<Result<bool>> {
+        let n = items.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        // Row locks in key order, so concurrent batches cannot deadlock each other.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| {
+            (&items[a].instance_id, items[a].task_id)
+                .cmp(&(&items[b].instance_id, items[b].task_id))
+        });
+        let res: Result<Vec<bool>> = write_tx!(self, tx => {
+            let mut done = vec![false; n];
+            for &i in &order {
+                let c = &items[i];
+                done[i] =
+                    ops::complete_activity(&tx, &c.instance_id, c.task_id, c.generation, &c.event)
+                        .await?;
+            }
+            Ok(done)
+        });
+        match res {
+            Ok(done) => done.into_iter().map(Ok).collect(),
+            Err(e) => (0..n)
+                .map(|_| Err(StoreError::Unavailable(e.to_string())))
+                .collect(),
+        }
+    }
+
+    async fn instances_with_inbox(&self) -> Result<Vec<String>> {
+        read!(self, c => ops::instances_with_inbox(&c).await)
+    }
+
+    async fn claim_due_reminders(
+        &self,
+        now: Micros,
+        lease_until: Micros,
+        limit: usize,
+    ) -> Result<Vec<Reminder>> {
+        write_tx!(self, tx => ops::claim_reminders(&tx, now, lease_until, limit).await)
+    }
+
+    async fn fire_reminder(&self, reminder_id: i64) -> Result<bool> {
+        write_tx!(self, tx => ops::fire_reminder(&tx, reminder_id).await)
+    }
+
+    async fn next_reminder_due(&self) -> Result<Option<Micros>> {
+        read!(self, c => ops::next_reminder_due(&c).await)
+    }
+
+    async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage> {
+        read!(self, c => ops::list(&c, &filter).await)
+    }
+
+    async fn purge(&self, instance_id: &str) -> Result<bool> {
+        write_tx!(self, tx => ops::purge(&tx, instance_id).await)
+    }
+
+    fn subscribe(&self) -> Option<broadcast::Receiver<Wakeup>> {
+        self.inner
+            .listener
+            .as_ref()
+            .map(|_| self.inner.wake.subscribe())
+    }
+
+    /// One `SELECT 1` on a pooled connection, bounded by 3 s, no retries: readiness must flip
+    /// to not-ready promptly while the database is down.
+    async fn health(&self) -> Result<()> {
+        let probe = async {
+            let c = self.client().await?;
+            c.simple_query("SELECT 1").await?;
+            Ok::<_, PgErr>(())
+        };
+        match tokio::time::timeout(Duration::from_secs(3), probe).await {
+            Ok(r) => r.map_err(PgErr::into_store),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "{} did not answer within 3 s",
+                self.inner.redacted
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

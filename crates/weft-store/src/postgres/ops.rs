@@ -1,0 +1,548 @@
+//! The SQL behind every `PgStore` operation, each running inside the caller's transaction (or
+//! savepoint) so several compose into one atomic unit. Statements are prepared once per
+//! connection (`prepare_cached`); multi-row writes go through `unnest` to stay one round trip.
+
+use deadpool_postgres::Transaction;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use weft_core::{InstanceMeta, Micros};
+use weft_proto::durabletask::HistoryEvent;
+
+use super::R;
+use crate::codec::{decode_event, encode_event, start_due_at, status_from_code, text_from_bytes};
+use crate::{
+    ActivityTask, Checkpoint, CreateInstance, CreateOutcome, InboxEntry, InstancePage, ListFilter,
+    Outbound, Reminder, ReusePolicy, StoreError,
+};
+
+const META_COLS: &str = "instance_id, name, status, execution_id, generation, input, output, \
+     custom_status, failure, parent_instance_id, created_at, updated_at, started_at, \
+     completed_at, scheduled_start_at, version";
+
+/// Page size when a `ListFilter` asks for 0.
+const DEFAULT_PAGE: usize = 100;
+
+fn col<'a, T: tokio_postgres::types::FromSql<'a>>(r: &'a Row, i: usize) -> R<T> {
+    r.try_get(i)
+        .map_err(|e| StoreError::Corrupt(format!("column {i}: {e}")).into())
+}
+
+fn meta_from_row(r: &Row) -> R<InstanceMeta> {
+    Ok(InstanceMeta {
+        instance_id: col(r, 0)?,
+        name: col(r, 1)?,
+        status: status_from_code(i64::from(col::<i32>(r, 2)?))?,
+        execution_id: col(r, 3)?,
+        generation: col(r, 4)?,
+        input: text_from_bytes(col(r, 5)?, "input")?,
+        output: text_from_bytes(col(r, 6)?, "output")?,
+        custom_status: text_from_bytes(col(r, 7)?, "custom status")?,
+        failure: col(r, 8)?,
+        parent_instance_id: col(r, 9)?,
+        created_at: col(r, 10)?,
+        updated_at: col(r, 11)?,
+        started_at: col(r, 12)?,
+        completed_at: col(r, 13)?,
+        scheduled_start_at: col(r, 14)?,
+        version: col(r, 15)?,
+    })
+}
+
+/// Reads a row; `lock` takes the row lock so the caller's decision cannot race another writer.
+pub(crate) async fn get_meta(
+    c: &impl deadpool_postgres::GenericClient,
+    id: &str,
+    lock: bool,
+) -> R<Option<InstanceMeta>> {
+    let sql = format!(
+        "SELECT {META_COLS} FROM instances WHERE instance_id = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let st = c.prepare_cached(&sql).await?;
+    match c.query_opt(&st, &[&id]).await? {
+        Some(r) => Ok(Some(meta_from_row(&r)?)),
+        None => Ok(None),
+    }
+}
+
+fn bytes(s: &Option<String>) -> Option<&[u8]> {
+    s.as_deref().map(str::as_bytes)
+}
+
+/// Inserts a row unless one exists (then nothing happens and `false` is returned).
+async fn insert_meta(tx: &Transaction<'_>, m: &InstanceMeta, version: i64) -> R<bool> {
+    let st = tx
+        .prepare_cached(&format!(
+            "INSERT INTO instances ({META_COLS}) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+             ON CONFLICT (instance_id) DO NOTHING"
+        ))
+        .await?;
+    let n = tx
+        .execute(
+            &st,
+            &[
+                &m.instance_id,
+                &m.name,
+                &m.status.code(),
+                &m.execution_id,
+                &m.generation,
+                &bytes(&m.input),
+                &bytes(&m.output),
+                &bytes(&m.custom_status),
+                &m.failure,
+                &m.parent_instance_id,
+                &m.created_at,
+                &m.updated_at,
+                &m.started_at,
+                &m.completed_at,
+                &m.scheduled_start_at,
+                &version,
+            ],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Deletes everything an instance owns; returns whether the row existed.
+pub(crate) async fn purge(tx: &Transaction<'_>, id: &str) -> R<bool> {
+    for sql in [
+        "DELETE FROM history WHERE instance_id = $1",
+        "DELETE FROM inbox WHERE instance_id = $1",
+        "DELETE FROM activities WHERE instance_id = $1",
+        "DELETE FROM reminders WHERE instance_id = $1",
+    ] {
+        let st = tx.prepare_cached(sql).await?;
+        tx.execute(&st, &[&id]).await?;
+    }
+    let st = tx
+        .prepare_cached("DELETE FROM instances WHERE instance_id = $1")
+        .await?;
+    Ok(tx.execute(&st, &[&id]).await? > 0)
+}
+
+async fn insert_inbox(tx: &Transaction<'_>, id: &str, event: &HistoryEvent) -> R<()> {
+    let st = tx
+        .prepare_cached("INSERT INTO inbox (instance_id, event) VALUES ($1, $2)")
+        .await?;
+    tx.execute(&st, &[&id, &encode_event(event)]).await?;
+    Ok(())
+}
+
+async fn insert_reminders(tx: &Transaction<'_>, rs: &[Reminder]) -> R<()> {
+    if rs.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = rs.iter().map(|r| r.instance_id.as_str()).collect();
+    let gens: Vec<i64> = rs.iter().map(|r| r.generation).collect();
+    let due: Vec<i64> = rs.iter().map(|r| r.due_at).collect();
+    let events: Vec<Vec<u8>> = rs.iter().map(|r| encode_event(&r.event)).collect();
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO reminders (instance_id, generation, due_at, event) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[])",
+        )
+        .await?;
+    tx.execute(&st, &[&ids, &gens, &due, &events]).await?;
+    Ok(())
+}
+
+/// Appends to an instance's inbox if the instance exists.
+pub(crate) async fn deliver(tx: &Transaction<'_>, id: &str, event: &HistoryEvent) -> R<bool> {
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO inbox (instance_id, event) \
+             SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = $1)",
+        )
+        .await?;
+    Ok(tx.execute(&st, &[&id, &encode_event(event)]).await? > 0)
+}
+
+/// `create_instance` inside the caller's transaction.
+pub(crate) async fn create(
+    tx: &Transaction<'_>,
+    req: &CreateInstance,
+    now: Micros,
+) -> R<CreateOutcome> {
+    let id = req.meta.instance_id.as_str();
+    let outcome = loop {
+        match get_meta(tx, id, true).await? {
+            None => {
+                if insert_meta(tx, &req.meta, 1).await? {
+                    break CreateOutcome::Created;
+                }
+                // A concurrent creator committed first: look again (now it exists, locked).
+            }
+            Some(old) => {
+                if !old.status.is_terminal() {
+                    match req.policy {
+                        ReusePolicy::Error => {
+                            return Err(StoreError::AlreadyExists(id.to_string()).into());
+                        }
+                        ReusePolicy::Ignore => return Ok(CreateOutcome::Existing),
+                        ReusePolicy::Terminate => {}
+                    }
+                }
+                purge(tx, id).await?;
+                // Continue the old version sequence so a stale owner of the old execution stays
+                // fenced out.
+                insert_meta(tx, &req.meta, old.version + 1).await?;
+                break CreateOutcome::Replaced;
+            }
+        }
+    };
+    match start_due_at(req.meta.scheduled_start_at, now) {
+        Some(due_at) => {
+            let r = Reminder {
+                id: 0,
+                instance_id: id.to_string(),
+                generation: req.meta.generation,
+                due_at,
+                event: req.start_event.clone(),
+            };
+            insert_reminders(tx, std::slice::from_ref(&r)).await?;
+        }
+        None => insert_inbox(tx, id, &req.start_event).await?,
+    }
+    Ok(outcome)
+}
+
+pub(crate) async fn history(
+    c: &impl deadpool_postgres::GenericClient,
+    id: &str,
+    generation: i64,
+) -> R<Vec<HistoryEvent>> {
+    let st = c
+        .prepare_cached(
+            "SELECT event FROM history WHERE instance_id = $1 AND generation = $2 ORDER BY seq",
+        )
+        .await?;
+    let rows = c.query(&st, &[&id, &generation]).await?;
+    rows.iter()
+        .map(|r| Ok(decode_event(&col::<Vec<u8>>(r, 0)?)?))
+        .collect()
+}
+
+pub(crate) async fn inbox(
+    c: &impl deadpool_postgres::GenericClient,
+    id: &str,
+) -> R<Vec<InboxEntry>> {
+    let st = c
+        .prepare_cached("SELECT seq, event FROM inbox WHERE instance_id = $1 ORDER BY seq")
+        .await?;
+    let rows = c.query(&st, &[&id]).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(InboxEntry {
+                seq: col(r, 0)?,
+                event: decode_event(&col::<Vec<u8>>(r, 1)?)?,
+            })
+        })
+        .collect()
+}
+
+/// One checkpoint inside the caller's transaction. The fenced UPDATE runs first (and takes the
+/// row lock), so a conflict returns before anything was written and same-instance checkpoints
+/// serialise on the row.
+pub(crate) async fn checkpoint(tx: &Transaction<'_>, cp: &Checkpoint, now: Micros) -> R<()> {
+    let m = &cp.meta;
+    let id = cp.instance_id.as_str();
+    let st = tx
+        .prepare_cached(
+            "UPDATE instances SET name = $3, status = $4, execution_id = $5, generation = $6, \
+             input = $7, output = $8, custom_status = $9, failure = $10, \
+             parent_instance_id = $11, created_at = $12, updated_at = $13, started_at = $14, \
+             completed_at = $15, scheduled_start_at = $16, version = version + 1 \
+             WHERE instance_id = $1 AND version = $2",
+        )
+        .await?;
+    let n = tx
+        .execute(
+            &st,
+            &[
+                &id,
+                &cp.expected_version,
+                &m.name,
+                &m.status.code(),
+                &m.execution_id,
+                &m.generation,
+                &bytes(&m.input),
+                &bytes(&m.output),
+                &bytes(&m.custom_status),
+                &m.failure,
+                &m.parent_instance_id,
+                &m.created_at,
+                &m.updated_at,
+                &m.started_at,
+                &m.completed_at,
+                &m.scheduled_start_at,
+            ],
+        )
+        .await?;
+    if n == 0 {
+        return Err(StoreError::Conflict {
+            instance_id: id.to_string(),
+            expected: cp.expected_version,
+        }
+        .into());
+    }
+    if cp.reset_history {
+        let st = tx
+            .prepare_cached("DELETE FROM history WHERE instance_id = $1")
+            .await?;
+        tx.execute(&st, &[&id]).await?;
+    }
+    if !cp.append.is_empty() {
+        let events: Vec<Vec<u8>> = cp.append.iter().map(encode_event).collect();
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO history (instance_id, generation, seq, event) \
+                 SELECT $1, $2, \
+                     (SELECT COALESCE(MAX(seq) + 1, 0) FROM history WHERE instance_id = $1) \
+                     + t.ord - 1, t.ev \
+                 FROM unnest($3::bytea[]) WITH ORDINALITY AS t(ev, ord)",
+            )
+            .await?;
+        tx.execute(&st, &[&id, &m.generation, &events]).await?;
+    }
+    if !cp.consumed_inbox.is_empty() {
+        let st = tx
+            .prepare_cached("DELETE FROM inbox WHERE instance_id = $1 AND seq = ANY($2::bigint[])")
+            .await?;
+        tx.execute(&st, &[&id, &cp.consumed_inbox]).await?;
+    }
+    if cp.cancel_pending {
+        // A terminal instance drops everything; otherwise only older generations' leftovers.
+        let below = if m.status.is_terminal() {
+            i64::MAX
+        } else {
+            m.generation
+        };
+        for sql in [
+            "DELETE FROM activities WHERE instance_id = $1 AND generation < $2",
+            "DELETE FROM reminders WHERE instance_id = $1 AND generation < $2",
+        ] {
+            let st = tx.prepare_cached(sql).await?;
+            tx.execute(&st, &[&id, &below]).await?;
+        }
+    }
+    if !cp.new_activities.is_empty() {
+        let a = &cp.new_activities;
+        let ids: Vec<&str> = a.iter().map(|t| t.instance_id.as_str()).collect();
+        let tasks: Vec<i32> = a.iter().map(|t| t.task_id).collect();
+        let gens: Vec<i64> = a.iter().map(|t| t.generation).collect();
+        let reqs: Vec<&[u8]> = a.iter().map(|t| t.request.as_slice()).collect();
+        // Upsert: a task ID re-used by a newer generation replaces the stale task.
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO activities (instance_id, task_id, generation, request) \
+                 SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[]) \
+                 ON CONFLICT (instance_id, task_id) DO UPDATE \
+                 SET generation = excluded.generation, request = excluded.request",
+            )
+            .await?;
+        tx.execute(&st, &[&ids, &tasks, &gens, &reqs]).await?;
+    }
+    insert_reminders(tx, &cp.new_reminders).await?;
+    for out in &cp.outbound {
+        match out {
+            Outbound::Deliver { instance_id, event } => {
+                deliver(tx, instance_id, event).await?;
+            }
+            Outbound::Create {
+                create: req,
+                on_conflict,
+            } => {
+                // Only `Terminate` may replace an active target; with `Error` or `Ignore` an active
+                // target is a conflict the parent must hear about.
+                let req = CreateInstance {
+                    policy: match req.policy {
+                        ReusePolicy::Terminate => ReusePolicy::Terminate,
+                        _ => ReusePolicy::Ignore,
+                    },
+                    ..req.clone()
+                };
+                if create(tx, &req, now).await? == CreateOutcome::Existing
+                    && let Some((target, event)) = on_conflict
+                {
+                    deliver(tx, target, event).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn pending_activities(
+    c: &impl deadpool_postgres::GenericClient,
+) -> R<Vec<ActivityTask>> {
+    let st = c
+        .prepare_cached(
+            "SELECT instance_id, generation, task_id, request FROM activities \
+             ORDER BY instance_id, task_id",
+        )
+        .await?;
+    let rows = c.query(&st, &[]).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ActivityTask {
+                instance_id: col(r, 0)?,
+                generation: col(r, 1)?,
+                task_id: col(r, 2)?,
+                request: col(r, 3)?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn complete_activity(
+    tx: &Transaction<'_>,
+    id: &str,
+    task_id: i32,
+    generation: i64,
+    event: &HistoryEvent,
+) -> R<bool> {
+    let st = tx
+        .prepare_cached(
+            "DELETE FROM activities WHERE instance_id = $1 AND task_id = $2 AND generation = $3",
+        )
+        .await?;
+    if tx.execute(&st, &[&id, &task_id, &generation]).await? == 0 {
+        return Ok(false);
+    }
+    insert_inbox(tx, id, event).await?;
+    Ok(true)
+}
+
+pub(crate) async fn instances_with_inbox(
+    c: &impl deadpool_postgres::GenericClient,
+) -> R<Vec<String>> {
+    let st = c
+        .prepare_cached("SELECT DISTINCT instance_id FROM inbox ORDER BY instance_id")
+        .await?;
+    let rows = c.query(&st, &[]).await?;
+    rows.iter().map(|r| col(r, 0)).collect()
+}
+
+/// Claims with `FOR UPDATE SKIP LOCKED`: concurrent claimers skip each other's rows instead of
+/// waiting, and the re-checked lease keeps a just-claimed row from being handed out twice.
+pub(crate) async fn claim_reminders(
+    tx: &Transaction<'_>,
+    now: Micros,
+    lease_until: Micros,
+    limit: usize,
+) -> R<Vec<Reminder>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let st = tx
+        .prepare_cached(
+            "UPDATE reminders SET lease_until = $2 WHERE id IN ( \
+                 SELECT id FROM reminders \
+                 WHERE due_at <= $1 AND (lease_until IS NULL OR lease_until < $1) \
+                 ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, instance_id, generation, due_at, event",
+        )
+        .await?;
+    let rows = tx.query(&st, &[&now, &lease_until, &limit]).await?;
+    let mut out = rows
+        .iter()
+        .map(|r| {
+            Ok(Reminder {
+                id: col(r, 0)?,
+                instance_id: col(r, 1)?,
+                generation: col(r, 2)?,
+                due_at: col(r, 3)?,
+                event: decode_event(&col::<Vec<u8>>(r, 4)?)?,
+            })
+        })
+        .collect::<R<Vec<_>>>()?;
+    out.sort_by_key(|r| (r.due_at, r.id));
+    Ok(out)
+}
+
+pub(crate) async fn fire_reminder(tx: &Transaction<'_>, reminder_id: i64) -> R<bool> {
+    let st = tx
+        .prepare_cached("DELETE FROM reminders WHERE id = $1 RETURNING instance_id, event")
+        .await?;
+    let Some(row) = tx.query_opt(&st, &[&reminder_id]).await? else {
+        return Ok(false);
+    };
+    let id: String = col(&row, 0)?;
+    let event: Vec<u8> = col(&row, 1)?;
+    // The stored bytes move as they are; dropped if the instance is gone.
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO inbox (instance_id, event) \
+             SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = $1)",
+        )
+        .await?;
+    tx.execute(&st, &[&id, &event]).await?;
+    Ok(true)
+}
+
+pub(crate) async fn next_reminder_due(
+    c: &impl deadpool_postgres::GenericClient,
+) -> R<Option<Micros>> {
+    let st = c
+        .prepare_cached("SELECT MIN(due_at) FROM reminders")
+        .await?;
+    let row = c.query_one(&st, &[]).await?;
+    col(&row, 0)
+}
+
+/// Adds one `?`-parameterised condition, numbering the parameter after those already bound.
+fn push<'a>(
+    sql: &mut String,
+    args: &mut Vec<&'a (dyn ToSql + Sync)>,
+    cond: &str,
+    arg: &'a (dyn ToSql + Sync),
+) {
+    args.push(arg);
+    sql.push_str(&cond.replace('?', &format!("${}", args.len())));
+}
+
+pub(crate) async fn list(
+    c: &impl deadpool_postgres::GenericClient,
+    f: &ListFilter,
+) -> R<InstancePage> {
+    let limit = if f.limit == 0 { DEFAULT_PAGE } else { f.limit };
+    let statuses: Vec<i32> = f.statuses.iter().map(|s| s.code()).collect();
+    let limit_arg = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut sql = format!("SELECT {META_COLS} FROM instances WHERE true");
+    let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    // Each filter shape is its own prepared statement; there are few shapes.
+    if !statuses.is_empty() {
+        push(
+            &mut sql,
+            &mut args,
+            " AND status = ANY(?::int[])",
+            &statuses,
+        );
+    }
+    if let Some(name) = &f.name {
+        push(&mut sql, &mut args, " AND name = ?", name);
+    }
+    if let Some(from) = &f.created_from {
+        push(&mut sql, &mut args, " AND created_at >= ?", from);
+    }
+    if let Some(to) = &f.created_to {
+        push(&mut sql, &mut args, " AND created_at <= ?", to);
+    }
+    if let Some(after) = &f.after {
+        push(&mut sql, &mut args, " AND instance_id > ?", after);
+    }
+    push(
+        &mut sql,
+        &mut args,
+        " ORDER BY instance_id LIMIT ?",
+        &limit_arg,
+    );
+    let st = c.prepare_cached(&sql).await?;
+    let rows = c.query(&st, &args).await?;
+    let items = rows.iter().map(meta_from_row).collect::<R<Vec<_>>>()?;
+    let next = if items.len() == limit {
+        items.last().map(|m| m.instance_id.clone())
+    } else {
+        None
+    };
+    Ok(InstancePage { items, next })
+}

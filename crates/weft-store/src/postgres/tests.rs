@@ -1,0 +1,173 @@
+//! PostgreSQL-only behaviour: URL redaction, schema versioning, notifications, restarts.
+
+use super::*;
+
+#[test]
+fn passwords_are_redacted() {
+    assert_eq!(
+        redact_url("postgres://weft:s3cr3t@db:5432/weft?sslmode=require"),
+        "postgres://weft:***@db:5432/weft?sslmode=require"
+    );
+    assert_eq!(
+        redact_url("postgresql://weft:p%40ss@db/weft"),
+        "postgresql://weft:***@db/weft"
+    );
+    assert_eq!(
+        redact_url("postgres://weft@db/weft"),
+        "postgres://weft@db/weft"
+    );
+    assert_eq!(
+        redact_url("host=db password=hunter2 user=weft"),
+        "host=db password=*** user=weft"
+    );
+    assert_eq!(
+        redact_url("host=db password='a b' user=weft"),
+        "host=db password=*** user=weft"
+    );
+}
+
+use crate::conformance::{create_req, raised};
+use crate::{ReusePolicy, Store};
+use tokio::time::{Instant, timeout};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Waits (bounded) for a wake-up matching `want`, skipping others.
+async fn wait_for(rx: &mut broadcast::Receiver<Wakeup>, want: &Wakeup) {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match timeout(left, rx.recv()).await {
+            Ok(Ok(w)) if &w == want => return,
+            Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(e)) => panic!("wake-up channel closed: {e}"),
+            Err(_) => panic!("no {want:?} within {DEADLINE:?}"),
+        }
+    }
+}
+
+/// Subscribers poll once after subscribing; the test just waits for LISTEN to be in place.
+async fn wait_listening(s: &PgStore) {
+    let end = Instant::now() + DEADLINE;
+    while !s.is_listening() {
+        assert!(Instant::now() < end, "LISTEN connection never came up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn newer_schema_is_refused() {
+    let Some(db) = weft_testkit::test_database().await else {
+        return;
+    };
+    let s = PgStore::connect(&db.url).await.unwrap();
+    let c = s.client().await.unwrap();
+    c.execute(
+        "UPDATE weft_schema_version SET version = $1",
+        &[&(SCHEMA_VERSION + 1)],
+    )
+    .await
+    .unwrap();
+    match PgStore::connect(&db.url).await {
+        Err(StoreError::Corrupt(msg)) => assert!(msg.contains("newer"), "{msg}"),
+        other => panic!("expected a schema error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starters_migrate_safely() {
+    let Some(db) = weft_testkit::test_database().await else {
+        return;
+    };
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let url = db.url.clone();
+            tokio::spawn(async move { PgStore::connect(&url).await })
+        })
+        .collect();
+    for t in tasks {
+        let s = t.await.unwrap().expect("every starter connects");
+        assert!(s.get_instance("none").await.unwrap().is_none());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_wake_other_handles() {
+    let Some(db) = weft_testkit::test_database().await else {
+        return;
+    };
+    let a = PgStore::connect(&db.url).await.unwrap();
+    let b = PgStore::connect(&db.url).await.unwrap();
+    let mut rx = a.subscribe().expect("PgStore listens");
+    wait_listening(&a).await;
+    b.create_instance(create_req("n", ReusePolicy::Error))
+        .await
+        .unwrap();
+    wait_for(&mut rx, &Wakeup::Instance("n".into())).await;
+    b.append_inbox("n", raised("e", 1)).await.unwrap();
+    wait_for(&mut rx, &Wakeup::Inbox("n".into())).await;
+    a.health().await.unwrap();
+    assert!(a.is_listening());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_server_restart() {
+    if weft_testkit::postgres_bin_dir().is_none() {
+        let _ = weft_testkit::test_database().await; // fails under CI, loud SKIP otherwise
+        return;
+    }
+    let server = tokio::task::spawn_blocking(weft_testkit::PgServer::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let server = Arc::new(server);
+    let url = server.create_database().await.unwrap();
+    let s = PgStore::connect(&url).await.unwrap();
+    let mut rx = s.subscribe().unwrap();
+    wait_listening(&s).await;
+    s.create_instance(create_req("r", ReusePolicy::Error))
+        .await
+        .unwrap();
+    // warm the pool so its connections are the ones that break
+    s.append_inbox("r", raised("before", 1)).await.unwrap();
+
+    let srv = server.clone();
+    tokio::task::spawn_blocking(move || srv.stop())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        s.health().await.is_err(),
+        "not ready while the database is down"
+    );
+    // an operation issued while the server is down waits (retrying) and then succeeds
+    let pending = tokio::spawn({
+        let s = s.clone();
+        async move { s.append_inbox("r", raised("during", 2)).await }
+    });
+    let srv = server.clone();
+    tokio::task::spawn_blocking(move || srv.start_again())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        pending.await.unwrap().unwrap(),
+        "write retried after the restart"
+    );
+    let end = Instant::now() + DEADLINE;
+    while s.health().await.is_err() {
+        assert!(Instant::now() < end, "health never recovered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_for(&mut rx, &Wakeup::Resync).await;
+    let inbox: Vec<_> = s
+        .read_inbox("r")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(inbox.len(), 3, "nothing committed was lost: {inbox:?}");
+    assert_eq!(inbox[1], raised("before", 1));
+    assert_eq!(inbox[2], raised("during", 2));
+}

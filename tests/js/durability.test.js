@@ -1,0 +1,110 @@
+// @dapr/durabletask-js against a `weft dev` that is SIGKILLed while activities are running and then
+// restarted on the same data dir and ports: every workflow must finish with the right output, and
+// no task may complete twice although the worker reports some of them twice (once from before the
+// crash, once after the sidecar re-dispatches them).
+
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { TaskHubGrpcClient, TaskHubGrpcWorker } from "@dapr/durabletask-js";
+import { OrchestrationStatus, http, show, startWeft, uid, waitDone } from "./harness.js";
+
+/** The JS worker reconnects 5 s after its stream breaks; allow for that plus a slow machine. */
+const REDISPATCH_TIMEOUT_MS = 30_000;
+
+const cleanup = [];
+after(async () => {
+  for (const f of cleanup.reverse()) await f().catch(() => {});
+});
+
+/** Resolves when `cond()` holds, re-checked whenever `notify` is called; rejects after `ms`. */
+function condition(ms, what) {
+  let resolve;
+  let reject;
+  const p = new Promise((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  timer.unref();
+  return {
+    promise: p,
+    check(cond) {
+      if (cond()) {
+        clearTimeout(timer);
+        resolve();
+      }
+    },
+  };
+}
+
+test("activities in flight survive a SIGKILL of weft dev, each completing once", { timeout: 120_000 }, async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), "weft-js-crash-"));
+  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  const first = await startWeft({ dataDir: dir });
+  cleanup.push(() => first.stop());
+
+  const n = 8;
+  const calls = new Map(); // activity input -> number of invocations
+  let release;
+  const gate = new Promise((r) => {
+    release = r;
+  });
+  const allStarted = condition(REDISPATCH_TIMEOUT_MS, `all ${n} activities to start`);
+  const allRedispatched = condition(REDISPATCH_TIMEOUT_MS, `all ${n} activities to be dispatched again`);
+  const count = () => [...calls.values()];
+
+  const worker = new TaskHubGrpcWorker(first.grpc);
+  worker.addNamedActivity("slow", async (_ctx, i) => {
+    calls.set(i, (calls.get(i) ?? 0) + 1);
+    allStarted.check(() => calls.size === n);
+    allRedispatched.check(() => calls.size === n && count().every((c) => c >= 2));
+    await gate;
+    return i * 10;
+  });
+  worker.addNamedOrchestrator("crashy", async function* (ctx, i) {
+    const a = yield ctx.callActivity("slow", i);
+    return { i, a };
+  });
+  await worker.start();
+  cleanup.push(() => worker.stop());
+  const client = new TaskHubGrpcClient(first.grpc);
+  cleanup.push(() => client.stop());
+
+  const ids = [];
+  for (let i = 1; i <= n; i++) ids.push(await client.scheduleNewOrchestration("crashy", i, uid("crash")));
+  await allStarted.promise;
+
+  // Crash while every activity is running, then restart on the same data and ports (the JS
+  // worker only knows the old address).
+  await first.kill();
+  const [grpcPort, httpPort] = [first.grpc, first.http].map((a) => Number(a.split(":").pop()));
+  const second = await startWeft({ dataDir: dir, grpcPort, httpPort });
+  cleanup.push(() => second.stop());
+  const session = { client, weft: second };
+
+  // The activities were never acknowledged, so the restarted sidecar must dispatch them again
+  // once the worker is back. Only then are the old invocations released too, so their late
+  // completions arrive as duplicates.
+  await allRedispatched.promise.catch((e) => {
+    throw new Error(`${e.message}; invocations per input: ${JSON.stringify([...calls])}\n${second.logTail()}`);
+  });
+  release();
+
+  for (let k = 0; k < n; k++) {
+    const st = await waitDone(session, ids[k], 30);
+    assert.equal(st.runtimeStatus, OrchestrationStatus.COMPLETED, show(st));
+    assert.deepEqual(JSON.parse(st.serializedOutput), { i: k + 1, a: (k + 1) * 10 });
+  }
+  for (const id of ids) {
+    const h = await http(second, "GET", `/weft/v1/instances/${id}/history`);
+    assert.equal(h.status, 200, JSON.stringify(h.body));
+    const types = h.body.events.map((e) => e.type);
+    const countOf = (t) => types.filter((x) => x === t).length;
+    assert.equal(countOf("TaskScheduled"), 1, `${id}: ${types.join(", ")}`);
+    assert.equal(countOf("TaskCompleted"), 1, `${id} completed its task more than once: ${types.join(", ")}`);
+    assert.equal(countOf("ExecutionCompleted"), 1, `${id}: ${types.join(", ")}`);
+  }
+});
