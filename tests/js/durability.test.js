@@ -14,9 +14,15 @@ import { OrchestrationStatus, http, show, startWeft, uid, waitDone } from "./har
 /** The JS worker reconnects 5 s after its stream breaks; allow for that plus a slow machine. */
 const REDISPATCH_TIMEOUT_MS = 30_000;
 
-const cleanup = [];
+// Teardown in dependency order: the SDK before the sidecars (else the worker starts its
+// reconnect loop), the sidecars before their data dir.
+const sdk = [];
+const sidecars = [];
+const dirs = [];
 after(async () => {
-  for (const f of cleanup.reverse()) await f().catch(() => {});
+  await Promise.allSettled(sdk.map((x) => x.stop()));
+  await Promise.allSettled(sidecars.map((w) => w.stop()));
+  await Promise.allSettled(dirs.map((d) => rm(d, { recursive: true, force: true })));
 });
 
 /** Resolves when `cond()` holds, re-checked whenever `notify` is called; rejects after `ms`. */
@@ -42,9 +48,9 @@ function condition(ms, what) {
 
 test("activities in flight survive a SIGKILL of weft dev, each completing once", { timeout: 120_000 }, async () => {
   const dir = await mkdtemp(path.join(tmpdir(), "weft-js-crash-"));
-  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  dirs.push(dir);
   const first = await startWeft({ dataDir: dir });
-  cleanup.push(() => first.stop());
+  sidecars.push(first);
 
   const n = 8;
   const calls = new Map(); // activity input -> number of invocations
@@ -69,9 +75,9 @@ test("activities in flight survive a SIGKILL of weft dev, each completing once",
     return { i, a };
   });
   await worker.start();
-  cleanup.push(() => worker.stop());
+  sdk.push(worker);
   const client = new TaskHubGrpcClient(first.grpc);
-  cleanup.push(() => client.stop());
+  sdk.push(client);
 
   const ids = [];
   for (let i = 1; i <= n; i++) ids.push(await client.scheduleNewOrchestration("crashy", i, uid("crash")));
@@ -82,7 +88,7 @@ test("activities in flight survive a SIGKILL of weft dev, each completing once",
   await first.kill();
   const [grpcPort, httpPort] = [first.grpc, first.http].map((a) => Number(a.split(":").pop()));
   const second = await startWeft({ dataDir: dir, grpcPort, httpPort });
-  cleanup.push(() => second.stop());
+  sidecars.push(second);
   const session = { client, weft: second };
 
   // The activities were never acknowledged, so the restarted sidecar must dispatch them again
