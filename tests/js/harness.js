@@ -141,7 +141,13 @@ export async function startWeft({ env = {}, dataDir, grpcPort = 0, httpPort = 0 
     dataDir,
     log: () => log,
     /** Last lines of the sidecar's log, for failure messages. */
-    logTail: (n = 30) => log.trimEnd().split("\n").slice(-n).join("\n"),
+    logTail: (n = 30) =>
+      log
+        .replace(/\x1b\[[0-9;]*m/g, "") // tracing's colours
+        .trimEnd()
+        .split("\n")
+        .slice(-n)
+        .join("\n"),
     stop,
     kill,
   };

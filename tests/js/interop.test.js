@@ -189,3 +189,20 @@ test("HTTP terminate and purge are recursive over child workflows", { timeout: 6
   assert.equal(await s.client.getOrchestrationState(id, true), undefined);
   assert.equal(await s.client.getOrchestrationState(childId, true), undefined, "Dapr's HTTP purge is recursive");
 });
+
+test("the CLI reaches child instances whose generated IDs contain ':'", { timeout: 60_000 }, async () => {
+  const id = uid("gen-child");
+  await s.client.scheduleNewOrchestration("parent_of_gate", undefined, id);
+  // The JS SDK names the child `<parent>:0001`; such IDs are valid on gRPC, not in HTTP start.
+  const childId = `${id}:0001`;
+  // The child is created with the parent's first checkpoint.
+  await waitStarted(s, id);
+  await waitStarted(s, childId);
+  const got = JSON.parse(assertCli(await weftCli(s.weft, ["--output", "json", "get", childId]), "get").stdout);
+  assert.equal(got.instanceID, childId);
+  assert.equal(got.workflowName, "gate");
+  assertCli(await weftCli(s.weft, ["raise", childId, "open", "--data", '"via cli"']), "raise");
+  const st = await waitDone(s, id);
+  assert.equal(st.runtimeStatus, COMPLETED, show(st));
+  assert.equal(st.serializedOutput, '"via cli"');
+});

@@ -84,7 +84,12 @@ pub fn router(engine: Engine, token: Option<String>, max_payload: usize) -> Rout
         .route("/weft/v1/instances", get(list_instances))
         .route("/weft/v1/instances/{instance}/history", get(history))
         .layer(middleware::from_fn_with_state(state.clone(), auth));
+    let metrics = crate::telemetry::metrics_handle();
     Router::new()
+        .route(
+            "/metrics",
+            get(move || async move { metrics.map(|h| h.render()).unwrap_or_default() }),
+        )
         .route("/v1.0/healthz", get(healthz))
         .route("/v1.0/healthz/outbound", get(healthz))
         .merge(api)

@@ -147,6 +147,7 @@ impl Hub {
     pub fn open_stream(&self, stateful_history: bool) -> StreamHandle<'_> {
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         self.connected.send_modify(|n| *n += 1);
+        metrics::gauge!("weft_connected_workers").increment(1.0);
         StreamHandle {
             hub: self,
             id,
@@ -195,6 +196,7 @@ impl Hub {
         drop(st);
         self.ready.notify_one();
         self.connected.send_modify(|n| *n = n.saturating_sub(1));
+        metrics::gauge!("weft_connected_workers").decrement(1.0);
     }
 }
 

@@ -10,6 +10,7 @@ pub mod http;
 mod hub;
 mod rerun;
 pub mod server;
+pub mod telemetry;
 
 pub use engine::{Engine, EngineConfig};
 pub use error::EngineError;

@@ -310,8 +310,17 @@ async fn list_all(api: &Api, status: Option<&str>, limit: Option<u32>) -> Result
             ))
             .into());
         };
-        // Never return more than asked, even if the server ignores `limit`.
-        all.extend(instances.iter().take(remaining as usize).cloned());
+        // Never return more than asked, even if the server ignores `limit`; the listing then
+        // continues after the last instance kept, not after the server's page.
+        if instances.len() > remaining as usize {
+            all.extend(instances.iter().take(remaining as usize).cloned());
+            let mut out = serde_json::json!({ "instances": all });
+            if let Some(last) = all.last().and_then(|i| i.get("instanceID")).cloned() {
+                out["next"] = last;
+            }
+            return Ok(out);
+        }
+        all.extend(instances.iter().cloned());
         let next = page
             .get("next")
             .and_then(Value::as_str)

@@ -478,6 +478,27 @@ async fn list_limit_stops_early_and_reports_the_cursor() {
 }
 
 #[tokio::test]
+async fn list_limit_holds_when_the_server_ignores_it() {
+    // Always answers a full page of 5 with a cursor, whatever `limit` says.
+    let (ep, _) = stub(Box::new(|_| {
+        let items: Vec<Value> = (0..5)
+            .map(|i| serde_json::json!({"instanceID": format!("i{i:03}")}))
+            .collect();
+        (
+            200,
+            serde_json::json!({"instances": items, "next": "i004"}).to_string(),
+        )
+    }))
+    .await;
+    let out = exec(&ep, &["--output", "json", "list", "--limit", "2"])
+        .await
+        .unwrap();
+    assert_eq!(ids(&out), ["i000", "i001"]);
+    // The cursor continues after the last instance shown, not after the server's page.
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["next"], "i001");
+}
+
+#[tokio::test]
 async fn list_refuses_a_cursor_that_does_not_move() {
     let (ep, _) = stub(Box::new(|_| {
         (200, r#"{"instances":[],"next":"same"}"#.into())

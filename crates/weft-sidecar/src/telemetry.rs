@@ -1,0 +1,37 @@
+//! Process-wide Prometheus metrics: one global recorder, rendered at `GET /metrics`.
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the recorder once per process (later calls return the same handle). `None` if
+/// another recorder was installed first.
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            describe();
+            let upkeep = handle.clone();
+            // Histograms need periodic upkeep to drain their buckets.
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    upkeep.run_upkeep();
+                }
+            });
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!("weft_workflows_started_total", "Workflow instances created by clients.");
+    metrics::describe_counter!("weft_workflow_turns_total", "Workflow turns committed.");
+    metrics::describe_counter!("weft_activities_completed_total", "Activity results recorded.");
+    metrics::describe_counter!("weft_work_items_dispatched_total", "Work items sent to workers.");
+    metrics::describe_gauge!("weft_connected_workers", "Connected GetWorkItems streams.");
+}
