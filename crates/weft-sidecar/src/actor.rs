@@ -209,10 +209,8 @@ impl Actor {
                 )
             }
         };
-        if let Err(e) = self.commit(out).await {
-            // The turn is lost; it is dispatched again from the unchanged inbox.
-            return Err(e);
-        }
+        // On failure the turn is lost; it is dispatched again from the unchanged inbox.
+        self.commit(out).await?;
         metrics::counter!("weft_workflow_turns_total").increment(1);
         reply
     }

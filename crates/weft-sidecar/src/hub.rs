@@ -225,7 +225,7 @@ impl StreamHandle<'_> {
                     return;
                 }
             };
-            let item = self.to_work_item(job);
+            let item = self.shape_for_worker(job);
             if tx.send(Ok(item)).await.is_err() {
                 return;
             }
@@ -233,7 +233,7 @@ impl StreamHandle<'_> {
         }
     }
 
-    fn to_work_item(&mut self, job: Job) -> WorkItem {
+    fn shape_for_worker(&mut self, job: Job) -> WorkItem {
         let request = match job {
             Job::Workflow(mut r) => {
                 if self.stateful_history {
@@ -303,8 +303,8 @@ mod tests {
     async fn stateful_streams_send_deltas() {
         let hub = Hub::default();
         let mut s = hub.open_stream(true);
-        let first = s.to_work_item(wf("a", 3));
-        let second = s.to_work_item(wf("a", 5));
+        let first = s.shape_for_worker(wf("a", 3));
+        let second = s.shape_for_worker(wf("a", 5));
         let Some(Request::WorkflowRequest(r1)) = first.request else {
             panic!()
         };
@@ -316,13 +316,13 @@ mod tests {
         assert_eq!(r2.past_events.len(), 2);
         assert_eq!(r2.cached_history.unwrap().event_count, 3);
         // After continue-as-new the history is shorter than the cache: full send.
-        let third = s.to_work_item(wf("a", 1));
+        let third = s.shape_for_worker(wf("a", 1));
         let Some(Request::WorkflowRequest(r3)) = third.request else {
             panic!()
         };
         assert_eq!(r3.past_events.len(), 1);
         let mut plain = hub.open_stream(false);
-        let Some(Request::WorkflowRequest(r)) = plain.to_work_item(wf("a", 5)).request else {
+        let Some(Request::WorkflowRequest(r)) = plain.shape_for_worker(wf("a", 5)).request else {
             panic!()
         };
         assert!(r.cached_history.is_none() && r.past_events.len() == 5);

@@ -29,9 +29,18 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
 }
 
 fn describe() {
-    metrics::describe_counter!("weft_workflows_started_total", "Workflow instances created by clients.");
+    metrics::describe_counter!(
+        "weft_workflows_started_total",
+        "Workflow instances created by clients."
+    );
     metrics::describe_counter!("weft_workflow_turns_total", "Workflow turns committed.");
-    metrics::describe_counter!("weft_activities_completed_total", "Activity results recorded.");
-    metrics::describe_counter!("weft_work_items_dispatched_total", "Work items sent to workers.");
+    metrics::describe_counter!(
+        "weft_activities_completed_total",
+        "Activity results recorded."
+    );
+    metrics::describe_counter!(
+        "weft_work_items_dispatched_total",
+        "Work items sent to workers."
+    );
     metrics::describe_gauge!("weft_connected_workers", "Connected GetWorkItems streams.");
 }
