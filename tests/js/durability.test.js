@@ -1,7 +1,7 @@
-// @dapr/durabletask-js against a `weft dev` that is SIGKILLed while activities are running and then
-// restarted on the same data dir and ports: every workflow must finish with the right output, and
-// no task may complete twice although the worker reports some of them twice (once from before the
-// crash, once after the sidecar re-dispatches them).
+// Work that was handed out but never acknowledged must be handed out again: when the worker goes
+// away, and when `weft dev` is SIGKILLed and restarted on the same data dir and ports. Every
+// workflow must then finish with the right output, and no task may complete twice although the
+// worker reports some of them twice (once from before the crash, once after the re-dispatch).
 
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
@@ -9,7 +9,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { TaskHubGrpcClient, TaskHubGrpcWorker } from "@dapr/durabletask-js";
-import { OrchestrationStatus, http, show, startWeft, uid, waitDone } from "./harness.js";
+import { OrchestrationStatus, http, show, startWeft, uid, waitDone, within } from "./harness.js";
 
 /** The JS worker reconnects 5 s after its stream breaks; allow for that plus a slow machine. */
 const REDISPATCH_TIMEOUT_MS = 30_000;
@@ -113,4 +113,73 @@ test("activities in flight survive a SIGKILL of weft dev, each completing once",
     assert.equal(countOf("TaskCompleted"), 1, `${id} completed its task more than once: ${types.join(", ")}`);
     assert.equal(countOf("ExecutionCompleted"), 1, `${id}: ${types.join(", ")}`);
   }
+});
+
+test("an activity whose worker goes away is dispatched to the next worker", { timeout: 60_000 }, async () => {
+  const weft = await startWeft();
+  sidecars.push(weft);
+  let startedOnA;
+  const aStarted = new Promise((r) => {
+    startedOnA = r;
+  });
+  const job = async function* (ctx, x) {
+    return yield ctx.callActivity("work", x);
+  };
+
+  // Worker A takes the activity and never finishes it.
+  const a = new TaskHubGrpcWorker(weft.grpc);
+  a.addNamedOrchestrator("job", job);
+  a.addNamedActivity("work", () => {
+    startedOnA();
+    return new Promise(() => {});
+  });
+  await a.start();
+  const client = new TaskHubGrpcClient(weft.grpc);
+  sdk.push(client);
+  const id = await client.scheduleNewOrchestration("job", 7, uid("handover"));
+  await within(aStarted, 20_000, "worker A to start the activity");
+  await a.stop();
+
+  const b = new TaskHubGrpcWorker(weft.grpc);
+  b.addNamedOrchestrator("job", job);
+  b.addNamedActivity("work", (_ctx, x) => `done by B: ${x}`);
+  await b.start();
+  sdk.push(b);
+
+  const st = await waitDone({ client, weft }, id);
+  assert.equal(st.runtimeStatus, OrchestrationStatus.COMPLETED, show(st));
+  assert.equal(st.serializedOutput, '"done by B: 7"');
+});
+
+test("a workflow turn whose worker goes away is dispatched to the next worker", { timeout: 60_000 }, async () => {
+  const weft = await startWeft();
+  sidecars.push(weft);
+  let turnOnA;
+  const aTurn = new Promise((r) => {
+    turnOnA = r;
+  });
+
+  // Worker A receives the first turn and never answers it.
+  const a = new TaskHubGrpcWorker(weft.grpc);
+  a.addNamedOrchestrator("stuck_once", async function* () {
+    turnOnA();
+    await new Promise(() => {});
+  });
+  await a.start();
+  const client = new TaskHubGrpcClient(weft.grpc);
+  sdk.push(client);
+  const id = await client.scheduleNewOrchestration("stuck_once", "x", uid("turn-handover"));
+  await within(aTurn, 20_000, "worker A to receive the turn");
+  await a.stop();
+
+  const b = new TaskHubGrpcWorker(weft.grpc);
+  b.addNamedOrchestrator("stuck_once", async function* (_ctx, x) {
+    return `B ran ${x}`;
+  });
+  await b.start();
+  sdk.push(b);
+
+  const st = await waitDone({ client, weft }, id);
+  assert.equal(st.runtimeStatus, OrchestrationStatus.COMPLETED, show(st));
+  assert.equal(st.serializedOutput, '"B ran x"');
 });

@@ -261,6 +261,16 @@ export async function assertStaysIncomplete(session, id, secs) {
   throw new Error(`instance ${id} completed although it should not have: ${show(st)}`);
 }
 
+/** Resolves like `promise`, or rejects if it takes longer than `ms` (the timer never holds the process). */
+export function within(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+    timer.unref();
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 /** A unique instance ID per call, readable in logs. */
 let seq = 0;
 export function uid(prefix) {

@@ -138,8 +138,12 @@ def test_sigkill_keeps_waiting_workflows_and_timers(weft_factory, workers, tmp_p
         c.schedule_new_workflow("chain", input=5, instance_id="sk-done")
         assert c.wait_for_workflow_completion("sk-done", timeout_in_seconds=30).runtime_status == S.COMPLETED
         weft.kill()
+        c.close()
         weft.restart_same_ports()
-        st = c.get_workflow_state("sk-done")
+        c = _client(weft)
+        # gRPC keeps the subchannel of the killed sidecar in reconnect backoff for a moment and the
+        # SDK's GetInstance does not retry UNAVAILABLE: poll until the restarted sidecar answers
+        st = wait_until(lambda: c.get_workflow_state("sk-done"), 30, what="GetInstance after restart")
         assert st.runtime_status == S.COMPLETED and json.loads(st.serialized_output) == 49
         assert c.get_workflow_state("sk-wait").runtime_status == S.RUNNING
         c.raise_workflow_event("sk-wait", "after-crash", data="hello")

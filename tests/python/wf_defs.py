@@ -264,6 +264,11 @@ def register_all(rt: wf.WorkflowRuntime, state: SharedState) -> dict:
         n = yield ctx.call_activity(length, input=x)
         return n
 
+    @workflow("input_len_direct")
+    def input_len_direct(ctx: wf.DaprWorkflowContext, x: str):
+        return len(x)
+        yield  # pragma: no cover
+
     @workflow("big_activity_result")
     def big_activity_result(ctx: wf.DaprWorkflowContext, n: int):
         r = yield ctx.call_activity(big_result, input=n)

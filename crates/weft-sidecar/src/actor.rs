@@ -282,7 +282,7 @@ impl Actor {
             }
         }
         let timers = !cp.new_reminders.is_empty();
-        match self.inner.store.checkpoint(cp).await {
+        match self.inner.committer.checkpoint(cp).await {
             Ok(()) => {}
             Err(e @ StoreError::Conflict { .. }) => {
                 // Someone else owns this instance now; reload before doing anything more.

@@ -2,6 +2,7 @@
 //! the durable-timer loop and recovery after a restart.
 
 use crate::actor::{Actor, ActorMsg, now};
+use crate::commit::Committer;
 use crate::error::{EngineError, Result};
 use crate::hub::{Hub, Job};
 use prost::Message;
@@ -19,7 +20,9 @@ use weft_proto::durabletask::{
     ExecutionSuspendedEvent, ExecutionTerminatedEvent, HistoryEvent, TaskCompletedEvent,
     TaskFailedEvent, WorkflowResponse, history_event::EventType,
 };
-use weft_store::{CreateInstance, CreateOutcome, InstancePage, ListFilter, ReusePolicy, Store};
+use weft_store::{
+    ActivityCompletion, CreateInstance, CreateOutcome, InstancePage, ListFilter, ReusePolicy, Store,
+};
 
 /// Default limit on one payload (input, output, event data, result): 4 MiB less 64 KiB, so a
 /// work item carrying one such payload still fits the SDKs' default 4 MiB receive limit.
@@ -62,6 +65,7 @@ pub struct StartRequest {
 
 pub(crate) struct Inner {
     pub(crate) store: Arc<dyn Store>,
+    pub(crate) committer: Committer,
     pub(crate) hub: Hub,
     pub(crate) app_id: String,
     pub(crate) idle_timeout: Duration,
@@ -119,6 +123,7 @@ impl Engine {
     pub fn new(store: Arc<dyn Store>, cfg: EngineConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
+                committer: Committer::new(store.clone()),
                 store,
                 hub: Hub::default(),
                 app_id: cfg.app_id,
@@ -413,12 +418,13 @@ impl Engine {
                 ..Default::default()
             }),
         };
-        match self
-            .inner
-            .store
-            .complete_activity(&id, resp.task_id, generation, event(now(), ty))
-            .await
-        {
+        let completion = ActivityCompletion {
+            instance_id: id.clone(),
+            task_id: resp.task_id,
+            generation,
+            event: event(now(), ty),
+        };
+        match self.inner.committer.complete_activity(completion).await {
             Ok(true) => {
                 metrics::counter!("weft_activities_completed_total").increment(1);
                 self.inner.wake(&id);

@@ -331,6 +331,12 @@ fn purge_of_an_active_instance_fails_clearly_and_keeps_it() {
     let run = dev.wf(&["purge", "p-1"]).expect_code(1);
     let err = run.stderr();
     assert!(err.contains("ERR_PURGE_WORKFLOW"), "{}", run.describe());
+    // The message says why: the instance has not completed.
+    assert!(
+        err.contains("p-1") && err.to_lowercase().contains("complet"),
+        "{}",
+        run.describe()
+    );
     assert!(run.stdout().is_empty(), "{}", run.describe());
     assert_eq!(dev.get_json("p-1")["instanceID"], "p-1");
 }

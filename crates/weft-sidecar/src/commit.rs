@@ -1,0 +1,84 @@
+//! Group commit: checkpoints and activity results that become ready while a commit is running are
+//! written together by the next one, so under load many steps share one transaction and an idle
+//! system pays no extra latency.
+
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use weft_store::{ActivityCompletion, Checkpoint, Store, StoreError};
+
+/// The most writes one transaction carries; bounds latency and transaction size.
+const MAX_BATCH: usize = 256;
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+pub(crate) struct Committer {
+    checkpoints: mpsc::UnboundedSender<(Checkpoint, Reply<()>)>,
+    activities: mpsc::UnboundedSender<(ActivityCompletion, Reply<bool>)>,
+}
+
+impl Committer {
+    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+        let (cp_tx, cp_rx) = mpsc::unbounded_channel();
+        let (act_tx, act_rx) = mpsc::unbounded_channel();
+        let s = store.clone();
+        tokio::spawn(run(cp_rx, move |batch| {
+            let s = s.clone();
+            async move { s.checkpoint_batch(batch).await }
+        }));
+        tokio::spawn(run(act_rx, move |batch| {
+            let s = store.clone();
+            async move { s.complete_activity_batch(batch).await }
+        }));
+        Self {
+            checkpoints: cp_tx,
+            activities: act_tx,
+        }
+    }
+
+    pub(crate) async fn checkpoint(&self, cp: Checkpoint) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.checkpoints
+            .send((cp, tx))
+            .map_err(|_| StoreError::Unavailable("committer stopped".into()))?;
+        rx.await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("committer stopped".into())))
+    }
+
+    pub(crate) async fn complete_activity(
+        &self,
+        c: ActivityCompletion,
+    ) -> Result<bool, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.activities
+            .send((c, tx))
+            .map_err(|_| StoreError::Unavailable("committer stopped".into()))?;
+        rx.await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("committer stopped".into())))
+    }
+}
+
+async fn run<T, R, F, Fut>(mut rx: mpsc::UnboundedReceiver<(T, Reply<R>)>, write: F)
+where
+    F: Fn(Vec<T>) -> Fut,
+    Fut: std::future::Future<Output = Vec<Result<R, StoreError>>>,
+{
+    while let Some(first) = rx.recv().await {
+        let mut items = vec![first];
+        while items.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(next) => items.push(next),
+                Err(_) => break,
+            }
+        }
+        let (batch, replies): (Vec<T>, Vec<Reply<R>>) = items.into_iter().unzip();
+        let n = batch.len();
+        metrics::histogram!("weft_group_commit_size").record(n as f64);
+        let mut results = write(batch).await.into_iter();
+        for reply in replies {
+            let r = results
+                .next()
+                .unwrap_or_else(|| Err(StoreError::Unavailable("missing batch result".into())));
+            let _ = reply.send(r);
+        }
+    }
+}
