@@ -152,7 +152,11 @@ impl PlacementNode {
         for t in self.background {
             t.abort();
         }
-        let _ = self.server.await;
+        // Graceful shutdown waits for open sidecar streams; give them a moment, then cut.
+        let mut server = self.server;
+        if tokio::time::timeout(Duration::from_millis(500), &mut server).await.is_err() {
+            server.abort();
+        }
         self.raft.shutdown().await;
     }
 }

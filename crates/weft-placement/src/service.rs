@@ -38,6 +38,8 @@ pub struct PlacementService {
     vnodes_per_host: u32,
     liveness_timeout: Duration,
     sessions: Mutex<HashMap<String, Session>>,
+    /// Upserts proposed but not yet applied, so heartbeats do not repeat the same write.
+    pending: Mutex<HashMap<String, Member>>,
     next_stream: std::sync::atomic::AtomicU64,
 }
 
@@ -69,6 +71,7 @@ impl PlacementService {
             vnodes_per_host,
             liveness_timeout,
             sessions: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
             next_stream: Default::default(),
         })
     }
@@ -99,10 +102,26 @@ impl PlacementService {
         if current.as_ref() == Some(&member) {
             return;
         }
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.get(&member.host_id) == Some(&member) {
+                return;
+            }
+            pending.insert(member.host_id.clone(), member.clone());
+        }
         let this = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = this.raft.write(Command::Upsert(member)).await {
-                // The stream notices the lost leadership through the view watch and redirects.
+            let host_id = member.host_id.clone();
+            let res = this.raft.write(Command::Upsert(member.clone())).await;
+            {
+                let mut pending = this.pending.lock().unwrap_or_else(|p| p.into_inner());
+                if pending.get(&host_id) == Some(&member) {
+                    pending.remove(&host_id);
+                }
+            }
+            if let Err(e) = res {
+                // The stream notices the lost leadership through the view watch and redirects;
+                // the next heartbeat retries otherwise.
                 tracing::debug!(error = %e, "upsert failed");
             }
         });

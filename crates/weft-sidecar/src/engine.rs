@@ -21,7 +21,8 @@ use weft_proto::durabletask::{
     TaskFailedEvent, WorkflowResponse, history_event::EventType,
 };
 use weft_store::{
-    ActivityCompletion, CreateInstance, CreateOutcome, InstancePage, ListFilter, ReusePolicy, Store,
+    ActivityCompletion, CreateInstance, CreateOutcome, InstancePage, ListFilter, ReusePolicy,
+    Store, Wakeup,
 };
 
 /// Default limit on one payload (input, output, event data, result): 4 MiB less 64 KiB, so a
@@ -154,6 +155,9 @@ impl Engine {
         }
         for id in store.instances_with_inbox().await? {
             self.inner.wake(&id);
+        }
+        if let Some(rx) = store.subscribe() {
+            tokio::spawn(follow_store(self.inner.clone(), rx, shutdown.clone()));
         }
         tokio::spawn(timer_loop(self.inner.clone(), shutdown.clone()));
         tokio::spawn(stalled_retry_loop(self.inner.clone(), shutdown));
@@ -496,6 +500,35 @@ async fn timer_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = inner.timers_changed.notified() => {}
             _ = tokio::time::sleep(next) => {}
+        }
+    }
+}
+
+/// Turns change hints from other processes sharing the store (PostgreSQL NOTIFY) into wakeups.
+async fn follow_store(
+    inner: Arc<Inner>,
+    mut rx: broadcast::Receiver<Wakeup>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let hint = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            h = rx.recv() => h,
+        };
+        match hint {
+            Ok(Wakeup::Inbox(id)) => inner.wake(&id),
+            Ok(Wakeup::Instance(id)) => inner.changed(&id),
+            Ok(Wakeup::Reminders) => inner.timers_changed.notify_one(),
+            Ok(Wakeup::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                // Hints were missed: poll everything once, as at start-up.
+                inner.timers_changed.notify_one();
+                if let Ok(ids) = inner.store.instances_with_inbox().await {
+                    for id in ids {
+                        inner.wake(&id);
+                    }
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
         }
     }
 }

@@ -101,8 +101,13 @@ pub fn router(engine: Engine, token: Option<String>, max_payload: usize) -> Rout
         .with_state(state)
 }
 
-async fn healthz() -> StatusCode {
-    StatusCode::NO_CONTENT
+/// Ready only while the store answers (a PostgreSQL outage makes the sidecar not-ready).
+async fn healthz(State(st): State<AppState>) -> StatusCode {
+    let check = st.engine.store().health();
+    match tokio::time::timeout(std::time::Duration::from_secs(2), check).await {
+        Ok(Ok(())) => StatusCode::NO_CONTENT,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
 }
 
 async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {

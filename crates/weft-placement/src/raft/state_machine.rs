@@ -164,7 +164,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
     {
         let mut responders = Vec::new();
-        let mut changed = false;
+        // Each changed version is published on its own so sidecars never skip one.
+        let mut versions = Vec::new();
         let snapshot = {
             // Collect the batch first: the std mutex must not be held across `.await`.
             let mut batch = Vec::new();
@@ -181,7 +182,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     },
                     EntryPayload::Normal(cmd) => {
                         let r = d.table.apply(cmd);
-                        changed |= r.changed;
+                        if r.changed {
+                            versions.push(d.table.clone());
+                        }
                         r
                     }
                     EntryPayload::Membership(m) => {
@@ -197,10 +200,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             d.clone()
         };
-        let table = snapshot.table.clone();
         self.persist(snapshot).await?;
-        if changed {
-            self.publisher.publish(&table);
+        for table in &versions {
+            self.publisher.publish(table);
         }
         for (responder, result) in responders {
             if let Some(r) = responder {

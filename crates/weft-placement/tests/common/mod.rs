@@ -23,7 +23,18 @@ pub async fn eventually<F: FnMut() -> bool>(what: &str, within: Duration, mut co
     }
 }
 
+/// Logs to the test output when `RUST_LOG` is set.
+pub fn init_tracing() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 pub async fn start_cluster(n: usize, liveness: Duration) -> Cluster {
+    init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let mut listeners = Vec::new();
     for _ in 0..n {

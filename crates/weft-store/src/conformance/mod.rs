@@ -66,11 +66,11 @@ macro_rules! conformance_tests {
     };
 }
 
-pub(crate) fn now() -> Micros {
+pub fn now() -> Micros {
     crate::codec::now_micros()
 }
 
-pub(crate) fn meta(id: &str, name: &str) -> InstanceMeta {
+pub fn meta(id: &str, name: &str) -> InstanceMeta {
     let t = now();
     InstanceMeta {
         instance_id: id.to_string(),
@@ -92,7 +92,7 @@ pub(crate) fn meta(id: &str, name: &str) -> InstanceMeta {
     }
 }
 
-pub(crate) fn started(name: &str) -> HistoryEvent {
+pub fn started(name: &str) -> HistoryEvent {
     HistoryEvent {
         event_id: -1,
         timestamp: None,
@@ -105,7 +105,7 @@ pub(crate) fn started(name: &str) -> HistoryEvent {
     }
 }
 
-pub(crate) fn raised(name: &str, event_id: i32) -> HistoryEvent {
+pub fn raised(name: &str, event_id: i32) -> HistoryEvent {
     HistoryEvent {
         event_id,
         timestamp: None,
@@ -117,7 +117,7 @@ pub(crate) fn raised(name: &str, event_id: i32) -> HistoryEvent {
     }
 }
 
-pub(crate) fn task_completed(task_id: i32) -> HistoryEvent {
+pub fn task_completed(task_id: i32) -> HistoryEvent {
     HistoryEvent {
         event_id: -1,
         timestamp: None,
@@ -130,7 +130,7 @@ pub(crate) fn task_completed(task_id: i32) -> HistoryEvent {
     }
 }
 
-pub(crate) fn create_req(id: &str, policy: ReusePolicy) -> CreateInstance {
+pub fn create_req(id: &str, policy: ReusePolicy) -> CreateInstance {
     CreateInstance {
         meta: meta(id, "wf"),
         start_event: started("wf"),
@@ -139,7 +139,7 @@ pub(crate) fn create_req(id: &str, policy: ReusePolicy) -> CreateInstance {
 }
 
 /// Creates `id` (policy Error) and returns its loaded version.
-pub(crate) async fn create<S: Store>(s: &S, id: &str) -> i64 {
+pub async fn create<S: Store>(s: &S, id: &str) -> i64 {
     s.create_instance(create_req(id, ReusePolicy::Error))
         .await
         .expect("create");
@@ -147,7 +147,7 @@ pub(crate) async fn create<S: Store>(s: &S, id: &str) -> i64 {
 }
 
 /// A checkpoint that changes nothing but the row (status Running); callers fill in the rest.
-pub(crate) fn empty_cp(m: &InstanceMeta) -> Checkpoint {
+pub fn empty_cp(m: &InstanceMeta) -> Checkpoint {
     Checkpoint {
         instance_id: m.instance_id.clone(),
         expected_version: m.version,
@@ -166,6 +166,6 @@ pub(crate) fn empty_cp(m: &InstanceMeta) -> Checkpoint {
 }
 
 /// The row, for building a checkpoint.
-pub(crate) async fn row<S: Store>(s: &S, id: &str) -> InstanceMeta {
+pub async fn row<S: Store>(s: &S, id: &str) -> InstanceMeta {
     s.get_instance(id).await.expect("get").expect("row exists")
 }

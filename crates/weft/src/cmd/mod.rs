@@ -1,6 +1,8 @@
 //! Command-line surface of `weft`: one subcommand per role or client command.
 
 mod dev;
+mod serve;
+mod sidecar;
 mod workflow;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a single-node engine (sidecar + embedded store) for development.
     Dev(dev::DevArgs),
+    /// Run the engine on a shared PostgreSQL database.
+    Sidecar(sidecar::SidecarArgs),
     /// Manage workflow instances through a sidecar's HTTP API.
     Workflow(workflow::WorkflowArgs),
 }
@@ -48,6 +52,7 @@ pub async fn wait_for_signal() {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Dev(args) => dev::run(args).await,
+        Command::Sidecar(args) => sidecar::run(args).await,
         Command::Workflow(args) => workflow::run(args).await,
     }
 }
