@@ -222,15 +222,17 @@ async fn get_workflow(
 }
 
 #[derive(Deserialize)]
-struct StartQuery {
+struct OpQuery {
     #[serde(rename = "instanceID")]
     instance_id: Option<String>,
+    /// Not in Dapr's API; Weft's CLI sends it for suspend/resume.
+    reason: Option<String>,
 }
 
 async fn workflow_op(
     State(st): State<AppState>,
     Path((ver, _c, target, op)): Path<(String, String, String, String)>,
-    Query(q): Query<StartQuery>,
+    Query(q): Query<OpQuery>,
     body: Bytes,
 ) -> ApiResult {
     check_version(&ver)?;
@@ -282,13 +284,13 @@ async fn workflow_op(
             Ok(accepted())
         }
         "pause" => {
-            e.suspend(&target, None)
+            e.suspend(&target, q.reason.clone())
                 .await
                 .map_err(|err| ApiError::from_engine("ERR_PAUSE_WORKFLOW", err))?;
             Ok(accepted())
         }
         "resume" => {
-            e.resume(&target, None)
+            e.resume(&target, q.reason.clone())
                 .await
                 .map_err(|err| ApiError::from_engine("ERR_RESUME_WORKFLOW", err))?;
             Ok(accepted())

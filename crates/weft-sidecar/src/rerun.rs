@@ -33,6 +33,12 @@ impl Engine {
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         validate_instance_id(&new_id)?;
+        // Unlike a start, a rerun never replaces an instance, finished or not.
+        if inner.store.get_instance(&new_id).await?.is_some() {
+            return Err(EngineError::AlreadyExists(format!(
+                "a workflow with ID '{new_id}' already exists"
+            )));
+        }
         self.check_payload("input", r.input.as_deref())?;
         let history = inner
             .store
