@@ -63,6 +63,67 @@ def test_worker_killed_mid_activity_is_redispatched(weft_factory, workers, tmp_p
         c.close()
 
 
+def test_worker_killed_mid_workflow_turn_is_redispatched(weft_factory, workers, tmp_path):
+    """The orchestrator work item (not just activities) is re-dispatched to the next worker."""
+    from dapr.ext.workflow import WorkflowStatus as S
+
+    weft = weft_factory()
+    side = tmp_path / "side"
+    w1 = workers(weft, side, mode="hang", name="hang")
+    c = _client(weft)
+    try:
+        start_at = datetime.now(timezone.utc)  # scheduled start: do not block on the first turn
+        iid = c.schedule_new_workflow("hang_in_turn_wf", input="t", instance_id="redispatch-turn",
+                                      start_at=start_at)
+        wait_until((side / "turn" / f"{iid}.{w1.pid}").exists, 30, what="workflow turn started on worker 1")
+        w1.kill()
+        w2 = workers(weft, side, mode="normal", name="fresh")
+        st = c.wait_for_workflow_completion(iid, timeout_in_seconds=60)
+        assert st is not None and st.runtime_status == S.COMPLETED, st
+        assert json.loads(st.serialized_output) == f"t-done-by-{w2.pid}"
+        types = event_types(weft.history(iid))
+        assert types.count("ExecutionStarted") == 1 and types.count("TaskScheduled") == 1, types
+    finally:
+        c.close()
+
+
+def test_sigterm_restart_resumes_unfinished_workflows(weft_factory, workers, tmp_path):
+    """Graceful stop (SIGTERM) with workflows in flight; a restart on the same data dir finishes them."""
+    from dapr.ext.workflow import WorkflowStatus as S
+
+    weft = weft_factory()
+    side = tmp_path / "side"
+    workers(weft, side, act_sleep=0.2, name="w")
+    c = _client(weft)
+    ids = [f"term-{i:02d}" for i in range(15)]
+    try:
+        start_at = datetime.now(timezone.utc) + timedelta(seconds=1)
+        for i, iid in enumerate(ids):
+            c.schedule_new_workflow("durable_chain", input=i, instance_id=iid, start_at=start_at)
+        wait_until(lambda: (side / "steps.log").exists() and len((side / "steps.log").read_text().splitlines()) >= 5,
+                   60, what="progress before SIGTERM")
+        t0 = time.monotonic()
+        code = weft.stop(timeout=20)
+        assert time.monotonic() - t0 < 15, "SIGTERM shutdown took too long"
+        assert code == 0, f"weft dev exited with {code} on SIGTERM"
+    finally:
+        c.close()
+    weft.restart_same_ports()
+    c = _client(weft)
+    try:
+        for i, iid in enumerate(ids):
+            st = wait_until(lambda: c.wait_for_workflow_completion(iid, timeout_in_seconds=60), 90,
+                            what=f"{iid} completes after restart")
+            assert st.runtime_status == S.COMPLETED, (iid, st.runtime_status)
+            v = i
+            for _ in range(3):
+                v = v * 2 + 1
+            assert json.loads(st.serialized_output) == f"{iid}={v}"
+            assert event_types(weft.history(iid)).count("ExecutionCompleted") == 1
+    finally:
+        c.close()
+
+
 def test_sigkill_with_50_workflows_in_flight(weft_factory, workers, tmp_path):
     from dapr.ext.workflow import WorkflowStatus as S
 
@@ -93,6 +154,8 @@ def test_sigkill_with_50_workflows_in_flight(weft_factory, workers, tmp_path):
         statuses = {iid: c.get_workflow_state(iid, fetch_payloads=False).runtime_status for iid in ids}
         in_flight = [i for i, s in statuses.items() if s in (S.RUNNING, S.PENDING)]
         weft.kill()  # SIGKILL
+        print(f"SIGKILL with {len(in_flight)}/{N} workflows in flight "
+              f"({len((side / 'steps.log').read_text().splitlines())} steps done)")
         assert len(in_flight) >= 50, f"only {len(in_flight)} workflows were mid-flight at the kill: {statuses}"
     finally:
         c.close()

@@ -465,3 +465,170 @@ def test_unknown_instance(runtime, client, uid):
         assert ei.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNKNOWN,
                                    grpc.StatusCode.FAILED_PRECONDITION), ei.value
     assert client.get_workflow_state(f"{uid}-missing") is None
+
+
+def test_wait_timeout_is_deadline_exceeded(runtime, client, uid, weft):
+    """A long poll that outlives the caller's deadline must end as DEADLINE_EXCEEDED (the SDK turns
+    only that into TimeoutError), never as CANCELLED from a server-side grpc-timeout race."""
+    from dapr.ext.workflow._durabletask.internal import orchestrator_service_pb2_grpc as stubs
+    from dapr.ext.workflow._durabletask.internal import protos as pb
+
+    iid = client.schedule_new_workflow("wait_event", input="never", instance_id=uid)
+    codes = []
+    with grpc.insecure_channel(weft.grpc_addr) as ch:
+        stub = stubs.TaskHubSidecarServiceStub(ch)
+        for t in [0.05, 0.1, 0.2, 0.3, 0.5] * 6:  # the race shows up in ~1 of 10 calls
+            try:
+                stub.WaitForInstanceCompletion(pb.GetInstanceRequest(instanceId=iid), timeout=t)
+                codes.append("returned")
+            except grpc.RpcError as e:
+                codes.append(f"{e.code().name}: {e.details()}")
+    bad = [c for c in codes if not c.startswith("DEADLINE_EXCEEDED")]
+    assert not bad, f"{len(bad)}/{len(codes)} long polls did not end with DEADLINE_EXCEEDED: {bad}"
+    for _ in range(3):  # and through the SDK
+        with pytest.raises(TimeoutError):
+            client.wait_for_workflow_completion(iid, timeout_in_seconds=1)
+    client.terminate_workflow(iid)
+
+
+def test_suspended_workflow_with_activity_completing(runtime, client, uid, wf_state):
+    """An activity that completes while its workflow is suspended must not let the workflow finish."""
+    import threading as _t
+    key = uid
+    gate = wf_state.gates.setdefault(key, _t.Event())
+    iid = client.schedule_new_workflow("gated_then_event", input=key, instance_id=uid)
+    client.pause_workflow(iid)
+    assert status_of(client, iid) == S.SUSPENDED
+    gate.set()  # the activity returns now, while the workflow is suspended
+    with pytest.raises(TimeoutError):
+        client.wait_for_workflow_completion(iid, timeout_in_seconds=3)
+    assert status_of(client, iid) == S.SUSPENDED
+    client.resume_workflow(iid)
+    st = done(client, iid)
+    assert st.runtime_status == S.COMPLETED and out(st) == f"gated:{key}"
+
+
+def test_terminate_suspended_instance(runtime, client, uid):
+    iid = client.schedule_new_workflow("wait_event", input="x", instance_id=uid)
+    client.pause_workflow(iid)
+    assert status_of(client, iid) == S.SUSPENDED
+    client.terminate_workflow(iid, output="bye")
+    st = done(client, iid, 15)
+    assert st.runtime_status == S.TERMINATED and out(st) == "bye"
+
+
+def test_child_workflow_retry_policy(runtime, client, uid, wf_state):
+    """Child retries re-create the child under the same instance id after it FAILED."""
+    iid = client.schedule_new_workflow("child_retry", input=2, instance_id=uid)
+    st = done(client, iid, 60)
+    assert st.runtime_status == S.COMPLETED, (st.runtime_status, st.failure_details)
+    assert out(st) == {"attempts": 3}
+    assert wf_state.count(f"flaky:{uid}-child") == 3
+
+
+def test_unregistered_activity_fails_workflow(runtime, client, uid):
+    iid = client.schedule_new_workflow("calls_unregistered", instance_id=uid)
+    st = done(client, iid)
+    assert st.runtime_status == S.FAILED, st
+    assert "no_such_activity" in st.failure_details.message
+
+
+def test_large_fan_out(runtime, client, uid):
+    t0 = time.monotonic()
+    iid = client.schedule_new_workflow("fan_out", input=150, instance_id=uid)
+    st = done(client, iid, 90)
+    assert st.runtime_status == S.COMPLETED
+    assert out(st)["sum"] == sum(i * i for i in range(150))
+    assert time.monotonic() - t0 < 60
+
+
+def test_event_without_data_and_same_name_ordering(runtime, client, uid):
+    a = client.schedule_new_workflow("wait_event", input="nodata", instance_id=f"{uid}-a")
+    client.raise_workflow_event(a, "nodata")  # no data -> the SDK omits the input
+    st = done(client, a)
+    assert st.runtime_status == S.COMPLETED and out(st) == {"got": None}
+
+    b = client.schedule_new_workflow("multi_event", input=["x", "x", "x"], instance_id=f"{uid}-b")
+    for v in (1, 2, 3):
+        client.raise_workflow_event(b, "x", data=v)
+    st = done(client, b)
+    assert st.runtime_status == S.COMPLETED and out(st) == [1, 2, 3]
+
+
+def test_terminate_completed_instance_changes_nothing(runtime, client, uid):
+    iid = client.schedule_new_workflow("chain", input=1, instance_id=uid)
+    assert out(done(client, iid)) == 9
+    try:
+        client.terminate_workflow(iid, output="late")
+    except grpc.RpcError:
+        pass  # an error is acceptable; a change of state is not
+    st = client.get_workflow_state(iid)
+    assert st.runtime_status == S.COMPLETED and out(st) == 9
+
+
+def test_reuse_id_of_terminated_and_failed_instances(runtime, client, uid):
+    t = f"{uid}-t"
+    client.schedule_new_workflow("wait_event", input="x", instance_id=t)
+    client.terminate_workflow(t)
+    assert status_of(client, t) == S.TERMINATED
+    client.schedule_new_workflow("chain", input=0, instance_id=t)
+    st = done(client, t)
+    assert st.runtime_status == S.COMPLETED and st.name == "chain" and out(st) == 4
+
+    f = f"{uid}-f"
+    client.schedule_new_workflow("raise_in_wf", input="x", instance_id=f)
+    assert done(client, f).runtime_status == S.FAILED
+    client.schedule_new_workflow("chain", input=1, instance_id=f)
+    st = done(client, f)
+    assert st.runtime_status == S.COMPLETED and out(st) == 9 and st.failure_details is None
+
+
+def test_get_without_payloads(runtime, client, uid):
+    iid = client.schedule_new_workflow("chain", input=2, instance_id=uid)
+    done(client, iid)
+    st = client.get_workflow_state(iid, fetch_payloads=False)
+    assert st.runtime_status == S.COMPLETED and st.name == "chain"
+    assert st.serialized_input is None and st.serialized_output is None
+
+
+def test_aio_client(runtime, weft, uid):
+    """dapr.ext.workflow.aio.DaprWorkflowClient (grpc.aio) drives the same RPCs."""
+    import asyncio
+
+    from dapr.ext.workflow.aio import DaprWorkflowClient as AioClient
+
+    async def scenario():
+        c = AioClient(host=weft.grpc_host, port=str(weft.grpc_port))
+        try:
+            a = await c.schedule_new_workflow("chain", input=2, instance_id=f"{uid}-a")
+            st = await c.wait_for_workflow_completion(a, timeout_in_seconds=30)
+            assert st.runtime_status == S.COMPLETED and out(st) == 16
+            e = await c.schedule_new_workflow("wait_event", input="go", instance_id=f"{uid}-e")
+            await c.pause_workflow(e)
+            assert (await c.get_workflow_state(e)).runtime_status == S.SUSPENDED
+            await c.raise_workflow_event(e, "go", data="aio")
+            await c.resume_workflow(e)
+            st = await c.wait_for_workflow_completion(e, timeout_in_seconds=30)
+            assert st.runtime_status == S.COMPLETED and out(st) == {"got": "aio"}
+            await c.purge_workflow(e)
+            assert await c.get_workflow_state(e) is None
+            t = await c.schedule_new_workflow("wait_event", input="never", instance_id=f"{uid}-t")
+            await c.terminate_workflow(t, output="done")
+            st = await c.wait_for_workflow_completion(t, timeout_in_seconds=30)
+            assert st.runtime_status == S.TERMINATED
+        finally:
+            if hasattr(c, "close"):  # 1.18.3's aio client has no close()
+                await c.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 90))
+
+
+def test_event_to_completed_instance_is_dropped(runtime, client, uid, weft):
+    iid = client.schedule_new_workflow("wait_event", input="e", instance_id=uid)
+    client.raise_workflow_event(iid, "e", data=1)
+    assert out(done(client, iid)) == {"got": 1}
+    n = len(weft.history(iid)["events"])
+    client.raise_workflow_event(iid, "e", data=2)  # dropped silently (daprd semantics)
+    st = client.get_workflow_state(iid)
+    assert st.runtime_status == S.COMPLETED and out(st) == {"got": 1}
+    assert len(weft.history(iid)["events"]) == n

@@ -284,6 +284,29 @@ def register_all(rt: wf.WorkflowRuntime, state: SharedState) -> dict:
         r = yield ctx.call_activity(gated, input=key)
         return r
 
+    @workflow("gated_then_event")
+    def gated_then_event(ctx: wf.DaprWorkflowContext, key: str):
+        r = yield ctx.call_activity(gated, input=key)
+        return r
+
+    @workflow("flaky_child")
+    def flaky_child(ctx: wf.DaprWorkflowContext, fail_times: int):
+        r = yield ctx.call_activity(flaky, input={"fail_times": fail_times})  # no activity retry
+        return r
+
+    @workflow("child_retry")
+    def child_retry(ctx: wf.DaprWorkflowContext, fail_times: int):
+        policy = wf.RetryPolicy(first_retry_interval=timedelta(milliseconds=300),
+                                max_number_of_attempts=fail_times + 1)
+        r = yield ctx.call_child_workflow(flaky_child, input=fail_times, retry_policy=policy,
+                                          instance_id=f"{ctx.instance_id}-child")
+        return r
+
+    @workflow("calls_unregistered")
+    def calls_unregistered(ctx: wf.DaprWorkflowContext, _):
+        r = yield ctx.call_activity("no_such_activity", input=1)
+        return r
+
     @workflow("rerunnable")
     def rerunnable(ctx: wf.DaprWorkflowContext, x: int):
         a = yield ctx.call_activity(record, input="step1")

@@ -74,6 +74,18 @@ def slow_wf(ctx: wf.DaprWorkflowContext, x: str):
     return r
 
 
+@rt.workflow(name="hang_in_turn_wf")
+def hang_in_turn_wf(ctx: wf.DaprWorkflowContext, x: str):
+    # blocks inside the workflow turn itself (the orchestrator work item stays unacknowledged)
+    if MODE == "hang":
+        d = SIDE / "turn"
+        d.mkdir(exist_ok=True)
+        (d / f"{ctx.instance_id}.{PID}").write_text(x)
+        time.sleep(120)
+    r = yield ctx.call_activity(slow_step, input=x)
+    return r
+
+
 def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

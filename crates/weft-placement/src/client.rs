@@ -133,7 +133,11 @@ impl PlacementClient {
     }
 
     /// Waits until a table with at least `version` arrives.
-    pub async fn wait_for_version(&self, version: u64, timeout: Duration) -> Option<Arc<PlacementTable>> {
+    pub async fn wait_for_version(
+        &self,
+        version: u64,
+        timeout: Duration,
+    ) -> Option<Arc<PlacementTable>> {
         let mut rx = self.table.clone();
         let wait = rx.wait_for(|t| t.as_ref().is_some_and(|t| t.version >= version));
         match tokio::time::timeout(timeout, wait).await {
@@ -201,7 +205,9 @@ impl Worker {
                     continue;
                 }
                 SessionEnd::Redirect(_) => {}
-                SessionEnd::Failed(e) => tracing::debug!(%addr, error = %e, "placement session ended"),
+                SessionEnd::Failed(e) => {
+                    tracing::debug!(%addr, error = %e, "placement session ended")
+                }
             }
             tokio::select! {
                 _ = self.cancel.cancelled() => return,
@@ -227,7 +233,11 @@ impl Worker {
         let (out, out_rx) = mpsc::channel(16);
         let host = self.host_rx.borrow_and_update().clone();
         let send = |m: sidecar_message::Msg| pb::SidecarMessage { msg: Some(m) };
-        if out.send(send(sidecar_message::Msg::Register(host))).await.is_err() {
+        if out
+            .send(send(sidecar_message::Msg::Register(host)))
+            .await
+            .is_err()
+        {
             return SessionEnd::Failed("outbound closed".into());
         }
         let mut inbound = match client.report_status(ReceiverStream::new(out_rx)).await {
@@ -298,7 +308,11 @@ impl Worker {
             }
         };
         {
-            let mut v = self.shared.versions.lock().unwrap_or_else(|p| p.into_inner());
+            let mut v = self
+                .shared
+                .versions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if v.len() < VERSION_LOG_LIMIT {
                 v.push(version);
             }

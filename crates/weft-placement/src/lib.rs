@@ -1,6 +1,7 @@
 //! Weft's placement service: an openraft cluster replicating the sidecar member table, its gRPC
 //! API for sidecars and admins, the sidecar-side client, and the `weft placement`/`cluster` CLI.
 
+pub mod cli;
 pub mod client;
 pub mod error;
 pub mod node;
@@ -24,7 +25,8 @@ pub mod proto {
         tonic::include_proto!("weft.raft.v1");
     }
     /// Encoded descriptor set of both packages (for gRPC reflection).
-    pub const DESCRIPTOR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/placement_descriptor.bin"));
+    pub const DESCRIPTOR: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/placement_descriptor.bin"));
 }
 
 /// Default port of the placement service (sidecar API, admin API and raft RPCs share it).

@@ -2,8 +2,10 @@
 //! cluster bootstrap, and the leader's liveness loop.
 
 use crate::error::PlacementError;
-use crate::proto::placement::{ClusterStatusRequest, placement_client::PlacementClient as PbClient};
 use crate::proto::placement::placement_server::PlacementServer;
+use crate::proto::placement::{
+    ClusterStatusRequest, placement_client::PlacementClient as PbClient,
+};
 use crate::raft::{NodeId, RaftNode, RaftRpcServer, RaftTuning};
 use crate::service::{PlacementApi, PlacementService};
 use std::collections::BTreeMap;
@@ -28,6 +30,8 @@ pub struct NodeConfig {
     /// Voters of a new cluster. Empty: a single-node cluster of this node (`weft dev`).
     /// A node whose id is absent waits to be added with `weft cluster add-node`.
     pub initial_cluster: BTreeMap<NodeId, String>,
+    /// Never initialise; wait to be added to an existing cluster.
+    pub join: bool,
     pub tuning: RaftTuning,
     /// Silence after which the leader removes a sidecar host.
     pub liveness_timeout: Duration,
@@ -42,6 +46,7 @@ impl NodeConfig {
             advertise: None,
             data_dir,
             initial_cluster: BTreeMap::new(),
+            join: false,
             tuning: RaftTuning::default(),
             liveness_timeout: Duration::from_secs(3),
             vnodes_per_host: weft_ring::DEFAULT_VNODES,
@@ -154,7 +159,10 @@ impl PlacementNode {
         }
         // Graceful shutdown waits for open sidecar streams; give them a moment, then cut.
         let mut server = self.server;
-        if tokio::time::timeout(Duration::from_millis(500), &mut server).await.is_err() {
+        if tokio::time::timeout(Duration::from_millis(500), &mut server)
+            .await
+            .is_err()
+        {
             server.abort();
         }
         self.raft.shutdown().await;
@@ -169,7 +177,7 @@ async fn bootstrap(
     config: &NodeConfig,
     advertise: &str,
 ) -> Result<(), PlacementError> {
-    if raft.is_initialized().await? {
+    if config.join || raft.is_initialized().await? {
         return Ok(());
     }
     let members = if config.initial_cluster.is_empty() {

@@ -98,7 +98,14 @@ impl PlacementService {
 
     /// Proposes an upsert when the table's entry differs from what the sidecar reports.
     fn upsert_if_changed(self: &Arc<Self>, member: Member) {
-        let current = self.raft.publisher().latest.borrow().members.get(&member.host_id).cloned();
+        let current = self
+            .raft
+            .publisher()
+            .latest
+            .borrow()
+            .members
+            .get(&member.host_id)
+            .cloned();
         if current.as_ref() == Some(&member) {
             return;
         }
@@ -151,11 +158,15 @@ impl PlacementService {
         let mut changes = self.raft.publisher().changes.subscribe();
         let latest = self.raft.publisher().latest.borrow().clone();
         let mut last_sent = latest.version;
-        if out.send(Ok(table_msg(&latest, self.vnodes_per_host))).await.is_err() {
+        if out
+            .send(Ok(table_msg(&latest, self.vnodes_per_host)))
+            .await
+            .is_err()
+        {
             return;
         }
         self.upsert_if_changed(first);
-        let mut view = self.raft.watch_view();
+        let mut leadership = self.raft.watch_leadership();
         let mut left = false;
         loop {
             tokio::select! {
@@ -194,10 +205,10 @@ impl PlacementService {
                         }
                     }
                 }
-                changed = view.changed() => {
-                    let v = view.borrow_and_update().clone();
-                    if changed.is_err() || !v.is_leader {
-                        let _ = out.send(Ok(redirect_msg(&v))).await;
+                changed = leadership.changed() => {
+                    let lost = changed.is_err() || !leadership.borrow_and_update().is_leader;
+                    if lost {
+                        let _ = out.send(Ok(redirect_msg(&self.raft.view()))).await;
                         break;
                     }
                 }
@@ -296,7 +307,11 @@ impl PlacementService {
                 id,
                 address,
                 role: if voter { "voter" } else { "learner" }.into(),
-                state: if me { view.state.clone() } else { String::new() },
+                state: if me {
+                    view.state.clone()
+                } else {
+                    String::new()
+                },
                 term: if me { view.term } else { 0 },
                 last_applied: if me { view.last_applied } else { 0 },
             }
@@ -342,7 +357,11 @@ impl PlacementService {
     }
 
     /// Runs an admin call on the leader: locally if we lead, else forwarded one hop.
-    async fn on_leader<F, Fut>(&self, local: F, forward: AdminForward) -> Result<pb::MembershipResponse, Status>
+    async fn on_leader<F, Fut>(
+        &self,
+        local: F,
+        forward: AdminForward,
+    ) -> Result<pb::MembershipResponse, Status>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Vec<u64>, WriteError>>,
@@ -351,7 +370,9 @@ impl PlacementService {
         if view.is_leader {
             return match local().await {
                 Ok(voters) => Ok(pb::MembershipResponse { voters }),
-                Err(WriteError::NotLeader { .. }) => Err(Status::unavailable("leadership changed; retry")),
+                Err(WriteError::NotLeader { .. }) => {
+                    Err(Status::unavailable("leadership changed; retry"))
+                }
                 Err(e) => Err(Status::failed_precondition(e.to_string())),
             };
         }
@@ -417,7 +438,9 @@ impl Placement for PlacementApi {
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         let r = request.into_inner();
         if r.id == 0 || r.address.is_empty() {
-            return Err(Status::invalid_argument("id (> 0) and address are required"));
+            return Err(Status::invalid_argument(
+                "id (> 0) and address are required",
+            ));
         }
         let raft = self.0.raft.clone();
         let (id, addr) = (r.id, r.address.clone());

@@ -102,9 +102,14 @@ impl MemberTable {
                     true
                 }
             }
-            Command::Remove { host_ids } => host_ids
-                .iter()
-                .fold(false, |acc, h| self.members.remove(h).is_some() || acc),
+            Command::Remove { host_ids } => {
+                // Remove every listed host (no short-circuit), then report whether any existed.
+                let before = self.members.len();
+                for h in host_ids {
+                    self.members.remove(h);
+                }
+                self.members.len() != before
+            }
         };
         if changed {
             self.version += 1;
@@ -124,18 +129,29 @@ impl MemberTable {
     }
 }
 
-/// What a sidecar holds: the table and the rings built from it.
-#[derive(Debug, Clone)]
+/// What a sidecar holds: the table, and the rings built from it on first use (a sidecar only
+/// ever looks up in the newest table, so superseded versions never pay for ring building).
+#[derive(Debug)]
 pub struct PlacementTable {
     pub version: u64,
     pub members: Vec<Member>,
-    pub rings: ActorRings,
+    config: RingConfig,
+    rings: std::sync::OnceLock<ActorRings>,
 }
 
 impl PlacementTable {
-    /// Builds the rings from a received table; fails only on an inconsistent table.
+    /// Accepts a received table after the checks ring building relies on.
     pub fn from_proto(t: pb::Table) -> Result<Arc<Self>, RingError> {
         let members: Vec<Member> = t.hosts.into_iter().map(Member::from_proto).collect();
+        let mut ids = std::collections::BTreeSet::new();
+        for m in &members {
+            if m.host_id.is_empty() {
+                return Err(RingError::EmptyHostId);
+            }
+            if !ids.insert(m.host_id.as_str()) {
+                return Err(RingError::DuplicateHost(m.host_id.clone()));
+            }
+        }
         let config = RingConfig {
             vnodes_per_host: if t.vnodes_per_host == 0 {
                 weft_ring::DEFAULT_VNODES
@@ -143,24 +159,33 @@ impl PlacementTable {
                 t.vnodes_per_host
             },
         };
-        let rings = ActorRings::build(
-            members.iter().map(|m| RingMember {
-                host_id: m.host_id.clone(),
-                weight: m.weight,
-                actor_types: m.actor_types.clone(),
-            }),
-            config,
-        )?;
         Ok(Arc::new(Self {
             version: t.version,
             members,
-            rings,
+            config,
+            rings: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// The per-actor-type rings of this table.
+    pub fn rings(&self) -> &ActorRings {
+        self.rings.get_or_init(|| {
+            ActorRings::build(
+                self.members.iter().map(|m| RingMember {
+                    host_id: m.host_id.clone(),
+                    weight: m.weight,
+                    actor_types: m.actor_types.clone(),
+                }),
+                self.config,
+            )
+            // from_proto checked ids and Member::from_proto clamped weights, so this holds.
+            .unwrap_or_default()
+        })
     }
 
     /// The member that hosts (actor type, actor id), if any host registered the type.
     pub fn lookup(&self, actor_type: &str, actor_id: &str) -> Option<&Member> {
-        let host = self.rings.lookup(actor_type, actor_id)?;
+        let host = self.rings().lookup(actor_type, actor_id)?;
         self.members.iter().find(|m| m.host_id == host)
     }
 }
@@ -186,7 +211,11 @@ mod tests {
         assert_eq!(t.apply(&Command::Upsert(member("a", &["wf"]))).version, 1);
         let r = t.apply(&Command::Upsert(member("a", &["wf"])));
         assert_eq!((r.version, r.changed), (1, false));
-        assert_eq!(t.apply(&Command::Upsert(member("a", &["wf", "act"]))).version, 2);
+        assert_eq!(
+            t.apply(&Command::Upsert(member("a", &["wf", "act"])))
+                .version,
+            2
+        );
         let r = t.apply(&Command::Remove {
             host_ids: vec!["zz".into()],
         });

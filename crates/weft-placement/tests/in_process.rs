@@ -10,32 +10,59 @@ use std::time::{Duration, Instant};
 async fn register_update_and_liveness() {
     let cluster = start_cluster(3, Duration::from_millis(600)).await;
     let a = client(&cluster.addrs, "host-a", &["wf"]);
-    let t = a.wait_for_version(1, Duration::from_secs(5)).await.expect("first table");
+    let t = a
+        .wait_for_version(1, Duration::from_secs(5))
+        .await
+        .expect("first table");
     assert_eq!(t.members.len(), 1);
     assert_eq!(t.lookup("wf", "instance-1").unwrap().host_id, "host-a");
 
     let b = client(&cluster.addrs, "host-b", &["wf"]);
-    let v = b.wait_for_version(2, Duration::from_secs(5)).await.unwrap().version;
-    assert!(a.wait_for_version(v, Duration::from_secs(5)).await.is_some());
+    let v = b
+        .wait_for_version(2, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .version;
+    assert!(
+        a.wait_for_version(v, Duration::from_secs(5))
+            .await
+            .is_some()
+    );
 
     // Actor types change (a worker connects): one write, pushed to everybody.
     a.set_actor_types(vec!["wf".into(), "act".into()]);
-    let t = b.wait_for_version(v + 1, Duration::from_secs(5)).await.unwrap();
+    let t = b
+        .wait_for_version(v + 1, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(t.lookup("act", "x").unwrap().host_id, "host-a");
 
     // Graceful leave removes at once; a crash (drop) is removed after the liveness timeout.
     let before = b.current().unwrap().version;
     a.shutdown().await;
-    let t = b.wait_for_version(before + 1, Duration::from_secs(5)).await.unwrap();
+    let t = b
+        .wait_for_version(before + 1, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert!(t.members.iter().all(|m| m.host_id != "host-a"));
 
     let c = client(&cluster.addrs, "host-c", &["wf"]);
-    let v = c.wait_for_version(before + 2, Duration::from_secs(5)).await.unwrap().version;
+    let v = c
+        .wait_for_version(before + 2, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .version;
     let started = Instant::now();
     drop(b);
-    let t = c.wait_for_version(v + 1, Duration::from_secs(5)).await.expect("host-b removed");
+    let t = c
+        .wait_for_version(v + 1, Duration::from_secs(5))
+        .await
+        .expect("host-b removed");
     assert!(t.members.iter().all(|m| m.host_id != "host-b"));
-    println!("silent host removed after {:?} (liveness timeout 600 ms)", started.elapsed());
+    println!(
+        "silent host removed after {:?} (liveness timeout 600 ms)",
+        started.elapsed()
+    );
     for n in cluster.nodes {
         n.shutdown().await;
     }
@@ -51,15 +78,25 @@ async fn fifty_sidecars_receive_every_version() {
     // Every registration is a version; all clients converge on version N.
     let started = Instant::now();
     for c in &clients {
-        assert!(c.wait_for_version(N as u64, Duration::from_secs(20)).await.is_some());
+        assert!(
+            c.wait_for_version(N as u64, Duration::from_secs(20))
+                .await
+                .is_some()
+        );
     }
-    println!("{N} sidecars registered and converged in {:?}", started.elapsed());
+    println!(
+        "{N} sidecars registered and converged in {:?}",
+        started.elapsed()
+    );
 
     // One membership change: a new sidecar joins. Time until all 50 hold the new table.
     let started = Instant::now();
     let newcomer = client(&cluster.addrs, "sidecar-new", &["wf"]);
     for c in &clients {
-        let t = c.wait_for_version(N as u64 + 1, Duration::from_secs(10)).await.expect("join seen");
+        let t = c
+            .wait_for_version(N as u64 + 1, Duration::from_secs(10))
+            .await
+            .expect("join seen");
         assert!(t.members.iter().any(|m| m.host_id == "sidecar-new"));
     }
     let join = started.elapsed();
@@ -68,7 +105,10 @@ async fn fifty_sidecars_receive_every_version() {
     let started = Instant::now();
     newcomer.shutdown().await;
     for c in &clients {
-        let t = c.wait_for_version(N as u64 + 2, Duration::from_secs(10)).await.expect("leave seen");
+        let t = c
+            .wait_for_version(N as u64 + 2, Duration::from_secs(10))
+            .await
+            .expect("leave seen");
         assert!(t.members.iter().all(|m| m.host_id != "sidecar-new"));
     }
     let leave = started.elapsed();
@@ -79,13 +119,21 @@ async fn fifty_sidecars_receive_every_version() {
         let seen = c.versions_seen();
         assert_eq!(*seen.last().unwrap(), N as u64 + 2, "client {i}: {seen:?}");
         for w in seen.windows(2) {
-            assert!(w[1] <= w[0] + 1, "client {i} skipped from {} to {}: {seen:?}", w[0], w[1]);
+            assert!(
+                w[1] <= w[0] + 1,
+                "client {i} skipped from {} to {}: {seen:?}",
+                w[0],
+                w[1]
+            );
         }
     }
     // The leader recorded every client's acknowledgement of the last version.
     let leader = cluster.wait_leader(Duration::from_secs(1)).await;
     let svc = cluster.nodes[leader].service().clone();
-    eventually("all acks", Duration::from_secs(5), || svc.min_acked_version() >= N as u64 + 2).await;
+    eventually("all acks", Duration::from_secs(5), || {
+        svc.min_acked_version() >= N as u64 + 2
+    })
+    .await;
     drop(clients);
     for n in cluster.nodes {
         n.shutdown().await;

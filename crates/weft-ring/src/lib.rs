@@ -170,10 +170,14 @@ impl Ring {
                 });
             }
             let count = config.vnodes_per_host * spec.weight;
+            // Key bytes are `"{host}{i}"`; one buffer per host avoids an allocation per vnode.
+            let mut key = spec.id.as_bytes().to_vec();
+            let prefix = key.len();
             for i in 0..count {
-                let key = format!("{}{}", spec.id, i);
+                key.truncate(prefix);
+                key.extend_from_slice(i.to_string().as_bytes());
                 points.push(VNode {
-                    point: hash_bytes(key.as_bytes()),
+                    point: hash_bytes(&key),
                     host: idx as u32,
                 });
             }

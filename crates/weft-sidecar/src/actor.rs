@@ -59,15 +59,23 @@ impl Actor {
     pub(crate) async fn run(mut self) {
         let mut dirty = true;
         let mut retry_stalled = false;
+        let mut failures = 0u32;
         loop {
             if dirty && self.pending.is_none() {
                 dirty = false;
-                if let Err(e) = self.step(std::mem::take(&mut retry_stalled)).await {
-                    tracing::warn!(instance = %self.id, error = %e, "workflow step failed; retrying");
-                    self.state = None;
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    dirty = true;
-                    continue;
+                match self.step(std::mem::take(&mut retry_stalled)).await {
+                    Ok(()) => failures = 0,
+                    Err(e) => {
+                        // Usually the store is unreachable: back off (100 ms … 5 s) and reload.
+                        failures = failures.saturating_add(1);
+                        let wait = Duration::from_millis(100 << failures.min(6))
+                            .min(Duration::from_secs(5));
+                        tracing::warn!(instance = %self.id, error = %e, retry_in = ?wait, "workflow step failed");
+                        self.state = None;
+                        tokio::time::sleep(wait).await;
+                        dirty = true;
+                        continue;
+                    }
                 }
             }
             let msg = if self.pending.is_none() {

@@ -31,17 +31,59 @@ impl Service {
         Ok(Response::new(instance_response(meta, with_payloads)))
     }
 
+    /// Waits (within the caller's deadline) until `pred` holds for the instance.
+    async fn wait_until(
+        &self,
+        limit: Option<std::time::Duration>,
+        id: &str,
+        pred: impl Fn(&InstanceMeta) -> bool,
+    ) -> std::result::Result<Option<InstanceMeta>, Status> {
+        within(limit, async { Ok(self.engine.wait_for(id, pred).await?) }).await
+    }
+
     async fn wait(
         &self,
-        req: GetInstanceRequest,
+        req: Request<GetInstanceRequest>,
         pred: impl Fn(&InstanceMeta) -> bool,
     ) -> Result<GetInstanceResponse> {
-        let meta = self.engine.wait_for(&req.instance_id, pred).await?;
+        let limit = deadline(&req);
+        let req = req.into_inner();
+        let meta = self.wait_until(limit, &req.instance_id, pred).await?;
         Ok(Response::new(instance_response(
             meta,
             req.get_inputs_and_outputs,
         )))
     }
+}
+
+/// The caller's deadline from the `grpc-timeout` header (`<digits><H|M|S|m|u|n>`).
+fn deadline<T>(req: &Request<T>) -> Option<std::time::Duration> {
+    let v = req.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = num.parse().ok()?;
+    use std::time::Duration as D;
+    Some(match unit {
+        "H" => D::from_secs(n.saturating_mul(3600)),
+        "M" => D::from_secs(n.saturating_mul(60)),
+        "S" => D::from_secs(n),
+        "m" => D::from_millis(n),
+        "u" => D::from_micros(n),
+        "n" => D::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Runs a long poll within the caller's deadline and ends it as `DEADLINE_EXCEEDED` just before
+/// tonic's own timeout would end it as `CANCELLED` (the SDKs map only the former to a timeout).
+async fn within<T>(
+    limit: Option<std::time::Duration>,
+    fut: impl std::future::Future<Output = std::result::Result<T, Status>>,
+) -> std::result::Result<T, Status> {
+    let Some(limit) = limit else { return fut.await };
+    let early = limit.saturating_sub(std::time::Duration::from_millis(5));
+    tokio::time::timeout(early, fut)
+        .await
+        .unwrap_or_else(|_| Err(Status::deadline_exceeded("deadline exceeded while waiting")))
 }
 
 /// The wire `WorkflowState` of an instance row.
@@ -95,6 +137,7 @@ impl TaskHubSidecarService for Service {
         &self,
         req: Request<CreateInstanceRequest>,
     ) -> Result<CreateInstanceResponse> {
+        let limit = deadline(&req);
         let r = req.into_inner();
         // JS sends epoch 0 for "now"; only a future time schedules the start.
         let scheduled = r.scheduled_start_timestamp.as_ref().map(to_micros);
@@ -112,8 +155,7 @@ impl TaskHubSidecarService for Service {
             .await?;
         if wait {
             // Dapr semantics: a plain start returns once the first turn has run.
-            self.engine
-                .wait_for(&id, |m| m.status != RuntimeStatus::Pending)
+            self.wait_until(limit, &id, |m| m.status != RuntimeStatus::Pending)
                 .await?;
         }
         Ok(Response::new(CreateInstanceResponse { instance_id: id }))
@@ -128,16 +170,14 @@ impl TaskHubSidecarService for Service {
         &self,
         req: Request<GetInstanceRequest>,
     ) -> Result<GetInstanceResponse> {
-        self.wait(req.into_inner(), |m| m.status != RuntimeStatus::Pending)
-            .await
+        self.wait(req, |m| m.status != RuntimeStatus::Pending).await
     }
 
     async fn wait_for_instance_completion(
         &self,
         req: Request<GetInstanceRequest>,
     ) -> Result<GetInstanceResponse> {
-        self.wait(req.into_inner(), |m| m.status.is_terminal())
-            .await
+        self.wait(req, |m| m.status.is_terminal()).await
     }
 
     async fn raise_event(&self, req: Request<RaiseEventRequest>) -> Result<RaiseEventResponse> {
@@ -152,35 +192,35 @@ impl TaskHubSidecarService for Service {
         &self,
         req: Request<TerminateRequest>,
     ) -> Result<TerminateResponse> {
+        let limit = deadline(&req);
         let r = req.into_inner();
         self.engine
             .terminate(&r.instance_id, r.output, r.recursive)
             .await?;
-        self.engine
-            .wait_for(&r.instance_id, |m| m.status.is_terminal())
+        self.wait_until(limit, &r.instance_id, |m| m.status.is_terminal())
             .await?;
         Ok(Response::new(TerminateResponse {}))
     }
 
     async fn suspend_instance(&self, req: Request<SuspendRequest>) -> Result<SuspendResponse> {
+        let limit = deadline(&req);
         let r = req.into_inner();
         self.engine.suspend(&r.instance_id, r.reason).await?;
-        self.engine
-            .wait_for(&r.instance_id, |m| {
-                m.status == RuntimeStatus::Suspended || m.status.is_terminal()
-            })
-            .await?;
+        self.wait_until(limit, &r.instance_id, |m| {
+            m.status == RuntimeStatus::Suspended || m.status.is_terminal()
+        })
+        .await?;
         Ok(Response::new(SuspendResponse {}))
     }
 
     async fn resume_instance(&self, req: Request<ResumeRequest>) -> Result<ResumeResponse> {
+        let limit = deadline(&req);
         let r = req.into_inner();
         if self.engine.resume(&r.instance_id, r.reason).await? {
-            self.engine
-                .wait_for(&r.instance_id, |m| {
-                    m.status == RuntimeStatus::Running || m.status.is_terminal()
-                })
-                .await?;
+            self.wait_until(limit, &r.instance_id, |m| {
+                m.status == RuntimeStatus::Running || m.status.is_terminal()
+            })
+            .await?;
         }
         Ok(Response::new(ResumeResponse {}))
     }

@@ -34,6 +34,25 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// The same error again, for answering every member of a batch whose transaction failed.
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Self::Conflict {
+                instance_id,
+                expected,
+            } => Self::Conflict {
+                instance_id: instance_id.clone(),
+                expected: *expected,
+            },
+            Self::AlreadyExists(id) => Self::AlreadyExists(id.clone()),
+            Self::NotFound(id) => Self::NotFound(id.clone()),
+            Self::Unavailable(m) => Self::Unavailable(m.clone()),
+            Self::Corrupt(m) => Self::Corrupt(m.clone()),
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The durable state of workflows. Every method is one atomic unit: it commits fully or not at all.

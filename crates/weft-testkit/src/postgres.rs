@@ -27,8 +27,17 @@ pub enum TestkitError {
 
 type Result<T, E = TestkitError> = std::result::Result<T, E>;
 
-/// The directory holding `initdb` and `pg_ctl`: PATH first, then Debian's versioned directories.
+/// Overrides where the PostgreSQL binaries are looked for (a directory without them counts as
+/// "PostgreSQL not installed", which is how the SKIP / CI-failure path is exercised).
+pub const PG_BIN_DIR_ENV: &str = "WEFT_TEST_PG_BIN_DIR";
+
+/// The directory holding `initdb` and `pg_ctl`: `WEFT_TEST_PG_BIN_DIR`, else PATH, else Debian's
+/// versioned directories.
 pub fn postgres_bin_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os(PG_BIN_DIR_ENV) {
+        let dir = PathBuf::from(dir);
+        return (dir.join("initdb").is_file() && dir.join("pg_ctl").is_file()).then_some(dir);
+    }
     let on_path = std::env::var_os("PATH").and_then(|p| {
         std::env::split_paths(&p).find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
     });
@@ -308,13 +317,42 @@ fn with_database(url: &str, db: &str) -> String {
     }
 }
 
-/// A fresh, empty database for one test.
+/// A fresh, empty database for one test. On a user's server (`WEFT_TEST_DATABASE_URL`) it is
+/// dropped again when this value is dropped; a throwaway server just disappears at exit.
 #[derive(Debug)]
 pub struct TestDb {
     /// Where the database lives; pass it to the store.
     pub url: String,
     /// The server, when it is our throwaway one (None with `WEFT_TEST_DATABASE_URL`).
     pub server: Option<&'static PgServer>,
+    /// (admin URL, database name) to drop on a user's server.
+    cleanup: Option<(String, String)>,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.cleanup.take() else {
+            return;
+        };
+        // Drop may run inside a runtime, so use a thread with its own small runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+                    .await
+                    .ok()?;
+                tokio::spawn(conn);
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
 }
 
 static SHARED: OnceLock<std::result::Result<PgServer, String>> = OnceLock::new();
@@ -340,6 +378,7 @@ pub async fn test_database() -> Option<TestDb> {
         return Some(TestDb {
             url: with_database(&admin, &name),
             server: None,
+            cleanup: Some((admin, name)),
         });
     }
     if postgres_bin_dir().is_none() {
@@ -368,6 +407,7 @@ pub async fn test_database() -> Option<TestDb> {
         Ok(url) => Some(TestDb {
             url,
             server: Some(server),
+            cleanup: None,
         }),
         Err(e) => panic!("creating a test database failed: {e}"),
     }

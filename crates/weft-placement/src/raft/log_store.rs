@@ -142,7 +142,7 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
                 .map_err(io_err)?;
             let last = match last {
                 Some(s) => Some(serde_json::from_str::<Entry>(&s).map_err(io_err)?.log_id),
-                None => purged.clone(),
+                None => purged,
             };
             Ok(LogState {
                 last_purged_log_id: purged,
@@ -157,7 +157,7 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        let vote = vote.clone();
+        let vote = *vote;
         blocking(&self.conn, move |c| set_meta(c, "vote", &vote)).await
     }
 
@@ -172,14 +172,23 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
         .await
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
         let rows: Vec<(i64, String)> = entries
             .into_iter()
-            .map(|e| Ok((e.log_id.index as i64, serde_json::to_string(&e).map_err(io_err)?)))
+            .map(|e| {
+                Ok((
+                    e.log_id.index as i64,
+                    serde_json::to_string(&e).map_err(io_err)?,
+                ))
+            })
             .collect::<io::Result<_>>()?;
         let res = blocking(&self.conn, move |c| {
             let tx = c.transaction().map_err(io_err)?;

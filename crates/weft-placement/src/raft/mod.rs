@@ -52,11 +52,12 @@ pub struct RaftTuning {
 
 impl Default for RaftTuning {
     fn default() -> Self {
-        // Short timeouts: a leader loss must be repaired well within the 2 s budget.
+        // Short timeouts: a leader loss must be repaired well within the 2 s budget. The lease
+        // (= election_max) plus one election round dominates failover time.
         Self {
-            heartbeat: Duration::from_millis(100),
-            election_min: Duration::from_millis(400),
-            election_max: Duration::from_millis(800),
+            heartbeat: Duration::from_millis(75),
+            election_min: Duration::from_millis(250),
+            election_max: Duration::from_millis(500),
             snapshot_every: 500,
             keep_logs: 200,
         }
@@ -84,11 +85,19 @@ pub struct RaftView {
     pub initialized: bool,
 }
 
+/// Who leads, as far as this node knows; changes far less often than [`RaftView`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Leadership {
+    pub is_leader: bool,
+    pub leader: Option<(NodeId, String)>,
+}
+
 /// Facade over the openraft node.
 #[derive(Clone)]
 pub struct RaftNode {
     raft: PlacementRaft,
     view: watch::Receiver<RaftView>,
+    leadership: watch::Receiver<Leadership>,
     publisher: TablePublisher,
     sm: StateMachine,
 }
@@ -186,11 +195,23 @@ impl RaftNode {
         .await
         .map_err(|e| PlacementError::Raft(e.to_string()))?;
         let mut metrics = raft.metrics();
-        let (tx, view) = watch::channel(view_of(&metrics.borrow_watched()));
+        let first = view_of(&metrics.borrow_watched());
+        let lead = |v: &RaftView| Leadership {
+            is_leader: v.is_leader,
+            leader: v.leader.clone(),
+        };
+        let (lead_tx, leadership) = watch::channel(lead(&first));
+        let (tx, view) = watch::channel(first);
         // Copy metrics into our own watch so callers never hold openraft's borrow across awaits.
         tokio::spawn(async move {
             while metrics.changed().await.is_ok() {
                 let v = view_of(&metrics.borrow_watched());
+                let l = lead(&v);
+                lead_tx.send_if_modified(|old| {
+                    let changed = *old != l;
+                    *old = l;
+                    changed
+                });
                 tx.send_if_modified(|old| {
                     let changed = *old != v;
                     *old = v;
@@ -201,6 +222,7 @@ impl RaftNode {
         Ok(Self {
             raft,
             view,
+            leadership,
             publisher,
             sm,
         })
@@ -216,6 +238,10 @@ impl RaftNode {
 
     pub fn watch_view(&self) -> watch::Receiver<RaftView> {
         self.view.clone()
+    }
+
+    pub fn watch_leadership(&self) -> watch::Receiver<Leadership> {
+        self.leadership.clone()
     }
 
     pub fn publisher(&self) -> &TablePublisher {
@@ -266,7 +292,9 @@ impl RaftNode {
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
             .await
             .map_err(write_error)?;
-        Ok(r.membership.map(|m| m.voter_ids().collect()).unwrap_or_default())
+        Ok(r.membership
+            .map(|m| m.voter_ids().collect())
+            .unwrap_or_default())
     }
 
     /// Removes a placement node from the voters and forgets it.
@@ -276,7 +304,9 @@ impl RaftNode {
             .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
             .await
             .map_err(write_error)?;
-        Ok(r.membership.map(|m| m.voter_ids().collect()).unwrap_or_default())
+        Ok(r.membership
+            .map(|m| m.voter_ids().collect())
+            .unwrap_or_default())
     }
 
     pub async fn shutdown(&self) {

@@ -7,12 +7,12 @@ use crate::proto::raft::{
     raft_client::RaftClient,
     raft_server::{Raft as RaftService, RaftServer},
 };
+use openraft::BasicNode;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 use serde::{Serialize, de::DeserializeOwned};
 use std::future::Future;
 use std::time::Duration;
@@ -99,10 +99,9 @@ impl PeerClient {
         let client = self.client()?;
         let reply = match tokio::time::timeout(ttl, f(client, request)).await {
             Err(_) => {
-                return Err(RPCError::Unreachable(Unreachable::new(&WireError(format!(
-                    "raft rpc to node {} timed out",
-                    self.target
-                )))));
+                return Err(RPCError::Unreachable(Unreachable::new(&WireError(
+                    format!("raft rpc to node {} timed out", self.target),
+                ))));
             }
             Ok(Err(s)) => return Err(status_to_rpc(s)),
             Ok(Ok(r)) => r.into_inner(),
@@ -143,8 +142,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, option.hard_ttl(), |mut c, r| async move { c.vote(r).await })
-            .await
+        self.call(&rpc, option.hard_ttl(), |mut c, r| async move {
+            c.vote(r).await
+        })
+        .await
     }
 
     async fn pre_vote(

@@ -5,9 +5,9 @@ use super::log_store::{blocking, io_err, open_db};
 use super::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::table::{CommandResult, MemberTable};
 use futures::{Stream, StreamExt};
+use openraft::EntryPayload;
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
-use openraft::EntryPayload;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -120,7 +120,11 @@ impl StateMachine {
 
     /// The table as applied on this node.
     pub fn table(&self) -> MemberTable {
-        self.data.lock().unwrap_or_else(|p| p.into_inner()).table.clone()
+        self.data
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .table
+            .clone()
     }
 
     async fn persist(&self, d: SmData) -> io::Result<()> {
@@ -135,7 +139,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let d = self.data.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let data = serde_json::to_vec(&d.table).map_err(io_err)?;
         let meta = SnapshotMeta {
-            last_log_id: d.last_applied.clone(),
+            last_log_id: d.last_applied,
             last_membership: d.last_membership.clone(),
         };
         let stored = StoredSnapshot {
@@ -156,7 +160,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let d = self.data.lock().unwrap_or_else(|p| p.into_inner());
-        Ok((d.last_applied.clone(), d.last_membership.clone()))
+        Ok((d.last_applied, d.last_membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -188,7 +192,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         r
                     }
                     EntryPayload::Membership(m) => {
-                        d.last_membership = StoredMembership::new(Some(log_id.clone()), m.clone());
+                        d.last_membership = StoredMembership::new(Some(log_id), m.clone());
                         CommandResult {
                             version: d.table.version,
                             changed: false,
@@ -216,10 +220,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
         let table: MemberTable = serde_json::from_slice(&snapshot).map_err(io_err)?;
         let d = SmData {
-            last_applied: meta.last_log_id.clone(),
+            last_applied: meta.last_log_id,
             last_membership: meta.last_membership.clone(),
             table: table.clone(),
         };
@@ -243,10 +251,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let s: Option<StoredSnapshot> = blocking(&self.conn, |c| {
             let s: Option<String> = c
-                .query_row("SELECT data FROM sm_snapshot WHERE id = 1", [], |r| r.get(0))
+                .query_row("SELECT data FROM sm_snapshot WHERE id = 1", [], |r| {
+                    r.get(0)
+                })
                 .optional()
                 .map_err(io_err)?;
-            s.map(|s| serde_json::from_str(&s).map_err(io_err)).transpose()
+            s.map(|s| serde_json::from_str(&s).map_err(io_err))
+                .transpose()
         })
         .await?;
         Ok(s.map(|s| Snapshot {

@@ -18,7 +18,10 @@ pub struct Cluster {
 pub async fn eventually<F: FnMut() -> bool>(what: &str, within: Duration, mut cond: F) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < within, "timed out after {within:?} waiting for {what}");
+        assert!(
+            start.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -53,7 +56,11 @@ pub async fn start_cluster(n: usize, liveness: Duration) -> Cluster {
     // Highest id first: the initialising node (lowest id) then finds its peers serving.
     for (i, l) in listeners.into_iter().enumerate().rev() {
         let id = i as u64 + 1;
-        let mut cfg = NodeConfig::new(id, l.local_addr().unwrap(), dir.path().join(format!("n{id}")));
+        let mut cfg = NodeConfig::new(
+            id,
+            l.local_addr().unwrap(),
+            dir.path().join(format!("n{id}")),
+        );
         cfg.initial_cluster = initial.clone();
         cfg.liveness_timeout = liveness;
         cfg.tuning = RaftTuning::default();

@@ -3,9 +3,11 @@
 
 mod cases;
 mod concurrency;
+mod lifecycle;
 
 pub use cases::*;
 pub use concurrency::*;
+pub use lifecycle::*;
 
 use async_trait::async_trait;
 use weft_core::{InstanceMeta, Micros, RuntimeStatus};
@@ -50,7 +52,9 @@ macro_rules! conformance_tests {
             list_paging_and_filters,
             concurrent_checkpoints_on_different_instances,
             checkpoint_batch_isolates_a_conflict,
+            racing_batches_settle_each_instance_once,
             create_reuse_policies,
+            concurrent_creates_one_wins,
             scheduled_start_becomes_reminder,
             payloads_round_trip_exactly,
         );

@@ -16,7 +16,6 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::broadcast;
 use tokio_postgres::NoTls;
-use tokio_postgres::error::SqlState;
 use weft_core::{InstanceMeta, Micros};
 use weft_proto::durabletask::HistoryEvent;
 
@@ -78,9 +77,7 @@ impl PgErr {
                     let msg = format!("postgres {}: {}", db.code().code(), db.message());
                     let class = &db.code().code()[..2];
                     // data exceptions / integrity / schema problems will not heal by retrying
-                    if matches!(class, "22" | "23" | "42")
-                        && *db.code() != SqlState::UNDEFINED_TABLE
-                    {
+                    if matches!(class, "22" | "23" | "42") {
                         StoreError::Corrupt(msg)
                     } else {
                         StoreError::Unavailable(msg)
@@ -267,6 +264,17 @@ macro_rules! read {
     }};
 }
 
+/// Applies migrations on a connection of their own: closing it releases the advisory lock even
+/// if we fail half-way.
+async fn migrate_once(cfg: &tokio_postgres::Config) -> R<()> {
+    let (mut client, conn) = cfg.connect(NoTls).await?;
+    let driver = tokio::spawn(conn);
+    let migrated = schema::migrate(&mut client).await;
+    drop(client);
+    let _ = driver.await;
+    migrated
+}
+
 impl PgStore {
     /// Connects with default options, applying migrations first.
     pub async fn connect(url: &str) -> Result<Self> {
@@ -284,16 +292,27 @@ impl PgStore {
         if cfg.get_application_name().is_none() {
             cfg.application_name("weft");
         }
-        // Migrations on their own connection: closing it releases the advisory lock for sure.
-        let (mut client, conn) = cfg
-            .connect(NoTls)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("connecting to {redacted}: {e}")))?;
-        let driver = tokio::spawn(conn);
-        let migrated = schema::migrate(&mut client).await;
-        drop(client);
-        let _ = driver.await;
-        migrated.map_err(PgErr::into_store)?;
+        // Starting before the database is up is normal (containers): keep trying for `retry_for`.
+        let deadline = tokio::time::Instant::now() + opts.retry_for;
+        let mut backoff = RETRY_MIN;
+        loop {
+            match migrate_once(&cfg).await {
+                Ok(()) => break,
+                Err(e) if e.retryable() && tokio::time::Instant::now() + backoff < deadline => {
+                    tracing::warn!(url = %redacted, error = ?e, "database not reachable yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+                Err(e) => {
+                    return Err(match e.into_store() {
+                        StoreError::Unavailable(m) => {
+                            StoreError::Unavailable(format!("connecting to {redacted}: {m}"))
+                        }
+                        other => other,
+                    });
+                }
+            }
+        }
 
         let mgr = Manager::from_config(
             cfg.clone(),
@@ -373,13 +392,14 @@ impl Store for PgStore {
                 .read_only(true)
                 .start()
                 .await?;
-            let Some(meta) = ops::get_meta(&tx, instance_id, false).await? else {
-                return Ok(None);
-            };
-            let history = ops::history(&tx, instance_id, meta.generation).await?;
-            let inbox = ops::inbox(&tx, instance_id).await?;
+            // Pipelined: the three reads travel together.
+            let (meta, history, inbox) = futures::try_join!(
+                ops::get_meta(&tx, instance_id, false),
+                ops::history(&tx, instance_id),
+                ops::inbox(&tx, instance_id)
+            )?;
             tx.commit().await?;
-            Ok(Some(LoadedInstance { meta, history, inbox }))
+            Ok(meta.map(|meta| LoadedInstance { meta, history, inbox }))
         })
     }
 
@@ -391,12 +411,12 @@ impl Store for PgStore {
                 .read_only(true)
                 .start()
                 .await?;
-            let Some(meta) = ops::get_meta(&tx, instance_id, false).await? else {
-                return Ok(None);
-            };
-            let history = ops::history(&tx, instance_id, meta.generation).await?;
+            let (meta, history) = futures::try_join!(
+                ops::get_meta(&tx, instance_id, false),
+                ops::history(&tx, instance_id)
+            )?;
             tx.commit().await?;
-            Ok(Some(history))
+            Ok(meta.map(|_| history))
         })
     }
 
@@ -439,9 +459,7 @@ impl Store for PgStore {
         });
         match res {
             Ok(results) => results,
-            Err(e) => (0..cps.len())
-                .map(|_| Err(StoreError::Unavailable(e.to_string())))
-                .collect(),
+            Err(e) => (0..cps.len()).map(|_| Err(e.duplicate())).collect(),
         }
     }
 
@@ -484,9 +502,7 @@ impl Store for PgStore {
         });
         match res {
             Ok(done) => done.into_iter().map(Ok).collect(),
-            Err(e) => (0..n)
-                .map(|_| Err(StoreError::Unavailable(e.to_string())))
-                .collect(),
+            Err(e) => (0..n).map(|_| Err(e.duplicate())).collect(),
         }
     }
 

@@ -19,6 +19,9 @@ const META_COLS: &str = "instance_id, name, status, execution_id, generation, in
      custom_status, failure, parent_instance_id, created_at, updated_at, started_at, \
      completed_at, scheduled_start_at, version";
 
+const INSERT_REMINDERS: &str = "INSERT INTO reminders (instance_id, generation, due_at, event) \
+     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[])";
+
 /// Page size when a `ListFilter` asks for 0.
 const DEFAULT_PAGE: usize = 100;
 
@@ -137,12 +140,7 @@ async fn insert_reminders(tx: &Transaction<'_>, rs: &[Reminder]) -> R<()> {
     let gens: Vec<i64> = rs.iter().map(|r| r.generation).collect();
     let due: Vec<i64> = rs.iter().map(|r| r.due_at).collect();
     let events: Vec<Vec<u8>> = rs.iter().map(|r| encode_event(&r.event)).collect();
-    let st = tx
-        .prepare_cached(
-            "INSERT INTO reminders (instance_id, generation, due_at, event) \
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[])",
-        )
-        .await?;
+    let st = tx.prepare_cached(INSERT_REMINDERS).await?;
     tx.execute(&st, &[&ids, &gens, &due, &events]).await?;
     Ok(())
 }
@@ -207,17 +205,20 @@ pub(crate) async fn create(
     Ok(outcome)
 }
 
+/// The history of the instance's current generation (empty if the instance is unknown); takes
+/// the generation from the row itself so it can be pipelined with the row read.
 pub(crate) async fn history(
     c: &impl deadpool_postgres::GenericClient,
     id: &str,
-    generation: i64,
 ) -> R<Vec<HistoryEvent>> {
     let st = c
         .prepare_cached(
-            "SELECT event FROM history WHERE instance_id = $1 AND generation = $2 ORDER BY seq",
+            "SELECT event FROM history WHERE instance_id = $1 \
+             AND generation = (SELECT generation FROM instances WHERE instance_id = $1) \
+             ORDER BY seq",
         )
         .await?;
-    let rows = c.query(&st, &[&id, &generation]).await?;
+    let rows = c.query(&st, &[&id]).await?;
     rows.iter()
         .map(|r| Ok(decode_event(&col::<Vec<u8>>(r, 0)?)?))
         .collect()
@@ -241,13 +242,15 @@ pub(crate) async fn inbox(
         .collect()
 }
 
-/// One checkpoint inside the caller's transaction. The fenced UPDATE runs first (and takes the
-/// row lock), so a conflict returns before anything was written and same-instance checkpoints
-/// serialise on the row.
+/// One checkpoint inside the caller's transaction. Its statements are pipelined (sent together,
+/// answered in order, one round trip); the fenced UPDATE goes first and takes the row lock, so
+/// same-instance checkpoints serialise on it. If it matched no row the caller's transaction is
+/// rolled back, so nothing the later statements did survives.
 pub(crate) async fn checkpoint(tx: &Transaction<'_>, cp: &Checkpoint, now: Micros) -> R<()> {
     let m = &cp.meta;
     let id = cp.instance_id.as_str();
-    let st = tx
+    // Prepared once per connection; after that these cost no round trip.
+    let update = tx
         .prepare_cached(
             "UPDATE instances SET name = $3, status = $4, execution_id = $5, generation = $6, \
              input = $7, output = $8, custom_status = $9, failure = $10, \
@@ -256,94 +259,115 @@ pub(crate) async fn checkpoint(tx: &Transaction<'_>, cp: &Checkpoint, now: Micro
              WHERE instance_id = $1 AND version = $2",
         )
         .await?;
-    let n = tx
-        .execute(
-            &st,
-            &[
-                &id,
-                &cp.expected_version,
-                &m.name,
-                &m.status.code(),
-                &m.execution_id,
-                &m.generation,
-                &bytes(&m.input),
-                &bytes(&m.output),
-                &bytes(&m.custom_status),
-                &m.failure,
-                &m.parent_instance_id,
-                &m.created_at,
-                &m.updated_at,
-                &m.started_at,
-                &m.completed_at,
-                &m.scheduled_start_at,
-            ],
+    let reset = tx
+        .prepare_cached("DELETE FROM history WHERE instance_id = $1")
+        .await?;
+    let append = tx
+        .prepare_cached(
+            "INSERT INTO history (instance_id, generation, seq, event) \
+             SELECT $1, $2, \
+                 (SELECT COALESCE(MAX(seq) + 1, 0) FROM history WHERE instance_id = $1) \
+                 + t.ord - 1, t.ev \
+             FROM unnest($3::bytea[]) WITH ORDINALITY AS t(ev, ord)",
         )
         .await?;
-    if n == 0 {
+    let consume = tx
+        .prepare_cached("DELETE FROM inbox WHERE instance_id = $1 AND seq = ANY($2::bigint[])")
+        .await?;
+    let cancel_tasks = tx
+        .prepare_cached("DELETE FROM activities WHERE instance_id = $1 AND generation < $2")
+        .await?;
+    let cancel_timers = tx
+        .prepare_cached("DELETE FROM reminders WHERE instance_id = $1 AND generation < $2")
+        .await?;
+    // Upsert: a task ID re-used by a newer generation replaces the stale task.
+    let schedule = tx
+        .prepare_cached(
+            "INSERT INTO activities (instance_id, task_id, generation, request) \
+             SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[]) \
+             ON CONFLICT (instance_id, task_id) DO UPDATE \
+             SET generation = excluded.generation, request = excluded.request",
+        )
+        .await?;
+    let timers = tx.prepare_cached(INSERT_REMINDERS).await?;
+
+    let (input, output, custom) = (bytes(&m.input), bytes(&m.output), bytes(&m.custom_status));
+    let status = m.status.code();
+    let update_args: [&(dyn ToSql + Sync); 16] = [
+        &id,
+        &cp.expected_version,
+        &m.name,
+        &status,
+        &m.execution_id,
+        &m.generation,
+        &input,
+        &output,
+        &custom,
+        &m.failure,
+        &m.parent_instance_id,
+        &m.created_at,
+        &m.updated_at,
+        &m.started_at,
+        &m.completed_at,
+        &m.scheduled_start_at,
+    ];
+    let events: Vec<Vec<u8>> = cp.append.iter().map(encode_event).collect();
+    // A terminal instance drops everything; otherwise only older generations' leftovers.
+    let below = if m.status.is_terminal() {
+        i64::MAX
+    } else {
+        m.generation
+    };
+    let a = &cp.new_activities;
+    let task_ids: Vec<&str> = a.iter().map(|t| t.instance_id.as_str()).collect();
+    let tasks: Vec<i32> = a.iter().map(|t| t.task_id).collect();
+    let task_gens: Vec<i64> = a.iter().map(|t| t.generation).collect();
+    let reqs: Vec<&[u8]> = a.iter().map(|t| t.request.as_slice()).collect();
+    let r = &cp.new_reminders;
+    let timer_ids: Vec<&str> = r.iter().map(|t| t.instance_id.as_str()).collect();
+    let timer_gens: Vec<i64> = r.iter().map(|t| t.generation).collect();
+    let due: Vec<i64> = r.iter().map(|t| t.due_at).collect();
+    let timer_events: Vec<Vec<u8>> = r.iter().map(|t| encode_event(&t.event)).collect();
+
+    let id_arg: [&(dyn ToSql + Sync); 1] = [&id];
+    let append_args: [&(dyn ToSql + Sync); 3] = [&id, &m.generation, &events];
+    let consume_args: [&(dyn ToSql + Sync); 2] = [&id, &cp.consumed_inbox];
+    let cancel_args: [&(dyn ToSql + Sync); 2] = [&id, &below];
+    let schedule_args: [&(dyn ToSql + Sync); 4] = [&task_ids, &tasks, &task_gens, &reqs];
+    let timer_args: [&(dyn ToSql + Sync); 4] = [&timer_ids, &timer_gens, &due, &timer_events];
+
+    // Futures are polled (so sent) in this order, and the server runs them in that order.
+    let mut batch = vec![tx.execute(&update, &update_args)];
+    if cp.reset_history {
+        batch.push(tx.execute(&reset, &id_arg));
+    }
+    if !events.is_empty() {
+        batch.push(tx.execute(&append, &append_args));
+    }
+    if !cp.consumed_inbox.is_empty() {
+        batch.push(tx.execute(&consume, &consume_args));
+    }
+    if cp.cancel_pending {
+        batch.push(tx.execute(&cancel_tasks, &cancel_args));
+        batch.push(tx.execute(&cancel_timers, &cancel_args));
+    }
+    if !a.is_empty() {
+        batch.push(tx.execute(&schedule, &schedule_args));
+    }
+    if !r.is_empty() {
+        batch.push(tx.execute(&timers, &timer_args));
+    }
+    let mut results = futures::future::join_all(batch).await.into_iter();
+    if results.next().transpose()? != Some(1) {
         return Err(StoreError::Conflict {
             instance_id: id.to_string(),
             expected: cp.expected_version,
         }
         .into());
     }
-    if cp.reset_history {
-        let st = tx
-            .prepare_cached("DELETE FROM history WHERE instance_id = $1")
-            .await?;
-        tx.execute(&st, &[&id]).await?;
+    for r in results {
+        r?;
     }
-    if !cp.append.is_empty() {
-        let events: Vec<Vec<u8>> = cp.append.iter().map(encode_event).collect();
-        let st = tx
-            .prepare_cached(
-                "INSERT INTO history (instance_id, generation, seq, event) \
-                 SELECT $1, $2, \
-                     (SELECT COALESCE(MAX(seq) + 1, 0) FROM history WHERE instance_id = $1) \
-                     + t.ord - 1, t.ev \
-                 FROM unnest($3::bytea[]) WITH ORDINALITY AS t(ev, ord)",
-            )
-            .await?;
-        tx.execute(&st, &[&id, &m.generation, &events]).await?;
-    }
-    if !cp.consumed_inbox.is_empty() {
-        let st = tx
-            .prepare_cached("DELETE FROM inbox WHERE instance_id = $1 AND seq = ANY($2::bigint[])")
-            .await?;
-        tx.execute(&st, &[&id, &cp.consumed_inbox]).await?;
-    }
-    if cp.cancel_pending {
-        // A terminal instance drops everything; otherwise only older generations' leftovers.
-        let below = if m.status.is_terminal() {
-            i64::MAX
-        } else {
-            m.generation
-        };
-        for sql in [
-            "DELETE FROM activities WHERE instance_id = $1 AND generation < $2",
-            "DELETE FROM reminders WHERE instance_id = $1 AND generation < $2",
-        ] {
-            let st = tx.prepare_cached(sql).await?;
-            tx.execute(&st, &[&id, &below]).await?;
-        }
-    }
-    if !cp.new_activities.is_empty() {
-        let a = &cp.new_activities;
-        let ids: Vec<&str> = a.iter().map(|t| t.instance_id.as_str()).collect();
-        let tasks: Vec<i32> = a.iter().map(|t| t.task_id).collect();
-        let gens: Vec<i64> = a.iter().map(|t| t.generation).collect();
-        let reqs: Vec<&[u8]> = a.iter().map(|t| t.request.as_slice()).collect();
-        // Upsert: a task ID re-used by a newer generation replaces the stale task.
-        let st = tx
-            .prepare_cached(
-                "INSERT INTO activities (instance_id, task_id, generation, request) \
-                 SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[]) \
-                 ON CONFLICT (instance_id, task_id) DO UPDATE \
-                 SET generation = excluded.generation, request = excluded.request",
-            )
-            .await?;
-        tx.execute(&st, &[&ids, &tasks, &gens, &reqs]).await?;
-    }
-    insert_reminders(tx, &cp.new_reminders).await?;
     for out in &cp.outbound {
         match out {
             Outbound::Deliver { instance_id, event } => {

@@ -171,3 +171,27 @@ async fn survives_a_server_restart() {
     assert_eq!(inbox[1], raised("before", 1));
     assert_eq!(inbox[2], raised("during", 2));
 }
+
+#[tokio::test]
+async fn unreachable_database_fails_after_retry_for_without_leaking_the_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port(); // nothing listens here once the listener is dropped
+    let mut opts = PgOptions::new(format!("postgres://weft:hunter2@127.0.0.1:{port}/weft"));
+    opts.retry_for = Duration::from_millis(300);
+    let started = Instant::now();
+    let err = PgStore::connect_with(opts.clone()).await.unwrap_err();
+    assert!(
+        started.elapsed() >= Duration::from_millis(100),
+        "it retried"
+    );
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{msg}");
+    assert!(
+        !msg.contains("hunter2") && msg.contains("weft:***@"),
+        "{msg}"
+    );
+    assert!(!format!("{opts:?}").contains("hunter2"));
+}

@@ -232,9 +232,7 @@ impl Store for SqliteStore {
         match res {
             Ok(results) => results,
             // The whole transaction failed: nothing of any member was committed.
-            Err(e) => (0..n)
-                .map(|_| Err(StoreError::Unavailable(e.to_string())))
-                .collect(),
+            Err(e) => (0..n).map(|_| Err(e.duplicate())).collect(),
         }
     }
 
@@ -271,9 +269,7 @@ impl Store for SqliteStore {
             .await;
         match res {
             Ok(done) => done.into_iter().map(Ok).collect(),
-            Err(e) => (0..n)
-                .map(|_| Err(StoreError::Unavailable(e.to_string())))
-                .collect(),
+            Err(e) => (0..n).map(|_| Err(e.duplicate())).collect(),
         }
     }
 

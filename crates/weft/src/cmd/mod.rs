@@ -27,6 +27,10 @@ pub enum Command {
     Sidecar(sidecar::SidecarArgs),
     /// Manage workflow instances through a sidecar's HTTP API.
     Workflow(workflow::WorkflowArgs),
+    /// Run a placement node (raft member that replicates the actor placement table).
+    Placement(weft_placement::cli::PlacementArgs),
+    /// Inspect and change the placement cluster (status, add-node, remove-node).
+    Cluster(weft_placement::cli::ClusterArgs),
 }
 
 /// Logs go to stderr (stdout carries the ready line and command output); `RUST_LOG` filters.
@@ -54,5 +58,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dev(args) => dev::run(args).await,
         Command::Sidecar(args) => sidecar::run(args).await,
         Command::Workflow(args) => workflow::run(args).await,
+        Command::Placement(args) => weft_placement::cli::run_placement(args).await,
+        Command::Cluster(args) => weft_placement::cli::run_cluster(args).await,
     }
 }

@@ -1,0 +1,123 @@
+//! The system under test: a store (SQLite file or PostgreSQL) with its commit counter, and an
+//! in-process sidecar started with `weft_sidecar::serve` on ephemeral ports.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use weft_proto::durabletask::task_hub_sidecar_service_client::TaskHubSidecarServiceClient as Client;
+use weft_sidecar::{EngineConfig, SidecarConfig};
+use weft_store::{PgStore, SqliteStore, Store};
+
+/// A store the benchmark can read the commit counter of.
+#[derive(Clone, Debug)]
+pub enum BenchStore {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl BenchStore {
+    /// A SQLite database file (WAL, `synchronous=FULL`) at `path`.
+    pub fn sqlite(path: &Path) -> anyhow::Result<Self> {
+        let s = SqliteStore::open(path).with_context(|| format!("opening {}", path.display()))?;
+        Ok(Self::Sqlite(s))
+    }
+
+    /// A PostgreSQL database (migrated on connect).
+    pub async fn postgres(url: &str) -> anyhow::Result<Self> {
+        let s = PgStore::connect(url)
+            .await
+            .with_context(|| format!("connecting to {}", weft_store::redact_url(url)))?;
+        Ok(Self::Postgres(s))
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Write transactions committed through this handle so far.
+    pub fn commit_count(&self) -> u64 {
+        match self {
+            Self::Sqlite(s) => s.commit_count(),
+            Self::Postgres(s) => s.commit_count(),
+        }
+    }
+
+    fn dyn_store(&self) -> Arc<dyn Store> {
+        match self {
+            Self::Sqlite(s) => Arc::new(s.clone()),
+            Self::Postgres(s) => Arc::new(s.clone()),
+        }
+    }
+}
+
+/// A running in-process sidecar and a client connection to it. Dropping it shuts the sidecar
+/// down; [`Sidecar::stop`] also waits (boundedly) for the servers to finish.
+pub struct Sidecar {
+    pub store: BenchStore,
+    /// For starting and querying instances.
+    pub client: Client<Channel>,
+    /// Where the gRPC API listens (for extra connections, e.g. the worker's).
+    pub grpc_url: String,
+    shutdown: CancellationToken,
+    done: Option<tokio::task::JoinHandle<Result<(), std::io::Error>>>,
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Sidecar {
+    pub async fn start(store: BenchStore) -> anyhow::Result<Self> {
+        let cfg = SidecarConfig {
+            grpc_addr: "127.0.0.1:0".parse()?,
+            http_addr: "127.0.0.1:0".parse()?,
+            api_token: None,
+            engine: EngineConfig::default(),
+        };
+        let shutdown = CancellationToken::new();
+        let running = weft_sidecar::serve(store.dyn_store(), cfg, shutdown.clone())
+            .await
+            .context("starting the sidecar")?;
+        let grpc_url = format!("http://{}", running.grpc_addr);
+        let client = Self::connect_to(&grpc_url).await?;
+        Ok(Self {
+            store,
+            client,
+            grpc_url,
+            shutdown,
+            done: Some(running.done),
+        })
+    }
+
+    /// A new HTTP/2 connection to the sidecar.
+    pub async fn connect(&self) -> anyhow::Result<Client<Channel>> {
+        Self::connect_to(&self.grpc_url).await
+    }
+
+    async fn connect_to(url: &str) -> anyhow::Result<Client<Channel>> {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        Ok(Client::new(channel))
+    }
+
+    /// Shuts the sidecar down and waits up to five seconds for its servers to stop.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(done) = self.done.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), done).await;
+        }
+    }
+}

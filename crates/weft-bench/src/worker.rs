@@ -1,0 +1,278 @@
+//! The benchmark's worker: a minimal, hand-written durabletask worker (no SDK) on one
+//! `GetWorkItems` stream.
+//!
+//! Every workflow is the same sequential loop of `steps` activities. For a workflow work item the
+//! worker counts `TaskScheduled` (its own earlier actions, in `pastEvents`) and `TaskCompleted`
+//! (in `pastEvents` + `newEvents`) and answers, as a replaying SDK would:
+//!
+//! - an activity still outstanding → no new actions;
+//! - fewer than `steps` completed → `scheduleTask` with ID `completed + 1` (the n-th scheduled
+//!   activity has ID n, matching the `eventId` the engine gives its `TaskScheduled`);
+//! - otherwise → `completeWorkflow` COMPLETED with ID `steps + 1`.
+//!
+//! Activities return immediately. Each work item is answered by its own task, at most
+//! `concurrency` at once, so many completion RPCs are in flight and the engine's group commit can
+//! batch them. A workflow whose completion RPC succeeded is reported as [`Notice::Completed`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use weft_proto::durabletask::history_event::EventType;
+use weft_proto::durabletask::task_hub_sidecar_service_client::TaskHubSidecarServiceClient as Client;
+use weft_proto::durabletask::workflow_action::WorkflowActionType;
+use weft_proto::durabletask::{
+    ActivityRequest, ActivityResponse, CompleteWorkflowAction, GetWorkItemsRequest,
+    OrchestrationStatus, ScheduleTaskAction, WorkflowAction, WorkflowRequest, WorkflowResponse,
+    work_item,
+};
+
+/// What the worker tells the driver.
+#[derive(Debug)]
+pub enum Notice {
+    /// The engine accepted the `completeWorkflow` action of this instance (it is committed).
+    Completed { instance_id: String, at: Instant },
+    /// Something went wrong; the benchmark must stop with this message.
+    Failed(String),
+}
+
+/// A running worker. Dropping it stops the stream loop.
+pub struct Worker {
+    notices: mpsc::UnboundedReceiver<Notice>,
+    cancel: CancellationToken,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Worker {
+    /// Opens the work-item stream (the hub queues anything pushed before it is read) and starts
+    /// answering items with at most `concurrency` completion RPCs in flight.
+    pub async fn start(
+        mut client: Client<Channel>,
+        steps: u32,
+        concurrency: usize,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(steps >= 1, "a workflow needs at least one step");
+        let stream = client
+            .get_work_items(GetWorkItemsRequest::default())
+            .await?
+            .into_inner();
+        let (tx, notices) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        tokio::spawn(run(
+            client,
+            stream,
+            steps,
+            concurrency.max(1),
+            tx,
+            cancel.clone(),
+        ));
+        Ok(Self { notices, cancel })
+    }
+
+    /// The next notice, or `None` once the worker has stopped.
+    pub async fn next(&mut self) -> Option<Notice> {
+        self.notices.recv().await
+    }
+
+    /// Consumes notices already waiting; fails on the first [`Notice::Failed`].
+    pub fn drain(&mut self) -> anyhow::Result<()> {
+        while let Ok(n) = self.notices.try_recv() {
+            if let Notice::Failed(e) = n {
+                anyhow::bail!("worker: {e}");
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn run(
+    client: Client<Channel>,
+    mut stream: tonic::Streaming<weft_proto::durabletask::WorkItem>,
+    steps: u32,
+    concurrency: usize,
+    tx: mpsc::UnboundedSender<Notice>,
+    cancel: CancellationToken,
+) {
+    let limit = Arc::new(Semaphore::new(concurrency));
+    loop {
+        let msg = tokio::select! {
+            _ = cancel.cancelled() => return,
+            m = stream.message() => m,
+        };
+        let request = match msg {
+            Ok(Some(item)) => item.request,
+            Ok(None) => {
+                if !cancel.is_cancelled() {
+                    let _ = tx.send(Notice::Failed("work-item stream closed".into()));
+                }
+                return;
+            }
+            Err(status) => {
+                if !cancel.is_cancelled() {
+                    let _ = tx.send(Notice::Failed(format!("work-item stream: {status}")));
+                }
+                return;
+            }
+        };
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => return,
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let mut c = client.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let notice = match request {
+                Some(work_item::Request::WorkflowRequest(r)) => on_workflow(&mut c, r, steps).await,
+                Some(work_item::Request::ActivityRequest(r)) => on_activity(&mut c, r).await,
+                Some(work_item::Request::HealthPing(_)) | None => None,
+            };
+            if let Some(n) = notice {
+                let _ = tx.send(n);
+            }
+        });
+    }
+}
+
+/// The actions a replaying SDK would return for this turn of the `steps`-activity loop.
+pub fn decide(req: &WorkflowRequest, steps: u32) -> Result<Vec<WorkflowAction>, String> {
+    let steps = steps as usize;
+    let is = |f: fn(&EventType) -> bool| {
+        move |e: &&weft_proto::durabletask::HistoryEvent| e.event_type.as_ref().is_some_and(f)
+    };
+    let scheduled = req
+        .past_events
+        .iter()
+        .filter(is(|t| matches!(t, EventType::TaskScheduled(_))))
+        .count();
+    let all = || req.past_events.iter().chain(req.new_events.iter());
+    let completed = all()
+        .filter(is(|t| matches!(t, EventType::TaskCompleted(_))))
+        .count();
+    if all().any(|e| matches!(e.event_type, Some(EventType::TaskFailed(_)))) {
+        return Err(format!("{}: an activity failed", req.instance_id));
+    }
+    let action = |id: usize, t: WorkflowActionType| WorkflowAction {
+        id: id as i32,
+        workflow_action_type: Some(t),
+        router: None,
+    };
+    Ok(if completed < scheduled {
+        vec![] // waiting for the outstanding activity
+    } else if completed < steps {
+        vec![action(
+            completed + 1,
+            WorkflowActionType::ScheduleTask(ScheduleTaskAction {
+                name: "step".into(),
+                input: Some(completed.to_string()),
+                ..Default::default()
+            }),
+        )]
+    } else {
+        vec![action(
+            steps + 1,
+            WorkflowActionType::CompleteWorkflow(CompleteWorkflowAction {
+                workflow_status: OrchestrationStatus::Completed as i32,
+                result: Some(completed.to_string()),
+                ..Default::default()
+            }),
+        )]
+    })
+}
+
+async fn on_workflow(c: &mut Client<Channel>, r: WorkflowRequest, steps: u32) -> Option<Notice> {
+    let actions = match decide(&r, steps) {
+        Ok(a) => a,
+        Err(e) => return Some(Notice::Failed(e)),
+    };
+    let completes = actions.iter().any(|a| {
+        matches!(
+            a.workflow_action_type,
+            Some(WorkflowActionType::CompleteWorkflow(_))
+        )
+    });
+    let resp = WorkflowResponse {
+        instance_id: r.instance_id.clone(),
+        actions,
+        ..Default::default()
+    };
+    match c.complete_orchestrator_task(resp).await {
+        Ok(_) if completes => Some(Notice::Completed {
+            instance_id: r.instance_id,
+            at: Instant::now(),
+        }),
+        Ok(_) => None,
+        Err(s) => Some(Notice::Failed(format!(
+            "CompleteOrchestratorTask({}): {s}",
+            r.instance_id
+        ))),
+    }
+}
+
+async fn on_activity(c: &mut Client<Channel>, r: ActivityRequest) -> Option<Notice> {
+    let instance_id = r
+        .workflow_instance
+        .map(|w| w.instance_id)
+        .unwrap_or_default();
+    let resp = ActivityResponse {
+        instance_id: instance_id.clone(),
+        task_id: r.task_id,
+        result: Some("1".into()),
+        ..Default::default()
+    };
+    match c.complete_activity_task(resp).await {
+        Ok(_) => None,
+        Err(s) => Some(Notice::Failed(format!(
+            "CompleteActivityTask({instance_id}/{}): {s}",
+            r.task_id
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_proto::durabletask::{HistoryEvent, TaskCompletedEvent, TaskScheduledEvent};
+
+    fn ev(t: EventType) -> HistoryEvent {
+        HistoryEvent {
+            event_id: -1,
+            event_type: Some(t),
+            ..Default::default()
+        }
+    }
+
+    fn ids(a: &[WorkflowAction]) -> Vec<i32> {
+        a.iter().map(|a| a.id).collect()
+    }
+
+    #[test]
+    fn schedules_one_step_at_a_time_then_completes() {
+        let sched = || ev(EventType::TaskScheduled(TaskScheduledEvent::default()));
+        let done = || ev(EventType::TaskCompleted(TaskCompletedEvent::default()));
+        let mut r = WorkflowRequest::default();
+        assert_eq!(ids(&decide(&r, 2).unwrap()), [1]);
+        r.past_events = vec![sched()];
+        assert!(decide(&r, 2).unwrap().is_empty(), "step 1 still running");
+        r.new_events = vec![done()];
+        assert_eq!(ids(&decide(&r, 2).unwrap()), [2]);
+        r.past_events = vec![sched(), done(), sched()];
+        r.new_events = vec![done()];
+        let last = decide(&r, 2).unwrap();
+        assert_eq!(ids(&last), [3]);
+        assert!(matches!(
+            last[0].workflow_action_type,
+            Some(WorkflowActionType::CompleteWorkflow(_))
+        ));
+    }
+}

@@ -1,0 +1,333 @@
+//! Multi-process placement tests: three real `weft placement` processes, killed with SIGKILL
+//! and restarted. Ports come from binding 127.0.0.1:0; every wait polls with a deadline.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use weft_placement::proto::placement::{
+    ClusterStatusRequest, ClusterStatusResponse, HostInfo,
+    placement_client::PlacementClient as PbClient,
+};
+use weft_placement::{ClientConfig, PlacementClient};
+
+struct Node {
+    id: u64,
+    addr: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+struct Cluster {
+    tmp: tempfile::TempDir,
+    nodes: Vec<Node>,
+    initial: String,
+    extra: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+impl Cluster {
+    fn start(extra: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let nodes: Vec<Node> = (1..=3u64)
+            .map(|id| Node {
+                id,
+                addr: format!("127.0.0.1:{}", free_port()),
+                dir: tmp.path().join(format!("node{id}")),
+                child: None,
+            })
+            .collect();
+        let initial = nodes
+            .iter()
+            .map(|n| format!("{}={}", n.id, n.addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            tmp,
+            nodes,
+            initial,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        for i in (0..3).rev() {
+            c.spawn(i);
+        }
+        c
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let n = &self.nodes[i];
+        assert!(n.child.is_none(), "node {} already running", n.id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.tmp.path().join(format!("node{}.log", n.id)))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["placement", "--id", &n.id.to_string(), "--listen", &n.addr])
+            .arg("--data-dir")
+            .arg(&n.dir)
+            .args(["--initial-cluster", &self.initial])
+            .args(&self.extra)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn weft placement");
+        self.nodes[i].child = Some(child);
+    }
+
+    /// SIGKILL (std's `Child::kill`) of a process this test started, then reap it.
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    fn index_of(&self, addr: &str) -> usize {
+        self.nodes.iter().position(|n| n.addr == addr).unwrap()
+    }
+
+    fn logs(&self) -> String {
+        (1..=3)
+            .map(|id| {
+                let p = self.tmp.path().join(format!("node{id}.log"));
+                format!(
+                    "--- node{id} ---\n{}",
+                    std::fs::read_to_string(p).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    /// Polls until every running node reports the same leader, which is itself running.
+    async fn wait_leader(&self, within: Duration) -> usize {
+        let start = Instant::now();
+        loop {
+            let mut seen = Vec::new();
+            for n in self.nodes.iter().filter(|n| n.child.is_some()) {
+                seen.push(node_status(&n.addr).await.map(|s| s.leader_id));
+            }
+            if let Some(Some(l)) = seen.first()
+                && *l != 0
+                && seen.iter().all(|s| *s == Some(*l))
+                && self.nodes[(*l - 1) as usize].child.is_some()
+            {
+                return (*l - 1) as usize;
+            }
+            assert!(
+                start.elapsed() < within,
+                "no agreed leader after {within:?}: {seen:?}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+async fn node_status(addr: &str) -> Option<ClusterStatusResponse> {
+    let fut = async {
+        let mut c = PbClient::connect(format!("http://{addr}")).await.ok()?;
+        c.cluster_status(ClusterStatusRequest {})
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    };
+    tokio::time::timeout(Duration::from_secs(1), fut)
+        .await
+        .ok()
+        .flatten()
+}
+
+fn sidecar(addrs: Vec<String>, id: &str, types: &[&str]) -> PlacementClient {
+    let host = HostInfo {
+        host_id: id.into(),
+        address: format!("{id}:50002"),
+        app_id: "app".into(),
+        actor_types: types.iter().map(|t| t.to_string()).collect(),
+        weight: 1,
+        zone: String::new(),
+    };
+    let mut cfg = ClientConfig::new(addrs, host);
+    cfg.heartbeat_interval = Duration::from_millis(200);
+    PlacementClient::start(cfg)
+}
+
+async fn poll<F: FnMut() -> bool>(what: &str, within: Duration, mut cond: F) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < within, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kill_new_leader_serves_table_within_2s() {
+    let mut cluster = Cluster::start(&[]);
+    let leader = cluster.wait_leader(Duration::from_secs(15)).await;
+    let client = sidecar(cluster.addrs(), "sidecar-1", &["wf"]);
+    assert!(
+        client
+            .wait_for_version(1, Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+    let status = client.status();
+    let old = cluster.nodes[leader].addr.clone();
+    poll(
+        "client served by the leader",
+        Duration::from_secs(5),
+        || status.borrow().served_by.as_deref() == Some(old.as_str()),
+    )
+    .await;
+    let received = status.borrow().tables_received;
+
+    let killed = Instant::now();
+    cluster.kill(leader);
+    poll("a table from a new leader", Duration::from_secs(10), || {
+        let s = status.borrow();
+        s.tables_received > received && s.served_by.as_deref() != Some(old.as_str())
+    })
+    .await;
+    let took = killed.elapsed();
+    let new_addr = status.borrow().served_by.clone().unwrap();
+    println!("leader failover: new leader {new_addr} served the table {took:?} after kill -9");
+    assert!(
+        took < Duration::from_secs(2),
+        "failover took {took:?}\n{}",
+        cluster.logs()
+    );
+
+    let t = client.current().unwrap();
+    assert!(t.members.iter().any(|m| m.host_id == "sidecar-1"));
+    let new_leader = cluster.wait_leader(Duration::from_secs(5)).await;
+    assert_eq!(cluster.nodes[new_leader].addr, new_addr);
+    assert_ne!(new_leader, cluster.index_of(&old));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_all_keeps_membership_and_version() {
+    // Long liveness timeout: the hosts must not be removed while the cluster is down.
+    let mut cluster = Cluster::start(&["--liveness-timeout-ms", "60000", "--snapshot-every", "4"]);
+    cluster.wait_leader(Duration::from_secs(15)).await;
+    let a = sidecar(cluster.addrs(), "sidecar-a", &["wf"]);
+    let b = sidecar(cluster.addrs(), "sidecar-b", &["wf", "act"]);
+    assert!(
+        b.wait_for_version(2, Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+    for i in 0..4 {
+        a.set_actor_types(vec!["wf".into(), format!("extra-{i}")]);
+        assert!(
+            a.wait_for_version(3 + i, Duration::from_secs(10))
+                .await
+                .is_some()
+        );
+    }
+    drop((a, b));
+    let before = weft_placement::cli::cluster_status(&cluster.addrs())
+        .await
+        .unwrap();
+    assert_eq!(before["table_version"], 6, "{before:#}");
+
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    for i in (0..3).rev() {
+        cluster.spawn(i);
+    }
+    cluster.wait_leader(Duration::from_secs(15)).await;
+    let after = weft_placement::cli::cluster_status(&cluster.addrs())
+        .await
+        .unwrap();
+    println!("after restart: {after:#}");
+    assert_eq!(after["table_version"], before["table_version"]);
+    let ids = |v: &serde_json::Value| -> Vec<serde_json::Value> {
+        v["placement_nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["id"].clone())
+            .collect()
+    };
+    assert_eq!(ids(&after), ids(&before));
+    let hosts = |v: &serde_json::Value| -> Vec<(serde_json::Value, serde_json::Value)> {
+        v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h["host_id"].clone(), h["actor_types"].clone()))
+            .collect()
+    };
+    assert_eq!(hosts(&after), hosts(&before));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_follower_catches_up() {
+    // Small snapshot interval and no kept logs: the lagging follower must take a snapshot.
+    let mut cluster = Cluster::start(&["--snapshot-every", "3", "--keep-logs", "0"]);
+    let leader = cluster.wait_leader(Duration::from_secs(15)).await;
+    let follower = (leader + 1) % 3;
+    cluster.kill(follower);
+
+    let client = sidecar(cluster.addrs(), "sidecar-x", &["wf"]);
+    assert!(
+        client
+            .wait_for_version(1, Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+    for i in 0..8u64 {
+        client.set_actor_types(vec![format!("type-{i}")]);
+        assert!(
+            client
+                .wait_for_version(2 + i, Duration::from_secs(10))
+                .await
+                .is_some()
+        );
+    }
+    let target = client.current().unwrap().version;
+    let leader_status = node_status(&cluster.nodes[leader].addr).await.unwrap();
+    assert_eq!(leader_status.table_version, target);
+
+    let restarted = Instant::now();
+    cluster.spawn(follower);
+    let addr = cluster.nodes[follower].addr.clone();
+    let start = Instant::now();
+    loop {
+        if let Some(s) = node_status(&addr).await
+            && s.table_version == target
+            && s.hosts
+                .iter()
+                .any(|h| h.host.as_ref().unwrap().actor_types == vec!["type-7".to_string()])
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "follower did not catch up\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "restarted follower caught up to version {target} in {:?}",
+        restarted.elapsed()
+    );
+}
