@@ -708,3 +708,71 @@ fn child_failure_reports_failed_with_details_to_parent() {
     );
     let _ = ExecutionStartedEvent::default();
 }
+
+#[test]
+fn a_stalled_instance_is_terminated_without_a_worker() {
+    let h = first_turn_history();
+    let m = meta(RuntimeStatus::Stalled);
+    let term = event(
+        NOW,
+        EventType::ExecutionTerminated(ExecutionTerminatedEvent {
+            input: Some("\"x\"".into()),
+            recurse: false,
+        }),
+    );
+    let Prepared::Direct(out) =
+        prepare_turn(&m, &h, &inbox(vec![task_completed(1, "2"), term]), NOW)
+    else {
+        panic!()
+    };
+    assert_eq!(out.meta.status, RuntimeStatus::Terminated);
+    assert_eq!(
+        kinds(&out.append),
+        [
+            "WorkflowStarted",
+            "ExecutionTerminated",
+            "ExecutionCompleted"
+        ]
+    );
+    assert_eq!(out.consumed, vec![10, 11]);
+}
+
+#[test]
+fn terminating_a_child_no_worker_ran_tells_the_parent() {
+    let parent = ParentInstanceInfo {
+        task_scheduled_id: 3,
+        workflow_instance: Some(WorkflowInstance {
+            instance_id: "p".into(),
+            execution_id: None,
+        }),
+        ..Default::default()
+    };
+    let (cm, start) = new_instance(
+        "p:0003",
+        "sub",
+        None,
+        None,
+        Some(parent),
+        "e".into(),
+        "app",
+        NOW,
+    );
+    let term = event(
+        NOW,
+        EventType::ExecutionTerminated(ExecutionTerminatedEvent::default()),
+    );
+    let Prepared::Direct(out) = prepare_turn(&cm, &[], &inbox(vec![start, term]), NOW) else {
+        panic!()
+    };
+    assert!(
+        out.append.is_empty(),
+        "nothing ran, so no history is written"
+    );
+    let Some(Effect::Deliver { instance_id, event }) = out.effects.last() else {
+        panic!("{:?}", out.effects)
+    };
+    assert_eq!(instance_id, "p");
+    assert!(
+        matches!(&event.event_type, Some(EventType::ChildWorkflowInstanceFailed(f)) if f.task_scheduled_id == 3)
+    );
+}

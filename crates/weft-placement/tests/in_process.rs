@@ -68,6 +68,24 @@ async fn register_update_and_liveness() {
     }
 }
 
+/// Resolves to the instant the leader published `version`.
+fn published_at(
+    cluster: &Cluster,
+    leader: usize,
+    version: u64,
+) -> tokio::task::JoinHandle<Instant> {
+    let mut rx = cluster.nodes[leader].raft().publisher().changes.subscribe();
+    tokio::spawn(async move {
+        loop {
+            if let Ok(t) = rx.recv().await
+                && t.version >= version
+            {
+                return Instant::now();
+            }
+        }
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_sidecars_receive_every_version() {
     const N: usize = 50;
@@ -89,7 +107,10 @@ async fn fifty_sidecars_receive_every_version() {
         started.elapsed()
     );
 
-    // One membership change: a new sidecar joins. Time until all 50 hold the new table.
+    // One membership change: a new sidecar joins. Measured twice: from the join request, and
+    // from the moment the leader applied (published) the new version, until all 50 hold it.
+    let leader = cluster.wait_leader(Duration::from_secs(1)).await;
+    let published = published_at(&cluster, leader, N as u64 + 1);
     let started = Instant::now();
     let newcomer = client(&cluster.addrs, "sidecar-new", &["wf"]);
     for c in &clients {
@@ -99,9 +120,10 @@ async fn fifty_sidecars_receive_every_version() {
             .expect("join seen");
         assert!(t.members.iter().any(|m| m.host_id == "sidecar-new"));
     }
-    let join = started.elapsed();
+    let (join, join_applied) = (started.elapsed(), published.await.unwrap().elapsed());
 
     // And a removal (graceful leave).
+    let published = published_at(&cluster, leader, N as u64 + 2);
     let started = Instant::now();
     newcomer.shutdown().await;
     for c in &clients {
@@ -111,8 +133,11 @@ async fn fifty_sidecars_receive_every_version() {
             .expect("leave seen");
         assert!(t.members.iter().all(|m| m.host_id != "sidecar-new"));
     }
-    let leave = started.elapsed();
-    println!("membership change reached all {N} sidecars: join {join:?}, leave {leave:?}");
+    let (leave, leave_applied) = (started.elapsed(), published.await.unwrap().elapsed());
+    println!(
+        "membership change reached all {N} sidecars: join {join:?} after the request \
+         ({join_applied:?} after the leader applied it), leave {leave:?} ({leave_applied:?})"
+    );
 
     // No client skipped a version: from its first table on, each step is +1 (or a resend).
     for (i, c) in clients.iter().enumerate() {
@@ -128,7 +153,6 @@ async fn fifty_sidecars_receive_every_version() {
         }
     }
     // The leader recorded every client's acknowledgement of the last version.
-    let leader = cluster.wait_leader(Duration::from_secs(1)).await;
     let svc = cluster.nodes[leader].service().clone();
     eventually("all acks", Duration::from_secs(5), || {
         svc.min_acked_version() >= N as u64 + 2

@@ -137,9 +137,6 @@ impl Actor {
             },
         };
         let st = self.state.as_ref().expect("loaded above");
-        if st.meta.status == RuntimeStatus::Stalled && !retry_stalled {
-            return Ok(());
-        }
         let items: Vec<InboxItem> = inbox
             .into_iter()
             .map(|e| InboxItem {
@@ -161,6 +158,10 @@ impl Actor {
                 self.commit(out).await
             }
             Prepared::Direct(out) => self.commit(*out).await,
+            // A stalled instance waits for another worker (a terminate still ends it above).
+            Prepared::Dispatch(_) if st.meta.status == RuntimeStatus::Stalled && !retry_stalled => {
+                Ok(())
+            }
             Prepared::Dispatch(t) => {
                 let req = turn::work_item(&self.id, &st.history, &t);
                 let size = req.encoded_len() + 16; // WorkItem envelope
@@ -298,7 +299,10 @@ impl Actor {
                 return Err(e.into());
             }
             Err(e) => {
+                // The outcome is unknown (the commit may have landed): reload, and redo the
+                // recovery scan so effects of a landed commit are not lost.
                 self.state = None;
+                self.inner.resync_needed.notify_one();
                 return Err(e.into());
             }
         }

@@ -71,6 +71,8 @@ pub(crate) struct Inner {
     pub(crate) app_id: String,
     pub(crate) idle_timeout: Duration,
     pub(crate) timers_changed: Notify,
+    /// Asks the resync loop for a recovery scan (after a commit with an unknown outcome).
+    pub(crate) resync_needed: Notify,
     pub(crate) max_work_item: usize,
     max_payload: usize,
     actors: Mutex<HashMap<String, mpsc::UnboundedSender<ActorMsg>>>,
@@ -109,6 +111,25 @@ impl Inner {
         }
     }
 
+    /// Re-queues every pending activity and wakes every instance with inbox events: the start-up
+    /// recovery, also run after a commit whose outcome is unknown (it may have landed, and then
+    /// its effects were never carried out).
+    pub(crate) async fn resync(self: &Arc<Self>) -> Result<()> {
+        for a in self.store.pending_activities().await? {
+            let request = ActivityRequest::decode(a.request.as_slice())
+                .map_err(|e| EngineError::Internal(format!("stored activity request: {e}")))?;
+            self.hub.push(Job::Activity {
+                generation: a.generation,
+                request,
+            });
+        }
+        for id in self.store.instances_with_inbox().await? {
+            self.wake(&id);
+        }
+        self.timers_changed.notify_one();
+        Ok(())
+    }
+
     pub(crate) fn changed(&self, id: &str) {
         let _ = self.changes.send(id.to_string());
     }
@@ -130,6 +151,7 @@ impl Engine {
                 app_id: cfg.app_id,
                 idle_timeout: cfg.idle_timeout,
                 timers_changed: Notify::new(),
+                resync_needed: Notify::new(),
                 max_payload: cfg.max_payload_bytes,
                 max_work_item: cfg.max_work_item_bytes,
                 actors: Mutex::default(),
@@ -145,21 +167,12 @@ impl Engine {
     /// Re-activates unfinished work after a restart and starts the background loops.
     pub async fn start(&self, shutdown: CancellationToken) -> Result<()> {
         let store = &self.inner.store;
-        for a in store.pending_activities().await? {
-            let request = ActivityRequest::decode(a.request.as_slice())
-                .map_err(|e| EngineError::Internal(format!("stored activity request: {e}")))?;
-            self.inner.hub.push(Job::Activity {
-                generation: a.generation,
-                request,
-            });
-        }
-        for id in store.instances_with_inbox().await? {
-            self.inner.wake(&id);
-        }
+        self.inner.resync().await?;
         if let Some(rx) = store.subscribe() {
             tokio::spawn(follow_store(self.inner.clone(), rx, shutdown.clone()));
         }
         tokio::spawn(timer_loop(self.inner.clone(), shutdown.clone()));
+        tokio::spawn(resync_loop(self.inner.clone(), shutdown.clone()));
         tokio::spawn(stalled_retry_loop(self.inner.clone(), shutdown));
         Ok(())
     }
@@ -500,6 +513,25 @@ async fn timer_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = inner.timers_changed.notified() => {}
             _ = tokio::time::sleep(next) => {}
+        }
+    }
+}
+
+/// Runs a recovery scan whenever asked, retrying with backoff until the store answers.
+async fn resync_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = inner.resync_needed.notified() => {}
+        }
+        let mut wait = Duration::from_millis(200);
+        while let Err(e) = inner.resync().await {
+            tracing::warn!(error = %e, retry_in = ?wait, "recovery scan failed");
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(Duration::from_secs(5));
         }
     }
 }

@@ -216,8 +216,12 @@ pub(super) fn complete(
     }
 }
 
-pub(super) fn terminate_unstarted(
+/// Ends an instance without a worker: one no worker has run yet, or one that is stalled (its
+/// worker cannot run it). The parent is told and, if asked, open children are terminated too.
+pub(super) fn terminate_directly(
     meta: &InstanceMeta,
+    history: &[HistoryEvent],
+    started: &ExecutionStartedEvent,
     t: &ExecutionTerminatedEvent,
     consumed: Vec<i64>,
     now: Micros,
@@ -233,20 +237,23 @@ pub(super) fn terminate_unstarted(
         cancel_pending: true,
         effects: Vec::new(),
     };
+    if !history.is_empty() {
+        // A started history records how it ended, like any other completion.
+        out.append.push(history::workflow_started(now));
+        out.append.push(history::event(
+            now,
+            EventType::ExecutionTerminated(t.clone()),
+        ));
+    }
     let action = CompleteWorkflowAction {
         workflow_status: OrchestrationStatus::Terminated as i32,
         result: t.input.clone(),
         ..Default::default()
     };
-    complete(
-        &mut out,
-        &[],
-        &ExecutionStartedEvent::default(),
-        -1,
-        &action,
-        None,
-        now,
-    );
+    complete(&mut out, history, started, -1, &action, Some(t), now);
+    if history.is_empty() {
+        out.append.clear();
+    }
     out
 }
 

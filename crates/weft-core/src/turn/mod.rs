@@ -7,7 +7,7 @@
 mod finish;
 mod rules;
 
-use finish::{complete, continue_as_new, terminate_unstarted};
+use finish::{complete, continue_as_new, terminate_directly};
 pub use finish::{fail_turn, new_instance, stalled};
 use rules::{Seen, action_router, is_suspended, status_after, timer_origin, validate_actions};
 pub use rules::{decode_failure, event_time, timestamp};
@@ -161,9 +161,24 @@ pub fn prepare_turn(
             picked.push(ev.clone());
         }
     }
-    if !ran && let Some(t) = terminate {
-        // No worker has run it yet (none connected, or a scheduled start): end it here.
-        return Prepared::Direct(Box::new(terminate_unstarted(meta, &t, all, now)));
+    let stalled = meta.status == RuntimeStatus::Stalled;
+    if (!ran || stalled)
+        && let Some(t) = terminate
+    {
+        // No worker has run it yet (none connected, or a scheduled start), or no worker can
+        // (stalled): end it here.
+        let started = execution_started(history)
+            .or_else(|| {
+                inbox.iter().find_map(|i| match &i.event.event_type {
+                    Some(EventType::ExecutionStarted(s)) => Some(s),
+                    _ => None,
+                })
+            })
+            .cloned()
+            .unwrap_or_default();
+        return Prepared::Direct(Box::new(terminate_directly(
+            meta, history, &started, &t, all, now,
+        )));
     }
     if picked.is_empty() || !started {
         return Prepared::Idle {
