@@ -161,6 +161,17 @@ def test_sigkill_with_50_workflows_in_flight(weft_factory, workers, tmp_path):
         c.close()
 
     weft.restart_same_ports()  # same data dir; the worker process reconnects by itself
+
+    # second crash, later in the workflows' life (after the timers, while steps 2/3 run)
+    def steps_done():
+        return len((side / "steps.log").read_text().splitlines())
+
+    wait_until(lambda: steps_done() >= 110, 90, what="steps 2/3 under way after the first restart")
+    finals = (side / "final.log").read_text().splitlines() if (side / "final.log").exists() else []
+    weft.kill()
+    print(f"second SIGKILL after {steps_done()} steps, {len(set(finals))} finalized")
+    weft.restart_same_ports()
+
     c = _client(weft)
     try:
         deadline = time.monotonic() + 120

@@ -139,6 +139,9 @@ class WeftDev:
         ]
         if self.app_id:
             args += ["--app-id", self.app_id]
+        import pg  # local module; imports nothing unless the PostgreSQL backend is selected
+        if pg.enabled():
+            args += ["--database-url", pg.database_for(self.data_dir)]
         env = dict(os.environ)
         for k in ("WEFT_DATA_DIR", "WEFT_GRPC_PORT", "WEFT_HTTP_PORT", "WEFT_APP_ID", "DAPR_API_TOKEN"):
             env.pop(k, None)

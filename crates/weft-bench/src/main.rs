@@ -74,8 +74,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -114,10 +113,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| tmp.path().to_path_buf())
         .join(format!("bench-{}.db", weft_bench::workload::run_tag()));
     if url.is_none() {
-        setup = format!(
-            "SQLite {} (WAL, synchronous=FULL)",
-            sqlite_path.display()
-        );
+        setup = format!("SQLite {} (WAL, synchronous=FULL)", sqlite_path.display());
     }
     let plan = Plan {
         workflows: args.workflows,

@@ -64,7 +64,11 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// Counts the instances among `ids` whose status is COMPLETED.
-async fn count_completed(sc: &Sidecar, ids: &[String], concurrency: usize) -> anyhow::Result<usize> {
+async fn count_completed(
+    sc: &Sidecar,
+    ids: &[String],
+    concurrency: usize,
+) -> anyhow::Result<usize> {
     let results: Vec<anyhow::Result<bool>> = futures::stream::iter(ids.iter().cloned())
         .map(|id| {
             let mut c = sc.client.clone();
@@ -77,9 +81,8 @@ async fn count_completed(sc: &Sidecar, ids: &[String], concurrency: usize) -> an
                     .await
                     .with_context(|| format!("GetInstance({id})"))?
                     .into_inner();
-                Ok(r.workflow_state.is_some_and(|s| {
-                    s.workflow_status == OrchestrationStatus::Completed as i32
-                }))
+                Ok(r.workflow_state
+                    .is_some_and(|s| s.workflow_status == OrchestrationStatus::Completed as i32))
             }
         })
         .buffer_unordered(concurrency.max(1))
@@ -253,7 +256,16 @@ pub async fn run(store: crate::BenchStore, plan: &Plan) -> anyhow::Result<Vec<Ro
             .context("warm-up")?;
     }
     if plan.throughput {
-        rows.push(throughput(&sc, &mut worker, plan.workflows, plan.steps, plan.concurrency).await?);
+        rows.push(
+            throughput(
+                &sc,
+                &mut worker,
+                plan.workflows,
+                plan.steps,
+                plan.concurrency,
+            )
+            .await?,
+        );
     }
     if plan.latency_runs > 0 {
         rows.push(latency(&sc, &mut worker, plan.latency_runs, plan.steps).await?);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import uuid
@@ -12,6 +13,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from weft_harness import WeftDev, require_binary  # noqa: E402
+
+# Bound every SDK unary call that has no deadline of its own (StartInstance, Terminate, Suspend
+# ... block until a state is reached): an engine that never answers fails the test, not the run.
+os.environ.setdefault("DAPR_API_TIMEOUT_SECONDS", "90")
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
