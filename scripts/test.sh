@@ -5,7 +5,7 @@
 #      from the pinned tests/python/requirements*.txt (re-installed only when a file changes);
 #   3. installs tests/js dependencies and runs `node --test tests/js/` if tests/js/package.json exists;
 #   4. runs the Python suites (tests/python, examples/task-processing, tests/python/v119) against the
-#      freshly built `weft` binary.
+#      freshly built `weft` binary, and tests/python once more with `weft dev` on PostgreSQL.
 # Idempotent; re-runs reuse the venvs / node_modules. Every suite runs even if an earlier one fails;
 # the script exits non-zero if any failed.
 #
@@ -108,6 +108,13 @@ if [ "$RUN_PY" = "1" ]; then
   run_suite "pytest (dapr-ext-workflow 1.18.3, durabletask-dapr 0.17.4, example)" \
     "$ROOT/.venv/bin/python" -m pytest -c tests/python/pytest.ini --rootdir tests/python \
       tests/python examples/task-processing ${PYTEST_ARGS:-}
+  # The same SDK suite with every `weft dev` on PostgreSQL (a throwaway server from the local
+  # binaries; see tests/python/pg.py). test_postgres.py starts its own server, so it runs once above.
+  # shellcheck disable=SC2086
+  run_suite "pytest on PostgreSQL (dapr-ext-workflow 1.18.3, durabletask-dapr 0.17.4)" \
+    env WEFT_TEST_BACKEND=postgres "$ROOT/.venv/bin/python" -m pytest -c tests/python/pytest.ini \
+      --rootdir tests/python tests/python --ignore=tests/python/v119 \
+      --ignore=tests/python/test_postgres.py ${PYTEST_ARGS:-}
   # shellcheck disable=SC2086
   run_suite "pytest (dapr 1.19.0)" \
     "$ROOT/.venv119/bin/python" -m pytest -c tests/python/pytest.ini --rootdir tests/python \

@@ -229,3 +229,33 @@ def test_sigkill_keeps_waiting_workflows_and_timers(weft_factory, workers, tmp_p
     finally:
         c.close()
         rt.shutdown()
+
+
+def test_two_workers_one_killed_mid_run(weft_factory, workers, tmp_path):
+    """Two competing worker streams; one is SIGKILLed mid-run: its un-acknowledged work items go to
+    the survivor and every workflow completes exactly once."""
+    from dapr.ext.workflow import WorkflowStatus as S
+
+    weft = weft_factory()
+    side = tmp_path / "side"
+    w1 = workers(weft, side, act_sleep=0.3, name="a")
+    workers(weft, side, act_sleep=0.3, name="b")
+    c = _client(weft)
+    ids = [f"two-{i:02d}" for i in range(24)]
+    try:
+        start_at = datetime.now(timezone.utc) + timedelta(seconds=1)
+        for i, iid in enumerate(ids):
+            c.schedule_new_workflow("durable_chain", input=i, instance_id=iid, start_at=start_at)
+        wait_until(lambda: (side / "steps.log").exists() and len((side / "steps.log").read_text().splitlines()) >= 30,
+                   60, what="steps under way on both workers")
+        w1.kill()
+        for i, iid in enumerate(ids):
+            st = c.wait_for_workflow_completion(iid, timeout_in_seconds=90)
+            assert st is not None and st.runtime_status == S.COMPLETED, (iid, st)
+            v = i
+            for _ in range(3):
+                v = v * 2 + 1
+            assert json.loads(st.serialized_output) == f"{iid}={v}"
+            assert event_types(weft.history(iid)).count("ExecutionCompleted") == 1
+    finally:
+        c.close()

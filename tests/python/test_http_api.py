@@ -272,3 +272,10 @@ def test_weft_history_endpoint(runtime, http, client, uid):
     types = [e["type"] for e in evs]
     assert "ExecutionStarted" in types and types[-1] == "ExecutionCompleted", types
     assert http.get(f"/weft/v1/instances/{uid}-nope/history").status_code == 404
+
+
+def test_start_unregistered_workflow_fails_with_details(runtime, http, uid):
+    r = http.post(f"{BASE}/no_such_workflow/start", params={"instanceID": uid}, content=b"1")
+    assert r.status_code == 202, r.text
+    body = wait_http_status(http, uid, "FAILED")
+    assert "no_such_workflow" in body["properties"]["dapr.workflow.failure.error_message"], body

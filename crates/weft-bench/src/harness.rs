@@ -1,5 +1,6 @@
-//! The system under test: a store (SQLite file or PostgreSQL) with its commit counter, and an
-//! in-process sidecar started with `weft_sidecar::serve` on ephemeral ports.
+//! The system under test: a store (SQLite file or PostgreSQL) with its commit counter, wrapped in
+//! a [`Probed`] store that counts the engine's calls, and an in-process sidecar started with
+//! `weft_sidecar::serve` on ephemeral ports.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,6 +12,8 @@ use tonic::transport::Channel;
 use weft_proto::durabletask::task_hub_sidecar_service_client::TaskHubSidecarServiceClient as Client;
 use weft_sidecar::{EngineConfig, SidecarConfig};
 use weft_store::{PgStore, SqliteStore, Store};
+
+use crate::probe::{Probe, Probed};
 
 /// A store the benchmark can read the commit counter of.
 #[derive(Clone, Debug)]
@@ -61,6 +64,8 @@ impl BenchStore {
 /// down; [`Sidecar::stop`] also waits (boundedly) for the servers to finish.
 pub struct Sidecar {
     pub store: BenchStore,
+    /// The engine's store calls so far.
+    pub probe: Arc<Probe>,
     /// For starting and querying instances.
     pub client: Client<Channel>,
     /// Where the gRPC API listens (for extra connections, e.g. the worker's).
@@ -84,13 +89,16 @@ impl Sidecar {
             engine: EngineConfig::default(),
         };
         let shutdown = CancellationToken::new();
-        let running = weft_sidecar::serve(store.dyn_store(), cfg, shutdown.clone())
+        let probe = Arc::new(Probe::default());
+        let probed = Arc::new(Probed::new(store.dyn_store(), probe.clone()));
+        let running = weft_sidecar::serve(probed, cfg, shutdown.clone())
             .await
             .context("starting the sidecar")?;
         let grpc_url = format!("http://{}", running.grpc_addr);
         let client = Self::connect_to(&grpc_url).await?;
         Ok(Self {
             store,
+            probe,
             client,
             grpc_url,
             shutdown,

@@ -7,6 +7,7 @@
 
 pub mod harness;
 pub mod pg;
+pub mod probe;
 pub mod worker;
 pub mod workload;
 

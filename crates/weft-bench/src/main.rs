@@ -164,6 +164,17 @@ fn main() -> anyhow::Result<()> {
     };
     print!("{}", weft_bench::table(&rows));
     for r in &rows {
+        println!(
+            "\nstore calls during {} ({} activity steps):",
+            r.workload,
+            r.workflows as u64 * u64::from(r.steps)
+        );
+        print!(
+            "{}",
+            weft_bench::probe::table(&r.store_calls, r.workflows as u64 * u64::from(r.steps))
+        );
+    }
+    for r in &rows {
         anyhow::ensure!(
             r.completed == r.workflows,
             "{}: only {} of {} workflows completed",

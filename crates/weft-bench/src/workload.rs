@@ -19,6 +19,7 @@ use futures::StreamExt as _;
 use weft_proto::durabletask::{CreateInstanceRequest, GetInstanceRequest, OrchestrationStatus};
 
 use crate::harness::Sidecar;
+use crate::probe::{OpStat, Probe};
 use crate::worker::{Notice, Worker};
 
 /// One line of the results table.
@@ -36,6 +37,8 @@ pub struct Row {
     pub p99: Duration,
     pub commits: u64,
     pub commits_per_step: f64,
+    /// The engine's store calls during the measurement.
+    pub store_calls: Vec<OpStat>,
 }
 
 /// A short random tag so several runs (or a reused database) never share instance IDs.
@@ -108,6 +111,7 @@ pub async fn throughput(
     let prefix = format!("tp-{tag}-");
     let ids: Vec<String> = (0..workflows).map(|i| format!("{prefix}{i}")).collect();
     let commits0 = sc.store.commit_count();
+    let calls0 = sc.probe.snapshot();
     let t0 = Instant::now();
 
     // Start everything with bounded concurrency, while completions already stream in.
@@ -151,6 +155,7 @@ pub async fn throughput(
     let last = done.values().max().copied().unwrap_or(t0);
     let elapsed = last.duration_since(t0);
     let commits = sc.store.commit_count() - commits0;
+    let store_calls = Probe::delta(&calls0, &sc.probe.snapshot());
 
     let mut lat: Vec<Duration> = done
         .iter()
@@ -171,6 +176,7 @@ pub async fn throughput(
         p99: percentile(&lat, 0.99),
         commits,
         commits_per_step: commits as f64 / total_steps.max(1.0),
+        store_calls,
     })
 }
 
@@ -185,6 +191,7 @@ pub async fn latency(
     let tag = run_tag();
     let mut client = sc.client.clone();
     let commits0 = sc.store.commit_count();
+    let calls0 = sc.probe.snapshot();
     let t0 = Instant::now();
     let mut lat = Vec::with_capacity(runs);
     let mut completed = 0;
@@ -214,6 +221,7 @@ pub async fn latency(
     }
     let elapsed = t0.elapsed();
     let commits = sc.store.commit_count() - commits0;
+    let store_calls = Probe::delta(&calls0, &sc.probe.snapshot());
     lat.sort();
     let total_steps = (runs as u64 * u64::from(steps)) as f64;
     Ok(Row {
@@ -228,6 +236,7 @@ pub async fn latency(
         p99: percentile(&lat, 0.99),
         commits,
         commits_per_step: commits as f64 / total_steps.max(1.0),
+        store_calls,
     })
 }
 

@@ -12,6 +12,7 @@ pub mod table;
 pub use client::{ClientConfig, ClientStatus, PlacementClient};
 pub use error::PlacementError;
 pub use node::{NodeConfig, PlacementNode};
+pub use proto::placement::HostInfo;
 pub use table::{Command, Member, MemberTable, PlacementTable};
 
 /// Generated protobuf/gRPC code.

@@ -373,6 +373,7 @@ impl PlacementService {
                 Err(WriteError::NotLeader { .. }) => {
                     Err(Status::unavailable("leadership changed; retry"))
                 }
+                Err(WriteError::Retry(e)) => Err(Status::unavailable(e)),
                 Err(e) => Err(Status::failed_precondition(e.to_string())),
             };
         }

@@ -163,3 +163,76 @@ async fn fifty_sidecars_receive_every_version() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_and_remove_a_placement_node() {
+    use weft_placement::proto::placement::{
+        AddNodeRequest, RemoveNodeRequest, placement_client::PlacementClient as PbClient,
+    };
+    let cluster = start_cluster(3, Duration::from_secs(3)).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut cfg = weft_placement::NodeConfig::new(4, addr, cluster.dir.path().join("n4"));
+    cfg.join = true;
+    let fourth = weft_placement::PlacementNode::start_with_listener(cfg, listener)
+        .await
+        .unwrap();
+    assert!(
+        !fourth.raft().view().initialized,
+        "a --join node must not initialise"
+    );
+
+    // Ask a follower: it forwards to the leader.
+    let leader = cluster.wait_leader(Duration::from_secs(5)).await;
+    let follower = &cluster.addrs[(leader + 1) % 3];
+    let mut admin = PbClient::connect(format!("http://{follower}"))
+        .await
+        .unwrap();
+    let voters = admin
+        .add_node(AddNodeRequest {
+            id: 4,
+            address: addr.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .voters;
+    assert_eq!(voters, vec![1, 2, 3, 4]);
+    eventually(
+        "node 4 sees itself as voter",
+        Duration::from_secs(5),
+        || {
+            fourth
+                .raft()
+                .view()
+                .members
+                .iter()
+                .any(|m| m.id == 4 && m.voter)
+        },
+    )
+    .await;
+    // The new node replicates the table like any other.
+    let c = client(&cluster.addrs, "host-z", &["wf"]);
+    assert!(
+        c.wait_for_version(1, Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+    eventually("node 4 applied the table", Duration::from_secs(5), || {
+        fourth.raft().table().version >= 1
+    })
+    .await;
+
+    let voters = admin
+        .remove_node(RemoveNodeRequest { id: 4 })
+        .await
+        .unwrap()
+        .into_inner()
+        .voters;
+    assert_eq!(voters, vec![1, 2, 3]);
+    drop(c);
+    fourth.shutdown().await;
+    for n in cluster.nodes {
+        n.shutdown().await;
+    }
+}

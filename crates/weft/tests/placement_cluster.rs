@@ -276,6 +276,36 @@ async fn restart_all_keeps_membership_and_version() {
             .collect()
     };
     assert_eq!(hosts(&after), hosts(&before));
+
+    // The CLI prints the same view, as JSON with the documented keys, and as text.
+    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["cluster", "status", "--output", "json", "--placement"])
+        .arg(cluster.addrs().join(","))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["leader", "placement_nodes", "table_version", "hosts"] {
+        assert!(cli.get(key).is_some(), "missing `{key}` in {cli:#}");
+    }
+    assert_eq!(cli["table_version"], after["table_version"]);
+    assert_eq!(ids(&cli), ids(&after));
+    assert_eq!(hosts(&cli), hosts(&after));
+    let text = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .env("WEFT_PLACEMENT_ADDRESSES", cluster.addrs().join(","))
+        .args(["cluster", "status"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("table version: 6"), "{text}");
+    assert!(
+        text.contains("sidecar-a") && text.contains("Leader"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

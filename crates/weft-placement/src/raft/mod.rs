@@ -12,7 +12,7 @@ pub use state_machine::{StateMachine, TablePublisher};
 use crate::error::PlacementError;
 use crate::table::{Command, CommandResult};
 use openraft::async_runtime::WatchReceiver;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -147,6 +147,10 @@ fn view_of(m: &openraft::RaftMetrics<TypeConfig>) -> RaftView {
 pub enum WriteError {
     #[error("not the leader (leader: {leader:?})")]
     NotLeader { leader: Option<(NodeId, String)> },
+    /// Transient: a membership change is still in progress or the entry was lost to a leader
+    /// change; retrying later is safe (our commands are idempotent).
+    #[error("retry later: {0}")]
+    Retry(String),
     #[error("raft: {0}")]
     Raft(String),
 }
@@ -156,6 +160,10 @@ fn write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> WriteE
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => WriteError::NotLeader {
             leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
         },
+        RaftError::APIError(e @ ClientWriteError::LogEntryDiscarded(_))
+        | RaftError::APIError(
+            e @ ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(_)),
+        ) => WriteError::Retry(e.to_string()),
         other => WriteError::Raft(other.to_string()),
     }
 }
