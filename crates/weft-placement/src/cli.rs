@@ -377,6 +377,7 @@ pub async fn cluster_status(addrs: &[String]) -> anyhow::Result<serde_json::Valu
                 "state": own.as_ref().map(|s| s.state.clone()).unwrap_or_else(|| "unreachable".into()),
                 "term": own.as_ref().map(|s| s.term),
                 "last_applied": own.as_ref().map(|s| s.last_applied),
+                "snapshot_index": own.as_ref().map(|s| s.snapshot_index),
                 "reachable": own.is_some(),
             })
         })

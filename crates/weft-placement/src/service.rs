@@ -314,6 +314,8 @@ impl PlacementService {
                 },
                 term: if me { view.term } else { 0 },
                 last_applied: if me { view.last_applied } else { 0 },
+                snapshot_index: if me { view.snapshot_index } else { 0 },
+                purged_index: if me { view.purged_index } else { 0 },
             }
         };
         let members: Vec<pb::PlacementNodeStatus> = view
@@ -330,6 +332,8 @@ impl PlacementService {
                 state: view.state.clone(),
                 term: view.term,
                 last_applied: view.last_applied,
+                snapshot_index: view.snapshot_index,
+                purged_index: view.purged_index,
                 ..Default::default()
             });
         let (leader_id, leader_address) = view.leader.clone().unwrap_or((0, String::new()));

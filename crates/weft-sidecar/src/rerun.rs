@@ -23,7 +23,8 @@ impl Engine {
             .await?
             .ok_or_else(|| EngineError::no_such_instance(&r.source_instance_id))?;
         if !src.status.is_terminal() {
-            return Err(EngineError::FailedPrecondition(format!(
+            // INVALID_ARGUMENT, as the dapr 1.19 SDK documents for this call.
+            return Err(EngineError::InvalidArgument(format!(
                 "workflow instance '{}' must be finished to be rerun",
                 r.source_instance_id
             )));

@@ -314,6 +314,12 @@ async fn restarted_follower_catches_up() {
     let mut cluster = Cluster::start(&["--snapshot-every", "3", "--keep-logs", "0"]);
     let leader = cluster.wait_leader(Duration::from_secs(15)).await;
     let follower = (leader + 1) % 3;
+    let behind = node_status(&cluster.nodes[follower].addr)
+        .await
+        .unwrap()
+        .self_status
+        .unwrap()
+        .last_applied;
     cluster.kill(follower);
 
     let client = sidecar(cluster.addrs(), "sidecar-x", &["wf"]);
@@ -335,6 +341,12 @@ async fn restarted_follower_catches_up() {
     let target = client.current().unwrap().version;
     let leader_status = node_status(&cluster.nodes[leader].addr).await.unwrap();
     assert_eq!(leader_status.table_version, target);
+    // The leader purged entries the follower never saw: only a snapshot can catch it up.
+    let purged = leader_status.self_status.unwrap().purged_index;
+    assert!(
+        purged > behind,
+        "leader purged up to {purged}, follower had {behind}"
+    );
 
     let restarted = Instant::now();
     cluster.spawn(follower);

@@ -140,8 +140,8 @@ def test_rerun_errors(runtime, client, uid):
     client.schedule_new_workflow("wait_event", input="x", instance_id=running)
     with pytest.raises(grpc.RpcError) as ei:
         client.rerun_workflow_from_event(running, 1, new_instance_id=f"{uid}-n1")
-    # Weft: the source must be finished first (a precondition, not a malformed request).
-    assert ei.value.code() == grpc.StatusCode.FAILED_PRECONDITION, ei.value
+    # The source must be finished first; the SDK documents INVALID_ARGUMENT for this.
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT, ei.value
     client.terminate_workflow(running)
 
     with pytest.raises(grpc.RpcError) as ei:
