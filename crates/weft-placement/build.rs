@@ -3,7 +3,8 @@ use prost::Message;
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time (not `env!`): a cached build script must not point at a stale checkout.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = ["placement.proto", "raft.proto"];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

@@ -189,8 +189,9 @@ impl Worker {
                 return;
             }
             let addr = redirect.take().unwrap_or_else(|| {
-                next = (next + 1) % addrs.len();
-                addrs[next].clone()
+                let a = addrs[next % addrs.len()].clone();
+                next = next.wrapping_add(1);
+                a
             });
             let cancel = self.cancel.clone();
             let end = tokio::select! {
