@@ -79,6 +79,8 @@ export async function startWeft({ env = {}, dataDir, grpcPort = 0, httpPort = 0 
       String(grpcPort),
       "--http-port",
       String(httpPort),
+      "--placement-port",
+      "0",
     ],
     { stdio: ["ignore", "pipe", "pipe"], env: cleanEnv(env) },
   );

@@ -34,11 +34,20 @@ impl Dev {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = std::fs::File::create(dir.path().join("dev.log")).expect("log file");
         let mut cmd = Command::new(WEFT);
-        cmd.args(["dev", "--grpc-port", "0", "--http-port", "0", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log);
+        cmd.args([
+            "dev",
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+            "--placement-port",
+            "0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log);
         scrub_env(&mut cmd);
         for (k, v) in env {
             cmd.env(k, v);

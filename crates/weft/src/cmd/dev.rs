@@ -1,10 +1,12 @@
-//! `weft dev`: the single-node engine on an embedded SQLite store (or a PostgreSQL database).
+//! `weft dev`: the single-node engine on an embedded SQLite store (or a PostgreSQL database), with
+//! a single-node placement service in the same process.
 
 use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use weft_placement::{NodeConfig, PlacementNode};
 use weft_store::{SqliteStore, Store};
 
 use super::serve::{self, ServeArgs};
@@ -17,6 +19,9 @@ pub struct DevArgs {
     /// PostgreSQL URL (postgres://user:pass@host:port/db) to use instead of the embedded store.
     #[arg(long, env = "WEFT_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Port of the embedded single-node placement service (0 picks a free port).
+    #[arg(long, env = "WEFT_PLACEMENT_PORT", default_value_t = 50005)]
+    pub placement_port: u16,
     #[command(flatten)]
     pub serve: ServeArgs,
 }
@@ -33,6 +38,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             Arc::new(SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?)
         }
     };
-    serve::run("weft dev", store, args.serve).await?;
+    let placement_dir = args.data_dir.join("placement");
+    let listen = std::net::SocketAddr::new(args.serve.listen_address, args.placement_port);
+    let placement = PlacementNode::start(NodeConfig::new(1, listen, placement_dir))
+        .await
+        .context("starting the embedded placement node")?;
+    let extra = format!(" placement={}", placement.local_addr());
+    let served = serve::run("weft dev", store, args.serve, &extra).await;
+    // Ordered shutdown: the engine first (above), then placement.
+    placement.shutdown().await;
+    served?;
     Ok(ExitCode::SUCCESS)
 }

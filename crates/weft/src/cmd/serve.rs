@@ -46,8 +46,14 @@ pub async fn postgres(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     Ok(Arc::new(store))
 }
 
-/// Serves until SIGINT/SIGTERM, printing `<role> ready grpc=… http=…` on stdout once both ports serve.
-pub async fn run(role: &str, store: Arc<dyn Store>, args: ServeArgs) -> anyhow::Result<()> {
+/// Serves until SIGINT/SIGTERM, printing `<role> ready grpc=… http=…` (plus `extra`) on stdout
+/// once both ports serve.
+pub async fn run(
+    role: &str,
+    store: Arc<dyn Store>,
+    args: ServeArgs,
+    extra: &str,
+) -> anyhow::Result<()> {
     let cfg = SidecarConfig {
         grpc_addr: SocketAddr::new(args.listen_address, args.grpc_port),
         http_addr: SocketAddr::new(args.listen_address, args.http_port),
@@ -62,7 +68,7 @@ pub async fn run(role: &str, store: Arc<dyn Store>, args: ServeArgs) -> anyhow::
     let shutdown = CancellationToken::new();
     let running = weft_sidecar::serve(store, cfg, shutdown.clone()).await?;
     println!(
-        "{role} ready grpc={} http={}",
+        "{role} ready grpc={} http={}{extra}",
         running.grpc_addr, running.http_addr
     );
     tracing::info!(grpc = %running.grpc_addr, http = %running.http_addr, "{role} ready");

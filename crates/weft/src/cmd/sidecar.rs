@@ -17,6 +17,6 @@ pub struct SidecarArgs {
 pub async fn run(args: SidecarArgs) -> anyhow::Result<ExitCode> {
     crate::cmd::init_logging();
     let store = serve::postgres(&args.database_url).await?;
-    serve::run("weft sidecar", store, args.serve).await?;
+    serve::run("weft sidecar", store, args.serve, "").await?;
     Ok(ExitCode::SUCCESS)
 }
