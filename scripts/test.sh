@@ -39,7 +39,7 @@ if [ "${SKIP_CARGO:-}" != "1" ]; then
   command -v cargo >/dev/null || die "cargo not found (install Rust: https://rustup.rs)"
   log "cargo build --workspace --all-targets"
   cargo build --workspace --all-targets
-  run_suite "cargo test --workspace" cargo test --workspace
+  run_suite "cargo test --workspace" cargo test --workspace --no-fail-fast
 fi
 export WEFT_BIN="${WEFT_BIN:-$ROOT/target/debug/weft}"
 [ -x "$WEFT_BIN" ] || die "weft binary not found at $WEFT_BIN (cargo build -p weft)"

@@ -176,8 +176,13 @@ async fn poll<F: FnMut() -> bool>(what: &str, within: Duration, mut cond: F) {
     }
 }
 
+/// The three multi-process tests run one at a time: nine raft processes at once on two cores
+/// would make election timing, not the code, decide the outcome.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill_new_leader_serves_table_within_2s() {
+    let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start(&[]);
     let leader = cluster.wait_leader(Duration::from_secs(15)).await;
     let client = sidecar(cluster.addrs(), "sidecar-1", &["wf"]);
@@ -222,6 +227,7 @@ async fn leader_kill_new_leader_serves_table_within_2s() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_all_keeps_membership_and_version() {
+    let _serial = SERIAL.lock().await;
     // Long liveness timeout: the hosts must not be removed while the cluster is down.
     let mut cluster = Cluster::start(&["--liveness-timeout-ms", "60000", "--snapshot-every", "4"]);
     cluster.wait_leader(Duration::from_secs(15)).await;
@@ -310,6 +316,7 @@ async fn restart_all_keeps_membership_and_version() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_follower_catches_up() {
+    let _serial = SERIAL.lock().await;
     // Small snapshot interval and no kept logs: the lagging follower must take a snapshot.
     let mut cluster = Cluster::start(&["--snapshot-every", "3", "--keep-logs", "0"]);
     let leader = cluster.wait_leader(Duration::from_secs(15)).await;
@@ -341,8 +348,16 @@ async fn restarted_follower_catches_up() {
     let target = client.current().unwrap().version;
     let leader_status = node_status(&cluster.nodes[leader].addr).await.unwrap();
     assert_eq!(leader_status.table_version, target);
-    // The leader purged entries the follower never saw: only a snapshot can catch it up.
-    let purged = leader_status.self_status.unwrap().purged_index;
+    // The leader purges entries the follower never saw (after its next snapshot, which is built
+    // in the background): then only a snapshot can catch the follower up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut purged = leader_status.self_status.unwrap().purged_index;
+    while purged <= behind && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(st) = node_status(&cluster.nodes[leader].addr).await {
+            purged = st.self_status.map_or(purged, |s| s.purged_index);
+        }
+    }
     assert!(
         purged > behind,
         "leader purged up to {purged}, follower had {behind}"
