@@ -134,10 +134,17 @@ fn init_tracing() {
 /// Runs a placement node until SIGINT/SIGTERM.
 pub async fn run_placement(args: PlacementArgs) -> anyhow::Result<ExitCode> {
     init_tracing();
+    use tokio::signal::unix::{SignalKind, signal};
+    // Installed before the node starts (and prints its line), so an early signal is handled.
+    let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
         trigger.cancel();
     });
     run_placement_until(args, shutdown).await
@@ -162,21 +169,6 @@ pub async fn run_placement_until(
     }
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// `weft cluster`: inspect and change the placement cluster.

@@ -65,6 +65,7 @@ pub async fn run(
             ..Default::default()
         },
     };
+    let mut signals = crate::cmd::Signals::install().context("installing signal handlers")?;
     let shutdown = CancellationToken::new();
     let running = weft_sidecar::serve(store, cfg, shutdown.clone()).await?;
     println!(
@@ -72,7 +73,7 @@ pub async fn run(
         running.grpc_addr, running.http_addr
     );
     tracing::info!(grpc = %running.grpc_addr, http = %running.http_addr, "{role} ready");
-    crate::cmd::wait_for_signal().await;
+    signals.recv().await;
     tracing::info!("shutting down");
     shutdown.cancel();
     // Streams and long polls end at cancellation; don't hang on a stuck client.
