@@ -39,6 +39,8 @@ pub(crate) struct Actor {
     rx: mpsc::UnboundedReceiver<ActorMsg>,
     state: Option<Cached>,
     pending: Option<PendingTurn>,
+    /// The last commit delivered events to this instance's own inbox (continue-as-new).
+    fed_itself: bool,
 }
 
 impl Actor {
@@ -53,6 +55,7 @@ impl Actor {
             rx,
             state: None,
             pending: None,
+            fed_itself: false,
         }
     }
 
@@ -113,9 +116,15 @@ impl Actor {
                     retry_stalled = true;
                 }
                 Some(ActorMsg::Complete(resp, reply)) => {
+                    self.fed_itself = false;
                     let result = self.complete(resp).await;
+                    // The turn consumed everything the inbox held when it was prepared, and any
+                    // event that arrived since sent a Wake (already noted in `dirty`); so the
+                    // inbox is read again only if this turn wrote to it or did not commit.
+                    if result.is_err() || self.state.is_none() || self.fed_itself {
+                        dirty = true;
+                    }
                     let _ = reply.send(result);
-                    dirty = true;
                 }
             }
         }
@@ -328,7 +337,8 @@ impl Actor {
         self.inner.changed(&self.id);
         for id in wake {
             if id == self.id {
-                continue; // the run loop re-reads our own inbox after every commit
+                self.fed_itself = true; // the run loop re-reads our own inbox
+                continue;
             }
             self.inner.wake(&id);
         }
