@@ -320,6 +320,7 @@ impl Actor {
             st.history.clear();
         }
         st.history.extend(out.append);
+        let status_before = st.meta.status;
         st.meta = InstanceMeta {
             version: st.meta.version + 1,
             ..out.meta
@@ -334,7 +335,11 @@ impl Actor {
         if timers {
             self.inner.timers_changed.notify_one();
         }
-        self.inner.changed(&self.id);
+        // Waiters only wait on status, so only a status change is announced (and a turn that
+        // changes nothing else never clones the row's payloads).
+        if st.meta.status != status_before {
+            self.inner.committed(&st.meta);
+        }
         for id in wake {
             if id == self.id {
                 self.fed_itself = true; // the run loop re-reads our own inbox

@@ -76,7 +76,9 @@ pub(crate) struct Inner {
     pub(crate) max_work_item: usize,
     max_payload: usize,
     actors: Mutex<HashMap<String, mpsc::UnboundedSender<ActorMsg>>>,
-    changes: broadcast::Sender<String>,
+    /// Instance rows that changed: with the committed row when the writer has it (so waiters
+    /// need no store read), without it when they must re-read (create, purge, other processes).
+    changes: broadcast::Sender<(String, Option<Arc<InstanceMeta>>)>,
 }
 
 impl Inner {
@@ -131,7 +133,14 @@ impl Inner {
     }
 
     pub(crate) fn changed(&self, id: &str) {
-        let _ = self.changes.send(id.to_string());
+        let _ = self.changes.send((id.to_string(), None));
+    }
+
+    /// A commit of this engine changed the row's status; `meta` is the committed row.
+    pub(crate) fn committed(&self, meta: &InstanceMeta) {
+        let _ = self
+            .changes
+            .send((meta.instance_id.clone(), Some(Arc::new(meta.clone()))));
     }
 }
 
@@ -257,7 +266,12 @@ impl Engine {
             }
             loop {
                 match rx.recv().await {
-                    Ok(changed) if changed == id => break,
+                    Ok((changed, Some(meta))) if changed == id => {
+                        if pred(&meta) {
+                            return Ok(Some((*meta).clone()));
+                        }
+                    }
+                    Ok((changed, None)) if changed == id => break,
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => break,
                     Err(broadcast::error::RecvError::Closed) => {
