@@ -417,7 +417,12 @@ impl Engine {
         self.check_payload("custom status", resp.custom_status.as_deref())?;
         check_action_payloads(self, &resp)?;
         let id = resp.instance_id.clone();
-        if self.inner.hub.take_workflow(&id).is_none() {
+        if self
+            .inner
+            .hub
+            .take_workflow(&id, &resp.completion_token)
+            .is_none()
+        {
             return Err(EngineError::NotFound(format!("unknown instance ID: {id}")));
         }
         let (tx, rx) = oneshot::channel();
@@ -429,7 +434,11 @@ impl Engine {
     pub async fn complete_activity(&self, resp: ActivityResponse) -> Result<()> {
         self.check_payload("activity result", resp.result.as_deref())?;
         let id = resp.instance_id.clone();
-        let Some((generation, request)) = self.inner.hub.take_activity(&id, resp.task_id) else {
+        let Some((generation, request)) =
+            self.inner
+                .hub
+                .take_activity(&id, resp.task_id, &resp.completion_token)
+        else {
             return Err(EngineError::NotFound(format!(
                 "unknown instance ID/task ID combo: {id}/{}",
                 resp.task_id

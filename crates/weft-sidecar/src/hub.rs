@@ -41,11 +41,18 @@ enum Key {
     Activity(String, i32),
 }
 
+/// A dispatched job: the stream holding it and the completion token sent with it.
+struct InFlight {
+    stream: u64,
+    job: Job,
+    token: String,
+}
+
 #[derive(Default)]
 struct State {
     queue: VecDeque<Job>,
     /// Dispatched and not yet completed: which stream holds it.
-    inflight: HashMap<Key, (u64, Job)>,
+    inflight: HashMap<Key, InFlight>,
 }
 
 /// Shared between the engine (which enqueues) and the gRPC streams (which take).
@@ -53,6 +60,9 @@ pub struct Hub {
     state: Mutex<State>,
     ready: Notify,
     next_stream: AtomicU64,
+    next_token: AtomicU64,
+    /// Per-process prefix of completion tokens, so a token from before a restart never matches.
+    boot: String,
     /// Number of connected streams, observable (e.g. to retry stalled instances on connect).
     connected: watch::Sender<usize>,
 }
@@ -63,6 +73,8 @@ impl Default for Hub {
             state: Mutex::default(),
             ready: Notify::new(),
             next_stream: AtomicU64::new(1),
+            next_token: AtomicU64::new(1),
+            boot: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
             connected: watch::channel(0).0,
         }
     }
@@ -84,32 +96,40 @@ impl Hub {
         self.ready.notify_one();
     }
 
+    /// Removes the in-flight record a completion answers. A worker that echoes the completion
+    /// token (the Python SDKs do) must echo the one of the current dispatch: a late answer to
+    /// an earlier dispatch of the same key (re-dispatched after its stream died) is refused and
+    /// leaves the record alone. Workers without tokens (JS) are matched by key, as daprd does.
+    fn take_inflight(&self, key: Key, token: &str) -> Option<Job> {
+        let mut st = self.lock();
+        match st.inflight.get(&key) {
+            Some(f) if token.is_empty() || f.token == token => {
+                st.inflight.remove(&key).map(|f| f.job)
+            }
+            _ => None,
+        }
+    }
+
     /// Removes a workflow turn's in-flight record; `None` if no such turn is pending.
-    pub fn take_workflow(&self, instance_id: &str) -> Option<WorkflowRequest> {
-        match self
-            .lock()
-            .inflight
-            .remove(&Key::Workflow(instance_id.to_string()))
-        {
-            Some((_, Job::Workflow(r))) => Some(r),
+    pub fn take_workflow(&self, instance_id: &str, token: &str) -> Option<WorkflowRequest> {
+        match self.take_inflight(Key::Workflow(instance_id.to_string()), token) {
+            Some(Job::Workflow(r)) => Some(r),
             _ => None,
         }
     }
 
     /// Removes an activity's in-flight record, returning its generation and request.
-    pub fn take_activity(&self, instance_id: &str, task_id: i32) -> Option<(i64, ActivityRequest)> {
-        match self
-            .lock()
-            .inflight
-            .remove(&Key::Activity(instance_id.to_string(), task_id))
-        {
-            Some((
-                _,
-                Job::Activity {
-                    generation,
-                    request,
-                },
-            )) => Some((generation, request)),
+    pub fn take_activity(
+        &self,
+        instance_id: &str,
+        task_id: i32,
+        token: &str,
+    ) -> Option<(i64, ActivityRequest)> {
+        match self.take_inflight(Key::Activity(instance_id.to_string(), task_id), token) {
+            Some(Job::Activity {
+                generation,
+                request,
+            }) => Some((generation, request)),
             _ => None,
         }
     }
@@ -162,18 +182,27 @@ impl Hub {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn take(&self, stream: u64) -> Job {
+    async fn take(&self, stream: u64) -> (Job, String) {
         loop {
             let notified = self.ready.notified();
             {
                 let mut st = self.lock();
                 if let Some(job) = st.queue.pop_front() {
-                    st.inflight.insert(job.key(), (stream, job.clone()));
+                    let n = self.next_token.fetch_add(1, Ordering::Relaxed);
+                    let token = format!("{}-{n}", self.boot);
+                    st.inflight.insert(
+                        job.key(),
+                        InFlight {
+                            stream,
+                            job: job.clone(),
+                            token: token.clone(),
+                        },
+                    );
                     if !st.queue.is_empty() {
                         // Others may be waiting for the rest.
                         self.ready.notify_one();
                     }
-                    return job;
+                    return (job, token);
                 }
             }
             notified.await;
@@ -185,12 +214,12 @@ impl Hub {
         let lost: Vec<Key> = st
             .inflight
             .iter()
-            .filter(|(_, (s, _))| *s == stream)
+            .filter(|(_, f)| f.stream == stream)
             .map(|(k, _)| k.clone())
             .collect();
         for k in lost.into_iter().rev() {
-            if let Some((_, job)) = st.inflight.remove(&k) {
-                st.queue.push_front(job);
+            if let Some(f) = st.inflight.remove(&k) {
+                st.queue.push_front(f.job);
             }
         }
         drop(st);
@@ -217,15 +246,15 @@ impl StreamHandle<'_> {
         shutdown: tokio_util::sync::CancellationToken,
     ) {
         loop {
-            let job = tokio::select! {
-                job = self.hub.take(self.id) => job,
+            let (job, token) = tokio::select! {
+                taken = self.hub.take(self.id) => taken,
                 _ = tx.closed() => return,
                 _ = shutdown.cancelled() => {
                     let _ = tx.send(Err(tonic::Status::cancelled("shutting down"))).await;
                     return;
                 }
             };
-            let item = self.shape_for_worker(job);
+            let item = self.shape_for_worker(job, token);
             if tx.send(Ok(item)).await.is_err() {
                 return;
             }
@@ -233,7 +262,7 @@ impl StreamHandle<'_> {
         }
     }
 
-    fn shape_for_worker(&mut self, job: Job) -> WorkItem {
+    fn shape_for_worker(&mut self, job: Job, completion_token: String) -> WorkItem {
         let request = match job {
             Job::Workflow(mut r) => {
                 if self.stateful_history {
@@ -255,7 +284,7 @@ impl StreamHandle<'_> {
         };
         WorkItem {
             request: Some(request),
-            completion_token: String::new(),
+            completion_token,
         }
     }
 }
@@ -295,16 +324,40 @@ mod tests {
         drop(rx); // the worker goes away without completing
         t.await.unwrap();
         assert_eq!(hub.queued(), 1, "the unanswered turn is queued again");
-        assert!(hub.take_workflow("a").is_none());
+        assert!(hub.take_workflow("a", "").is_none());
         assert_eq!(*hub.connected().borrow(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_late_answer_to_an_earlier_dispatch_is_refused() {
+        let hub = Hub::default();
+        hub.push(wf("a", 0));
+        let (_, first) = hub.take(1).await;
+        hub.release_stream(1); // the first worker died: the turn is queued again
+        let (_, second) = hub.take(2).await;
+        assert_ne!(first, second);
+        assert!(
+            hub.take_workflow("a", &first).is_none(),
+            "stale token refused"
+        );
+        assert!(
+            hub.take_workflow("a", &second).is_some(),
+            "the record was left for the current dispatch"
+        );
+        hub.push(wf("b", 0));
+        hub.take(3).await;
+        assert!(
+            hub.take_workflow("b", "").is_some(),
+            "workers without tokens match by key"
+        );
     }
 
     #[tokio::test]
     async fn stateful_streams_send_deltas() {
         let hub = Hub::default();
         let mut s = hub.open_stream(true);
-        let first = s.shape_for_worker(wf("a", 3));
-        let second = s.shape_for_worker(wf("a", 5));
+        let first = s.shape_for_worker(wf("a", 3), String::new());
+        let second = s.shape_for_worker(wf("a", 5), String::new());
         let Some(Request::WorkflowRequest(r1)) = first.request else {
             panic!()
         };
@@ -316,13 +369,15 @@ mod tests {
         assert_eq!(r2.past_events.len(), 2);
         assert_eq!(r2.cached_history.unwrap().event_count, 3);
         // After continue-as-new the history is shorter than the cache: full send.
-        let third = s.shape_for_worker(wf("a", 1));
+        let third = s.shape_for_worker(wf("a", 1), String::new());
         let Some(Request::WorkflowRequest(r3)) = third.request else {
             panic!()
         };
         assert_eq!(r3.past_events.len(), 1);
         let mut plain = hub.open_stream(false);
-        let Some(Request::WorkflowRequest(r)) = plain.shape_for_worker(wf("a", 5)).request else {
+        let Some(Request::WorkflowRequest(r)) =
+            plain.shape_for_worker(wf("a", 5), String::new()).request
+        else {
             panic!()
         };
         assert!(r.cached_history.is_none() && r.past_events.len() == 5);
