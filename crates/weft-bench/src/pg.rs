@@ -143,27 +143,12 @@ impl PgServer {
 
     /// Stops the server and removes its files once this process is gone, even after SIGKILL.
     fn spawn_watchdog(&self) -> anyhow::Result<Child> {
-        let stop = format!(
-            "{}{} -D {} -m immediate stop",
-            if self.as_postgres {
-                "runuser -u postgres -- "
-            } else {
-                ""
-            },
-            self.bin.join("pg_ctl").display(),
-            self.data_dir()
-        );
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf {dir}",
-            pid = std::process::id(),
-            dir = self.dir.display()
-        );
-        Ok(Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?)
+        Ok(weft_testkit::spawn_watchdog(
+            &self.bin.join("pg_ctl"),
+            &self.data_dir(),
+            &self.dir,
+            self.as_postgres,
+        )?)
     }
 }
 

@@ -3,4 +3,6 @@
 
 pub mod postgres;
 
-pub use postgres::{PgServer, TestDb, TestkitError, postgres_bin_dir, test_database};
+pub use postgres::{
+    PgServer, TestDb, TestkitError, postgres_bin_dir, spawn_watchdog, test_database,
+};

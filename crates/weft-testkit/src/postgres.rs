@@ -216,31 +216,45 @@ impl PgServer {
         }
     }
 
-    /// A shell loop that outlives us by at most half a second: when this process is gone (even
-    /// by SIGKILL), it stops the server and removes the files.
     fn spawn_watchdog(&self) -> Result<Child> {
-        let stop = format!(
-            "{}{} -D {} -m immediate stop",
-            if self.as_postgres {
-                "runuser -u postgres -- "
-            } else {
-                ""
-            },
-            self.bin.join("pg_ctl").display(),
-            self.data_dir()
-        );
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf {dir}",
-            pid = std::process::id(),
-            dir = self.dir.display()
-        );
-        Ok(Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?)
+        Ok(spawn_watchdog(
+            &self.bin.join("pg_ctl"),
+            &self.data_dir(),
+            &self.dir,
+            self.as_postgres,
+        )?)
     }
+}
+
+/// A shell loop that outlives this process by at most half a second: once it is gone (even by
+/// SIGKILL) it stops the server in `data_dir` with `pg_ctl` and removes `dir`. Shared with the
+/// benchmark's durable server.
+pub fn spawn_watchdog(
+    pg_ctl: &Path,
+    data_dir: &str,
+    dir: &Path,
+    as_postgres: bool,
+) -> std::io::Result<Child> {
+    let stop = format!(
+        "{}{} -D {data_dir} -m immediate stop",
+        if as_postgres {
+            "runuser -u postgres -- "
+        } else {
+            ""
+        },
+        pg_ctl.display(),
+    );
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf {dir}",
+        pid = std::process::id(),
+        dir = dir.display()
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
 }
 
 impl Drop for PgServer {
