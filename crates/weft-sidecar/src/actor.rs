@@ -24,6 +24,9 @@ pub(crate) enum ActorMsg {
     Retry,
     /// The instance was replaced behind the actor's back (ID reuse): drop cached state.
     Reload,
+    /// The instance was purged: its pending turn is gone from the hub (and the answer to it
+    /// would be refused), so forget it too, or a re-created instance would never run.
+    Purged,
     /// A worker answered the pending turn.
     Complete(WorkflowResponse, oneshot::Sender<Result<()>>),
 }
@@ -111,6 +114,11 @@ impl Actor {
                     }
                     dirty = true;
                 }
+                Some(ActorMsg::Purged) => {
+                    self.pending = None;
+                    self.state = None;
+                    dirty = true;
+                }
                 Some(ActorMsg::Retry) => {
                     dirty = true;
                     retry_stalled = true;
@@ -151,6 +159,7 @@ impl Actor {
             .map(|e| InboxItem {
                 seq: e.seq,
                 event: e.event,
+                generation: e.generation,
             })
             .collect();
         match turn::prepare_turn(&st.meta, &st.history, &items, now()) {
@@ -290,10 +299,15 @@ impl Actor {
                         on_conflict: on_conflict.clone(),
                     });
                 }
-                Effect::Deliver { instance_id, event } => {
+                Effect::Deliver {
+                    instance_id,
+                    execution_id,
+                    event,
+                } => {
                     wake.push(instance_id.clone());
                     cp.outbound.push(Outbound::Deliver {
                         instance_id: instance_id.clone(),
+                        execution_id: execution_id.clone(),
                         event: event.clone(),
                     });
                 }

@@ -98,6 +98,14 @@ impl Inner {
         tokio::spawn(Actor::new(id.to_string(), self.clone(), rx).run());
     }
 
+    /// Tells an active actor its instance was purged (an idle one has nothing to forget).
+    fn purged(&self, id: &str) {
+        let actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = actors.get(id) {
+            let _ = tx.send(ActorMsg::Purged);
+        }
+    }
+
     pub(crate) fn wake(self: &Arc<Self>, id: &str) {
         self.send(id, ActorMsg::Wake);
     }
@@ -378,25 +386,53 @@ impl Engine {
         Ok(true)
     }
 
-    /// Deletes a finished instance (and, if `recursive`, the children it created).
+    /// Deletes a finished instance and, if `recursive`, every descendant it created (children
+    /// already purged are skipped). As daprd: if the instance or, in a recursive purge, any
+    /// descendant is still active, nothing is purged and the answer is `FailedPrecondition`
+    /// (unless `force`). Actors of purged instances drop their state and pending turn.
     pub async fn purge(&self, id: &str, recursive: bool, force: bool) -> Result<i32> {
-        let meta = self.existing(id).await?;
-        if !meta.status.is_terminal() && !force {
-            return Err(EngineError::FailedPrecondition(format!(
-                "workflow instance '{id}' has not yet completed (status {})",
-                meta.status
-            )));
-        }
-        let mut todo = vec![id.to_string()];
-        let mut count = 0;
-        while let Some(next) = todo.pop() {
-            if recursive && let Some(h) = self.inner.store.get_history(&next).await? {
-                todo.extend(all_children(&h));
+        self.existing(id).await?;
+        let mut tree = vec![id.to_string()];
+        if recursive {
+            let mut known: std::collections::HashSet<String> = tree.iter().cloned().collect();
+            let mut i = 0;
+            while i < tree.len() {
+                if let Some(h) = self.inner.store.get_history(&tree[i]).await? {
+                    for child in all_children(&h) {
+                        if known.insert(child.clone()) {
+                            tree.push(child);
+                        }
+                    }
+                }
+                i += 1;
             }
-            if self.inner.store.purge(&next).await? {
+        }
+        if !force {
+            for member in &tree {
+                if let Some(m) = self.inner.store.get_instance(member).await?
+                    && !m.status.is_terminal()
+                {
+                    let what = if member == id {
+                        format!("workflow instance '{id}'")
+                    } else {
+                        format!("child workflow '{member}' of '{id}'")
+                    };
+                    return Err(EngineError::FailedPrecondition(format!(
+                        "{what} has not yet completed (status {}); terminate it first",
+                        m.status
+                    )));
+                }
+            }
+        }
+        // Descendants first: should one have become active meanwhile (the store checks each
+        // again, under its row lock), the instance itself is still there to purge later.
+        let mut count = 0;
+        for member in tree.iter().rev() {
+            if self.inner.store.purge(member, force).await? {
                 count += 1;
-                self.inner.hub.forget_instance(&next);
-                self.inner.changed(&next);
+                self.inner.hub.forget_instance(member);
+                self.inner.purged(member);
+                self.inner.changed(member);
             }
         }
         Ok(count)

@@ -67,6 +67,7 @@ impl From<StoreError> for EngineError {
         match e {
             StoreError::AlreadyExists(_) => Self::AlreadyExists(e.to_string()),
             StoreError::NotFound(id) => Self::no_such_instance(&id),
+            StoreError::NotTerminal(_) => Self::FailedPrecondition(e.to_string()),
             StoreError::Conflict { .. } => Self::Unavailable(e.to_string()),
             StoreError::Unavailable(_) => Self::Unavailable(e.to_string()),
             other => Self::Internal(other.to_string()),

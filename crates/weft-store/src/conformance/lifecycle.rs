@@ -20,10 +20,12 @@ pub async fn outbound_deliver_and_create<F: Fixture>(fx: &F) {
     cp.outbound = vec![
         Outbound::Deliver {
             instance_id: "peer".into(),
+            execution_id: None,
             event: raised("hello", 1),
         },
         Outbound::Deliver {
             instance_id: "missing".into(),
+            execution_id: None,
             event: raised("dropped", 2),
         },
         Outbound::Create {
@@ -215,7 +217,8 @@ pub async fn purge_removes_everything<F: Fixture>(fx: &F) {
         event: raised("t", 1),
     }];
     s.checkpoint(cp).await.unwrap();
-    assert!(s.purge("p").await.unwrap());
+    // Still running, so only a forced purge takes it (see `purge_refuses_active_instances`).
+    assert!(s.purge("p", true).await.unwrap());
     assert!(s.get_instance("p").await.unwrap().is_none());
     assert!(s.load("p").await.unwrap().is_none());
     assert!(s.get_history("p").await.unwrap().is_none());
@@ -226,7 +229,10 @@ pub async fn purge_removes_everything<F: Fixture>(fx: &F) {
         s.instances_with_inbox().await.unwrap(),
         vec!["keep".to_string()]
     );
-    assert!(!s.purge("p").await.unwrap(), "second purge finds nothing");
+    assert!(
+        !s.purge("p", false).await.unwrap(),
+        "second purge finds nothing"
+    );
     assert!(s.get_instance("keep").await.unwrap().is_some());
     // the ID is free again
     assert_eq!(

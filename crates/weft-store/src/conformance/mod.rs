@@ -3,10 +3,12 @@
 
 mod cases;
 mod concurrency;
+mod executions;
 mod lifecycle;
 
 pub use cases::*;
 pub use concurrency::*;
+pub use executions::*;
 pub use lifecycle::*;
 
 use async_trait::async_trait;
@@ -57,6 +59,10 @@ macro_rules! conformance_tests {
             concurrent_creates_one_wins,
             scheduled_start_becomes_reminder,
             payloads_round_trip_exactly,
+            inbox_rows_name_their_generation,
+            recreation_continues_generation_and_version,
+            purge_refuses_active_instances,
+            purge_racing_deliveries_leaves_no_orphans,
         );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {

@@ -425,7 +425,7 @@ impl Store for PgStore {
     }
 
     async fn append_inbox(&self, instance_id: &str, event: HistoryEvent) -> Result<bool> {
-        write_tx!(self, tx => ops::deliver(&tx, instance_id, &event).await)
+        write_tx!(self, tx => ops::deliver(&tx, instance_id, &event, None).await)
     }
 
     async fn checkpoint(&self, cp: Checkpoint) -> Result<()> {
@@ -531,8 +531,8 @@ impl Store for PgStore {
         read!(self, c => ops::list(&c, &filter).await)
     }
 
-    async fn purge(&self, instance_id: &str) -> Result<bool> {
-        write_tx!(self, tx => ops::purge(&tx, instance_id).await)
+    async fn purge(&self, instance_id: &str, force: bool) -> Result<bool> {
+        write_tx!(self, tx => ops::purge(&tx, instance_id, force).await)
     }
 
     fn subscribe(&self) -> Option<broadcast::Receiver<Wakeup>> {

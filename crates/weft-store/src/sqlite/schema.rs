@@ -72,6 +72,17 @@ CREATE TABLE reminders (
 CREATE INDEX reminders_by_due ON reminders (due_at);
 CREATE INDEX reminders_by_instance ON reminders (instance_id, generation);
 "#,
+    // Executions kept apart: inbox rows name the generation they are for (NULL: any), and a
+    // purged instance's last generation and version survive it, so a re-created one continues
+    // both sequences.
+    r#"
+ALTER TABLE inbox ADD COLUMN generation INTEGER;
+CREATE TABLE purged_instances (
+    instance_id TEXT PRIMARY KEY NOT NULL,
+    generation  INTEGER NOT NULL,
+    version     INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this binary writes.
