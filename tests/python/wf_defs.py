@@ -216,6 +216,15 @@ def register_all(rt: wf.WorkflowRuntime, state: SharedState) -> dict:
             return acc
         ctx.continue_as_new(acc, save_events=True)
 
+    @workflow("can_ordered")
+    def can_ordered(ctx: wf.DaprWorkflowContext, inp: dict):
+        # One event per generation; the rest are carried over (save_events) in the order received.
+        v = yield ctx.wait_for_external_event("item")
+        acc = inp["acc"] + [v]
+        if len(acc) >= inp["n"]:
+            return acc
+        ctx.continue_as_new({"acc": acc, "n": inp["n"]}, save_events=True)
+
     @workflow("retry_ok")
     def retry_ok(ctx: wf.DaprWorkflowContext, fail_times: int):
         policy = wf.RetryPolicy(first_retry_interval=timedelta(milliseconds=300),
