@@ -93,6 +93,16 @@ pub async fn outbound_create_conflict_delivers_on_conflict<F: Fixture>(fx: &F) {
         .map(|e| e.event)
         .collect();
     assert!(p_inbox.contains(&raised("child-failed", 4)));
+    let conflict = s.read_inbox("p").await.unwrap();
+    let conflict = conflict
+        .iter()
+        .find(|e| e.event == raised("child-failed", 4))
+        .unwrap();
+    assert_eq!(
+        conflict.generation,
+        Some(m.generation),
+        "addressed to the parent's execution that started the child"
+    );
     assert!(!p_inbox.contains(&raised("not-sent", 5)));
     let busy_after = s.load("busy").await.unwrap().unwrap();
     assert_eq!(busy_after.meta, busy_before.meta, "active target untouched");

@@ -458,7 +458,9 @@ pub(crate) async fn checkpoint(tx: &Transaction<'_>, cp: &Checkpoint, now: Micro
                 if create(tx, &req, now).await? == CreateOutcome::Existing
                     && let Some((target, event)) = on_conflict
                 {
-                    deliver(tx, target, event, None).await?;
+                    // Addressed to the execution this checkpoint writes, when it is our own.
+                    let exec = (target == id).then_some(m.execution_id.as_str());
+                    deliver(tx, target, event, exec).await?;
                 }
             }
         }

@@ -391,7 +391,9 @@ pub(crate) fn checkpoint(c: &Connection, cp: &Checkpoint, now: Micros) -> Result
                 if create(c, &req, now)? == CreateOutcome::Existing
                     && let Some((target, event)) = on_conflict
                 {
-                    deliver(c, target, event, None)?;
+                    // Addressed to the execution this checkpoint writes, when it is our own.
+                    let exec = (target == id).then_some(m.execution_id.as_str());
+                    deliver(c, target, event, exec)?;
                 }
             }
         }
