@@ -86,12 +86,12 @@ def retry(ctx: task.OrchestrationContext, fail_times: int):
 
 
 def retry_exhausted(ctx: task.OrchestrationContext, msg: str):
-    # The policy (1 s, backoff 2, 5 attempts, retry_timeout 13 s) at a quarter of the
-    # intervals: attempts at 0, .25, .75, 1.75 and 3.75 s. The SDK checks retry_timeout against the
-    # wall clock while replaying, so the replay at 3.75 s gives up at the first failure and
-    # completes with the next sequence number, 2: the ID of the first retry timer.
-    rp = task.RetryPolicy(first_retry_interval=timedelta(seconds=0.25), backoff_coefficient=2,
-                          max_number_of_attempts=5, retry_timeout=timedelta(seconds=3.25))
+    # The policy (1 s, backoff 2, 5 attempts, retry_timeout 13 s) at half the intervals:
+    # attempts at 0, .5, 1.5, 3.5 and 7.5 s. The SDK checks retry_timeout against the wall clock
+    # while replaying, so the replay at 7.5 s gives up at the first failure and completes with
+    # the next sequence number, 2: the ID of the first retry timer.
+    rp = task.RetryPolicy(first_retry_interval=timedelta(seconds=0.5), backoff_coefficient=2,
+                          max_number_of_attempts=5, retry_timeout=timedelta(seconds=6.5))
     yield ctx.call_activity(boom, input=msg, retry_policy=rp)
 
 
