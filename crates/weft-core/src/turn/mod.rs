@@ -139,7 +139,7 @@ pub fn prepare_turn(
     let ran = execution_started(history).is_some();
     let mut started = ran;
     let mut picked: Vec<HistoryEvent> = Vec::new();
-    let ordered = turn_order(meta, inbox);
+    let ordered = turn_order(meta, inbox, !ran);
     let mut terminate: Option<ExecutionTerminatedEvent> = None;
     for item in ordered {
         let ev = &item.event;
@@ -200,16 +200,21 @@ pub fn prepare_turn(
 
 /// The inbox events a turn may deliver, in delivery order. Events addressed to another
 /// generation are left out (a late result of an earlier execution, or of a purged and re-created
-/// instance). A turn that starts an execution delivers first its `ExecutionStarted` and then the
+/// instance). A turn that starts an execution (`starting`: none has started in this history)
+/// delivers first its `ExecutionStarted` and then the
 /// events carried over into it by continue-as-new (both stamped for this generation by the
 /// checkpoint that created it), and only then what arrived meanwhile, in arrival order: the
 /// carried events were received before anything that arrived during that checkpoint's turn.
-fn turn_order<'a>(meta: &InstanceMeta, inbox: &'a [InboxItem]) -> Vec<&'a InboxItem> {
+fn turn_order<'a>(
+    meta: &InstanceMeta,
+    inbox: &'a [InboxItem],
+    starting: bool,
+) -> Vec<&'a InboxItem> {
     let current = |i: &InboxItem| i.generation.is_none_or(|g| g == meta.generation);
     let mut ordered: Vec<&InboxItem> = inbox.iter().filter(|i| current(i)).collect();
     let is_start =
         |i: &InboxItem| matches!(i.event.event_type, Some(EventType::ExecutionStarted(_)));
-    if ordered.iter().any(|i| is_start(i)) {
+    if starting && ordered.iter().any(|i| is_start(i)) {
         // Stable: each group keeps arrival order.
         ordered.sort_by_key(|i| match () {
             _ if is_start(i) => 0,
