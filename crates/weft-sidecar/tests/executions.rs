@@ -1,6 +1,7 @@
-//! Purge over gRPC with a hand-written worker: active instances and running children are refused
-//! (as daprd), and an instance purged while its turn was with a worker can be created again and
-//! runs.
+//! Executions kept apart, over gRPC with a hand-written worker: a late activity result of an
+//! execution that continued as new is not delivered to the next one; purge refuses active
+//! instances and running children (as daprd); an instance purged while its turn was with a worker
+//! can be created again and runs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -265,4 +266,128 @@ async fn a_recursive_purge_refuses_a_running_child() {
     assert_eq!(purged.deleted_instance_count, 2);
     assert!(status(&mut s.client, "rp").await.is_none());
     assert!(status(&mut s.client, "rp-kid").await.is_none());
+}
+
+fn kinds(evs: &[HistoryEvent]) -> Vec<&'static str> {
+    evs.iter().map(weft_core::history::kind).collect()
+}
+
+async fn activity_item(stream: &mut tonic::Streaming<WorkItem>) -> ActivityRequest {
+    let item = tokio::time::timeout(DEADLINE, stream.message())
+        .await
+        .expect("a work item within the deadline")
+        .expect("stream ok")
+        .expect("stream open");
+    match item.request {
+        Some(work_item::Request::ActivityRequest(r)) => r,
+        other => panic!("expected an activity item, got {other:?}"),
+    }
+}
+
+fn schedule(id: i32) -> WorkflowAction {
+    action(
+        id,
+        workflow_action::WorkflowActionType::ScheduleTask(ScheduleTaskAction {
+            name: "add".into(),
+            ..Default::default()
+        }),
+    )
+}
+
+fn result(id: &str, task_id: i32, value: &str, token: String) -> ActivityResponse {
+    ActivityResponse {
+        instance_id: id.into(),
+        task_id,
+        result: Some(value.into()),
+        completion_token: token,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_result_for_the_previous_execution_does_not_reach_the_next() {
+    let mut s = sidecar().await;
+    let mut stream = s
+        .client
+        .get_work_items(GetWorkItemsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    s.client
+        .start_instance(start_req("cg", true))
+        .await
+        .unwrap();
+    workflow_item(&mut stream).await;
+    s.client
+        .complete_orchestrator_task(respond("cg", vec![schedule(1)]))
+        .await
+        .unwrap();
+    let old_task = activity_item(&mut stream).await;
+    let old_exec = old_task
+        .workflow_instance
+        .as_ref()
+        .unwrap()
+        .execution_id
+        .clone();
+    // A raised event starts a turn; while the worker has it, generation 0's activity finishes.
+    s.client
+        .raise_event(RaiseEventRequest {
+            instance_id: "cg".into(),
+            name: "go".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let turn = workflow_item(&mut stream).await;
+    assert_eq!(kinds(&turn.new_events), ["WorkflowStarted", "EventRaised"]);
+    s.client
+        .complete_activity_task(result("cg", 1, "\"old\"", String::new()))
+        .await
+        .unwrap();
+    // The turn continues as new: task IDs start again at 1 in generation 1.
+    let can = action(
+        2,
+        workflow_action::WorkflowActionType::CompleteWorkflow(CompleteWorkflowAction {
+            workflow_status: OrchestrationStatus::ContinuedAsNew as i32,
+            result: Some("1".into()),
+            ..Default::default()
+        }),
+    );
+    s.client
+        .complete_orchestrator_task(respond("cg", vec![can]))
+        .await
+        .unwrap();
+    let first = workflow_item(&mut stream).await;
+    assert_eq!(
+        kinds(&first.new_events),
+        ["WorkflowStarted", "ExecutionStarted"],
+        "generation 0's result is not delivered to generation 1"
+    );
+    s.client
+        .complete_orchestrator_task(respond("cg", vec![schedule(1)]))
+        .await
+        .unwrap();
+    let new_task = activity_item(&mut stream).await;
+    assert_ne!(
+        new_task.workflow_instance.as_ref().unwrap().execution_id,
+        old_exec
+    );
+    s.client
+        .complete_activity_task(result("cg", 1, "\"new\"", String::new()))
+        .await
+        .unwrap();
+    let second = workflow_item(&mut stream).await;
+    let results: Vec<_> = second
+        .new_events
+        .iter()
+        .filter_map(|e| match &e.event_type {
+            Some(history_event::EventType::TaskCompleted(c)) => c.result.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(results, ["\"new\""]);
+    s.client
+        .complete_orchestrator_task(respond("cg", vec![complete(2)]))
+        .await
+        .unwrap();
 }
