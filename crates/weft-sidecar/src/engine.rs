@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use weft_core::history::{all_children, event};
-use weft_core::ids::validate_instance_id;
+use weft_core::ids::{self, validate_instance_id};
 use weft_core::turn::new_instance;
 use weft_core::{InstanceMeta, RuntimeStatus};
 use weft_proto::durabletask::{
@@ -187,7 +187,10 @@ impl Engine {
     }
 
     pub fn check_payload(&self, what: &str, value: Option<&str>) -> Result<()> {
-        let len = value.map_or(0, str::len);
+        self.check_payload_len(what, value.map_or(0, str::len))
+    }
+
+    fn check_payload_len(&self, what: &str, len: usize) -> Result<()> {
         if len > self.inner.max_payload {
             return Err(EngineError::PayloadTooLarge(format!(
                 "{what} is {len} bytes; the limit is {} bytes",
@@ -203,11 +206,8 @@ impl Engine {
     /// Creates an instance; returns once it is durable (callers may then wait for the start).
     pub async fn start_instance(&self, req: StartRequest) -> Result<String> {
         validate_instance_id(&req.instance_id)?;
-        if req.name.is_empty() {
-            return Err(EngineError::InvalidArgument(
-                "workflow name must not be empty".into(),
-            ));
-        }
+        ids::check_name("workflow name", &req.name)?;
+        ids::check_opt("workflow version", req.version.as_deref())?;
         self.check_payload("input", req.input.as_deref())?;
         let now = now();
         let exec = uuid::Uuid::new_v4().to_string();
@@ -248,6 +248,7 @@ impl Engine {
     }
 
     pub async fn get_instance(&self, id: &str) -> Result<Option<InstanceMeta>> {
+        ids::check_instance_ref("instance ID", id)?;
         Ok(self.inner.store.get_instance(id).await?)
     }
 
@@ -257,6 +258,7 @@ impl Engine {
         id: &str,
         pred: impl Fn(&InstanceMeta) -> bool,
     ) -> Result<Option<InstanceMeta>> {
+        ids::check_instance_ref("instance ID", id)?;
         let mut rx = self.inner.changes.subscribe();
         loop {
             match self.inner.store.get_instance(id).await? {
@@ -283,6 +285,7 @@ impl Engine {
     }
 
     async fn existing(&self, id: &str) -> Result<InstanceMeta> {
+        ids::check_instance_ref("instance ID", id)?;
         self.inner
             .store
             .get_instance(id)
@@ -299,11 +302,7 @@ impl Engine {
     }
 
     pub async fn raise_event(&self, id: &str, name: &str, input: Option<String>) -> Result<()> {
-        if name.is_empty() {
-            return Err(EngineError::InvalidArgument(
-                "event name must not be empty".into(),
-            ));
-        }
+        ids::check_name("event name", name)?;
         self.check_payload("event data", input.as_deref())?;
         let meta = self.existing(id).await?;
         if meta.status.is_terminal() {
@@ -348,6 +347,7 @@ impl Engine {
     }
 
     pub async fn suspend(&self, id: &str, reason: Option<String>) -> Result<bool> {
+        self.check_payload("reason", reason.as_deref())?;
         let meta = self.existing(id).await?;
         if meta.status.is_terminal() || meta.status == RuntimeStatus::Suspended {
             return Ok(false);
@@ -361,6 +361,7 @@ impl Engine {
     }
 
     pub async fn resume(&self, id: &str, reason: Option<String>) -> Result<bool> {
+        self.check_payload("reason", reason.as_deref())?;
         let meta = self.existing(id).await?;
         // Resuming a running instance would make the SDKs fail it, so only a suspended (or
         // stalled-while-suspended) one gets the event.
@@ -403,10 +404,17 @@ impl Engine {
     }
 
     pub async fn history(&self, id: &str) -> Result<Option<Vec<HistoryEvent>>> {
+        ids::check_instance_ref("instance ID", id)?;
         Ok(self.inner.store.get_history(id).await?)
     }
 
     pub async fn list(&self, filter: ListFilter) -> Result<InstancePage> {
+        if let Some(name) = &filter.name {
+            ids::check_name("workflow name", name)?;
+        }
+        if let Some(after) = &filter.after {
+            ids::check_text("continuation token", after, ids::MAX_REF_ID_LEN)?;
+        }
         Ok(self.inner.store.list_instances(filter).await?)
     }
 
@@ -433,6 +441,9 @@ impl Engine {
 
     pub async fn complete_activity(&self, resp: ActivityResponse) -> Result<()> {
         self.check_payload("activity result", resp.result.as_deref())?;
+        if let Some(f) = &resp.failure_details {
+            self.check_payload_len("activity failure details", f.encoded_len())?;
+        }
         let id = resp.instance_id.clone();
         let Some((generation, request)) =
             self.inner
@@ -499,6 +510,11 @@ fn check_action_payloads(engine: &Engine, resp: &WorkflowResponse) -> Result<()>
             _ => None,
         };
         engine.check_payload("workflow action payload", payload)?;
+        if let Some(A::CompleteWorkflow(c)) = &a.workflow_action_type
+            && let Some(f) = &c.failure_details
+        {
+            engine.check_payload_len("workflow failure details", f.encoded_len())?;
+        }
     }
     Ok(())
 }

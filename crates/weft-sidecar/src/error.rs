@@ -79,3 +79,9 @@ impl From<weft_core::ids::IdError> for EngineError {
         Self::InvalidArgument(e.to_string())
     }
 }
+
+impl From<weft_core::ids::TextError> for EngineError {
+    fn from(e: weft_core::ids::TextError) -> Self {
+        Self::InvalidArgument(e.to_string())
+    }
+}
