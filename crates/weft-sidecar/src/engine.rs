@@ -156,7 +156,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 committer: Committer::new(store.clone()),
                 store,
-                hub: Hub::default(),
+                hub: Hub::new(cfg.max_work_item_bytes),
                 app_id: cfg.app_id,
                 idle_timeout: cfg.idle_timeout,
                 timers_changed: Notify::new(),
@@ -180,7 +180,13 @@ impl Engine {
         if let Some(rx) = store.subscribe() {
             tokio::spawn(follow_store(self.inner.clone(), rx, shutdown.clone()));
         }
-        tokio::spawn(timer_loop(self.inner.clone(), shutdown.clone()));
+        tokio::spawn(crate::timers::timer_loop(
+            self.inner.clone(),
+            shutdown.clone(),
+        ));
+        if let Some(rx) = self.inner.hub.oversize_reports() {
+            tokio::spawn(oversize_loop(self.inner.clone(), rx));
+        }
         tokio::spawn(resync_loop(self.inner.clone(), shutdown.clone()));
         tokio::spawn(stalled_retry_loop(self.inner.clone(), shutdown));
         Ok(())
@@ -519,44 +525,11 @@ fn check_action_payloads(engine: &Engine, resp: &WorkflowResponse) -> Result<()>
     Ok(())
 }
 
-/// Fires due durable timers; polling is the source of truth, `timers_changed` only wakes early.
-async fn timer_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
-    const MAX_SLEEP: Duration = Duration::from_secs(2);
-    const LEASE: i64 = 30_000_000;
-    loop {
-        let t = now();
-        let mut next = MAX_SLEEP;
-        match inner.store.claim_due_reminders(t, t + LEASE, 256).await {
-            Ok(due) => {
-                for r in due {
-                    match inner.store.fire_reminder(r.id).await {
-                        Ok(true) => inner.wake(&r.instance_id),
-                        Ok(false) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, "firing a timer failed; it will be retried")
-                        }
-                    }
-                }
-                match inner.store.next_reminder_due().await {
-                    Ok(Some(due)) => {
-                        let wait = (due - now()).max(0) as u64;
-                        next = next.min(Duration::from_micros(wait));
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "reading timers failed"),
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "claiming timers failed"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = inner.timers_changed.notified() => {}
-            _ = tokio::time::sleep(next) => {}
-        }
-    }
-}
+/// Least time between two recovery scans: requests meanwhile are served by one scan.
+const RESYNC_GAP: Duration = Duration::from_secs(1);
 
-/// Runs a recovery scan whenever asked, retrying with backoff until the store answers.
+/// Runs a recovery scan whenever asked (at most one per [`RESYNC_GAP`]), retrying with backoff
+/// until the store answers.
 async fn resync_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
@@ -572,6 +545,24 @@ async fn resync_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
             }
             wait = (wait * 2).min(Duration::from_secs(5));
         }
+        metrics::counter!("weft_recovery_scans_total").increment(1);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RESYNC_GAP) => {}
+        }
+    }
+}
+
+/// Hands turns that a stream found too large for its worker back to their actors (to stall).
+async fn oversize_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<crate::hub::Oversize>) {
+    while let Some(o) = rx.recv().await {
+        inner.send(
+            &o.instance_id,
+            ActorMsg::Oversize {
+                size: o.size,
+                limit: o.limit,
+            },
+        );
     }
 }
 

@@ -68,7 +68,9 @@ impl From<StoreError> for EngineError {
             StoreError::AlreadyExists(_) => Self::AlreadyExists(e.to_string()),
             StoreError::NotFound(id) => Self::no_such_instance(&id),
             StoreError::Conflict { .. } => Self::Unavailable(e.to_string()),
-            StoreError::Unavailable(_) => Self::Unavailable(e.to_string()),
+            StoreError::Unavailable(_) | StoreError::OutcomeUnknown(_) => {
+                Self::Unavailable(e.to_string())
+            }
             other => Self::Internal(other.to_string()),
         }
     }

@@ -4,10 +4,12 @@
 mod cases;
 mod concurrency;
 mod lifecycle;
+mod timers;
 
 pub use cases::*;
 pub use concurrency::*;
 pub use lifecycle::*;
+pub use timers::*;
 
 use async_trait::async_trait;
 use weft_core::{InstanceMeta, Micros, RuntimeStatus};
@@ -57,6 +59,7 @@ macro_rules! conformance_tests {
             concurrent_creates_one_wins,
             scheduled_start_becomes_reminder,
             payloads_round_trip_exactly,
+            next_due_waits_for_leases,
         );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {

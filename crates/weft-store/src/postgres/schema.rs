@@ -91,6 +91,11 @@ CREATE TRIGGER instances_notify_status AFTER UPDATE ON instances
     FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
     EXECUTE FUNCTION weft_notify_instance();
 "#,
+    // Leased reminders, for the timer loop's "next claimable" query (it must not scan every
+    // reminder to learn when a lease runs out).
+    r#"
+CREATE INDEX reminders_leased ON reminders (lease_until) WHERE lease_until IS NOT NULL;
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -72,6 +72,11 @@ CREATE TABLE reminders (
 CREATE INDEX reminders_by_due ON reminders (due_at);
 CREATE INDEX reminders_by_instance ON reminders (instance_id, generation);
 "#,
+    // Leased reminders, for the timer loop's "next claimable" query (it must not scan every
+    // reminder to learn when a lease runs out).
+    r#"
+CREATE INDEX reminders_leased ON reminders (lease_until) WHERE lease_until IS NOT NULL;
+"#,
 ];
 
 /// The schema version this binary writes.
