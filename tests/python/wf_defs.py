@@ -164,6 +164,10 @@ def register_all(rt: wf.WorkflowRuntime, state: SharedState) -> dict:
         t1 = ctx.current_utc_datetime
         return {"elapsed": (t1 - t0).total_seconds()}
 
+    @workflow("child_by_name")
+    def child_by_name(ctx: wf.DaprWorkflowContext, name: str):
+        return (yield ctx.call_child_workflow(name, input=None))
+
     @workflow("wait_event")
     def wait_event(ctx: wf.DaprWorkflowContext, name: str):
         v = yield ctx.wait_for_external_event(name)  # indefinite wait -> sentinel timer (1.18+)

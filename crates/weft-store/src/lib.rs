@@ -35,6 +35,10 @@ pub enum StoreError {
     /// Stored bytes could not be decoded, or a schema/version problem.
     #[error("store data corrupt: {0}")]
     Corrupt(String),
+    /// The connection was lost while the transaction committed: it may or may not have landed.
+    /// Every other error means nothing was written.
+    #[error("store commit outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 impl StoreError {
@@ -53,6 +57,7 @@ impl StoreError {
             Self::NotTerminal(id) => Self::NotTerminal(id.clone()),
             Self::Unavailable(m) => Self::Unavailable(m.clone()),
             Self::Corrupt(m) => Self::Corrupt(m.clone()),
+            Self::OutcomeUnknown(m) => Self::OutcomeUnknown(m.clone()),
         }
     }
 }
@@ -141,7 +146,9 @@ pub trait Store: Send + Sync + 'static {
     /// one transaction. `Ok(false)` if it no longer exists (cancelled or fired by someone else).
     async fn fire_reminder(&self, reminder_id: i64) -> Result<bool>;
 
-    /// Earliest due time among reminders, for sleeping until the next one.
+    /// When the next reminder may be claimed, for sleeping until then: the earliest due time
+    /// among unleased reminders and `max(due_at, lease_until)` among leased ones (a leased
+    /// reminder is claimable once `lease_until < now`).
     async fn next_reminder_due(&self) -> Result<Option<Micros>>;
 
     /// Instance rows matching `filter`, ordered by instance ID, paged by `filter.after`.

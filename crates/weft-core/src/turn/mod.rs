@@ -251,6 +251,12 @@ pub fn apply_response(
         return Err(TurnError::AlreadyCompleted(meta.instance_id.clone()));
     }
     validate_actions(history, &resp.actions)?;
+    // Names and IDs the stores would refuse (NUL, oversize) fail the instance with a clear error
+    // instead of failing its commit over and over.
+    crate::ids::check_response_strings(resp).map_err(|(id, e)| TurnError::InvalidAction {
+        id,
+        reason: e.to_string(),
+    })?;
     let now = ctx.now;
     let mut new_events = turn.new_events.clone();
     let recorded = history::recorded_patches(history);

@@ -588,12 +588,18 @@ pub(crate) async fn fire_reminder(tx: &Transaction<'_>, reminder_id: i64) -> R<b
     Ok(true)
 }
 
+/// When the next reminder becomes claimable: its due time, or, while it is leased, the later
+/// of that and the end of its lease.
+const NEXT_REMINDER: &str = "SELECT MIN(t) FROM ( \
+             SELECT MIN(due_at) AS t FROM reminders WHERE lease_until IS NULL \
+             UNION ALL \
+             SELECT MIN(CASE WHEN lease_until > due_at THEN lease_until ELSE due_at END) \
+             FROM reminders WHERE lease_until IS NOT NULL) AS next";
+
 pub(crate) async fn next_reminder_due(
     c: &impl deadpool_postgres::GenericClient,
 ) -> R<Option<Micros>> {
-    let st = c
-        .prepare_cached("SELECT MIN(due_at) FROM reminders")
-        .await?;
+    let st = c.prepare_cached(NEXT_REMINDER).await?;
     let row = c.query_one(&st, &[]).await?;
     col(&row, 0)
 }

@@ -509,8 +509,16 @@ pub(crate) fn fire_reminder(c: &Connection, reminder_id: i64) -> Result<bool> {
     Ok(true)
 }
 
+/// When the next reminder becomes claimable: its due time, or, while it is leased, the later
+/// of that and the end of its lease.
+const NEXT_REMINDER: &str = "SELECT MIN(t) FROM ( \
+             SELECT MIN(due_at) AS t FROM reminders WHERE lease_until IS NULL \
+             UNION ALL \
+             SELECT MIN(CASE WHEN lease_until > due_at THEN lease_until ELSE due_at END) \
+             FROM reminders WHERE lease_until IS NOT NULL) AS next";
+
 pub(crate) fn next_reminder_due(c: &Connection) -> Result<Option<Micros>> {
-    c.prepare_cached("SELECT MIN(due_at) FROM reminders")
+    c.prepare_cached(NEXT_REMINDER)
         .map_err(map_err)?
         .query_row([], |r| r.get(0))
         .map_err(map_err)
