@@ -126,7 +126,7 @@ impl Store for Spy {
     async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage> {
         self.inner.list_instances(filter).await
     }
-    async fn purge(&self, id: &str) -> Result<bool> {
-        self.inner.purge(id).await
+    async fn purge(&self, id: &str, force: bool) -> Result<bool> {
+        self.inner.purge(id, force).await
     }
 }
