@@ -40,6 +40,10 @@ pub struct EngineConfig {
     pub max_work_item_bytes: usize,
     /// An actor with nothing to do for this long is dropped from memory.
     pub idle_timeout: Duration,
+    /// `spec.workflow` of the configuration file: concurrency limits and retention.
+    pub workflow: weft_config::WorkflowConfig,
+    /// How long a cluster-wide concurrency slot is held without renewal.
+    pub slot_lease: Duration,
 }
 
 impl Default for EngineConfig {
@@ -49,6 +53,8 @@ impl Default for EngineConfig {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD,
             max_work_item_bytes: DEFAULT_MAX_WORK_ITEM,
             idle_timeout: Duration::from_secs(60),
+            workflow: Default::default(),
+            slot_lease: Duration::from_secs(10),
         }
     }
 }
