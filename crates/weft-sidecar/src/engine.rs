@@ -80,6 +80,8 @@ pub(crate) struct Inner {
     /// Asks the resync loop for a recovery scan (after a commit with an unknown outcome).
     pub(crate) resync_needed: Notify,
     pub(crate) max_work_item: usize,
+    slot_lease: Duration,
+    pub(crate) retention: weft_config::RetentionPolicy,
     max_payload: usize,
     actors: Mutex<HashMap<String, mpsc::UnboundedSender<ActorMsg>>>,
     /// Instance rows that changed: with the committed row when the writer has it (so waiters
@@ -138,6 +140,12 @@ impl Inner {
         Ok(())
     }
 
+    /// Whether this sidecar owns the instance (runs its background work, such as the retention
+    /// purge). One sidecar owns everything today; the cluster's ownership registry answers here.
+    pub(crate) fn owns(&self, _instance_id: &str) -> bool {
+        true
+    }
+
     pub(crate) fn changed(&self, id: &str) {
         let _ = self.changes.send((id.to_string(), None));
     }
@@ -162,13 +170,15 @@ impl Engine {
             inner: Arc::new(Inner {
                 committer: Committer::new(store.clone()),
                 store,
-                hub: Hub::default(),
+                hub: Hub::new(&cfg.workflow),
                 app_id: cfg.app_id,
                 idle_timeout: cfg.idle_timeout,
                 timers_changed: Notify::new(),
                 resync_needed: Notify::new(),
                 max_payload: cfg.max_payload_bytes,
                 max_work_item: cfg.max_work_item_bytes,
+                slot_lease: cfg.slot_lease,
+                retention: cfg.workflow.state_retention_policy,
                 actors: Mutex::default(),
                 changes: broadcast::channel(4096).0,
             }),
@@ -188,6 +198,18 @@ impl Engine {
         }
         tokio::spawn(timer_loop(self.inner.clone(), shutdown.clone()));
         tokio::spawn(resync_loop(self.inner.clone(), shutdown.clone()));
+        if self.inner.hub.has_cluster_wide_limits() {
+            let lease = self.inner.slot_lease;
+            tokio::spawn(crate::slots::slot_loop(
+                self.inner.clone(),
+                lease,
+                shutdown.clone(),
+            ));
+        }
+        tokio::spawn(crate::retention::retention_loop(
+            self.inner.clone(),
+            shutdown.clone(),
+        ));
         tokio::spawn(stalled_retry_loop(self.inner.clone(), shutdown));
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! The worker hub: a queue of work items shared by every connected `GetWorkItems` stream, and the
 //! record of which stream holds which item, so items on a stream that dies go back to the queue.
 
+use crate::limits::Limits;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +21,7 @@ pub enum Job {
 }
 
 impl Job {
-    fn key(&self) -> Key {
+    pub(crate) fn key(&self) -> Key {
         match self {
             Job::Workflow(r) => Key::Workflow(r.instance_id.clone()),
             Job::Activity { request, .. } => Key::Activity(
@@ -36,9 +37,17 @@ impl Job {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Key {
+pub(crate) enum Key {
     Workflow(String),
     Activity(String, i32),
+}
+
+impl Key {
+    pub(crate) fn instance_id(&self) -> &str {
+        match self {
+            Key::Workflow(i) | Key::Activity(i, _) => i,
+        }
+    }
 }
 
 /// A dispatched job: the stream holding it and the completion token sent with it.
@@ -48,11 +57,12 @@ struct InFlight {
     token: String,
 }
 
-#[derive(Default)]
 struct State {
     queue: VecDeque<Job>,
     /// Dispatched and not yet completed: which stream holds it.
     inflight: HashMap<Key, InFlight>,
+    /// Concurrency limits: only admitted jobs enter `queue`; the rest wait there.
+    limits: Limits,
 }
 
 /// Shared between the engine (which enqueues) and the gRPC streams (which take).
@@ -63,15 +73,29 @@ pub struct Hub {
     next_token: AtomicU64,
     /// Per-process prefix of completion tokens, so a token from before a restart never matches.
     boot: String,
+    /// Concurrency slots were asked for or freed (wakes the cluster-wide lease loop).
+    pub(crate) slots_changed: Notify,
     /// Number of connected streams, observable (e.g. to retry stalled instances on connect).
     connected: watch::Sender<usize>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
+        Self::new(&weft_config::WorkflowConfig::default())
+    }
+}
+
+impl Hub {
+    /// A hub enforcing the concurrency limits of `cfg`.
+    pub fn new(cfg: &weft_config::WorkflowConfig) -> Self {
         Self {
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                inflight: HashMap::new(),
+                limits: Limits::new(cfg),
+            }),
             ready: Notify::new(),
+            slots_changed: Notify::new(),
             next_stream: AtomicU64::new(1),
             next_token: AtomicU64::new(1),
             boot: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
@@ -91,9 +115,46 @@ impl Hub {
                 st.inflight.remove(&key);
             }
             st.queue.retain(|j| j.key() != key);
-            st.queue.push_back(job);
+            // Over a concurrency limit the job waits in the limiter instead.
+            let admitted = st.limits.admit(key, job);
+            st.limits.publish();
+            match admitted {
+                Some(job) => st.queue.push_back(job),
+                None => {
+                    self.slots_changed.notify_one();
+                    return;
+                }
+            }
         }
         self.ready.notify_one();
+    }
+
+    /// Queues jobs the limiter let in after a slot freed.
+    fn enqueue_admitted(&self, st: &mut State, jobs: Vec<Job>) {
+        st.limits.publish();
+        self.slots_changed.notify_one();
+        if jobs.is_empty() {
+            return;
+        }
+        st.queue.extend(jobs);
+        self.ready.notify_one();
+    }
+
+    /// Runs `f` on the limiter under the hub lock and queues whatever it admits (lease changes).
+    pub(crate) fn with_limits<T>(&self, f: impl FnOnce(&mut Limits) -> (T, Vec<Job>)) -> T {
+        let mut st = self.lock();
+        let (out, jobs) = f(&mut st.limits);
+        self.enqueue_admitted(&mut st, jobs);
+        out
+    }
+
+    pub(crate) fn has_cluster_wide_limits(&self) -> bool {
+        self.lock().limits.has_cluster_wide()
+    }
+
+    /// Instances with work waiting for a concurrency slot.
+    pub fn waiting_for_slot(&self) -> std::collections::HashSet<String> {
+        self.lock().limits.waiting_instances()
     }
 
     /// Removes the in-flight record a completion answers. A worker that echoes the completion
@@ -104,7 +165,10 @@ impl Hub {
         let mut st = self.lock();
         match st.inflight.get(&key) {
             Some(f) if token.is_empty() || f.token == token => {
-                st.inflight.remove(&key).map(|f| f.job)
+                let job = st.inflight.remove(&key).map(|f| f.job);
+                let admitted = st.limits.release(&key);
+                self.enqueue_admitted(&mut st, admitted);
+                job
             }
             _ => None,
         }
@@ -141,7 +205,10 @@ impl Hub {
         let mut st = self.lock();
         let before = st.queue.len();
         st.queue.retain(|j| j.key() != key);
-        st.queue.len() != before
+        let was_queued = st.queue.len() != before;
+        let (was_parked, admitted) = st.limits.withdraw(&key, was_queued);
+        self.enqueue_admitted(&mut st, admitted);
+        was_queued || was_parked
     }
 
     /// Forgets everything queued or in flight for an instance (purge).
@@ -152,6 +219,8 @@ impl Hub {
         };
         st.queue.retain(|j| !mine(&j.key()));
         st.inflight.retain(|k, _| !mine(k));
+        let admitted = st.limits.forget(instance_id);
+        self.enqueue_admitted(&mut st, admitted);
     }
 
     pub fn connected(&self) -> watch::Receiver<usize> {

@@ -9,11 +9,15 @@ pub mod grpc;
 mod history_json;
 pub mod http;
 mod hub;
+mod limits;
 mod rerun;
+pub mod retention;
 pub mod server;
+mod slots;
 pub mod telemetry;
 
 pub use engine::{Engine, EngineConfig};
 pub use error::EngineError;
 pub use history_json::event_json;
+pub use retention::PurgeFilter;
 pub use server::{Running, ServeError, SidecarConfig, serve};

@@ -4,10 +4,12 @@
 mod cases;
 mod concurrency;
 mod lifecycle;
+mod slots;
 
 pub use cases::*;
 pub use concurrency::*;
 pub use lifecycle::*;
+pub use slots::*;
 
 use async_trait::async_trait;
 use weft_core::{InstanceMeta, Micros, RuntimeStatus};
@@ -57,6 +59,9 @@ macro_rules! conformance_tests {
             concurrent_creates_one_wins,
             scheduled_start_becomes_reminder,
             payloads_round_trip_exactly,
+            slots_lease_renew_expire_release,
+            racing_slot_acquirers_never_share,
+            list_by_completion_time,
         );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {

@@ -91,6 +91,19 @@ CREATE TRIGGER instances_notify_status AFTER UPDATE ON instances
     FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
     EXECUTE FUNCTION weft_notify_instance();
 "#,
+    // Concurrency limits across sidecars and retention (configuration issue): leased slots
+    // `0..limit` per bucket, and finished instances found by completion time.
+    r#"
+CREATE TABLE concurrency_slots (
+    bucket     TEXT COLLATE "C" NOT NULL,
+    slot       INTEGER NOT NULL,
+    holder     TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (bucket, slot)
+);
+CREATE INDEX concurrency_slots_by_holder ON concurrency_slots (holder);
+CREATE INDEX instances_by_completed ON instances (status, completed_at);
+"#,
 ];
 
 /// The schema version this binary writes.
