@@ -132,12 +132,19 @@ impl Hub {
     /// Queues jobs the limiter let in after a slot freed.
     fn enqueue_admitted(&self, st: &mut State, jobs: Vec<Job>) {
         st.limits.publish();
-        self.slots_changed.notify_one();
         if jobs.is_empty() {
             return;
         }
         st.queue.extend(jobs);
         self.ready.notify_one();
+    }
+
+    /// Slots may be spare now: the lease loop gives back what no waiting work needs. (The lease
+    /// loop's own calls never notify, or it would wake itself forever.)
+    fn slots_freed(&self, st: &State) {
+        if st.limits.has_cluster_wide() {
+            self.slots_changed.notify_one();
+        }
     }
 
     /// Runs `f` on the limiter under the hub lock and queues whatever it admits (lease changes).
@@ -168,6 +175,7 @@ impl Hub {
                 let job = st.inflight.remove(&key).map(|f| f.job);
                 let admitted = st.limits.release(&key);
                 self.enqueue_admitted(&mut st, admitted);
+                self.slots_freed(&st);
                 job
             }
             _ => None,
@@ -208,6 +216,7 @@ impl Hub {
         let was_queued = st.queue.len() != before;
         let (was_parked, admitted) = st.limits.withdraw(&key, was_queued);
         self.enqueue_admitted(&mut st, admitted);
+        self.slots_freed(&st);
         was_queued || was_parked
     }
 
@@ -221,6 +230,7 @@ impl Hub {
         st.inflight.retain(|k, _| !mine(k));
         let admitted = st.limits.forget(instance_id);
         self.enqueue_admitted(&mut st, admitted);
+        self.slots_freed(&st);
     }
 
     pub fn connected(&self) -> watch::Receiver<usize> {

@@ -32,6 +32,7 @@ pub(crate) async fn slot_loop(inner: Arc<Inner>, lease: Duration, shutdown: Canc
             }
         }
         let wait = if waiting { poll } else { renew_every };
+        tracing::debug!(?wait, waiting, "concurrency slot loop sleeps");
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = hub.slots_changed.notified() => {}
@@ -61,6 +62,7 @@ async fn pass(
                 .store
                 .acquire_slots(&need.key, need.limit, holder, need.want, t, t + lease_us)
                 .await?;
+            tracing::debug!(bucket = %need.key, want = need.want, got = got.len(), "leased concurrency slots");
             if (got.len() as u32) < need.want {
                 *waiting = true;
             }

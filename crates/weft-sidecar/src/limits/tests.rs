@@ -158,3 +158,49 @@ fn cluster_wide_capacity_is_the_leases_held() {
     let (k, j) = act("a", 3, "x");
     assert!(l.admit(k, j).is_none(), "two leases, two in flight");
 }
+
+#[test]
+fn lease_plan_asks_for_names_first_then_global() {
+    let mut l = Limits::new(&WorkflowConfig {
+        global_max_concurrent_activity_invocations: Some(4),
+        activity_concurrency_limits: vec![NameLimit {
+            name: "charge".into(),
+            max_concurrent: 1,
+        }],
+        ..Default::default()
+    });
+    for t in 0..3 {
+        let (k, j) = act("a", t, "charge");
+        assert!(l.admit(k, j).is_none());
+    }
+    let (k, j) = act("a", 9, "email");
+    assert!(l.admit(k, j).is_none());
+    let names = l.lease_plan(true);
+    let charge = names.iter().find(|n| n.key == "activity:charge").unwrap();
+    assert_eq!(charge.want, 1);
+    // No name slot in hand yet: the global bucket asks only for the email.
+    let global = l.lease_plan(false);
+    let g = global.iter().find(|n| n.key == "activity").unwrap();
+    assert_eq!(g.want, 1);
+    let b = charge.bucket;
+    assert!(
+        l.add_leases(b, vec![0]).is_empty(),
+        "still needs a global slot"
+    );
+    let g = l
+        .lease_plan(false)
+        .into_iter()
+        .find(|n| n.key == "activity")
+        .unwrap();
+    assert_eq!(g.want, 2, "the email and one charge");
+    let gb = g.bucket;
+    assert_eq!(l.add_leases(gb, vec![0, 1]).len(), 2);
+    assert!(
+        l.lease_plan(false)
+            .iter()
+            .all(|n| n.surplus == 0 && n.want == 0)
+    );
+    // The charge finishes with the others still waiting: its slots go to the next charge.
+    let next = l.release(&act("a", 0, "charge").0);
+    assert_eq!(next.iter().map(task_of).collect::<Vec<_>>(), vec![1]);
+}
