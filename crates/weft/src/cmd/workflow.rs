@@ -162,14 +162,29 @@ pub enum WorkflowCommand {
         #[arg(value_parser = parse_non_empty, required_unless_present_any = ["created_before", "created_after", "status"])]
         id: Option<String>,
         /// Only instances created at or before this RFC 3339 time (e.g. 2026-01-31T00:00:00Z).
-        #[arg(long, value_name = "TIME", conflicts_with = "id")]
+        #[arg(
+            long,
+            env = "WEFT_CREATED_BEFORE",
+            value_name = "TIME",
+            conflicts_with = "id"
+        )]
         created_before: Option<String>,
         /// Only instances created at or after this RFC 3339 time.
-        #[arg(long, value_name = "TIME", conflicts_with = "id")]
+        #[arg(
+            long,
+            env = "WEFT_CREATED_AFTER",
+            value_name = "TIME",
+            conflicts_with = "id"
+        )]
         created_after: Option<String>,
         /// Only these finished statuses (COMPLETED, FAILED, TERMINATED, CANCELED; repeat or
-        /// comma-separate); default: all of them.
-        #[arg(long, value_name = "STATUS", value_delimiter = ',', conflicts_with = "id", value_parser = parse_finished_status)]
+        /// comma-separate); default: all of them. Not used with an ID.
+        #[arg(
+            long,
+            env = "WEFT_STATUS",
+            value_name = "STATUS",
+            value_delimiter = ','
+        )]
         status: Vec<String>,
     },
 }
@@ -304,7 +319,12 @@ async fn execute(args: WorkflowArgs) -> Result<String, Failure> {
             created_after,
             status,
         } => {
-            let status = status.join(",");
+            let status = status
+                .iter()
+                .map(|s| parse_finished_status(s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(Failure::Usage)?
+                .join(",");
             let mut query = Vec::new();
             if let Some(t) = &created_after {
                 query.push(("createdFrom", t.as_str()));
