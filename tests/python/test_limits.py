@@ -11,6 +11,7 @@ import os
 import subprocess
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from dapr.ext.workflow import WorkflowStatus
@@ -211,8 +212,6 @@ def test_retention_purges_completed_keeps_failed_and_running(weft_factory, tmp_p
 stateRetentionPolicy:
   completed: 2s
 """)
-    gate = threading.Event()
-
     def register(rt):
         import dapr.ext.workflow as wf
 
@@ -222,6 +221,12 @@ stateRetentionPolicy:
         def parent(ctx: wf.DaprWorkflowContext, x: int):
             y = yield ctx.call_child_workflow(child, input=x, instance_id=f"{ctx.instance_id}-child")
             return y
+
+        def leaves_child_running(ctx: wf.DaprWorkflowContext, x: int):
+            # Starts a child that waits for an event, and completes when a short timer wins.
+            kid = ctx.call_child_workflow(waits, input=x, instance_id=f"{ctx.instance_id}-child")
+            yield wf.when_any([kid, ctx.create_timer(timedelta(milliseconds=300))])
+            return x
 
         def boom(ctx, x: int):
             raise ValueError("boom")
@@ -234,9 +239,15 @@ stateRetentionPolicy:
         rt.register_workflow(parent, name="ret_parent")
         rt.register_workflow(boom, name="ret_boom")
         rt.register_workflow(waits, name="ret_waits")
+        rt.register_workflow(leaves_child_running, name="ret_leaves_child")
 
     with runtime_on(weft, register) as client:
         running = client.schedule_new_workflow("ret_waits", input=0, instance_id=f"{uid}-run")
+        orphan_parent = client.schedule_new_workflow("ret_leaves_child", input=0, instance_id=f"{uid}-orph")
+        orphan = f"{orphan_parent}-child"
+        wait_until(lambda: client.get_workflow_state(orphan) is not None
+                   and client.get_workflow_state(orphan).runtime_status == S.RUNNING, 30,
+                   what="the child left running to run")
         failed = client.schedule_new_workflow("ret_boom", input=0, instance_id=f"{uid}-fail")
         done = client.schedule_new_workflow("ret_parent", input=1, instance_id=f"{uid}-done")
         st = client.wait_for_workflow_completion(done, timeout_in_seconds=60)
@@ -250,6 +261,8 @@ stateRetentionPolicy:
         wait_until(lambda: client.get_workflow_state(done) is None
                    and client.get_workflow_state(f"{done}-child") is None, 20,
                    what="the completed parent and child to be purged")
+        wait_until(lambda: client.get_workflow_state(orphan_parent) is None, 20,
+                   what="the parent that left a child running to be purged")
         gone_after = time.monotonic() - completed_at
         assert gone_after >= 1.5, f"purged after {gone_after:.1f}s, before its 2s retention"
         print(f"\nretention 2s: completed instance gone {gone_after:.1f}s after completion")
@@ -258,7 +271,9 @@ stateRetentionPolicy:
         wait_until(lambda: time.monotonic() > time_limit, 5, what="one more retention period")
         assert client.get_workflow_state(failed).runtime_status == S.FAILED
         assert client.get_workflow_state(running).runtime_status == S.RUNNING
+        assert client.get_workflow_state(orphan).runtime_status == S.RUNNING, \
+            "a running child is not purged with its completed parent"
+        client.raise_workflow_event(orphan, "go", data=1)
         client.raise_workflow_event(running, "go", data=7)
         st = client.wait_for_workflow_completion(running, timeout_in_seconds=30)
         assert st.runtime_status == S.COMPLETED and json.loads(st.serialized_output) == 7
-    gate.set()

@@ -88,12 +88,7 @@ async fn purge_matching(
             if !inner.owns(&m.instance_id) {
                 continue;
             }
-            match engine.purge(&m.instance_id, recursive, false).await {
-                Ok(n) => deleted += n,
-                // Gone already (a child purged with its parent) or running again (rerun).
-                Err(EngineError::NotFound(_) | EngineError::FailedPrecondition(_)) => {}
-                Err(e) => return Err(e),
-            }
+            deleted += purge_finished_tree(&engine, &m.instance_id, recursive).await?;
         }
         match page.next {
             Some(next) => after = Some(next),
@@ -105,6 +100,31 @@ async fn purge_matching(
         // Let turns and API calls run between batches.
         tokio::task::yield_now().await;
     }
+}
+
+/// Purges one finished instance and, if `recursive`, the children it created that have finished
+/// too (a child still running — its parent was terminated without recursion, or finished without
+/// waiting for it — is left alone with its own children). Each delete is the single-instance
+/// purge, which refuses an unfinished instance; an instance already gone counts nothing.
+async fn purge_finished_tree(engine: &Engine, id: &str, recursive: bool) -> Result<i32> {
+    let mut count = 0;
+    let mut todo = vec![id.to_string()];
+    while let Some(next) = todo.pop() {
+        match engine.get_instance(&next).await? {
+            Some(m) if m.status.is_terminal() => {}
+            _ => continue,
+        }
+        if recursive && let Some(h) = engine.history(&next).await? {
+            todo.extend(weft_core::history::all_children(&h));
+        }
+        match engine.purge(&next, false, false).await {
+            Ok(n) => count += n,
+            // Gone already (purged with its parent) or running again (rerun) since we looked.
+            Err(EngineError::NotFound(_) | EngineError::FailedPrecondition(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(count)
 }
 
 /// How long each terminal status is kept under `policy` (`None`: forever).
