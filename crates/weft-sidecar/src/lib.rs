@@ -11,10 +11,15 @@ pub mod http;
 mod hub;
 mod limits;
 mod rerun;
+#[cfg(test)]
+mod resync_tests;
 pub mod retention;
 pub mod server;
 mod slots;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;
+mod timers;
 
 pub use engine::{Engine, EngineConfig};
 pub use error::EngineError;

@@ -99,7 +99,8 @@ struct Parked {
     buckets: Vec<usize>,
 }
 
-/// The limiter; lives inside the hub's lock.
+/// The limiter; lives inside the hub's lock. The default limits nothing.
+#[derive(Default)]
 pub(crate) struct Limits {
     pub(crate) buckets: Vec<Bucket>,
     sidecar: [Option<usize>; 2],
@@ -336,7 +337,7 @@ impl Limits {
 
     /// Drops everything of one instance (purged or finished); returns parked jobs that now fit.
     pub(crate) fn forget(&mut self, instance_id: &str) -> Vec<Job> {
-        let mine = |k: &Key| k.instance_id() == instance_id;
+        let mine = |k: &Key| k.instance() == instance_id;
         let held: Vec<Key> = self.held.keys().filter(|k| mine(k)).cloned().collect();
         for k in held {
             if let Some(h) = self.held.remove(&k) {
@@ -356,19 +357,36 @@ impl Limits {
         self.admit_waiting()
     }
 
+    /// A new execution of the instance began: parked activities of older generations will never
+    /// be wanted, so they stop waiting.
+    pub(crate) fn drop_stale(&mut self, instance_id: &str, generation: i64) {
+        let stale: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, p)| {
+                p.key.instance() == instance_id
+                    && p.job.generation().is_some_and(|g| g < generation)
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        for t in stale {
+            self.unpark(t);
+        }
+    }
+
     /// Whether any work of this instance waits for a slot.
     #[cfg(test)]
     pub(crate) fn is_waiting(&self, instance_id: &str) -> bool {
         self.waiting_keys
             .keys()
-            .any(|k| k.instance_id() == instance_id)
+            .any(|k| k.instance() == instance_id)
     }
 
     /// Instances with work waiting for a slot.
     pub(crate) fn waiting_instances(&self) -> std::collections::HashSet<String> {
         self.waiting_keys
             .keys()
-            .map(|k| k.instance_id().to_string())
+            .map(|k| k.instance().to_string())
             .collect()
     }
 

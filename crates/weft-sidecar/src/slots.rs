@@ -26,7 +26,7 @@ pub(crate) async fn slot_loop(inner: Arc<Inner>, lease: Duration, shutdown: Canc
             match inner.store.renew_slots(&holder, t, t + lease_us).await {
                 Ok(held) => {
                     last_renew = tokio::time::Instant::now();
-                    hub.with_limits(|l| ((), l.set_leases(&held)));
+                    hub.limiter(|l| ((), l.set_leases(&held)));
                 }
                 Err(e) => tracing::warn!(error = %e, "renewing concurrency slot leases failed"),
             }
@@ -40,7 +40,7 @@ pub(crate) async fn slot_loop(inner: Arc<Inner>, lease: Duration, shutdown: Canc
         }
     }
     // Give everything back so other sidecars need not wait for the leases to end.
-    let held = hub.with_limits(|l| (l.all_leases(), Vec::new()));
+    let held = hub.limiter(|l| (l.all_leases(), Vec::new()));
     for (bucket, slots) in held {
         let _ = inner.store.release_slots(&bucket, &holder, &slots).await;
     }
@@ -55,7 +55,7 @@ async fn pass(
 ) -> Result<(), weft_store::StoreError> {
     let hub = &inner.hub;
     for names in [true, false] {
-        let plan = hub.with_limits(|l| (l.lease_plan(names), Vec::new()));
+        let plan = hub.limiter(|l| (l.lease_plan(names), Vec::new()));
         for need in plan.iter().filter(|n| n.want > 0) {
             let t = now();
             let got = inner
@@ -67,13 +67,13 @@ async fn pass(
                 *waiting = true;
             }
             if !got.is_empty() {
-                hub.with_limits(|l| ((), l.add_leases(need.bucket, got)));
+                hub.limiter(|l| ((), l.add_leases(need.bucket, got)));
             }
         }
     }
-    let plan = hub.with_limits(|l| (l.lease_plan(false), Vec::new()));
+    let plan = hub.limiter(|l| (l.lease_plan(false), Vec::new()));
     for need in plan.iter().filter(|n| n.surplus > 0) {
-        let spare = hub.with_limits(|l| (l.take_surplus(need.bucket, need.surplus), Vec::new()));
+        let spare = hub.limiter(|l| (l.take_surplus(need.bucket, need.surplus), Vec::new()));
         if !spare.is_empty() {
             inner.store.release_slots(&need.key, holder, &spare).await?;
         }
