@@ -363,6 +363,9 @@ impl Hub {
     /// of older generations still queued are withdrawn, and no worker's history cache counts.
     pub fn new_execution(&self, instance_id: &str, generation: i64) {
         let mut st = self.lock();
+        // Waiting work of older generations goes first, so slots freed below go to live work.
+        st.limits.drop_stale(instance_id, generation);
+        let mut freed = Vec::new();
         let stale: Vec<Key> = st
             .by_instance
             .get(instance_id)
@@ -379,12 +382,10 @@ impl Hub {
                 .is_some_and(|g| g < generation)
             {
                 st.dequeue(&key);
-                st.limits.release(&key);
+                freed.extend(st.limits.release(&key));
             }
         }
-        st.limits.drop_stale(instance_id, generation);
         st.warm.forget_instance(instance_id);
-        let freed = st.limits.admit_waiting();
         let admitted = st.enqueue_admitted(freed);
         self.after_release(&st, admitted);
     }
