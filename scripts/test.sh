@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The one test command (named in README.md; .ci/run calls it). On a fresh machine it:
+#   0. installs HAProxy (apt-get, when root) if missing: the cluster tests use it;
 #   1. builds the workspace (cargo build --workspace --all-targets) and runs `cargo test --workspace`;
 #   2. creates .venv (dapr-ext-workflow 1.18.3 + durabletask-dapr 0.17.4) and .venv119 (dapr 1.19.0)
 #      from the pinned tests/python/requirements*.txt (re-installed only when a file changes);
@@ -33,6 +34,21 @@ run_suite() {  # run_suite NAME CMD... ; pytest exit code 5 (no tests collected)
     FAILED+=("$name (exit $rc)")
   fi
 }
+
+# ------------------------------------------------------------------------------- HAProxy
+# The cluster tests (crates/weft/tests/cluster_launcher.rs, tests/python/cluster) put HAProxy from
+# the Debian package in front of the sidecars. Installed here when missing (CI runs as root).
+if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing haproxy (apt-get)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy; } \
+      || die "apt-get install haproxy failed"
+  elif is_ci; then
+    die "haproxy is required by the cluster tests and cannot be installed without root: apt-get install haproxy"
+  else
+    printf '\n\033[1;33mWARNING: haproxy not installed (not root) — the cluster tests will SKIP. Install it: apt-get install haproxy\033[0m\n' >&2
+  fi
+fi
 
 # ------------------------------------------------------------------------------- Rust
 if [ "${SKIP_CARGO:-}" != "1" ]; then

@@ -1,0 +1,79 @@
+"""Fixtures of the cluster suite: `rig` starts clusters (through `weft-cluster`) and SDK worker
+processes, and ends them all (by PID) at teardown, printing every process's log tail on failure.
+
+Run on its own, with this directory as the conftest boundary (the single-node suite's fixtures
+do not apply here):
+  .venv/bin/python -m pytest -c tests/python/pytest.ini --rootdir tests/python \
+      --confcutdir tests/python/cluster tests/python/cluster
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from cluster_harness import Cluster, require_prerequisites, start_worker  # noqa: E402
+
+# Bound every SDK unary call that has no deadline of its own.
+os.environ.setdefault("DAPR_API_TIMEOUT_SECONDS", "60")
+logging.getLogger("durabletask-worker").setLevel(logging.WARNING)
+logging.getLogger("durabletask-client").setLevel(logging.WARNING)
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+class Rig:
+    def __init__(self, base: Path):
+        self.base = base
+        self.clusters: list[Cluster] = []
+        self.workers: list = []
+
+    def cluster(self, **start) -> Cluster:
+        c = Cluster(self.base / f"cluster{len(self.clusters)}", **start)
+        self.clusters.append(c)
+        return c
+
+    def worker(self, grpc_addr: str, name: str, script: str = "cluster_worker.py", **env):
+        w = start_worker(grpc_addr, self.base / "side", self.base / "workers" / f"{name}.log", script=script,
+                         **env)
+        w.name = name
+        self.workers.append(w)
+        return w
+
+    @property
+    def side_dir(self) -> Path:
+        return self.base / "side"
+
+    def worker_logs(self, n: int = 3000) -> str:
+        return "\n".join(f"----- worker {w.name} (pid {w.pid}) -----\n{w.log(n)}" for w in self.workers)
+
+
+@pytest.fixture
+def rig(request, tmp_path):
+    require_prerequisites()
+    r = Rig(tmp_path)
+    yield r
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    if failed:
+        print(f"\n===== cluster suite logs ({tmp_path}) =====")
+        for c in r.clusters:
+            print(c.logs(5000))
+        print(r.worker_logs())
+        print("===== end =====")
+    for w in r.workers:
+        w.stop(timeout=10)
+    for c in r.clusters:
+        c.close()
