@@ -210,7 +210,8 @@ def worker_env(grpc_addr: str, side_dir: Path, **extra) -> dict:
     env = dict(os.environ)
     host, port = grpc_addr.rsplit(":", 1)
     env.update({"DAPR_GRPC_ENDPOINT": grpc_addr, "DAPR_RUNTIME_HOST": host, "DAPR_GRPC_PORT": port,
-                "SIDE_DIR": str(side_dir), "PYTHONUNBUFFERED": "1"})
+                "SIDE_DIR": str(side_dir), "PYTHONUNBUFFERED": "1",
+                "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning"})
     env.pop("DAPR_API_TOKEN", None)
     env.update({k: str(v) for k, v in extra.items()})
     return env

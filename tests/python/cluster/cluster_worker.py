@@ -2,9 +2,11 @@
 
 Workflow `chain5(seed)`: five sequential `step` activities, v = v*3 + n, returns v. Every activity
 execution appends `exec <instance> <taskId> <pid> <t_ns>` to SIDE_DIR/events-<pid>.log when it
-starts, and `delivered <instance> <taskId> <pid> <t_ns>` once the sidecar accepted its result
+starts and `delivered <instance> <taskId> <pid> <t_ns>` once the sidecar accepted its result
 (CompleteActivityTask returned OK), so a test can tell a permitted re-run (result never delivered)
-from a forbidden one. t_ns is CLOCK_MONOTONIC, comparable across the processes of one machine.
+from a forbidden one; every workflow turn (replays too) appends `turn <instance> 0 <pid> <t_ns>`,
+which tells the sidecar that ran it (one worker per sidecar in direct mode). t_ns is
+CLOCK_MONOTONIC, comparable across the processes of one machine.
 
 Env: DAPR_GRPC_ENDPOINT (a sidecar or the load balancer), SIDE_DIR, ACT_SLEEP (seconds per step).
 Prints `WORKER READY pid=N` once the runtime started.
@@ -67,6 +69,7 @@ def step(ctx: wf.WorkflowActivityContext, inp: dict) -> int:
 
 @rt.workflow(name="chain5")
 def chain5(ctx: wf.DaprWorkflowContext, seed: int):
+    record("turn", ctx.instance_id, 0)  # every turn (replays too): which worker ran it
     v = seed
     for n in range(5):
         v = yield ctx.call_activity(step, input={"n": n, "v": v})

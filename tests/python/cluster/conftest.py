@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from cluster_harness import Cluster, require_prerequisites, start_worker  # noqa: E402
+from cluster_harness import Cluster, require_prerequisites, start_worker, wait_until  # noqa: E402
 
 # Bound every SDK unary call that has no deadline of its own.
 os.environ.setdefault("DAPR_API_TIMEOUT_SECONDS", "60")
@@ -77,3 +77,33 @@ def rig(request, tmp_path):
         w.stop(timeout=10)
     for c in r.clusters:
         c.close()
+
+
+@pytest.fixture
+def report(capsys):
+    """Prints a measured figure straight to the terminal (past pytest's capture)."""
+    def emit(line: str) -> None:
+        with capsys.disabled():
+            print(f"\nMEASURED {line}", flush=True)
+    return emit
+
+
+def direct_cluster(rig, sidecars: int = 3, act_sleep: float = 0.05, **start):
+    """A cluster in direct mode: one SDK worker process attached to each sidecar."""
+    c = rig.cluster(placement=3, sidecars=sidecars, **start)
+    workers = [rig.worker(c.sidecar(i)["grpc"], f"w{i}", ACT_SLEEP=act_sleep) for i in range(sidecars)]
+    wait_settled(c, sidecars)
+    return c, workers
+
+
+def wait_settled(c, hosts: int, timeout: float = 30) -> dict:
+    """Waits until placement lists `hosts` sidecars that all registered the same (non-empty) actor
+    types, i.e. each has a worker, and every one acked the current table version."""
+    def settled():
+        s = c.cluster_status()
+        hs = s["hosts"]
+        types = {tuple(sorted(h["actor_types"])) for h in hs}
+        ok = (len(hs) == hosts and len(types) == 1 and all(types)
+              and all(h["acked_version"] == s["table_version"] for h in hs))
+        return s if ok else None
+    return wait_until(settled, timeout, interval=0.2, what=f"{hosts} sidecars with workers in an acked table")

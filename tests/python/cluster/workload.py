@@ -4,6 +4,7 @@ and check each completed once with the right output and no delivered activity ra
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import grpc
 
-from cluster_harness import Progress, expected_output, http_get, read_events, rfc3339_to_epoch
+from cluster_harness import Progress, expected_output, http_get, read_events, rfc3339_to_epoch, wait_until
 
 STEPS = 5
 
@@ -145,3 +146,42 @@ def check_activities(run: Run, side_dir: Path, strict_after_delivery: bool = Tru
     reruns = sum(len(v) - 1 for v in execs.values())
     return {"executions": sum(len(v) for v in execs.values()), "reruns": reruns,
             "reruns_after_delivery": len(again)}
+
+
+class Background:
+    """Runs `start_many(...)` in a thread so the test can inject faults while the run starts."""
+
+    def __init__(self, fn):
+        self._result: dict = {}
+
+        def body():
+            try:
+                self._result["run"] = fn()
+            except BaseException as e:  # noqa: BLE001 - re-raised by result()
+                self._result["error"] = e
+
+        self._t = threading.Thread(target=body, daemon=True)
+        self._t.start()
+
+    def result(self, timeout: float = 180) -> Run:
+        self._t.join(timeout)
+        assert not self._t.is_alive(), f"starting the workflows took over {timeout}s"
+        if "error" in self._result:
+            raise self._result["error"]
+        return self._result["run"]
+
+
+def wait_progress(http_addrs, prefix: str, total: int, at_least: int, timeout: float = 120) -> int:
+    """Waits until `at_least` of the run's instances finished; returns how many had."""
+    p = Progress(http_addrs, prefix, total)
+    return wait_until(lambda: (n := p.poll()) >= at_least and n, timeout, interval=0.2,
+                      what=f"{at_least} of {prefix}* finished")
+
+
+def events_by_pid(side_dir: Path, prefix: str, kind: str) -> dict[int, list[tuple[str, int, int]]]:
+    """{pid: [(instance, task, t_ns)]} of one kind of worker event for this run."""
+    out: dict[int, list] = defaultdict(list)
+    for k, iid, task, pid, t in read_events(side_dir):
+        if k == kind and iid.startswith(prefix):
+            out[pid].append((iid, task, t))
+    return out
