@@ -57,6 +57,26 @@ class Rig:
     def side_dir(self) -> Path:
         return self.base / "side"
 
+    def workers_parallel(self, specs: list[tuple[str, str]], **env) -> list:
+        """Starts one worker per (grpc address, name) at once (each waits for its own ready line)."""
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(len(specs)) as ex:
+            futs = [ex.submit(start_worker, addr, self.base / "side", self.base / "workers" / f"{name}.log",
+                              **env) for addr, name in specs]
+        out, errors = [], []
+        for (_, name), f in zip(specs, futs):
+            try:
+                w = f.result()
+            except Exception as e:  # noqa: BLE001 - raised below, after the others are tracked
+                errors.append(e)
+                continue
+            w.name = name
+            self.workers.append(w)  # tracked for teardown even if a sibling failed
+            out.append(w)
+        if errors:
+            raise errors[0]
+        return out
+
     def worker_logs(self, n: int = 3000) -> str:
         return "\n".join(f"----- worker {w.name} (pid {w.pid}) -----\n{w.log(n)}" for w in self.workers)
 
@@ -91,7 +111,7 @@ def report(capsys):
 def direct_cluster(rig, sidecars: int = 3, act_sleep: float = 0.05, **start):
     """A cluster in direct mode: one SDK worker process attached to each sidecar."""
     c = rig.cluster(placement=3, sidecars=sidecars, **start)
-    workers = [rig.worker(c.sidecar(i)["grpc"], f"w{i}", ACT_SLEEP=act_sleep) for i in range(sidecars)]
+    workers = rig.workers_parallel([(c.sidecar(i)["grpc"], f"w{i}") for i in range(sidecars)], ACT_SLEEP=act_sleep)
     wait_settled(c, sidecars)
     return c, workers
 

@@ -41,7 +41,7 @@ def test_shared_mode_executor_path_then_sidecar_sigkill(rig, report):
     assert routed > 0, "no completion went through the executor path"
 
     # Phase 2: SDK workers through the balancer as well; SIGKILL a sidecar mid-run.
-    workers = [rig.worker(lb_grpc, f"w{i}", ACT_SLEEP=0.05) for i in range(3)]
+    workers = rig.workers_parallel([(lb_grpc, f"w{i}") for i in range(3)], ACT_SLEEP=0.05)
     bg = Background(lambda: start_many([lb_grpc], "shared-", N))
     wait_progress([lb_http], "shared-", N, at_least=N // 4)
     t_kill, t_kill_mono = time.time(), time.monotonic_ns()
