@@ -1,0 +1,6 @@
+//! The sidecar's part in the cluster: the ownership registry over the placement table, and the
+//! membership that feeds it.
+
+pub mod registry;
+
+pub use registry::{ActorKind, Owner, Registry};
