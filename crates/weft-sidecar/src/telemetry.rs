@@ -43,4 +43,10 @@ fn describe() {
         "Work items sent to workers."
     );
     metrics::describe_gauge!("weft_connected_workers", "Connected GetWorkItems streams.");
+    metrics::describe_counter!(
+        "weft_checkpoint_conflicts_total",
+        "Checkpoints refused by fencing (another sidecar committed the instance first); 0 in a steady cluster."
+    );
+    // Rendered from the start, so a scrape shows 0 rather than nothing.
+    metrics::counter!("weft_checkpoint_conflicts_total").increment(0);
 }

@@ -4,3 +4,7 @@
 pub mod registry;
 
 pub use registry::{ActorKind, Owner, Registry};
+pub mod membership;
+pub(crate) mod ownership;
+
+pub use membership::{ClusterConfig, Membership};

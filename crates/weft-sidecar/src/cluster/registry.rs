@@ -235,6 +235,17 @@ impl Registry {
         snap.map(&self.shared.host_id, app_id, kind).mine.clone()
     }
 
+    /// Whether `host_id` is in the current table with `app_id`'s workflow actor type (a live
+    /// sidecar able to run that app's work).
+    pub fn registered(&self, host_id: &str, app_id: &str) -> bool {
+        let snap = self.snapshot();
+        let Some(t) = &snap.table else { return false };
+        let ty = actor_type(app_id, ActorKind::Workflow);
+        t.members
+            .iter()
+            .any(|m| m.host_id == host_id && m.actor_types.contains(&ty))
+    }
+
     /// Version of the table the answers come from (0 before the first table).
     pub fn version(&self) -> u64 {
         self.snapshot().version
