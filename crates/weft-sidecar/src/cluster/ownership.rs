@@ -130,8 +130,10 @@ pub(crate) async fn ownership_loop(inner: Arc<Inner>, shutdown: CancellationToke
                 _ => true,
             }
         });
+        let version = inner.registry.version();
         if now.is_empty() && later.is_empty() && d.lost.is_empty() {
             previous = current;
+            report(&inner, version, true);
             continue;
         }
         tracing::info!(
@@ -142,6 +144,7 @@ pub(crate) async fn ownership_loop(inner: Arc<Inner>, shutdown: CancellationToke
             "ownership changed"
         );
         take_over(&inner, now, shutdown.clone());
+        report(&inner, version, later.is_empty());
         if !later.is_empty() {
             let inner2 = inner.clone();
             let sd = shutdown.clone();
@@ -161,9 +164,19 @@ pub(crate) async fn ownership_loop(inner: Arc<Inner>, shutdown: CancellationToke
                     })
                     .collect();
                 take_over(&inner2, still, sd);
+                report(&inner2, version, true);
             });
         }
         previous = current;
+    }
+}
+
+/// Publishes what this sidecar serves: `weft_owned_buckets` and, once the hand-off of a table
+/// is complete (deferred take-overs included), `weft_ownership_version`.
+fn report(inner: &Inner, version: u64, settled: bool) {
+    metrics::gauge!("weft_owned_buckets").set(inner.owned().scope.buckets.len() as f64);
+    if settled && inner.registry.version() == version {
+        metrics::gauge!("weft_ownership_version").set(version as f64);
     }
 }
 
