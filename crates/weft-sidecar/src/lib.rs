@@ -2,6 +2,7 @@
 //! feeds connected SDK workers, the durabletask gRPC service and the Dapr HTTP workflow API.
 
 mod actor;
+pub mod cluster;
 mod commit;
 pub mod engine;
 pub mod error;

@@ -1,5 +1,7 @@
-//! Binds the gRPC and HTTP ports and runs both servers until the shutdown token fires.
+//! Binds the gRPC, HTTP and internal ports, joins placement (when clustered), and runs the
+//! servers until the shutdown token fires; [`Running::shutdown`] is the ordered way out.
 
+use crate::cluster::{ClusterConfig, Membership, Registry};
 use crate::engine::{Engine, EngineConfig};
 use crate::grpc::Service;
 use std::net::SocketAddr;
@@ -16,16 +18,65 @@ use weft_store::Store;
 pub struct SidecarConfig {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The internal (sidecar-to-sidecar) gRPC API.
+    pub internal_addr: SocketAddr,
     pub api_token: Option<String>,
     pub engine: EngineConfig,
+    /// Placement to join; `None`: this sidecar owns every instance of its app (tests, bench).
+    pub cluster: Option<ClusterConfig>,
+}
+
+impl Default for SidecarConfig {
+    /// Loopback, every port picked by the OS, no placement.
+    fn default() -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            grpc_addr: any,
+            http_addr: any,
+            internal_addr: any,
+            api_token: None,
+            engine: EngineConfig::default(),
+            cluster: None,
+        }
+    }
 }
 
 /// A running sidecar: its bound addresses and a handle that completes at shutdown.
 pub struct Running {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    pub internal_addr: SocketAddr,
+    /// This sidecar's id in placement.
+    pub host_id: String,
     pub engine: Engine,
     pub done: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+    membership: Option<Membership>,
+    shutdown: CancellationToken,
+}
+
+impl Running {
+    /// The ordered shutdown: stop handing out work and wait (up to `drain_timeout`) for the
+    /// answers to what workers hold — so no activity whose result is on its way runs again
+    /// elsewhere — then leave placement (the keys move to the other sidecars at once), stop the
+    /// servers and background loops, and wait for them (bounded).
+    pub async fn shutdown(mut self, drain_timeout: Duration) -> Result<(), std::io::Error> {
+        let left_out = self.engine.drain(drain_timeout).await;
+        if left_out > 0 {
+            tracing::warn!(
+                in_flight = left_out,
+                "drain deadline passed; the new owners dispatch these again"
+            );
+        }
+        if let Some(m) = self.membership.take() {
+            m.leave().await;
+        }
+        self.shutdown.cancel();
+        // Streams and long polls end at cancellation; don't hang on a stuck client.
+        match tokio::time::timeout(Duration::from_secs(10), self.done).await {
+            Ok(r) => r.map_err(std::io::Error::other)?,
+            Err(_) => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +88,8 @@ pub enum ServeError {
     },
     #[error("recovering unfinished work failed: {0}")]
     Recover(#[from] crate::error::EngineError),
+    #[error("shut down before placement sent a table")]
+    Stopped,
 }
 
 /// Checks `dapr-api-token` on every gRPC call, unary and streaming, as daprd does.
@@ -83,9 +136,50 @@ pub async fn serve(
         addr: cfg.http_addr,
         source,
     })?;
+    let internal = TcpListener::bind(cfg.internal_addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.internal_addr,
+            source,
+        })?;
+    let internal_addr = internal.local_addr().map_err(|source| ServeError::Bind {
+        addr: cfg.internal_addr,
+        source,
+    })?;
 
     let max_payload = cfg.engine.max_payload_bytes;
-    let engine = Engine::new(store, cfg.engine);
+    let app_id = cfg.engine.app_id.clone();
+    let host_id = match cfg.cluster.as_ref().map(|c| c.host_id.as_str()) {
+        Some(id) if !id.is_empty() => id.to_string(),
+        _ => format!(
+            "{app_id}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ),
+    };
+    let (engine, membership) = match &cfg.cluster {
+        None => (
+            Engine::with_registry(store, cfg.engine, Registry::local_only(&host_id)),
+            None,
+        ),
+        Some(cluster) => {
+            let registry = Registry::placed(&host_id);
+            let engine = Engine::with_registry(store, cfg.engine, registry.clone());
+            let address = advertised(cluster, internal_addr);
+            tracing::info!(host_id = %host_id, %address, placement = ?cluster.placement, "joining placement");
+            let m = Membership::start(
+                cluster,
+                &host_id,
+                address,
+                &app_id,
+                registry,
+                engine.workers_connected(),
+            );
+            if !m.first_table(&shutdown).await {
+                return Err(ServeError::Stopped);
+            }
+            (engine, Some(m))
+        }
+    };
     engine.start(shutdown.clone()).await?;
 
     // Accept messages well above the payload limit so oversize payloads get our own clear
@@ -120,16 +214,69 @@ pub async fn serve(
             .with_graceful_shutdown(sd.cancelled_owned())
             .await
     });
+    let routes = internal_routes(&engine);
+    let incoming = tonic::transport::server::TcpIncoming::from(internal).with_nodelay(Some(true));
+    let sd = shutdown.clone();
+    let internal_task = tokio::spawn(async move {
+        Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, sd.cancelled_owned())
+            .await
+    });
     let done = tokio::spawn(async move {
         let g = grpc_task.await.map_err(std::io::Error::other)?;
         let h = http_task.await.map_err(std::io::Error::other)?;
+        let i = internal_task.await.map_err(std::io::Error::other)?;
         g.map_err(std::io::Error::other)?;
+        i.map_err(std::io::Error::other)?;
         h
     });
     Ok(Running {
         grpc_addr,
         http_addr,
+        internal_addr,
+        host_id,
         engine,
         done,
+        membership,
+        shutdown,
     })
+}
+
+/// The services of the internal port (the sidecar-to-sidecar API: forwarded client calls and
+/// routed completions are added here).
+fn internal_routes(_engine: &Engine) -> tonic::service::Routes {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(weft_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .ok();
+    let mut routes = tonic::service::Routes::default();
+    if let Some(r) = reflection {
+        routes = routes.add_service(r);
+    }
+    routes
+}
+
+/// The internal address other sidecars use: the advertised host (or the listen address,
+/// loopback when listening on every interface) with the bound internal port.
+fn advertised(cluster: &ClusterConfig, bound: SocketAddr) -> String {
+    if !cluster.advertise_host.is_empty() {
+        let host = &cluster.advertise_host;
+        return if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{}", bound.port())
+        } else {
+            format!("{host}:{}", bound.port())
+        };
+    }
+    let ip = if bound.ip().is_unspecified() {
+        match bound.ip() {
+            std::net::IpAddr::V4(_) => std::net::IpAddr::from([127, 0, 0, 1]),
+            std::net::IpAddr::V6(_) => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        }
+    } else {
+        bound.ip()
+    };
+    SocketAddr::new(ip, bound.port()).to_string()
 }
