@@ -284,9 +284,16 @@ class Progress:
             if on_tick:
                 on_tick(n)
             return n >= self.total
-        wait_until(check, timeout, interval=0.5, what=f"{self.total} workflows {self.prefix}* to finish "
-                   f"({len(self.done)} so far)")
+        try:
+            wait_until(check, timeout, interval=0.5, what=f"{self.total} workflows {self.prefix}* to finish")
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {len(self.done)} finished; not finished: "
+                                 f"{self.missing()[:10]}") from None
         return self.done
+
+    def missing(self) -> list[str]:
+        """IDs `{prefix}{i}` (i < total) not seen terminal yet."""
+        return [f"{self.prefix}{i}" for i in range(self.total) if f"{self.prefix}{i}" not in self.done]
 
 
 def rfc3339_to_epoch(ts: str) -> float:

@@ -1,12 +1,13 @@
 """A dapr-ext-workflow 1.18.3 worker process for the cluster tests (the real SDK's WorkflowRuntime).
 
-Workflow `chain5(seed)`: five sequential `step` activities, v = v*3 + n, returns v. Every activity
-execution appends `exec <instance> <taskId> <pid> <t_ns>` to SIDE_DIR/events-<pid>.log when it
-starts and `delivered <instance> <taskId> <pid> <t_ns>` once the sidecar accepted its result
-(CompleteActivityTask returned OK), so a test can tell a permitted re-run (result never delivered)
-from a forbidden one; every workflow turn (replays too) appends `turn <instance> 0 <pid> <t_ns>`,
-which tells the sidecar that ran it (one worker per sidecar in direct mode). t_ns is
-CLOCK_MONOTONIC, comparable across the processes of one machine.
+Workflow `chain5(seed)`: five sequential `step` activities, v = v*3 + n, returns v. The worker
+appends lines `<kind> <instance> <taskId> <pid> <t_ns>` to SIDE_DIR/events-<pid>.log: `recv` when
+an activity work item arrives from the sidecar (before it waits for a thread), `exec` when the
+activity starts running, `delivered` once the sidecar accepted its result (CompleteActivityTask
+returned OK), and `turn` (task 0) on every workflow turn, replays too, which tells the sidecar
+that ran it (one worker per sidecar in direct mode). So a test can tell a permitted re-dispatch
+(no result delivered yet) from a forbidden one. t_ns is CLOCK_MONOTONIC, comparable across the
+processes of one machine.
 
 Env: DAPR_GRPC_ENDPOINT (a sidecar or the load balancer), SIDE_DIR, ACT_SLEEP (seconds per step).
 Prints `WORKER READY pid=N` once the runtime started.
@@ -53,6 +54,20 @@ def _init(self, channel):
 
 
 stubs.TaskHubSidecarServiceStub.__init__ = _init
+
+from dapr.ext.workflow._durabletask import worker as _dt_worker  # noqa: E402
+
+_orig_submit = _dt_worker._AsyncWorkerManager.submit_activity
+
+
+def _submit_activity(self, func, *args, **kwargs):
+    # args = (activity fn, ActivityRequest, stub, completion token): the work item just arrived
+    req = args[1]
+    record("recv", req.workflowInstance.instanceId, req.taskId)
+    return _orig_submit(self, func, *args, **kwargs)
+
+
+_dt_worker._AsyncWorkerManager.submit_activity = _submit_activity
 
 import dapr.ext.workflow as wf  # noqa: E402  (after the stub is wrapped)
 

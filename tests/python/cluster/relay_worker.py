@@ -8,8 +8,8 @@ A stream that breaks (its sidecar died) is reopened on a new connection; a compl
 with UNAVAILABLE is retried on the next channel.
 
 It runs the same `chain5` workflow and `step` activity as cluster_worker.py, computed from the
-history alone (count TaskScheduled / TaskCompleted), and records `exec` / `delivered` lines the
-same way. Env: DAPR_GRPC_ENDPOINT, SIDE_DIR, COMPLETIONS (default 3). Prints `WORKER READY pid=N`.
+history alone (count TaskScheduled / TaskCompleted), and records `recv` / `exec` / `delivered`
+lines the same way. Env: DAPR_GRPC_ENDPOINT, SIDE_DIR, COMPLETIONS (default 3). Prints `WORKER READY pid=N`.
 """
 
 from __future__ import annotations
@@ -127,6 +127,8 @@ def serve(pool: ThreadPoolExecutor, ready: threading.Event) -> None:
                 if kind == "workflowRequest":
                     pool.submit(orchestrate, item.workflowRequest, item.completionToken)
                 elif kind == "activityRequest":
+                    req = item.activityRequest
+                    record("recv", req.workflowInstance.instanceId, req.taskId)
                     pool.submit(activity, item.activityRequest, item.completionToken)
         except (grpc.RpcError, grpc.FutureTimeoutError) as e:
             if not stop.is_set():

@@ -5,11 +5,16 @@ printed."""
 
 from __future__ import annotations
 
+import pytest
+
 import time
 
 from conftest import direct_cluster
 from workload import (Background, check_activities, check_completed_once, last_completion, start_many,
                       wait_done, wait_progress)
+
+# A hang guard above the test's own deadlines (every wait in it has one).
+pytestmark = pytest.mark.timeout(480)
 
 N = 300
 
@@ -24,7 +29,7 @@ def test_direct_mode_sidecar_sigkill_mid_run(rig, report):
     t_kill = time.time()
     c.kill("sidecar", victim)
     run = bg.result()
-    wait_done(run, survivors, timeout=240)
+    wait_done(run, survivors, timeout=180)
     took = last_completion(run) - t_kill
     check_completed_once(run, client, survivors[0])
     acts = check_activities(run, rig.side_dir)

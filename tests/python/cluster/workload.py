@@ -121,10 +121,13 @@ def check_completed_once(run: Run, grpc_addr: str, http_addr: str) -> None:
 
 
 def check_activities(run: Run, side_dir: Path, strict_after_delivery: bool = True) -> dict:
-    """Every step of every instance ran at least once; none ran again after its result had been
-    delivered (accepted by a sidecar). Returns figures: executions, re-runs (permitted ones:
-    before any delivery, e.g. the worker's sidecar died with the result in flight)."""
+    """Every step of every instance ran at least once, and no activity was dispatched again after
+    its result had been delivered (accepted by a sidecar): no `recv` of a (instance, task) later
+    than its first `delivered`. Returns figures: executions, re-runs (all extra executions), and
+    overlapping ones (a second dispatch that reached a worker while the first was still running,
+    e.g. the old owner's in-flight dispatch and the new owner's re-dispatch during a hand-off)."""
     execs: dict[tuple, list[int]] = defaultdict(list)
+    recvs: dict[tuple, list[int]] = defaultdict(list)
     delivered: dict[tuple, int] = {}
     for kind, iid, task, _pid, t in read_events(side_dir):
         if not iid.startswith(run.prefix):
@@ -132,6 +135,8 @@ def check_activities(run: Run, side_dir: Path, strict_after_delivery: bool = Tru
         key = (iid, task)
         if kind == "exec":
             execs[key].append(t)
+        elif kind == "recv":
+            recvs[key].append(t)
         elif kind == "delivered":
             delivered[key] = min(t, delivered.get(key, t))
     per_instance = defaultdict(int)
@@ -139,13 +144,16 @@ def check_activities(run: Run, side_dir: Path, strict_after_delivery: bool = Tru
         per_instance[iid] += 1
     missing = [i for i in run.seeds if per_instance.get(i, 0) != STEPS]
     assert not missing, f"{len(missing)} instances without {STEPS} distinct executed steps: {missing[:10]}"
-    again = {k: v for k, v in execs.items() if k in delivered and any(t > delivered[k] for t in v)}
+    again = {k: (sorted(recvs[k]), delivered[k]) for k in recvs
+             if k in delivered and any(t > delivered[k] for t in recvs[k])}
     if strict_after_delivery:
-        assert not again, (f"{len(again)} activities ran again after their result had been delivered: "
-                           f"{list(again)[:10]}")
+        assert not again, (f"{len(again)} activities were dispatched again after their result had been "
+                           f"delivered (recv times, first delivery; ns): {list(again.items())[:5]}")
     reruns = sum(len(v) - 1 for v in execs.values())
+    overlapping = sum(1 for k, v in recvs.items() if len(v) > 1 and k in delivered
+                      and sorted(v)[1] < delivered[k])
     return {"executions": sum(len(v) for v in execs.values()), "reruns": reruns,
-            "reruns_after_delivery": len(again)}
+            "overlapping_dispatches": overlapping, "dispatched_after_delivery": len(again)}
 
 
 class Background:
