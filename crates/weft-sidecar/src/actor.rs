@@ -46,6 +46,11 @@ pub(crate) struct Actor {
     fed_itself: bool,
     /// The last commit failed its fencing check (another sidecar committed first).
     fenced_out: bool,
+    /// The instance belongs to another app: this actor stops at once.
+    foreign: bool,
+    /// A wake-up arrived while handing off (the instance may be ours again by the time the
+    /// actor stops: then a fresh actor picks it up).
+    missed_wake: bool,
 }
 
 impl Actor {
@@ -62,6 +67,8 @@ impl Actor {
             pending: None,
             fed_itself: false,
             fenced_out: false,
+            foreign: false,
+            missed_wake: false,
         }
     }
 
@@ -70,7 +77,7 @@ impl Actor {
     fn leave(mut self) {
         self.inner.remove_actor(&self.id);
         self.rx.close();
-        let mut rewake = false;
+        let mut rewake = self.missed_wake;
         while let Ok(m) = self.rx.try_recv() {
             match m {
                 ActorMsg::Complete(_, reply) => {
@@ -83,7 +90,7 @@ impl Actor {
                 ActorMsg::Handoff => {}
             }
         }
-        if rewake && self.inner.owns(&self.id) {
+        if rewake && !self.foreign && self.inner.owns(&self.id) {
             self.inner.wake(&self.id);
         }
     }
@@ -95,12 +102,13 @@ impl Actor {
         // Set by a hand-off while a worker holds the turn: when to give up on it.
         let mut leaving: Option<tokio::time::Instant> = None;
         loop {
-            if leaving.is_some() && self.pending.is_none() {
+            if (leaving.is_some() || self.foreign) && self.pending.is_none() {
                 return self.leave();
             }
             if dirty && self.pending.is_none() {
                 dirty = false;
                 match self.step(std::mem::take(&mut retry_stalled)).await {
+                    Ok(()) if self.foreign => return self.leave(),
                     Ok(()) => failures = 0,
                     Err(e) => {
                         // Usually the store is unreachable: back off (100 ms … 5 s) and reload.
@@ -141,14 +149,20 @@ impl Actor {
             match msg {
                 None => return,
                 Some(ActorMsg::Handoff) => {
-                    if self.pending.is_none() || self.inner.hub.withdraw_workflow(&self.id) {
+                    // Only a turn a worker holds now is worth waiting for.
+                    if self.pending.is_none()
+                        || self.inner.hub.withdraw_workflow(&self.id)
+                        || !self.inner.hub.workflow_in_flight(&self.id)
+                    {
                         self.pending = None;
                         return self.leave();
                     }
                     leaving = Some(tokio::time::Instant::now() + self.inner.handoff_timeout);
                 }
                 Some(_) if leaving.is_some() && !matches!(msg, Some(ActorMsg::Complete(..))) => {
-                    // Handing off: nothing new starts here.
+                    // Handing off: nothing new starts here (a new actor will, if the instance
+                    // is ours again when this one stops).
+                    self.missed_wake = true;
                 }
                 Some(ActorMsg::Wake) => {
                     // A turn no worker has taken yet is re-prepared with the new events (this
@@ -197,6 +211,12 @@ impl Actor {
             Some(_) => self.inner.store.read_inbox(&self.id).await?,
             None => match self.inner.store.load(&self.id).await? {
                 None => return Ok(()), // purged
+                // Another app's instance (sharing the database and a bucket): its own app's
+                // sidecars run it; this one's workers must never see it.
+                Some(l) if !l.meta.app_id.is_empty() && l.meta.app_id != self.inner.app_id => {
+                    self.foreign = true;
+                    return Ok(());
+                }
                 Some(l) => {
                     self.state = Some(Cached {
                         meta: l.meta,

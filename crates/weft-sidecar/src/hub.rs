@@ -144,6 +144,13 @@ impl Hub {
         });
     }
 
+    /// Whether a worker holds this instance's turn now.
+    pub fn workflow_in_flight(&self, instance_id: &str) -> bool {
+        self.lock()
+            .inflight
+            .contains_key(&Key::Workflow(instance_id.to_string()))
+    }
+
     /// Forgets an in-flight workflow turn (its actor gave up on it at hand-off): a late answer
     /// finds nothing.
     pub fn forget_workflow(&self, instance_id: &str) {
