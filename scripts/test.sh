@@ -6,7 +6,8 @@
 #      from the pinned tests/python/requirements*.txt (re-installed only when a file changes);
 #   3. installs tests/js dependencies and runs `node --test tests/js/` if tests/js/package.json exists;
 #   4. runs the Python suites (tests/python, examples/task-processing, tests/python/v119) against the
-#      freshly built `weft` binary, and tests/python once more with `weft dev` on PostgreSQL.
+#      freshly built `weft` binary, tests/python once more with `weft dev` on PostgreSQL, and the
+#      cluster suite (tests/python/cluster: placement + sidecars + HAProxy as processes).
 # Idempotent; re-runs reuse the venvs / node_modules. Every suite runs even if an earlier one fails;
 # the script exits non-zero if any failed.
 #
@@ -131,6 +132,13 @@ if [ "$RUN_PY" = "1" ]; then
     env WEFT_TEST_BACKEND=postgres "$ROOT/.venv/bin/python" -m pytest -c tests/python/pytest.ini \
       --rootdir tests/python tests/python --ignore=tests/python/v119 \
       --ignore=tests/python/test_postgres.py ${PYTEST_ARGS:-}
+  # The cluster acceptance suite: 3 placement nodes + sidecars on PostgreSQL + HAProxy as processes,
+  # started by crates/weft-testkit's weft-cluster; its own conftest (like v119).
+  # shellcheck disable=SC2086
+  run_suite "pytest cluster (placement + sidecars + HAProxy, dapr-ext-workflow 1.18.3)" \
+    env WEFT_CLUSTER_BIN="${WEFT_CLUSTER_BIN:-$ROOT/target/debug/weft-cluster}" \
+      "$ROOT/.venv/bin/python" -m pytest -c tests/python/pytest.ini --rootdir tests/python \
+      --confcutdir tests/python/cluster tests/python/cluster ${PYTEST_ARGS:-}
   # shellcheck disable=SC2086
   run_suite "pytest (dapr 1.19.0)" \
     "$ROOT/.venv119/bin/python" -m pytest -c tests/python/pytest.ini --rootdir tests/python \
