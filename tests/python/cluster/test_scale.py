@@ -21,10 +21,10 @@ def test_scale_one_three_one_while_running(rig, report):
     s0 = c.sidecar(0)
 
     # Throughput of one sidecar with one worker (measured, not asserted).
-    m = start_many([s0["grpc"]], "one-", 60)
+    m = start_many([s0["grpc"]], "one-", 40)
     wait_done(m, [s0["http"]], timeout=120)
     check_completed_once(m, s0["grpc"], s0["http"])
-    report(f"throughput, 1 sidecar + 1 SDK worker: {throughput(m):.1f} activity steps/s (60 workflows x 5)")
+    report(f"throughput, 1 sidecar + 1 SDK worker: {throughput(m):.1f} activity steps/s (40 workflows x 5)")
 
     # Wave A on one sidecar, then two sidecars join (each with its worker) while A runs.
     a = start_many([s0["grpc"]], "scale-a-", WAVE)

@@ -31,7 +31,7 @@ def test_shared_mode_executor_path_then_sidecar_sigkill(rig, report):
 
     # Phase 1: only the hand-written worker, completions on other connections than the stream.
     relay = rig.worker(lb_grpc, "relay", script="relay_worker.py", COMPLETIONS=3)
-    run1 = start_many([lb_grpc], "relay-", 60)
+    run1 = start_many([lb_grpc], "relay-", 40)
     wait_done(run1, [lb_http], timeout=120)
     check_completed_once(run1, lb_grpc, lb_http)
     check_activities(run1, rig.side_dir)
