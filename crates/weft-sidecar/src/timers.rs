@@ -87,12 +87,7 @@ mod tests {
         }];
         db.checkpoint(cp).await.unwrap();
         let everything = weft_store::Scope::all(weft_store::conformance::APP);
-        let other_node = db.claim_due_reminders(
-            &everything,
-            wall,
-            wall + 600_000_000,
-            10,
-        );
+        let other_node = db.claim_due_reminders(&everything, wall, wall + 600_000_000, 10);
         assert_eq!(other_node.await.unwrap().len(), 1);
 
         let spy = Spy::new(db);
