@@ -79,6 +79,8 @@ export async function startWeft({ env = {}, dataDir, grpcPort = 0, httpPort = 0 
       String(grpcPort),
       "--http-port",
       String(httpPort),
+      "--internal-port",
+      "0",
       "--placement-port",
       "0",
     ],

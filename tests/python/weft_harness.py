@@ -136,6 +136,7 @@ class WeftDev:
             "--data-dir", str(self.data_dir),
             "--grpc-port", str(grpc_port),
             "--http-port", str(http_port),
+            "--internal-port", "0",
             "--placement-port", "0",
         ]
         if self.app_id:
@@ -145,6 +146,7 @@ class WeftDev:
             args += ["--database-url", pg.database_for(self.data_dir)]
         env = dict(os.environ)
         for k in ("WEFT_DATA_DIR", "WEFT_GRPC_PORT", "WEFT_HTTP_PORT", "WEFT_PLACEMENT_PORT", "WEFT_APP_ID",
+                  "WEFT_INTERNAL_PORT",
                   "DAPR_API_TOKEN"):
             env.pop(k, None)
         env.setdefault("RUST_LOG", "info")

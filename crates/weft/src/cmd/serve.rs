@@ -18,7 +18,11 @@ pub struct ServeArgs {
     /// Port of the Dapr HTTP API (0 picks a free port).
     #[arg(long, env = "WEFT_HTTP_PORT", default_value_t = 3500)]
     pub http_port: u16,
-    /// Address both APIs listen on.
+    /// Port of the internal node-to-node API (forwarded calls, routed completions; 0 picks a
+    /// free port).
+    #[arg(long, env = "WEFT_INTERNAL_PORT", default_value_t = 50002)]
+    pub internal_port: u16,
+    /// Address the APIs listen on.
     #[arg(long, env = "WEFT_LISTEN_ADDRESS", default_value = "127.0.0.1")]
     pub listen_address: IpAddr,
     /// App ID recorded as the source of workflows started here.
@@ -57,6 +61,8 @@ pub async fn run(
     let cfg = SidecarConfig {
         grpc_addr: SocketAddr::new(args.listen_address, args.grpc_port),
         http_addr: SocketAddr::new(args.listen_address, args.http_port),
+        internal_addr: SocketAddr::new(args.listen_address, args.internal_port),
+        advertise_host: None,
         api_token: args.api_token.filter(|t| !t.is_empty()),
         engine: EngineConfig {
             app_id: args.app_id,
@@ -69,8 +75,8 @@ pub async fn run(
     let shutdown = CancellationToken::new();
     let running = weft_sidecar::serve(store, cfg, shutdown.clone()).await?;
     println!(
-        "{role} ready grpc={} http={}{extra}",
-        running.grpc_addr, running.http_addr
+        "{role} ready grpc={} http={} internal={}{extra}",
+        running.grpc_addr, running.http_addr, running.internal_addr
     );
     tracing::info!(grpc = %running.grpc_addr, http = %running.http_addr, "{role} ready");
     signals.recv().await;
