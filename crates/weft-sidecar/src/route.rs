@@ -321,10 +321,16 @@ impl Router {
                 },
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            let why = match self
+            let forwarded = self
                 .forward(&addr, call.clone(), left.min(FORWARD_TIMEOUT))
-                .await
-            {
+                .await;
+            let result = match &forwarded {
+                Ok(_) => "answered",
+                Err(Miss::NotOwner(_)) => "not_owner",
+                Err(Miss::Unreachable(_)) => "unreachable",
+            };
+            metrics::counter!("weft_forwarded_calls_total", "result" => result).increment(1);
+            let why = match forwarded {
                 Ok(answer) => return answer,
                 Err(Miss::NotOwner(hint)) => {
                     // The peer's view may be newer than ours: try where it points, once.

@@ -43,4 +43,12 @@ fn describe() {
         "Work items sent to workers."
     );
     metrics::describe_gauge!("weft_connected_workers", "Connected GetWorkItems streams.");
+    metrics::describe_counter!(
+        "weft_forwarded_calls_total",
+        "Client calls forwarded to the owner of their instance, by result (answered, not_owner, unreachable)."
+    );
+    metrics::describe_counter!(
+        "weft_executor_routed_total",
+        "Worker answers (completions, abandons) routed to the sidecar that dispatched the work item."
+    );
 }
