@@ -313,6 +313,24 @@ impl TaskHubSidecarService for Service {
         self.complete_orchestrator_task(req).await
     }
 
+    async fn abandon_task_activity_work_item(
+        &self,
+        req: Request<AbandonActivityTaskRequest>,
+    ) -> Result<AbandonActivityTaskResponse> {
+        let token = req.into_inner().completion_token;
+        self.router.abandon(&token, false).await?;
+        Ok(Response::new(AbandonActivityTaskResponse {}))
+    }
+
+    async fn abandon_task_orchestrator_work_item(
+        &self,
+        req: Request<AbandonOrchestrationTaskRequest>,
+    ) -> Result<AbandonOrchestrationTaskResponse> {
+        let token = req.into_inner().completion_token;
+        self.router.abandon(&token, true).await?;
+        Ok(Response::new(AbandonOrchestrationTaskResponse {}))
+    }
+
     async fn rerun_workflow_from_event(
         &self,
         req: Request<RerunWorkflowFromEventRequest>,

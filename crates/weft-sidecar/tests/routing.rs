@@ -547,3 +547,61 @@ async fn a_call_that_reaches_a_former_owner_is_retried_after_the_table_changes()
     );
     assert!(state(&mut a.client().await, "rt-2").await.is_some());
 }
+
+async fn next(s: &mut tonic::Streaming<WorkItem>) -> WorkItem {
+    tokio::time::timeout(DEADLINE, s.message())
+        .await
+        .expect("a work item in time")
+        .expect("stream ok")
+        .expect("stream open")
+}
+
+#[tokio::test]
+async fn an_abandoned_work_item_is_routed_back_and_dispatched_again() {
+    let Some((_db, a, b)) = pair("a", "a").await else {
+        return;
+    };
+    let mut stream = work_items(&a).await;
+    let mut ca = a.client().await;
+    ca.start_instance(t(CreateInstanceRequest {
+        scheduled_start_timestamp: Some(prost_types::Timestamp::default()),
+        ..start_req("ab-1", "wait")
+    }))
+    .await
+    .expect("start");
+    let first = next(&mut stream).await;
+    let before = metric(a.http, "weft_executor_routed_total", "abandon").await;
+    b.client()
+        .await
+        .abandon_task_orchestrator_work_item(t(AbandonOrchestrationTaskRequest {
+            completion_token: first.completion_token.clone(),
+        }))
+        .await
+        .expect("abandon through b");
+    let again = next(&mut stream).await;
+    let Some(work_item::Request::WorkflowRequest(r)) = again.request else {
+        panic!("the turn again")
+    };
+    assert_eq!(r.instance_id, "ab-1");
+    assert_ne!(again.completion_token, first.completion_token);
+    let after = metric(a.http, "weft_executor_routed_total", "abandon").await;
+    assert!(
+        after > before,
+        "the abandon was routed ({before} → {after})"
+    );
+    // An unknown token is a NOT_FOUND; a missing one is the caller's error.
+    let err = b
+        .client()
+        .await
+        .abandon_task_orchestrator_work_item(t(AbandonOrchestrationTaskRequest {
+            completion_token: first.completion_token,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let err = ca
+        .abandon_task_activity_work_item(t(AbandonActivityTaskRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}
