@@ -26,6 +26,9 @@ pub(crate) enum ActorMsg {
     Reload,
     /// A worker answered the pending turn.
     Complete(WorkflowResponse, oneshot::Sender<Result<()>>),
+    /// The instance moved to another sidecar: finish the turn in flight (within the hand-off
+    /// deadline) and stop.
+    Handoff,
 }
 
 struct Cached {
@@ -41,6 +44,8 @@ pub(crate) struct Actor {
     pending: Option<PendingTurn>,
     /// The last commit delivered events to this instance's own inbox (continue-as-new).
     fed_itself: bool,
+    /// The last commit failed its fencing check (another sidecar committed first).
+    fenced_out: bool,
 }
 
 impl Actor {
@@ -56,6 +61,30 @@ impl Actor {
             state: None,
             pending: None,
             fed_itself: false,
+            fenced_out: false,
+        }
+    }
+
+    /// Stops serving the instance: leaves the registry and answers what is still queued for it
+    /// (a wake that raced the hand-off goes to a new actor if the instance is ours again).
+    fn leave(mut self) {
+        self.inner.remove_actor(&self.id);
+        self.rx.close();
+        let mut rewake = false;
+        while let Ok(m) = self.rx.try_recv() {
+            match m {
+                ActorMsg::Complete(_, reply) => {
+                    let _ = reply.send(Err(EngineError::Unavailable(format!(
+                        "workflow instance '{}' moved to another sidecar",
+                        self.id
+                    ))));
+                }
+                ActorMsg::Wake | ActorMsg::Retry | ActorMsg::Reload => rewake = true,
+                ActorMsg::Handoff => {}
+            }
+        }
+        if rewake && self.inner.owns(&self.id) {
+            self.inner.wake(&self.id);
         }
     }
 
@@ -63,7 +92,12 @@ impl Actor {
         let mut dirty = true;
         let mut retry_stalled = false;
         let mut failures = 0u32;
+        // Set by a hand-off while a worker holds the turn: when to give up on it.
+        let mut leaving: Option<tokio::time::Instant> = None;
         loop {
+            if leaving.is_some() && self.pending.is_none() {
+                return self.leave();
+            }
             if dirty && self.pending.is_none() {
                 dirty = false;
                 match self.step(std::mem::take(&mut retry_stalled)).await {
@@ -91,11 +125,31 @@ impl Actor {
                         continue;
                     }
                 }
+            } else if let Some(deadline) = leaving {
+                match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                    Ok(m) => m,
+                    Err(_) => {
+                        // The new owner runs the turn again from the unchanged inbox.
+                        tracing::debug!(instance = %self.id, "hand-off deadline passed; abandoning the turn in flight");
+                        self.inner.hub.forget_workflow(&self.id);
+                        return self.leave();
+                    }
+                }
             } else {
                 self.rx.recv().await
             };
             match msg {
                 None => return,
+                Some(ActorMsg::Handoff) => {
+                    if self.pending.is_none() || self.inner.hub.withdraw_workflow(&self.id) {
+                        self.pending = None;
+                        return self.leave();
+                    }
+                    leaving = Some(tokio::time::Instant::now() + self.inner.handoff_timeout);
+                }
+                Some(_) if leaving.is_some() && !matches!(msg, Some(ActorMsg::Complete(..))) => {
+                    // Handing off: nothing new starts here.
+                }
                 Some(ActorMsg::Wake) => {
                     // A turn no worker has taken yet is re-prepared with the new events (this
                     // batches them, and lets a terminate end an instance no worker ever ran).
@@ -117,7 +171,14 @@ impl Actor {
                 }
                 Some(ActorMsg::Complete(resp, reply)) => {
                     self.fed_itself = false;
-                    let result = self.complete(resp).await;
+                    self.fenced_out = false;
+                    let mut result = self.complete(resp).await;
+                    if self.fenced_out && !self.inner.owns(&self.id) {
+                        // A late commit after the instance moved: the new owner runs the turn
+                        // again, so the worker has done nothing wrong.
+                        tracing::debug!(instance = %self.id, "late commit after hand-off fenced out");
+                        result = Ok(());
+                    }
                     // The turn consumed everything the inbox held when it was prepared, and any
                     // event that arrived since sent a Wake (already noted in `dirty`); so the
                     // inbox is read again only if this turn wrote to it or did not commit.
@@ -304,7 +365,9 @@ impl Actor {
             Ok(()) => {}
             Err(e @ StoreError::Conflict { .. }) => {
                 // Someone else owns this instance now; reload before doing anything more.
+                metrics::counter!("weft_checkpoint_conflicts_total").increment(1);
                 self.state = None;
+                self.fenced_out = true;
                 return Err(e.into());
             }
             Err(e) => {

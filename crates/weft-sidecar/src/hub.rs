@@ -2,7 +2,7 @@
 //! record of which stream holds which item, so items on a stream that dies go back to the queue.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use tokio::sync::{Notify, mpsc, watch};
 use weft_proto::durabletask::{
@@ -68,6 +68,10 @@ pub struct Hub {
     origin: OnceLock<String>,
     /// Number of connected streams, observable (e.g. to retry stalled instances on connect).
     connected: watch::Sender<usize>,
+    /// Draining for shutdown: nothing new is handed out; answers to what is out are taken.
+    paused: AtomicBool,
+    /// Number of dispatched, unanswered items (for the shutdown drain).
+    inflight_count: watch::Sender<usize>,
 }
 
 impl Default for Hub {
@@ -80,6 +84,8 @@ impl Default for Hub {
             boot: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
             origin: OnceLock::new(),
             connected: watch::channel(0).0,
+            paused: AtomicBool::new(false),
+            inflight_count: watch::channel(0).0,
         }
     }
 }
@@ -96,6 +102,7 @@ impl Hub {
             }
             st.queue.retain(|j| j.key() != key);
             st.queue.push_back(job);
+            self.count_inflight(&st);
         }
         self.ready.notify_one();
     }
@@ -106,12 +113,47 @@ impl Hub {
     /// leaves the record alone. Workers without tokens (JS) are matched by key, as daprd does.
     fn take_inflight(&self, key: Key, token: &str) -> Option<Job> {
         let mut st = self.lock();
-        match st.inflight.get(&key) {
+        let taken = match st.inflight.get(&key) {
             Some(f) if token.is_empty() || f.token == token => {
                 st.inflight.remove(&key).map(|f| f.job)
             }
             _ => None,
-        }
+        };
+        self.count_inflight(&st);
+        taken
+    }
+
+    fn count_inflight(&self, st: &State) {
+        let n = st.inflight.len();
+        self.inflight_count
+            .send_if_modified(|c| std::mem::replace(c, n) != n);
+    }
+
+    /// Stops handing out work (shutdown drain); queued items stay queued.
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+    }
+
+    /// Number of dispatched, unanswered items, observable.
+    pub fn inflight(&self) -> watch::Receiver<usize> {
+        self.inflight_count.subscribe()
+    }
+
+    /// Drops queued (not yet dispatched) items of instances `moved` says are no longer ours;
+    /// their new owner dispatches them again from the store.
+    pub fn withdraw_queued(&self, moved: impl Fn(&str) -> bool) {
+        let mut st = self.lock();
+        st.queue.retain(|j| match j.key() {
+            Key::Workflow(i) | Key::Activity(i, _) => !moved(&i),
+        });
+    }
+
+    /// Forgets an in-flight workflow turn (its actor gave up on it at hand-off): a late answer
+    /// finds nothing.
+    pub fn forget_workflow(&self, instance_id: &str) {
+        let mut st = self.lock();
+        st.inflight.remove(&Key::Workflow(instance_id.to_string()));
+        self.count_inflight(&st);
     }
 
     /// Removes a workflow turn's in-flight record; `None` if no such turn is pending.
@@ -167,6 +209,7 @@ impl Hub {
         if let Some(f) = st.inflight.remove(&key) {
             st.queue.push_front(f.job);
         }
+        self.count_inflight(&st);
         drop(st);
         self.ready.notify_one();
         true
@@ -190,6 +233,7 @@ impl Hub {
         };
         st.queue.retain(|j| !mine(&j.key()));
         st.inflight.retain(|k, _| !mine(k));
+        self.count_inflight(&st);
     }
 
     pub fn connected(&self) -> watch::Receiver<usize> {
@@ -223,7 +267,7 @@ impl Hub {
     async fn take(&self, stream: u64) -> (Job, String) {
         loop {
             let notified = self.ready.notified();
-            {
+            if !self.paused.load(Ordering::SeqCst) {
                 let mut st = self.lock();
                 if let Some(job) = st.queue.pop_front() {
                     let n = self.next_token.fetch_add(1, Ordering::Relaxed);
@@ -237,6 +281,7 @@ impl Hub {
                             token: token.clone(),
                         },
                     );
+                    self.count_inflight(&st);
                     if !st.queue.is_empty() {
                         // Others may be waiting for the rest.
                         self.ready.notify_one();
@@ -261,12 +306,16 @@ impl Hub {
                 st.queue.push_front(f.job);
             }
         }
+        self.count_inflight(&st);
         drop(st);
         self.ready.notify_one();
         self.connected.send_modify(|n| *n = n.saturating_sub(1));
         metrics::gauge!("weft_connected_workers").decrement(1.0);
     }
 }
+
+/// Most instances one stream remembers as cached by its worker.
+const WARM_LIMIT: usize = 10_000;
 
 /// One connected `GetWorkItems` stream.
 pub struct StreamHandle<'a> {
@@ -314,6 +363,10 @@ impl StreamHandle<'_> {
                         r.cached_history = Some(CachedHistory {
                             event_count: n as i32,
                         });
+                    }
+                    if self.warm.len() >= WARM_LIMIT {
+                        // Bounded: forgetting only costs a full history on the next turn.
+                        self.warm.clear();
                     }
                     self.warm.insert(r.instance_id.clone(), past);
                 }

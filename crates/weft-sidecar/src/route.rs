@@ -2,6 +2,7 @@
 //! to the owner over the internal API (retried after placement changes, never dropped), and
 //! worker answers that reach a sidecar other than the dispatching one are routed to it.
 
+use crate::cluster::registry::activity_key;
 use crate::cluster::{ActorKind, Owner, Registry};
 use crate::engine::{Engine, StartRequest};
 use crate::error::{EngineError, KIND_HEADER, Result};
@@ -41,11 +42,6 @@ impl Ownership for Registry {
     fn watch(&self) -> watch::Receiver<u64> {
         Registry::watch(self)
     }
-}
-
-/// The key of an activity's actor (and of the executor that serves it), as Dapr forms it.
-pub fn activity_key(instance_id: &str, task_id: i32, generation: i64) -> String {
-    format!("{instance_id}::{task_id}::{generation}")
 }
 
 /// The suffix the hub appends to completion tokens so answers can find their way back.
@@ -240,11 +236,13 @@ impl Router {
         self.inner.engine.inner.app_id.clone()
     }
 
-    /// The app an existing instance belongs to.
-    // The instance row does not record its app yet (the cluster branch adds it); until then
-    // every instance belongs to the app of the sidecars sharing the database.
-    async fn app_of(&self, _instance_id: &str) -> Result<String> {
-        Ok(self.app())
+    /// The app an existing instance belongs to (its row says; an unknown instance is looked up
+    /// in this sidecar's app, whose owner then answers NOT_FOUND from the store).
+    async fn app_of(&self, instance_id: &str) -> Result<String> {
+        Ok(match self.inner.engine.get_instance(instance_id).await? {
+            Some(m) if !m.app_id.is_empty() => m.app_id,
+            _ => self.app(),
+        })
     }
 
     fn client(&self, addr: &str) -> Result<InternalClient<Channel>> {
@@ -669,10 +667,5 @@ mod tests {
             "tokens of a single sidecar"
         );
         assert_eq!(token_origin(""), None);
-    }
-
-    #[test]
-    fn activity_keys_follow_dapr() {
-        assert_eq!(activity_key("i", 3, 1), "i::3::1");
     }
 }

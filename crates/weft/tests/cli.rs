@@ -40,9 +40,9 @@ impl Dev {
             "0",
             "--http-port",
             "0",
-            "--internal-port",
-            "0",
             "--placement-port",
+            "0",
+            "--internal-port",
             "0",
             "--data-dir",
         ])

@@ -1,6 +1,10 @@
-//! Cluster membership and ownership. PLACEHOLDER (route branch): only the registry contract, so
-//! routing compiles before the cluster branch lands; the lead keeps the cluster helper's version.
+//! The sidecar's part in the cluster: the ownership registry over the placement table, and the
+//! membership that feeds it.
 
 pub mod registry;
 
 pub use registry::{ActorKind, Owner, Registry};
+pub mod membership;
+pub(crate) mod ownership;
+
+pub use membership::{ClusterConfig, Membership};

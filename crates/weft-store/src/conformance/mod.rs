@@ -4,10 +4,12 @@
 mod cases;
 mod concurrency;
 mod lifecycle;
+mod scope;
 
 pub use cases::*;
 pub use concurrency::*;
 pub use lifecycle::*;
+pub use scope::*;
 
 use async_trait::async_trait;
 use weft_core::{InstanceMeta, Micros, RuntimeStatus};
@@ -57,6 +59,8 @@ macro_rules! conformance_tests {
             concurrent_creates_one_wins,
             scheduled_start_becomes_reminder,
             payloads_round_trip_exactly,
+            scans_return_only_the_given_buckets,
+            instances_record_their_app,
         );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {
@@ -92,8 +96,17 @@ pub fn meta(id: &str, name: &str) -> InstanceMeta {
         started_at: None,
         completed_at: None,
         scheduled_start_at: None,
+        app_id: APP.to_string(),
         version: 0,
     }
+}
+
+/// The app every conformance instance belongs to.
+pub const APP: &str = "conformance-app";
+
+/// Every bucket of [`APP`]: a scan over the whole database of that app.
+pub fn all() -> crate::Scope {
+    crate::Scope::all(APP)
 }
 
 pub fn started(name: &str) -> HistoryEvent {
