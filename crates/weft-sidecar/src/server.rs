@@ -177,7 +177,10 @@ async fn serve_inner(
     let app_id = cfg.engine.app_id.clone();
     let host_id = match cfg.cluster.as_ref().map(|c| c.host_id.as_str()) {
         Some(id) if !id.is_empty() => id.to_string(),
-        _ if edge.is_some() => edge.as_ref().map(|e| e.host_id().to_string()).unwrap_or_default(),
+        _ if edge.is_some() => edge
+            .as_ref()
+            .map(|e| e.host_id().to_string())
+            .unwrap_or_default(),
         _ => format!(
             "{app_id}-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -222,8 +225,7 @@ async fn serve_inner(
     // RESOURCE_EXHAUSTED instead of a transport error. The internal API carries the same
     // messages (tonic's 4 MiB default would refuse a forwarded maximal payload).
     let max_msg = max_payload.saturating_mul(4).max(16 * 1024 * 1024);
-    let ownership: Arc<dyn Ownership> =
-        edge.unwrap_or_else(|| Arc::new(engine.registry().clone()));
+    let ownership: Arc<dyn Ownership> = edge.unwrap_or_else(|| Arc::new(engine.registry().clone()));
     let router = Router::new(
         engine.clone(),
         ownership.clone(),
