@@ -321,8 +321,11 @@ impl From<StoreError> for EngineError {
         match e {
             StoreError::AlreadyExists(_) => Self::AlreadyExists(e.to_string()),
             StoreError::NotFound(id) => Self::no_such_instance(&id),
+            StoreError::NotTerminal(_) => Self::FailedPrecondition(e.to_string()),
             StoreError::Conflict { .. } => Self::Unavailable(e.to_string()),
-            StoreError::Unavailable(_) => Self::Unavailable(e.to_string()),
+            StoreError::Unavailable(_) | StoreError::OutcomeUnknown(_) => {
+                Self::Unavailable(e.to_string())
+            }
             StoreError::Corrupt(_) => Self::Internal(e.to_string()),
         }
     }
@@ -334,6 +337,12 @@ impl From<IdError> for EngineError {
             IdError::TooLong(_) => Self::InstanceIdTooLong(e.to_string()),
             IdError::Empty | IdError::Invalid(_) => Self::InvalidInstanceId(e.to_string()),
         }
+    }
+}
+
+impl From<weft_core::ids::TextError> for EngineError {
+    fn from(e: weft_core::ids::TextError) -> Self {
+        Self::InvalidArgument(e.to_string())
     }
 }
 

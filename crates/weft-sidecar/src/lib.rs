@@ -12,9 +12,14 @@ pub mod http;
 mod hub;
 pub mod internal;
 mod rerun;
+#[cfg(test)]
+mod resync_tests;
 pub mod route;
 pub mod server;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;
+mod timers;
 
 pub use engine::{Engine, EngineConfig};
 pub use error::EngineError;

@@ -510,13 +510,11 @@ impl Router {
         let key = match task_id {
             None => id.to_string(),
             Some(t) => {
-                let generation = self
-                    .inner
-                    .engine
-                    .get_instance(id)
-                    .await?
-                    .map_or(0, |m| m.generation);
-                activity_key(id, t, generation)
+                // An ID the store refuses names no work item: answered here (NOT_FOUND).
+                let Ok(meta) = self.inner.engine.get_instance(id).await else {
+                    return Ok(None);
+                };
+                activity_key(id, t, meta.map_or(0, |m| m.generation))
             }
         };
         Ok(match own.owner(&self.app(), ActorKind::Executor, &key) {

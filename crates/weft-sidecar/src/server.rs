@@ -108,13 +108,24 @@ impl Interceptor for TokenCheck {
                 "missing api token in request metadata".into(),
             )
             .into()),
-            Some(v) if v.as_bytes() == want.as_bytes() => Ok(req),
+            Some(v) if token_matches(v.as_bytes(), want.as_bytes()) => Ok(req),
             Some(_) => Err(EngineError::Unauthenticated(
                 "authentication error: api token mismatch".into(),
             )
             .into()),
         }
     }
+}
+
+/// Compares a presented API token with the configured one in time that depends only on the
+/// configured token's length, not on where the two differ (no timing oracle for guessing it).
+pub(crate) fn token_matches(given: &[u8], want: &[u8]) -> bool {
+    let mut diff = given.len() ^ want.len();
+    for (i, w) in want.iter().enumerate() {
+        let g = given.get(i).copied().unwrap_or(!w);
+        diff = std::hint::black_box(diff | usize::from(g ^ w));
+    }
+    diff == 0
 }
 
 pub async fn serve(
@@ -243,18 +254,23 @@ async fn serve_inner(
         .ok();
     let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
     let sd = shutdown.clone();
-    let grpc_task = tokio::spawn(async move {
-        Server::builder()
-            // The SDKs ping every 30 s even without calls; keepalive keeps dead peers visible.
-            .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-            .add_service(tonic::service::interceptor::InterceptedService::new(
-                svc, token,
-            ))
-            .add_optional_service(reflection)
-            .serve_with_incoming_shutdown(incoming, sd.cancelled_owned())
-            .await
-    });
+    let grpc_task =
+        tokio::spawn(async move {
+            Server::builder()
+                // The SDKs ping every 30 s even without calls; keepalive keeps dead peers visible.
+                .http2_keepalive_interval(Some(Duration::from_secs(10)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+                .add_service(tonic::service::interceptor::InterceptedService::new(
+                    svc,
+                    token.clone(),
+                ))
+                // Reflection describes the API, so it needs the token like every other call.
+                .add_optional_service(reflection.map(|r| {
+                    tonic::service::interceptor::InterceptedService::new(r, token.clone())
+                }))
+                .serve_with_incoming_shutdown(incoming, sd.cancelled_owned())
+                .await
+        });
     let app = crate::http::router(router, cfg.api_token.clone(), max_payload);
     let sd = shutdown.clone();
     let http_task = tokio::spawn(async move {
@@ -331,4 +347,26 @@ fn advertised(cluster: &ClusterConfig, bound: SocketAddr) -> String {
         bound.ip()
     };
     SocketAddr::new(ip, bound.port()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_matches;
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        assert!(token_matches(b"secret", b"secret"));
+        assert!(token_matches(b"", b""));
+        for other in [
+            &b""[..],
+            b"secre",
+            b"secret!",
+            b"Secret",
+            b"xxxxxx",
+            b"\0ecret",
+        ] {
+            assert!(!token_matches(other, b"secret"), "{other:?}");
+        }
+        assert!(!token_matches(b"a", b""));
+    }
 }

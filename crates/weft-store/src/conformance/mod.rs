@@ -3,13 +3,17 @@
 
 mod cases;
 mod concurrency;
+mod executions;
 mod lifecycle;
 mod scope;
+mod timers;
 
 pub use cases::*;
 pub use concurrency::*;
+pub use executions::*;
 pub use lifecycle::*;
 pub use scope::*;
+pub use timers::*;
 
 use async_trait::async_trait;
 use weft_core::{InstanceMeta, Micros, RuntimeStatus};
@@ -61,6 +65,11 @@ macro_rules! conformance_tests {
             payloads_round_trip_exactly,
             scans_return_only_the_given_buckets,
             instances_record_their_app,
+            inbox_rows_name_their_generation,
+            recreation_continues_generation_and_version,
+            purge_refuses_active_instances,
+            purge_racing_deliveries_leaves_no_orphans,
+            next_due_waits_for_leases,
         );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {
