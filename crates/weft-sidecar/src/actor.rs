@@ -299,6 +299,7 @@ impl Actor {
                     return self.stall_oversize(least, self.inner.max_work_item).await;
                 }
                 self.pending = Some(t);
+                tracing::debug!(instance = %self.id, "dispatching a turn");
                 self.inner.hub.push(Job::Workflow(req));
                 Ok(())
             }

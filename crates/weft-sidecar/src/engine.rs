@@ -105,8 +105,10 @@ impl Inner {
             None => msg,
         };
         if !self.owns(id) {
+            tracing::debug!(instance = %id, "not owned here: not activated");
             return;
         }
+        tracing::debug!(instance = %id, "activating");
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(msg);
         actors.insert(id.to_string(), tx);
@@ -594,6 +596,7 @@ impl Engine {
             .take_workflow(&id, &resp.completion_token)
             .is_none()
         {
+            tracing::debug!(instance = %id, "completion refused: no such turn in flight");
             return Err(EngineError::NotFound(format!("unknown instance ID: {id}")));
         }
         let (tx, rx) = oneshot::channel();
@@ -638,22 +641,31 @@ impl Engine {
             generation,
             event: event(now(), ty),
         };
-        match self.inner.committer.complete_activity(completion).await {
-            Ok(true) => {
-                metrics::counter!("weft_activities_completed_total").increment(1);
-                self.inner.wake(&id);
-                Ok(())
+        // The task is out of the hub now: recording it and waking the instance (or handing the
+        // task out again) must finish even if the caller goes away (a worker killed mid-call
+        // drops this future), or the result would be committed with nobody woken.
+        let inner = self.inner.clone();
+        let finish = tokio::spawn(async move {
+            match inner.committer.complete_activity(completion).await {
+                Ok(true) => {
+                    metrics::counter!("weft_activities_completed_total").increment(1);
+                    inner.wake(&id);
+                    Ok(())
+                }
+                Ok(false) => Ok(()), // a late or duplicate result: the task is no longer pending
+                Err(e) => {
+                    // Not recorded: hand the task out again (the worker drops its result).
+                    inner.hub.push(Job::Activity {
+                        generation,
+                        request,
+                    });
+                    Err(e.into())
+                }
             }
-            Ok(false) => Ok(()), // a late or duplicate result: the task is no longer pending
-            Err(e) => {
-                // Not recorded: hand the task out again (the worker drops its result).
-                self.inner.hub.push(Job::Activity {
-                    generation,
-                    request,
-                });
-                Err(e.into())
-            }
-        }
+        });
+        finish
+            .await
+            .unwrap_or_else(|e| Err(EngineError::Internal(format!("recording a result: {e}"))))
     }
 
     pub(crate) fn open_stream(&self, stateful: bool) -> crate::hub::StreamHandle<'_> {

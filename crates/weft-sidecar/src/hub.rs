@@ -483,6 +483,7 @@ impl Hub {
             .filter(|(_, f)| f.stream == stream)
             .map(|(k, _)| k.clone())
             .collect();
+        tracing::debug!(stream, requeued = lost.len(), "stream released");
         for k in lost {
             if let Some(f) = st.inflight.remove(&k) {
                 st.enqueue(k, f.job, true);
