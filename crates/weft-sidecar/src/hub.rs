@@ -6,8 +6,8 @@ mod warm;
 
 use queue::JobQueue;
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use tokio::sync::{Notify, mpsc, watch};
 use warm::Warm;
 use weft_proto::durabletask::{
@@ -164,6 +164,9 @@ pub struct Hub {
     next_token: AtomicU64,
     /// Per-process prefix of completion tokens, so a token from before a restart never matches.
     boot: String,
+    /// Suffix of completion tokens naming this sidecar (`@host_id@internal_address`), so a
+    /// completion that reaches another sidecar can be routed back here (see `route.rs`).
+    origin: OnceLock<String>,
     /// Number of connected streams, observable (e.g. to retry stalled instances on connect).
     connected: watch::Sender<usize>,
     /// Draining for shutdown: nothing new is handed out; answers to what is out are taken.
@@ -191,6 +194,7 @@ impl Hub {
             next_stream: AtomicU64::new(1),
             next_token: AtomicU64::new(1),
             boot: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
+            origin: OnceLock::new(),
             connected: watch::channel(0).0,
             paused: AtomicBool::new(false),
             inflight_count: watch::channel(0).0,
@@ -320,6 +324,41 @@ impl Hub {
         }
     }
 
+    /// Sets the token suffix naming this sidecar (once, before workers connect).
+    pub fn set_origin(&self, origin: String) {
+        let _ = self.origin.set(origin);
+    }
+
+    /// Whether a workflow turn (`task_id` `None`) or an activity is in flight on this sidecar.
+    pub fn holds(&self, instance_id: &str, task_id: Option<i32>) -> bool {
+        let key = match task_id {
+            None => Key::Workflow(instance_id.to_string()),
+            Some(t) => Key::Activity(instance_id.to_string(), t),
+        };
+        self.lock().inflight.contains_key(&key)
+    }
+
+    /// A worker gives a work item back unanswered: it goes to the front of the queue for the
+    /// next worker. False if no item with that token is in flight here.
+    pub fn abandon(&self, token: &str) -> bool {
+        let mut st = self.lock();
+        let Some(key) = st
+            .inflight
+            .iter()
+            .find(|(_, f)| f.token == token)
+            .map(|(k, _)| k.clone())
+        else {
+            return false;
+        };
+        if let Some(f) = st.inflight.remove(&key) {
+            st.enqueue(key, f.job, true);
+        }
+        self.count_inflight(&st);
+        drop(st);
+        self.ready.notify_one();
+        true
+    }
+
     /// Takes a workflow turn back if no worker has taken it yet (so it can be re-prepared
     /// with newer inbox events); false if it is in flight or unknown.
     pub fn withdraw_workflow(&self, instance_id: &str) -> bool {
@@ -397,7 +436,8 @@ impl Hub {
                 let mut st = self.lock();
                 if let Some((key, job)) = st.pop() {
                     let n = self.next_token.fetch_add(1, Ordering::Relaxed);
-                    let token = format!("{}-{n}", self.boot);
+                    let origin = self.origin.get().map_or("", String::as_str);
+                    let token = format!("{}-{n}{origin}", self.boot);
                     st.inflight.insert(
                         key,
                         InFlight {

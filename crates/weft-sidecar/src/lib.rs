@@ -10,9 +10,11 @@ pub mod grpc;
 mod history_json;
 pub mod http;
 mod hub;
+pub mod internal;
 mod rerun;
 #[cfg(test)]
 mod resync_tests;
+pub mod route;
 pub mod server;
 pub mod telemetry;
 #[cfg(test)]
@@ -22,4 +24,4 @@ mod timers;
 pub use engine::{Engine, EngineConfig};
 pub use error::EngineError;
 pub use history_json::event_json;
-pub use server::{Running, ServeError, SidecarConfig, serve};
+pub use server::{Running, ServeError, SidecarConfig, serve, serve_with};

@@ -3,7 +3,10 @@
 
 use crate::cluster::{ClusterConfig, Membership, Registry};
 use crate::engine::{Engine, EngineConfig};
+use crate::error::EngineError;
 use crate::grpc::Service;
+use crate::internal::InternalService;
+use crate::route::{Ownership, Router, token_suffix};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Interceptor;
 use tonic::transport::Server;
 use weft_proto::durabletask::task_hub_sidecar_service_server::TaskHubSidecarServiceServer;
+use weft_proto::internal::internal_server::InternalServer;
 use weft_store::Store;
 
 #[derive(Debug, Clone)]
@@ -100,13 +104,15 @@ impl Interceptor for TokenCheck {
     fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         let Some(want) = &self.0 else { return Ok(req) };
         match req.metadata().get("dapr-api-token") {
-            None => Err(tonic::Status::unauthenticated(
-                "missing api token in request metadata",
-            )),
+            None => Err(EngineError::Unauthenticated(
+                "missing api token in request metadata".into(),
+            )
+            .into()),
             Some(v) if token_matches(v.as_bytes(), want.as_bytes()) => Ok(req),
-            Some(_) => Err(tonic::Status::unauthenticated(
-                "authentication error: api token mismatch",
-            )),
+            Some(_) => Err(EngineError::Unauthenticated(
+                "authentication error: api token mismatch".into(),
+            )
+            .into()),
         }
     }
 }
@@ -125,6 +131,26 @@ pub(crate) fn token_matches(given: &[u8], want: &[u8]) -> bool {
 pub async fn serve(
     store: Arc<dyn Store>,
     cfg: SidecarConfig,
+    shutdown: CancellationToken,
+) -> Result<Running, ServeError> {
+    serve_inner(store, cfg, None, shutdown).await
+}
+
+/// Serves a sidecar without placement whose API edge takes ownership answers from `edge`
+/// instead (tests of routing between sidecars; its engine owns every instance it is asked about).
+pub async fn serve_with(
+    store: Arc<dyn Store>,
+    cfg: SidecarConfig,
+    edge: Arc<dyn Ownership>,
+    shutdown: CancellationToken,
+) -> Result<Running, ServeError> {
+    serve_inner(store, cfg, Some(edge), shutdown).await
+}
+
+async fn serve_inner(
+    store: Arc<dyn Store>,
+    cfg: SidecarConfig,
+    edge: Option<Arc<dyn Ownership>>,
     shutdown: CancellationToken,
 ) -> Result<Running, ServeError> {
     let grpc = TcpListener::bind(cfg.grpc_addr)
@@ -162,10 +188,18 @@ pub async fn serve(
     let app_id = cfg.engine.app_id.clone();
     let host_id = match cfg.cluster.as_ref().map(|c| c.host_id.as_str()) {
         Some(id) if !id.is_empty() => id.to_string(),
+        _ if edge.is_some() => edge
+            .as_ref()
+            .map(|e| e.host_id().to_string())
+            .unwrap_or_default(),
         _ => format!(
             "{app_id}-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         ),
+    };
+    let internal_advertised = match &cfg.cluster {
+        Some(cluster) => advertised(cluster, internal_addr),
+        None => internal_addr.to_string(),
     };
     let (engine, membership) = match &cfg.cluster {
         None => (
@@ -191,15 +225,29 @@ pub async fn serve(
             (engine, Some(m))
         }
     };
+    // Completion tokens name this sidecar, so an answer that reaches another one comes back.
+    engine
+        .inner
+        .hub
+        .set_origin(token_suffix(&host_id, &internal_advertised));
     engine.start(shutdown.clone()).await?;
 
     // Accept messages well above the payload limit so oversize payloads get our own clear
-    // RESOURCE_EXHAUSTED instead of a transport error.
+    // RESOURCE_EXHAUSTED instead of a transport error. The internal API carries the same
+    // messages (tonic's 4 MiB default would refuse a forwarded maximal payload).
     let max_msg = max_payload.saturating_mul(4).max(16 * 1024 * 1024);
-    let svc = TaskHubSidecarServiceServer::new(Service::new(engine.clone(), shutdown.clone()))
+    let ownership: Arc<dyn Ownership> = edge.unwrap_or_else(|| Arc::new(engine.registry().clone()));
+    let router = Router::new(
+        engine.clone(),
+        ownership.clone(),
+        max_msg,
+        cfg.api_token.as_deref(),
+    );
+    let svc = TaskHubSidecarServiceServer::new(Service::new(router.clone(), shutdown.clone()))
         .max_decoding_message_size(max_msg)
         .max_encoding_message_size(max_msg);
     let token = TokenCheck(cfg.api_token.clone().map(Arc::from));
+    let internal_token = token.clone();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(weft_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -223,14 +271,19 @@ pub async fn serve(
                 .serve_with_incoming_shutdown(incoming, sd.cancelled_owned())
                 .await
         });
-    let app = crate::http::router(engine.clone(), cfg.api_token, max_payload);
+    let app = crate::http::router(router, cfg.api_token.clone(), max_payload);
     let sd = shutdown.clone();
     let http_task = tokio::spawn(async move {
         axum::serve(http, app)
             .with_graceful_shutdown(sd.cancelled_owned())
             .await
     });
-    let routes = internal_routes(&engine);
+    let internal_svc = InternalServer::new(InternalService::new(engine.clone(), ownership))
+        .max_decoding_message_size(max_msg)
+        .max_encoding_message_size(max_msg);
+    let routes = internal_routes().add_service(
+        tonic::service::interceptor::InterceptedService::new(internal_svc, internal_token),
+    );
     let incoming = tonic::transport::server::TcpIncoming::from(internal).with_nodelay(Some(true));
     let sd = shutdown.clone();
     let internal_task = tokio::spawn(async move {
@@ -261,9 +314,8 @@ pub async fn serve(
     })
 }
 
-/// The services of the internal port (the sidecar-to-sidecar API: forwarded client calls and
-/// routed completions are added here).
-fn internal_routes(_engine: &Engine) -> tonic::service::Routes {
+/// Reflection on the internal port (the `Internal` service itself is added by `serve_inner`).
+fn internal_routes() -> tonic::service::Routes {
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(weft_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
