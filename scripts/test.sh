@@ -5,7 +5,9 @@
 #      from the pinned tests/python/requirements*.txt (re-installed only when a file changes);
 #   3. installs tests/js dependencies and runs `node --test tests/js/` if tests/js/package.json exists;
 #   4. runs the Python suites (tests/python, examples/task-processing, tests/python/v119) against the
-#      freshly built `weft` binary, and tests/python once more with `weft dev` on PostgreSQL.
+#      freshly built `weft` binary, and tests/python once more with `weft dev` on PostgreSQL;
+#   5. tests the Helm chart (tests/chart): a helm binary from scripts/get-helm.sh (cached in .cache/),
+#      .venv-chart (kubernetes-validate) from tests/chart/requirements.txt, haproxy from apt if missing.
 # Idempotent; re-runs reuse the venvs / node_modules. Every suite runs even if an earlier one fails;
 # the script exits non-zero if any failed.
 #
@@ -119,6 +121,33 @@ if [ "$RUN_PY" = "1" ]; then
   run_suite "pytest (dapr 1.19.0)" \
     "$ROOT/.venv119/bin/python" -m pytest -c tests/python/pytest.ini --rootdir tests/python \
       --confcutdir tests/python/v119 tests/python/v119 ${PYTEST_ARGS:-}
+fi
+
+# ------------------------------------------------------------------------------- Helm chart
+ensure_haproxy() {  # the Debian package; the chart test (and cluster tests) use it as the L4 balancer
+  command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] && return 0
+  command -v apt-get >/dev/null 2>&1 || die "haproxy is required (install it with your package manager)"
+  log "installing haproxy (apt-get)"
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && apt-get install -y -qq haproxy >/dev/null || die "apt-get install haproxy failed"
+  else
+    sudo apt-get update -qq && sudo apt-get install -y -qq haproxy >/dev/null || die "apt-get install haproxy failed"
+  fi
+}
+
+if [ "$RUN_PY" = "1" ]; then
+  ensure_venv "$ROOT/.venv-chart" "$ROOT/tests/chart/requirements.txt"
+  HELM="$("$ROOT/scripts/get-helm.sh")" || die "could not get a helm binary (scripts/get-helm.sh)"
+  export HELM
+  ensure_haproxy
+  run_suite "chart: helm lint, render, Kubernetes schemas, values schema" \
+    "$ROOT/.venv-chart/bin/python" -m pytest -c tests/chart/pytest.ini --rootdir tests/chart \
+      tests/chart/test_chart.py
+  # The rendered placement StatefulSet and sidecar Deployment run as local processes; the SDK
+  # comes from .venv, PyYAML (to read the rendered manifests) from .venv-chart.
+  run_suite "chart: rendered manifests as processes (dapr-ext-workflow 1.18.3)" \
+    env WEFT_CHART_PYTHON="$ROOT/.venv-chart/bin/python" "$ROOT/.venv/bin/python" -m pytest \
+      -c tests/chart/pytest.ini --rootdir tests/chart tests/chart/test_rendered.py
 fi
 
 if [ "${#FAILED[@]}" -gt 0 ]; then
