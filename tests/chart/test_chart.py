@@ -319,3 +319,44 @@ def test_dockerfile():
     exposed = {int(p) for line in re.findall(r"^EXPOSE\s+(.+)$", text, re.M) for p in line.split()}
     assert exposed == {50001, 3500, 50002, 50005}, exposed
     assert re.search(r'^ENTRYPOINT \["/usr/local/bin/weft"\]', text, re.M)
+
+
+# --------------------------------------------------------------------------------- docs
+
+
+def value_leaves(d: dict, prefix: str = ""):
+    """Documented units of values.yaml: nested maps are walked, except security contexts and
+    resources, which are documented whole."""
+    whole = {"podSecurityContext", "securityContext"}
+    for k, x in d.items():
+        p = f"{prefix}.{k}" if prefix else k
+        if isinstance(x, dict) and x and p not in whole and k != "resources":
+            yield from value_leaves(x, p)
+        else:
+            yield p, x
+
+
+def test_docs_table_lists_every_value_with_its_default():
+    import json
+    doc = (ROOT / "docs" / "kubernetes.md").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    rows = dict(re.findall(r"^\| `([^`]+)` \| `([^`]*)` \|", doc, re.M))
+    missing, wrong = [], []
+    for key, default in value_leaves(values):
+        want = json.dumps(default, separators=(",", ":"), ensure_ascii=False)
+        if key not in rows:
+            missing.append(key)
+        elif rows[key] != want:
+            wrong.append(f"{key}: docs say {rows[key]}, values.yaml has {want}")
+    extra = set(rows) - {k for k, _ in value_leaves(values)}
+    assert not missing and not wrong and not extra, f"missing {missing}; wrong {wrong}; extra {sorted(extra)}"
+
+
+def test_notes(helm):
+    p = run([helm, "install", "demo", str(CHART), "--dry-run=client", "--namespace", "ns1",
+             "-f", str(CHART / "ci" / "external-database-token-values.yaml")])
+    assert p.returncode == 0, p.stderr
+    notes = p.stdout.split("NOTES:", 1)[1]
+    assert "DAPR_GRPC_ENDPOINT=http://demo-weft.ns1.svc.cluster.local:50001" in notes, notes
+    assert "weft cluster status --placement 127.0.0.1:50005" in notes
+    assert "Secret demo-weft-api-token" in notes

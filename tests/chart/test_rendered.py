@@ -142,6 +142,17 @@ def test_rendered_cluster_runs_a_workflow(cluster):
     t_sidecars = time.monotonic() - t0
     print(f"ready: placement after {t_placement:.1f}s, sidecars after {t_sidecars:.1f}s")
 
+    # What NOTES.txt tells the user to run: every sidecar is in placement's table.
+    pl = c.placement[0]
+    def hosts():
+        st = subprocess.run([str(weft_bin()), "cluster", "status", "--placement",
+                             f"{pl.ip}:{c.ports['placement.port']}", "--output", "json"],
+                            capture_output=True, text=True, timeout=30)
+        return json.loads(st.stdout) if st.returncode == 0 else None
+    wait_for(lambda: (h := hosts()) and h["leader"] and len(h["hosts"]) == len(c.sidecars), 30,
+             "both sidecars in placement's table (weft cluster status)", c.sidecars)
+    assert {h["address"].rsplit(":", 1)[0] for h in hosts()["hosts"]} == {p.ip for p in c.sidecars}
+
     # The Service: only ready pods are endpoints (all are by now).
     c.haproxy, _ = haproxy_for(c.service, c.sidecars, c.service_ip, c.root)
     grpc_port = next(p["port"] for p in c.service["spec"]["ports"] if p["name"] == "grpc")
