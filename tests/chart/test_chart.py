@@ -360,3 +360,20 @@ def test_notes(helm):
     assert "DAPR_GRPC_ENDPOINT=http://demo-weft.ns1.svc.cluster.local:50001" in notes, notes
     assert "weft cluster status --placement 127.0.0.1:50005" in notes
     assert "Secret demo-weft-api-token" in notes
+
+
+@pytest.mark.parametrize("values", [None, *CI_VALUES], ids=lambda p: p.name if p else "defaults")
+def test_weft_accepts_the_rendered_configuration(values, tmp_path):
+    """`weft config check` accepts the Configuration the chart writes into its ConfigMap."""
+    known_env("sidecar")  # skips/fails like the other binary checks when weft is missing
+    docs = template(["-f", str(values)] if values else [])
+    f = tmp_path / "config.yaml"
+    f.write_text(one(docs, "ConfigMap")["data"]["config.yaml"])
+    p = run([str(weft_bin()), "config", "check", str(f)])
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_weft_accepts_the_example_configuration():
+    known_env("sidecar")
+    p = run([str(weft_bin()), "config", "check", str(ROOT / "deploy" / "configuration.yaml")])
+    assert p.returncode == 0, p.stdout + p.stderr
