@@ -112,9 +112,10 @@ class Cluster:
             self.add_name(n, ip)
 
     def resolve_names(self, s: str) -> str:
-        for name in sorted(self.names, key=len, reverse=True):
-            s = re.sub(rf"(?<![\w.-]){re.escape(name)}(?![\w-])", self.names[name], s)
-        return s
+        if not self.names:
+            return s
+        alts = "|".join(re.escape(n) for n in sorted(self.names, key=len, reverse=True))
+        return re.sub(rf"(?<![\w.-])({alts})(?![\w-])", lambda m: self.names[m.group(1)], s)
 
 
 class Pod:
@@ -159,9 +160,12 @@ class Pod:
         return mounts
 
     def remap_paths(self, s: str) -> str:
-        for path in sorted(self.mounts, key=len, reverse=True):
-            s = re.sub(rf"(?<![\w/]){re.escape(path)}(?=/|$|[\s\"'])", str(self.mounts[path]), s)
-        return s
+        """One pass over all mount paths (longest first), so a host directory that itself lies
+        under a mounted path (e.g. /tmp) is never rewritten again."""
+        if not self.mounts:
+            return s
+        alts = "|".join(re.escape(p) for p in sorted(self.mounts, key=len, reverse=True))
+        return re.sub(rf"(?<![\w/])({alts})(?=/|$|[\s\"'])", lambda m: str(self.mounts[m.group(1)]), s)
 
     # ---- env, command
     def _field(self, path: str) -> str:
