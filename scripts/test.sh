@@ -124,14 +124,14 @@ if [ "$RUN_PY" = "1" ]; then
 fi
 
 # ------------------------------------------------------------------------------- Helm chart
-ensure_haproxy() {  # the Debian package; the chart test (and cluster tests) use it as the L4 balancer
+ensure_haproxy() {  # idempotent (the cluster tests' step installs it the same way; either may run first)
   command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] && return 0
-  command -v apt-get >/dev/null 2>&1 || die "haproxy is required (install it with your package manager)"
-  log "installing haproxy (apt-get)"
-  if [ "$(id -u)" -eq 0 ]; then
-    apt-get update -qq && apt-get install -y -qq haproxy >/dev/null || die "apt-get install haproxy failed"
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing haproxy (apt-get)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy; } \
+      || die "apt-get install haproxy failed"
   else
-    sudo apt-get update -qq && sudo apt-get install -y -qq haproxy >/dev/null || die "apt-get install haproxy failed"
+    die "haproxy is required by tests/chart/test_rendered.py (HAProxy stands in for the sidecar Service): apt-get install haproxy"
   fi
 }
 

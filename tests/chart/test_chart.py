@@ -54,14 +54,14 @@ def env_of(container: dict) -> dict:
 
 
 def test_lint_defaults(helm):
-    p = run([helm, "lint", str(CHART)])
+    p = run([helm, "lint", "--strict", str(CHART)])
     assert p.returncode == 0, p.stdout + p.stderr
     assert "0 chart(s) failed" in p.stdout
 
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
 def test_lint_ci_values(helm, values):
-    p = run([helm, "lint", str(CHART), "-f", str(values)])
+    p = run([helm, "lint", "--strict", str(CHART), "-f", str(values)])
     assert p.returncode == 0, p.stdout + p.stderr
 
 
@@ -319,6 +319,8 @@ def test_dockerfile():
     exposed = {int(p) for line in re.findall(r"^EXPOSE\s+(.+)$", text, re.M) for p in line.split()}
     assert exposed == {50001, 3500, 50002, 50005}, exposed
     assert re.search(r'^ENTRYPOINT \["/usr/local/bin/weft"\]', text, re.M)
+    ignore = (ROOT / "deploy" / "Dockerfile.dockerignore").read_text().split()
+    assert "target/" in ignore and ".git/" in ignore, "the build context must not carry target/"
 
 
 # --------------------------------------------------------------------------------- docs
