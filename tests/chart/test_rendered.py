@@ -192,6 +192,15 @@ def test_rendered_cluster_runs_a_workflow(cluster):
     code, text = _http(f"{base}/metrics", {}, raw=True)
     assert code == 200 and "weft_" in text
 
+    # A rolling restart's SIGTERM: each sidecar leaves, drains and exits 0 within the rendered
+    # terminationGracePeriodSeconds (the kubelet would SIGKILL after that).
+    grace = c.sidecars[0].spec["terminationGracePeriodSeconds"]
+    for p in c.sidecars:
+        t = time.monotonic()
+        code = p.stop(timeout=grace)
+        assert code == 0, f"{p.name}: exit {code} after SIGTERM\n{p.log()}"
+        print(f"{p.name}: SIGTERM -> exit 0 in {time.monotonic() - t:.1f}s (grace {grace}s)")
+
 
 def _dockerfile_healthcheck() -> list[str]:
     text = (ROOT / "deploy" / "Dockerfile").read_text().replace("\\\n", " ")
