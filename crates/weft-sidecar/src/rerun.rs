@@ -17,6 +17,7 @@ impl Engine {
     /// between leaves an instance that simply starts from the beginning).
     pub async fn rerun_from_event(&self, r: RerunWorkflowFromEventRequest) -> Result<String> {
         let inner = &self.inner;
+        weft_core::ids::check_instance_ref("source instance ID", &r.source_instance_id)?;
         let src = inner
             .store
             .get_instance(&r.source_instance_id)
