@@ -76,12 +76,13 @@ def workload(docs: list[dict], kind: str, component: str) -> dict:
     return found[0]
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+@pytest.fixture(scope="module", params=[[], ["-f", str(ROOT / "helm" / "weft" / "ci" / "ha-placement-values.yaml")]],
+                ids=["placement-x3", "placement-x5"])
+def cluster(request, tmp_path_factory):
     require(weft_bin(), "the weft binary (cargo build -p weft)")
     ports = {"placement.port": free_port(), "sidecar.ports.grpc": free_port(),
              "sidecar.ports.http": free_port(), "sidecar.ports.internal": free_port()}
-    docs = render([a for k, v in ports.items() for a in ("--set", f"{k}={v}")])
+    docs = render([*request.param, *(a for k, v in ports.items() for a in ("--set", f"{k}={v}"))])
     db_url = pg.server().create_database("chart_" + uuid.uuid4().hex[:12])
     c = Cluster(docs, NAMESPACE, tmp_path_factory.mktemp("kube"),
                 extra_secrets={DB_SECRET: {"url": db_url}})
@@ -140,7 +141,8 @@ def test_rendered_cluster_runs_a_workflow(cluster):
              "sidecar pods ready (/v1.0/healthz)", c.sidecars + c.placement)
     assert all(p.probe("livenessProbe") for p in c.sidecars)
     t_sidecars = time.monotonic() - t0
-    print(f"ready: placement after {t_placement:.1f}s, sidecars after {t_sidecars:.1f}s")
+    print(f"ready: {len(c.placement)} placement pods after {t_placement:.1f}s, "
+          f"{len(c.sidecars)} sidecars after {t_sidecars:.1f}s")
 
     # What NOTES.txt tells the user to run: every sidecar is in placement's table.
     pl = c.placement[0]
