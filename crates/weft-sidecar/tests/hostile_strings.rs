@@ -206,6 +206,15 @@ async fn run(store: Arc<dyn Store>) {
         );
     }
     refused(
+        "Rerun new ID",
+        c.rerun_workflow_from_event(RerunWorkflowFromEventRequest {
+            source_instance_id: "ok".into(),
+            new_instance_id: Some(NUL.into()),
+            ..Default::default()
+        })
+        .await,
+    );
+    refused(
         "List token",
         c.list_instance_i_ds(ListInstanceIDsRequest {
             continuation_token: Some(NUL.into()),
