@@ -377,5 +377,5 @@ def test_weft_accepts_the_rendered_configuration(values, tmp_path):
 
 def test_weft_accepts_the_example_configuration():
     known_env("sidecar")
-    p = run([str(weft_bin()), "config", "check", str(ROOT / "deploy" / "configuration.yaml")])
+    p = run([str(weft_bin()), "config", "check", str(ROOT / "deploy" / "config.example.yaml")])
     assert p.returncode == 0, p.stdout + p.stderr
