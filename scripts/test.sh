@@ -7,7 +7,9 @@
 #   3. installs tests/js dependencies and runs `node --test tests/js/` if tests/js/package.json exists;
 #   4. runs the Python suites (tests/python, examples/task-processing, tests/python/v119) against the
 #      freshly built `weft` binary, tests/python once more with `weft dev` on PostgreSQL, and the
-#      cluster suite (tests/python/cluster: placement + sidecars + HAProxy as processes).
+#      cluster suite (tests/python/cluster: placement + sidecars + HAProxy as processes);
+#   5. tests the Helm chart (tests/chart): a helm binary from scripts/get-helm.sh (cached in .cache/),
+#      .venv-chart (kubernetes-validate) from tests/chart/requirements.txt, haproxy from apt if missing.
 # Idempotent; re-runs reuse the venvs / node_modules. Every suite runs even if an earlier one fails;
 # the script exits non-zero if any failed.
 #
@@ -143,6 +145,33 @@ if [ "$RUN_PY" = "1" ]; then
   run_suite "pytest (dapr 1.19.0)" \
     "$ROOT/.venv119/bin/python" -m pytest -c tests/python/pytest.ini --rootdir tests/python \
       --confcutdir tests/python/v119 tests/python/v119 ${PYTEST_ARGS:-}
+fi
+
+# ------------------------------------------------------------------------------- Helm chart
+ensure_haproxy() {  # idempotent (the cluster tests' step installs it the same way; either may run first)
+  command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] && return 0
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing haproxy (apt-get)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy; } \
+      || die "apt-get install haproxy failed"
+  else
+    die "haproxy is required by tests/chart/test_rendered.py (HAProxy stands in for the sidecar Service): apt-get install haproxy"
+  fi
+}
+
+if [ "$RUN_PY" = "1" ]; then
+  ensure_venv "$ROOT/.venv-chart" "$ROOT/tests/chart/requirements.txt"
+  HELM="$("$ROOT/scripts/get-helm.sh")" || die "could not get a helm binary (scripts/get-helm.sh)"
+  export HELM
+  ensure_haproxy
+  run_suite "chart: helm lint, render, Kubernetes schemas, values schema" \
+    "$ROOT/.venv-chart/bin/python" -m pytest -c tests/chart/pytest.ini --rootdir tests/chart \
+      tests/chart/test_chart.py
+  # The rendered placement StatefulSet and sidecar Deployment run as local processes; the SDK
+  # comes from .venv, PyYAML (to read the rendered manifests) from .venv-chart.
+  run_suite "chart: rendered manifests as processes (dapr-ext-workflow 1.18.3)" \
+    env WEFT_CHART_PYTHON="$ROOT/.venv-chart/bin/python" "$ROOT/.venv/bin/python" -m pytest \
+      -c tests/chart/pytest.ini --rootdir tests/chart tests/chart/test_rendered.py
 fi
 
 if [ "${#FAILED[@]}" -gt 0 ]; then
