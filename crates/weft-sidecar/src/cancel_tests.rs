@@ -75,14 +75,13 @@ async fn an_activity_result_whose_caller_went_away_still_wakes_the_instance() {
     // The result reaches the store; the caller is dropped right then, as hyper drops the
     // handler of a connection that closed.
     spy.hold_activity_results(true);
-    let call = engine.complete_activity(ActivityResponse {
+    let mut call = Box::pin(engine.complete_activity(ActivityResponse {
         instance_id: "c".into(),
         task_id: 0,
         result: Some("1".into()),
         completion_token: activity.completion_token,
         ..Default::default()
-    });
-    tokio::pin!(call);
+    }));
     tokio::select! {
         r = &mut call => panic!("answered while the store held the write: {r:?}"),
         _ = spy.activity_arrived.notified() => {}
