@@ -14,7 +14,7 @@ use weft_core::{InstanceMeta, Micros};
 use weft_proto::durabletask::HistoryEvent;
 use weft_store::{
     ActivityCompletion, ActivityTask, Checkpoint, CreateInstance, CreateOutcome, InboxEntry,
-    InstancePage, ListFilter, LoadedInstance, Reminder, Result, Store, Wakeup,
+    InstancePage, ListFilter, LoadedInstance, Reminder, Result, SlotLease, Store, Wakeup,
 };
 
 /// The store operations, in the order they are reported.
@@ -274,6 +274,33 @@ impl Store for Probed {
 
     async fn purge(&self, instance_id: &str, force: bool) -> Result<bool> {
         timed!(self, "purge", 1, self.inner.purge(instance_id, force))
+    }
+
+    async fn acquire_slots(
+        &self,
+        bucket: &str,
+        limit: u32,
+        holder: &str,
+        want: u32,
+        now: Micros,
+        until: Micros,
+    ) -> Result<Vec<u32>> {
+        self.inner
+            .acquire_slots(bucket, limit, holder, want, now, until)
+            .await
+    }
+
+    async fn renew_slots(
+        &self,
+        holder: &str,
+        now: Micros,
+        until: Micros,
+    ) -> Result<Vec<SlotLease>> {
+        self.inner.renew_slots(holder, now, until).await
+    }
+
+    async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
+        self.inner.release_slots(bucket, holder, slots).await
     }
 
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {

@@ -40,6 +40,10 @@ pub struct EngineConfig {
     pub max_work_item_bytes: usize,
     /// An actor with nothing to do for this long is dropped from memory.
     pub idle_timeout: Duration,
+    /// `spec.workflow` of the configuration file: concurrency limits and retention.
+    pub workflow: weft_config::WorkflowConfig,
+    /// How long a cluster-wide concurrency slot is held without renewal.
+    pub slot_lease: Duration,
 }
 
 impl Default for EngineConfig {
@@ -49,6 +53,8 @@ impl Default for EngineConfig {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD,
             max_work_item_bytes: DEFAULT_MAX_WORK_ITEM,
             idle_timeout: Duration::from_secs(60),
+            workflow: Default::default(),
+            slot_lease: Duration::from_secs(10),
         }
     }
 }
@@ -74,6 +80,8 @@ pub(crate) struct Inner {
     /// Asks the resync loop for a recovery scan (after a commit with an unknown outcome).
     pub(crate) resync_needed: Notify,
     pub(crate) max_work_item: usize,
+    slot_lease: Duration,
+    pub(crate) retention: weft_config::RetentionPolicy,
     max_payload: usize,
     actors: Mutex<HashMap<String, mpsc::UnboundedSender<ActorMsg>>>,
     /// Instance rows that changed: with the committed row when the writer has it (so waiters
@@ -140,6 +148,12 @@ impl Inner {
         Ok(())
     }
 
+    /// Whether this sidecar owns the instance (runs its background work, such as the retention
+    /// purge). One sidecar owns everything today; the cluster's ownership registry answers here.
+    pub(crate) fn owns(&self, _instance_id: &str) -> bool {
+        true
+    }
+
     pub(crate) fn changed(&self, id: &str) {
         let _ = self.changes.send((id.to_string(), None));
     }
@@ -164,13 +178,15 @@ impl Engine {
             inner: Arc::new(Inner {
                 committer: Committer::new(store.clone()),
                 store,
-                hub: Hub::new(cfg.max_work_item_bytes),
+                hub: Hub::configured(cfg.max_work_item_bytes, &cfg.workflow),
                 app_id: cfg.app_id,
                 idle_timeout: cfg.idle_timeout,
                 timers_changed: Notify::new(),
                 resync_needed: Notify::new(),
                 max_payload: cfg.max_payload_bytes,
                 max_work_item: cfg.max_work_item_bytes,
+                slot_lease: cfg.slot_lease,
+                retention: cfg.workflow.state_retention_policy,
                 actors: Mutex::default(),
                 changes: broadcast::channel(4096).0,
             }),
@@ -196,6 +212,18 @@ impl Engine {
             tokio::spawn(oversize_loop(self.inner.clone(), rx));
         }
         tokio::spawn(resync_loop(self.inner.clone(), shutdown.clone()));
+        if self.inner.hub.has_cluster_wide_limits() {
+            let lease = self.inner.slot_lease;
+            tokio::spawn(crate::slots::slot_loop(
+                self.inner.clone(),
+                lease,
+                shutdown.clone(),
+            ));
+        }
+        tokio::spawn(crate::retention::retention_loop(
+            self.inner.clone(),
+            shutdown.clone(),
+        ));
         tokio::spawn(stalled_retry_loop(self.inner.clone(), shutdown));
         Ok(())
     }

@@ -232,10 +232,24 @@ impl TaskHubSidecarService for Service {
         let r = req.into_inner();
         let id = match r.request {
             Some(purge_instances_request::Request::InstanceId(id)) => id,
-            Some(purge_instances_request::Request::PurgeInstanceFilter(_)) => {
-                return Err(Status::unimplemented(
-                    "multi-instance purge (by filter) is not supported; purge by instance ID",
-                ));
+            Some(purge_instances_request::Request::PurgeInstanceFilter(f)) => {
+                let mut statuses = Vec::new();
+                for code in &f.runtime_status {
+                    statuses.push(RuntimeStatus::from_code(*code).ok_or_else(|| {
+                        EngineError::InvalidArgument(format!("unknown runtime status {code}"))
+                    })?);
+                }
+                let filter = crate::PurgeFilter {
+                    created_from: f.created_time_from.as_ref().map(to_micros),
+                    created_to: f.created_time_to.as_ref().map(to_micros),
+                    statuses,
+                    completed_to: None,
+                };
+                let n = self.engine.purge_by_filter(filter, r.recursive).await?;
+                return Ok(Response::new(PurgeInstancesResponse {
+                    deleted_instance_count: n,
+                    is_complete: Some(true),
+                }));
             }
             None => {
                 return Err(

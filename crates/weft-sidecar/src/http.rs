@@ -82,6 +82,7 @@ pub fn router(engine: Engine, token: Option<String>, max_payload: usize) -> Rout
             post(raise_event),
         )
         .route("/weft/v1/instances", get(list_instances))
+        .route("/weft/v1/purge", post(purge_by_filter))
         .route("/weft/v1/instances/{instance}/history", get(history))
         .layer(middleware::from_fn_with_state(state.clone(), auth));
     let metrics = crate::telemetry::metrics_handle();
@@ -363,7 +364,19 @@ async fn list_instances(State(st): State<AppState>, Query(q): Query<ListQuery>) 
         .list(filter)
         .await
         .map_err(|e| ApiError::from_engine("ERR_LIST_WORKFLOWS", e))?;
-    let mut body = json!({"instances": page.items.iter().map(instance_json).collect::<Vec<_>>()});
+    let waiting = st.engine.waiting_for_slot();
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|m| {
+            let mut v = instance_json(m);
+            if waiting.contains(&m.instance_id) {
+                v["waitingForSlot"] = Value::Bool(true);
+            }
+            v
+        })
+        .collect();
+    let mut body = json!({ "instances": items });
     if let Some(next) = page.next {
         body["next"] = Value::String(next);
     }
@@ -379,4 +392,71 @@ async fn history(State(st): State<AppState>, Path(id): Path<String>) -> ApiResul
         Ok(None) => Err(not_found(&id)),
         Err(e) => Err(ApiError::from_engine("ERR_GET_HISTORY", e)),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PurgeQuery {
+    /// RFC 3339 bounds on the creation time (inclusive).
+    created_from: Option<String>,
+    created_to: Option<String>,
+    /// Comma-separated terminal statuses; empty means every terminal status.
+    status: Option<String>,
+    recursive: Option<bool>,
+}
+
+fn parse_time(what: &str, v: Option<&str>) -> Result<Option<weft_core::Micros>, ApiError> {
+    let Some(v) = v.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let ts: prost_types::Timestamp = v.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "ERR_BAD_REQUEST",
+            format!("{what} '{v}' is not an RFC 3339 time (e.g. 2026-01-31T12:00:00Z)"),
+        )
+    })?;
+    Ok(Some(weft_core::time::to_micros(&ts)))
+}
+
+/// `POST /weft/v1/purge`: purges every finished instance matching the query (a Weft
+/// extension; Dapr's HTTP API purges one instance at a time). Answers the number deleted.
+async fn purge_by_filter(State(st): State<AppState>, Query(q): Query<PurgeQuery>) -> ApiResult {
+    let mut statuses = Vec::new();
+    for s in q
+        .status
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.is_empty())
+    {
+        let status = RuntimeStatus::parse(s).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "ERR_BAD_REQUEST",
+                format!("unknown status '{s}'"),
+            )
+        })?;
+        if !status.is_terminal() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "ERR_BAD_REQUEST",
+                format!(
+                    "status '{s}' is not a finished status; only finished instances are purged"
+                ),
+            ));
+        }
+        statuses.push(status);
+    }
+    let filter = crate::PurgeFilter {
+        created_from: parse_time("createdFrom", q.created_from.as_deref())?,
+        created_to: parse_time("createdTo", q.created_to.as_deref())?,
+        statuses,
+        completed_to: None,
+    };
+    let n = st
+        .engine
+        .purge_by_filter(filter, q.recursive.unwrap_or(true))
+        .await
+        .map_err(|e| ApiError::from_engine("ERR_PURGE_WORKFLOW", e))?;
+    Ok(Json(json!({ "deletedInstanceCount": n })).into_response())
 }

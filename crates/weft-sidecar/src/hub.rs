@@ -4,6 +4,7 @@
 mod queue;
 mod warm;
 
+use crate::limits::Limits;
 use queue::JobQueue;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -25,7 +26,7 @@ pub enum Job {
 }
 
 impl Job {
-    fn key(&self) -> Key {
+    pub(crate) fn key(&self) -> Key {
         match self {
             Job::Workflow(r) => Key::Workflow(r.instance_id.clone()),
             Job::Activity { request, .. } => Key::Activity(
@@ -39,7 +40,7 @@ impl Job {
         }
     }
 
-    fn generation(&self) -> Option<i64> {
+    pub(crate) fn generation(&self) -> Option<i64> {
         match self {
             Job::Workflow(_) => None,
             Job::Activity { generation, .. } => Some(*generation),
@@ -48,13 +49,13 @@ impl Job {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Key {
+pub(crate) enum Key {
     Workflow(String),
     Activity(String, i32),
 }
 
 impl Key {
-    fn instance(&self) -> &str {
+    pub(crate) fn instance(&self) -> &str {
         match self {
             Key::Workflow(i) | Key::Activity(i, _) => i,
         }
@@ -90,6 +91,8 @@ struct State {
     /// Every key queued or in flight, by instance (for purge, finish and continue-as-new).
     by_instance: HashMap<String, HashSet<Key>>,
     warm: Warm,
+    /// Concurrency limits: only admitted jobs are queued; the rest wait in the limiter.
+    limits: Limits,
 }
 
 impl State {
@@ -154,6 +157,16 @@ impl State {
     fn queued(&self) -> usize {
         self.workflows.len() + self.activities.len()
     }
+
+    /// Queues jobs the limiter let in after a slot freed.
+    fn enqueue_admitted(&mut self, jobs: Vec<Job>) -> bool {
+        self.limits.publish();
+        let any = !jobs.is_empty();
+        for job in jobs {
+            self.enqueue(job.key(), job, false);
+        }
+        any
+    }
 }
 
 /// Shared between the engine (which enqueues) and the gRPC streams (which take).
@@ -170,6 +183,8 @@ pub struct Hub {
     max_work_item: usize,
     oversize_tx: mpsc::UnboundedSender<Oversize>,
     oversize_rx: Mutex<Option<mpsc::UnboundedReceiver<Oversize>>>,
+    /// Concurrency slots were asked for or freed (wakes the cluster-wide lease loop).
+    pub(crate) slots_changed: Notify,
 }
 
 impl Default for Hub {
@@ -180,9 +195,18 @@ impl Default for Hub {
 
 impl Hub {
     pub fn new(max_work_item: usize) -> Self {
+        Self::configured(max_work_item, &weft_config::WorkflowConfig::default())
+    }
+
+    /// A hub enforcing the concurrency limits of `cfg`.
+    pub fn configured(max_work_item: usize, cfg: &weft_config::WorkflowConfig) -> Self {
         let (oversize_tx, rx) = mpsc::unbounded_channel();
         Self {
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                limits: Limits::new(cfg),
+                ..Default::default()
+            }),
+            slots_changed: Notify::new(),
             ready: Notify::new(),
             next_stream: AtomicU64::new(1),
             next_token: AtomicU64::new(1),
@@ -222,9 +246,50 @@ impl Hub {
             {
                 return;
             }
-            st.enqueue(key, job, false);
+            // Over a concurrency limit the job waits in the limiter instead.
+            let admitted = st.limits.admit(key.clone(), job);
+            st.limits.publish();
+            match admitted {
+                Some(job) => st.enqueue(key, job, false),
+                None => {
+                    drop(st);
+                    self.slots_changed.notify_one();
+                    return;
+                }
+            }
         }
         self.ready.notify_one();
+    }
+
+    /// After slots were freed: wake streams for admitted jobs, and the lease loop (so it gives
+    /// back what no waiting work needs). The lease loop's own calls never notify it, or it
+    /// would wake itself forever.
+    fn after_release(&self, st: &State, admitted: bool) {
+        if admitted {
+            self.ready.notify_one();
+        }
+        if st.limits.has_cluster_wide() {
+            self.slots_changed.notify_one();
+        }
+    }
+
+    /// Runs `f` on the limiter under the hub lock and queues whatever it admits (lease changes).
+    pub(crate) fn limiter<T>(&self, f: impl FnOnce(&mut Limits) -> (T, Vec<Job>)) -> T {
+        let mut st = self.lock();
+        let (out, jobs) = f(&mut st.limits);
+        if st.enqueue_admitted(jobs) {
+            self.ready.notify_one();
+        }
+        out
+    }
+
+    pub(crate) fn has_cluster_wide_limits(&self) -> bool {
+        self.lock().limits.has_cluster_wide()
+    }
+
+    /// Instances with work waiting for a concurrency slot.
+    pub fn waiting_for_slot(&self) -> HashSet<String> {
+        self.lock().limits.waiting_instances()
     }
 
     /// Removes the in-flight record a completion answers. A worker that echoes the completion
@@ -235,7 +300,11 @@ impl Hub {
         let mut st = self.lock();
         match st.inflight.get(&key) {
             Some(f) if token.is_empty() || f.token == token => {
-                st.drop_inflight(&key).map(|f| f.job)
+                let job = st.drop_inflight(&key).map(|f| f.job);
+                let freed = st.limits.release(&key);
+                let admitted = st.enqueue_admitted(freed);
+                self.after_release(&st, admitted);
+                job
             }
             _ => None,
         }
@@ -269,7 +338,12 @@ impl Hub {
     /// with newer inbox events); false if it is in flight or unknown.
     pub fn withdraw_workflow(&self, instance_id: &str) -> bool {
         let key = Key::Workflow(instance_id.to_string());
-        self.lock().dequeue(&key).is_some()
+        let mut st = self.lock();
+        let was_queued = st.dequeue(&key).is_some();
+        let (was_parked, freed) = st.limits.withdraw(&key, was_queued);
+        let admitted = st.enqueue_admitted(freed);
+        self.after_release(&st, admitted);
+        was_queued || was_parked
     }
 
     /// Forgets everything queued or in flight for an instance (finished or purged).
@@ -280,12 +354,18 @@ impl Hub {
             st.inflight.remove(&key);
         }
         st.warm.forget_instance(instance_id);
+        let freed = st.limits.forget(instance_id);
+        let admitted = st.enqueue_admitted(freed);
+        self.after_release(&st, admitted);
     }
 
     /// A new execution of the instance began (continue-as-new, or it was replaced): activities
     /// of older generations still queued are withdrawn, and no worker's history cache counts.
     pub fn new_execution(&self, instance_id: &str, generation: i64) {
         let mut st = self.lock();
+        // Waiting work of older generations goes first, so slots freed below go to live work.
+        st.limits.drop_stale(instance_id, generation);
+        let mut freed = Vec::new();
         let stale: Vec<Key> = st
             .by_instance
             .get(instance_id)
@@ -302,9 +382,12 @@ impl Hub {
                 .is_some_and(|g| g < generation)
             {
                 st.dequeue(&key);
+                freed.extend(st.limits.release(&key));
             }
         }
         st.warm.forget_instance(instance_id);
+        let admitted = st.enqueue_admitted(freed);
+        self.after_release(&st, admitted);
     }
 
     pub fn connected(&self) -> watch::Receiver<usize> {
@@ -369,6 +452,9 @@ impl Hub {
             let key = Key::Workflow(instance_id.to_string());
             if st.inflight.get(&key).is_some_and(|f| f.token == token) {
                 st.drop_inflight(&key);
+                let freed = st.limits.release(&key);
+                let admitted = st.enqueue_admitted(freed);
+                self.after_release(&st, admitted);
             }
         }
         let _ = self.oversize_tx.send(Oversize {

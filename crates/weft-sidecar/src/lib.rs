@@ -11,10 +11,13 @@ pub mod grpc;
 mod history_json;
 pub mod http;
 mod hub;
+mod limits;
 mod rerun;
 #[cfg(test)]
 mod resync_tests;
+pub mod retention;
 pub mod server;
+mod slots;
 pub mod telemetry;
 #[cfg(test)]
 mod testing;
@@ -23,4 +26,5 @@ mod timers;
 pub use engine::{Engine, EngineConfig};
 pub use error::EngineError;
 pub use history_json::event_json;
+pub use retention::PurgeFilter;
 pub use server::{Running, ServeError, SidecarConfig, serve};

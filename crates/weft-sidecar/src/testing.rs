@@ -142,4 +142,28 @@ impl Store for Spy {
     async fn purge(&self, id: &str, force: bool) -> Result<bool> {
         self.inner.purge(id, force).await
     }
+    async fn acquire_slots(
+        &self,
+        bucket: &str,
+        limit: u32,
+        holder: &str,
+        want: u32,
+        now: Micros,
+        until: Micros,
+    ) -> Result<Vec<u32>> {
+        self.inner
+            .acquire_slots(bucket, limit, holder, want, now, until)
+            .await
+    }
+    async fn renew_slots(
+        &self,
+        holder: &str,
+        now: Micros,
+        until: Micros,
+    ) -> Result<Vec<SlotLease>> {
+        self.inner.renew_slots(holder, now, until).await
+    }
+    async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
+        self.inner.release_slots(bucket, holder, slots).await
+    }
 }

@@ -161,6 +161,27 @@ pub trait Store: Send + Sync + 'static {
     /// continues both sequences (no stale owner or late result can mistake it for the old one).
     async fn purge(&self, instance_id: &str, force: bool) -> Result<bool>;
 
+    /// Leases up to `want` free slots among `0..limit` of `bucket` for `holder` until `until`
+    /// (a slot is free if nobody holds it or its lease ended before `now`). Returns the slots
+    /// leased; concurrent callers never get the same slot while its lease runs.
+    async fn acquire_slots(
+        &self,
+        bucket: &str,
+        limit: u32,
+        holder: &str,
+        want: u32,
+        now: Micros,
+        until: Micros,
+    ) -> Result<Vec<u32>>;
+
+    /// Extends every lease of `holder` that has not ended by `now` to `until`, and returns the
+    /// slots it still holds (a lease that ended may have been taken by another holder).
+    async fn renew_slots(&self, holder: &str, now: Micros, until: Micros)
+    -> Result<Vec<SlotLease>>;
+
+    /// Gives back slots of `bucket` held by `holder` (others' slots are left alone).
+    async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()>;
+
     /// Hints that other processes changed something (PostgreSQL LISTEN/NOTIFY). `None` when the
     /// backend has no cross-process notifications (SQLite: one process owns the file, so the
     /// engine's own in-process signals suffice). Hints may be lost or duplicated: polling stays

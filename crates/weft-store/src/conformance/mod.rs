@@ -5,12 +5,14 @@ mod cases;
 mod concurrency;
 mod executions;
 mod lifecycle;
+mod slots;
 mod timers;
 
 pub use cases::*;
 pub use concurrency::*;
 pub use executions::*;
 pub use lifecycle::*;
+pub use slots::*;
 pub use timers::*;
 
 use async_trait::async_trait;
@@ -66,6 +68,9 @@ macro_rules! conformance_tests {
             purge_refuses_active_instances,
             purge_racing_deliveries_leaves_no_orphans,
             next_due_waits_for_leases,
+            slots_lease_renew_expire_release,
+            racing_slot_acquirers_never_share,
+            list_by_completion_time,
         );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {

@@ -22,7 +22,8 @@ use weft_proto::durabletask::HistoryEvent;
 use crate::codec::now_micros;
 use crate::{
     ActivityCompletion, ActivityTask, Checkpoint, CreateInstance, CreateOutcome, InboxEntry,
-    InstancePage, ListFilter, LoadedInstance, Reminder, Result, Store, StoreError, Wakeup,
+    InstancePage, ListFilter, LoadedInstance, Reminder, Result, SlotLease, Store, StoreError,
+    Wakeup,
 };
 
 const RETRY_MIN: Duration = Duration::from_millis(50);
@@ -544,6 +545,31 @@ impl Store for PgStore {
 
     async fn purge(&self, instance_id: &str, force: bool) -> Result<bool> {
         write_tx!(self, tx => ops::purge(&tx, instance_id, force).await)
+    }
+
+    async fn acquire_slots(
+        &self,
+        bucket: &str,
+        limit: u32,
+        holder: &str,
+        want: u32,
+        now: Micros,
+        until: Micros,
+    ) -> Result<Vec<u32>> {
+        write_tx!(self, tx => ops::acquire_slots(&tx, bucket, limit, holder, want, now, until).await)
+    }
+
+    async fn renew_slots(
+        &self,
+        holder: &str,
+        now: Micros,
+        until: Micros,
+    ) -> Result<Vec<SlotLease>> {
+        write_tx!(self, tx => ops::renew_slots(&tx, holder, now, until).await)
+    }
+
+    async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
+        write_tx!(self, tx => ops::release_slots(&tx, bucket, holder, slots).await)
     }
 
     fn subscribe(&self) -> Option<broadcast::Receiver<Wakeup>> {

@@ -642,6 +642,9 @@ pub(crate) async fn list(
     if let Some(to) = &f.created_to {
         push(&mut sql, &mut args, " AND created_at <= ?", to);
     }
+    if let Some(to) = &f.completed_to {
+        push(&mut sql, &mut args, " AND completed_at <= ?", to);
+    }
     if let Some(after) = &f.after {
         push(&mut sql, &mut args, " AND instance_id > ?", after);
     }
@@ -660,4 +663,87 @@ pub(crate) async fn list(
         None
     };
     Ok(InstancePage { items, next })
+}
+
+/// Leases free slots. Two sidecars may pick the same free slot at once: the row lock makes the
+/// second wait, and its conditional update then finds an unexpired lease and returns nothing.
+pub(crate) async fn acquire_slots(
+    tx: &Transaction<'_>,
+    bucket: &str,
+    limit: u32,
+    holder: &str,
+    want: u32,
+    now: i64,
+    until: i64,
+) -> R<Vec<u32>> {
+    let st = tx
+        .prepare_cached(
+            "WITH free AS (
+                 SELECT s::int AS slot FROM generate_series(0, $2::int - 1) AS s
+                 WHERE NOT EXISTS (SELECT 1 FROM concurrency_slots c
+                                   WHERE c.bucket = $1 AND c.slot = s AND c.expires_at > $5)
+                 ORDER BY s LIMIT $4)
+             INSERT INTO concurrency_slots (bucket, slot, holder, expires_at)
+             SELECT $1, slot, $3, $6 FROM free
+             ON CONFLICT (bucket, slot) DO UPDATE
+                 SET holder = excluded.holder, expires_at = excluded.expires_at
+                 WHERE concurrency_slots.expires_at <= $5
+             RETURNING slot",
+        )
+        .await?;
+    let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+    let want = i64::from(want);
+    let rows = tx
+        .query(&st, &[&bucket, &limit, &holder, &want, &now, &until])
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let slot: i32 = r.try_get(0)?;
+        out.push(slot as u32);
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+pub(crate) async fn renew_slots(
+    tx: &Transaction<'_>,
+    holder: &str,
+    now: i64,
+    until: i64,
+) -> R<Vec<crate::SlotLease>> {
+    let st = tx
+        .prepare_cached("DELETE FROM concurrency_slots WHERE holder = $1 AND expires_at <= $2")
+        .await?;
+    tx.execute(&st, &[&holder, &now]).await?;
+    let st = tx
+        .prepare_cached(
+            "UPDATE concurrency_slots SET expires_at = $2 WHERE holder = $1 RETURNING bucket, slot",
+        )
+        .await?;
+    let mut out = Vec::new();
+    for r in tx.query(&st, &[&holder, &until]).await? {
+        let slot: i32 = r.try_get(1)?;
+        out.push(crate::SlotLease {
+            bucket: r.try_get(0)?,
+            slot: slot as u32,
+        });
+    }
+    out.sort();
+    Ok(out)
+}
+
+pub(crate) async fn release_slots(
+    tx: &Transaction<'_>,
+    bucket: &str,
+    holder: &str,
+    slots: &[u32],
+) -> R<()> {
+    let slots: Vec<i32> = slots.iter().map(|s| *s as i32).collect();
+    let st = tx
+        .prepare_cached(
+            "DELETE FROM concurrency_slots WHERE bucket = $1 AND holder = $2 AND slot = ANY($3)",
+        )
+        .await?;
+    tx.execute(&st, &[&bucket, &holder, &slots]).await?;
+    Ok(())
 }

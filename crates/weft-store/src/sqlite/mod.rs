@@ -19,7 +19,7 @@ use weft_proto::durabletask::HistoryEvent;
 use crate::codec::now_micros;
 use crate::{
     ActivityCompletion, ActivityTask, Checkpoint, CreateInstance, CreateOutcome, InboxEntry,
-    InstancePage, ListFilter, LoadedInstance, Reminder, Result, Store, StoreError,
+    InstancePage, ListFilter, LoadedInstance, Reminder, Result, SlotLease, Store, StoreError,
 };
 
 /// How long a writer waits for another process's write lock before giving up with `Unavailable`.
@@ -304,6 +304,37 @@ impl Store for SqliteStore {
     async fn purge(&self, instance_id: &str, force: bool) -> Result<bool> {
         let id = instance_id.to_string();
         self.write(move |c| ops::purge(c, &id, force)).await
+    }
+
+    async fn acquire_slots(
+        &self,
+        bucket: &str,
+        limit: u32,
+        holder: &str,
+        want: u32,
+        now: Micros,
+        until: Micros,
+    ) -> Result<Vec<u32>> {
+        let (bucket, holder) = (bucket.to_string(), holder.to_string());
+        self.write(move |c| ops::acquire_slots(c, &bucket, limit, &holder, want, now, until))
+            .await
+    }
+
+    async fn renew_slots(
+        &self,
+        holder: &str,
+        now: Micros,
+        until: Micros,
+    ) -> Result<Vec<SlotLease>> {
+        let holder = holder.to_string();
+        self.write(move |c| ops::renew_slots(c, &holder, now, until))
+            .await
+    }
+
+    async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
+        let (bucket, holder, slots) = (bucket.to_string(), holder.to_string(), slots.to_vec());
+        self.write(move |c| ops::release_slots(c, &bucket, &holder, &slots))
+            .await
     }
 }
 

@@ -88,6 +88,19 @@ CREATE TABLE purged_instances (
     r#"
 CREATE INDEX reminders_leased ON reminders (lease_until) WHERE lease_until IS NOT NULL;
 "#,
+    // 4: concurrency limits across sidecars and retention (configuration issue): leased slots
+    // `0..limit` per bucket, and finished instances found by completion time.
+    r#"
+CREATE TABLE concurrency_slots (
+    bucket     TEXT NOT NULL,
+    slot       INTEGER NOT NULL,
+    holder     TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (bucket, slot)
+);
+CREATE INDEX concurrency_slots_by_holder ON concurrency_slots (holder);
+CREATE INDEX instances_by_completed ON instances (status, completed_at);
+"#,
 ];
 
 /// The schema version this binary writes.

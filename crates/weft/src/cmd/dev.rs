@@ -28,6 +28,13 @@ pub struct DevArgs {
 
 pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     crate::cmd::init_logging();
+    let workflow = match args.serve.config.load() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(serve::BAD_CONFIG));
+        }
+    };
     let store: Arc<dyn Store> = match &args.database_url {
         Some(url) => serve::postgres(url).await?,
         None => {
@@ -44,7 +51,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("starting the embedded placement node")?;
     let extra = format!(" placement={}", placement.local_addr());
-    let served = serve::run("weft dev", store, args.serve, &extra).await;
+    let served = serve::run("weft dev", store, args.serve, workflow, &extra).await;
     // Ordered shutdown: the engine first (above), then placement.
     placement.shutdown().await;
     served?;

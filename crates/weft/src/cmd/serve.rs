@@ -3,9 +3,11 @@
 use anyhow::Context;
 use clap::Args;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use weft_config::WorkflowConfig;
 use weft_sidecar::engine::{DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_WORK_ITEM};
 use weft_sidecar::{EngineConfig, SidecarConfig};
 use weft_store::{PgStore, Store, redact_url};
@@ -34,7 +36,112 @@ pub struct ServeArgs {
     /// turn is larger stalls with PAYLOAD_SIZE_EXCEEDED.
     #[arg(long, env = "WEFT_MAX_WORK_ITEM_BYTES", default_value_t = DEFAULT_MAX_WORK_ITEM)]
     pub max_work_item_bytes: usize,
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
+
+/// The Dapr Configuration file and the flags that override its `spec.workflow` keys.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ConfigArgs {
+    /// Dapr Configuration YAML (kind: Configuration); Weft reads spec.workflow (concurrency
+    /// limits, stateRetentionPolicy). Flags and environment variables below override it.
+    #[arg(long = "config", env = "WEFT_CONFIG")]
+    pub file: Option<PathBuf>,
+    /// Workflow turns in flight to this sidecar's workers at once (unset: unlimited).
+    #[arg(long, env = "WEFT_MAX_CONCURRENT_WORKFLOW_INVOCATIONS", value_parser = weft_config::parse_limit)]
+    pub max_concurrent_workflow_invocations: Option<u32>,
+    /// Activity executions in flight to this sidecar's workers at once (unset: unlimited).
+    #[arg(long, env = "WEFT_MAX_CONCURRENT_ACTIVITY_INVOCATIONS", value_parser = weft_config::parse_limit)]
+    pub max_concurrent_activity_invocations: Option<u32>,
+    /// Workflow turns in flight across the cluster (unset: unlimited).
+    #[arg(long, env = "WEFT_GLOBAL_MAX_CONCURRENT_WORKFLOW_INVOCATIONS", value_parser = weft_config::parse_limit)]
+    pub global_max_concurrent_workflow_invocations: Option<u32>,
+    /// Activity executions in flight across the cluster (unset: unlimited).
+    #[arg(long, env = "WEFT_GLOBAL_MAX_CONCURRENT_ACTIVITY_INVOCATIONS", value_parser = weft_config::parse_limit)]
+    pub global_max_concurrent_activity_invocations: Option<u32>,
+    /// Keep finished instances of any terminal status this long (Go duration, e.g. 24h).
+    #[arg(long, env = "WEFT_RETENTION_ANY_TERMINAL", value_parser = weft_config::parse_go_duration)]
+    pub retention_any_terminal: Option<Duration>,
+    /// Keep completed instances this long.
+    #[arg(long, env = "WEFT_RETENTION_COMPLETED", value_parser = weft_config::parse_go_duration)]
+    pub retention_completed: Option<Duration>,
+    /// Keep failed instances this long.
+    #[arg(long, env = "WEFT_RETENTION_FAILED", value_parser = weft_config::parse_go_duration)]
+    pub retention_failed: Option<Duration>,
+    /// Keep terminated instances this long.
+    #[arg(long, env = "WEFT_RETENTION_TERMINATED", value_parser = weft_config::parse_go_duration)]
+    pub retention_terminated: Option<Duration>,
+    /// How long a cluster-wide concurrency slot stays held without renewal (a dead sidecar's
+    /// slots come back after this long).
+    #[arg(long, env = "WEFT_SLOT_LEASE", default_value = "10s", value_parser = weft_config::parse_go_duration)]
+    pub slot_lease: Duration,
+}
+
+impl ConfigArgs {
+    /// The file (if any) with flags and environment variables applied over it. Errors name the
+    /// file, the key and its line.
+    pub fn load(&self) -> Result<WorkflowConfig, weft_config::ConfigError> {
+        let mut w = match &self.file {
+            None => WorkflowConfig::default(),
+            Some(path) => {
+                let parsed = read_config(path)?;
+                for section in &parsed.ignored_sections {
+                    tracing::info!(file = %path.display(), section = %section, "ignoring a Dapr configuration section Weft does not use");
+                }
+                parsed.workflow
+            }
+        };
+        let over = |dst: &mut Option<u32>, src: Option<u32>| {
+            if src.is_some() {
+                *dst = src;
+            }
+        };
+        over(
+            &mut w.max_concurrent_workflow_invocations,
+            self.max_concurrent_workflow_invocations,
+        );
+        over(
+            &mut w.max_concurrent_activity_invocations,
+            self.max_concurrent_activity_invocations,
+        );
+        over(
+            &mut w.global_max_concurrent_workflow_invocations,
+            self.global_max_concurrent_workflow_invocations,
+        );
+        over(
+            &mut w.global_max_concurrent_activity_invocations,
+            self.global_max_concurrent_activity_invocations,
+        );
+        let r = &mut w.state_retention_policy;
+        for (dst, src) in [
+            (&mut r.any_terminal, self.retention_any_terminal),
+            (&mut r.completed, self.retention_completed),
+            (&mut r.failed, self.retention_failed),
+            (&mut r.terminated, self.retention_terminated),
+        ] {
+            if src.is_some() {
+                *dst = src;
+            }
+        }
+        Ok(w)
+    }
+}
+
+/// Reads and parses one configuration file.
+pub fn read_config(
+    path: &std::path::Path,
+) -> Result<weft_config::Parsed, weft_config::ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        weft_config::ConfigError(format!(
+            "cannot read the config file {}: {e}",
+            path.display()
+        ))
+    })?;
+    weft_config::parse(&text, &path.display().to_string())
+}
+
+/// Exit code of a refused configuration (as for any usage error).
+pub const BAD_CONFIG: u8 = 2;
 
 /// Opens the PostgreSQL store; the URL's password never reaches the logs.
 pub async fn postgres(url: &str) -> anyhow::Result<Arc<dyn Store>> {
@@ -52,6 +159,7 @@ pub async fn run(
     role: &str,
     store: Arc<dyn Store>,
     args: ServeArgs,
+    workflow: WorkflowConfig,
     extra: &str,
 ) -> anyhow::Result<()> {
     let cfg = SidecarConfig {
@@ -62,6 +170,8 @@ pub async fn run(
             app_id: args.app_id,
             max_payload_bytes: args.max_payload_bytes,
             max_work_item_bytes: args.max_work_item_bytes,
+            workflow,
+            slot_lease: args.config.slot_lease,
             ..Default::default()
         },
     };

@@ -16,7 +16,14 @@ pub struct SidecarArgs {
 
 pub async fn run(args: SidecarArgs) -> anyhow::Result<ExitCode> {
     crate::cmd::init_logging();
+    let workflow = match args.serve.config.load() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(serve::BAD_CONFIG));
+        }
+    };
     let store = serve::postgres(&args.database_url).await?;
-    serve::run("weft sidecar", store, args.serve, "").await?;
+    serve::run("weft sidecar", store, args.serve, workflow, "").await?;
     Ok(ExitCode::SUCCESS)
 }
