@@ -364,6 +364,11 @@ impl Engine {
 
     /// Creates an instance; returns once it is durable (callers may then wait for the start).
     pub async fn start_instance(&self, req: StartRequest) -> Result<String> {
+        let this = self.clone();
+        to_completion(async move { this.create_and_wake(req).await }).await
+    }
+
+    async fn create_and_wake(&self, req: StartRequest) -> Result<String> {
         validate_instance_id(&req.instance_id)?;
         ids::check_name("workflow name", &req.name)?;
         ids::check_opt("workflow version", req.version.as_deref())?;
@@ -453,11 +458,15 @@ impl Engine {
     }
 
     async fn deliver(&self, id: &str, ev: HistoryEvent) -> Result<()> {
-        if !self.inner.store.append_inbox(id, ev).await? {
-            return Err(EngineError::no_such_instance(id));
-        }
-        self.inner.wake(id);
-        Ok(())
+        let (inner, id) = (self.inner.clone(), id.to_string());
+        to_completion(async move {
+            if !inner.store.append_inbox(&id, ev).await? {
+                return Err(EngineError::no_such_instance(&id));
+            }
+            inner.wake(&id);
+            Ok(())
+        })
+        .await
     }
 
     pub async fn raise_event(&self, id: &str, name: &str, input: Option<String>) -> Result<()> {
@@ -543,6 +552,11 @@ impl Engine {
     /// descendant is still active, nothing is purged and the answer is `FailedPrecondition`
     /// (unless `force`). Actors of purged instances drop their state and pending turn.
     pub async fn purge(&self, id: &str, recursive: bool, force: bool) -> Result<i32> {
+        let (this, id) = (self.clone(), id.to_string());
+        to_completion(async move { this.purge_tree(&id, recursive, force).await }).await
+    }
+
+    async fn purge_tree(&self, id: &str, recursive: bool, force: bool) -> Result<i32> {
         self.existing(id).await?;
         let mut tree = vec![id.to_string()];
         if recursive {
@@ -628,6 +642,11 @@ impl Engine {
     }
 
     pub async fn complete_activity(&self, resp: ActivityResponse) -> Result<()> {
+        let this = self.clone();
+        to_completion(async move { this.record_activity(resp).await }).await
+    }
+
+    async fn record_activity(&self, resp: ActivityResponse) -> Result<()> {
         self.check_payload("activity result", resp.result.as_deref())?;
         if let Some(f) = &resp.failure_details {
             self.check_payload_len("activity failure details", f.encoded_len())?;
@@ -693,6 +712,20 @@ impl Engine {
     pub(crate) fn open_stream(&self, stateful: bool) -> crate::hub::StreamHandle<'_> {
         self.inner.hub.open_stream(stateful)
     }
+}
+
+/// Runs a client or worker call on a task of its own. Hyper drops a request's future when the
+/// caller's connection closes (a worker killed just after sending its result): dropped between a
+/// durable write and the wake-up that must follow it, the instance would wait for a wake-up that
+/// never comes (and a result whose write failed would never be handed out again).
+async fn to_completion<T, F>(call: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T>> + Send + 'static,
+{
+    tokio::spawn(call)
+        .await
+        .unwrap_or_else(|e| Err(EngineError::Internal(format!("engine call failed: {e}"))))
 }
 
 fn check_action_payloads(engine: &Engine, resp: &WorkflowResponse) -> Result<()> {

@@ -675,6 +675,10 @@ impl StreamHandle<'_> {
 
 impl Drop for StreamHandle<'_> {
     fn drop(&mut self) {
+        tracing::info!(
+            stream = self.id,
+            "worker stream ended; its unanswered work items go back to the queue"
+        );
         self.hub.release_stream(self.id);
     }
 }

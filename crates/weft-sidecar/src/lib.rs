@@ -2,6 +2,8 @@
 //! feeds connected SDK workers, the durabletask gRPC service and the Dapr HTTP workflow API.
 
 mod actor;
+#[cfg(test)]
+mod cancel_tests;
 pub mod cluster;
 mod commit;
 pub mod engine;

@@ -1,5 +1,5 @@
-//! Test support: a store wrapper that counts calls and can make checkpoints fail, to observe the
-//! engine's loops (timer wake-ups, recovery scans, commit retries) without sleeps.
+//! Test support: a store wrapper that counts calls, can make checkpoints fail and hold activity
+//! results, to observe the engine's loops (timer wake-ups, recovery scans, retries) without sleeps.
 
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -33,6 +33,10 @@ pub(crate) struct Spy {
     /// Wakes a test whenever a count changes.
     pub changed: Notify,
     fail: Mutex<Option<(String, Fail)>>,
+    /// While true, activity results wait before they are written (see `hold_activity_results`).
+    hold: tokio::sync::watch::Sender<bool>,
+    /// Signalled when an activity result reaches the store.
+    pub activity_arrived: Notify,
 }
 
 impl Spy {
@@ -42,7 +46,14 @@ impl Spy {
             counts: Counts::default(),
             changed: Notify::new(),
             fail: Mutex::new(None),
+            hold: tokio::sync::watch::channel(false).0,
+            activity_arrived: Notify::new(),
         })
+    }
+
+    /// Holds activity results at the store's door until called again with `false`.
+    pub(crate) fn hold_activity_results(&self, hold: bool) {
+        self.hold.send_replace(hold);
     }
 
     pub(crate) fn fail_checkpoints_of(&self, instance: &str, how: Option<Fail>) {
@@ -99,6 +110,8 @@ impl Store for Spy {
         generation: i64,
         event: HistoryEvent,
     ) -> Result<bool> {
+        self.activity_arrived.notify_one();
+        let _ = self.hold.subscribe().wait_for(|h| !*h).await;
         self.inner
             .complete_activity(id, task_id, generation, event)
             .await
