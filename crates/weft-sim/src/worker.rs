@@ -1,0 +1,312 @@
+//! The simulated worker: a few `GetWorkItems` streams answered by the replaying SDK
+//! ([`crate::sdk`]). Per work item, a hash of the seed and the item decides whether the worker
+//! misbehaves: it dies holding the item (its stream drops, the item goes back to the queue),
+//! answers late, answers on another stream's connection, or answers twice.
+
+use crate::program::{ACTIVITY_NAME, activity_result};
+use crate::rng::hash;
+use crate::sdk;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use weft_proto::durabletask::task_hub_sidecar_service_client::TaskHubSidecarServiceClient as Client;
+use weft_proto::durabletask::{
+    ActivityRequest, ActivityResponse, GetWorkItemsRequest, HistoryEvent, WorkItem,
+    WorkflowRequest, WorkflowResponse, work_item::Request,
+};
+
+/// What the worker saw, shared with the checks at the end of a run.
+#[derive(Default)]
+pub struct Observed {
+    /// (instance, execution) → the longest history (past + new events) a work item carried.
+    histories: Mutex<HashMap<(String, String), Vec<HistoryEvent>>>,
+    violations: Mutex<Vec<String>>,
+    deliveries: Mutex<HashMap<String, u32>>,
+    pub misbehaviour: Mutex<Misbehaviour>,
+}
+
+/// Counts of the worker's misbehaviour in a run.
+#[derive(Debug, Default, Clone)]
+pub struct Misbehaviour {
+    pub items: u64,
+    pub died: u64,
+    pub late: u64,
+    pub other_stream: u64,
+    pub twice: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Observed {
+    pub fn violation(&self, v: String) {
+        let mut vs = lock(&self.violations);
+        if !vs.contains(&v) {
+            vs.push(v);
+        }
+    }
+
+    pub fn violations(&self) -> Vec<String> {
+        lock(&self.violations).clone()
+    }
+
+    /// Every execution's longest observed history: `(instance, execution, events)`.
+    pub fn histories(&self) -> Vec<(String, String, Vec<HistoryEvent>)> {
+        let mut v: Vec<_> = lock(&self.histories)
+            .iter()
+            .map(|((i, e), h)| (i.clone(), e.clone(), h.clone()))
+            .collect();
+        v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        v
+    }
+
+    fn record(&self, instance: &str, execution: Option<String>, events: Vec<HistoryEvent>) {
+        let Some(exec) = execution else { return };
+        let mut h = lock(&self.histories);
+        let slot = h.entry((instance.to_string(), exec)).or_default();
+        if events.len() >= slot.len() {
+            *slot = events;
+        }
+    }
+
+    fn delivery(&self, key: &str) -> u32 {
+        let mut d = lock(&self.deliveries);
+        let n = d.entry(key.to_string()).or_insert(0);
+        *n += 1;
+        *n
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerOpts {
+    pub seed: u64,
+    pub streams: usize,
+    pub misbehave: bool,
+}
+
+type Clients = Arc<Mutex<Vec<Option<Client<Channel>>>>>;
+
+/// Starts the worker's streams; they follow the engine across restarts until `stop`.
+pub fn spawn(
+    opts: WorkerOpts,
+    addr: watch::Receiver<Option<String>>,
+    obs: Arc<Observed>,
+    stop: CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let clients: Clients = Arc::new(Mutex::new(vec![None; opts.streams.max(1)]));
+    (0..opts.streams.max(1))
+        .map(|slot| {
+            tokio::spawn(stream_slot(
+                slot,
+                opts,
+                addr.clone(),
+                clients.clone(),
+                obs.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect()
+}
+
+pub async fn connect(url: &str) -> Option<Client<Channel>> {
+    let ep = Endpoint::from_shared(url.to_string())
+        .ok()?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true);
+    ep.connect().await.ok().map(Client::new)
+}
+
+async fn pause(stop: &CancellationToken, ms: u64) {
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+    }
+}
+
+async fn stream_slot(
+    slot: usize,
+    opts: WorkerOpts,
+    mut addr: watch::Receiver<Option<String>>,
+    clients: Clients,
+    obs: Arc<Observed>,
+    stop: CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        let url = addr.borrow_and_update().clone();
+        let Some(url) = url else {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                r = addr.changed() => if r.is_err() { return },
+            }
+            continue;
+        };
+        let Some(mut client) = connect(&url).await else {
+            pause(&stop, 20).await;
+            continue;
+        };
+        lock(&clients)[slot] = Some(client.clone());
+        let mut stream = match client.get_work_items(GetWorkItemsRequest::default()).await {
+            Ok(s) => s.into_inner(),
+            Err(_) => {
+                pause(&stop, 20).await;
+                continue;
+            }
+        };
+        let die = CancellationToken::new();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                r = addr.changed() => if r.is_err() { return } else { break },
+                _ = die.cancelled() => break,
+                m = stream.message() => match m {
+                    Ok(Some(item)) => {
+                        tokio::spawn(handle(item, slot, opts, clients.clone(), obs.clone(), die.clone()));
+                    }
+                    _ => break,
+                },
+            }
+        }
+        drop(stream);
+        pause(&stop, 5).await;
+    }
+}
+
+async fn handle(
+    item: WorkItem,
+    slot: usize,
+    opts: WorkerOpts,
+    clients: Clients,
+    obs: Arc<Observed>,
+    die: CancellationToken,
+) {
+    let token = item.completion_token;
+    let (key, reply) = match item.request {
+        Some(Request::WorkflowRequest(r)) => workflow(r, token, &obs),
+        Some(Request::ActivityRequest(a)) => activity(a, token, &obs),
+        _ => return,
+    };
+    let attempt = obs.delivery(&key);
+    let h = hash(opts.seed, &[&key, &attempt.to_string()]);
+    let roll = |shift: u32| (h >> shift) % 100;
+    lock(&obs.misbehaviour).items += 1;
+    if opts.misbehave && attempt <= 2 && roll(0) < 4 {
+        lock(&obs.misbehaviour).died += 1;
+        die.cancel(); // the stream drops; the engine hands its items to another stream
+        return;
+    }
+    if opts.misbehave && roll(8) < 30 {
+        lock(&obs.misbehaviour).late += 1;
+        tokio::time::sleep(Duration::from_millis((h >> 16) % 150)).await;
+    }
+    let other = opts.misbehave && roll(24) < 20;
+    let client = {
+        let cs = lock(&clients);
+        let n = cs.len();
+        let pick = if other { (slot + 1) % n } else { slot };
+        cs[pick].clone().or_else(|| cs[slot].clone())
+    };
+    let Some(mut client) = client else { return };
+    if other {
+        lock(&obs.misbehaviour).other_stream += 1;
+    }
+    let twice = opts.misbehave && roll(32) < 10;
+    for round in 0..if twice { 2 } else { 1 } {
+        if round == 1 {
+            lock(&obs.misbehaviour).twice += 1;
+            tokio::time::sleep(Duration::from_millis((h >> 40) % 30)).await;
+        }
+        let r = match &reply {
+            Reply::Workflow(resp) => {
+                let mut req = tonic::Request::new(resp.clone());
+                req.set_timeout(Duration::from_secs(10));
+                client.complete_orchestrator_task(req).await.map(|_| ())
+            }
+            Reply::Activity(resp) => {
+                let mut req = tonic::Request::new(resp.clone());
+                req.set_timeout(Duration::from_secs(10));
+                client.complete_activity_task(req).await.map(|_| ())
+            }
+        };
+        if let Err(s) = r
+            && !expected_refusal(&s)
+        {
+            obs.violation(format!(
+                "engine refused a valid answer ({key}): {:?} {}",
+                s.code(),
+                s.message()
+            ));
+        }
+    }
+}
+
+/// Refusals a correct engine may give a correct worker: stale or duplicate answers, and
+/// anything while the engine is crashing or restarting.
+fn expected_refusal(s: &Status) -> bool {
+    matches!(
+        s.code(),
+        Code::NotFound
+            | Code::FailedPrecondition
+            | Code::Unavailable
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::DeadlineExceeded
+    )
+}
+
+enum Reply {
+    Workflow(WorkflowResponse),
+    Activity(ActivityResponse),
+}
+
+fn workflow(r: WorkflowRequest, token: String, obs: &Observed) -> (String, Reply) {
+    let key = format!(
+        "wf|{}|{}|{}",
+        r.instance_id,
+        r.past_events.len(),
+        r.new_events.len()
+    );
+    let d = sdk::decide(&r.instance_id, &r.past_events, &r.new_events);
+    for v in d.violations {
+        obs.violation(v);
+    }
+    let mut all = r.past_events.clone();
+    all.extend(r.new_events.iter().cloned());
+    obs.record(&r.instance_id, d.execution_id, all);
+    let resp = WorkflowResponse {
+        instance_id: r.instance_id,
+        actions: d.actions,
+        custom_status: d.custom_status,
+        completion_token: token,
+        ..Default::default()
+    };
+    (key, Reply::Workflow(resp))
+}
+
+fn activity(a: ActivityRequest, token: String, obs: &Observed) -> (String, Reply) {
+    let instance_id = a
+        .workflow_instance
+        .as_ref()
+        .map(|w| w.instance_id.clone())
+        .unwrap_or_default();
+    let input = a.input.clone().unwrap_or_default();
+    if a.name != ACTIVITY_NAME {
+        obs.violation(format!(
+            "{instance_id}: activity named {:?} dispatched",
+            a.name
+        ));
+    }
+    let key = format!("act|{instance_id}|{}|{input}", a.task_id);
+    let resp = ActivityResponse {
+        instance_id,
+        task_id: a.task_id,
+        result: Some(activity_result(&input)),
+        completion_token: token,
+        ..Default::default()
+    };
+    (key, Reply::Activity(resp))
+}
