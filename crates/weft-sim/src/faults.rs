@@ -4,10 +4,11 @@
 //! or as a crash: the engine incarnation is declared dead (every later call it makes fails) and
 //! the supervisor kills its runtime and starts a fresh engine on the same database.
 
+use crate::known_bugs::Enabled;
 use crate::rng::Rng;
 use async_trait::async_trait;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use weft_core::{InstanceMeta, Micros};
@@ -47,8 +48,10 @@ pub struct FaultStats {
     pub crashes_after: u64,
     pub errors_before: u64,
     pub errors_after: u64,
-    /// `(call number, operation, fault)` in firing order.
+    /// `(k, operation, fault)` in firing order: the k-th call of that operation.
     pub log: Vec<(u64, &'static str, Fault)>,
+    /// Calls per store operation.
+    pub per_op: BTreeMap<&'static str, u64>,
 }
 
 impl FaultStats {
@@ -60,29 +63,69 @@ impl FaultStats {
     }
 }
 
+/// The store operations the engine calls, with how many calls of each a typical seed makes:
+/// a fault is planned at the k-th call of an operation, k drawn up to that figure. Counting per
+/// operation (not globally) keeps a planned fault on the same kind of call when threads
+/// interleave differently from one run of a seed to the next.
+pub const OPS: &[(&str, u64)] = &[
+    ("create_instance", 8),
+    ("get_instance", 60),
+    ("load", 20),
+    ("get_history", 6),
+    ("read_inbox", 50),
+    ("append_inbox", 12),
+    ("checkpoint_batch", 50),
+    ("complete_activity_batch", 30),
+    ("pending_activities", 2),
+    ("instances_with_inbox", 2),
+    ("claim_due_reminders", 15),
+    ("fire_reminder", 8),
+    ("next_reminder_due", 15),
+    ("list_instances", 2),
+    ("purge", 3),
+];
+
 /// The fault plan of one run, shared by every engine incarnation.
 pub struct Faults {
     calls: AtomicU64,
-    plan: Mutex<BTreeMap<u64, Fault>>,
+    /// (operation, k) → the fault for the k-th call of that operation.
+    plan: Mutex<BTreeMap<(&'static str, u64), Fault>>,
     stats: Mutex<FaultStats>,
     /// The live incarnation; a crash moves it on, which makes the old one's calls fail.
     epoch: watch::Sender<u64>,
-    /// Whether faults may hit a claimed reminder (after `claim_due_reminders` commits, or at
-    /// `fire_reminder`): the reminder then waits out the engine's 30 s lease, which makes a run
-    /// slow, not wrong. A crash of another call between claim and fire still can.
+    /// Whether faults may hit a claimed reminder (after `claim_due_reminders` commits, at
+    /// `fire_reminder`, or a crash while one is claimed): the reminder then waits out the
+    /// engine's 30 s lease, which makes a run slow, not wrong.
     slow_faults: bool,
+    /// Slow mode: a fault for the first claim that returns reminders.
+    lease_fault: Mutex<Option<Fault>>,
+    /// Reminders claimed and not yet fired by the live incarnation.
+    claimed: AtomicI64,
+    /// Calls per operation so far.
+    per_op: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Faults {
-    /// Draws `crashes` crash points and `errors` transient errors among the first `horizon`
-    /// store calls.
-    pub fn plan(rng: &mut Rng, crashes: u64, errors: u64, horizon: u64, slow: bool) -> Self {
+    /// Draws `crashes` crash points and `errors` transient errors, each at the k-th call of a
+    /// random store operation.
+    pub fn plan(rng: &mut Rng, crashes: u64, errors: u64, slow: bool, on: &Enabled) -> Self {
         let mut plan = BTreeMap::new();
         let mut put = |f: Fault, rng: &mut Rng| {
             for _ in 0..64 {
-                // The first calls are the engine's start-up scan; let it start at least once.
-                let at = rng.range(8, horizon.max(9));
-                if let std::collections::btree_map::Entry::Vacant(v) = plan.entry(at) {
+                let (op, typical) = OPS[rng.below(OPS.len() as u64) as usize];
+                let lease = op == "fire_reminder" || (op == "claim_due_reminders" && f.after());
+                if lease && !slow {
+                    continue;
+                }
+                // Ambiguous commits the engine does not recover from yet without a restart.
+                let lost_wake = f == Fault::ErrorAfter
+                    && ((op == "complete_activity_batch" && !on.bug("N1"))
+                        || (op == "create_instance" && !on.bug("N2")));
+                if lost_wake {
+                    continue;
+                }
+                let k = rng.range(1, typical);
+                if let std::collections::btree_map::Entry::Vacant(v) = plan.entry((op, k)) {
                     v.insert(f);
                     return;
                 }
@@ -109,8 +152,22 @@ impl Faults {
             plan: Mutex::new(plan),
             stats: Mutex::default(),
             epoch: watch::channel(0).0,
+            lease_fault: Mutex::new(slow.then(|| {
+                if rng.chance(50) {
+                    Fault::CrashAfter
+                } else {
+                    Fault::ErrorAfter
+                }
+            })),
             slow_faults: slow,
+            claimed: AtomicI64::new(0),
+            per_op: Mutex::default(),
         }
+    }
+
+    /// In slow mode, the first non-empty claim of reminders is answered with a fault.
+    fn take_lease_fault(&self) -> Option<Fault> {
+        lock(&self.lease_fault).take()
     }
 
     pub fn epoch(&self) -> u64 {
@@ -128,6 +185,8 @@ impl Faults {
         self.epoch.send_if_modified(|e| {
             if *e == epoch {
                 *e += 1;
+                // The next incarnation starts with nothing claimed by it.
+                self.claimed.store(0, Ordering::Relaxed);
                 true
             } else {
                 false
@@ -138,22 +197,29 @@ impl Faults {
     pub fn stats(&self) -> FaultStats {
         let mut s = lock(&self.stats).clone();
         s.calls = self.calls.load(Ordering::Relaxed);
+        s.per_op = lock(&self.per_op).clone();
         s
     }
 
+    /// Numbers a call: `(k, fault)` for the k-th call of `op`.
     fn next(&self, op: &'static str) -> (u64, Option<Fault>) {
-        let n = self.calls.fetch_add(1, Ordering::Relaxed);
-        let mut plan = lock(&self.plan);
-        let Some(f) = plan.remove(&n) else {
-            return (n, None);
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let k = {
+            let mut per = lock(&self.per_op);
+            let c = per.entry(op).or_insert(0);
+            *c += 1;
+            *c
         };
-        let holds_lease = (f.after() && op == "claim_due_reminders") || op == "fire_reminder";
-        if holds_lease && !self.slow_faults {
-            // Move it to the next call rather than hold claimed reminders for a 30 s lease.
-            plan.insert(n + 1, f);
-            return (n, None);
+        let mut plan = lock(&self.plan);
+        let Some(f) = plan.remove(&(op, k)) else {
+            return (k, None);
+        };
+        // A crash while reminders are claimed and not yet fired strands them for the lease.
+        if f.crashes() && self.claimed.load(Ordering::Relaxed) > 0 && !self.slow_faults {
+            plan.insert((op, k + 1), f); // the next call of this operation instead
+            return (k, None);
         }
-        (n, Some(f))
+        (k, Some(f))
     }
 
     fn fired(&self, n: u64, op: &'static str, f: Fault) {
@@ -325,14 +391,48 @@ impl Store for FaultStore {
         lease_until: Micros,
         limit: usize,
     ) -> Result<Vec<Reminder>> {
-        faulty!(
-            self,
-            "claim_due_reminders",
-            self.inner.claim_due_reminders(now, lease_until, limit)
-        )
+        // Counted as claimed while in flight: a crash now may strand what it claims.
+        self.faults.claimed.fetch_add(1, Ordering::Relaxed);
+        let due: Result<Vec<Reminder>> = async {
+            faulty!(
+                self,
+                "claim_due_reminders",
+                self.inner.claim_due_reminders(now, lease_until, limit)
+            )
+        }
+        .await;
+        if !self.dead() {
+            self.faults.claimed.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Ok(d) = &due
+            && !d.is_empty()
+            && let Some(f) = self.faults.take_lease_fault()
+        {
+            // The claim committed; its reply is lost, so the reminders wait out their lease.
+            let k = lock(&self.faults.per_op)
+                .get("claim_due_reminders")
+                .copied()
+                .unwrap_or(0);
+            self.faults.fired(k, "claim_due_reminders", f);
+            if f.crashes() {
+                self.faults.crash(self.epoch);
+            }
+            return Err(Self::refuse("claimed reminders, then the reply was lost"));
+        }
+        if let Ok(d) = &due {
+            self.faults
+                .claimed
+                .fetch_add(d.len() as i64, Ordering::Relaxed);
+        }
+        due
     }
     async fn fire_reminder(&self, reminder_id: i64) -> Result<bool> {
-        faulty!(self, "fire_reminder", self.inner.fire_reminder(reminder_id))
+        let fired =
+            async { faulty!(self, "fire_reminder", self.inner.fire_reminder(reminder_id)) }.await;
+        if !self.dead() {
+            self.faults.claimed.fetch_sub(1, Ordering::Relaxed);
+        }
+        fired
     }
     async fn next_reminder_due(&self) -> Result<Option<Micros>> {
         faulty!(self, "next_reminder_due", self.inner.next_reminder_due())

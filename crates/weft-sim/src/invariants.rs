@@ -205,6 +205,22 @@ pub fn salt_of(events: &[HistoryEvent]) -> Option<String> {
     })
 }
 
+/// Polls of the timer loop (`claim_due_reminders` + `next_reminder_due`) per second a run may
+/// average: it sleeps until the next due reminder, so even a run full of short timers stays far
+/// below this; a loop that spins on a leased reminder makes hundreds per second.
+pub const MAX_TIMER_POLLS_PER_SEC: f64 = 100.0;
+
+/// The timer loop must not spin (bug 7.6's symptom): `None` when `polls` over `elapsed` is fine.
+pub fn check_timer_loop(polls: u64, elapsed: std::time::Duration) -> Option<String> {
+    let rate = polls as f64 / elapsed.as_secs_f64().max(1.0);
+    (polls > 1000 && rate > MAX_TIMER_POLLS_PER_SEC).then(|| {
+        format!(
+            "the timer loop polled the store {polls} times in {:.1}s ({rate:.0}/s): it spins",
+            elapsed.as_secs_f64()
+        )
+    })
+}
+
 /// A one-line picture of a history for failure reports: `kind[id]` per event, with task,
 /// timer and child references and event payloads.
 pub fn describe(events: &[HistoryEvent]) -> String {

@@ -1,7 +1,8 @@
-//! Generator features switched off because they trigger a bug of issue 7 that is not fixed on
-//! this branch yet. Each entry names the bug; once its fix is merged, delete the entry (or run
-//! with `WEFT_SIM_ENABLE=7.3,…` / `WEFT_SIM_ENABLE=all` to try it first). Invariants are never
-//! weakened: a disabled feature is simply not generated.
+//! Generator features switched off because they trigger a bug not fixed on this branch yet: a
+//! bug of issue 7 (`7.<n>`) or one the simulation found (`N<n>`). Each entry names the bug; once
+//! its fix is merged, delete the entry (or run with `WEFT_SIM_ENABLE=7.3,…` /
+//! `WEFT_SIM_ENABLE=all` to try it first). Invariants are never weakened: a disabled feature is
+//! simply not generated.
 
 /// A disabled generator feature and the bug of issue 7 it would trip over.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +34,34 @@ pub const KNOWN_BUGS: &[KnownBug] = &[
                in the next generation; children of a terminated parent that is purged and \
                re-created (with 7.5)",
     },
+    KnownBug {
+        bug: "7.6",
+        name: "KNOWN_BUG_7_6_TIMER_LOOP_SPIN",
+        what: "check that the timer loop does not spin while a reminder is leased (it does \
+               after a crash between claiming and firing a reminder; such faults need \
+               WEFT_SIM_SLOW=1)",
+    },
+    KnownBug {
+        bug: "7.8",
+        name: "KNOWN_BUG_7_8_STATEFUL_WARM_AFTER_CAN",
+        what: "stateful-history worker streams in seeds with continue-as-new or re-creation: a \
+               stream's record of what it has seen outlives the execution, so it is sent a delta \
+               against the previous execution's history",
+    },
+    KnownBug {
+        bug: "N1",
+        name: "KNOWN_BUG_NEW_1_ACTIVITY_RESULT_LOST_WAKE",
+        what: "error after an activity result commits: the engine re-queues the activity, the \
+               re-run's result finds no pending task and wakes nobody; the instance is stuck \
+               with TaskCompleted in its inbox until a restart",
+    },
+    KnownBug {
+        bug: "N2",
+        name: "KNOWN_BUG_NEW_2_START_LOST_REPLY",
+        what: "error after create_instance commits: StartInstance fails, the retry gets \
+               ALREADY_EXISTS, and no actor is ever woken; the instance stays PENDING until a \
+               restart",
+    },
 ];
 
 /// Which generator features are on for a run.
@@ -61,7 +90,9 @@ impl Enabled {
         let named: Vec<&str> = extra.split(',').map(str::trim).collect();
         let mut bugs: Vec<&'static str> = Vec::new();
         // Bugs without an entry are fixed: their features are on.
-        for b in ["7.1", "7.2", "7.3", "7.4", "7.5", "7.6", "7.7", "7.8"] {
+        for b in [
+            "7.1", "7.2", "7.3", "7.4", "7.5", "7.6", "7.7", "7.8", "N1", "N2",
+        ] {
             let known = KNOWN_BUGS.iter().any(|k| k.bug == b);
             if !known || all || named.contains(&b) {
                 bugs.push(b);

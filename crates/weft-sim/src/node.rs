@@ -27,7 +27,7 @@ impl Backend {
         }
     }
 
-    async fn open(&self) -> Result<Arc<dyn Store>, String> {
+    pub async fn open(&self) -> Result<Arc<dyn Store>, String> {
         match self {
             Backend::Sqlite(p) => SqliteStore::open(p)
                 .map(|s| Arc::new(s) as Arc<dyn Store>)
@@ -42,6 +42,27 @@ impl Backend {
                     .map_err(|e| e.to_string())
             }
         }
+    }
+}
+
+/// A picture of an instance straight from the database (status, history, pending inbox), for
+/// reports on an instance that did not finish.
+pub async fn diagnose(backend: &Backend, id: &str) -> String {
+    let store = match backend.open().await {
+        Ok(s) => s,
+        Err(e) => return format!("(cannot open the store: {e})"),
+    };
+    match store.load(id).await {
+        Ok(Some(l)) => format!(
+            "status {} generation {} version {}; history: {}; inbox: {}",
+            l.meta.status,
+            l.meta.generation,
+            l.meta.version,
+            crate::invariants::describe(&l.history),
+            crate::invariants::describe(&l.inbox.into_iter().map(|e| e.event).collect::<Vec<_>>())
+        ),
+        Ok(None) => "not in the store".into(),
+        Err(e) => format!("(load failed: {e})"),
     }
 }
 

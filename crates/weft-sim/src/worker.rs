@@ -1,7 +1,9 @@
 //! The simulated worker: a few `GetWorkItems` streams answered by the replaying SDK
-//! ([`crate::sdk`]). Per work item, a hash of the seed and the item decides whether the worker
-//! misbehaves: it dies holding the item (its stream drops, the item goes back to the queue),
-//! answers late, answers on another stream's connection, or answers twice.
+//! ([`crate::sdk`]). A stream may announce the stateful-history capability (and keep the
+//! history it has seen) and may or may not echo completion tokens. Per work item, a hash of the
+//! seed and the item decides whether the worker misbehaves: it dies holding the item (its
+//! stream drops, the item goes back to the queue), answers late, answers on another stream's
+//! connection, or answers twice.
 
 use crate::program::{ACTIVITY_NAME, activity_result};
 use crate::rng::hash;
@@ -16,7 +18,7 @@ use tonic::{Code, Status};
 use weft_proto::durabletask::task_hub_sidecar_service_client::TaskHubSidecarServiceClient as Client;
 use weft_proto::durabletask::{
     ActivityRequest, ActivityResponse, GetWorkItemsRequest, HistoryEvent, WorkItem,
-    WorkflowRequest, WorkflowResponse, work_item::Request,
+    WorkerCapability, WorkflowRequest, WorkflowResponse, work_item::Request,
 };
 
 /// What the worker saw, shared with the checks at the end of a run.
@@ -87,7 +89,32 @@ pub struct WorkerOpts {
     pub seed: u64,
     pub streams: usize,
     pub misbehave: bool,
+    /// Whether streams may announce the stateful-history capability.
+    pub stateful: bool,
 }
+
+/// How one stream behaves, drawn from the seed per stream slot.
+#[derive(Debug, Clone, Copy)]
+struct StreamKind {
+    /// Announces the stateful-history capability (dapr 1.19): workflow items then carry only
+    /// the history this stream has not seen, and the worker keeps the rest.
+    stateful: bool,
+    /// Echoes completion tokens (the Python SDKs); a token-less worker (JS) is matched by key.
+    tokens: bool,
+}
+
+impl StreamKind {
+    fn of(opts: &WorkerOpts, slot: usize) -> Self {
+        let h = hash(opts.seed, &["stream", &slot.to_string()]);
+        Self {
+            stateful: opts.stateful && h % 100 < 50,
+            tokens: (h >> 8) % 100 >= 25,
+        }
+    }
+}
+
+/// A stateful stream's cache: instance → the full past events of its last work item.
+type Cache = Arc<Mutex<HashMap<String, Vec<HistoryEvent>>>>;
 
 type Clients = Arc<Mutex<Vec<Option<Client<Channel>>>>>;
 
@@ -150,7 +177,18 @@ async fn stream_slot(
             continue;
         };
         lock(&clients)[slot] = Some(client.clone());
-        let mut stream = match client.get_work_items(GetWorkItemsRequest::default()).await {
+        let kind = StreamKind::of(&opts, slot);
+        let req = GetWorkItemsRequest {
+            capabilities: if kind.stateful {
+                vec![WorkerCapability::StatefulHistory as i32]
+            } else {
+                vec![]
+            },
+            ..Default::default()
+        };
+        // A new stream starts cold: the engine keeps what each stream has seen per stream.
+        let cache: Cache = Arc::default();
+        let mut stream = match client.get_work_items(req).await {
             Ok(s) => s.into_inner(),
             Err(_) => {
                 pause(&stop, 20).await;
@@ -165,7 +203,7 @@ async fn stream_slot(
                 _ = die.cancelled() => break,
                 m = stream.message() => match m {
                     Ok(Some(item)) => {
-                        tokio::spawn(handle(item, slot, opts, clients.clone(), obs.clone(), die.clone()));
+                        tokio::spawn(handle(item, slot, kind, opts, clients.clone(), cache.clone(), obs.clone(), die.clone()));
                     }
                     _ => break,
                 },
@@ -176,17 +214,29 @@ async fn stream_slot(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn handle(
     item: WorkItem,
     slot: usize,
+    kind: StreamKind,
     opts: WorkerOpts,
     clients: Clients,
+    cache: Cache,
     obs: Arc<Observed>,
     die: CancellationToken,
 ) {
-    let token = item.completion_token;
+    let token = if kind.tokens {
+        item.completion_token
+    } else {
+        String::new()
+    };
     let (key, reply) = match item.request {
-        Some(Request::WorkflowRequest(r)) => workflow(r, token, &obs),
+        Some(Request::WorkflowRequest(mut r)) => {
+            if kind.stateful && !restore_history(&mut r, &cache, &clients, slot).await {
+                return; // no history to run it with; the engine re-dispatches it
+            }
+            workflow(r, token, &obs)
+        }
         Some(Request::ActivityRequest(a)) => activity(a, token, &obs),
         _ => return,
     };
@@ -214,7 +264,9 @@ async fn handle(
     if other {
         lock(&obs.misbehaviour).other_stream += 1;
     }
-    let twice = opts.misbehave && roll(32) < 10;
+    // A token-less worker answering twice may answer the *next* turn (as with daprd), so only
+    // workers that echo tokens do that.
+    let twice = opts.misbehave && kind.tokens && roll(32) < 10;
     for round in 0..if twice { 2 } else { 1 } {
         if round == 1 {
             lock(&obs.misbehaviour).twice += 1;
@@ -244,6 +296,48 @@ async fn handle(
     }
 }
 
+/// Rebuilds a delta work item's full past from this stream's cache, or from
+/// `GetInstanceHistory` on a miss (as the dapr 1.19 SDK does), and caches it.
+async fn restore_history(
+    r: &mut WorkflowRequest,
+    cache: &Cache,
+    clients: &Clients,
+    slot: usize,
+) -> bool {
+    if let Some(c) = &r.cached_history {
+        let n = usize::try_from(c.event_count).unwrap_or(usize::MAX);
+        let hit = lock(cache)
+            .get(&r.instance_id)
+            .filter(|h| h.len() == n)
+            .cloned();
+        let mut full = match hit {
+            Some(h) => h,
+            None => {
+                let Some(mut client) = lock(clients)[slot].clone() else {
+                    return false;
+                };
+                let req = weft_proto::durabletask::GetInstanceHistoryRequest {
+                    instance_id: r.instance_id.clone(),
+                };
+                match client.get_instance_history(req).await {
+                    Ok(h) => {
+                        // The committed history is the cached part plus the delta.
+                        let mut h = h.into_inner().events;
+                        h.truncate(n);
+                        h
+                    }
+                    Err(_) => return false,
+                }
+            }
+        };
+        full.append(&mut r.past_events);
+        r.past_events = full;
+        r.cached_history = None;
+    }
+    lock(cache).insert(r.instance_id.clone(), r.past_events.clone());
+    true
+}
+
 /// Refusals a correct engine may give a correct worker: stale or duplicate answers, and
 /// anything while the engine is crashing or restarting.
 fn expected_refusal(s: &Status) -> bool {
@@ -271,6 +365,19 @@ fn workflow(r: WorkflowRequest, token: String, obs: &Observed) -> (String, Reply
         r.new_events.len()
     );
     let d = sdk::decide(&r.instance_id, &r.past_events, &r.new_events);
+    if verbose() {
+        eprintln!(
+            "worker: {} exec {:?}: past [{}] new [{}] → {:?}",
+            r.instance_id,
+            d.execution_id,
+            crate::invariants::describe(&r.past_events),
+            crate::invariants::describe(&r.new_events),
+            d.actions
+                .iter()
+                .map(|a| (a.id, action_kind(a)))
+                .collect::<Vec<_>>()
+        );
+    }
     for v in d.violations {
         obs.violation(v);
     }
@@ -309,4 +416,19 @@ fn activity(a: ActivityRequest, token: String, obs: &Observed) -> (String, Reply
         ..Default::default()
     };
     (key, Reply::Activity(resp))
+}
+
+fn verbose() -> bool {
+    std::env::var("WEFT_SIM_VERBOSE").is_ok_and(|v| v == "1")
+}
+
+fn action_kind(a: &weft_proto::durabletask::WorkflowAction) -> String {
+    use weft_proto::durabletask::workflow_action::WorkflowActionType as A;
+    match &a.workflow_action_type {
+        Some(A::ScheduleTask(_)) => "task".into(),
+        Some(A::CreateTimer(_)) => "timer".into(),
+        Some(A::CreateChildWorkflow(c)) => format!("child {}", c.instance_id),
+        Some(A::CompleteWorkflow(c)) => format!("complete status {}", c.workflow_status),
+        other => format!("{other:?}"),
+    }
 }

@@ -99,7 +99,7 @@ async fn run(
                 msg.push_str(&format!("  - {p}\n"));
             }
             for (n, op, f) in &r.faults.log {
-                msg.push_str(&format!("    fault at store call #{n}: {op} {f:?}\n"));
+                msg.push_str(&format!("    fault at call {n} of {op}: {f:?}\n"));
             }
         }
         panic!("{} of {} seeds failed:{msg}", failed.len(), reports.len());
