@@ -28,6 +28,13 @@ pub const KNOWN_BUGS: &[KnownBug] = &[
                purge deletes running children (needs 7.3 too)",
     },
     KnownBug {
+        bug: "7.2",
+        name: "KNOWN_BUG_7_2_COMPLETION_REUSES_TIMER_ID",
+        what: "the worker sometimes numbers its completion action with the ID of an earlier \
+               timer, as durabletask-dapr 0.17.4 does after a retry policy gives up; daprd \
+               accepts that",
+    },
+    KnownBug {
         bug: "7.3",
         name: "KNOWN_BUG_7_3_CAN_RESULT_LEAK",
         what: "races (activity vs timer) before continue-as-new, so the loser's result arrives \
@@ -62,6 +69,14 @@ pub const KNOWN_BUGS: &[KnownBug] = &[
                ALREADY_EXISTS, and no actor is ever woken; the instance stays PENDING until a \
                restart",
     },
+    KnownBug {
+        bug: "N3",
+        name: "KNOWN_BUG_NEW_3_TOKENLESS_STALE_ANSWER",
+        what: "a token-less (JS-like) worker answers a turn after its stream ended, or on \
+               another connection: the turn was re-dispatched meanwhile, the stale answer is \
+               matched by instance ID to the current dispatch and fails the instance \
+               (WeftInvalidWorkflowResponse) instead of being refused",
+    },
 ];
 
 /// Which generator features are on for a run.
@@ -91,7 +106,7 @@ impl Enabled {
         let mut bugs: Vec<&'static str> = Vec::new();
         // Bugs without an entry are fixed: their features are on.
         for b in [
-            "7.1", "7.2", "7.3", "7.4", "7.5", "7.6", "7.7", "7.8", "N1", "N2",
+            "7.1", "7.2", "7.3", "7.4", "7.5", "7.6", "7.7", "7.8", "N1", "N2", "N3",
         ] {
             let known = KNOWN_BUGS.iter().any(|k| k.bug == b);
             if !known || all || named.contains(&b) {

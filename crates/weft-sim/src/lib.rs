@@ -174,6 +174,8 @@ pub async fn run_seed(cfg: SeedConfig) -> SeedReport {
             streams,
             misbehave,
             stateful,
+            completion_reuses_timer_id: cfg.enabled.bug("7.2"),
+            tokenless_stale: cfg.enabled.bug("N3"),
         },
         addr_rx.clone(),
         obs.clone(),

@@ -91,6 +91,12 @@ pub struct WorkerOpts {
     pub misbehave: bool,
     /// Whether streams may announce the stateful-history capability.
     pub stateful: bool,
+    /// Like durabletask-dapr 0.17.4 after a retry policy gave up, sometimes number the
+    /// completion action with the ID of an earlier timer (valid: daprd accepts it).
+    pub completion_reuses_timer_id: bool,
+    /// Token-less streams may answer after their stream ended or on another connection
+    /// (off until N3 is fixed: a token-less worker's connection dies with its stream).
+    pub tokenless_stale: bool,
 }
 
 /// How one stream behaves, drawn from the seed per stream slot.
@@ -235,7 +241,9 @@ async fn handle(
             if kind.stateful && !restore_history(&mut r, &cache, &clients, slot).await {
                 return; // no history to run it with; the engine re-dispatches it
             }
-            workflow(r, token, &obs)
+            let quirk = opts.completion_reuses_timer_id
+                && hash(opts.seed, &["quirk", &r.instance_id]) % 100 < 50;
+            workflow(r, token, &obs, quirk)
         }
         Some(Request::ActivityRequest(a)) => activity(a, token, &obs),
         _ => return,
@@ -253,7 +261,8 @@ async fn handle(
         lock(&obs.misbehaviour).late += 1;
         tokio::time::sleep(Duration::from_millis((h >> 16) % 150)).await;
     }
-    let other = opts.misbehave && roll(24) < 20;
+    let loose = kind.tokens || opts.tokenless_stale;
+    let other = opts.misbehave && loose && roll(24) < 20;
     let client = {
         let cs = lock(&clients);
         let n = cs.len();
@@ -271,6 +280,9 @@ async fn handle(
         if round == 1 {
             lock(&obs.misbehaviour).twice += 1;
             tokio::time::sleep(Duration::from_millis((h >> 40) % 30)).await;
+        }
+        if !loose && die.is_cancelled() {
+            return; // this worker's connection ended with its stream
         }
         let r = match &reply {
             Reply::Workflow(resp) => {
@@ -357,14 +369,17 @@ enum Reply {
     Activity(ActivityResponse),
 }
 
-fn workflow(r: WorkflowRequest, token: String, obs: &Observed) -> (String, Reply) {
+fn workflow(r: WorkflowRequest, token: String, obs: &Observed, quirk: bool) -> (String, Reply) {
     let key = format!(
         "wf|{}|{}|{}",
         r.instance_id,
         r.past_events.len(),
         r.new_events.len()
     );
-    let d = sdk::decide(&r.instance_id, &r.past_events, &r.new_events);
+    let mut d = sdk::decide(&r.instance_id, &r.past_events, &r.new_events);
+    if quirk {
+        reuse_timer_id(&mut d.actions, &r.past_events);
+    }
     if verbose() {
         eprintln!(
             "worker: {} exec {:?}: past [{}] new [{}] → {:?}",
@@ -416,6 +431,26 @@ fn activity(a: ActivityRequest, token: String, obs: &Observed) -> (String, Reply
         ..Default::default()
     };
     (key, Reply::Activity(resp))
+}
+
+/// Renumbers a final completion with the ID of the last timer in history (see
+/// [`WorkerOpts::completion_reuses_timer_id`]).
+fn reuse_timer_id(actions: &mut [weft_proto::durabletask::WorkflowAction], past: &[HistoryEvent]) {
+    use weft_proto::durabletask::history_event::EventType;
+    use weft_proto::durabletask::workflow_action::WorkflowActionType as A;
+    let Some(timer) = past
+        .iter()
+        .rev()
+        .find(|e| matches!(e.event_type, Some(EventType::TimerCreated(_))))
+    else {
+        return;
+    };
+    if let Some(last) = actions.last_mut()
+        && matches!(&last.workflow_action_type, Some(A::CompleteWorkflow(c))
+            if c.workflow_status == weft_proto::durabletask::OrchestrationStatus::Completed as i32)
+    {
+        last.id = timer.event_id;
+    }
 }
 
 fn verbose() -> bool {
