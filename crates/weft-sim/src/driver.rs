@@ -391,6 +391,7 @@ async fn run_incarnation(
     }
     problems.extend(check_history(
         who,
+        true,
         exec.as_deref(),
         Some(&inc.input.salt),
         &history,

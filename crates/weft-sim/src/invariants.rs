@@ -10,7 +10,7 @@ use weft_proto::durabletask::history_event::EventType;
 /// Checks one execution's history (committed, or as a work item carried it).
 ///
 /// - exactly one `ExecutionStarted`, at the start, of `execution` when given;
-/// - at most one `ExecutionCompleted`, and nothing after it;
+/// - at most one `ExecutionCompleted` (exactly one when `finished`), and nothing after it;
 /// - scheduling event IDs (activities, timers, children) are unique;
 /// - every `TaskCompleted`/`TaskFailed`, `TimerFired` and child result answers a scheduling
 ///   event earlier in the same history, at most once;
@@ -20,6 +20,7 @@ use weft_proto::durabletask::history_event::EventType;
 ///   retried after a lost reply (`retried` holds those payloads), all of this incarnation.
 pub fn check_history(
     who: &str,
+    finished: bool,
     execution: Option<&str>,
     salt: Option<&str>,
     events: &[HistoryEvent],
@@ -49,8 +50,10 @@ pub fn check_history(
         }
     }
     let completed = positions(events, |t| matches!(t, EventType::ExecutionCompleted(_)));
-    if completed.len() > 1 {
-        bad(format!("{} ExecutionCompleted events", completed.len()));
+    match (finished, completed.len()) {
+        (_, 0 | 1) if !finished || completed.len() == 1 => {}
+        (true, 0) => bad("a finished execution without ExecutionCompleted".into()),
+        (_, n) => bad(format!("{n} ExecutionCompleted events")),
     }
     if let Some(&i) = completed.first()
         && i + 1 != events.len()
@@ -305,7 +308,7 @@ mod tests {
             raised("x:p1"),
         ];
         let none = HashSet::new();
-        assert!(check_history("i", None, Some("x"), &good, &none).is_empty());
+        assert!(check_history("i", false, None, Some("x"), &good, &none).is_empty());
         let mut leak = good.clone();
         leak[2] = ev(
             -1,
@@ -315,17 +318,29 @@ mod tests {
                 ..Default::default()
             }),
         );
-        assert_eq!(check_history("i", None, Some("x"), &leak, &none).len(), 1);
+        assert_eq!(
+            check_history("i", false, None, Some("x"), &leak, &none).len(),
+            1
+        );
         let mut twice = good.clone();
         twice.push(good[2].clone());
-        assert_eq!(check_history("i", None, Some("x"), &twice, &none).len(), 1);
+        assert_eq!(
+            check_history("i", false, None, Some("x"), &twice, &none).len(),
+            1
+        );
         let mut order = good.clone();
         order.swap(3, 4);
-        assert_eq!(check_history("i", None, Some("x"), &order, &none).len(), 1);
+        assert_eq!(
+            check_history("i", false, None, Some("x"), &order, &none).len(),
+            1
+        );
         let mut dup = good.clone();
         dup.push(raised("x:p1"));
-        assert_eq!(check_history("i", None, Some("x"), &dup, &none).len(), 1);
+        assert_eq!(
+            check_history("i", false, None, Some("x"), &dup, &none).len(),
+            1
+        );
         let retried: HashSet<String> = ["x:p1".to_string()].into();
-        assert!(check_history("i", None, Some("x"), &dup, &retried).is_empty());
+        assert!(check_history("i", false, None, Some("x"), &dup, &retried).is_empty());
     }
 }

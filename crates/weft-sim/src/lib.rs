@@ -214,6 +214,7 @@ pub async fn run_seed(cfg: SeedConfig) -> SeedReport {
         let who = format!("{inst} execution {exec} (as the worker saw it)");
         let found = check_history(
             &who,
+            false,
             Some(&exec),
             salt_of(&events).as_deref(),
             &events,
