@@ -79,10 +79,16 @@ impl Api {
     {
         loop {
             let c = self.client().await?;
-            match f(c).await {
+            // Bounded, whatever the call: an engine killed mid-call must not hang the client.
+            let r = tokio::time::timeout(Duration::from_secs(10), f(c))
+                .await
+                .unwrap_or_else(|_| Err(Status::unavailable("no answer within 10 s")));
+            match r {
                 Ok(v) => return Ok(v),
                 Err(s) if transient(&s) && Instant::now() < self.deadline => {
                     *retried = true;
+                    // Start from a fresh connection: the engine may have restarted.
+                    *self.cached.lock().expect("not poisoned") = None;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(s) => return Err(s),

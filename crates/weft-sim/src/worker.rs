@@ -194,9 +194,11 @@ async fn stream_slot(
         };
         // A new stream starts cold: the engine keeps what each stream has seen per stream.
         let cache: Cache = Arc::default();
-        let mut stream = match client.get_work_items(req).await {
-            Ok(s) => s.into_inner(),
-            Err(_) => {
+        // Bounded: a connection to an engine that died mid-handshake must not hang the stream.
+        let opened = tokio::time::timeout(Duration::from_secs(5), client.get_work_items(req)).await;
+        let mut stream = match opened {
+            Ok(Ok(s)) => s.into_inner(),
+            _ => {
                 pause(&stop, 20).await;
                 continue;
             }
@@ -328,9 +330,11 @@ async fn restore_history(
                 let Some(mut client) = lock(clients)[slot].clone() else {
                     return false;
                 };
-                let req = weft_proto::durabletask::GetInstanceHistoryRequest {
-                    instance_id: r.instance_id.clone(),
-                };
+                let mut req =
+                    tonic::Request::new(weft_proto::durabletask::GetInstanceHistoryRequest {
+                        instance_id: r.instance_id.clone(),
+                    });
+                req.set_timeout(Duration::from_secs(5));
                 match client.get_instance_history(req).await {
                     Ok(h) => {
                         // The committed history is the cached part plus the delta.

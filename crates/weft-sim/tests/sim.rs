@@ -101,7 +101,10 @@ async fn run(
             for (n, op, f) in &r.faults.log {
                 msg.push_str(&format!("    fault at call {n} of {op}: {f:?}\n"));
             }
-            msg.push_str(&format!("    store calls per operation: {:?}\n", r.faults.per_op));
+            msg.push_str(&format!(
+                "    store calls per operation: {:?}\n",
+                r.faults.per_op
+            ));
         }
         panic!("{} of {} seeds failed:{msg}", failed.len(), reports.len());
     }
