@@ -9,8 +9,8 @@ use weft_sim::node::Backend;
 use weft_sim::{SeedConfig, SeedReport, run_seed};
 
 /// Seeds per backend in the normal run.
-const DEFAULT_SEEDS_SQLITE: u64 = 12;
-const DEFAULT_SEEDS_POSTGRES: u64 = 6;
+const DEFAULT_SEEDS_SQLITE: u64 = 20;
+const DEFAULT_SEEDS_POSTGRES: u64 = 10;
 
 fn env_u64(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok()?;
@@ -41,12 +41,17 @@ async fn run(
     backend: impl AsyncFn(u64) -> Option<(Backend, Box<dyn std::any::Any + Send>)>,
 ) {
     let enabled = Enabled::from_env();
-    for k in enabled.disabled() {
-        say(&format!(
-            "weft-sim: {} off (bug {} of issue 7): {}",
-            k.name, k.bug, k.what
-        ));
-    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for k in enabled.disabled() {
+            let which = if k.bug.starts_with('N') {
+                format!("new bug {}, found by this simulation", k.bug)
+            } else {
+                format!("bug {} of issue 7", k.bug)
+            };
+            say(&format!("weft-sim: {} off ({which}): {}", k.name, k.what));
+        }
+    });
     let parallel = env_u64("WEFT_SIM_PARALLEL").unwrap_or(2).max(1) as usize;
     let slow = std::env::var("WEFT_SIM_SLOW").is_ok_and(|v| v == "1");
     let seeds = seeds(default);
@@ -77,14 +82,21 @@ async fn run(
         }
     }
     let calls: u64 = reports.iter().map(|r| r.faults.calls).sum();
-    let crashes: u64 = reports.iter().map(|r| r.faults.crashes()).sum();
-    let errors: u64 = reports.iter().map(|r| r.faults.errors()).sum();
-    let starts: u64 = reports.iter().map(|r| r.node.incarnations).sum();
+    let sum = |f: fn(&SeedReport) -> u64| reports.iter().map(f).sum::<u64>();
+    let crashes_before = sum(|r| r.faults.crashes_before);
+    let crashes_after = sum(|r| r.faults.crashes_after);
+    let errors_before = sum(|r| r.faults.errors_before);
+    let errors_after = sum(|r| r.faults.errors_after);
     say(&format!(
-        "weft-sim [{backend_name}]: {} seeds, {calls} store calls, {crashes} crashed \
-         (engine killed and restarted), {errors} failed with a transient error, {starts} engine \
-         starts",
-        reports.len()
+        "weft-sim [{backend_name}]: {} seeds, {} instances, {calls} store calls; {} crashed the \
+         engine ({crashes_before} before commit, {crashes_after} after commit before the reply), \
+         {} failed with an error the engine survives ({errors_before} before, {errors_after} \
+         after commit); {} engine starts",
+        reports.len(),
+        sum(|r| r.instances as u64),
+        crashes_before + crashes_after,
+        errors_before + errors_after,
+        sum(|r| r.node.incarnations),
     ));
     let failed: Vec<&SeedReport> = reports.iter().filter(|r| !r.problems.is_empty()).collect();
     if !failed.is_empty() {
