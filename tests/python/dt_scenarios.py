@@ -85,6 +85,16 @@ def retry(ctx: task.OrchestrationContext, fail_times: int):
     return r
 
 
+def retry_exhausted(ctx: task.OrchestrationContext, msg: str):
+    # The policy (1 s, backoff 2, 5 attempts, retry_timeout 13 s) at half the intervals:
+    # attempts at 0, .5, 1.5, 3.5 and 7.5 s. The SDK checks retry_timeout against the wall clock
+    # while replaying, so the replay at 7.5 s gives up at the first failure and completes with
+    # the next sequence number, 2: the ID of the first retry timer.
+    rp = task.RetryPolicy(first_retry_interval=timedelta(seconds=0.5), backoff_coefficient=2,
+                          max_number_of_attempts=5, retry_timeout=timedelta(seconds=6.5))
+    yield ctx.call_activity(boom, input=msg, retry_policy=rp)
+
+
 def failing(ctx: task.OrchestrationContext, msg: str):
     yield ctx.call_activity(boom, input=msg)
 
@@ -134,7 +144,8 @@ def st_json(st):
 
 def main() -> None:
     w = dtw.TaskHubGrpcWorker(host_address=ADDR)
-    for o in (chain, fan, sub, parent, timer, waiter, waiter_timeout, retry, failing, counter, kid_waits, parent_waits):
+    for o in (chain, fan, sub, parent, timer, waiter, waiter_timeout, retry, retry_exhausted, failing, counter,
+              kid_waits, parent_waits):
         w.add_orchestrator(o)
     for a in (add_one, flaky, boom):
         w.add_activity(a)
@@ -194,6 +205,10 @@ def main() -> None:
     scenario("terminate_recursive", terminate)
 
     scenario("retry", lambda: st_json(done(c.schedule_new_orchestration(retry, input=2, instance_id=f"dt-retry-{p}"), 60)))
+    def exhausted():
+        iid = c.schedule_new_orchestration(retry_exhausted, input="always", instance_id=f"dt-exh-{p}")
+        return {"iid": iid, "final": st_json(done(iid, 60))}
+    scenario("retry_exhausted", exhausted)
     scenario("failure_details",
              lambda: st_json(done(c.schedule_new_orchestration(failing, input="dt boom", instance_id=f"dt-fail-{p}"))))
     scenario("continue_as_new",

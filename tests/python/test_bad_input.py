@@ -119,3 +119,37 @@ def test_unimplemented_rpcs(weft):
             with pytest.raises(grpc.RpcError) as ei:
                 call(b"", timeout=10)
             assert ei.value.code() == grpc.StatusCode.UNIMPLEMENTED, (method, ei.value)
+
+
+@pytest.mark.parametrize("name", ["nul\x00name", "n" * 5000], ids=["nul", "long"])
+def test_unstorable_child_name_fails_the_workflow(runtime, client, uid, name):
+    """A child workflow name no store can hold fails the parent with a clear error (not a commit
+    that fails, is retried and triggers recovery scans forever)."""
+    client.schedule_new_workflow("child_by_name", input=name, instance_id=uid)
+    st = done(client, uid)
+    assert st.runtime_status == S.FAILED, st
+    assert "child workflow name" in st.failure_details.message, st.failure_details.message
+
+
+def test_nul_bytes_are_refused_everywhere(runtime, client, uid):
+    """IDs and names with a NUL byte are INVALID_ARGUMENT on both stores, never INTERNAL."""
+    client.schedule_new_workflow("wait_event", input="e", instance_id=uid)
+    bad = "a\x00b"
+    calls = {
+        "start": lambda: client.schedule_new_workflow("wait_event", input="e", instance_id=bad),
+        "start name": lambda: client.schedule_new_workflow(bad, input="e"),
+        "get": lambda: client.get_workflow_state(bad),
+        "raise id": lambda: client.raise_workflow_event(bad, "e", data="x"),
+        "raise name": lambda: client.raise_workflow_event(uid, bad, data="x"),
+        "terminate": lambda: client.terminate_workflow(bad),
+        "pause": lambda: client.pause_workflow(bad),
+        "resume": lambda: client.resume_workflow(bad),
+        "purge": lambda: client.purge_workflow(bad),
+    }
+    for what, call in calls.items():
+        with pytest.raises(grpc.RpcError) as ei:
+            call()
+        assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (what, ei.value)
+    assert client.get_workflow_state(uid).runtime_status == S.RUNNING
+    client.raise_workflow_event(uid, "e", data="ok")
+    assert done(client, uid).runtime_status == S.COMPLETED

@@ -25,16 +25,21 @@ def dt_results(tmp_path_factory):
     try:
         p = subprocess.run([sys.executable, str(PY_TESTS / "dt_scenarios.py"), w.grpc_addr], env=env,
                            capture_output=True, text=True, timeout=240)
+        results = {}
+        for line in p.stdout.splitlines():
+            if line.startswith("RESULT "):
+                r = json.loads(line[7:])
+                results[r["scenario"]] = r
+        # Histories asked for by a scenario (it reports the instance ID), read while weft runs.
+        for r in results.values():
+            v = r.get("value")
+            if isinstance(v, dict) and "iid" in v:
+                v["history"] = w.history(v["iid"])
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"dt_scenarios.py timed out\nstdout:{e.stdout}\nstderr:{(e.stderr or '')[-4000:]}"
                     f"\nweft:{w.all_stderr()}")
     finally:
         w.stop()
-    results = {}
-    for line in p.stdout.splitlines():
-        if line.startswith("RESULT "):
-            r = json.loads(line[7:])
-            results[r["scenario"]] = r
     results["_log"] = f"rc={p.returncode}\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-6000:]}\nweft:\n{w.all_stderr()}"
     results["_done"] = "ALL DONE" in p.stdout
     return results
@@ -100,6 +105,19 @@ def test_terminate_recursive(dt_results):
 def test_retry(dt_results):
     v = value(dt_results, "retry")
     assert v["status"] == "COMPLETED" and v["output"] == 3
+
+
+def test_retry_exhausted_completion_reuses_a_timer_id(dt_results):
+    # The SDK's last answer is a completeOrchestration whose ID equals the first retry timer's;
+    # daprd accepts it, and so must Weft: FAILED with the activity's TaskFailedError.
+    v = value(dt_results, "retry_exhausted")
+    assert v["final"]["status"] == "FAILED", v
+    assert v["final"]["failure"]["type"] == "TaskFailedError", v
+    assert "always" in v["final"]["failure"]["message"], v
+    events = v["history"]["events"]
+    timers = [e["eventId"] for e in events if e["type"] == "TimerCreated"]
+    done = [e["eventId"] for e in events if e["type"] == "ExecutionCompleted"]
+    assert len(done) == 1 and done[0] in timers, f"the completion's ID {done} is one of the timers' {timers}"
 
 
 def test_failure_details(dt_results):

@@ -164,6 +164,10 @@ def register_all(rt: wf.WorkflowRuntime, state: SharedState) -> dict:
         t1 = ctx.current_utc_datetime
         return {"elapsed": (t1 - t0).total_seconds()}
 
+    @workflow("child_by_name")
+    def child_by_name(ctx: wf.DaprWorkflowContext, name: str):
+        return (yield ctx.call_child_workflow(name, input=None))
+
     @workflow("wait_event")
     def wait_event(ctx: wf.DaprWorkflowContext, name: str):
         v = yield ctx.wait_for_external_event(name)  # indefinite wait -> sentinel timer (1.18+)
@@ -215,6 +219,15 @@ def register_all(rt: wf.WorkflowRuntime, state: SharedState) -> dict:
         if len(acc) >= 3:
             return acc
         ctx.continue_as_new(acc, save_events=True)
+
+    @workflow("can_ordered")
+    def can_ordered(ctx: wf.DaprWorkflowContext, inp: dict):
+        # One event per generation; the rest are carried over (save_events) in the order received.
+        v = yield ctx.wait_for_external_event("item")
+        acc = inp["acc"] + [v]
+        if len(acc) >= inp["n"]:
+            return acc
+        ctx.continue_as_new({"acc": acc, "n": inp["n"]}, save_events=True)
 
     @workflow("retry_ok")
     def retry_ok(ctx: wf.DaprWorkflowContext, fail_times: int):

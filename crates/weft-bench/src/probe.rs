@@ -272,8 +272,8 @@ impl Store for Probed {
         timed!(self, "list_instances", 1, self.inner.list_instances(filter))
     }
 
-    async fn purge(&self, instance_id: &str) -> Result<bool> {
-        timed!(self, "purge", 1, self.inner.purge(instance_id))
+    async fn purge(&self, instance_id: &str, force: bool) -> Result<bool> {
+        timed!(self, "purge", 1, self.inner.purge(instance_id, force))
     }
 
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {

@@ -9,5 +9,7 @@ pub mod time;
 pub mod turn;
 #[cfg(test)]
 mod turn_tests;
+#[cfg(test)]
+mod turn_tests_generations;
 
 pub use status::{InstanceMeta, Micros, RuntimeStatus};

@@ -12,9 +12,9 @@ use weft_proto::durabletask::{
     workflow_action::WorkflowActionType,
 };
 
-const NOW: i64 = 1_700_000_000_000_000;
+pub(crate) const NOW: i64 = 1_700_000_000_000_000;
 
-fn meta(status: RuntimeStatus) -> InstanceMeta {
+pub(crate) fn meta(status: RuntimeStatus) -> InstanceMeta {
     let (mut m, _) = new_instance(
         "wf-1",
         "order",
@@ -29,7 +29,7 @@ fn meta(status: RuntimeStatus) -> InstanceMeta {
     m
 }
 
-fn started() -> HistoryEvent {
+pub(crate) fn started() -> HistoryEvent {
     new_instance(
         "wf-1",
         "order",
@@ -43,25 +43,26 @@ fn started() -> HistoryEvent {
     .1
 }
 
-fn inbox(events: Vec<HistoryEvent>) -> Vec<InboxItem> {
+pub(crate) fn inbox(events: Vec<HistoryEvent>) -> Vec<InboxItem> {
     events
         .into_iter()
         .enumerate()
         .map(|(i, event)| InboxItem {
             seq: i as i64 + 10,
             event,
+            generation: None,
         })
         .collect()
 }
 
-fn dispatch(p: Prepared) -> PendingTurn {
+pub(crate) fn dispatch(p: Prepared) -> PendingTurn {
     match p {
         Prepared::Dispatch(t) => t,
         other => panic!("expected a dispatch, got {other:?}"),
     }
 }
 
-fn ctx_apply(
+pub(crate) fn ctx_apply(
     meta: &InstanceMeta,
     history: &[HistoryEvent],
     turn: &PendingTurn,
@@ -85,7 +86,7 @@ fn ctx_apply(
     apply_response(meta, history, turn, &resp, &mut ctx)
 }
 
-fn action(id: i32, t: WorkflowActionType) -> WorkflowAction {
+pub(crate) fn action(id: i32, t: WorkflowActionType) -> WorkflowAction {
     WorkflowAction {
         id,
         workflow_action_type: Some(t),
@@ -93,7 +94,7 @@ fn action(id: i32, t: WorkflowActionType) -> WorkflowAction {
     }
 }
 
-fn schedule(id: i32, name: &str) -> WorkflowAction {
+pub(crate) fn schedule(id: i32, name: &str) -> WorkflowAction {
     action(
         id,
         WorkflowActionType::ScheduleTask(ScheduleTaskAction {
@@ -104,7 +105,7 @@ fn schedule(id: i32, name: &str) -> WorkflowAction {
     )
 }
 
-fn complete(id: i32, status: OrchestrationStatus, result: &str) -> WorkflowAction {
+pub(crate) fn complete(id: i32, status: OrchestrationStatus, result: &str) -> WorkflowAction {
     action(
         id,
         WorkflowActionType::CompleteWorkflow(CompleteWorkflowAction {
@@ -115,12 +116,12 @@ fn complete(id: i32, status: OrchestrationStatus, result: &str) -> WorkflowActio
     )
 }
 
-fn kinds(evs: &[HistoryEvent]) -> Vec<&'static str> {
+pub(crate) fn kinds(evs: &[HistoryEvent]) -> Vec<&'static str> {
     evs.iter().map(kind).collect()
 }
 
 /// A first turn (start → schedule activity) committed, as history.
-fn first_turn_history() -> Vec<HistoryEvent> {
+pub(crate) fn first_turn_history() -> Vec<HistoryEvent> {
     let m = meta(RuntimeStatus::Pending);
     let turn = dispatch(prepare_turn(&m, &[], &inbox(vec![started()]), NOW));
     ctx_apply(&m, &[], &turn, vec![schedule(1, "add")])
@@ -128,7 +129,7 @@ fn first_turn_history() -> Vec<HistoryEvent> {
         .append
 }
 
-fn task_completed(id: i32, result: &str) -> HistoryEvent {
+pub(crate) fn task_completed(id: i32, result: &str) -> HistoryEvent {
     event(
         NOW,
         EventType::TaskCompleted(TaskCompletedEvent {
@@ -445,7 +446,14 @@ fn continue_as_new_resets_history_and_requeues_start_and_carried_events() {
         .effects
         .iter()
         .map(|e| match e {
-            Effect::Deliver { instance_id, event } => (instance_id.as_str(), kind(event)),
+            Effect::Deliver {
+                instance_id,
+                execution_id,
+                event,
+            } => {
+                assert_eq!(execution_id.as_ref(), Some(&out.meta.execution_id));
+                (instance_id.as_str(), kind(event))
+            }
             o => panic!("{o:?}"),
         })
         .collect();
@@ -461,13 +469,16 @@ fn continue_as_new_resets_history_and_requeues_start_and_carried_events() {
             input: None,
         }),
     );
-    let evs: Vec<HistoryEvent> = std::iter::once(late)
-        .chain(out.effects.iter().map(|e| match e {
-            Effect::Deliver { event, .. } => event.clone(),
-            _ => unreachable!(),
-        }))
-        .collect();
-    let next = dispatch(prepare_turn(&out.meta, &[], &inbox(evs), NOW));
+    let mut items = inbox(vec![late]);
+    items.extend(out.effects.iter().enumerate().map(|(i, e)| match e {
+        Effect::Deliver { event, .. } => InboxItem {
+            seq: 20 + i as i64,
+            event: event.clone(),
+            generation: Some(out.meta.generation),
+        },
+        _ => unreachable!(),
+    }));
+    let next = dispatch(prepare_turn(&out.meta, &[], &items, NOW));
     assert_eq!(
         kinds(&next.new_events),
         [
@@ -476,6 +487,19 @@ fn continue_as_new_resets_history_and_requeues_start_and_carried_events() {
             "EventRaised",
             "EventRaised"
         ]
+    );
+    let names: Vec<_> = next
+        .new_events
+        .iter()
+        .filter_map(|e| match &e.event_type {
+            Some(EventType::EventRaised(r)) => Some(r.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        names,
+        ["e", "late"],
+        "carried events first, then the late one"
     );
 }
 
@@ -525,10 +549,20 @@ fn child_workflows_start_atomically_and_report_to_the_parent() {
         vec![complete(1, OrchestrationStatus::Completed, "10")],
     )
     .unwrap();
-    let Some(Effect::Deliver { instance_id, event }) = out.effects.last() else {
+    let Some(Effect::Deliver {
+        instance_id,
+        execution_id,
+        event,
+    }) = out.effects.last()
+    else {
         panic!()
     };
     assert_eq!(instance_id, "wf-1");
+    assert_eq!(
+        execution_id.as_deref(),
+        Some("exec-0"),
+        "addressed to the parent's execution that started the child"
+    );
     assert!(
         matches!(&event.event_type, Some(EventType::ChildWorkflowInstanceCompleted(c)) if c.task_scheduled_id == 2 && c.result.as_deref() == Some("10"))
     );
@@ -562,7 +596,7 @@ fn terminate_is_forced_and_recursive() {
     let out = ctx_apply(&m, &h, &turn, vec![]).unwrap();
     assert_eq!(out.meta.status, RuntimeStatus::Terminated);
     assert_eq!(out.meta.output.as_deref(), Some("\"bye\""));
-    assert!(out.effects.iter().any(|e| matches!(e, Effect::Deliver { instance_id, event } if instance_id == "kid" && kind(event) == "ExecutionTerminated")));
+    assert!(out.effects.iter().any(|e| matches!(e, Effect::Deliver { instance_id, event, .. } if instance_id == "kid" && kind(event) == "ExecutionTerminated")));
 }
 
 #[test]
@@ -768,7 +802,10 @@ fn terminating_a_child_no_worker_ran_tells_the_parent() {
         out.append.is_empty(),
         "nothing ran, so no history is written"
     );
-    let Some(Effect::Deliver { instance_id, event }) = out.effects.last() else {
+    let Some(Effect::Deliver {
+        instance_id, event, ..
+    }) = out.effects.last()
+    else {
         panic!("{:?}", out.effects)
     };
     assert_eq!(instance_id, "p");

@@ -24,8 +24,13 @@ pub(crate) enum ActorMsg {
     Retry,
     /// The instance was replaced behind the actor's back (ID reuse): drop cached state.
     Reload,
+    /// The instance was purged: its pending turn is gone from the hub (and the answer to it
+    /// would be refused), so forget it too, or a re-created instance would never run.
+    Purged,
     /// A worker answered the pending turn.
     Complete(WorkflowResponse, oneshot::Sender<Result<()>>),
+    /// The pending turn, as a stream would send it, is larger than workers accept.
+    Oversize { size: usize, limit: usize },
 }
 
 struct Cached {
@@ -41,6 +46,10 @@ pub(crate) struct Actor {
     pending: Option<PendingTurn>,
     /// The last commit delivered events to this instance's own inbox (continue-as-new).
     fed_itself: bool,
+    /// Steps or commits that failed in a row, and when the next attempt may run: a turn whose
+    /// commit keeps failing backs off instead of being re-dispatched at once.
+    failures: u32,
+    retry_at: Option<tokio::time::Instant>,
 }
 
 impl Actor {
@@ -56,29 +65,38 @@ impl Actor {
             state: None,
             pending: None,
             fed_itself: false,
+            failures: 0,
+            retry_at: None,
         }
+    }
+
+    /// Notes a failed step or commit: drop the cached state and wait 100 ms … 5 s before the
+    /// next attempt.
+    fn failed(&mut self, e: &EngineError) {
+        self.failures = self.failures.saturating_add(1);
+        let wait =
+            Duration::from_millis(100u64 << self.failures.min(6)).min(Duration::from_secs(5));
+        tracing::warn!(instance = %self.id, error = %e, retry_in = ?wait, "workflow step failed");
+        self.state = None;
+        self.retry_at = Some(tokio::time::Instant::now() + wait);
     }
 
     pub(crate) async fn run(mut self) {
         let mut dirty = true;
         let mut retry_stalled = false;
-        let mut failures = 0u32;
         loop {
             if dirty && self.pending.is_none() {
+                if let Some(at) = self.retry_at.take() {
+                    tokio::time::sleep_until(at).await;
+                }
                 dirty = false;
-                match self.step(std::mem::take(&mut retry_stalled)).await {
-                    Ok(()) => failures = 0,
-                    Err(e) => {
-                        // Usually the store is unreachable: back off (100 ms … 5 s) and reload.
-                        failures = failures.saturating_add(1);
-                        let wait = Duration::from_millis(100 << failures.min(6))
-                            .min(Duration::from_secs(5));
-                        tracing::warn!(instance = %self.id, error = %e, retry_in = ?wait, "workflow step failed");
-                        self.state = None;
-                        tokio::time::sleep(wait).await;
-                        dirty = true;
-                        continue;
+                if let Err(e) = self.step(std::mem::take(&mut retry_stalled)).await {
+                    // Usually the store is unreachable: back off and reload.
+                    if self.retry_at.is_none() {
+                        self.failed(&e);
                     }
+                    dirty = true;
+                    continue;
                 }
             }
             let msg = if self.pending.is_none() {
@@ -108,7 +126,22 @@ impl Actor {
                     if self.pending.is_none() || self.inner.hub.withdraw_workflow(&self.id) {
                         self.pending = None;
                         self.state = None;
+                        // Nothing queued for the replaced instance may run.
+                        self.inner.hub.new_execution(&self.id, i64::MAX);
                     }
+                    dirty = true;
+                }
+                Some(ActorMsg::Oversize { size, limit }) => {
+                    if self.pending.take().is_some()
+                        && let Err(e) = self.stall_oversize(size, limit).await
+                    {
+                        self.failed(&e);
+                    }
+                    dirty = true;
+                }
+                Some(ActorMsg::Purged) => {
+                    self.pending = None;
+                    self.state = None;
                     dirty = true;
                 }
                 Some(ActorMsg::Retry) => {
@@ -151,6 +184,7 @@ impl Actor {
             .map(|e| InboxItem {
                 seq: e.seq,
                 event: e.event,
+                generation: e.generation,
             })
             .collect();
         match turn::prepare_turn(&st.meta, &st.history, &items, now()) {
@@ -173,27 +207,35 @@ impl Actor {
             }
             Prepared::Dispatch(t) => {
                 let req = turn::work_item(&self.id, &st.history, &t);
-                let size = req.encoded_len() + 16; // WorkItem envelope
-                if size > self.inner.max_work_item {
-                    tracing::warn!(instance = %self.id, size, "work item too large for the worker; stalling");
-                    let why = format!(
-                        "the next work item is {size} bytes; workers accept at most {} bytes",
-                        self.inner.max_work_item
-                    );
-                    let out = turn::stalled(
-                        &st.meta,
-                        &st.history,
-                        StalledReason::PayloadSizeExceeded,
-                        why,
-                        now(),
-                    );
-                    return self.commit(out).await;
+                // The stream checks what it actually sends (a warm stateful worker gets only the
+                // delta); the new events alone are a lower bound every worker would get.
+                let least = turn::work_item(&self.id, &[], &t).encoded_len() + 16;
+                if least > self.inner.max_work_item {
+                    return self.stall_oversize(least, self.inner.max_work_item).await;
                 }
                 self.pending = Some(t);
                 self.inner.hub.push(Job::Workflow(req));
                 Ok(())
             }
         }
+    }
+
+    /// Stalls the instance: its next work item cannot be delivered to a worker.
+    async fn stall_oversize(&mut self, size: usize, limit: usize) -> Result<()> {
+        tracing::warn!(instance = %self.id, size, "work item too large for the worker; stalling");
+        let Some(st) = self.state.as_ref() else {
+            return Ok(()); // reloaded meanwhile; the next step re-checks
+        };
+        let why =
+            format!("the next work item is {size} bytes; workers accept at most {limit} bytes");
+        let out = turn::stalled(
+            &st.meta,
+            &st.history,
+            StalledReason::PayloadSizeExceeded,
+            why,
+            now(),
+        );
+        self.commit(out).await
     }
 
     async fn complete(&mut self, resp: WorkflowResponse) -> Result<()> {
@@ -290,10 +332,15 @@ impl Actor {
                         on_conflict: on_conflict.clone(),
                     });
                 }
-                Effect::Deliver { instance_id, event } => {
+                Effect::Deliver {
+                    instance_id,
+                    execution_id,
+                    event,
+                } => {
                     wake.push(instance_id.clone());
                     cp.outbound.push(Outbound::Deliver {
                         instance_id: instance_id.clone(),
+                        execution_id: execution_id.clone(),
                         event: event.clone(),
                     });
                 }
@@ -301,18 +348,18 @@ impl Actor {
         }
         let timers = !cp.new_reminders.is_empty();
         match self.inner.committer.checkpoint(cp).await {
-            Ok(()) => {}
-            Err(e @ StoreError::Conflict { .. }) => {
-                // Someone else owns this instance now; reload before doing anything more.
-                self.state = None;
-                return Err(e.into());
-            }
+            Ok(()) => self.failures = 0,
             Err(e) => {
-                // The outcome is unknown (the commit may have landed): reload, and redo the
-                // recovery scan so effects of a landed commit are not lost.
-                self.state = None;
-                self.inner.resync_needed.notify_one();
-                return Err(e.into());
+                // Nothing was written (or, on a conflict, someone else owns the instance now):
+                // reload and back off before the next attempt. Only if the commit may have
+                // landed are its effects recovered by a scan; a scan never disturbs work in
+                // flight (re-pushing a dispatched activity is a no-op).
+                if matches!(e, StoreError::OutcomeUnknown(_)) {
+                    self.inner.resync_needed.notify_one();
+                }
+                let e = EngineError::from(e);
+                self.failed(&e);
+                return Err(e);
             }
         }
         let st = self.state.as_mut().expect("still loaded");
@@ -328,6 +375,9 @@ impl Actor {
         if st.meta.status.is_terminal() {
             // Queued activities of a finished instance would only be run and thrown away.
             self.inner.hub.forget_instance(&self.id);
+        } else if out.reset_history {
+            // Continue-as-new: the same for the finished generation's queued activities.
+            self.inner.hub.new_execution(&self.id, generation);
         }
         for job in activities {
             self.inner.hub.push(job);

@@ -40,8 +40,9 @@ impl Committer {
         self.checkpoints
             .send((cp, tx))
             .map_err(|_| StoreError::Unavailable("committer stopped".into()))?;
+        // Sent but never answered: the write may have been under way.
         rx.await
-            .unwrap_or_else(|_| Err(StoreError::Unavailable("committer stopped".into())))
+            .unwrap_or_else(|_| Err(StoreError::OutcomeUnknown("committer stopped".into())))
     }
 
     pub(crate) async fn complete_activity(

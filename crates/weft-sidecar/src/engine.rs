@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use weft_core::history::{all_children, event};
-use weft_core::ids::validate_instance_id;
+use weft_core::ids::{self, validate_instance_id};
 use weft_core::turn::new_instance;
 use weft_core::{InstanceMeta, RuntimeStatus};
 use weft_proto::durabletask::{
@@ -98,6 +98,14 @@ impl Inner {
         tokio::spawn(Actor::new(id.to_string(), self.clone(), rx).run());
     }
 
+    /// Tells an active actor its instance was purged (an idle one has nothing to forget).
+    fn purged(&self, id: &str) {
+        let actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = actors.get(id) {
+            let _ = tx.send(ActorMsg::Purged);
+        }
+    }
+
     pub(crate) fn wake(self: &Arc<Self>, id: &str) {
         self.send(id, ActorMsg::Wake);
     }
@@ -156,7 +164,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 committer: Committer::new(store.clone()),
                 store,
-                hub: Hub::default(),
+                hub: Hub::new(cfg.max_work_item_bytes),
                 app_id: cfg.app_id,
                 idle_timeout: cfg.idle_timeout,
                 timers_changed: Notify::new(),
@@ -180,14 +188,23 @@ impl Engine {
         if let Some(rx) = store.subscribe() {
             tokio::spawn(follow_store(self.inner.clone(), rx, shutdown.clone()));
         }
-        tokio::spawn(timer_loop(self.inner.clone(), shutdown.clone()));
+        tokio::spawn(crate::timers::timer_loop(
+            self.inner.clone(),
+            shutdown.clone(),
+        ));
+        if let Some(rx) = self.inner.hub.oversize_reports() {
+            tokio::spawn(oversize_loop(self.inner.clone(), rx));
+        }
         tokio::spawn(resync_loop(self.inner.clone(), shutdown.clone()));
         tokio::spawn(stalled_retry_loop(self.inner.clone(), shutdown));
         Ok(())
     }
 
     pub fn check_payload(&self, what: &str, value: Option<&str>) -> Result<()> {
-        let len = value.map_or(0, str::len);
+        self.check_payload_len(what, value.map_or(0, str::len))
+    }
+
+    fn check_payload_len(&self, what: &str, len: usize) -> Result<()> {
         if len > self.inner.max_payload {
             return Err(EngineError::PayloadTooLarge(format!(
                 "{what} is {len} bytes; the limit is {} bytes",
@@ -203,11 +220,8 @@ impl Engine {
     /// Creates an instance; returns once it is durable (callers may then wait for the start).
     pub async fn start_instance(&self, req: StartRequest) -> Result<String> {
         validate_instance_id(&req.instance_id)?;
-        if req.name.is_empty() {
-            return Err(EngineError::InvalidArgument(
-                "workflow name must not be empty".into(),
-            ));
-        }
+        ids::check_name("workflow name", &req.name)?;
+        ids::check_opt("workflow version", req.version.as_deref())?;
         self.check_payload("input", req.input.as_deref())?;
         let now = now();
         let exec = uuid::Uuid::new_v4().to_string();
@@ -248,6 +262,7 @@ impl Engine {
     }
 
     pub async fn get_instance(&self, id: &str) -> Result<Option<InstanceMeta>> {
+        ids::check_instance_ref("instance ID", id)?;
         Ok(self.inner.store.get_instance(id).await?)
     }
 
@@ -257,6 +272,7 @@ impl Engine {
         id: &str,
         pred: impl Fn(&InstanceMeta) -> bool,
     ) -> Result<Option<InstanceMeta>> {
+        ids::check_instance_ref("instance ID", id)?;
         let mut rx = self.inner.changes.subscribe();
         loop {
             match self.inner.store.get_instance(id).await? {
@@ -283,6 +299,7 @@ impl Engine {
     }
 
     async fn existing(&self, id: &str) -> Result<InstanceMeta> {
+        ids::check_instance_ref("instance ID", id)?;
         self.inner
             .store
             .get_instance(id)
@@ -299,11 +316,7 @@ impl Engine {
     }
 
     pub async fn raise_event(&self, id: &str, name: &str, input: Option<String>) -> Result<()> {
-        if name.is_empty() {
-            return Err(EngineError::InvalidArgument(
-                "event name must not be empty".into(),
-            ));
-        }
+        ids::check_name("event name", name)?;
         self.check_payload("event data", input.as_deref())?;
         let meta = self.existing(id).await?;
         if meta.status.is_terminal() {
@@ -348,6 +361,7 @@ impl Engine {
     }
 
     pub async fn suspend(&self, id: &str, reason: Option<String>) -> Result<bool> {
+        self.check_payload("reason", reason.as_deref())?;
         let meta = self.existing(id).await?;
         if meta.status.is_terminal() || meta.status == RuntimeStatus::Suspended {
             return Ok(false);
@@ -361,6 +375,7 @@ impl Engine {
     }
 
     pub async fn resume(&self, id: &str, reason: Option<String>) -> Result<bool> {
+        self.check_payload("reason", reason.as_deref())?;
         let meta = self.existing(id).await?;
         // Resuming a running instance would make the SDKs fail it, so only a suspended (or
         // stalled-while-suspended) one gets the event.
@@ -378,35 +393,70 @@ impl Engine {
         Ok(true)
     }
 
-    /// Deletes a finished instance (and, if `recursive`, the children it created).
+    /// Deletes a finished instance and, if `recursive`, every descendant it created (children
+    /// already purged are skipped). As daprd: if the instance or, in a recursive purge, any
+    /// descendant is still active, nothing is purged and the answer is `FailedPrecondition`
+    /// (unless `force`). Actors of purged instances drop their state and pending turn.
     pub async fn purge(&self, id: &str, recursive: bool, force: bool) -> Result<i32> {
-        let meta = self.existing(id).await?;
-        if !meta.status.is_terminal() && !force {
-            return Err(EngineError::FailedPrecondition(format!(
-                "workflow instance '{id}' has not yet completed (status {})",
-                meta.status
-            )));
-        }
-        let mut todo = vec![id.to_string()];
-        let mut count = 0;
-        while let Some(next) = todo.pop() {
-            if recursive && let Some(h) = self.inner.store.get_history(&next).await? {
-                todo.extend(all_children(&h));
+        self.existing(id).await?;
+        let mut tree = vec![id.to_string()];
+        if recursive {
+            let mut known: std::collections::HashSet<String> = tree.iter().cloned().collect();
+            let mut i = 0;
+            while i < tree.len() {
+                if let Some(h) = self.inner.store.get_history(&tree[i]).await? {
+                    for child in all_children(&h) {
+                        if known.insert(child.clone()) {
+                            tree.push(child);
+                        }
+                    }
+                }
+                i += 1;
             }
-            if self.inner.store.purge(&next).await? {
+        }
+        if !force {
+            for member in &tree {
+                if let Some(m) = self.inner.store.get_instance(member).await?
+                    && !m.status.is_terminal()
+                {
+                    let what = if member == id {
+                        format!("workflow instance '{id}'")
+                    } else {
+                        format!("child workflow '{member}' of '{id}'")
+                    };
+                    return Err(EngineError::FailedPrecondition(format!(
+                        "{what} has not yet completed (status {}); terminate it first",
+                        m.status
+                    )));
+                }
+            }
+        }
+        // Descendants first: should one have become active meanwhile (the store checks each
+        // again, under its row lock), the instance itself is still there to purge later.
+        let mut count = 0;
+        for member in tree.iter().rev() {
+            if self.inner.store.purge(member, force).await? {
                 count += 1;
-                self.inner.hub.forget_instance(&next);
-                self.inner.changed(&next);
+                self.inner.hub.forget_instance(member);
+                self.inner.purged(member);
+                self.inner.changed(member);
             }
         }
         Ok(count)
     }
 
     pub async fn history(&self, id: &str) -> Result<Option<Vec<HistoryEvent>>> {
+        ids::check_instance_ref("instance ID", id)?;
         Ok(self.inner.store.get_history(id).await?)
     }
 
     pub async fn list(&self, filter: ListFilter) -> Result<InstancePage> {
+        if let Some(name) = &filter.name {
+            ids::check_name("workflow name", name)?;
+        }
+        if let Some(after) = &filter.after {
+            ids::check_text("continuation token", after, ids::MAX_REF_ID_LEN)?;
+        }
         Ok(self.inner.store.list_instances(filter).await?)
     }
 
@@ -433,6 +483,9 @@ impl Engine {
 
     pub async fn complete_activity(&self, resp: ActivityResponse) -> Result<()> {
         self.check_payload("activity result", resp.result.as_deref())?;
+        if let Some(f) = &resp.failure_details {
+            self.check_payload_len("activity failure details", f.encoded_len())?;
+        }
         let id = resp.instance_id.clone();
         let Some((generation, request)) =
             self.inner
@@ -499,48 +552,20 @@ fn check_action_payloads(engine: &Engine, resp: &WorkflowResponse) -> Result<()>
             _ => None,
         };
         engine.check_payload("workflow action payload", payload)?;
+        if let Some(A::CompleteWorkflow(c)) = &a.workflow_action_type
+            && let Some(f) = &c.failure_details
+        {
+            engine.check_payload_len("workflow failure details", f.encoded_len())?;
+        }
     }
     Ok(())
 }
 
-/// Fires due durable timers; polling is the source of truth, `timers_changed` only wakes early.
-async fn timer_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
-    const MAX_SLEEP: Duration = Duration::from_secs(2);
-    const LEASE: i64 = 30_000_000;
-    loop {
-        let t = now();
-        let mut next = MAX_SLEEP;
-        match inner.store.claim_due_reminders(t, t + LEASE, 256).await {
-            Ok(due) => {
-                for r in due {
-                    match inner.store.fire_reminder(r.id).await {
-                        Ok(true) => inner.wake(&r.instance_id),
-                        Ok(false) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, "firing a timer failed; it will be retried")
-                        }
-                    }
-                }
-                match inner.store.next_reminder_due().await {
-                    Ok(Some(due)) => {
-                        let wait = (due - now()).max(0) as u64;
-                        next = next.min(Duration::from_micros(wait));
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "reading timers failed"),
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "claiming timers failed"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = inner.timers_changed.notified() => {}
-            _ = tokio::time::sleep(next) => {}
-        }
-    }
-}
+/// Least time between two recovery scans: requests meanwhile are served by one scan.
+const RESYNC_GAP: Duration = Duration::from_secs(1);
 
-/// Runs a recovery scan whenever asked, retrying with backoff until the store answers.
+/// Runs a recovery scan whenever asked (at most one per [`RESYNC_GAP`]), retrying with backoff
+/// until the store answers.
 async fn resync_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
@@ -556,6 +581,24 @@ async fn resync_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
             }
             wait = (wait * 2).min(Duration::from_secs(5));
         }
+        metrics::counter!("weft_recovery_scans_total").increment(1);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RESYNC_GAP) => {}
+        }
+    }
+}
+
+/// Hands turns that a stream found too large for its worker back to their actors (to stall).
+async fn oversize_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<crate::hub::Oversize>) {
+    while let Some(o) = rx.recv().await {
+        inner.send(
+            &o.instance_id,
+            ActorMsg::Oversize {
+                size: o.size,
+                limit: o.limit,
+            },
+        );
     }
 }
 

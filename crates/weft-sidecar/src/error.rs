@@ -67,8 +67,11 @@ impl From<StoreError> for EngineError {
         match e {
             StoreError::AlreadyExists(_) => Self::AlreadyExists(e.to_string()),
             StoreError::NotFound(id) => Self::no_such_instance(&id),
+            StoreError::NotTerminal(_) => Self::FailedPrecondition(e.to_string()),
             StoreError::Conflict { .. } => Self::Unavailable(e.to_string()),
-            StoreError::Unavailable(_) => Self::Unavailable(e.to_string()),
+            StoreError::Unavailable(_) | StoreError::OutcomeUnknown(_) => {
+                Self::Unavailable(e.to_string())
+            }
             other => Self::Internal(other.to_string()),
         }
     }
@@ -76,6 +79,12 @@ impl From<StoreError> for EngineError {
 
 impl From<weft_core::ids::IdError> for EngineError {
     fn from(e: weft_core::ids::IdError) -> Self {
+        Self::InvalidArgument(e.to_string())
+    }
+}
+
+impl From<weft_core::ids::TextError> for EngineError {
+    fn from(e: weft_core::ids::TextError) -> Self {
         Self::InvalidArgument(e.to_string())
     }
 }

@@ -112,11 +112,8 @@ async fn healthz(State(st): State<AppState>) -> StatusCode {
 
 async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(token) = &st.token {
-        let given = req
-            .headers()
-            .get("dapr-api-token")
-            .and_then(|v| v.to_str().ok());
-        if given != Some(token.as_ref()) {
+        let given = req.headers().get("dapr-api-token");
+        if !given.is_some_and(|v| crate::server::token_matches(v.as_bytes(), token.as_bytes())) {
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "ERR_UNAUTHORIZED",

@@ -1,10 +1,15 @@
 //! The worker hub: a queue of work items shared by every connected `GetWorkItems` stream, and the
 //! record of which stream holds which item, so items on a stream that dies go back to the queue.
 
-use std::collections::{HashMap, VecDeque};
+mod queue;
+mod warm;
+
+use queue::JobQueue;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{Notify, mpsc, watch};
+use warm::Warm;
 use weft_proto::durabletask::{
     ActivityRequest, CachedHistory, WorkItem, WorkflowRequest, work_item::Request,
 };
@@ -33,12 +38,27 @@ impl Job {
             ),
         }
     }
+
+    fn generation(&self) -> Option<i64> {
+        match self {
+            Job::Workflow(_) => None,
+            Job::Activity { generation, .. } => Some(*generation),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
     Workflow(String),
     Activity(String, i32),
+}
+
+impl Key {
+    fn instance(&self) -> &str {
+        match self {
+            Key::Workflow(i) | Key::Activity(i, _) => i,
+        }
+    }
 }
 
 /// A dispatched job: the stream holding it and the completion token sent with it.
@@ -48,11 +68,92 @@ struct InFlight {
     token: String,
 }
 
+/// A workflow turn too large for the worker whose stream took it (reported to the engine, which
+/// stalls the instance).
+#[derive(Debug)]
+pub struct Oversize {
+    pub instance_id: String,
+    pub size: usize,
+    pub limit: usize,
+}
+
 #[derive(Default)]
 struct State {
-    queue: VecDeque<Job>,
+    /// Positions for the queues: `back` grows for new items, `front` shrinks for items given
+    /// back by a dead stream (they go first).
+    back: i64,
+    front: i64,
+    workflows: JobQueue,
+    activities: JobQueue,
     /// Dispatched and not yet completed: which stream holds it.
     inflight: HashMap<Key, InFlight>,
+    /// Every key queued or in flight, by instance (for purge, finish and continue-as-new).
+    by_instance: HashMap<String, HashSet<Key>>,
+    warm: Warm,
+}
+
+impl State {
+    fn queue(&mut self, key: &Key) -> &mut JobQueue {
+        match key {
+            Key::Workflow(_) => &mut self.workflows,
+            Key::Activity(..) => &mut self.activities,
+        }
+    }
+
+    fn enqueue(&mut self, key: Key, job: Job, front: bool) {
+        let pos = if front {
+            self.front -= 1;
+            self.front
+        } else {
+            self.back += 1;
+            self.back
+        };
+        self.by_instance
+            .entry(key.instance().to_string())
+            .or_default()
+            .insert(key.clone());
+        self.queue(&key).put(pos, key, job);
+    }
+
+    fn dequeue(&mut self, key: &Key) -> Option<Job> {
+        let job = self.queue(key).remove(key)?;
+        self.unindex(key);
+        Some(job)
+    }
+
+    fn drop_inflight(&mut self, key: &Key) -> Option<InFlight> {
+        let f = self.inflight.remove(key)?;
+        self.unindex(key);
+        Some(f)
+    }
+
+    /// Forgets `key` in the instance index unless it is still queued or in flight.
+    fn unindex(&mut self, key: &Key) {
+        if self.queue(key).get(key).is_some() || self.inflight.contains_key(key) {
+            return;
+        }
+        if let Some(keys) = self.by_instance.get_mut(key.instance()) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_instance.remove(key.instance());
+            }
+        }
+    }
+
+    /// The oldest queued job of either kind.
+    fn pop(&mut self) -> Option<(Key, Job)> {
+        let q = match (self.workflows.head(), self.activities.head()) {
+            (Some(w), Some(a)) if a < w => &mut self.activities,
+            (Some(_), _) => &mut self.workflows,
+            (None, Some(_)) => &mut self.activities,
+            (None, None) => return None,
+        };
+        q.pop()
+    }
+
+    fn queued(&self) -> usize {
+        self.workflows.len() + self.activities.len()
+    }
 }
 
 /// Shared between the engine (which enqueues) and the gRPC streams (which take).
@@ -65,10 +166,21 @@ pub struct Hub {
     boot: String,
     /// Number of connected streams, observable (e.g. to retry stalled instances on connect).
     connected: watch::Sender<usize>,
+    /// Largest work item a worker accepts, checked on what a stream actually sends.
+    max_work_item: usize,
+    oversize_tx: mpsc::UnboundedSender<Oversize>,
+    oversize_rx: Mutex<Option<mpsc::UnboundedReceiver<Oversize>>>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
+        Self::new(usize::MAX)
+    }
+}
+
+impl Hub {
+    pub fn new(max_work_item: usize) -> Self {
+        let (oversize_tx, rx) = mpsc::unbounded_channel();
         Self {
             state: Mutex::default(),
             ready: Notify::new(),
@@ -76,22 +188,41 @@ impl Default for Hub {
             next_token: AtomicU64::new(1),
             boot: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
             connected: watch::channel(0).0,
+            max_work_item,
+            oversize_tx,
+            oversize_rx: Mutex::new(Some(rx)),
         }
     }
-}
 
-impl Hub {
+    /// Reports of turns too large for the stream that took them; taken once, by the engine.
+    pub fn oversize_reports(&self) -> Option<mpsc::UnboundedReceiver<Oversize>> {
+        self.oversize_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Queues a job. An activity already queued or in flight for the same generation is left
+    /// alone (a recovery scan re-pushing it must not disturb the worker running it); one of an
+    /// older generation is superseded. A workflow turn replaces a queued copy in place, and an
+    /// in-flight one (the actor gave that dispatch up, so its answer must be refused).
     pub fn push(&self, job: Job) {
         let key = job.key();
         {
             let mut st = self.lock();
-            // One copy of a job at a time: a re-dispatch replaces a queued copy, and an
-            // in-flight copy stays with its stream.
-            if st.inflight.contains_key(&key) {
-                st.inflight.remove(&key);
+            let generation = job.generation();
+            if let Some(f) = st.inflight.get(&key) {
+                if generation.is_some() && f.job.generation() == generation {
+                    return;
+                }
+                st.drop_inflight(&key);
             }
-            st.queue.retain(|j| j.key() != key);
-            st.queue.push_back(job);
+            if generation.is_some()
+                && st.activities.get(&key).and_then(Job::generation) == generation
+            {
+                return;
+            }
+            st.enqueue(key, job, false);
         }
         self.ready.notify_one();
     }
@@ -104,7 +235,7 @@ impl Hub {
         let mut st = self.lock();
         match st.inflight.get(&key) {
             Some(f) if token.is_empty() || f.token == token => {
-                st.inflight.remove(&key).map(|f| f.job)
+                st.drop_inflight(&key).map(|f| f.job)
             }
             _ => None,
         }
@@ -138,20 +269,42 @@ impl Hub {
     /// with newer inbox events); false if it is in flight or unknown.
     pub fn withdraw_workflow(&self, instance_id: &str) -> bool {
         let key = Key::Workflow(instance_id.to_string());
-        let mut st = self.lock();
-        let before = st.queue.len();
-        st.queue.retain(|j| j.key() != key);
-        st.queue.len() != before
+        self.lock().dequeue(&key).is_some()
     }
 
-    /// Forgets everything queued or in flight for an instance (purge).
+    /// Forgets everything queued or in flight for an instance (finished or purged).
     pub fn forget_instance(&self, instance_id: &str) {
         let mut st = self.lock();
-        let mine = |k: &Key| match k {
-            Key::Workflow(i) | Key::Activity(i, _) => i == instance_id,
-        };
-        st.queue.retain(|j| !mine(&j.key()));
-        st.inflight.retain(|k, _| !mine(k));
+        for key in st.by_instance.remove(instance_id).into_iter().flatten() {
+            st.queue(&key).remove(&key);
+            st.inflight.remove(&key);
+        }
+        st.warm.forget_instance(instance_id);
+    }
+
+    /// A new execution of the instance began (continue-as-new, or it was replaced): activities
+    /// of older generations still queued are withdrawn, and no worker's history cache counts.
+    pub fn new_execution(&self, instance_id: &str, generation: i64) {
+        let mut st = self.lock();
+        let stale: Vec<Key> = st
+            .by_instance
+            .get(instance_id)
+            .into_iter()
+            .flatten()
+            .filter(|k| matches!(k, Key::Activity(..)))
+            .cloned()
+            .collect();
+        for key in stale {
+            if st
+                .activities
+                .get(&key)
+                .and_then(Job::generation)
+                .is_some_and(|g| g < generation)
+            {
+                st.dequeue(&key);
+            }
+        }
+        st.warm.forget_instance(instance_id);
     }
 
     pub fn connected(&self) -> watch::Receiver<usize> {
@@ -160,7 +313,7 @@ impl Hub {
 
     #[cfg(test)]
     pub fn queued(&self) -> usize {
-        self.lock().queue.len()
+        self.lock().queued()
     }
 
     /// Registers a new stream; dropping the returned handle re-queues what it held.
@@ -172,7 +325,6 @@ impl Hub {
             hub: self,
             id,
             stateful_history,
-            warm: HashMap::new(),
         }
     }
 
@@ -187,18 +339,18 @@ impl Hub {
             let notified = self.ready.notified();
             {
                 let mut st = self.lock();
-                if let Some(job) = st.queue.pop_front() {
+                if let Some((key, job)) = st.pop() {
                     let n = self.next_token.fetch_add(1, Ordering::Relaxed);
                     let token = format!("{}-{n}", self.boot);
                     st.inflight.insert(
-                        job.key(),
+                        key,
                         InFlight {
                             stream,
                             job: job.clone(),
                             token: token.clone(),
                         },
                     );
-                    if !st.queue.is_empty() {
+                    if st.queued() > 0 {
                         // Others may be waiting for the rest.
                         self.ready.notify_one();
                     }
@@ -209,6 +361,23 @@ impl Hub {
         }
     }
 
+    /// A stream could not send a turn (too large for it): drop its record and report it.
+    fn refuse_oversize(&self, stream: u64, instance_id: &str, token: &str, size: usize) {
+        {
+            let mut st = self.lock();
+            st.warm.forget(stream, instance_id);
+            let key = Key::Workflow(instance_id.to_string());
+            if st.inflight.get(&key).is_some_and(|f| f.token == token) {
+                st.drop_inflight(&key);
+            }
+        }
+        let _ = self.oversize_tx.send(Oversize {
+            instance_id: instance_id.to_string(),
+            size,
+            limit: self.max_work_item,
+        });
+    }
+
     fn release_stream(&self, stream: u64) {
         let mut st = self.lock();
         let lost: Vec<Key> = st
@@ -217,11 +386,12 @@ impl Hub {
             .filter(|(_, f)| f.stream == stream)
             .map(|(k, _)| k.clone())
             .collect();
-        for k in lost.into_iter().rev() {
+        for k in lost {
             if let Some(f) = st.inflight.remove(&k) {
-                st.queue.push_front(f.job);
+                st.enqueue(k, f.job, true);
             }
         }
+        st.warm.forget_stream(stream);
         drop(st);
         self.ready.notify_one();
         self.connected.send_modify(|n| *n = n.saturating_sub(1));
@@ -234,14 +404,12 @@ pub struct StreamHandle<'a> {
     hub: &'a Hub,
     id: u64,
     stateful_history: bool,
-    /// Stateful-history capability: how many past events this stream's worker has cached.
-    warm: HashMap<String, usize>,
 }
 
 impl StreamHandle<'_> {
     /// Feeds work items into `tx` until the client goes away or `shutdown` fires.
     pub async fn run(
-        mut self,
+        self,
         tx: mpsc::Sender<Result<WorkItem, tonic::Status>>,
         shutdown: tokio_util::sync::CancellationToken,
     ) {
@@ -254,7 +422,9 @@ impl StreamHandle<'_> {
                     return;
                 }
             };
-            let item = self.shape_for_worker(job, token);
+            let Some(item) = self.shape_for_worker(job, token) else {
+                continue;
+            };
             if tx.send(Ok(item)).await.is_err() {
                 return;
             }
@@ -262,12 +432,16 @@ impl StreamHandle<'_> {
         }
     }
 
-    fn shape_for_worker(&mut self, job: Job, completion_token: String) -> WorkItem {
+    /// The work item as this stream sends it (a delta for a warm stateful worker), or `None`
+    /// if it is larger than a worker accepts (then the engine is told and stalls the instance).
+    fn shape_for_worker(&self, job: Job, completion_token: String) -> Option<WorkItem> {
+        let mut instance = None;
         let request = match job {
             Job::Workflow(mut r) => {
                 if self.stateful_history {
                     let past = r.past_events.len();
-                    if let Some(&n) = self.warm.get(&r.instance_id)
+                    let cached = self.hub.lock().warm.swap(self.id, &r.instance_id, past);
+                    if let Some(n) = cached
                         && n > 0
                         && n <= past
                     {
@@ -276,16 +450,26 @@ impl StreamHandle<'_> {
                             event_count: n as i32,
                         });
                     }
-                    self.warm.insert(r.instance_id.clone(), past);
                 }
+                instance = Some(r.instance_id.clone());
                 Request::WorkflowRequest(r)
             }
             Job::Activity { request, .. } => Request::ActivityRequest(request),
         };
-        WorkItem {
+        let item = WorkItem {
             request: Some(request),
             completion_token,
+        };
+        if let Some(id) = instance {
+            use prost::Message;
+            let size = item.encoded_len();
+            if size > self.hub.max_work_item {
+                self.hub
+                    .refuse_oversize(self.id, &id, &item.completion_token, size);
+                return None;
+            }
         }
+        Some(item)
     }
 }
 
@@ -296,90 +480,4 @@ impl Drop for StreamHandle<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio_util::sync::CancellationToken;
-    use weft_proto::durabletask::HistoryEvent;
-
-    fn wf(id: &str, past: usize) -> Job {
-        Job::Workflow(WorkflowRequest {
-            instance_id: id.into(),
-            past_events: vec![HistoryEvent::default(); past],
-            ..Default::default()
-        })
-    }
-
-    #[tokio::test]
-    async fn dispatch_take_and_redeliver_on_disconnect() {
-        let hub = std::sync::Arc::new(Hub::default());
-        hub.push(wf("a", 0));
-        let shutdown = CancellationToken::new();
-        let (tx, mut rx) = mpsc::channel(4);
-        let h = hub.clone();
-        let sd = shutdown.clone();
-        let t = tokio::spawn(async move { h.open_stream(false).run(tx, sd).await });
-        let item = rx.recv().await.unwrap().unwrap();
-        assert!(matches!(item.request, Some(Request::WorkflowRequest(_))));
-        assert_eq!(hub.queued(), 0);
-        drop(rx); // the worker goes away without completing
-        t.await.unwrap();
-        assert_eq!(hub.queued(), 1, "the unanswered turn is queued again");
-        assert!(hub.take_workflow("a", "").is_none());
-        assert_eq!(*hub.connected().borrow(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_late_answer_to_an_earlier_dispatch_is_refused() {
-        let hub = Hub::default();
-        hub.push(wf("a", 0));
-        let (_, first) = hub.take(1).await;
-        hub.release_stream(1); // the first worker died: the turn is queued again
-        let (_, second) = hub.take(2).await;
-        assert_ne!(first, second);
-        assert!(
-            hub.take_workflow("a", &first).is_none(),
-            "stale token refused"
-        );
-        assert!(
-            hub.take_workflow("a", &second).is_some(),
-            "the record was left for the current dispatch"
-        );
-        hub.push(wf("b", 0));
-        hub.take(3).await;
-        assert!(
-            hub.take_workflow("b", "").is_some(),
-            "workers without tokens match by key"
-        );
-    }
-
-    #[tokio::test]
-    async fn stateful_streams_send_deltas() {
-        let hub = Hub::default();
-        let mut s = hub.open_stream(true);
-        let first = s.shape_for_worker(wf("a", 3), String::new());
-        let second = s.shape_for_worker(wf("a", 5), String::new());
-        let Some(Request::WorkflowRequest(r1)) = first.request else {
-            panic!()
-        };
-        let Some(Request::WorkflowRequest(r2)) = second.request else {
-            panic!()
-        };
-        assert_eq!(r1.past_events.len(), 3);
-        assert!(r1.cached_history.is_none());
-        assert_eq!(r2.past_events.len(), 2);
-        assert_eq!(r2.cached_history.unwrap().event_count, 3);
-        // After continue-as-new the history is shorter than the cache: full send.
-        let third = s.shape_for_worker(wf("a", 1), String::new());
-        let Some(Request::WorkflowRequest(r3)) = third.request else {
-            panic!()
-        };
-        assert_eq!(r3.past_events.len(), 1);
-        let mut plain = hub.open_stream(false);
-        let Some(Request::WorkflowRequest(r)) =
-            plain.shape_for_worker(wf("a", 5), String::new()).request
-        else {
-            panic!()
-        };
-        assert!(r.cached_history.is_none() && r.past_events.len() == 5);
-    }
-}
+mod tests;

@@ -10,8 +10,13 @@ mod history_json;
 pub mod http;
 mod hub;
 mod rerun;
+#[cfg(test)]
+mod resync_tests;
 pub mod server;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;
+mod timers;
 
 pub use engine::{Engine, EngineConfig};
 pub use error::EngineError;

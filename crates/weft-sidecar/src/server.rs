@@ -50,12 +50,23 @@ impl Interceptor for TokenCheck {
             None => Err(tonic::Status::unauthenticated(
                 "missing api token in request metadata",
             )),
-            Some(v) if v.as_bytes() == want.as_bytes() => Ok(req),
+            Some(v) if token_matches(v.as_bytes(), want.as_bytes()) => Ok(req),
             Some(_) => Err(tonic::Status::unauthenticated(
                 "authentication error: api token mismatch",
             )),
         }
     }
+}
+
+/// Compares a presented API token with the configured one in time that depends only on the
+/// configured token's length, not on where the two differ (no timing oracle for guessing it).
+pub(crate) fn token_matches(given: &[u8], want: &[u8]) -> bool {
+    let mut diff = given.len() ^ want.len();
+    for (i, w) in want.iter().enumerate() {
+        let g = given.get(i).copied().unwrap_or(!w);
+        diff = std::hint::black_box(diff | usize::from(g ^ w));
+    }
+    diff == 0
 }
 
 pub async fn serve(
@@ -101,18 +112,23 @@ pub async fn serve(
         .ok();
     let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
     let sd = shutdown.clone();
-    let grpc_task = tokio::spawn(async move {
-        Server::builder()
-            // The SDKs ping every 30 s even without calls; keepalive keeps dead peers visible.
-            .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-            .add_service(tonic::service::interceptor::InterceptedService::new(
-                svc, token,
-            ))
-            .add_optional_service(reflection)
-            .serve_with_incoming_shutdown(incoming, sd.cancelled_owned())
-            .await
-    });
+    let grpc_task =
+        tokio::spawn(async move {
+            Server::builder()
+                // The SDKs ping every 30 s even without calls; keepalive keeps dead peers visible.
+                .http2_keepalive_interval(Some(Duration::from_secs(10)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+                .add_service(tonic::service::interceptor::InterceptedService::new(
+                    svc,
+                    token.clone(),
+                ))
+                // Reflection describes the API, so it needs the token like every other call.
+                .add_optional_service(reflection.map(|r| {
+                    tonic::service::interceptor::InterceptedService::new(r, token.clone())
+                }))
+                .serve_with_incoming_shutdown(incoming, sd.cancelled_owned())
+                .await
+        });
     let app = crate::http::router(engine.clone(), cfg.api_token, max_payload);
     let sd = shutdown.clone();
     let http_task = tokio::spawn(async move {
@@ -132,4 +148,26 @@ pub async fn serve(
         engine,
         done,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_matches;
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        assert!(token_matches(b"secret", b"secret"));
+        assert!(token_matches(b"", b""));
+        for other in [
+            &b""[..],
+            b"secre",
+            b"secret!",
+            b"Secret",
+            b"xxxxxx",
+            b"\0ecret",
+        ] {
+            assert!(!token_matches(other, b"secret"), "{other:?}");
+        }
+        assert!(!token_matches(b"a", b""));
+    }
 }

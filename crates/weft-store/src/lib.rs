@@ -26,12 +26,19 @@ pub enum StoreError {
     AlreadyExists(String),
     #[error("no such instance exists: '{0}'")]
     NotFound(String),
+    /// `purge` without `force` found the instance still active.
+    #[error("workflow instance '{0}' has not yet completed")]
+    NotTerminal(String),
     /// The backend is unreachable or failed; the operation may be retried.
     #[error("store unavailable: {0}")]
     Unavailable(String),
     /// Stored bytes could not be decoded, or a schema/version problem.
     #[error("store data corrupt: {0}")]
     Corrupt(String),
+    /// The connection was lost while the transaction committed: it may or may not have landed.
+    /// Every other error means nothing was written.
+    #[error("store commit outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 impl StoreError {
@@ -47,8 +54,10 @@ impl StoreError {
             },
             Self::AlreadyExists(id) => Self::AlreadyExists(id.clone()),
             Self::NotFound(id) => Self::NotFound(id.clone()),
+            Self::NotTerminal(id) => Self::NotTerminal(id.clone()),
             Self::Unavailable(m) => Self::Unavailable(m.clone()),
             Self::Corrupt(m) => Self::Corrupt(m.clone()),
+            Self::OutcomeUnknown(m) => Self::OutcomeUnknown(m.clone()),
         }
     }
 }
@@ -60,7 +69,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub trait Store: Send + Sync + 'static {
     /// Creates (or, for a terminal instance, replaces) an instance: the row in PENDING plus its
     /// `ExecutionStarted` event, delivered to the inbox now or as a reminder at
-    /// `meta.scheduled_start_at`. Active instance with that ID → per `policy`.
+    /// `meta.scheduled_start_at`. Active instance with that ID → per `policy`. The store assigns
+    /// `generation` and `version`: a new ID starts at `meta.generation` and 1; a replaced or
+    /// purged one continues above the old values.
     async fn create_instance(&self, req: CreateInstance) -> Result<CreateOutcome>;
 
     /// The instance row, if any.
@@ -75,7 +86,8 @@ pub trait Store: Send + Sync + 'static {
     /// Pending inbox events of one instance, oldest first.
     async fn read_inbox(&self, instance_id: &str) -> Result<Vec<InboxEntry>>;
 
-    /// Appends one event to an existing instance's inbox. `Ok(false)` if the instance is unknown.
+    /// Appends one event (addressed to no particular execution) to an existing instance's
+    /// inbox. `Ok(false)` if the instance is unknown. Serialised with `purge` of the instance.
     async fn append_inbox(&self, instance_id: &str, event: HistoryEvent) -> Result<bool>;
 
     /// Commits one workflow turn atomically, fenced on `cp.expected_version`.
@@ -134,15 +146,20 @@ pub trait Store: Send + Sync + 'static {
     /// one transaction. `Ok(false)` if it no longer exists (cancelled or fired by someone else).
     async fn fire_reminder(&self, reminder_id: i64) -> Result<bool>;
 
-    /// Earliest due time among reminders, for sleeping until the next one.
+    /// When the next reminder may be claimed, for sleeping until then: the earliest due time
+    /// among unleased reminders and `max(due_at, lease_until)` among leased ones (a leased
+    /// reminder is claimable once `lease_until < now`).
     async fn next_reminder_due(&self) -> Result<Option<Micros>>;
 
     /// Instance rows matching `filter`, ordered by instance ID, paged by `filter.after`.
     async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage>;
 
-    /// Deletes an instance and everything it owns (history, inbox, tasks, reminders).
-    /// `Ok(false)` if it did not exist.
-    async fn purge(&self, instance_id: &str) -> Result<bool>;
+    /// Deletes an instance and everything it owns (history, inbox, tasks, reminders), after
+    /// locking its row, so nothing written concurrently for it survives. `Ok(false)` if it did
+    /// not exist; `Err(NotTerminal)` (and no change) if it is still active and `force` is false.
+    /// Its generation and version are remembered, so a re-created instance with that ID
+    /// continues both sequences (no stale owner or late result can mistake it for the old one).
+    async fn purge(&self, instance_id: &str, force: bool) -> Result<bool>;
 
     /// Hints that other processes changed something (PostgreSQL LISTEN/NOTIFY). `None` when the
     /// backend has no cross-process notifications (SQLite: one process owns the file, so the

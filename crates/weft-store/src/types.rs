@@ -38,6 +38,10 @@ pub struct InboxEntry {
     /// Store-assigned, increasing per store; used to consume exactly the entries a turn saw.
     pub seq: i64,
     pub event: HistoryEvent,
+    /// The generation the event is addressed to (activity results, timer fires, child results,
+    /// continue-as-new's start and carried events); `None` for events addressed to the instance
+    /// (raised events, suspend, resume, terminate).
+    pub generation: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -85,8 +89,11 @@ pub struct Reminder {
 #[derive(Debug, Clone)]
 pub enum Outbound {
     /// Append an event to another instance's inbox; dropped if that instance does not exist.
+    /// With `execution_id`, dropped unless that is the target's current execution, and stamped
+    /// with the target's generation (see [`InboxEntry::generation`]).
     Deliver {
         instance_id: String,
+        execution_id: Option<String>,
         event: HistoryEvent,
     },
     /// Create a child (or detached) instance. If an active instance already has that ID,

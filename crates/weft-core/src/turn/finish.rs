@@ -120,12 +120,15 @@ pub(super) fn continue_as_new(
     out.effects.clear();
     out.meta.status = RuntimeStatus::Running;
     out.meta.generation = meta.generation + 1;
-    out.meta.execution_id = exec;
+    out.meta.execution_id = exec.clone();
     out.meta.input = c.result.clone();
     out.meta.output = None;
     out.meta.failure = None;
+    // Both are addressed to the new execution, which is what puts the carried events ahead of
+    // anything that arrived during this turn (see `turn_order`).
     out.effects.push(Effect::Deliver {
         instance_id: meta.instance_id.clone(),
+        execution_id: Some(exec.clone()),
         event: start_ev,
     });
     for carried in &c.carryover_events {
@@ -133,6 +136,7 @@ pub(super) fn continue_as_new(
         ev.event_id = -1;
         out.effects.push(Effect::Deliver {
             instance_id: meta.instance_id.clone(),
+            execution_id: Some(exec.clone()),
             event: ev,
         });
     }
@@ -191,8 +195,11 @@ pub(super) fn complete(
                 signer_certificate: None,
             })
         };
+        // Addressed to the parent's execution that started this child: a parent that has since
+        // continued as new (or was purged and re-created) must not take it for its own.
         out.effects.push(Effect::Deliver {
             instance_id: p.instance_id.clone(),
+            execution_id: p.execution_id.clone(),
             event: event(now, ty),
         });
     }
@@ -204,6 +211,7 @@ pub(super) fn complete(
         for child in children {
             out.effects.push(Effect::Deliver {
                 instance_id: child,
+                execution_id: None,
                 event: event(
                     now,
                     EventType::ExecutionTerminated(ExecutionTerminatedEvent {

@@ -33,6 +33,10 @@ use weft_proto::durabletask::{
 pub struct InboxItem {
     pub seq: i64,
     pub event: HistoryEvent,
+    /// The generation (execution) the event is addressed to, if it is addressed to one: results,
+    /// timer fires and child results are; raised events, suspend/resume/terminate are not. An
+    /// event for another generation is dropped, so one execution never sees another's results.
+    pub generation: Option<i64>,
 }
 
 /// What the caller must supply for a turn: the clock, its app ID and fresh unique IDs.
@@ -95,9 +99,12 @@ pub enum Effect {
         start_event: HistoryEvent,
         on_conflict: Option<(String, HistoryEvent)>,
     },
-    /// Append an event to an instance's inbox (possibly this instance's own).
+    /// Append an event to an instance's inbox (possibly this instance's own). With
+    /// `execution_id`, only while that execution is the instance's current one (it is then
+    /// stamped with its generation); without, to whatever execution is current.
     Deliver {
         instance_id: String,
+        execution_id: Option<String>,
         event: HistoryEvent,
     },
 }
@@ -132,10 +139,7 @@ pub fn prepare_turn(
     let ran = execution_started(history).is_some();
     let mut started = ran;
     let mut picked: Vec<HistoryEvent> = Vec::new();
-    // ExecutionStarted goes first even if it was queued after other events (continue-as-new
-    // re-queues it behind events that arrived during the turn).
-    let mut ordered: Vec<&InboxItem> = inbox.iter().collect();
-    ordered.sort_by_key(|i| !matches!(i.event.event_type, Some(EventType::ExecutionStarted(_))));
+    let ordered = turn_order(meta, inbox, !ran);
     let mut terminate: Option<ExecutionTerminatedEvent> = None;
     for item in ordered {
         let ev = &item.event;
@@ -194,6 +198,33 @@ pub fn prepare_turn(
     })
 }
 
+/// The inbox events a turn may deliver, in delivery order. Events addressed to another
+/// generation are left out (a late result of an earlier execution, or of a purged and re-created
+/// instance). A turn that starts an execution (`starting`: none has started in this history)
+/// delivers first its `ExecutionStarted` and then the
+/// events carried over into it by continue-as-new (both stamped for this generation by the
+/// checkpoint that created it), and only then what arrived meanwhile, in arrival order: the
+/// carried events were received before anything that arrived during that checkpoint's turn.
+fn turn_order<'a>(
+    meta: &InstanceMeta,
+    inbox: &'a [InboxItem],
+    starting: bool,
+) -> Vec<&'a InboxItem> {
+    let current = |i: &InboxItem| i.generation.is_none_or(|g| g == meta.generation);
+    let mut ordered: Vec<&InboxItem> = inbox.iter().filter(|i| current(i)).collect();
+    let is_start =
+        |i: &InboxItem| matches!(i.event.event_type, Some(EventType::ExecutionStarted(_)));
+    if starting && ordered.iter().any(|i| is_start(i)) {
+        // Stable: each group keeps arrival order.
+        ordered.sort_by_key(|i| match () {
+            _ if is_start(i) => 0,
+            _ if i.generation.is_some() => 1,
+            _ => 2,
+        });
+    }
+    ordered
+}
+
 /// The work item for a pending turn (daprd leaves `executionId` and the token unset).
 pub fn work_item(
     instance_id: &str,
@@ -220,6 +251,12 @@ pub fn apply_response(
         return Err(TurnError::AlreadyCompleted(meta.instance_id.clone()));
     }
     validate_actions(history, &resp.actions)?;
+    // Names and IDs the stores would refuse (NUL, oversize) fail the instance with a clear error
+    // instead of failing its commit over and over.
+    crate::ids::check_response_strings(resp).map_err(|(id, e)| TurnError::InvalidAction {
+        id,
+        reason: e.to_string(),
+    })?;
     let now = ctx.now;
     let mut new_events = turn.new_events.clone();
     let recorded = history::recorded_patches(history);
@@ -477,6 +514,7 @@ pub fn apply_response(
                 ));
                 out.effects.push(Effect::Deliver {
                     instance_id: target,
+                    execution_id: None,
                     event: event(
                         now,
                         EventType::EventRaised(EventRaisedEvent {
@@ -488,6 +526,7 @@ pub fn apply_response(
             }
             WorkflowActionType::TerminateWorkflow(t) => out.effects.push(Effect::Deliver {
                 instance_id: t.instance_id.clone(),
+                execution_id: None,
                 event: event(
                     now,
                     EventType::ExecutionTerminated(ExecutionTerminatedEvent {

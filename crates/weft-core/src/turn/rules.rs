@@ -2,6 +2,26 @@
 
 use super::*;
 
+/// Whether an action's ID becomes the ID of a history event that later events refer to (a
+/// result names its `TaskScheduled`, a fire its `TimerCreated`, a child result its
+/// `ChildWorkflowInstanceCreated`) and that replay matches against the SDK's action: those IDs
+/// must be unique within the execution, or a result could complete the wrong task. daprd checks
+/// no IDs at all; completion, terminate and version-not-available actions need no uniqueness
+/// here either (a completion's ID can equal an earlier timer's when the SDK's replay takes
+/// another path, and the Python SDK numbers a completion after a crash -1).
+fn names_a_history_event(kind: &WorkflowActionType) -> bool {
+    match kind {
+        WorkflowActionType::ScheduleTask(_)
+        | WorkflowActionType::CreateTimer(_)
+        | WorkflowActionType::CreateChildWorkflow(_)
+        | WorkflowActionType::CreateDetachedWorkflow(_)
+        | WorkflowActionType::SendEvent(_) => true,
+        WorkflowActionType::CompleteWorkflow(_)
+        | WorkflowActionType::TerminateWorkflow(_)
+        | WorkflowActionType::WorkflowVersionNotAvailable(_) => false,
+    }
+}
+
 pub(super) fn validate_actions(
     history: &[HistoryEvent],
     actions: &[WorkflowAction],
@@ -15,10 +35,7 @@ pub(super) fn validate_actions(
         let Some(kind) = &a.workflow_action_type else {
             return Err(TurnError::UnknownAction(a.id));
         };
-        let completes = matches!(kind, WorkflowActionType::CompleteWorkflow(_));
-        // -1 is how the Python SDK numbers the completion it sends after a crash.
-        let numbered = !(completes && a.id < 0);
-        if numbered && !ids.insert(a.id) {
+        if names_a_history_event(kind) && !ids.insert(a.id) {
             return Err(TurnError::DuplicateActionId(a.id));
         }
         let invalid = |reason: &str| TurnError::InvalidAction {

@@ -142,6 +142,7 @@ pub async fn fencing_conflict_changes_nothing<F: Fixture>(fx: &F) {
     bad.outbound = vec![
         Outbound::Deliver {
             instance_id: "other".into(),
+            execution_id: None,
             event: raised("leak", 1),
         },
         Outbound::Create {

@@ -20,10 +20,12 @@ pub async fn outbound_deliver_and_create<F: Fixture>(fx: &F) {
     cp.outbound = vec![
         Outbound::Deliver {
             instance_id: "peer".into(),
+            execution_id: None,
             event: raised("hello", 1),
         },
         Outbound::Deliver {
             instance_id: "missing".into(),
+            execution_id: None,
             event: raised("dropped", 2),
         },
         Outbound::Create {
@@ -91,6 +93,16 @@ pub async fn outbound_create_conflict_delivers_on_conflict<F: Fixture>(fx: &F) {
         .map(|e| e.event)
         .collect();
     assert!(p_inbox.contains(&raised("child-failed", 4)));
+    let conflict = s.read_inbox("p").await.unwrap();
+    let conflict = conflict
+        .iter()
+        .find(|e| e.event == raised("child-failed", 4))
+        .unwrap();
+    assert_eq!(
+        conflict.generation,
+        Some(m.generation),
+        "addressed to the parent's execution that started the child"
+    );
     assert!(!p_inbox.contains(&raised("not-sent", 5)));
     let busy_after = s.load("busy").await.unwrap().unwrap();
     assert_eq!(busy_after.meta, busy_before.meta, "active target untouched");
@@ -215,7 +227,8 @@ pub async fn purge_removes_everything<F: Fixture>(fx: &F) {
         event: raised("t", 1),
     }];
     s.checkpoint(cp).await.unwrap();
-    assert!(s.purge("p").await.unwrap());
+    // Still running, so only a forced purge takes it (see `purge_refuses_active_instances`).
+    assert!(s.purge("p", true).await.unwrap());
     assert!(s.get_instance("p").await.unwrap().is_none());
     assert!(s.load("p").await.unwrap().is_none());
     assert!(s.get_history("p").await.unwrap().is_none());
@@ -226,7 +239,10 @@ pub async fn purge_removes_everything<F: Fixture>(fx: &F) {
         s.instances_with_inbox().await.unwrap(),
         vec!["keep".to_string()]
     );
-    assert!(!s.purge("p").await.unwrap(), "second purge finds nothing");
+    assert!(
+        !s.purge("p", false).await.unwrap(),
+        "second purge finds nothing"
+    );
     assert!(s.get_instance("keep").await.unwrap().is_some());
     // the ID is free again
     assert_eq!(

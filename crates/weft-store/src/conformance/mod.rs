@@ -3,11 +3,15 @@
 
 mod cases;
 mod concurrency;
+mod executions;
 mod lifecycle;
+mod timers;
 
 pub use cases::*;
 pub use concurrency::*;
+pub use executions::*;
 pub use lifecycle::*;
+pub use timers::*;
 
 use async_trait::async_trait;
 use weft_core::{InstanceMeta, Micros, RuntimeStatus};
@@ -57,6 +61,11 @@ macro_rules! conformance_tests {
             concurrent_creates_one_wins,
             scheduled_start_becomes_reminder,
             payloads_round_trip_exactly,
+            inbox_rows_name_their_generation,
+            recreation_continues_generation_and_version,
+            purge_refuses_active_instances,
+            purge_racing_deliveries_leaves_no_orphans,
+            next_due_waits_for_leases,
         );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {

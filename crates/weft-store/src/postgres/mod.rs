@@ -68,6 +68,17 @@ impl PgErr {
         }
     }
 
+    /// A failure of COMMIT itself: with an answer from the server the transaction was rolled
+    /// back; without one (connection lost) it may have committed.
+    fn at_commit(self) -> StoreError {
+        match &self {
+            Self::Db(e) if e.as_db_error().is_none() => {
+                StoreError::OutcomeUnknown(format!("postgres: {e}"))
+            }
+            _ => self.into_store(),
+        }
+    }
+
     fn into_store(self) -> StoreError {
         match self {
             Self::Store(e) => e,
@@ -232,7 +243,7 @@ macro_rules! write_tx {
                         backoff = (backoff * 2).min(RETRY_MAX);
                         continue;
                     }
-                    break Err(e.into_store());
+                    break Err(if at_commit { e.at_commit() } else { e.into_store() });
                 }
             }
         }
@@ -425,7 +436,7 @@ impl Store for PgStore {
     }
 
     async fn append_inbox(&self, instance_id: &str, event: HistoryEvent) -> Result<bool> {
-        write_tx!(self, tx => ops::deliver(&tx, instance_id, &event).await)
+        write_tx!(self, tx => ops::deliver(&tx, instance_id, &event, None).await)
     }
 
     async fn checkpoint(&self, cp: Checkpoint) -> Result<()> {
@@ -531,8 +542,8 @@ impl Store for PgStore {
         read!(self, c => ops::list(&c, &filter).await)
     }
 
-    async fn purge(&self, instance_id: &str) -> Result<bool> {
-        write_tx!(self, tx => ops::purge(&tx, instance_id).await)
+    async fn purge(&self, instance_id: &str, force: bool) -> Result<bool> {
+        write_tx!(self, tx => ops::purge(&tx, instance_id, force).await)
     }
 
     fn subscribe(&self) -> Option<broadcast::Receiver<Wakeup>> {

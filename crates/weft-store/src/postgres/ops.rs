@@ -107,8 +107,31 @@ async fn insert_meta(tx: &Transaction<'_>, m: &InstanceMeta, version: i64) -> R<
     Ok(n == 1)
 }
 
-/// Deletes everything an instance owns; returns whether the row existed.
-pub(crate) async fn purge(tx: &Transaction<'_>, id: &str) -> R<bool> {
+/// Deletes an instance for good (see `Store::purge`). The row is locked first (`FOR UPDATE`),
+/// and every writer that adds rows for an instance (`deliver`, activity results, timer fires,
+/// checkpoints) holds at least a key-share lock on it, so nothing lands after the deletes and
+/// survives as an orphan a re-created instance would inherit.
+pub(crate) async fn purge(tx: &Transaction<'_>, id: &str, force: bool) -> R<bool> {
+    let Some(m) = get_meta(tx, id, true).await? else {
+        return Ok(false);
+    };
+    if !force && !m.status.is_terminal() {
+        return Err(StoreError::NotTerminal(id.to_string()).into());
+    }
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO purged_instances (instance_id, generation, version) VALUES ($1, $2, $3) \
+             ON CONFLICT (instance_id) DO UPDATE \
+             SET generation = excluded.generation, version = excluded.version",
+        )
+        .await?;
+    tx.execute(&st, &[&id, &m.generation, &m.version]).await?;
+    delete_instance(tx, id).await
+}
+
+/// Deletes everything an instance owns; returns whether the row existed. The caller holds the
+/// row lock.
+async fn delete_instance(tx: &Transaction<'_>, id: &str) -> R<bool> {
     for sql in [
         "DELETE FROM history WHERE instance_id = $1",
         "DELETE FROM inbox WHERE instance_id = $1",
@@ -124,11 +147,17 @@ pub(crate) async fn purge(tx: &Transaction<'_>, id: &str) -> R<bool> {
     Ok(tx.execute(&st, &[&id]).await? > 0)
 }
 
-async fn insert_inbox(tx: &Transaction<'_>, id: &str, event: &HistoryEvent) -> R<()> {
+async fn insert_inbox(
+    tx: &Transaction<'_>,
+    id: &str,
+    event: &HistoryEvent,
+    generation: Option<i64>,
+) -> R<()> {
     let st = tx
-        .prepare_cached("INSERT INTO inbox (instance_id, event) VALUES ($1, $2)")
+        .prepare_cached("INSERT INTO inbox (instance_id, event, generation) VALUES ($1, $2, $3)")
         .await?;
-    tx.execute(&st, &[&id, &encode_event(event)]).await?;
+    tx.execute(&st, &[&id, &encode_event(event), &generation])
+        .await?;
     Ok(())
 }
 
@@ -145,15 +174,29 @@ async fn insert_reminders(tx: &Transaction<'_>, rs: &[Reminder]) -> R<()> {
     Ok(())
 }
 
-/// Appends to an instance's inbox if the instance exists.
-pub(crate) async fn deliver(tx: &Transaction<'_>, id: &str, event: &HistoryEvent) -> R<bool> {
+/// Appends to an instance's inbox if the instance exists and, when `execution_id` is given, is
+/// still in that execution (the row is then stamped with its generation). The key-share lock
+/// on the instance row waits for a concurrent purge (or replacement) and does not block
+/// checkpoints.
+pub(crate) async fn deliver(
+    tx: &Transaction<'_>,
+    id: &str,
+    event: &HistoryEvent,
+    execution_id: Option<&str>,
+) -> R<bool> {
     let st = tx
         .prepare_cached(
-            "INSERT INTO inbox (instance_id, event) \
-             SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = $1)",
+            "INSERT INTO inbox (instance_id, event, generation) \
+             SELECT i.instance_id, $2, CASE WHEN $3::text IS NULL THEN NULL ELSE i.generation END \
+             FROM (SELECT instance_id, generation FROM instances \
+                   WHERE instance_id = $1 AND ($3::text IS NULL OR execution_id = $3) \
+                   FOR KEY SHARE) AS i",
         )
         .await?;
-    Ok(tx.execute(&st, &[&id, &encode_event(event)]).await? > 0)
+    Ok(tx
+        .execute(&st, &[&id, &encode_event(event), &execution_id])
+        .await?
+        > 0)
 }
 
 /// `create_instance` inside the caller's transaction.
@@ -163,10 +206,28 @@ pub(crate) async fn create(
     now: Micros,
 ) -> R<CreateOutcome> {
     let id = req.meta.instance_id.as_str();
+    let mut meta = req.meta.clone();
     let outcome = loop {
         match get_meta(tx, id, true).await? {
             None => {
-                if insert_meta(tx, &req.meta, 1).await? {
+                // A purged instance's sequences continue (see `purge`).
+                let st = tx
+                    .prepare_cached(
+                        "SELECT generation, version FROM purged_instances WHERE instance_id = $1",
+                    )
+                    .await?;
+                let version = match tx.query_opt(&st, &[&id]).await? {
+                    Some(row) => {
+                        meta.generation = meta.generation.max(col::<i64>(&row, 0)? + 1);
+                        col::<i64>(&row, 1)? + 1
+                    }
+                    None => 1,
+                };
+                if insert_meta(tx, &meta, version).await? {
+                    let st = tx
+                        .prepare_cached("DELETE FROM purged_instances WHERE instance_id = $1")
+                        .await?;
+                    tx.execute(&st, &[&id]).await?;
                     break CreateOutcome::Created;
                 }
                 // A concurrent creator committed first: look again (now it exists, locked).
@@ -181,10 +242,11 @@ pub(crate) async fn create(
                         ReusePolicy::Terminate => {}
                     }
                 }
-                purge(tx, id).await?;
-                // Continue the old version sequence so a stale owner of the old execution stays
-                // fenced out.
-                insert_meta(tx, &req.meta, old.version + 1).await?;
+                delete_instance(tx, id).await?;
+                // Continue the old generation and version sequences so a stale owner of the old
+                // execution stays fenced out and its late results are refused.
+                meta.generation = meta.generation.max(old.generation + 1);
+                insert_meta(tx, &meta, old.version + 1).await?;
                 break CreateOutcome::Replaced;
             }
         }
@@ -194,13 +256,13 @@ pub(crate) async fn create(
             let r = Reminder {
                 id: 0,
                 instance_id: id.to_string(),
-                generation: req.meta.generation,
+                generation: meta.generation,
                 due_at,
                 event: req.start_event.clone(),
             };
             insert_reminders(tx, std::slice::from_ref(&r)).await?;
         }
-        None => insert_inbox(tx, id, &req.start_event).await?,
+        None => insert_inbox(tx, id, &req.start_event, Some(meta.generation)).await?,
     }
     Ok(outcome)
 }
@@ -229,7 +291,9 @@ pub(crate) async fn inbox(
     id: &str,
 ) -> R<Vec<InboxEntry>> {
     let st = c
-        .prepare_cached("SELECT seq, event FROM inbox WHERE instance_id = $1 ORDER BY seq")
+        .prepare_cached(
+            "SELECT seq, event, generation FROM inbox WHERE instance_id = $1 ORDER BY seq",
+        )
         .await?;
     let rows = c.query(&st, &[&id]).await?;
     rows.iter()
@@ -237,6 +301,7 @@ pub(crate) async fn inbox(
             Ok(InboxEntry {
                 seq: col(r, 0)?,
                 event: decode_event(&col::<Vec<u8>>(r, 1)?)?,
+                generation: col(r, 2)?,
             })
         })
         .collect()
@@ -370,8 +435,12 @@ pub(crate) async fn checkpoint(tx: &Transaction<'_>, cp: &Checkpoint, now: Micro
     }
     for out in &cp.outbound {
         match out {
-            Outbound::Deliver { instance_id, event } => {
-                deliver(tx, instance_id, event).await?;
+            Outbound::Deliver {
+                instance_id,
+                execution_id,
+                event,
+            } => {
+                deliver(tx, instance_id, event, execution_id.as_deref()).await?;
             }
             Outbound::Create {
                 create: req,
@@ -389,7 +458,9 @@ pub(crate) async fn checkpoint(tx: &Transaction<'_>, cp: &Checkpoint, now: Micro
                 if create(tx, &req, now).await? == CreateOutcome::Existing
                     && let Some((target, event)) = on_conflict
                 {
-                    deliver(tx, target, event).await?;
+                    // Addressed to the execution this checkpoint writes, when it is our own.
+                    let exec = (target == id).then_some(m.execution_id.as_str());
+                    deliver(tx, target, event, exec).await?;
                 }
             }
         }
@@ -434,7 +505,16 @@ pub(crate) async fn complete_activity(
     if tx.execute(&st, &[&id, &task_id, &generation]).await? == 0 {
         return Ok(false);
     }
-    insert_inbox(tx, id, event).await?;
+    // For the generation that scheduled it; waits for a concurrent (forced) purge.
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO inbox (instance_id, event, generation) \
+             SELECT i.instance_id, $2, $3 FROM (SELECT instance_id FROM instances \
+                 WHERE instance_id = $1 FOR KEY SHARE) AS i",
+        )
+        .await?;
+    tx.execute(&st, &[&id, &encode_event(event), &generation])
+        .await?;
     Ok(true)
 }
 
@@ -485,30 +565,41 @@ pub(crate) async fn claim_reminders(
 
 pub(crate) async fn fire_reminder(tx: &Transaction<'_>, reminder_id: i64) -> R<bool> {
     let st = tx
-        .prepare_cached("DELETE FROM reminders WHERE id = $1 RETURNING instance_id, event")
+        .prepare_cached(
+            "DELETE FROM reminders WHERE id = $1 RETURNING instance_id, event, generation",
+        )
         .await?;
     let Some(row) = tx.query_opt(&st, &[&reminder_id]).await? else {
         return Ok(false);
     };
     let id: String = col(&row, 0)?;
     let event: Vec<u8> = col(&row, 1)?;
-    // The stored bytes move as they are; dropped if the instance is gone.
+    let generation: i64 = col(&row, 2)?;
+    // The stored bytes move as they are, for the generation that set the timer; dropped if the
+    // instance is gone (the key-share lock waits for a concurrent purge).
     let st = tx
         .prepare_cached(
-            "INSERT INTO inbox (instance_id, event) \
-             SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = $1)",
+            "INSERT INTO inbox (instance_id, event, generation) \
+             SELECT i.instance_id, $2, $3 FROM (SELECT instance_id FROM instances \
+                 WHERE instance_id = $1 FOR KEY SHARE) AS i",
         )
         .await?;
-    tx.execute(&st, &[&id, &event]).await?;
+    tx.execute(&st, &[&id, &event, &generation]).await?;
     Ok(true)
 }
+
+/// When the next reminder becomes claimable: its due time, or, while it is leased, the later
+/// of that and the end of its lease.
+const NEXT_REMINDER: &str = "SELECT MIN(t) FROM ( \
+             SELECT MIN(due_at) AS t FROM reminders WHERE lease_until IS NULL \
+             UNION ALL \
+             SELECT MIN(CASE WHEN lease_until > due_at THEN lease_until ELSE due_at END) \
+             FROM reminders WHERE lease_until IS NOT NULL) AS next";
 
 pub(crate) async fn next_reminder_due(
     c: &impl deadpool_postgres::GenericClient,
 ) -> R<Option<Micros>> {
-    let st = c
-        .prepare_cached("SELECT MIN(due_at) FROM reminders")
-        .await?;
+    let st = c.prepare_cached(NEXT_REMINDER).await?;
     let row = c.query_one(&st, &[]).await?;
     col(&row, 0)
 }

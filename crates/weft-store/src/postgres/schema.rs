@@ -91,6 +91,22 @@ CREATE TRIGGER instances_notify_status AFTER UPDATE ON instances
     FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
     EXECUTE FUNCTION weft_notify_instance();
 "#,
+    // Executions kept apart: inbox rows name the generation they are for (NULL: any), and a
+    // purged instance's last generation and version survive it, so a re-created one continues
+    // both sequences.
+    r#"
+ALTER TABLE inbox ADD COLUMN generation BIGINT;
+CREATE TABLE purged_instances (
+    instance_id TEXT COLLATE "C" PRIMARY KEY,
+    generation  BIGINT NOT NULL,
+    version     BIGINT NOT NULL
+);
+"#,
+    // Leased reminders, for the timer loop's "next claimable" query (it must not scan every
+    // reminder to learn when a lease runs out).
+    r#"
+CREATE INDEX reminders_leased ON reminders (lease_until) WHERE lease_until IS NOT NULL;
+"#,
 ];
 
 /// The schema version this binary writes.

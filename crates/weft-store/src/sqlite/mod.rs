@@ -197,7 +197,8 @@ impl Store for SqliteStore {
 
     async fn append_inbox(&self, instance_id: &str, event: HistoryEvent) -> Result<bool> {
         let id = instance_id.to_string();
-        self.write(move |c| ops::deliver(c, &id, &event)).await
+        self.write(move |c| ops::deliver(c, &id, &event, None))
+            .await
     }
 
     async fn checkpoint(&self, cp: Checkpoint) -> Result<()> {
@@ -300,9 +301,9 @@ impl Store for SqliteStore {
         self.read(move |c| ops::list(c, &filter)).await
     }
 
-    async fn purge(&self, instance_id: &str) -> Result<bool> {
+    async fn purge(&self, instance_id: &str, force: bool) -> Result<bool> {
         let id = instance_id.to_string();
-        self.write(move |c| ops::purge(c, &id)).await
+        self.write(move |c| ops::purge(c, &id, force)).await
     }
 }
 

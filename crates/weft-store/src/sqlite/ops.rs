@@ -82,8 +82,28 @@ fn insert_meta(c: &Connection, m: &InstanceMeta, version: i64) -> Result<()> {
     Ok(())
 }
 
+/// Deletes an instance for good (see `Store::purge`); the caller's IMMEDIATE transaction
+/// already serialises it with every other writer.
+pub(crate) fn purge(c: &Connection, id: &str, force: bool) -> Result<bool> {
+    let Some(m) = get_meta(c, id)? else {
+        return Ok(false);
+    };
+    if !force && !m.status.is_terminal() {
+        return Err(StoreError::NotTerminal(id.to_string()));
+    }
+    c.prepare_cached(
+        "INSERT INTO purged_instances (instance_id, generation, version) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (instance_id) DO UPDATE \
+         SET generation = excluded.generation, version = excluded.version",
+    )
+    .map_err(map_err)?
+    .execute(params![id, m.generation, m.version])
+    .map_err(map_err)?;
+    delete_instance(c, id)
+}
+
 /// Deletes everything an instance owns; returns whether the row existed.
-pub(crate) fn purge(c: &Connection, id: &str) -> Result<bool> {
+fn delete_instance(c: &Connection, id: &str) -> Result<bool> {
     for sql in [
         "DELETE FROM history WHERE instance_id = ?1",
         "DELETE FROM inbox WHERE instance_id = ?1",
@@ -103,10 +123,15 @@ pub(crate) fn purge(c: &Connection, id: &str) -> Result<bool> {
     Ok(n > 0)
 }
 
-fn insert_inbox(c: &Connection, id: &str, event: &HistoryEvent) -> Result<i64> {
-    c.prepare_cached("INSERT INTO inbox (instance_id, event) VALUES (?1, ?2)")
+fn insert_inbox(
+    c: &Connection,
+    id: &str,
+    event: &HistoryEvent,
+    generation: Option<i64>,
+) -> Result<i64> {
+    c.prepare_cached("INSERT INTO inbox (instance_id, event, generation) VALUES (?1, ?2, ?3)")
         .map_err(map_err)?
-        .execute(params![id, encode_event(event)])
+        .execute(params![id, encode_event(event), generation])
         .map_err(map_err)?;
     Ok(c.last_insert_rowid())
 }
@@ -126,15 +151,22 @@ fn insert_reminder(c: &Connection, r: &Reminder) -> Result<()> {
     Ok(())
 }
 
-/// Appends to an instance's inbox if the instance exists.
-pub(crate) fn deliver(c: &Connection, id: &str, event: &HistoryEvent) -> Result<bool> {
+/// Appends to an instance's inbox if the instance exists and, when `execution_id` is given, is
+/// still in that execution (the row is then stamped with its generation).
+pub(crate) fn deliver(
+    c: &Connection,
+    id: &str,
+    event: &HistoryEvent,
+    execution_id: Option<&str>,
+) -> Result<bool> {
     let n = c
         .prepare_cached(
-            "INSERT INTO inbox (instance_id, event) \
-             SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = ?1)",
+            "INSERT INTO inbox (instance_id, event, generation) \
+             SELECT instance_id, ?2, CASE WHEN ?3 IS NULL THEN NULL ELSE generation END \
+             FROM instances WHERE instance_id = ?1 AND (?3 IS NULL OR execution_id = ?3)",
         )
         .map_err(map_err)?
-        .execute(params![id, encode_event(event)])
+        .execute(params![id, encode_event(event), execution_id])
         .map_err(map_err)?;
     Ok(n > 0)
 }
@@ -143,33 +175,58 @@ pub(crate) fn deliver(c: &Connection, id: &str, event: &HistoryEvent) -> Result<
 pub(crate) fn create(c: &Connection, req: &CreateInstance, now: Micros) -> Result<CreateOutcome> {
     let id = req.meta.instance_id.as_str();
     let existing = get_meta(c, id)?;
-    let (outcome, version) = match &existing {
-        None => (CreateOutcome::Created, 1),
-        Some(old) if !old.status.is_terminal() => match req.policy {
+    if let Some(old) = &existing
+        && !old.status.is_terminal()
+    {
+        match req.policy {
             ReusePolicy::Error => return Err(StoreError::AlreadyExists(id.to_string())),
             ReusePolicy::Ignore => return Ok(CreateOutcome::Existing),
-            ReusePolicy::Terminate => (CreateOutcome::Replaced, old.version + 1),
-        },
-        // Continue the old version sequence so a stale owner of the old execution stays fenced.
-        Some(old) => (CreateOutcome::Replaced, old.version + 1),
+            ReusePolicy::Terminate => {}
+        }
+    }
+    // Continue the old generation and version sequences (of the replaced row, or of a purged
+    // one), so a stale owner stays fenced out and a late result of the old execution is refused.
+    let previous = match &existing {
+        Some(old) => Some((old.generation, old.version)),
+        None => c
+            .prepare_cached(
+                "DELETE FROM purged_instances WHERE instance_id = ?1 RETURNING generation, version",
+            )
+            .map_err(map_err)?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(map_err)?,
+    };
+    let mut meta = req.meta.clone();
+    let (outcome, version) = match previous {
+        None => (CreateOutcome::Created, 1),
+        Some((generation, version)) => {
+            meta.generation = meta.generation.max(generation + 1);
+            let outcome = if existing.is_some() {
+                CreateOutcome::Replaced
+            } else {
+                CreateOutcome::Created
+            };
+            (outcome, version + 1)
+        }
     };
     if existing.is_some() {
-        purge(c, id)?;
+        delete_instance(c, id)?;
     }
-    insert_meta(c, &req.meta, version)?;
+    insert_meta(c, &meta, version)?;
     match start_due_at(req.meta.scheduled_start_at, now) {
         Some(due_at) => insert_reminder(
             c,
             &Reminder {
                 id: 0,
                 instance_id: id.to_string(),
-                generation: req.meta.generation,
+                generation: meta.generation,
                 due_at,
                 event: req.start_event.clone(),
             },
         )?,
         None => {
-            insert_inbox(c, id, &req.start_event)?;
+            insert_inbox(c, id, &req.start_event, Some(meta.generation))?;
         }
     }
     Ok(outcome)
@@ -192,7 +249,9 @@ pub(crate) fn history(c: &Connection, id: &str, generation: i64) -> Result<Vec<H
 
 pub(crate) fn inbox(c: &Connection, id: &str) -> Result<Vec<InboxEntry>> {
     let mut st = c
-        .prepare_cached("SELECT seq, event FROM inbox WHERE instance_id = ?1 ORDER BY seq")
+        .prepare_cached(
+            "SELECT seq, event, generation FROM inbox WHERE instance_id = ?1 ORDER BY seq",
+        )
         .map_err(map_err)?;
     let mut rows = st.query([id]).map_err(map_err)?;
     let mut out = Vec::new();
@@ -201,6 +260,7 @@ pub(crate) fn inbox(c: &Connection, id: &str) -> Result<Vec<InboxEntry>> {
         out.push(InboxEntry {
             seq: r.get(0).map_err(map_err)?,
             event: decode_event(&bytes)?,
+            generation: r.get(2).map_err(map_err)?,
         });
     }
     Ok(out)
@@ -308,8 +368,12 @@ pub(crate) fn checkpoint(c: &Connection, cp: &Checkpoint, now: Micros) -> Result
     }
     for out in &cp.outbound {
         match out {
-            Outbound::Deliver { instance_id, event } => {
-                deliver(c, instance_id, event)?;
+            Outbound::Deliver {
+                instance_id,
+                execution_id,
+                event,
+            } => {
+                deliver(c, instance_id, event, execution_id.as_deref())?;
             }
             Outbound::Create {
                 create: req,
@@ -327,7 +391,9 @@ pub(crate) fn checkpoint(c: &Connection, cp: &Checkpoint, now: Micros) -> Result
                 if create(c, &req, now)? == CreateOutcome::Existing
                     && let Some((target, event)) = on_conflict
                 {
-                    deliver(c, target, event)?;
+                    // Addressed to the execution this checkpoint writes, when it is our own.
+                    let exec = (target == id).then_some(m.execution_id.as_str());
+                    deliver(c, target, event, exec)?;
                 }
             }
         }
@@ -372,7 +438,7 @@ pub(crate) fn complete_activity(
     if n == 0 {
         return Ok(false);
     }
-    insert_inbox(c, id, event)?;
+    insert_inbox(c, id, event, Some(generation))?;
     Ok(true)
 }
 
@@ -420,28 +486,39 @@ pub(crate) fn claim_reminders(
 }
 
 pub(crate) fn fire_reminder(c: &Connection, reminder_id: i64) -> Result<bool> {
-    let row: Option<(String, Vec<u8>)> = c
-        .prepare_cached("DELETE FROM reminders WHERE id = ?1 RETURNING instance_id, event")
+    let row: Option<(String, Vec<u8>, i64)> = c
+        .prepare_cached(
+            "DELETE FROM reminders WHERE id = ?1 RETURNING instance_id, event, generation",
+        )
         .map_err(map_err)?
-        .query_row([reminder_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([reminder_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()
         .map_err(map_err)?;
-    let Some((id, bytes)) = row else {
+    let Some((id, bytes, generation)) = row else {
         return Ok(false);
     };
-    // Copy the stored bytes as they are; `deliver` drops it if the instance is gone.
+    // Copy the stored bytes as they are, for the generation that set the timer; dropped if the
+    // instance is gone.
     c.prepare_cached(
-        "INSERT INTO inbox (instance_id, event) \
-         SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = ?1)",
+        "INSERT INTO inbox (instance_id, event, generation) \
+         SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = ?1)",
     )
     .map_err(map_err)?
-    .execute(params![id, bytes])
+    .execute(params![id, bytes, generation])
     .map_err(map_err)?;
     Ok(true)
 }
 
+/// When the next reminder becomes claimable: its due time, or, while it is leased, the later
+/// of that and the end of its lease.
+const NEXT_REMINDER: &str = "SELECT MIN(t) FROM ( \
+             SELECT MIN(due_at) AS t FROM reminders WHERE lease_until IS NULL \
+             UNION ALL \
+             SELECT MIN(CASE WHEN lease_until > due_at THEN lease_until ELSE due_at END) \
+             FROM reminders WHERE lease_until IS NOT NULL) AS next";
+
 pub(crate) fn next_reminder_due(c: &Connection) -> Result<Option<Micros>> {
-    c.prepare_cached("SELECT MIN(due_at) FROM reminders")
+    c.prepare_cached(NEXT_REMINDER)
         .map_err(map_err)?
         .query_row([], |r| r.get(0))
         .map_err(map_err)

@@ -1,0 +1,250 @@
+//! Unit tests of the hub: dispatch, re-dispatch, tokens, deltas, push semantics and the cost of
+//! pushing into a long queue.
+
+use super::*;
+use tokio_util::sync::CancellationToken;
+use weft_proto::durabletask::HistoryEvent;
+
+fn wf(id: &str, past: usize) -> Job {
+    Job::Workflow(WorkflowRequest {
+        instance_id: id.into(),
+        past_events: vec![HistoryEvent::default(); past],
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn dispatch_take_and_redeliver_on_disconnect() {
+    let hub = std::sync::Arc::new(Hub::default());
+    hub.push(wf("a", 0));
+    let shutdown = CancellationToken::new();
+    let (tx, mut rx) = mpsc::channel(4);
+    let h = hub.clone();
+    let sd = shutdown.clone();
+    let t = tokio::spawn(async move { h.open_stream(false).run(tx, sd).await });
+    let item = rx.recv().await.unwrap().unwrap();
+    assert!(matches!(item.request, Some(Request::WorkflowRequest(_))));
+    assert_eq!(hub.queued(), 0);
+    drop(rx); // the worker goes away without completing
+    t.await.unwrap();
+    assert_eq!(hub.queued(), 1, "the unanswered turn is queued again");
+    assert!(hub.take_workflow("a", "").is_none());
+    assert_eq!(*hub.connected().borrow(), 0);
+}
+
+#[tokio::test]
+async fn a_late_answer_to_an_earlier_dispatch_is_refused() {
+    let hub = Hub::default();
+    hub.push(wf("a", 0));
+    let (_, first) = hub.take(1).await;
+    hub.release_stream(1); // the first worker died: the turn is queued again
+    let (_, second) = hub.take(2).await;
+    assert_ne!(first, second);
+    assert!(
+        hub.take_workflow("a", &first).is_none(),
+        "stale token refused"
+    );
+    assert!(
+        hub.take_workflow("a", &second).is_some(),
+        "the record was left for the current dispatch"
+    );
+    hub.push(wf("b", 0));
+    hub.take(3).await;
+    assert!(
+        hub.take_workflow("b", "").is_some(),
+        "workers without tokens match by key"
+    );
+}
+
+#[tokio::test]
+async fn stateful_streams_send_deltas() {
+    let hub = Hub::default();
+    let s = hub.open_stream(true);
+    let first = s.shape_for_worker(wf("a", 3), String::new()).unwrap();
+    let second = s.shape_for_worker(wf("a", 5), String::new()).unwrap();
+    let Some(Request::WorkflowRequest(r1)) = first.request else {
+        panic!()
+    };
+    let Some(Request::WorkflowRequest(r2)) = second.request else {
+        panic!()
+    };
+    assert_eq!(r1.past_events.len(), 3);
+    assert!(r1.cached_history.is_none());
+    assert_eq!(r2.past_events.len(), 2);
+    assert_eq!(r2.cached_history.unwrap().event_count, 3);
+    // After continue-as-new the history is shorter than the cache: full send.
+    let third = s.shape_for_worker(wf("a", 1), String::new()).unwrap();
+    let Some(Request::WorkflowRequest(r3)) = third.request else {
+        panic!()
+    };
+    assert_eq!(r3.past_events.len(), 1);
+    let plain = hub.open_stream(false);
+    let Some(Request::WorkflowRequest(r)) = plain
+        .shape_for_worker(wf("a", 5), String::new())
+        .unwrap()
+        .request
+    else {
+        panic!()
+    };
+    assert!(r.cached_history.is_none() && r.past_events.len() == 5);
+}
+
+fn act(id: &str, task_id: i32, generation: i64) -> Job {
+    Job::Activity {
+        generation,
+        request: ActivityRequest {
+            name: "a".into(),
+            task_id,
+            workflow_instance: Some(weft_proto::durabletask::WorkflowInstance {
+                instance_id: id.into(),
+                execution_id: None,
+            }),
+            ..Default::default()
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_repush_leaves_an_activity_with_its_worker() {
+    let hub = Hub::default();
+    hub.push(act("a", 1, 0));
+    let (_, token) = hub.take(1).await;
+    // A recovery scan re-pushes every pending activity, this one included.
+    hub.push(act("a", 1, 0));
+    assert_eq!(hub.queued(), 0, "not queued a second time");
+    assert!(
+        hub.take_activity("a", 1, &token).is_some(),
+        "the running worker's answer is still accepted"
+    );
+    hub.push(act("b", 1, 0));
+    hub.push(act("b", 1, 0));
+    assert_eq!(hub.queued(), 1, "a queued copy is not duplicated");
+}
+
+#[tokio::test]
+async fn a_newer_generation_supersedes_an_older_dispatch() {
+    let hub = Hub::default();
+    hub.push(act("a", 0, 0));
+    let (_, old) = hub.take(1).await;
+    hub.push(act("a", 0, 1)); // continue-as-new reused task ID 0
+    assert_eq!(hub.queued(), 1);
+    assert!(hub.take_activity("a", 0, &old).is_none());
+    let (job, new) = hub.take(1).await;
+    assert_eq!(job.generation(), Some(1));
+    assert_eq!(hub.take_activity("a", 0, &new).map(|(g, _)| g), Some(1));
+}
+
+#[tokio::test]
+async fn continue_as_new_withdraws_queued_work_of_older_generations() {
+    let hub = Hub::default();
+    hub.push(act("a", 0, 0));
+    hub.push(act("a", 1, 0));
+    hub.push(act("b", 0, 0));
+    hub.push(act("a", 5, 1));
+    hub.new_execution("a", 1);
+    assert_eq!(hub.queued(), 2);
+    let (first, _) = hub.take(1).await;
+    let (second, _) = hub.take(1).await;
+    assert_eq!(first.key(), Key::Activity("b".into(), 0));
+    assert_eq!(second.key(), Key::Activity("a".into(), 5));
+    hub.forget_instance("a");
+    hub.forget_instance("b");
+    assert!(hub.lock().by_instance.is_empty(), "index pruned");
+}
+
+#[tokio::test]
+async fn the_history_cache_is_reset_per_execution_and_pruned() {
+    let hub = Hub::default();
+    let s = hub.open_stream(true);
+    let first = s.shape_for_worker(wf("a", 3), String::new()).unwrap();
+    assert!(
+        matches!(first.request, Some(Request::WorkflowRequest(ref r)) if r.past_events.len() == 3)
+    );
+    // Continue-as-new: the new execution's history is longer than the old cache, but none of it
+    // is cached.
+    hub.new_execution("a", 1);
+    let Some(Request::WorkflowRequest(r)) = s
+        .shape_for_worker(wf("a", 5), String::new())
+        .unwrap()
+        .request
+    else {
+        panic!()
+    };
+    assert!(r.cached_history.is_none(), "{r:?}");
+    assert_eq!(r.past_events.len(), 5);
+    s.shape_for_worker(wf("b", 2), String::new()).unwrap();
+    assert_eq!(hub.lock().warm.entries(), 2);
+    hub.forget_instance("a"); // finished or purged
+    assert_eq!(hub.lock().warm.entries(), 1);
+    drop(s); // the stream ended
+    assert_eq!(hub.lock().warm.entries(), 0);
+}
+
+#[tokio::test]
+async fn the_size_limit_applies_to_what_is_sent() {
+    // Each empty event encodes to 2 bytes: 450 fit under the limit, 600 do not.
+    let limit = 1000;
+    let hub = Hub::new(limit);
+    let mut reports = hub.oversize_reports().unwrap();
+    let warm = hub.open_stream(true);
+    hub.push(wf("a", 450));
+    let (job, token) = hub.take(warm.id).await;
+    assert!(warm.shape_for_worker(job, token).is_some());
+    // The next turn's whole history is over the limit, but the delta a warm worker gets is not.
+    hub.push(wf("a", 600));
+    let (job, token) = hub.take(warm.id).await;
+    let Some(Request::WorkflowRequest(r)) = warm.shape_for_worker(job, token).unwrap().request
+    else {
+        panic!()
+    };
+    assert_eq!(r.past_events.len(), 150);
+    assert!(reports.try_recv().is_err(), "nothing refused yet");
+    // A worker without the cache would get all of it: refused and reported.
+    let cold = hub.open_stream(false);
+    hub.push(wf("a", 600));
+    let (job, token) = hub.take(cold.id).await;
+    assert!(cold.shape_for_worker(job, token).is_none(), "too large");
+    let rep = reports.try_recv().expect("reported");
+    assert_eq!(rep.instance_id, "a");
+    assert!(rep.size > limit);
+    assert!(
+        hub.take_workflow("a", "").is_none(),
+        "the refused dispatch holds no record"
+    );
+}
+
+/// A large fan-out: pushing, re-pushing and taking stay cheap however long the queue is (the old
+/// queue scanned itself on every push). Prints the figures; asserts only correctness.
+#[tokio::test]
+async fn push_cost_does_not_grow_with_queue_length() {
+    const PROBE: i32 = 2000;
+    for len in [1_000, 100_000] {
+        let hub = Hub::default();
+        for t in 0..len {
+            hub.push(act("fan", t, 0));
+        }
+        let t0 = std::time::Instant::now();
+        for t in len..len + PROBE {
+            hub.push(act("fan", t, 0));
+        }
+        let push = t0.elapsed() / PROBE as u32;
+        let t0 = std::time::Instant::now();
+        for t in 0..PROBE {
+            hub.push(act("fan", t, 0)); // re-push of queued items: no-ops
+        }
+        let repush = t0.elapsed() / PROBE as u32;
+        let t0 = std::time::Instant::now();
+        for _ in 0..PROBE {
+            hub.take(1).await;
+        }
+        let take = t0.elapsed() / PROBE as u32;
+        println!("queue of {len}: push {push:?}, re-push {repush:?}, take {take:?} per call");
+        assert_eq!(hub.queued(), (len + PROBE - PROBE) as usize);
+        let (next, _) = hub.take(1).await;
+        assert_eq!(
+            next.key(),
+            Key::Activity("fan".into(), PROBE),
+            "FIFO order kept"
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! Test support: a store wrapper that counts calls and can make checkpoints fail, to observe the
+//! engine's loops (timer wake-ups, recovery scans, commit retries) without sleeps.
+
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::Notify;
+use weft_core::{InstanceMeta, Micros};
+use weft_proto::durabletask::HistoryEvent;
+use weft_store::*;
+
+/// How checkpoints of one instance fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fail {
+    /// Rolled back: nothing was written.
+    Rejected,
+    /// The connection dropped at COMMIT: it may have landed.
+    Unknown,
+}
+
+#[derive(Default)]
+pub(crate) struct Counts {
+    pub claims: AtomicUsize,
+    /// Recovery scans (each reads the pending activities once).
+    pub scans: AtomicUsize,
+    pub checkpoints: AtomicUsize,
+}
+
+pub(crate) struct Spy {
+    inner: Arc<dyn Store>,
+    pub counts: Counts,
+    /// Wakes a test whenever a count changes.
+    pub changed: Notify,
+    fail: Mutex<Option<(String, Fail)>>,
+}
+
+impl Spy {
+    pub(crate) fn new(inner: Arc<dyn Store>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            counts: Counts::default(),
+            changed: Notify::new(),
+            fail: Mutex::new(None),
+        })
+    }
+
+    pub(crate) fn fail_checkpoints_of(&self, instance: &str, how: Option<Fail>) {
+        *self.fail.lock().unwrap() = how.map(|h| (instance.to_string(), h));
+    }
+
+    fn bump(&self, c: &AtomicUsize) {
+        c.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+}
+
+#[async_trait]
+impl Store for Spy {
+    async fn create_instance(&self, req: CreateInstance) -> Result<CreateOutcome> {
+        self.inner.create_instance(req).await
+    }
+    async fn get_instance(&self, id: &str) -> Result<Option<InstanceMeta>> {
+        self.inner.get_instance(id).await
+    }
+    async fn load(&self, id: &str) -> Result<Option<LoadedInstance>> {
+        self.inner.load(id).await
+    }
+    async fn get_history(&self, id: &str) -> Result<Option<Vec<HistoryEvent>>> {
+        self.inner.get_history(id).await
+    }
+    async fn read_inbox(&self, id: &str) -> Result<Vec<InboxEntry>> {
+        self.inner.read_inbox(id).await
+    }
+    async fn append_inbox(&self, id: &str, event: HistoryEvent) -> Result<bool> {
+        self.inner.append_inbox(id, event).await
+    }
+    async fn checkpoint(&self, cp: Checkpoint) -> Result<()> {
+        self.bump(&self.counts.checkpoints);
+        let fail = self.fail.lock().unwrap().clone();
+        match fail {
+            Some((id, Fail::Rejected)) if id == cp.instance_id => {
+                Err(StoreError::Corrupt("rejected by the test".into()))
+            }
+            Some((id, Fail::Unknown)) if id == cp.instance_id => {
+                Err(StoreError::OutcomeUnknown("lost by the test".into()))
+            }
+            _ => self.inner.checkpoint(cp).await,
+        }
+    }
+    async fn pending_activities(&self) -> Result<Vec<ActivityTask>> {
+        self.bump(&self.counts.scans);
+        self.inner.pending_activities().await
+    }
+    async fn complete_activity(
+        &self,
+        id: &str,
+        task_id: i32,
+        generation: i64,
+        event: HistoryEvent,
+    ) -> Result<bool> {
+        self.inner
+            .complete_activity(id, task_id, generation, event)
+            .await
+    }
+    async fn instances_with_inbox(&self) -> Result<Vec<String>> {
+        self.inner.instances_with_inbox().await
+    }
+    async fn claim_due_reminders(
+        &self,
+        now: Micros,
+        lease_until: Micros,
+        limit: usize,
+    ) -> Result<Vec<Reminder>> {
+        self.bump(&self.counts.claims);
+        self.inner
+            .claim_due_reminders(now, lease_until, limit)
+            .await
+    }
+    async fn fire_reminder(&self, id: i64) -> Result<bool> {
+        self.inner.fire_reminder(id).await
+    }
+    async fn next_reminder_due(&self) -> Result<Option<Micros>> {
+        self.inner.next_reminder_due().await
+    }
+    async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage> {
+        self.inner.list_instances(filter).await
+    }
+    async fn purge(&self, id: &str, force: bool) -> Result<bool> {
+        self.inner.purge(id, force).await
+    }
+}
