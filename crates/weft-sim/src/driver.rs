@@ -216,25 +216,36 @@ pub async fn run_scenario(sc: &Scenario, api: &Api, stats: &Mutex<ScenarioStats>
         if k > 0 {
             // Purge the finished incarnation (and its children), then create the ID anew.
             let mut again = false;
-            let purged = api
-                .call(&mut again, |mut c| async move {
-                    c.purge_instances(PurgeInstancesRequest {
-                        request: Some(purge_instances_request::Request::InstanceId(id.into())),
-                        recursive: true,
-                        force: None,
-                        router: None,
+            'purge: loop {
+                let purged = api
+                    .call(&mut again, |mut c| async move {
+                        c.purge_instances(PurgeInstancesRequest {
+                            request: Some(purge_instances_request::Request::InstanceId(id.into())),
+                            recursive: true,
+                            force: None,
+                            router: None,
+                        })
+                        .await
                     })
-                    .await
-                })
-                .await;
-            match purged {
-                Ok(_) => {}
-                // The first attempt purged it; its reply was lost.
-                Err(s) if s.code() == Code::NotFound && again => {}
-                Err(s) => {
-                    problems.push(format!("{who}: purge failed: {s}"));
-                    return problems;
+                    .await;
+                match purged {
+                    Ok(_) => {}
+                    // The first attempt purged it; its reply was lost.
+                    Err(s) if s.code() == Code::NotFound && again => {}
+                    // Children of a terminated parent still run (purge refuses them, as daprd).
+                    Err(s)
+                        if s.code() == Code::FailedPrecondition
+                            && Instant::now() < api.deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue 'purge;
+                    }
+                    Err(s) => {
+                        problems.push(format!("{who}: purge failed: {s}"));
+                        return problems;
+                    }
                 }
+                break 'purge;
             }
             stats.lock().expect("not poisoned").recreated += 1;
         }

@@ -290,7 +290,13 @@ impl FaultStore {
         if f.crashes() {
             self.faults.crash(self.epoch);
         }
-        Err(Self::refuse("store call committed but its reply was lost"))
+        Err(Self::lost_reply())
+    }
+
+    /// What a store reports when the connection dies while a call commits: the outcome is
+    /// unknown (here it landed), which is how the engine tells it from "nothing written".
+    fn lost_reply() -> StoreError {
+        StoreError::OutcomeUnknown("simulated: the call committed but its reply was lost".into())
     }
 }
 
@@ -314,9 +320,7 @@ macro_rules! faulty_batch {
                 let out = $call.await;
                 match $self.after($op, planned) {
                     Ok(()) => out,
-                    Err(e) => (0..n)
-                        .map(|_| Err(FaultStore::refuse(&e.to_string())))
-                        .collect(),
+                    Err(_) => (0..n).map(|_| Err(FaultStore::lost_reply())).collect(),
                 }
             }
         }
@@ -417,7 +421,7 @@ impl Store for FaultStore {
             if f.crashes() {
                 self.faults.crash(self.epoch);
             }
-            return Err(Self::refuse("claimed reminders, then the reply was lost"));
+            return Err(Self::lost_reply());
         }
         if let Ok(d) = &due {
             self.faults
@@ -440,8 +444,8 @@ impl Store for FaultStore {
     async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage> {
         faulty!(self, "list_instances", self.inner.list_instances(filter))
     }
-    async fn purge(&self, id: &str) -> Result<bool> {
-        faulty!(self, "purge", self.inner.purge(id))
+    async fn purge(&self, id: &str, force: bool) -> Result<bool> {
+        faulty!(self, "purge", self.inner.purge(id, force))
     }
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {
         self.inner.subscribe()

@@ -201,7 +201,11 @@ pub async fn run_seed(cfg: SeedConfig) -> SeedReport {
     // Instances that did not finish: show what the database holds for them.
     let stuck: Vec<String> = problems
         .iter()
-        .filter(|p| p.contains("did not finish") || p.contains("stuck") || p.contains("deadline"))
+        .filter(|p| {
+            ["did not finish", "stuck", "deadline", "Timeout expired"]
+                .iter()
+                .any(|w| p.contains(w))
+        })
         .filter(|p| p.starts_with(&format!("s{}-", cfg.seed)))
         .filter_map(|p| p.split([' ', ':']).next().map(str::to_string))
         .collect();

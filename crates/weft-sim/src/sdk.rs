@@ -384,8 +384,20 @@ pub fn decide(instance_id: &str, past: &[HistoryEvent], new: &[HistoryEvent]) ->
                 acc,
                 ..input.clone()
             };
+            // Events still buffered by a suspension in this turn are carried over too.
+            let mut pending: Vec<String> = seen.events[cursor..].to_vec();
+            for b in &buffer {
+                if let Some(EventType::EventRaised(r)) = &b.event_type
+                    && r.name.eq_ignore_ascii_case(EVENT_NAME)
+                {
+                    let p = r.input.clone().unwrap_or_default();
+                    if !dedup.contains(&p) && !pending.contains(&p) {
+                        pending.push(p);
+                    }
+                }
+            }
             let carryover_events = if input.program.carry {
-                seen.events[cursor..]
+                pending
                     .iter()
                     .map(|p| HistoryEvent {
                         event_id: -1,
