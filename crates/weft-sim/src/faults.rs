@@ -1,0 +1,459 @@
+//! Fault injection at the store boundary: a [`Store`] wrapper that numbers every call the engine
+//! makes and, at the calls a seed chose, fails it before it reaches the database, or lets it
+//! commit and then fails the reply — either as a transient error the engine sees and survives,
+//! or as a crash: the engine incarnation is declared dead (every later call it makes fails) and
+//! the supervisor kills its runtime and starts a fresh engine on the same database.
+
+use crate::known_bugs::Enabled;
+use crate::rng::Rng;
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use weft_core::{InstanceMeta, Micros};
+use weft_proto::durabletask::HistoryEvent;
+use weft_store::{
+    ActivityCompletion, ActivityTask, Checkpoint, CreateInstance, CreateOutcome, InboxEntry,
+    InstancePage, ListFilter, LoadedInstance, Reminder, Result, Store, StoreError, Wakeup,
+};
+
+/// What happens at a chosen store call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Fail without calling the store (nothing written).
+    ErrorBefore,
+    /// Call the store (it commits), then report failure: an ambiguous outcome.
+    ErrorAfter,
+    /// Crash the engine before the call reaches the store.
+    CrashBefore,
+    /// Let the call commit, then crash the engine before it sees the reply.
+    CrashAfter,
+}
+
+impl Fault {
+    fn crashes(self) -> bool {
+        matches!(self, Fault::CrashBefore | Fault::CrashAfter)
+    }
+    fn after(self) -> bool {
+        matches!(self, Fault::ErrorAfter | Fault::CrashAfter)
+    }
+}
+
+/// Faults that fired, for the run's report.
+#[derive(Debug, Default, Clone)]
+pub struct FaultStats {
+    pub calls: u64,
+    pub crashes_before: u64,
+    pub crashes_after: u64,
+    pub errors_before: u64,
+    pub errors_after: u64,
+    /// `(k, operation, fault)` in firing order: the k-th call of that operation.
+    pub log: Vec<(u64, &'static str, Fault)>,
+    /// Calls per store operation.
+    pub per_op: BTreeMap<&'static str, u64>,
+}
+
+impl FaultStats {
+    pub fn crashes(&self) -> u64 {
+        self.crashes_before + self.crashes_after
+    }
+    pub fn errors(&self) -> u64 {
+        self.errors_before + self.errors_after
+    }
+}
+
+/// The store operations the engine calls, with how many calls of each a typical seed makes:
+/// a fault is planned at the k-th call of an operation, k drawn up to that figure. Counting per
+/// operation (not globally) keeps a planned fault on the same kind of call when threads
+/// interleave differently from one run of a seed to the next.
+pub const OPS: &[(&str, u64)] = &[
+    ("create_instance", 8),
+    ("get_instance", 60),
+    ("load", 20),
+    ("get_history", 6),
+    ("read_inbox", 50),
+    ("append_inbox", 12),
+    ("checkpoint_batch", 50),
+    ("complete_activity_batch", 30),
+    ("pending_activities", 2),
+    ("instances_with_inbox", 2),
+    ("claim_due_reminders", 15),
+    ("fire_reminder", 8),
+    ("next_reminder_due", 15),
+    ("list_instances", 2),
+    ("purge", 3),
+];
+
+/// The fault plan of one run, shared by every engine incarnation.
+pub struct Faults {
+    calls: AtomicU64,
+    /// (operation, k) → the fault for the k-th call of that operation.
+    plan: Mutex<BTreeMap<(&'static str, u64), Fault>>,
+    stats: Mutex<FaultStats>,
+    /// The live incarnation; a crash moves it on, which makes the old one's calls fail.
+    epoch: watch::Sender<u64>,
+    /// Whether faults may hit a claimed reminder (after `claim_due_reminders` commits, at
+    /// `fire_reminder`, or a crash while one is claimed): the reminder then waits out the
+    /// engine's 30 s lease, which makes a run slow, not wrong.
+    slow_faults: bool,
+    /// Slow mode: a fault for the first claim that returns reminders.
+    lease_fault: Mutex<Option<Fault>>,
+    /// Reminders claimed and not yet fired by the live incarnation.
+    claimed: AtomicI64,
+    /// Calls per operation so far.
+    per_op: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Faults {
+    /// Draws `crashes` crash points and `errors` transient errors, each at the k-th call of a
+    /// random store operation.
+    pub fn plan(rng: &mut Rng, crashes: u64, errors: u64, slow: bool, on: &Enabled) -> Self {
+        let mut plan = BTreeMap::new();
+        let mut put = |f: Fault, rng: &mut Rng| {
+            for _ in 0..64 {
+                let (op, typical) = OPS[rng.below(OPS.len() as u64) as usize];
+                let lease = op == "fire_reminder" || (op == "claim_due_reminders" && f.after());
+                if lease && !slow {
+                    continue;
+                }
+                // Ambiguous commits the engine does not recover from yet without a restart.
+                let lost_wake = f == Fault::ErrorAfter
+                    && ((op == "complete_activity_batch" && !on.bug("N1"))
+                        || (op == "create_instance" && !on.bug("N2")));
+                if lost_wake {
+                    continue;
+                }
+                let k = rng.range(1, typical);
+                if let std::collections::btree_map::Entry::Vacant(v) = plan.entry((op, k)) {
+                    v.insert(f);
+                    return;
+                }
+            }
+        };
+        for _ in 0..crashes {
+            let f = if rng.chance(50) {
+                Fault::CrashBefore
+            } else {
+                Fault::CrashAfter
+            };
+            put(f, rng);
+        }
+        for _ in 0..errors {
+            let f = if rng.chance(50) {
+                Fault::ErrorBefore
+            } else {
+                Fault::ErrorAfter
+            };
+            put(f, rng);
+        }
+        Self {
+            calls: AtomicU64::new(0),
+            plan: Mutex::new(plan),
+            stats: Mutex::default(),
+            epoch: watch::channel(0).0,
+            lease_fault: Mutex::new(slow.then(|| {
+                if rng.chance(50) {
+                    Fault::CrashAfter
+                } else {
+                    Fault::ErrorAfter
+                }
+            })),
+            slow_faults: slow,
+            claimed: AtomicI64::new(0),
+            per_op: Mutex::default(),
+        }
+    }
+
+    /// In slow mode, the first non-empty claim of reminders is answered with a fault.
+    fn take_lease_fault(&self) -> Option<Fault> {
+        lock(&self.lease_fault).take()
+    }
+
+    pub fn epoch(&self) -> u64 {
+        *self.epoch.borrow()
+    }
+
+    /// Waits until the incarnation `epoch` has crashed.
+    pub async fn crashed(&self, epoch: u64) {
+        let mut rx = self.epoch.subscribe();
+        let _ = rx.wait_for(|e| *e != epoch).await;
+    }
+
+    /// Declares the incarnation `epoch` dead (no-op if it already is).
+    pub fn crash(&self, epoch: u64) {
+        self.epoch.send_if_modified(|e| {
+            if *e == epoch {
+                *e += 1;
+                // The next incarnation starts with nothing claimed by it.
+                self.claimed.store(0, Ordering::Relaxed);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    pub fn stats(&self) -> FaultStats {
+        let mut s = lock(&self.stats).clone();
+        s.calls = self.calls.load(Ordering::Relaxed);
+        s.per_op = lock(&self.per_op).clone();
+        s
+    }
+
+    /// Numbers a call: `(k, fault)` for the k-th call of `op`.
+    fn next(&self, op: &'static str) -> (u64, Option<Fault>) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let k = {
+            let mut per = lock(&self.per_op);
+            let c = per.entry(op).or_insert(0);
+            *c += 1;
+            *c
+        };
+        let mut plan = lock(&self.plan);
+        let Some(f) = plan.remove(&(op, k)) else {
+            return (k, None);
+        };
+        // A crash while reminders are claimed and not yet fired strands them for the lease.
+        if f.crashes() && self.claimed.load(Ordering::Relaxed) > 0 && !self.slow_faults {
+            plan.insert((op, k + 1), f); // the next call of this operation instead
+            return (k, None);
+        }
+        (k, Some(f))
+    }
+
+    fn fired(&self, n: u64, op: &'static str, f: Fault) {
+        let mut s = lock(&self.stats);
+        match f {
+            Fault::ErrorBefore => s.errors_before += 1,
+            Fault::ErrorAfter => s.errors_after += 1,
+            Fault::CrashBefore => s.crashes_before += 1,
+            Fault::CrashAfter => s.crashes_after += 1,
+        }
+        s.log.push((n, op, f));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The store one engine incarnation sees.
+pub struct FaultStore {
+    inner: Arc<dyn Store>,
+    faults: Arc<Faults>,
+    epoch: u64,
+}
+
+impl FaultStore {
+    pub fn new(inner: Arc<dyn Store>, faults: Arc<Faults>, epoch: u64) -> Self {
+        Self {
+            inner,
+            faults,
+            epoch,
+        }
+    }
+
+    fn dead(&self) -> bool {
+        self.faults.epoch() != self.epoch
+    }
+
+    fn refuse(why: &str) -> StoreError {
+        StoreError::Unavailable(format!("simulated: {why}"))
+    }
+
+    /// Before the call: `Err` to fail it now, else the fault (if any) to apply after it.
+    fn before(&self, op: &'static str) -> Result<Option<(u64, Fault)>> {
+        if self.dead() {
+            return Err(Self::refuse("this engine process has crashed"));
+        }
+        let (n, fault) = self.faults.next(op);
+        match fault {
+            None => Ok(None),
+            Some(f) if f.after() => Ok(Some((n, f))),
+            Some(f) => {
+                self.faults.fired(n, op, f);
+                if f.crashes() {
+                    self.faults.crash(self.epoch);
+                }
+                Err(Self::refuse(
+                    "store call failed before reaching the database",
+                ))
+            }
+        }
+    }
+
+    /// After the call committed: the reply is lost if a fault was planned here.
+    fn after(&self, op: &'static str, planned: Option<(u64, Fault)>) -> Result<()> {
+        let Some((n, f)) = planned else { return Ok(()) };
+        self.faults.fired(n, op, f);
+        if f.crashes() {
+            self.faults.crash(self.epoch);
+        }
+        Err(Self::lost_reply())
+    }
+
+    /// What a store reports when the connection dies while a call commits: the outcome is
+    /// unknown (here it landed), which is how the engine tells it from "nothing written".
+    fn lost_reply() -> StoreError {
+        StoreError::OutcomeUnknown("simulated: the call committed but its reply was lost".into())
+    }
+}
+
+macro_rules! faulty {
+    ($self:ident, $op:literal, $call:expr) => {{
+        let planned = $self.before($op)?;
+        let out = $call.await;
+        $self.after($op, planned)?;
+        out
+    }};
+}
+
+macro_rules! faulty_batch {
+    ($self:ident, $op:literal, $n:expr, $call:expr) => {{
+        let n = $n;
+        match $self.before($op) {
+            Err(e) => (0..n)
+                .map(|_| Err(FaultStore::refuse(&e.to_string())))
+                .collect(),
+            Ok(planned) => {
+                let out = $call.await;
+                match $self.after($op, planned) {
+                    Ok(()) => out,
+                    Err(_) => (0..n).map(|_| Err(FaultStore::lost_reply())).collect(),
+                }
+            }
+        }
+    }};
+}
+
+#[async_trait]
+impl Store for FaultStore {
+    async fn create_instance(&self, req: CreateInstance) -> Result<CreateOutcome> {
+        faulty!(self, "create_instance", self.inner.create_instance(req))
+    }
+    async fn get_instance(&self, id: &str) -> Result<Option<InstanceMeta>> {
+        faulty!(self, "get_instance", self.inner.get_instance(id))
+    }
+    async fn load(&self, id: &str) -> Result<Option<LoadedInstance>> {
+        faulty!(self, "load", self.inner.load(id))
+    }
+    async fn get_history(&self, id: &str) -> Result<Option<Vec<HistoryEvent>>> {
+        faulty!(self, "get_history", self.inner.get_history(id))
+    }
+    async fn read_inbox(&self, id: &str) -> Result<Vec<InboxEntry>> {
+        faulty!(self, "read_inbox", self.inner.read_inbox(id))
+    }
+    async fn append_inbox(&self, id: &str, event: HistoryEvent) -> Result<bool> {
+        faulty!(self, "append_inbox", self.inner.append_inbox(id, event))
+    }
+    async fn checkpoint(&self, cp: Checkpoint) -> Result<()> {
+        faulty!(self, "checkpoint", self.inner.checkpoint(cp))
+    }
+    async fn checkpoint_batch(&self, cps: Vec<Checkpoint>) -> Vec<Result<()>> {
+        faulty_batch!(
+            self,
+            "checkpoint_batch",
+            cps.len(),
+            self.inner.checkpoint_batch(cps)
+        )
+    }
+    async fn pending_activities(&self) -> Result<Vec<ActivityTask>> {
+        faulty!(self, "pending_activities", self.inner.pending_activities())
+    }
+    async fn complete_activity(
+        &self,
+        id: &str,
+        task_id: i32,
+        generation: i64,
+        event: HistoryEvent,
+    ) -> Result<bool> {
+        faulty!(
+            self,
+            "complete_activity",
+            self.inner.complete_activity(id, task_id, generation, event)
+        )
+    }
+    async fn complete_activity_batch(&self, items: Vec<ActivityCompletion>) -> Vec<Result<bool>> {
+        faulty_batch!(
+            self,
+            "complete_activity_batch",
+            items.len(),
+            self.inner.complete_activity_batch(items)
+        )
+    }
+    async fn instances_with_inbox(&self) -> Result<Vec<String>> {
+        faulty!(
+            self,
+            "instances_with_inbox",
+            self.inner.instances_with_inbox()
+        )
+    }
+    async fn claim_due_reminders(
+        &self,
+        now: Micros,
+        lease_until: Micros,
+        limit: usize,
+    ) -> Result<Vec<Reminder>> {
+        // Counted as claimed while in flight: a crash now may strand what it claims.
+        self.faults.claimed.fetch_add(1, Ordering::Relaxed);
+        let due: Result<Vec<Reminder>> = async {
+            faulty!(
+                self,
+                "claim_due_reminders",
+                self.inner.claim_due_reminders(now, lease_until, limit)
+            )
+        }
+        .await;
+        if !self.dead() {
+            self.faults.claimed.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Ok(d) = &due
+            && !d.is_empty()
+            && let Some(f) = self.faults.take_lease_fault()
+        {
+            // The claim committed; its reply is lost, so the reminders wait out their lease.
+            let k = lock(&self.faults.per_op)
+                .get("claim_due_reminders")
+                .copied()
+                .unwrap_or(0);
+            self.faults.fired(k, "claim_due_reminders", f);
+            if f.crashes() {
+                self.faults.crash(self.epoch);
+            }
+            return Err(Self::lost_reply());
+        }
+        if let Ok(d) = &due {
+            self.faults
+                .claimed
+                .fetch_add(d.len() as i64, Ordering::Relaxed);
+        }
+        due
+    }
+    async fn fire_reminder(&self, reminder_id: i64) -> Result<bool> {
+        let fired =
+            async { faulty!(self, "fire_reminder", self.inner.fire_reminder(reminder_id)) }.await;
+        if !self.dead() {
+            self.faults.claimed.fetch_sub(1, Ordering::Relaxed);
+        }
+        fired
+    }
+    async fn next_reminder_due(&self) -> Result<Option<Micros>> {
+        faulty!(self, "next_reminder_due", self.inner.next_reminder_due())
+    }
+    async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage> {
+        faulty!(self, "list_instances", self.inner.list_instances(filter))
+    }
+    async fn purge(&self, id: &str, force: bool) -> Result<bool> {
+        faulty!(self, "purge", self.inner.purge(id, force))
+    }
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {
+        self.inner.subscribe()
+    }
+    async fn health(&self) -> Result<()> {
+        if self.dead() {
+            return Err(Self::refuse("this engine process has crashed"));
+        }
+        self.inner.health().await
+    }
+}
