@@ -15,7 +15,8 @@ use weft_core::{InstanceMeta, Micros};
 use weft_proto::durabletask::HistoryEvent;
 use weft_store::{
     ActivityCompletion, ActivityTask, Checkpoint, CreateInstance, CreateOutcome, InboxEntry,
-    InstancePage, ListFilter, LoadedInstance, Reminder, Result, Store, StoreError, Wakeup,
+    InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope, SlotLease, Store,
+    StoreError, Wakeup,
 };
 
 /// What happens at a chosen store call.
@@ -358,8 +359,12 @@ impl Store for FaultStore {
             self.inner.checkpoint_batch(cps)
         )
     }
-    async fn pending_activities(&self) -> Result<Vec<ActivityTask>> {
-        faulty!(self, "pending_activities", self.inner.pending_activities())
+    async fn pending_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
+        faulty!(
+            self,
+            "pending_activities",
+            self.inner.pending_activities(scope)
+        )
     }
     async fn complete_activity(
         &self,
@@ -382,15 +387,16 @@ impl Store for FaultStore {
             self.inner.complete_activity_batch(items)
         )
     }
-    async fn instances_with_inbox(&self) -> Result<Vec<String>> {
+    async fn instances_with_inbox(&self, scope: &Scope) -> Result<Vec<String>> {
         faulty!(
             self,
             "instances_with_inbox",
-            self.inner.instances_with_inbox()
+            self.inner.instances_with_inbox(scope)
         )
     }
     async fn claim_due_reminders(
         &self,
+        scope: &Scope,
         now: Micros,
         lease_until: Micros,
         limit: usize,
@@ -401,7 +407,8 @@ impl Store for FaultStore {
             faulty!(
                 self,
                 "claim_due_reminders",
-                self.inner.claim_due_reminders(now, lease_until, limit)
+                self.inner
+                    .claim_due_reminders(scope, now, lease_until, limit)
             )
         }
         .await;
@@ -438,8 +445,44 @@ impl Store for FaultStore {
         }
         fired
     }
-    async fn next_reminder_due(&self) -> Result<Option<Micros>> {
-        faulty!(self, "next_reminder_due", self.inner.next_reminder_due())
+    async fn next_reminder_due(&self, scope: &Scope) -> Result<Option<Micros>> {
+        faulty!(
+            self,
+            "next_reminder_due",
+            self.inner.next_reminder_due(scope)
+        )
+    }
+    async fn stalled_instances(&self, scope: &Scope, limit: usize) -> Result<Vec<String>> {
+        faulty!(
+            self,
+            "stalled_instances",
+            self.inner.stalled_instances(scope, limit)
+        )
+    }
+    // Concurrency-limit leases are not part of the simulated fault model (no limits configured).
+    async fn acquire_slots(
+        &self,
+        bucket: &str,
+        limit: u32,
+        holder: &str,
+        want: u32,
+        now: Micros,
+        until: Micros,
+    ) -> Result<Vec<u32>> {
+        self.inner
+            .acquire_slots(bucket, limit, holder, want, now, until)
+            .await
+    }
+    async fn renew_slots(
+        &self,
+        holder: &str,
+        now: Micros,
+        until: Micros,
+    ) -> Result<Vec<SlotLease>> {
+        self.inner.renew_slots(holder, now, until).await
+    }
+    async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
+        self.inner.release_slots(bucket, holder, slots).await
     }
     async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage> {
         faulty!(self, "list_instances", self.inner.list_instances(filter))

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use weft_sidecar::{EngineConfig, SidecarConfig};
+use weft_sidecar::SidecarConfig;
 use weft_store::{PgOptions, PgStore, SqliteStore, Store};
 
 /// Where the durable state lives; every incarnation opens it anew.
@@ -95,12 +95,8 @@ pub async fn supervise(
         let started = rt.spawn(async move {
             let store = b.open().await?;
             let store: Arc<dyn Store> = Arc::new(FaultStore::new(store, f, epoch));
-            let cfg = SidecarConfig {
-                grpc_addr: "127.0.0.1:0".parse().expect("literal address"),
-                http_addr: "127.0.0.1:0".parse().expect("literal address"),
-                api_token: None,
-                engine: EngineConfig::default(),
-            };
+            // Loopback, ports picked by the OS, no placement: this engine owns everything.
+            let cfg = SidecarConfig::default();
             weft_sidecar::serve(store, cfg, t)
                 .await
                 .map(|r| format!("http://{}", r.grpc_addr))
