@@ -3,7 +3,9 @@ use prost::Message;
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time: a build script binary copied with a target dir from another checkout
+    // must not compile that checkout's protos.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = ["durabletask.proto", "internal.proto"];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

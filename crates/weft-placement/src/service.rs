@@ -244,7 +244,9 @@ impl PlacementService {
         let now = Instant::now();
         let dead: Vec<String> = {
             let mut sessions = self.sessions();
-            sessions.retain(|h, _| table.members.contains_key(h));
+            // A connected stream whose registration is not applied yet keeps its session (and
+            // the acks it already sent).
+            sessions.retain(|h, s| table.members.contains_key(h) || s.connected);
             for h in table.members.keys() {
                 // A member this leader never heard from (e.g. right after a failover) gets a
                 // full timeout to reconnect before it is judged.

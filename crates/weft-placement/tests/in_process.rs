@@ -109,7 +109,7 @@ async fn fifty_sidecars_receive_every_version() {
 
     // One membership change: a new sidecar joins. Measured twice: from the join request, and
     // from the moment the leader applied (published) the new version, until all 50 hold it.
-    let leader = cluster.wait_leader(Duration::from_secs(1)).await;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
     let published = published_at(&cluster, leader, N as u64 + 1);
     let started = Instant::now();
     let newcomer = client(&cluster.addrs, "sidecar-new", &["wf"]);

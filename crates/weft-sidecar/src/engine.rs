@@ -87,6 +87,9 @@ pub(crate) struct Inner {
     pub(crate) registry: Registry,
     /// The buckets this engine serves now (follows the registry, see `cluster::ownership`).
     owned: RwLock<Arc<Owned>>,
+    /// Reconciler passes so far, and deferred take-overs still waiting (for the gauges).
+    pub(crate) ownership_pass: std::sync::atomic::AtomicU64,
+    pub(crate) deferred: std::sync::atomic::AtomicUsize,
     pub(crate) timers_changed: Notify,
     /// Asks the resync loop for a recovery scan (after a commit with an unknown outcome).
     pub(crate) resync_needed: Notify,
@@ -153,6 +156,11 @@ impl Inner {
     pub(crate) fn remove_actor(&self, id: &str) {
         let mut actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
         actors.remove(id);
+    }
+
+    /// Whether a take-over deferred for a live previous owner is still waiting.
+    pub(crate) fn deferred_pending(&self) -> bool {
+        self.deferred.load(std::sync::atomic::Ordering::SeqCst) > 0
     }
 
     /// Whether this sidecar serves the instance now.
@@ -264,6 +272,8 @@ impl Engine {
                 hub: Hub::configured(cfg.max_work_item_bytes, &cfg.workflow),
                 registry,
                 owned: RwLock::new(Arc::new(owned)),
+                ownership_pass: Default::default(),
+                deferred: Default::default(),
                 handoff_timeout: cfg.handoff_timeout,
                 app_id: cfg.app_id,
                 idle_timeout: cfg.idle_timeout,

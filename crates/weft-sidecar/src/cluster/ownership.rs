@@ -5,6 +5,7 @@ use crate::actor::ActorMsg;
 use crate::cluster::{ActorKind, Owner};
 use crate::engine::Inner;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use weft_core::bucket::{BUCKETS, bucket_of};
@@ -79,19 +80,11 @@ pub(crate) fn delta(before: &Owned, after: &[i32]) -> Delta {
 /// Previous owner host of each bucket, as of the last table applied (None: nobody).
 type Owners = Vec<Option<String>>;
 
-fn owners_now(inner: &Inner) -> Owners {
-    (0..i32::from(BUCKETS))
-        .map(|b| {
-            match inner
-                .registry
-                .bucket_owner(&inner.app_id, ActorKind::Workflow, b)
-            {
-                Owner::Local => Some(inner.registry.host_id().to_string()),
-                Owner::Remote { host_id, .. } => Some(host_id),
-                Owner::Nobody => None,
-            }
-        })
-        .collect()
+/// Owners of every bucket, all from one table (a table applied meanwhile is the next pass's).
+fn owners_now(inner: &Inner) -> (u64, Owners) {
+    inner
+        .registry
+        .bucket_owners(&inner.app_id, ActorKind::Workflow)
 }
 
 /// Follows the registry: on every table change, hands off lost buckets and takes over gained
@@ -111,7 +104,9 @@ pub(crate) async fn ownership_loop(inner: Arc<Inner>, shutdown: CancellationToke
         }
         first = false;
         rx.borrow_and_update();
-        let current = owners_now(&inner);
+        let (version, current) = owners_now(&inner);
+        // Deferred take-overs of earlier passes report only if no later pass superseded them.
+        let pass = inner.ownership_pass.fetch_add(1, Ordering::SeqCst) + 1;
         let mine = inner.registry.host_id().to_string();
         let want: Vec<i32> = current
             .iter()
@@ -130,10 +125,9 @@ pub(crate) async fn ownership_loop(inner: Arc<Inner>, shutdown: CancellationToke
                 _ => true,
             }
         });
-        let version = inner.registry.version();
         if now.is_empty() && later.is_empty() && d.lost.is_empty() {
             previous = current;
-            report(&inner, version, true);
+            report(&inner, version, !inner.deferred_pending());
             continue;
         }
         tracing::info!(
@@ -144,8 +138,13 @@ pub(crate) async fn ownership_loop(inner: Arc<Inner>, shutdown: CancellationToke
             "ownership changed"
         );
         take_over(&inner, now, shutdown.clone());
-        report(&inner, version, later.is_empty());
+        report(
+            &inner,
+            version,
+            later.is_empty() && !inner.deferred_pending(),
+        );
         if !later.is_empty() {
+            inner.deferred.fetch_add(1, Ordering::SeqCst);
             let inner2 = inner.clone();
             let sd = shutdown.clone();
             tokio::spawn(async move {
@@ -153,6 +152,7 @@ pub(crate) async fn ownership_loop(inner: Arc<Inner>, shutdown: CancellationToke
                     _ = sd.cancelled() => return,
                     _ = tokio::time::sleep(inner2.handoff_timeout) => {}
                 }
+                inner2.deferred.fetch_sub(1, Ordering::SeqCst);
                 // Only what is still ours by then.
                 let still: Vec<i32> = later
                     .into_iter()
@@ -164,7 +164,9 @@ pub(crate) async fn ownership_loop(inner: Arc<Inner>, shutdown: CancellationToke
                     })
                     .collect();
                 take_over(&inner2, still, sd);
-                report(&inner2, version, true);
+                let settled = !inner2.deferred_pending()
+                    && inner2.ownership_pass.load(Ordering::SeqCst) == pass;
+                report(&inner2, version, settled);
             });
         }
         previous = current;
@@ -175,9 +177,9 @@ pub(crate) async fn ownership_loop(inner: Arc<Inner>, shutdown: CancellationToke
 /// is complete (deferred take-overs included), `weft_ownership_version`.
 fn report(inner: &Inner, version: u64, settled: bool) {
     metrics::gauge!("weft_owned_buckets").set(inner.owned().scope.buckets.len() as f64);
-    if settled && inner.registry.version() == version {
-        metrics::gauge!("weft_ownership_version").set(version as f64);
-    }
+    let done = settled && inner.registry.version() == version;
+    // 0 while a hand-off is still in progress.
+    metrics::gauge!("weft_ownership_version").set(if done { version as f64 } else { 0.0 });
 }
 
 /// Stops serving `lost`: queued work goes back to the store's keeping, actors hand off.

@@ -235,6 +235,25 @@ impl Registry {
         snap.map(&self.shared.host_id, app_id, kind).mine.clone()
     }
 
+    /// The owner host of every bucket for `app_id`'s actors of `kind` (None: nobody), all from
+    /// one table, with that table's version.
+    pub fn bucket_owners(&self, app_id: &str, kind: ActorKind) -> (u64, Vec<Option<String>>) {
+        if self.shared.local_only {
+            return (0, vec![Some(self.shared.host_id.clone()); BUCKETS as usize]);
+        }
+        let snap = self.snapshot();
+        let Some(table) = &snap.table else {
+            return (snap.version, vec![None; BUCKETS as usize]);
+        };
+        let map = snap.map(&self.shared.host_id, app_id, kind);
+        let owners = map
+            .owners
+            .iter()
+            .map(|o| o.map(|i| table.members[i as usize].host_id.clone()))
+            .collect();
+        (snap.version, owners)
+    }
+
     /// Whether `host_id` is in the current table with `app_id`'s workflow actor type (a live
     /// sidecar able to run that app's work).
     pub fn registered(&self, host_id: &str, app_id: &str) -> bool {
