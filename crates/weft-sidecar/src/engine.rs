@@ -405,7 +405,18 @@ impl Engine {
                 start_event: start,
                 policy: req.policy,
             })
-            .await?;
+            .await;
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e @ weft_store::StoreError::OutcomeUnknown(_)) => {
+                // The row may have landed: a wake (or a timer re-check) lets its owner find it,
+                // so a client retry answered ALREADY_EXISTS does not leave it PENDING forever.
+                self.inner.wake(&req.instance_id);
+                self.inner.timers_changed.notify_one();
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         if outcome == CreateOutcome::Replaced {
             self.inner.send(&req.instance_id, ActorMsg::Reload);
         }
@@ -703,7 +714,12 @@ impl Engine {
                     inner.wake(&id);
                     Ok(())
                 }
-                Ok(false) => Ok(()), // a late or duplicate result: the task is no longer pending
+                Ok(false) => {
+                    // A late or duplicate result: the task is no longer pending. An earlier
+                    // copy may have landed with its reply lost (then nobody woke the instance).
+                    inner.wake(&id);
+                    Ok(())
+                }
                 Err(e) => {
                     // Not recorded: hand the task out again (the worker drops its result).
                     inner.hub.push(Job::Activity {

@@ -16,22 +16,9 @@ pub struct KnownBug {
 /// Features still off in the normal run. Removed once fixed (merged from main): 7.1 (event
 /// order across continue-as-new), 7.2 (a completion reusing a timer's ID), 7.3 (results of
 /// one execution reaching the next), 7.5 (purge of running children), 7.6 (timer loop spin),
-/// 7.8 (stateful warm map outliving an execution).
+/// 7.8 (stateful warm map outliving an execution), N1 (a re-run activity's
+/// duplicate result now wakes its instance), N2 (a start whose reply was lost wakes its instance).
 pub const KNOWN_BUGS: &[KnownBug] = &[
-    KnownBug {
-        bug: "N1",
-        name: "KNOWN_BUG_NEW_1_ACTIVITY_RESULT_LOST_WAKE",
-        what: "error after an activity result commits: the engine re-queues the activity, the \
-               re-run's result finds no pending task and wakes nobody; the instance is stuck \
-               with TaskCompleted in its inbox until a restart",
-    },
-    KnownBug {
-        bug: "N2",
-        name: "KNOWN_BUG_NEW_2_START_LOST_REPLY",
-        what: "error after create_instance commits: StartInstance fails, the retry gets \
-               ALREADY_EXISTS, and no actor is ever woken; the instance stays PENDING until a \
-               restart",
-    },
     KnownBug {
         bug: "N3",
         name: "KNOWN_BUG_NEW_3_TOKENLESS_STALE_ANSWER",
