@@ -18,16 +18,14 @@ pub struct KnownBug {
 /// one execution reaching the next), 7.5 (purge of running children), 7.6 (timer loop spin),
 /// 7.8 (stateful warm map outliving an execution), N1 (a re-run activity's
 /// duplicate result now wakes its instance), N2 (a start whose reply was lost wakes its instance).
-pub const KNOWN_BUGS: &[KnownBug] = &[
-    KnownBug {
-        bug: "N3",
-        name: "KNOWN_BUG_NEW_3_TOKENLESS_STALE_ANSWER",
-        what: "a token-less (JS-like) worker answers a turn after its stream ended, or on \
+pub const KNOWN_BUGS: &[KnownBug] = &[KnownBug {
+    bug: "N3",
+    name: "KNOWN_BUG_NEW_3_TOKENLESS_STALE_ANSWER",
+    what: "a token-less (JS-like) worker answers a turn after its stream ended, or on \
                another connection: the turn was re-dispatched meanwhile, the stale answer is \
                matched by instance ID to the current dispatch and fails the instance \
                (WeftInvalidWorkflowResponse) instead of being refused",
-    },
-];
+}];
 
 /// Which generator features are on for a run.
 #[derive(Debug, Clone)]
