@@ -123,14 +123,22 @@ def test_global_activity_limit_across_two_sidecars_survives_sigkill(tmp_path):
             return i
 
         def fan(ctx: wf.DaprWorkflowContext, n: int):
-            rs = yield wf.when_all([ctx.call_activity(slow, input=i) for i in range(n)])
+            rs = yield wf.when_all([ctx.call_activity("cl_slow", input=i) for i in range(n)])
             return sum(rs)
 
         for sc in sidecars:
             host, port = sc.match.group(1).rsplit(":", 1)
             rt = wf.WorkflowRuntime(host=host, port=port, worker_ready_timeout=30, maximum_thread_pool_workers=16)
-            rt.register_activity(slow, name="cl_slow")
-            rt.register_workflow(fan, name="cl_fan")
+            # The SDK marks a registered function with its name and refuses a second
+            # registration of the same object, so each runtime registers its own wrappers.
+            def slow_here(ctx, i: int) -> int:
+                return slow(ctx, i)
+
+            def fan_here(ctx: wf.DaprWorkflowContext, n: int):
+                return (yield from fan(ctx, n))
+
+            rt.register_activity(slow_here, name="cl_slow")
+            rt.register_workflow(fan_here, name="cl_fan")
             rt.start()
             runtimes.append(rt)
         host, port = sidecars[1].match.group(1).rsplit(":", 1)
