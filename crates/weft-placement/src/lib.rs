@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod client;
 pub mod error;
+pub mod health;
 pub mod node;
 pub mod raft;
 pub mod service;
@@ -24,6 +25,10 @@ pub mod proto {
     /// `weft.raft.v1`: raft RPCs between placement nodes.
     pub mod raft {
         tonic::include_proto!("weft.raft.v1");
+    }
+    /// `grpc.health.v1`: the standard health service (Kubernetes `grpc` probes).
+    pub mod health {
+        tonic::include_proto!("grpc.health.v1");
     }
     /// Encoded descriptor set of both packages (for gRPC reflection).
     pub const DESCRIPTOR: &[u8] =

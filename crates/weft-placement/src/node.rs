@@ -2,6 +2,7 @@
 //! cluster bootstrap, and the leader's liveness loop.
 
 use crate::error::PlacementError;
+use crate::health::LeaderHealth;
 use crate::proto::placement::placement_server::PlacementServer;
 use crate::proto::placement::{
     ClusterStatusRequest, placement_client::PlacementClient as PbClient,
@@ -102,6 +103,7 @@ impl PlacementNode {
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
             .add_service(PlacementServer::new(PlacementApi(service.clone())))
             .add_service(RaftRpcServer::into_service(raft.raft().clone()))
+            .add_service(LeaderHealth::server(&raft))
             .serve_with_incoming_shutdown(incoming, cancel.clone().cancelled_owned());
         let server = tokio::spawn(server);
 

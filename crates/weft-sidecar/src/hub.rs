@@ -4,10 +4,11 @@
 mod queue;
 mod warm;
 
+use crate::limits::Limits;
 use queue::JobQueue;
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use tokio::sync::{Notify, mpsc, watch};
 use warm::Warm;
 use weft_proto::durabletask::{
@@ -25,7 +26,7 @@ pub enum Job {
 }
 
 impl Job {
-    fn key(&self) -> Key {
+    pub(crate) fn key(&self) -> Key {
         match self {
             Job::Workflow(r) => Key::Workflow(r.instance_id.clone()),
             Job::Activity { request, .. } => Key::Activity(
@@ -39,7 +40,7 @@ impl Job {
         }
     }
 
-    fn generation(&self) -> Option<i64> {
+    pub(crate) fn generation(&self) -> Option<i64> {
         match self {
             Job::Workflow(_) => None,
             Job::Activity { generation, .. } => Some(*generation),
@@ -48,13 +49,13 @@ impl Job {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Key {
+pub(crate) enum Key {
     Workflow(String),
     Activity(String, i32),
 }
 
 impl Key {
-    fn instance(&self) -> &str {
+    pub(crate) fn instance(&self) -> &str {
         match self {
             Key::Workflow(i) | Key::Activity(i, _) => i,
         }
@@ -90,6 +91,8 @@ struct State {
     /// Every key queued or in flight, by instance (for purge, finish and continue-as-new).
     by_instance: HashMap<String, HashSet<Key>>,
     warm: Warm,
+    /// Concurrency limits: only admitted jobs are queued; the rest wait in the limiter.
+    limits: Limits,
 }
 
 impl State {
@@ -154,6 +157,16 @@ impl State {
     fn queued(&self) -> usize {
         self.workflows.len() + self.activities.len()
     }
+
+    /// Queues jobs the limiter let in after a slot freed.
+    fn enqueue_admitted(&mut self, jobs: Vec<Job>) -> bool {
+        self.limits.publish();
+        let any = !jobs.is_empty();
+        for job in jobs {
+            self.enqueue(job.key(), job, false);
+        }
+        any
+    }
 }
 
 /// Shared between the engine (which enqueues) and the gRPC streams (which take).
@@ -164,12 +177,21 @@ pub struct Hub {
     next_token: AtomicU64,
     /// Per-process prefix of completion tokens, so a token from before a restart never matches.
     boot: String,
+    /// Suffix of completion tokens naming this sidecar (`@host_id@internal_address`), so a
+    /// completion that reaches another sidecar can be routed back here (see `route.rs`).
+    origin: OnceLock<String>,
     /// Number of connected streams, observable (e.g. to retry stalled instances on connect).
     connected: watch::Sender<usize>,
+    /// Draining for shutdown: nothing new is handed out; answers to what is out are taken.
+    paused: AtomicBool,
+    /// Number of dispatched, unanswered items (for the shutdown drain).
+    inflight_count: watch::Sender<usize>,
     /// Largest work item a worker accepts, checked on what a stream actually sends.
     max_work_item: usize,
     oversize_tx: mpsc::UnboundedSender<Oversize>,
     oversize_rx: Mutex<Option<mpsc::UnboundedReceiver<Oversize>>>,
+    /// Concurrency slots were asked for or freed (wakes the cluster-wide lease loop).
+    pub(crate) slots_changed: Notify,
 }
 
 impl Default for Hub {
@@ -180,14 +202,26 @@ impl Default for Hub {
 
 impl Hub {
     pub fn new(max_work_item: usize) -> Self {
+        Self::configured(max_work_item, &weft_config::WorkflowConfig::default())
+    }
+
+    /// A hub enforcing the concurrency limits of `cfg`.
+    pub fn configured(max_work_item: usize, cfg: &weft_config::WorkflowConfig) -> Self {
         let (oversize_tx, rx) = mpsc::unbounded_channel();
         Self {
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                limits: Limits::new(cfg),
+                ..Default::default()
+            }),
+            slots_changed: Notify::new(),
             ready: Notify::new(),
             next_stream: AtomicU64::new(1),
             next_token: AtomicU64::new(1),
             boot: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
+            origin: OnceLock::new(),
             connected: watch::channel(0).0,
+            paused: AtomicBool::new(false),
+            inflight_count: watch::channel(0).0,
             max_work_item,
             oversize_tx,
             oversize_rx: Mutex::new(Some(rx)),
@@ -222,9 +256,53 @@ impl Hub {
             {
                 return;
             }
-            st.enqueue(key, job, false);
+            // Over a concurrency limit the job waits in the limiter instead.
+            let admitted = st.limits.admit(key.clone(), job);
+            st.limits.publish();
+            match admitted {
+                Some(job) => {
+                    st.enqueue(key, job, false);
+                    self.count_inflight(&st);
+                }
+                None => {
+                    drop(st);
+                    self.slots_changed.notify_one();
+                    return;
+                }
+            }
         }
         self.ready.notify_one();
+    }
+
+    /// After slots were freed: wake streams for admitted jobs, and the lease loop (so it gives
+    /// back what no waiting work needs). The lease loop's own calls never notify it, or it
+    /// would wake itself forever.
+    fn after_release(&self, st: &State, admitted: bool) {
+        if admitted {
+            self.ready.notify_one();
+        }
+        if st.limits.has_cluster_wide() {
+            self.slots_changed.notify_one();
+        }
+    }
+
+    /// Runs `f` on the limiter under the hub lock and queues whatever it admits (lease changes).
+    pub(crate) fn limiter<T>(&self, f: impl FnOnce(&mut Limits) -> (T, Vec<Job>)) -> T {
+        let mut st = self.lock();
+        let (out, jobs) = f(&mut st.limits);
+        if st.enqueue_admitted(jobs) {
+            self.ready.notify_one();
+        }
+        out
+    }
+
+    pub(crate) fn has_cluster_wide_limits(&self) -> bool {
+        self.lock().limits.has_cluster_wide()
+    }
+
+    /// Instances with work waiting for a concurrency slot.
+    pub fn waiting_for_slot(&self) -> HashSet<String> {
+        self.lock().limits.waiting_instances()
     }
 
     /// Removes the in-flight record a completion answers. A worker that echoes the completion
@@ -233,12 +311,77 @@ impl Hub {
     /// leaves the record alone. Workers without tokens (JS) are matched by key, as daprd does.
     fn take_inflight(&self, key: Key, token: &str) -> Option<Job> {
         let mut st = self.lock();
-        match st.inflight.get(&key) {
+        let taken = match st.inflight.get(&key) {
             Some(f) if token.is_empty() || f.token == token => {
-                st.drop_inflight(&key).map(|f| f.job)
+                let job = st.drop_inflight(&key).map(|f| f.job);
+                let freed = st.limits.release(&key);
+                let admitted = st.enqueue_admitted(freed);
+                self.after_release(&st, admitted);
+                job
             }
             _ => None,
+        };
+        self.count_inflight(&st);
+        taken
+    }
+
+    fn count_inflight(&self, st: &State) {
+        let n = st.inflight.len();
+        self.inflight_count
+            .send_if_modified(|c| std::mem::replace(c, n) != n);
+    }
+
+    /// Stops handing out work (shutdown drain); queued items stay queued.
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+    }
+
+    /// Number of dispatched, unanswered items, observable.
+    pub fn inflight(&self) -> watch::Receiver<usize> {
+        self.inflight_count.subscribe()
+    }
+
+    /// Drops queued (not yet dispatched) items of instances `moved` says are no longer ours;
+    /// their new owner dispatches them again from the store.
+    pub fn withdraw_queued(&self, moved: impl Fn(&str) -> bool) {
+        let mut st = self.lock();
+        let keys: Vec<Key> = st
+            .by_instance
+            .iter()
+            .filter(|(instance, _)| moved(instance))
+            .flat_map(|(_, keys)| keys.iter().cloned())
+            .collect();
+        for key in &keys {
+            st.dequeue(key);
         }
+        // Their slots (and parked jobs) go with them; the new owner queues them afresh.
+        let mut instances: Vec<String> = keys.iter().map(|k| k.instance().to_string()).collect();
+        instances.dedup();
+        let mut admitted = false;
+        for instance in instances {
+            let freed = st.limits.forget(&instance);
+            admitted |= st.enqueue_admitted(freed);
+        }
+        self.after_release(&st, admitted);
+    }
+
+    /// Whether a worker holds this instance's turn now.
+    pub fn workflow_in_flight(&self, instance_id: &str) -> bool {
+        self.lock()
+            .inflight
+            .contains_key(&Key::Workflow(instance_id.to_string()))
+    }
+
+    /// Forgets an in-flight workflow turn (its actor gave up on it at hand-off): a late answer
+    /// finds nothing.
+    pub fn forget_workflow(&self, instance_id: &str) {
+        let mut st = self.lock();
+        let key = Key::Workflow(instance_id.to_string());
+        st.drop_inflight(&key);
+        let freed = st.limits.release(&key);
+        let admitted = st.enqueue_admitted(freed);
+        self.after_release(&st, admitted);
+        self.count_inflight(&st);
     }
 
     /// Removes a workflow turn's in-flight record; `None` if no such turn is pending.
@@ -265,11 +408,51 @@ impl Hub {
         }
     }
 
+    /// Sets the token suffix naming this sidecar (once, before workers connect).
+    pub fn set_origin(&self, origin: String) {
+        let _ = self.origin.set(origin);
+    }
+
+    /// Whether a workflow turn (`task_id` `None`) or an activity is in flight on this sidecar.
+    pub fn holds(&self, instance_id: &str, task_id: Option<i32>) -> bool {
+        let key = match task_id {
+            None => Key::Workflow(instance_id.to_string()),
+            Some(t) => Key::Activity(instance_id.to_string(), t),
+        };
+        self.lock().inflight.contains_key(&key)
+    }
+
+    /// A worker gives a work item back unanswered: it goes to the front of the queue for the
+    /// next worker. False if no item with that token is in flight here.
+    pub fn abandon(&self, token: &str) -> bool {
+        let mut st = self.lock();
+        let Some(key) = st
+            .inflight
+            .iter()
+            .find(|(_, f)| f.token == token)
+            .map(|(k, _)| k.clone())
+        else {
+            return false;
+        };
+        if let Some(f) = st.inflight.remove(&key) {
+            st.enqueue(key, f.job, true);
+        }
+        self.count_inflight(&st);
+        drop(st);
+        self.ready.notify_one();
+        true
+    }
+
     /// Takes a workflow turn back if no worker has taken it yet (so it can be re-prepared
     /// with newer inbox events); false if it is in flight or unknown.
     pub fn withdraw_workflow(&self, instance_id: &str) -> bool {
         let key = Key::Workflow(instance_id.to_string());
-        self.lock().dequeue(&key).is_some()
+        let mut st = self.lock();
+        let was_queued = st.dequeue(&key).is_some();
+        let (was_parked, freed) = st.limits.withdraw(&key, was_queued);
+        let admitted = st.enqueue_admitted(freed);
+        self.after_release(&st, admitted);
+        was_queued || was_parked
     }
 
     /// Forgets everything queued or in flight for an instance (finished or purged).
@@ -280,12 +463,19 @@ impl Hub {
             st.inflight.remove(&key);
         }
         st.warm.forget_instance(instance_id);
+        let freed = st.limits.forget(instance_id);
+        let admitted = st.enqueue_admitted(freed);
+        self.after_release(&st, admitted);
+        self.count_inflight(&st);
     }
 
     /// A new execution of the instance began (continue-as-new, or it was replaced): activities
     /// of older generations still queued are withdrawn, and no worker's history cache counts.
     pub fn new_execution(&self, instance_id: &str, generation: i64) {
         let mut st = self.lock();
+        // Waiting work of older generations goes first, so slots freed below go to live work.
+        st.limits.drop_stale(instance_id, generation);
+        let mut freed = Vec::new();
         let stale: Vec<Key> = st
             .by_instance
             .get(instance_id)
@@ -302,9 +492,12 @@ impl Hub {
                 .is_some_and(|g| g < generation)
             {
                 st.dequeue(&key);
+                freed.extend(st.limits.release(&key));
             }
         }
         st.warm.forget_instance(instance_id);
+        let admitted = st.enqueue_admitted(freed);
+        self.after_release(&st, admitted);
     }
 
     pub fn connected(&self) -> watch::Receiver<usize> {
@@ -337,11 +530,12 @@ impl Hub {
     async fn take(&self, stream: u64) -> (Job, String) {
         loop {
             let notified = self.ready.notified();
-            {
+            if !self.paused.load(Ordering::SeqCst) {
                 let mut st = self.lock();
                 if let Some((key, job)) = st.pop() {
                     let n = self.next_token.fetch_add(1, Ordering::Relaxed);
-                    let token = format!("{}-{n}", self.boot);
+                    let origin = self.origin.get().map_or("", String::as_str);
+                    let token = format!("{}-{n}{origin}", self.boot);
                     st.inflight.insert(
                         key,
                         InFlight {
@@ -350,6 +544,7 @@ impl Hub {
                             token: token.clone(),
                         },
                     );
+                    self.count_inflight(&st);
                     if st.queued() > 0 {
                         // Others may be waiting for the rest.
                         self.ready.notify_one();
@@ -369,6 +564,9 @@ impl Hub {
             let key = Key::Workflow(instance_id.to_string());
             if st.inflight.get(&key).is_some_and(|f| f.token == token) {
                 st.drop_inflight(&key);
+                let freed = st.limits.release(&key);
+                let admitted = st.enqueue_admitted(freed);
+                self.after_release(&st, admitted);
             }
         }
         let _ = self.oversize_tx.send(Oversize {
@@ -386,11 +584,13 @@ impl Hub {
             .filter(|(_, f)| f.stream == stream)
             .map(|(k, _)| k.clone())
             .collect();
+        tracing::debug!(stream, requeued = lost.len(), "stream released");
         for k in lost {
             if let Some(f) = st.inflight.remove(&k) {
                 st.enqueue(k, f.job, true);
             }
         }
+        self.count_inflight(&st);
         st.warm.forget_stream(stream);
         drop(st);
         self.ready.notify_one();

@@ -103,8 +103,9 @@ pub trait Store: Send + Sync + 'static {
         out
     }
 
-    /// Activity tasks scheduled and not yet completed (for dispatch after a restart).
-    async fn pending_activities(&self) -> Result<Vec<ActivityTask>>;
+    /// Activity tasks scheduled and not yet completed, of instances in `scope` (for dispatch
+    /// after a restart or when a sidecar takes over buckets).
+    async fn pending_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>>;
 
     /// Records an activity's result: deletes the task row and appends `event` to the instance's
     /// inbox in one transaction. `Ok(false)` (and no change) if no such task is pending: a
@@ -130,13 +131,15 @@ pub trait Store: Send + Sync + 'static {
         out
     }
 
-    /// IDs of instances that have pending inbox events (work to do after a restart).
-    async fn instances_with_inbox(&self) -> Result<Vec<String>>;
+    /// IDs of instances in `scope` that have pending inbox events (work to do after a restart).
+    async fn instances_with_inbox(&self, scope: &Scope) -> Result<Vec<String>>;
 
-    /// Claims up to `limit` reminders due at `now` that are not leased, leasing them until
-    /// `lease_until`. Concurrent claimers never get the same reminder while its lease runs.
+    /// Claims up to `limit` reminders of instances in `scope` due at `now` that are not leased,
+    /// leasing them until `lease_until`. Concurrent claimers never get the same reminder while
+    /// its lease runs.
     async fn claim_due_reminders(
         &self,
+        scope: &Scope,
         now: Micros,
         lease_until: Micros,
         limit: usize,
@@ -146,10 +149,14 @@ pub trait Store: Send + Sync + 'static {
     /// one transaction. `Ok(false)` if it no longer exists (cancelled or fired by someone else).
     async fn fire_reminder(&self, reminder_id: i64) -> Result<bool>;
 
-    /// When the next reminder may be claimed, for sleeping until then: the earliest due time
-    /// among unleased reminders and `max(due_at, lease_until)` among leased ones (a leased
-    /// reminder is claimable once `lease_until < now`).
-    async fn next_reminder_due(&self) -> Result<Option<Micros>>;
+    /// When the next reminder of an instance in `scope` may be claimed, for sleeping until
+    /// then: the earliest due time among unleased reminders and `max(due_at, lease_until)` among
+    /// leased ones (a leased reminder is claimable once `lease_until < now`).
+    async fn next_reminder_due(&self, scope: &Scope) -> Result<Option<Micros>>;
+
+    /// IDs of STALLED instances in `scope`, at most `limit`, ordered by ID (retried when a
+    /// worker connects).
+    async fn stalled_instances(&self, scope: &Scope, limit: usize) -> Result<Vec<String>>;
 
     /// Instance rows matching `filter`, ordered by instance ID, paged by `filter.after`.
     async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage>;
@@ -160,6 +167,27 @@ pub trait Store: Send + Sync + 'static {
     /// Its generation and version are remembered, so a re-created instance with that ID
     /// continues both sequences (no stale owner or late result can mistake it for the old one).
     async fn purge(&self, instance_id: &str, force: bool) -> Result<bool>;
+
+    /// Leases up to `want` free slots among `0..limit` of `bucket` for `holder` until `until`
+    /// (a slot is free if nobody holds it or its lease ended before `now`). Returns the slots
+    /// leased; concurrent callers never get the same slot while its lease runs.
+    async fn acquire_slots(
+        &self,
+        bucket: &str,
+        limit: u32,
+        holder: &str,
+        want: u32,
+        now: Micros,
+        until: Micros,
+    ) -> Result<Vec<u32>>;
+
+    /// Extends every lease of `holder` that has not ended by `now` to `until`, and returns the
+    /// slots it still holds (a lease that ended may have been taken by another holder).
+    async fn renew_slots(&self, holder: &str, now: Micros, until: Micros)
+    -> Result<Vec<SlotLease>>;
+
+    /// Gives back slots of `bucket` held by `holder` (others' slots are left alone).
+    async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()>;
 
     /// Hints that other processes changed something (PostgreSQL LISTEN/NOTIFY). `None` when the
     /// backend has no cross-process notifications (SQLite: one process owns the file, so the

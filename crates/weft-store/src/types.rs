@@ -134,6 +134,8 @@ pub struct ListFilter {
     /// Inclusive bounds on `created_at`.
     pub created_from: Option<Micros>,
     pub created_to: Option<Micros>,
+    /// Inclusive upper bound on `completed_at` (rows without one never match).
+    pub completed_to: Option<Micros>,
     /// Exclusive lower bound on instance ID (the previous page's last ID).
     pub after: Option<String>,
     pub limit: usize,
@@ -157,4 +159,30 @@ pub enum Wakeup {
     Instance(String),
     /// Notifications may have been missed (reconnected or lagged): re-poll everything.
     Resync,
+}
+
+/// A cluster-wide concurrency slot this holder has leased: slot `slot` of `bucket`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SlotLease {
+    pub bucket: String,
+    pub slot: u32,
+}
+
+/// Which part of the database a background scan covers: the instances of one app whose bucket
+/// (`weft_core::bucket::bucket_of(instance_id)`) is listed. Rows written before instances
+/// recorded their app (app ID empty) match every app.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    pub app_id: String,
+    pub buckets: Vec<i32>,
+}
+
+impl Scope {
+    /// Every bucket of one app (a sidecar that owns everything).
+    pub fn all(app_id: &str) -> Self {
+        Self {
+            app_id: app_id.to_string(),
+            buckets: weft_core::bucket::all_buckets(),
+        }
+    }
 }

@@ -248,3 +248,63 @@ async fn push_cost_does_not_grow_with_queue_length() {
         );
     }
 }
+
+fn limited(activities: u32) -> Hub {
+    Hub::configured(
+        usize::MAX,
+        &weft_config::WorkflowConfig {
+            max_concurrent_activity_invocations: Some(activities),
+            ..Default::default()
+        },
+    )
+}
+
+#[tokio::test]
+async fn over_the_limit_work_waits_and_enters_as_slots_free() {
+    let hub = limited(2);
+    for t in 0..4 {
+        hub.push(act("a", t, 0));
+    }
+    assert_eq!(hub.queued(), 2, "two admitted, two waiting in the limiter");
+    assert_eq!(hub.waiting_for_slot().len(), 1);
+    hub.take(1).await;
+    hub.take(1).await;
+    assert_eq!(hub.queued(), 0);
+    // A dead stream gives its work back; it keeps its slots (nothing more enters).
+    hub.release_stream(1);
+    assert_eq!(hub.queued(), 2);
+    let (job, token) = hub.take(2).await;
+    let Job::Activity { request, .. } = job else {
+        panic!("an activity")
+    };
+    assert!(hub.take_activity("a", request.task_id, &token).is_some());
+    assert_eq!(hub.queued(), 2, "the completion let the third in");
+    // Purging the instance frees everything it held and drops what waited.
+    hub.forget_instance("a");
+    assert_eq!(hub.queued(), 0);
+    assert!(hub.waiting_for_slot().is_empty());
+    hub.push(act("b", 0, 0));
+    assert_eq!(
+        hub.queued(),
+        1,
+        "slots of the purged instance are free again"
+    );
+}
+
+#[tokio::test]
+async fn a_new_execution_frees_the_slots_of_older_generations() {
+    let hub = limited(1);
+    hub.push(act("a", 0, 0));
+    hub.push(act("a", 1, 0));
+    assert_eq!(hub.queued(), 1);
+    // Continue-as-new: the queued old-generation activity goes and so does the waiting one.
+    hub.new_execution("a", 1);
+    assert_eq!(hub.queued(), 0);
+    assert!(hub.waiting_for_slot().is_empty());
+    hub.push(act("a", 0, 1));
+    assert_eq!(
+        hub.queued(),
+        1,
+        "the new execution's activity gets the slot"
+    );
+}

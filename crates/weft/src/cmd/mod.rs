@@ -1,5 +1,6 @@
 //! Command-line surface of `weft`: one subcommand per role or client command.
 
+mod config;
 mod dev;
 mod serve;
 mod sidecar;
@@ -25,6 +26,8 @@ pub enum Command {
     Dev(dev::DevArgs),
     /// Run the engine on a shared PostgreSQL database.
     Sidecar(sidecar::SidecarArgs),
+    /// Check a configuration file (Dapr Configuration YAML) without starting anything.
+    Config(config::ConfigArgs),
     /// Manage workflow instances through a sidecar's HTTP API.
     Workflow(workflow::WorkflowArgs),
     /// Run a placement node (raft member that replicates the actor placement table).
@@ -72,6 +75,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Dev(args) => dev::run(args).await,
         Command::Sidecar(args) => sidecar::run(args).await,
+        Command::Config(args) => config::run(args),
         Command::Workflow(args) => workflow::run(args).await,
         Command::Placement(args) => weft_placement::cli::run_placement(args).await,
         Command::Cluster(args) => weft_placement::cli::run_cluster(args).await,

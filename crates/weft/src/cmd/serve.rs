@@ -3,9 +3,12 @@
 use anyhow::Context;
 use clap::Args;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use weft_config::WorkflowConfig;
+use weft_sidecar::cluster::ClusterConfig;
 use weft_sidecar::engine::{DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_WORK_ITEM};
 use weft_sidecar::{EngineConfig, SidecarConfig};
 use weft_store::{PgStore, Store, redact_url};
@@ -18,9 +21,20 @@ pub struct ServeArgs {
     /// Port of the Dapr HTTP API (0 picks a free port).
     #[arg(long, env = "WEFT_HTTP_PORT", default_value_t = 3500)]
     pub http_port: u16,
-    /// Address both APIs listen on.
+    /// Port of the internal sidecar-to-sidecar gRPC API (0 picks a free port).
+    #[arg(long, env = "WEFT_INTERNAL_PORT", default_value_t = 50002)]
+    pub internal_port: u16,
+    /// Address every port listens on.
     #[arg(long, env = "WEFT_LISTEN_ADDRESS", default_value = "127.0.0.1")]
     pub listen_address: IpAddr,
+    /// Host other sidecars reach this one's internal port on (default: the listen address;
+    /// loopback when that is 0.0.0.0).
+    #[arg(long, env = "WEFT_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<String>,
+    /// On SIGTERM, how long to wait for workers to answer what they hold before leaving
+    /// (e.g. 20s, 500ms, 1m).
+    #[arg(long, env = "WEFT_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
     /// App ID recorded as the source of workflows started here.
     #[arg(long, env = "WEFT_APP_ID", default_value = "weft-dev")]
     pub app_id: String,
@@ -34,6 +48,133 @@ pub struct ServeArgs {
     /// turn is larger stalls with PAYLOAD_SIZE_EXCEEDED.
     #[arg(long, env = "WEFT_MAX_WORK_ITEM_BYTES", default_value_t = DEFAULT_MAX_WORK_ITEM)]
     pub max_work_item_bytes: usize,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// The Dapr Configuration file and the flags that override its `spec.workflow` keys.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ConfigArgs {
+    /// Dapr Configuration YAML (kind: Configuration); Weft reads spec.workflow (concurrency
+    /// limits, stateRetentionPolicy). Flags and environment variables below override it.
+    #[arg(long = "config", env = "WEFT_CONFIG")]
+    pub file: Option<PathBuf>,
+    /// Workflow turns in flight to this sidecar's workers at once (unset: unlimited).
+    #[arg(long, env = "WEFT_MAX_CONCURRENT_WORKFLOW_INVOCATIONS", value_parser = weft_config::parse_limit)]
+    pub max_concurrent_workflow_invocations: Option<u32>,
+    /// Activity executions in flight to this sidecar's workers at once (unset: unlimited).
+    #[arg(long, env = "WEFT_MAX_CONCURRENT_ACTIVITY_INVOCATIONS", value_parser = weft_config::parse_limit)]
+    pub max_concurrent_activity_invocations: Option<u32>,
+    /// Workflow turns in flight across the cluster (unset: unlimited).
+    #[arg(long, env = "WEFT_GLOBAL_MAX_CONCURRENT_WORKFLOW_INVOCATIONS", value_parser = weft_config::parse_limit)]
+    pub global_max_concurrent_workflow_invocations: Option<u32>,
+    /// Activity executions in flight across the cluster (unset: unlimited).
+    #[arg(long, env = "WEFT_GLOBAL_MAX_CONCURRENT_ACTIVITY_INVOCATIONS", value_parser = weft_config::parse_limit)]
+    pub global_max_concurrent_activity_invocations: Option<u32>,
+    /// Keep finished instances of any terminal status this long (Go duration, e.g. 24h).
+    #[arg(long, env = "WEFT_RETENTION_ANY_TERMINAL", value_parser = weft_config::parse_go_duration)]
+    pub retention_any_terminal: Option<Duration>,
+    /// Keep completed instances this long.
+    #[arg(long, env = "WEFT_RETENTION_COMPLETED", value_parser = weft_config::parse_go_duration)]
+    pub retention_completed: Option<Duration>,
+    /// Keep failed instances this long.
+    #[arg(long, env = "WEFT_RETENTION_FAILED", value_parser = weft_config::parse_go_duration)]
+    pub retention_failed: Option<Duration>,
+    /// Keep terminated instances this long.
+    #[arg(long, env = "WEFT_RETENTION_TERMINATED", value_parser = weft_config::parse_go_duration)]
+    pub retention_terminated: Option<Duration>,
+    /// How long a cluster-wide concurrency slot stays held without renewal (a dead sidecar's
+    /// slots come back after this long).
+    #[arg(long, env = "WEFT_SLOT_LEASE", default_value = "10s", value_parser = weft_config::parse_go_duration)]
+    pub slot_lease: Duration,
+}
+
+impl ConfigArgs {
+    /// The file (if any) with flags and environment variables applied over it. Errors name the
+    /// file, the key and its line.
+    pub fn load(&self) -> Result<WorkflowConfig, weft_config::ConfigError> {
+        let mut w = match &self.file {
+            None => WorkflowConfig::default(),
+            Some(path) => {
+                let parsed = read_config(path)?;
+                for section in &parsed.ignored_sections {
+                    tracing::info!(file = %path.display(), section = %section, "ignoring a Dapr configuration section Weft does not use");
+                }
+                parsed.workflow
+            }
+        };
+        let over = |dst: &mut Option<u32>, src: Option<u32>| {
+            if src.is_some() {
+                *dst = src;
+            }
+        };
+        over(
+            &mut w.max_concurrent_workflow_invocations,
+            self.max_concurrent_workflow_invocations,
+        );
+        over(
+            &mut w.max_concurrent_activity_invocations,
+            self.max_concurrent_activity_invocations,
+        );
+        over(
+            &mut w.global_max_concurrent_workflow_invocations,
+            self.global_max_concurrent_workflow_invocations,
+        );
+        over(
+            &mut w.global_max_concurrent_activity_invocations,
+            self.global_max_concurrent_activity_invocations,
+        );
+        let r = &mut w.state_retention_policy;
+        for (dst, src) in [
+            (&mut r.any_terminal, self.retention_any_terminal),
+            (&mut r.completed, self.retention_completed),
+            (&mut r.failed, self.retention_failed),
+            (&mut r.terminated, self.retention_terminated),
+        ] {
+            if src.is_some() {
+                *dst = src;
+            }
+        }
+        Ok(w)
+    }
+}
+
+/// Reads and parses one configuration file.
+pub fn read_config(
+    path: &std::path::Path,
+) -> Result<weft_config::Parsed, weft_config::ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        weft_config::ConfigError(format!(
+            "cannot read the config file {}: {e}",
+            path.display()
+        ))
+    })?;
+    weft_config::parse(&text, &path.display().to_string())
+}
+
+/// Exit code of a refused configuration (as for any usage error).
+pub const BAD_CONFIG: u8 = 2;
+
+/// Parses `20s`, `500ms`, `2m` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (try 20s, 500ms, 1m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s or m)")),
+    };
+    if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("`{s}` is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Opens the PostgreSQL store; the URL's password never reaches the logs.
@@ -46,37 +187,67 @@ pub async fn postgres(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     Ok(Arc::new(store))
 }
 
-/// Serves until SIGINT/SIGTERM, printing `<role> ready grpc=… http=…` (plus `extra`) on stdout
-/// once both ports serve.
+/// Joins placement at `placement`, serves until SIGINT/SIGTERM, printing
+/// `<role> ready grpc=… http=… internal=…` (plus `extra`) on stdout once every port serves and
+/// the first placement table arrived. The first signal drains and leaves in order; a second
+/// one exits at once.
 pub async fn run(
     role: &str,
     store: Arc<dyn Store>,
     args: ServeArgs,
+    workflow: WorkflowConfig,
+    placement: Vec<String>,
     extra: &str,
 ) -> anyhow::Result<()> {
+    let mut cluster = ClusterConfig::new(placement);
+    cluster.advertise_host = args.advertise_address.clone().unwrap_or_default();
     let cfg = SidecarConfig {
         grpc_addr: SocketAddr::new(args.listen_address, args.grpc_port),
         http_addr: SocketAddr::new(args.listen_address, args.http_port),
+        internal_addr: SocketAddr::new(args.listen_address, args.internal_port),
         api_token: args.api_token.filter(|t| !t.is_empty()),
         engine: EngineConfig {
             app_id: args.app_id,
             max_payload_bytes: args.max_payload_bytes,
             max_work_item_bytes: args.max_work_item_bytes,
+            workflow,
+            slot_lease: args.config.slot_lease,
             ..Default::default()
         },
+        cluster: Some(cluster),
     };
     let mut signals = crate::cmd::Signals::install().context("installing signal handlers")?;
     let shutdown = CancellationToken::new();
-    let running = weft_sidecar::serve(store, cfg, shutdown.clone()).await?;
+    let running = tokio::select! {
+        r = weft_sidecar::serve(store, cfg, shutdown.clone()) => r?,
+        _ = signals.recv() => {
+            shutdown.cancel();
+            return Ok(());
+        }
+    };
     println!(
-        "{role} ready grpc={} http={}{extra}",
-        running.grpc_addr, running.http_addr
+        "{role} ready grpc={} http={} internal={}{extra}",
+        running.grpc_addr, running.http_addr, running.internal_addr
     );
-    tracing::info!(grpc = %running.grpc_addr, http = %running.http_addr, "{role} ready");
+    tracing::info!(
+        grpc = %running.grpc_addr,
+        http = %running.http_addr,
+        internal = %running.internal_addr,
+        host_id = %running.host_id,
+        "{role} ready"
+    );
     signals.recv().await;
-    tracing::info!("shutting down");
-    shutdown.cancel();
-    // Streams and long polls end at cancellation; don't hang on a stuck client.
-    let _ = tokio::time::timeout(Duration::from_secs(10), running.done).await;
+    tracing::info!(drain_timeout = ?args.drain_timeout, "shutting down: draining, then leaving placement");
+    tokio::select! {
+        r = running.shutdown(args.drain_timeout) => {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "server ended with an error");
+            }
+        }
+        _ = signals.recv() => {
+            tracing::warn!("second signal: exiting at once");
+            std::process::exit(1);
+        }
+    }
     Ok(())
 }

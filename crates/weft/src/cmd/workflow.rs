@@ -155,11 +155,49 @@ pub enum WorkflowCommand {
         #[arg(value_parser = parse_non_empty)]
         id: String,
     },
-    /// Delete a finished instance (and its children) with all its history.
+    /// Delete a finished instance (and its children) with all its history; or, with filter
+    /// flags instead of an ID, every finished instance that matches (running ones are never
+    /// touched).
     Purge {
-        #[arg(value_parser = parse_non_empty)]
-        id: String,
+        #[arg(value_parser = parse_non_empty, required_unless_present_any = ["created_before", "created_after", "status"])]
+        id: Option<String>,
+        /// Only instances created at or before this RFC 3339 time (e.g. 2026-01-31T00:00:00Z).
+        #[arg(
+            long,
+            env = "WEFT_CREATED_BEFORE",
+            value_name = "TIME",
+            conflicts_with = "id"
+        )]
+        created_before: Option<String>,
+        /// Only instances created at or after this RFC 3339 time.
+        #[arg(
+            long,
+            env = "WEFT_CREATED_AFTER",
+            value_name = "TIME",
+            conflicts_with = "id"
+        )]
+        created_after: Option<String>,
+        /// Only these finished statuses (COMPLETED, FAILED, TERMINATED, CANCELED; repeat or
+        /// comma-separate); default: all of them. Not used with an ID.
+        #[arg(
+            long,
+            env = "WEFT_STATUS",
+            value_name = "STATUS",
+            value_delimiter = ','
+        )]
+        status: Vec<String>,
     },
+}
+
+/// A finished status for `purge --status`, upper-cased.
+fn parse_finished_status(s: &str) -> Result<String, String> {
+    let up = s.trim().to_ascii_uppercase();
+    match up.as_str() {
+        "COMPLETED" | "FAILED" | "TERMINATED" | "CANCELED" => Ok(up),
+        _ => Err(format!(
+            "'{s}' is not a finished status (COMPLETED, FAILED, TERMINATED, CANCELED); only finished instances are purged"
+        )),
+    }
 }
 
 /// Anything that ends a command early, classified by exit code.
@@ -271,9 +309,38 @@ async fn execute(args: WorkflowArgs) -> Result<String, Failure> {
             let v = api.operate(&id, "terminate", &[]).await?;
             render(&v, format!("Termination requested for instance {id}\n"))
         }
-        WorkflowCommand::Purge { id } => {
+        WorkflowCommand::Purge { id: Some(id), .. } => {
             let v = api.operate(&id, "purge", &[]).await?;
             render(&v, format!("Purged instance {id}\n"))
+        }
+        WorkflowCommand::Purge {
+            id: None,
+            created_before,
+            created_after,
+            status,
+        } => {
+            let status = status
+                .iter()
+                .map(|s| parse_finished_status(s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(Failure::Usage)?
+                .join(",");
+            let mut query = Vec::new();
+            if let Some(t) = &created_after {
+                query.push(("createdFrom", t.as_str()));
+            }
+            if let Some(t) = &created_before {
+                query.push(("createdTo", t.as_str()));
+            }
+            if !status.is_empty() {
+                query.push(("status", status.as_str()));
+            }
+            let v = api.purge_by_filter(&query).await?;
+            let n = v
+                .get("deletedInstanceCount")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            render(&v, format!("Purged {n} finished instance(s)\n"))
         }
     })
 }

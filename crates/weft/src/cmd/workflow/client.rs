@@ -187,6 +187,18 @@ impl Api {
         self.send(Method::POST, url, None, None).await
     }
 
+    /// `POST /weft/v1/purge?…`: purge every finished instance matching the query.
+    pub async fn purge_by_filter(&self, query: &[(&str, &str)]) -> Result<Value, ApiError> {
+        let url = self.url(&["weft", "v1", "purge"], query);
+        self.send(
+            Method::POST,
+            url,
+            None,
+            Some("purge by filter is a Weft extension: is the endpoint a Weft sidecar?"),
+        )
+        .await
+    }
+
     /// One page of `GET /weft/v1/instances`.
     pub async fn list_page(
         &self,

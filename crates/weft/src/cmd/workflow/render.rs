@@ -111,7 +111,15 @@ pub fn instance_table(instances: &[Value]) -> String {
                 "lastUpdatedAt",
             ]
             .iter()
-            .map(|k| one_line(str_field(v, k)))
+            .map(|k| {
+                let text = one_line(str_field(v, k));
+                // Work of this instance waits for a concurrency slot (a configured limit).
+                if *k == "runtimeStatus" && v.get("waitingForSlot") == Some(&Value::Bool(true)) {
+                    format!("{text} (waiting for slot)")
+                } else {
+                    text
+                }
+            })
             .collect()
         })
         .collect::<Vec<Vec<String>>>();

@@ -1,0 +1,184 @@
+//! Synthetic configuration files: every key parsed, every mistake named with its key and line.
+
+use super::*;
+
+const FULL: &str = r#"apiVersion: dapr.io/v1alpha1
+kind: Configuration
+metadata:
+  name: weft
+  namespace: default
+spec:
+  tracing:
+    samplingRate: "1"
+  workflow:
+    maxConcurrentWorkflowInvocations: 2
+    maxConcurrentActivityInvocations: 3
+    globalMaxConcurrentWorkflowInvocations: 20
+    globalMaxConcurrentActivityInvocations: 40
+    workflowConcurrencyLimits:
+      - name: nightly
+        maxConcurrent: 1
+    activityConcurrencyLimits:
+      - name: charge
+        maxConcurrent: 1
+      - name: email
+        maxConcurrent: 5
+    stateRetentionPolicy:
+      anyTerminal: 24h
+      completed: 2s
+      failed: 1h30m
+"#;
+
+fn err(text: &str) -> String {
+    parse(text, "c.yaml").unwrap_err().to_string()
+}
+
+fn wrap(workflow: &str) -> String {
+    format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nspec:\n  workflow:\n{}",
+        workflow
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    )
+}
+
+#[test]
+fn parses_every_key() {
+    let p = parse(FULL, "c.yaml").unwrap();
+    let w = &p.workflow;
+    assert_eq!(w.max_concurrent_workflow_invocations, Some(2));
+    assert_eq!(w.max_concurrent_activity_invocations, Some(3));
+    assert_eq!(w.global_max_concurrent_workflow_invocations, Some(20));
+    assert_eq!(w.global_max_concurrent_activity_invocations, Some(40));
+    assert_eq!(
+        w.workflow_concurrency_limits,
+        vec![NameLimit {
+            name: "nightly".into(),
+            max_concurrent: 1
+        }]
+    );
+    assert_eq!(w.activity_concurrency_limits.len(), 2);
+    assert_eq!(w.activity_concurrency_limits[1].max_concurrent, 5);
+    let r = w.state_retention_policy;
+    assert_eq!(r.any_terminal, Some(Duration::from_secs(86400)));
+    assert_eq!(r.completed, Some(Duration::from_secs(2)));
+    assert_eq!(r.failed, Some(Duration::from_secs(5400)));
+    assert_eq!(r.terminated, None);
+    assert_eq!(p.ignored_sections, vec!["tracing".to_string()]);
+}
+
+#[test]
+fn unset_means_unlimited() {
+    let p = parse(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nspec: {}\n",
+        "c.yaml",
+    )
+    .unwrap();
+    assert_eq!(p.workflow, WorkflowConfig::default());
+    let p = parse(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\n",
+        "c.yaml",
+    )
+    .unwrap();
+    assert!(p.workflow.state_retention_policy.is_empty());
+}
+
+#[test]
+fn unknown_workflow_key_is_named_with_its_line() {
+    let e = err(&wrap(
+        "maxConcurrentActivityInvocations: 3\nmaxConcurrentActivites: 3",
+    ));
+    assert!(e.contains("maxConcurrentActivites"), "{e}");
+    assert!(e.contains("line 6"), "{e}");
+    assert!(e.starts_with("c.yaml: "), "{e}");
+}
+
+#[test]
+fn unknown_spec_and_top_level_keys_are_refused() {
+    let e = err("apiVersion: dapr.io/v1alpha1\nkind: Configuration\nspec:\n  workflows: {}\n");
+    assert!(e.contains("workflows") && e.contains("line 4"), "{e}");
+    let e = err("apiVersion: dapr.io/v1alpha1\nkind: Configuration\nspecs: {}\n");
+    assert!(e.contains("specs") && e.contains("line 3"), "{e}");
+}
+
+#[test]
+fn negative_and_zero_limits_are_refused() {
+    let e = err(&wrap("maxConcurrentWorkflowInvocations: -1"));
+    assert!(e.contains("maxConcurrentWorkflowInvocations"), "{e}");
+    assert!(e.contains("at least 1") && e.contains("line 5"), "{e}");
+    let e = err(&wrap("globalMaxConcurrentActivityInvocations: 0"));
+    assert!(e.contains("globalMaxConcurrentActivityInvocations"), "{e}");
+    let e = err(&wrap("maxConcurrentActivityInvocations: lots"));
+    assert!(e.contains("maxConcurrentActivityInvocations"), "{e}");
+    let e = err(&wrap(
+        "activityConcurrencyLimits:\n  - name: charge\n    maxConcurrent: -2",
+    ));
+    assert!(
+        e.contains("activityConcurrencyLimits") && e.contains("maxConcurrent"),
+        "{e}"
+    );
+    assert!(e.contains("line 7"), "{e}");
+}
+
+#[test]
+fn the_line_is_the_offending_key_not_its_mapping() {
+    let e = err(&wrap(
+        "maxConcurrentActivityInvocations: 3\nmaxConcurrentWorkflowInvocations: -1",
+    ));
+    assert!(e.contains("line 6"), "{e}");
+    let e = err(&wrap(
+        "stateRetentionPolicy:\n  completed: 2s\n  failed: soon",
+    ));
+    assert!(e.contains("failed") && e.contains("line 7"), "{e}");
+}
+
+#[test]
+fn bad_name_limits_are_refused() {
+    let e = err(&wrap(
+        "activityConcurrencyLimits:\n  - name: a\n    maxConcurrent: 1\n  - name: a\n    maxConcurrent: 2",
+    ));
+    assert!(e.contains("listed twice"), "{e}");
+    let e = err(&wrap("workflowConcurrencyLimits:\n  - name: a"));
+    assert!(e.contains("maxConcurrent"), "{e}");
+    let e = err(&wrap(
+        "workflowConcurrencyLimits:\n  - name: a\n    maxConcurrent: 1\n    weight: 2",
+    ));
+    assert!(e.contains("weight"), "{e}");
+}
+
+#[test]
+fn wrong_kind_or_version_is_refused() {
+    let e = err("apiVersion: dapr.io/v1alpha1\nkind: Component\nspec: {}\n");
+    assert!(
+        e.contains("kind") && e.contains("Component") && e.contains("line 2"),
+        "{e}"
+    );
+    let e = err("apiVersion: v1\nkind: Configuration\n");
+    assert!(e.contains("apiVersion") && e.contains("line 1"), "{e}");
+    let e = err("kind: Configuration\n");
+    assert!(e.contains("apiVersion"), "{e}");
+    let e = err("");
+    assert!(e.contains("empty"), "{e}");
+    let e = err("- just\n- a list\n");
+    assert!(e.starts_with("c.yaml: "), "{e}");
+}
+
+#[test]
+fn bad_durations_are_refused() {
+    let e = err(&wrap("stateRetentionPolicy:\n  completed: 2 days"));
+    assert!(e.contains("stateRetentionPolicy: completed"), "{e}");
+    assert!(e.contains("line 6"), "{e}");
+    let e = err(&wrap("stateRetentionPolicy:\n  failed: -1h"));
+    assert!(e.contains("negative"), "{e}");
+    let e = err(&wrap("stateRetentionPolicy:\n  done: 1h"));
+    assert!(e.contains("done"), "{e}");
+}
+
+#[test]
+fn limits_from_flags() {
+    assert_eq!(parse_limit("3"), Ok(3));
+    assert!(parse_limit("-3").is_err());
+    assert!(parse_limit("0").is_err());
+    assert!(parse_limit("x").is_err());
+}

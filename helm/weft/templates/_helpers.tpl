@@ -1,0 +1,136 @@
+{{/* Names, labels and the values every template shares. */}}
+
+{{- define "weft.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "weft.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "weft.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "weft.labels" -}}
+helm.sh/chart: {{ include "weft.chart" . }}
+app.kubernetes.io/name: {{ include "weft.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Selector labels of one component: include "weft.selectorLabels" (list $ "sidecar") */}}
+{{- define "weft.selectorLabels" -}}
+{{- $root := index . 0 -}}
+app.kubernetes.io/name: {{ include "weft.name" $root }}
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{- define "weft.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "weft.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "weft.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "weft.placement.fullname" -}}
+{{- printf "%s-placement" (include "weft.fullname" .) }}
+{{- end }}
+
+{{/* Stable DNS name of placement pod N (via the headless Service). */}}
+{{- define "weft.placement.podHost" -}}
+{{- $root := index . 0 -}}
+{{- printf "%s-%d.%s.%s.svc.%s" (include "weft.placement.fullname" $root) (index . 1) (include "weft.placement.fullname" $root) $root.Release.Namespace $root.Values.clusterDomain }}
+{{- end }}
+
+{{/* `1=host:port,2=host:port,…`: raft id N+1 is pod ordinal N. */}}
+{{- define "weft.placement.initialCluster" -}}
+{{- $root := . -}}
+{{- $parts := list -}}
+{{- range $i := until (int .Values.placement.replicas) -}}
+{{- $parts = append $parts (printf "%d=%s:%d" (add1 $i) (include "weft.placement.podHost" (list $root $i)) (int $root.Values.placement.port)) -}}
+{{- end -}}
+{{- join "," $parts -}}
+{{- end }}
+
+{{/* `host:port,host:port,…` of every placement node, for the sidecars. */}}
+{{- define "weft.placement.addresses" -}}
+{{- $root := . -}}
+{{- $parts := list -}}
+{{- range $i := until (int .Values.placement.replicas) -}}
+{{- $parts = append $parts (printf "%s:%d" (include "weft.placement.podHost" (list $root $i)) (int $root.Values.placement.port)) -}}
+{{- end -}}
+{{- join "," $parts -}}
+{{- end }}
+
+{{- define "weft.configMapName" -}}
+{{- printf "%s-config" (include "weft.fullname" .) }}
+{{- end }}
+
+{{- define "weft.postgresql.fullname" -}}
+{{- printf "%s-postgresql" (include "weft.fullname" .) }}
+{{- end }}
+
+{{/* Secret and key holding the database URL. */}}
+{{- define "weft.database.secretName" -}}
+{{- if .Values.postgresql.enabled }}
+{{- include "weft.postgresql.fullname" . }}
+{{- else }}
+{{- required "database.existingSecret is required when postgresql.enabled is false" .Values.database.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{- define "weft.database.secretKey" -}}
+{{- if .Values.postgresql.enabled }}database-url{{ else }}{{ .Values.database.secretKey }}{{ end }}
+{{- end }}
+
+{{- define "weft.apiToken.secretName" -}}
+{{- if .Values.apiToken.existingSecret }}
+{{- .Values.apiToken.existingSecret }}
+{{- else }}
+{{- printf "%s-api-token" (include "weft.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "weft.apiToken.enabled" -}}
+{{- if or .Values.apiToken.value .Values.apiToken.existingSecret }}true{{ end }}
+{{- end }}
+
+{{/* Pod anti-affinity spreading one component over nodes: (list $ "sidecar" "soft") */}}
+{{- define "weft.antiAffinity" -}}
+{{- $root := index . 0 -}}
+{{- $component := index . 1 -}}
+{{- $mode := index . 2 -}}
+podAntiAffinity:
+{{- if eq $mode "hard" }}
+  requiredDuringSchedulingIgnoredDuringExecution:
+    - topologyKey: kubernetes.io/hostname
+      labelSelector:
+        matchLabels:
+          {{- include "weft.selectorLabels" (list $root $component) | nindent 10 }}
+{{- else }}
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "weft.selectorLabels" (list $root $component) | nindent 12 }}
+{{- end }}
+{{- end }}
