@@ -1,6 +1,7 @@
-//! The system under test: a store (SQLite file or PostgreSQL) with its commit counter, wrapped in
-//! a [`Probed`] store that counts the engine's calls, and an in-process sidecar started with
-//! `weft_sidecar::serve` on ephemeral ports.
+//! The system under test: either an in-process sidecar started with `weft_sidecar::serve` on
+//! ephemeral ports over a store (SQLite file or PostgreSQL) with its commit counter, wrapped in a
+//! [`Probed`] store that counts the engine's calls; or a `weft dev` child process
+//! ([`SidecarProcess`]) that the benchmark reaches only over gRPC, as an SDK app would.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use weft_sidecar::{EngineConfig, SidecarConfig};
 use weft_store::{PgStore, SqliteStore, Store};
 
 use crate::probe::{Probe, Probed};
+use crate::process::SidecarProcess;
 
 /// A store the benchmark can read the commit counter of.
 #[derive(Clone, Debug)]
@@ -60,18 +62,41 @@ impl BenchStore {
     }
 }
 
-/// A running in-process sidecar and a client connection to it. Dropping it shuts the sidecar
-/// down; [`Sidecar::stop`] also waits (boundedly) for the servers to finish.
+/// Where the sidecar under test runs.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// In this process, on this store.
+    InProcess(BenchStore),
+    /// A `weft dev` child process: this binary, on SQLite in a temp dir or on this database URL.
+    Process {
+        weft_bin: std::path::PathBuf,
+        database_url: Option<String>,
+    },
+}
+
+/// A running sidecar (in this process or a child) and a client connection to it. Dropping it
+/// shuts the sidecar down; [`Sidecar::stop`] also waits (boundedly) for the servers to finish.
 pub struct Sidecar {
-    pub store: BenchStore,
-    /// The engine's store calls so far.
+    /// The in-process sidecar's store (`None` when the sidecar is a child process).
+    pub store: Option<BenchStore>,
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
+    /// The engine's store calls so far (stays empty for a child process).
     pub probe: Arc<Probe>,
+    /// The child process, when the sidecar runs in one.
+    pub process: Option<SidecarProcess>,
     /// For starting and querying instances.
     pub client: Client<Channel>,
     /// Where the gRPC API listens (for extra connections, e.g. the worker's).
     pub grpc_url: String,
     shutdown: CancellationToken,
     done: Option<tokio::task::JoinHandle<Result<(), std::io::Error>>>,
+}
+
+impl From<BenchStore> for Target {
+    fn from(s: BenchStore) -> Self {
+        Target::InProcess(s)
+    }
 }
 
 impl Drop for Sidecar {
@@ -81,6 +106,44 @@ impl Drop for Sidecar {
 }
 
 impl Sidecar {
+    /// Starts the sidecar where `target` says.
+    pub async fn launch(target: Target) -> anyhow::Result<Self> {
+        match target {
+            Target::InProcess(store) => Self::start(store).await,
+            Target::Process {
+                weft_bin,
+                database_url,
+            } => {
+                let backend = if database_url.is_some() {
+                    "postgres"
+                } else {
+                    "sqlite"
+                };
+                let p = tokio::task::spawn_blocking(move || {
+                    SidecarProcess::start(&weft_bin, database_url.as_deref())
+                })
+                .await??;
+                let grpc_url = p.grpc_url.clone();
+                let client = Self::connect_to(&grpc_url).await?;
+                Ok(Self {
+                    store: None,
+                    backend,
+                    probe: Arc::new(Probe::default()),
+                    process: Some(p),
+                    client,
+                    grpc_url,
+                    shutdown: CancellationToken::new(),
+                    done: None,
+                })
+            }
+        }
+    }
+
+    /// Write transactions the in-process store committed so far (`None` for a child process).
+    pub fn commit_count(&self) -> Option<u64> {
+        self.store.as_ref().map(BenchStore::commit_count)
+    }
+
     pub async fn start(store: BenchStore) -> anyhow::Result<Self> {
         let cfg = SidecarConfig {
             grpc_addr: "127.0.0.1:0".parse()?,
@@ -97,8 +160,10 @@ impl Sidecar {
         let grpc_url = format!("http://{}", running.grpc_addr);
         let client = Self::connect_to(&grpc_url).await?;
         Ok(Self {
-            store,
+            backend: store.backend(),
+            store: Some(store),
             probe,
+            process: None,
             client,
             grpc_url,
             shutdown,
@@ -126,6 +191,9 @@ impl Sidecar {
         self.shutdown.cancel();
         if let Some(done) = self.done.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), done).await;
+        }
+        if let Some(p) = self.process.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(p)).await;
         }
     }
 }

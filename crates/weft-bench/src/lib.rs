@@ -1,15 +1,22 @@
-//! Weft's end-to-end benchmark: an in-process sidecar (`weft_sidecar::serve`) on SQLite or
-//! PostgreSQL, driven over gRPC by a minimal hand-written worker, measuring activity steps per
-//! second, end-to-end latency and store commits per activity step. See docs/benchmarks.md.
+//! Weft's end-to-end benchmark: a sidecar (in this process, or `weft dev` as a child process) on
+//! SQLite or PostgreSQL, driven over gRPC by a minimal hand-written worker or the Python SDK,
+//! measuring activity steps per second, end-to-end latency, fan-out and join, commits per step
+//! (the store's and PostgreSQL's own counters) and the sidecar's idle memory. See
+//! docs/benchmarks.md.
 //!
 //! The binary (`src/main.rs`) parses flags and prints the table; everything it measures goes
 //! through [`workload::run`], which the smoke test calls too.
 
 pub mod harness;
+pub mod json;
 pub mod pg;
+pub mod pgstat;
 pub mod probe;
+pub mod process;
+pub mod python;
+pub mod rss;
 pub mod worker;
 pub mod workload;
 
-pub use harness::{BenchStore, Sidecar};
-pub use workload::{Plan, Row, run, table};
+pub use harness::{BenchStore, Sidecar, Target};
+pub use workload::{Plan, Report, Row, run, table};

@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! cargo run --release -p weft-bench -- [--backend sqlite|postgres] [--postgres]
-//!     [--database-url URL] [--workflows 200] [--steps 10] [--concurrency 64]
-//!     [--latency-runs 100] [--workload all|throughput|latency] [--deadline-secs 120]
+//!     [--database-url URL] [--sidecar in-process|process] [--weft-bin PATH]
+//!     [--workload all|throughput|latency|fanout|rss|python,...] [--workflows 200] [--steps 10]
+//!     [--concurrency 64] [--latency-runs 100] [--fanout-sizes 1000] [--rss-workflows 100000]
+//!     [--python PATH] [--json FILE] [--deadline-secs 600]
 //! ```
 //!
 //! The whole run is bounded by `--deadline-secs`; past it the benchmark aborts with an error
@@ -14,7 +16,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
-use weft_bench::{BenchStore, Plan, pg};
+use weft_bench::python::PyPlan;
+use weft_bench::rss::RssPlan;
+use weft_bench::{BenchStore, Plan, Target, pg};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Backend {
@@ -24,9 +28,23 @@ enum Backend {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Workload {
+    /// throughput, latency and fanout.
     All,
     Throughput,
     Latency,
+    Fanout,
+    /// Idle memory (needs --sidecar process).
+    Rss,
+    /// The Python SDK worker (needs --sidecar process).
+    Python,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SidecarKind {
+    /// In this process, with the store's own commit counter and the per-call table.
+    InProcess,
+    /// `weft dev` as a child process on port 0, reached only over gRPC (as SDK apps are).
+    Process,
 }
 
 /// End-to-end benchmark of the Weft engine (see docs/benchmarks.md).
@@ -48,8 +66,45 @@ struct Args {
     /// Unmeasured workflows run first.
     #[arg(long, default_value_t = 20)]
     warmup: usize,
-    #[arg(long, value_enum, default_value_t = Workload::All)]
-    workload: Workload,
+    /// Workloads to run (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    workload: Vec<Workload>,
+    /// Where the sidecar runs.
+    #[arg(long, value_enum, default_value_t = SidecarKind::InProcess)]
+    sidecar: SidecarKind,
+    /// The `weft` binary for `--sidecar process` (default: next to this executable).
+    #[arg(long)]
+    weft_bin: Option<PathBuf>,
+    /// Parallel activities per fan-out workflow (comma-separated; e.g. 1000,10000).
+    #[arg(long, value_delimiter = ',', default_value = "1000")]
+    fanout_sizes: Vec<u32>,
+    /// Fan-out workflows measured per size, one at a time.
+    #[arg(long, default_value_t = 5)]
+    fanout_runs: usize,
+    /// Workflows waiting for an event in the idle-memory workload (e.g. 1000000).
+    #[arg(long, default_value_t = 100_000)]
+    rss_workflows: usize,
+    /// Seconds to stay idle before the last RSS reading (the engine's idle timeout is 60 s).
+    #[arg(long, default_value_t = 75)]
+    idle_wait_secs: u64,
+    /// Python with dapr-ext-workflow, for the Python workload.
+    #[arg(long, default_value = "python3")]
+    python: PathBuf,
+    /// The Python workload's script.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/python/chain_bench.py"))]
+    python_script: PathBuf,
+    /// Workflows of the Python workload's throughput phase.
+    #[arg(long, default_value_t = 200)]
+    py_workflows: usize,
+    /// Sequential workflows of the Python workload's latency phase.
+    #[arg(long, default_value_t = 50)]
+    py_latency_runs: usize,
+    /// Client threads of the Python workload's throughput phase.
+    #[arg(long, default_value_t = 50)]
+    py_clients: usize,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Backend::Sqlite)]
     backend: Backend,
     /// Same as `--backend postgres`.
@@ -66,7 +121,7 @@ struct Args {
     #[arg(long)]
     sqlite_dir: Option<PathBuf>,
     /// Abort with an error if the whole run takes longer than this.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 600)]
     deadline_secs: u64,
 }
 
@@ -115,25 +170,64 @@ fn main() -> anyhow::Result<()> {
     if url.is_none() {
         setup = format!("SQLite {} (WAL, synchronous=FULL)", sqlite_path.display());
     }
+    let has = |w: Workload| args.workload.contains(&w) || args.workload.contains(&Workload::All);
+    let only = |w: Workload| args.workload.contains(&w);
+    let process = args.sidecar == SidecarKind::Process;
+    anyhow::ensure!(
+        process || !(only(Workload::Rss) || only(Workload::Python)),
+        "the rss and python workloads need --sidecar process"
+    );
     let plan = Plan {
         workflows: args.workflows,
         steps: args.steps,
         concurrency: args.concurrency.max(1),
-        latency_runs: if args.workload == Workload::Throughput {
-            0
-        } else {
+        latency_runs: if has(Workload::Latency) {
             args.latency_runs
+        } else {
+            0
         },
-        throughput: args.workload != Workload::Latency,
+        throughput: has(Workload::Throughput),
         warmup: args.warmup,
+        fanout: if has(Workload::Fanout) {
+            args.fanout_sizes.clone()
+        } else {
+            vec![]
+        },
+        fanout_runs: args.fanout_runs.max(1),
+        rss: only(Workload::Rss).then(|| RssPlan {
+            workflows: args.rss_workflows.max(1),
+            concurrency: args.concurrency.max(1),
+            idle_wait: Duration::from_secs(args.idle_wait_secs),
+        }),
+        python: only(Workload::Python).then(|| PyPlan {
+            python: args.python.clone(),
+            script: args.python_script.clone(),
+            steps: args.steps,
+            workflows: args.py_workflows.max(1),
+            latency_runs: args.py_latency_runs,
+            clients: args.py_clients.max(1),
+            warmup: 10,
+        }),
     };
+    let weft_bin = match (&args.weft_bin, process) {
+        (Some(b), _) => Some(b.clone()),
+        (None, true) => Some(
+            weft_bench::process::default_weft_bin()
+                .context("no `weft` binary next to weft-bench; build it or pass --weft-bin")?,
+        ),
+        (None, false) => None,
+    };
+    if let Some(b) = &weft_bin {
+        setup.push_str(&format!("; sidecar: {} dev (child process)", b.display()));
+    }
     println!(
-        "weft-bench: {setup}; {} cores; {} workflows x {} steps, concurrency {}, {} latency runs",
+        "weft-bench: {setup}; {} cores; {} workflows x {} steps, concurrency {}, {} latency runs; load {:.2}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         plan.workflows,
         plan.steps,
         plan.concurrency,
-        plan.latency_runs
+        plan.latency_runs,
+        weft_bench::process::load_avg()
     );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -142,11 +236,15 @@ fn main() -> anyhow::Result<()> {
     let outcome = rt.block_on(async {
         let remaining = deadline.saturating_sub(started.elapsed());
         tokio::time::timeout(remaining, async {
-            let store = match &url {
-                Some(u) => BenchStore::postgres(u).await?,
-                None => BenchStore::sqlite(&sqlite_path)?,
+            let target = match (&weft_bin, &url) {
+                (Some(b), u) => Target::Process {
+                    weft_bin: b.clone(),
+                    database_url: u.clone(),
+                },
+                (None, Some(u)) => Target::InProcess(BenchStore::postgres(u).await?),
+                (None, None) => Target::InProcess(BenchStore::sqlite(&sqlite_path)?),
             };
-            weft_bench::run(store, &plan).await
+            weft_bench::run(target, &plan, url.as_deref()).await
         })
         .await
     });
@@ -155,15 +253,25 @@ fn main() -> anyhow::Result<()> {
     drop(server);
     drop(tmp);
 
-    let rows = match outcome {
+    let report = match outcome {
         Ok(r) => r?,
         Err(_) => anyhow::bail!(
             "deadline of {} s exceeded; aborted (raise --deadline-secs or shrink the workload)",
             args.deadline_secs
         ),
     };
-    print!("{}", weft_bench::table(&rows));
-    for r in &rows {
+    let rows = &report.rows;
+    if let Some(k) = report.rss_at_start_kib {
+        println!("sidecar RSS at start: {:.1} MB", k as f64 / 1024.0);
+    }
+    print!("{}", weft_bench::table(rows));
+    if let Some(r) = &report.rss {
+        print!("{}", weft_bench::rss::table(r));
+    }
+    if let Some(p) = &report.python {
+        print!("{}", weft_bench::python::table(p));
+    }
+    for r in rows.iter().filter(|r| !r.store_calls.is_empty()) {
         println!(
             "\nstore calls during {} ({} activity steps):",
             r.workload,
@@ -174,7 +282,12 @@ fn main() -> anyhow::Result<()> {
             weft_bench::probe::table(&r.store_calls, r.workflows as u64 * u64::from(r.steps))
         );
     }
-    for r in &rows {
+    if let Some(path) = &args.json {
+        let v = weft_bench::json::report(&setup, &report);
+        std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    for r in rows {
         anyhow::ensure!(
             r.completed == r.workflows,
             "{}: only {} of {} workflows completed",

@@ -1,14 +1,18 @@
 //! The benchmark's worker: a minimal, hand-written durabletask worker (no SDK) on one
 //! `GetWorkItems` stream.
 //!
-//! Every workflow is the same sequential loop of `steps` activities. For a workflow work item the
-//! worker counts `TaskScheduled` (its own earlier actions, in `pastEvents`) and `TaskCompleted`
-//! (in `pastEvents` + `newEvents`) and answers, as a replaying SDK would:
+//! The workflow's name and input (from its `ExecutionStarted` event) pick its shape:
 //!
-//! - an activity still outstanding → no new actions;
-//! - fewer than `steps` completed → `scheduleTask` with ID `completed + 1` (the n-th scheduled
-//!   activity has ID n, matching the `eventId` the engine gives its `TaskScheduled`);
-//! - otherwise → `completeWorkflow` COMPLETED with ID `steps + 1`.
+//! - `chain` (input K): a sequential loop of K activities. The worker counts `TaskScheduled` (its
+//!   own earlier actions, in `pastEvents`) and `TaskCompleted` (in `pastEvents` + `newEvents`) and
+//!   answers, as a replaying SDK would: nothing while an activity is outstanding, else
+//!   `scheduleTask` with ID `completed + 1` (the n-th scheduled activity has ID n, matching the
+//!   `eventId` the engine gives its `TaskScheduled`), and after K results `completeWorkflow`
+//!   COMPLETED with ID K + 1;
+//! - `fanout` (input N): N `scheduleTask` actions in the first turn, nothing until all N results
+//!   are in, then `completeWorkflow` with ID N + 1;
+//! - `wait`: no actions ever — the workflow waits for an external event that never comes (the
+//!   idle-memory workload); each answered turn is reported as [`Notice::Waiting`].
 //!
 //! Activities return immediately. Each work item is answered by its own task, at most
 //! `concurrency` at once, so many completion RPCs are in flight and the engine's group commit can
@@ -34,6 +38,8 @@ use weft_proto::durabletask::{
 pub enum Notice {
     /// The engine accepted the `completeWorkflow` action of this instance (it is committed).
     Completed { instance_id: String, at: Instant },
+    /// The worker answered a turn of a `wait` workflow.
+    Waiting,
     /// Something went wrong; the benchmark must stop with this message.
     Failed(String),
 }
@@ -53,26 +59,14 @@ impl Drop for Worker {
 impl Worker {
     /// Opens the work-item stream (the hub queues anything pushed before it is read) and starts
     /// answering items with at most `concurrency` completion RPCs in flight.
-    pub async fn start(
-        mut client: Client<Channel>,
-        steps: u32,
-        concurrency: usize,
-    ) -> anyhow::Result<Self> {
-        anyhow::ensure!(steps >= 1, "a workflow needs at least one step");
+    pub async fn start(mut client: Client<Channel>, concurrency: usize) -> anyhow::Result<Self> {
         let stream = client
             .get_work_items(GetWorkItemsRequest::default())
             .await?
             .into_inner();
         let (tx, notices) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
-        tokio::spawn(run(
-            client,
-            stream,
-            steps,
-            concurrency.max(1),
-            tx,
-            cancel.clone(),
-        ));
+        tokio::spawn(run(client, stream, concurrency.max(1), tx, cancel.clone()));
         Ok(Self { notices, cancel })
     }
 
@@ -95,7 +89,6 @@ impl Worker {
 async fn run(
     client: Client<Channel>,
     mut stream: tonic::Streaming<weft_proto::durabletask::WorkItem>,
-    steps: u32,
     concurrency: usize,
     tx: mpsc::UnboundedSender<Notice>,
     cancel: CancellationToken,
@@ -133,7 +126,7 @@ async fn run(
         tokio::spawn(async move {
             let _permit = permit;
             let notice = match request {
-                Some(work_item::Request::WorkflowRequest(r)) => on_workflow(&mut c, r, steps).await,
+                Some(work_item::Request::WorkflowRequest(r)) => on_workflow(&mut c, r).await,
                 Some(work_item::Request::ActivityRequest(r)) => on_activity(&mut c, r).await,
                 Some(work_item::Request::HealthPing(_)) | None => None,
             };
@@ -144,9 +137,43 @@ async fn run(
     }
 }
 
-/// The actions a replaying SDK would return for this turn of the `steps`-activity loop.
-pub fn decide(req: &WorkflowRequest, steps: u32) -> Result<Vec<WorkflowAction>, String> {
-    let steps = steps as usize;
+/// The workflow shapes the worker knows (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Chain(usize),
+    FanOut(usize),
+    Wait,
+}
+
+/// The shape of the workflow this request belongs to, from its `ExecutionStarted` event.
+pub fn shape(req: &WorkflowRequest) -> Result<Shape, String> {
+    let started = req
+        .past_events
+        .iter()
+        .chain(req.new_events.iter())
+        .find_map(|e| match &e.event_type {
+            Some(EventType::ExecutionStarted(s)) => Some(s),
+            _ => None,
+        })
+        .ok_or_else(|| format!("{}: no ExecutionStarted in the work item", req.instance_id))?;
+    let n = || -> Result<usize, String> {
+        let input = started.input.as_deref().unwrap_or("");
+        input
+            .trim()
+            .parse()
+            .map_err(|_| format!("{}: input {input:?} is not a count", req.instance_id))
+    };
+    match started.name.as_str() {
+        "chain" => Ok(Shape::Chain(n()?)),
+        "fanout" => Ok(Shape::FanOut(n()?)),
+        "wait" => Ok(Shape::Wait),
+        other => Err(format!("{}: unknown workflow {other:?}", req.instance_id)),
+    }
+}
+
+/// The actions a replaying SDK would return for this turn (see the module docs).
+pub fn decide(req: &WorkflowRequest) -> Result<Vec<WorkflowAction>, String> {
+    let shape = shape(req)?;
     let is = |f: fn(&EventType) -> bool| {
         move |e: &&weft_proto::durabletask::HistoryEvent| e.event_type.as_ref().is_some_and(f)
     };
@@ -167,31 +194,52 @@ pub fn decide(req: &WorkflowRequest, steps: u32) -> Result<Vec<WorkflowAction>, 
         workflow_action_type: Some(t),
         router: None,
     };
-    Ok(if completed < scheduled {
-        vec![] // waiting for the outstanding activity
-    } else if completed < steps {
-        vec![action(
-            completed + 1,
+    let schedule = |id: usize| {
+        action(
+            id,
             WorkflowActionType::ScheduleTask(ScheduleTaskAction {
                 name: "step".into(),
-                input: Some(completed.to_string()),
+                input: Some(id.to_string()),
                 ..Default::default()
             }),
-        )]
-    } else {
-        vec![action(
-            steps + 1,
+        )
+    };
+    let complete = |id: usize| {
+        action(
+            id,
             WorkflowActionType::CompleteWorkflow(CompleteWorkflowAction {
                 workflow_status: OrchestrationStatus::Completed as i32,
                 result: Some(completed.to_string()),
                 ..Default::default()
             }),
-        )]
+        )
+    };
+    Ok(match shape {
+        Shape::Wait => vec![],
+        Shape::Chain(steps) => {
+            if completed < scheduled {
+                vec![] // waiting for the outstanding activity
+            } else if completed < steps {
+                vec![schedule(completed + 1)]
+            } else {
+                vec![complete(steps + 1)]
+            }
+        }
+        Shape::FanOut(n) => {
+            if scheduled == 0 && n > 0 {
+                (1..=n).map(schedule).collect()
+            } else if completed < n {
+                vec![]
+            } else {
+                vec![complete(n + 1)]
+            }
+        }
     })
 }
 
-async fn on_workflow(c: &mut Client<Channel>, r: WorkflowRequest, steps: u32) -> Option<Notice> {
-    let actions = match decide(&r, steps) {
+async fn on_workflow(c: &mut Client<Channel>, r: WorkflowRequest) -> Option<Notice> {
+    let waits = matches!(shape(&r), Ok(Shape::Wait));
+    let actions = match decide(&r) {
         Ok(a) => a,
         Err(e) => return Some(Notice::Failed(e)),
     };
@@ -211,6 +259,7 @@ async fn on_workflow(c: &mut Client<Channel>, r: WorkflowRequest, steps: u32) ->
             instance_id: r.instance_id,
             at: Instant::now(),
         }),
+        Ok(_) if waits => Some(Notice::Waiting),
         Ok(_) => None,
         Err(s) => Some(Notice::Failed(format!(
             "CompleteOrchestratorTask({}): {s}",
@@ -242,7 +291,9 @@ async fn on_activity(c: &mut Client<Channel>, r: ActivityRequest) -> Option<Noti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weft_proto::durabletask::{HistoryEvent, TaskCompletedEvent, TaskScheduledEvent};
+    use weft_proto::durabletask::{
+        ExecutionStartedEvent, HistoryEvent, TaskCompletedEvent, TaskScheduledEvent,
+    };
 
     fn ev(t: EventType) -> HistoryEvent {
         HistoryEvent {
@@ -256,23 +307,70 @@ mod tests {
         a.iter().map(|a| a.id).collect()
     }
 
+    fn started(name: &str, input: &str) -> HistoryEvent {
+        ev(EventType::ExecutionStarted(ExecutionStartedEvent {
+            name: name.into(),
+            input: Some(input.into()),
+            ..Default::default()
+        }))
+    }
+
+    fn sched() -> HistoryEvent {
+        ev(EventType::TaskScheduled(TaskScheduledEvent::default()))
+    }
+
+    fn done() -> HistoryEvent {
+        ev(EventType::TaskCompleted(TaskCompletedEvent::default()))
+    }
+
     #[test]
-    fn schedules_one_step_at_a_time_then_completes() {
-        let sched = || ev(EventType::TaskScheduled(TaskScheduledEvent::default()));
-        let done = || ev(EventType::TaskCompleted(TaskCompletedEvent::default()));
-        let mut r = WorkflowRequest::default();
-        assert_eq!(ids(&decide(&r, 2).unwrap()), [1]);
-        r.past_events = vec![sched()];
-        assert!(decide(&r, 2).unwrap().is_empty(), "step 1 still running");
+    fn chain_schedules_one_step_at_a_time_then_completes() {
+        let mut r = WorkflowRequest {
+            new_events: vec![started("chain", "2")],
+            ..Default::default()
+        };
+        assert_eq!(ids(&decide(&r).unwrap()), [1]);
+        r.past_events = vec![started("chain", "2"), sched()];
+        r.new_events = vec![];
+        assert!(decide(&r).unwrap().is_empty(), "step 1 still running");
         r.new_events = vec![done()];
-        assert_eq!(ids(&decide(&r, 2).unwrap()), [2]);
-        r.past_events = vec![sched(), done(), sched()];
+        assert_eq!(ids(&decide(&r).unwrap()), [2]);
+        r.past_events = vec![started("chain", "2"), sched(), done(), sched()];
         r.new_events = vec![done()];
-        let last = decide(&r, 2).unwrap();
+        let last = decide(&r).unwrap();
         assert_eq!(ids(&last), [3]);
         assert!(matches!(
             last[0].workflow_action_type,
             Some(WorkflowActionType::CompleteWorkflow(_))
         ));
+    }
+
+    #[test]
+    fn fanout_schedules_all_then_joins() {
+        let mut r = WorkflowRequest {
+            new_events: vec![started("fanout", "3")],
+            ..Default::default()
+        };
+        assert_eq!(ids(&decide(&r).unwrap()), [1, 2, 3]);
+        r.past_events = vec![started("fanout", "3"), sched(), sched(), sched(), done()];
+        r.new_events = vec![done()];
+        assert!(decide(&r).unwrap().is_empty(), "one result still missing");
+        r.new_events = vec![done(), done()];
+        assert_eq!(ids(&decide(&r).unwrap()), [4]);
+    }
+
+    #[test]
+    fn wait_never_acts_and_bad_input_is_an_error() {
+        let r = WorkflowRequest {
+            new_events: vec![started("wait", "")],
+            ..Default::default()
+        };
+        assert!(decide(&r).unwrap().is_empty());
+        let bad = WorkflowRequest {
+            new_events: vec![started("chain", "x")],
+            ..Default::default()
+        };
+        assert!(decide(&bad).is_err());
+        assert!(decide(&WorkflowRequest::default()).is_err());
     }
 }

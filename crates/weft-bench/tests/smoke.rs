@@ -1,6 +1,6 @@
-//! Proves the benchmark runs end to end: a tiny workload (5 workflows × 3 steps, plus two
-//! sequential latency runs) on a SQLite file, through the same code the binary uses. No timing
-//! assertions — only that every workflow completed and the figures are filled in.
+//! Proves the benchmark runs end to end: a tiny workload (5 workflows × 3 steps, two sequential
+//! latency runs, two fan-outs of 20) on a SQLite file, through the same code the binary uses. No
+//! timing assertions — only that every workflow completed and the figures are filled in.
 
 use std::time::Duration;
 use weft_bench::{BenchStore, Plan};
@@ -16,19 +16,29 @@ async fn tiny_workload_completes_on_sqlite() {
         latency_runs: 2,
         throughput: true,
         warmup: 1,
+        fanout: vec![20],
+        fanout_runs: 2,
+        rss: None,
+        python: None,
     };
-    let rows = tokio::time::timeout(Duration::from_secs(60), weft_bench::run(store, &plan))
+    let report = tokio::time::timeout(Duration::from_secs(60), weft_bench::run(store, &plan, None))
         .await
         .expect("the benchmark finished within 60 s")
         .expect("the benchmark succeeded");
-    print!("{}", weft_bench::table(&rows));
-    assert_eq!(rows.len(), 2);
+    let rows = &report.rows;
+    print!("{}", weft_bench::table(rows));
+    assert_eq!(rows.len(), 3);
     let tp = &rows[0];
-    assert_eq!((tp.workload, tp.backend), ("throughput", "sqlite"));
+    assert_eq!((tp.workload.as_str(), tp.backend), ("throughput", "sqlite"));
     assert_eq!(tp.completed, 5, "all throughput workflows completed");
-    assert!(tp.commits > 0 && tp.steps_per_sec > 0.0);
+    assert!(tp.commits.unwrap() > 0 && tp.steps_per_sec > 0.0);
     let lat = &rows[1];
     assert_eq!(lat.workload, "latency");
     assert_eq!(lat.completed, 2, "all latency workflows completed");
     assert!(lat.p50 > Duration::ZERO);
+    let fan = &rows[2];
+    assert_eq!((fan.workload.as_str(), fan.steps), ("fanout-20", 20));
+    assert_eq!(fan.completed, 2, "both fan-outs completed");
+    let json = weft_bench::json::report("smoke", &report);
+    assert_eq!(json["rows"].as_array().unwrap().len(), 3);
 }
