@@ -1,4 +1,4 @@
-//! The sidecar as a separate process (`weft dev` on port 0), as SDK apps run it, and readers of a
+//! The sidecar as a separate process (`weft dev` with every port 0), as SDK apps run it, and readers of a
 //! process's resident memory and CPU time from `/proc/PID/…`.
 //!
 //! The child gets its own temp data directory (the SQLite file lives there unless a PostgreSQL
