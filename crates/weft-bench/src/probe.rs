@@ -18,7 +18,7 @@ use weft_store::{
 };
 
 /// The store operations, in the order they are reported.
-const OPS: [&str; 17] = [
+const OPS: [&str; 20] = [
     "create_instance",
     "get_instance",
     "load",
@@ -36,6 +36,9 @@ const OPS: [&str; 17] = [
     "next_reminder_due",
     "list_instances",
     "purge",
+    "acquire_slots",
+    "renew_slots",
+    "release_slots",
 ];
 
 #[derive(Default)]
@@ -274,6 +277,47 @@ impl Store for Probed {
 
     async fn purge(&self, instance_id: &str, force: bool) -> Result<bool> {
         timed!(self, "purge", 1, self.inner.purge(instance_id, force))
+    }
+
+    async fn acquire_slots(
+        &self,
+        bucket: &str,
+        limit: u32,
+        holder: &str,
+        want: u32,
+        now: Micros,
+        until: Micros,
+    ) -> Result<Vec<u32>> {
+        timed!(
+            self,
+            "acquire_slots",
+            1,
+            self.inner
+                .acquire_slots(bucket, limit, holder, want, now, until)
+        )
+    }
+
+    async fn renew_slots(
+        &self,
+        holder: &str,
+        now: Micros,
+        until: Micros,
+    ) -> Result<Vec<weft_store::SlotLease>> {
+        timed!(
+            self,
+            "renew_slots",
+            1,
+            self.inner.renew_slots(holder, now, until)
+        )
+    }
+
+    async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
+        timed!(
+            self,
+            "release_slots",
+            1,
+            self.inner.release_slots(bucket, holder, slots)
+        )
     }
 
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {
