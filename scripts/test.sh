@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The one test command (named in README.md; .ci/run calls it). On a fresh machine it:
+#   0. installs HAProxy (apt-get, when root) if missing: the cluster tests use it;
 #   1. builds the workspace (cargo build --workspace --all-targets) and runs `cargo test --workspace`;
 #   2. creates .venv (dapr-ext-workflow 1.18.3 + durabletask-dapr 0.17.4) and .venv119 (dapr 1.19.0)
 #      from the pinned tests/python/requirements*.txt (re-installed only when a file changes);
 #   3. installs tests/js dependencies and runs `node --test tests/js/` if tests/js/package.json exists;
 #   4. runs the Python suites (tests/python, examples/task-processing, tests/python/v119) against the
-#      freshly built `weft` binary, and tests/python once more with `weft dev` on PostgreSQL.
+#      freshly built `weft` binary, tests/python once more with `weft dev` on PostgreSQL, and the
+#      cluster suite (tests/python/cluster: placement + sidecars + HAProxy as processes).
 # Idempotent; re-runs reuse the venvs / node_modules. Every suite runs even if an earlier one fails;
 # the script exits non-zero if any failed.
 #
@@ -33,6 +35,21 @@ run_suite() {  # run_suite NAME CMD... ; pytest exit code 5 (no tests collected)
     FAILED+=("$name (exit $rc)")
   fi
 }
+
+# ------------------------------------------------------------------------------- HAProxy
+# The cluster tests (crates/weft/tests/cluster_launcher.rs, tests/python/cluster) put HAProxy from
+# the Debian package in front of the sidecars. Installed here when missing (CI runs as root).
+if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing haproxy (apt-get)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy; } \
+      || die "apt-get install haproxy failed"
+  elif is_ci; then
+    die "haproxy is required by the cluster tests and cannot be installed without root: apt-get install haproxy"
+  else
+    printf '\n\033[1;33mWARNING: haproxy not installed (not root) — the cluster tests will SKIP. Install it: apt-get install haproxy\033[0m\n' >&2
+  fi
+fi
 
 # ------------------------------------------------------------------------------- Rust
 if [ "${SKIP_CARGO:-}" != "1" ]; then
@@ -115,6 +132,13 @@ if [ "$RUN_PY" = "1" ]; then
     env WEFT_TEST_BACKEND=postgres "$ROOT/.venv/bin/python" -m pytest -c tests/python/pytest.ini \
       --rootdir tests/python tests/python --ignore=tests/python/v119 \
       --ignore=tests/python/test_postgres.py ${PYTEST_ARGS:-}
+  # The cluster acceptance suite: 3 placement nodes + sidecars on PostgreSQL + HAProxy as processes,
+  # started by crates/weft-testkit's weft-cluster; its own conftest (like v119).
+  # shellcheck disable=SC2086
+  run_suite "pytest cluster (placement + sidecars + HAProxy, dapr-ext-workflow 1.18.3)" \
+    env WEFT_CLUSTER_BIN="${WEFT_CLUSTER_BIN:-$ROOT/target/debug/weft-cluster}" \
+      "$ROOT/.venv/bin/python" -m pytest -c tests/python/pytest.ini --rootdir tests/python \
+      --confcutdir tests/python/cluster tests/python/cluster ${PYTEST_ARGS:-}
   # shellcheck disable=SC2086
   run_suite "pytest (dapr 1.19.0)" \
     "$ROOT/.venv119/bin/python" -m pytest -c tests/python/pytest.ini --rootdir tests/python \

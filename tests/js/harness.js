@@ -81,6 +81,8 @@ export async function startWeft({ env = {}, dataDir, grpcPort = 0, httpPort = 0 
       String(httpPort),
       "--placement-port",
       "0",
+      "--internal-port",
+      "0",
     ],
     { stdio: ["ignore", "pipe", "pipe"], env: cleanEnv(env) },
   );

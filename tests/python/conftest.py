@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from weft_harness import WeftDev, require_binary, weft_bin  # noqa: E402
 
-collect_ignore = ["v119"]  # run separately with the 1.19 venv
+collect_ignore = ["v119", "cluster"]  # run separately: the 1.19 venv; the cluster suite (own step)
 
 # Bound every SDK unary call that has no deadline of its own (StartInstance, Terminate, Suspend
 # ... block until a state is reached): an engine that never answers fails the test, not the run.

@@ -30,7 +30,8 @@ def test_env_vars_configure_weft_dev_and_sigint_stops_it(tmp_path):
     require_binary()
     grpc_port, http_port = free_port(), free_port()
     env = dict(os.environ, WEFT_DATA_DIR=str(tmp_path / "envdata"), WEFT_GRPC_PORT=str(grpc_port),
-               WEFT_HTTP_PORT=str(http_port), WEFT_PLACEMENT_PORT="0", WEFT_APP_ID="envapp")
+               WEFT_HTTP_PORT=str(http_port), WEFT_PLACEMENT_PORT="0", WEFT_INTERNAL_PORT="0",
+               WEFT_APP_ID="envapp")
     env.pop("DAPR_API_TOKEN", None)
     p = _start(["dev"], env, tmp_path)
     try:
@@ -53,7 +54,8 @@ def test_env_vars_configure_weft_dev_and_sigint_stops_it(tmp_path):
 
 def test_flags_override_env(tmp_path):
     require_binary()
-    env = dict(os.environ, WEFT_GRPC_PORT="1", WEFT_HTTP_PORT="2", WEFT_PLACEMENT_PORT="0")  # unusable; flags must win
+    env = dict(os.environ, WEFT_GRPC_PORT="1", WEFT_HTTP_PORT="2", WEFT_PLACEMENT_PORT="0",
+               WEFT_INTERNAL_PORT="0")  # unusable; flags must win
     env.pop("DAPR_API_TOKEN", None)
     p = _start(["dev", "--data-dir", str(tmp_path / "d"), "--grpc-port", "0", "--http-port", "0"], env, tmp_path)
     try:

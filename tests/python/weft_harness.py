@@ -137,6 +137,7 @@ class WeftDev:
             "--grpc-port", str(grpc_port),
             "--http-port", str(http_port),
             "--placement-port", "0",
+            "--internal-port", "0",
         ]
         if self.app_id:
             args += ["--app-id", self.app_id]
@@ -144,7 +145,7 @@ class WeftDev:
         if pg.enabled():
             args += ["--database-url", pg.database_for(self.data_dir)]
         env = dict(os.environ)
-        for k in ("WEFT_DATA_DIR", "WEFT_GRPC_PORT", "WEFT_HTTP_PORT", "WEFT_PLACEMENT_PORT", "WEFT_APP_ID",
+        for k in ("WEFT_DATA_DIR", "WEFT_GRPC_PORT", "WEFT_HTTP_PORT", "WEFT_PLACEMENT_PORT", "WEFT_INTERNAL_PORT", "WEFT_APP_ID",
                   "DAPR_API_TOKEN"):
             env.pop(k, None)
         env.setdefault("RUST_LOG", "info")

@@ -85,8 +85,8 @@ impl Sidecar {
         let cfg = SidecarConfig {
             grpc_addr: "127.0.0.1:0".parse()?,
             http_addr: "127.0.0.1:0".parse()?,
-            api_token: None,
             engine: EngineConfig::default(),
+            ..SidecarConfig::default()
         };
         let shutdown = CancellationToken::new();
         let probe = Arc::new(Probe::default());

@@ -14,11 +14,11 @@ use weft_core::{InstanceMeta, Micros};
 use weft_proto::durabletask::HistoryEvent;
 use weft_store::{
     ActivityCompletion, ActivityTask, Checkpoint, CreateInstance, CreateOutcome, InboxEntry,
-    InstancePage, ListFilter, LoadedInstance, Reminder, Result, Store, Wakeup,
+    InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope, SlotLease, Store, Wakeup,
 };
 
 /// The store operations, in the order they are reported.
-const OPS: [&str; 20] = [
+const OPS: [&str; 18] = [
     "create_instance",
     "get_instance",
     "load",
@@ -34,11 +34,9 @@ const OPS: [&str; 20] = [
     "claim_due_reminders",
     "fire_reminder",
     "next_reminder_due",
+    "stalled_instances",
     "list_instances",
     "purge",
-    "acquire_slots",
-    "renew_slots",
-    "release_slots",
 ];
 
 #[derive(Default)]
@@ -201,12 +199,12 @@ impl Store for Probed {
         )
     }
 
-    async fn pending_activities(&self) -> Result<Vec<ActivityTask>> {
+    async fn pending_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
         timed!(
             self,
             "pending_activities",
             1,
-            self.inner.pending_activities()
+            self.inner.pending_activities(scope)
         )
     }
 
@@ -235,17 +233,18 @@ impl Store for Probed {
         )
     }
 
-    async fn instances_with_inbox(&self) -> Result<Vec<String>> {
+    async fn instances_with_inbox(&self, scope: &Scope) -> Result<Vec<String>> {
         timed!(
             self,
             "instances_with_inbox",
             1,
-            self.inner.instances_with_inbox()
+            self.inner.instances_with_inbox(scope)
         )
     }
 
     async fn claim_due_reminders(
         &self,
+        scope: &Scope,
         now: Micros,
         lease_until: Micros,
         limit: usize,
@@ -254,7 +253,8 @@ impl Store for Probed {
             self,
             "claim_due_reminders",
             1,
-            self.inner.claim_due_reminders(now, lease_until, limit)
+            self.inner
+                .claim_due_reminders(scope, now, lease_until, limit)
         )
     }
 
@@ -267,8 +267,22 @@ impl Store for Probed {
         )
     }
 
-    async fn next_reminder_due(&self) -> Result<Option<Micros>> {
-        timed!(self, "next_reminder_due", 1, self.inner.next_reminder_due())
+    async fn next_reminder_due(&self, scope: &Scope) -> Result<Option<Micros>> {
+        timed!(
+            self,
+            "next_reminder_due",
+            1,
+            self.inner.next_reminder_due(scope)
+        )
+    }
+
+    async fn stalled_instances(&self, scope: &Scope, limit: usize) -> Result<Vec<String>> {
+        timed!(
+            self,
+            "stalled_instances",
+            1,
+            self.inner.stalled_instances(scope, limit)
+        )
     }
 
     async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage> {
@@ -288,13 +302,9 @@ impl Store for Probed {
         now: Micros,
         until: Micros,
     ) -> Result<Vec<u32>> {
-        timed!(
-            self,
-            "acquire_slots",
-            1,
-            self.inner
-                .acquire_slots(bucket, limit, holder, want, now, until)
-        )
+        self.inner
+            .acquire_slots(bucket, limit, holder, want, now, until)
+            .await
     }
 
     async fn renew_slots(
@@ -302,22 +312,12 @@ impl Store for Probed {
         holder: &str,
         now: Micros,
         until: Micros,
-    ) -> Result<Vec<weft_store::SlotLease>> {
-        timed!(
-            self,
-            "renew_slots",
-            1,
-            self.inner.renew_slots(holder, now, until)
-        )
+    ) -> Result<Vec<SlotLease>> {
+        self.inner.renew_slots(holder, now, until).await
     }
 
     async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
-        timed!(
-            self,
-            "release_slots",
-            1,
-            self.inner.release_slots(bucket, holder, slots)
-        )
+        self.inner.release_slots(bucket, holder, slots).await
     }
 
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {

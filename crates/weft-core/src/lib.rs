@@ -1,6 +1,7 @@
 //! Weft's pure, I/O-free workflow domain: instance status, history rules, and the turn engine
 //! that turns a worker's actions into new history events and effects.
 
+pub mod bucket;
 pub mod history;
 pub mod ids;
 pub mod rerun;

@@ -104,6 +104,9 @@ pub struct InstanceMeta {
     pub started_at: Option<Micros>,
     pub completed_at: Option<Micros>,
     pub scheduled_start_at: Option<Micros>,
+    /// The app whose workers run this instance (only that app's sidecars own it); empty for
+    /// rows written before instances recorded their app.
+    pub app_id: String,
     /// Fencing value: stores bump it on every checkpoint; a writer must present the value it
     /// loaded, so a stale owner's write fails.
     pub version: i64,

@@ -53,6 +53,19 @@ struct Shared {
 
 const VERSION_LOG_LIMIT: usize = 100_000;
 
+/// Changes the actor types a [`PlacementClient`] offers; cheap to clone, usable from any task.
+#[derive(Clone)]
+pub struct ActorTypes(watch::Sender<pb::HostInfo>);
+
+impl ActorTypes {
+    /// Same as [`PlacementClient::set_actor_types`].
+    pub fn set(&self, mut types: Vec<String>) {
+        types.sort();
+        types.dedup();
+        self.0.send_modify(|h| h.actor_types = types);
+    }
+}
+
 /// A live connection to the placement service. Dropping it without
 /// [`PlacementClient::shutdown`] stops the stream without a graceful leave (like a crash).
 pub struct PlacementClient {
@@ -130,6 +143,11 @@ impl PlacementClient {
         types.sort();
         types.dedup();
         self.host.send_modify(|h| h.actor_types = types);
+    }
+
+    /// A handle that changes the offered actor types from another task.
+    pub fn host_sender(&self) -> ActorTypes {
+        ActorTypes(self.host.clone())
     }
 
     /// Waits until a table with at least `version` arrives.

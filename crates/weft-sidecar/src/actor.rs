@@ -31,6 +31,9 @@ pub(crate) enum ActorMsg {
     Complete(WorkflowResponse, oneshot::Sender<Result<()>>),
     /// The pending turn, as a stream would send it, is larger than workers accept.
     Oversize { size: usize, limit: usize },
+    /// The instance moved to another sidecar: finish the turn in flight (within the hand-off
+    /// deadline) and stop.
+    Handoff,
 }
 
 struct Cached {
@@ -50,6 +53,13 @@ pub(crate) struct Actor {
     /// commit keeps failing backs off instead of being re-dispatched at once.
     failures: u32,
     retry_at: Option<tokio::time::Instant>,
+    /// The last commit failed its fencing check (another sidecar committed first).
+    fenced_out: bool,
+    /// The instance belongs to another app: this actor stops at once.
+    foreign: bool,
+    /// A wake-up arrived while handing off (the instance may be ours again by the time the
+    /// actor stops: then a fresh actor picks it up).
+    missed_wake: bool,
 }
 
 impl Actor {
@@ -67,6 +77,34 @@ impl Actor {
             fed_itself: false,
             failures: 0,
             retry_at: None,
+            fenced_out: false,
+            foreign: false,
+            missed_wake: false,
+        }
+    }
+
+    /// Stops serving the instance: leaves the registry and answers what is still queued for it
+    /// (a wake that raced the hand-off goes to a new actor if the instance is ours again).
+    fn leave(mut self) {
+        self.inner.remove_actor(&self.id);
+        self.rx.close();
+        let mut rewake = self.missed_wake;
+        while let Ok(m) = self.rx.try_recv() {
+            match m {
+                ActorMsg::Complete(_, reply) => {
+                    let _ = reply.send(Err(EngineError::Unavailable(format!(
+                        "workflow instance '{}' moved to another sidecar",
+                        self.id
+                    ))));
+                }
+                ActorMsg::Wake | ActorMsg::Retry | ActorMsg::Reload | ActorMsg::Purged => {
+                    rewake = true
+                }
+                ActorMsg::Oversize { .. } | ActorMsg::Handoff => {}
+            }
+        }
+        if rewake && !self.foreign && self.inner.owns(&self.id) {
+            self.inner.wake(&self.id);
         }
     }
 
@@ -84,7 +122,12 @@ impl Actor {
     pub(crate) async fn run(mut self) {
         let mut dirty = true;
         let mut retry_stalled = false;
+        // Set by a hand-off while a worker holds the turn: when to give up on it.
+        let mut leaving: Option<tokio::time::Instant> = None;
         loop {
+            if (leaving.is_some() || self.foreign) && self.pending.is_none() {
+                return self.leave();
+            }
             if dirty && self.pending.is_none() {
                 if let Some(at) = self.retry_at.take() {
                     tokio::time::sleep_until(at).await;
@@ -98,6 +141,9 @@ impl Actor {
                     dirty = true;
                     continue;
                 }
+                if self.foreign {
+                    return self.leave();
+                }
             }
             let msg = if self.pending.is_none() {
                 match tokio::time::timeout(self.inner.idle_timeout, self.rx.recv()).await {
@@ -109,11 +155,37 @@ impl Actor {
                         continue;
                     }
                 }
+            } else if let Some(deadline) = leaving {
+                match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                    Ok(m) => m,
+                    Err(_) => {
+                        // The new owner runs the turn again from the unchanged inbox.
+                        tracing::debug!(instance = %self.id, "hand-off deadline passed; abandoning the turn in flight");
+                        self.inner.hub.forget_workflow(&self.id);
+                        return self.leave();
+                    }
+                }
             } else {
                 self.rx.recv().await
             };
             match msg {
                 None => return,
+                Some(ActorMsg::Handoff) => {
+                    // Only a turn a worker holds now is worth waiting for.
+                    if self.pending.is_none()
+                        || self.inner.hub.withdraw_workflow(&self.id)
+                        || !self.inner.hub.workflow_in_flight(&self.id)
+                    {
+                        self.pending = None;
+                        return self.leave();
+                    }
+                    leaving = Some(tokio::time::Instant::now() + self.inner.handoff_timeout);
+                }
+                Some(_) if leaving.is_some() && !matches!(msg, Some(ActorMsg::Complete(..))) => {
+                    // Handing off: nothing new starts here (a new actor will, if the instance
+                    // is ours again when this one stops).
+                    self.missed_wake = true;
+                }
                 Some(ActorMsg::Wake) => {
                     // A turn no worker has taken yet is re-prepared with the new events (this
                     // batches them, and lets a terminate end an instance no worker ever ran).
@@ -150,7 +222,14 @@ impl Actor {
                 }
                 Some(ActorMsg::Complete(resp, reply)) => {
                     self.fed_itself = false;
-                    let result = self.complete(resp).await;
+                    self.fenced_out = false;
+                    let mut result = self.complete(resp).await;
+                    if self.fenced_out && !self.inner.owns(&self.id) {
+                        // A late commit after the instance moved: the new owner runs the turn
+                        // again, so the worker has done nothing wrong.
+                        tracing::debug!(instance = %self.id, "late commit after hand-off fenced out");
+                        result = Ok(());
+                    }
                     // The turn consumed everything the inbox held when it was prepared, and any
                     // event that arrived since sent a Wake (already noted in `dirty`); so the
                     // inbox is read again only if this turn wrote to it or did not commit.
@@ -169,6 +248,12 @@ impl Actor {
             Some(_) => self.inner.store.read_inbox(&self.id).await?,
             None => match self.inner.store.load(&self.id).await? {
                 None => return Ok(()), // purged
+                // Another app's instance (sharing the database and a bucket): its own app's
+                // sidecars run it; this one's workers must never see it.
+                Some(l) if !l.meta.app_id.is_empty() && l.meta.app_id != self.inner.app_id => {
+                    self.foreign = true;
+                    return Ok(());
+                }
                 Some(l) => {
                     self.state = Some(Cached {
                         meta: l.meta,
@@ -214,6 +299,7 @@ impl Actor {
                     return self.stall_oversize(least, self.inner.max_work_item).await;
                 }
                 self.pending = Some(t);
+                tracing::debug!(instance = %self.id, "dispatching a turn");
                 self.inner.hub.push(Job::Workflow(req));
                 Ok(())
             }
@@ -356,6 +442,10 @@ impl Actor {
                 // flight (re-pushing a dispatched activity is a no-op).
                 if matches!(e, StoreError::OutcomeUnknown(_)) {
                     self.inner.resync_needed.notify_one();
+                }
+                if matches!(e, StoreError::Conflict { .. }) {
+                    metrics::counter!("weft_checkpoint_conflicts_total").increment(1);
+                    self.fenced_out = true;
                 }
                 let e = EngineError::from(e);
                 self.failed(&e);

@@ -2,12 +2,14 @@
 //! the durable-timer loop and recovery after a restart.
 
 use crate::actor::{Actor, ActorMsg, now};
+use crate::cluster::ownership::{Owned, ownership_loop};
+use crate::cluster::{ActorKind, Registry};
 use crate::commit::Committer;
 use crate::error::{EngineError, Result};
 use crate::hub::{Hub, Job};
 use prost::Message;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -22,7 +24,7 @@ use weft_proto::durabletask::{
 };
 use weft_store::{
     ActivityCompletion, CreateInstance, CreateOutcome, InstancePage, ListFilter, ReusePolicy,
-    Store, Wakeup,
+    Scope, Store, Wakeup,
 };
 
 /// Default limit on one payload (input, output, event data, result): 4 MiB less 64 KiB, so a
@@ -44,6 +46,9 @@ pub struct EngineConfig {
     pub workflow: weft_config::WorkflowConfig,
     /// How long a cluster-wide concurrency slot is held without renewal.
     pub slot_lease: Duration,
+    /// Hand-off deadline: how long an actor that lost its key waits for its turn in flight, and
+    /// how long a sidecar that gained a key from a live sidecar waits before loading it.
+    pub handoff_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -55,6 +60,7 @@ impl Default for EngineConfig {
             idle_timeout: Duration::from_secs(60),
             workflow: Default::default(),
             slot_lease: Duration::from_secs(10),
+            handoff_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -76,6 +82,11 @@ pub(crate) struct Inner {
     pub(crate) hub: Hub,
     pub(crate) app_id: String,
     pub(crate) idle_timeout: Duration,
+    pub(crate) handoff_timeout: Duration,
+    /// Who owns what (placement); asked by everything that touches an instance.
+    pub(crate) registry: Registry,
+    /// The buckets this engine serves now (follows the registry, see `cluster::ownership`).
+    owned: RwLock<Arc<Owned>>,
     pub(crate) timers_changed: Notify,
     /// Asks the resync loop for a recovery scan (after a commit with an unknown outcome).
     pub(crate) resync_needed: Notify,
@@ -90,8 +101,9 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    /// Sends a message to an instance's actor, activating it if needed.
-    fn send(self: &Arc<Self>, id: &str, msg: ActorMsg) {
+    /// Sends a message to an instance's actor, activating it if needed — only for instances
+    /// this sidecar serves (their owner hears of the change from the store).
+    pub(crate) fn send(self: &Arc<Self>, id: &str, msg: ActorMsg) {
         let mut actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
         let msg = match actors.get(id) {
             Some(tx) => match tx.send(msg) {
@@ -100,6 +112,11 @@ impl Inner {
             },
             None => msg,
         };
+        if !self.owns(id) {
+            tracing::debug!(instance = %id, "not owned here: not activated");
+            return;
+        }
+        tracing::debug!(instance = %id, "activating");
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(msg);
         actors.insert(id.to_string(), tx);
@@ -118,6 +135,45 @@ impl Inner {
         self.send(id, ActorMsg::Wake);
     }
 
+    /// Sends to a running actor only (never activates one).
+    pub(crate) fn send_existing(&self, id: &str, msg: ActorMsg) {
+        let actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = actors.get(id) {
+            let _ = tx.send(msg);
+        }
+    }
+
+    /// IDs of the actors in memory now.
+    pub(crate) fn active_actors(&self) -> Vec<String> {
+        let actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
+        actors.keys().cloned().collect()
+    }
+
+    /// Removes an actor that handed its instance off (it is gone whatever its mailbox holds).
+    pub(crate) fn remove_actor(&self, id: &str) {
+        let mut actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
+        actors.remove(id);
+    }
+
+    /// Whether this sidecar serves the instance now.
+    pub(crate) fn owns(&self, id: &str) -> bool {
+        self.owned().contains(id)
+    }
+
+    pub(crate) fn owned(&self) -> Arc<Owned> {
+        self.owned.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn update_owned(&self, f: impl FnOnce(&Owned) -> Owned) {
+        let mut cur = self.owned.write().unwrap_or_else(|p| p.into_inner());
+        *cur = Arc::new(f(&cur));
+    }
+
+    /// The scans' scope: this app's instances in the buckets served now.
+    pub(crate) fn scope(&self) -> Scope {
+        self.owned().scope.clone()
+    }
+
     /// Removes an idle actor unless a message slipped in; senders hold the same lock.
     pub(crate) fn try_retire(&self, id: &str, rx: &mpsc::UnboundedReceiver<ActorMsg>) -> bool {
         let mut actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
@@ -133,7 +189,16 @@ impl Inner {
     /// recovery, also run after a commit whose outcome is unknown (it may have landed, and then
     /// its effects were never carried out).
     pub(crate) async fn resync(self: &Arc<Self>) -> Result<()> {
-        for a in self.store.pending_activities().await? {
+        let scope = self.scope();
+        self.resync_scope(&scope).await
+    }
+
+    /// The recovery scan limited to `scope` (all that is owned, or buckets just taken over).
+    pub(crate) async fn resync_scope(self: &Arc<Self>, scope: &Scope) -> Result<()> {
+        for a in self.store.pending_activities(scope).await? {
+            if !self.owns(&a.instance_id) {
+                continue; // handed off while the scan ran
+            }
             let request = ActivityRequest::decode(a.request.as_slice())
                 .map_err(|e| EngineError::Internal(format!("stored activity request: {e}")))?;
             self.hub.push(Job::Activity {
@@ -141,17 +206,24 @@ impl Inner {
                 request,
             });
         }
-        for id in self.store.instances_with_inbox().await? {
+        for id in self.store.instances_with_inbox(scope).await? {
             self.wake(&id);
         }
         self.timers_changed.notify_one();
         Ok(())
     }
 
-    /// Whether this sidecar owns the instance (runs its background work, such as the retention
-    /// purge). One sidecar owns everything today; the cluster's ownership registry answers here.
-    pub(crate) fn owns(&self, _instance_id: &str) -> bool {
-        true
+    /// Gives stalled instances in `scope` another chance (a worker connected, or the buckets
+    /// were just taken over).
+    pub(crate) async fn retry_stalled(self: &Arc<Self>, scope: &Scope) {
+        match self.store.stalled_instances(scope, 1000).await {
+            Ok(ids) => {
+                for id in ids {
+                    self.send(&id, ActorMsg::Retry);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing stalled instances failed"),
+        }
     }
 
     pub(crate) fn changed(&self, id: &str) {
@@ -173,12 +245,26 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine that owns every instance of its app (one sidecar, no placement).
     pub fn new(store: Arc<dyn Store>, cfg: EngineConfig) -> Self {
+        let registry = Registry::local_only(&cfg.app_id);
+        Self::with_registry(store, cfg, registry)
+    }
+
+    /// An engine that serves what `registry` says this sidecar owns.
+    pub fn with_registry(store: Arc<dyn Store>, cfg: EngineConfig, registry: Registry) -> Self {
+        let owned = Owned::new(
+            &cfg.app_id,
+            &registry.owned_buckets(&cfg.app_id, ActorKind::Workflow),
+        );
         Self {
             inner: Arc::new(Inner {
                 committer: Committer::new(store.clone()),
                 store,
                 hub: Hub::configured(cfg.max_work_item_bytes, &cfg.workflow),
+                registry,
+                owned: RwLock::new(Arc::new(owned)),
+                handoff_timeout: cfg.handoff_timeout,
                 app_id: cfg.app_id,
                 idle_timeout: cfg.idle_timeout,
                 timers_changed: Notify::new(),
@@ -195,6 +281,36 @@ impl Engine {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// The ownership registry this engine follows.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The app whose instances this engine runs.
+    pub fn app_id(&self) -> &str {
+        &self.inner.app_id
+    }
+
+    /// Number of connected worker streams, observable (membership registers actor types only
+    /// while it is above zero).
+    pub fn workers_connected(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.inner.hub.connected()
+    }
+
+    /// Number of actors in memory (idle ones are dropped after `idle_timeout`).
+    pub fn actors_in_memory(&self) -> usize {
+        self.inner.active_actors().len()
+    }
+
+    /// Shutdown drain: stops handing out work, then waits (up to `deadline`) until every
+    /// dispatched item has been answered. Returns how many were still out at the deadline.
+    pub async fn drain(&self, deadline: Duration) -> usize {
+        self.inner.hub.pause();
+        let mut rx = self.inner.hub.inflight();
+        let _ = tokio::time::timeout(deadline, rx.wait_for(|n| *n == 0)).await;
+        *rx.borrow()
     }
 
     /// Re-activates unfinished work after a restart and starts the background loops.
@@ -224,6 +340,7 @@ impl Engine {
             self.inner.clone(),
             shutdown.clone(),
         ));
+        tokio::spawn(ownership_loop(self.inner.clone(), shutdown.clone()));
         tokio::spawn(stalled_retry_loop(self.inner.clone(), shutdown));
         Ok(())
     }
@@ -501,6 +618,7 @@ impl Engine {
             .take_workflow(&id, &resp.completion_token)
             .is_none()
         {
+            tracing::debug!(instance = %id, "completion refused: no such turn in flight");
             return Err(EngineError::NotFound(format!("unknown instance ID: {id}")));
         }
         let (tx, rx) = oneshot::channel();
@@ -545,22 +663,31 @@ impl Engine {
             generation,
             event: event(now(), ty),
         };
-        match self.inner.committer.complete_activity(completion).await {
-            Ok(true) => {
-                metrics::counter!("weft_activities_completed_total").increment(1);
-                self.inner.wake(&id);
-                Ok(())
+        // The task is out of the hub now: recording it and waking the instance (or handing the
+        // task out again) must finish even if the caller goes away (a worker killed mid-call
+        // drops this future), or the result would be committed with nobody woken.
+        let inner = self.inner.clone();
+        let finish = tokio::spawn(async move {
+            match inner.committer.complete_activity(completion).await {
+                Ok(true) => {
+                    metrics::counter!("weft_activities_completed_total").increment(1);
+                    inner.wake(&id);
+                    Ok(())
+                }
+                Ok(false) => Ok(()), // a late or duplicate result: the task is no longer pending
+                Err(e) => {
+                    // Not recorded: hand the task out again (the worker drops its result).
+                    inner.hub.push(Job::Activity {
+                        generation,
+                        request,
+                    });
+                    Err(e.into())
+                }
             }
-            Ok(false) => Ok(()), // a late or duplicate result: the task is no longer pending
-            Err(e) => {
-                // Not recorded: hand the task out again (the worker drops its result).
-                self.inner.hub.push(Job::Activity {
-                    generation,
-                    request,
-                });
-                Err(e.into())
-            }
-        }
+        });
+        finish
+            .await
+            .unwrap_or_else(|e| Err(EngineError::Internal(format!("recording a result: {e}"))))
     }
 
     pub(crate) fn open_stream(&self, stateful: bool) -> crate::hub::StreamHandle<'_> {
@@ -648,7 +775,7 @@ async fn follow_store(
             Ok(Wakeup::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
                 // Hints were missed: poll everything once, as at start-up.
                 inner.timers_changed.notify_one();
-                if let Ok(ids) = inner.store.instances_with_inbox().await {
+                if let Ok(ids) = inner.store.instances_with_inbox(&inner.scope()).await {
                     for id in ids {
                         inner.wake(&id);
                     }
@@ -670,16 +797,7 @@ async fn stalled_retry_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
         }
         let n = *connected.borrow();
         if n > last {
-            let filter = ListFilter {
-                statuses: vec![RuntimeStatus::Stalled],
-                limit: 1000,
-                ..Default::default()
-            };
-            if let Ok(page) = inner.store.list_instances(filter).await {
-                for m in page.items {
-                    inner.send(&m.instance_id, ActorMsg::Retry);
-                }
-            }
+            inner.retry_stalled(&inner.scope()).await;
         }
         last = n;
     }

@@ -1,13 +1,41 @@
-//! The engine's one error type and its single mapping to gRPC statuses and HTTP codes.
+//! The sidecar's one error type and the one table that maps every error — engine, store, ID
+//! validation, ownership and forwarding — to a gRPC code, an HTTP status and a Dapr error code.
+//!
+//! Every API edge (gRPC, HTTP, the internal node-to-node API) answers through this table; no other
+//! module builds a `tonic::Status` or an HTTP status from an error. Errors also cross the internal
+//! API unchanged: [`EngineError::to_status`] names the exact kind in the `weft-error` metadata
+//! entry and [`EngineError::from_status`] rebuilds it on the forwarding side.
 
+use http::StatusCode as Http;
+use tonic::Code as Grpc;
+use weft_core::ids::IdError;
 use weft_store::StoreError;
 
-#[derive(Debug, Clone, thiserror::Error)]
+/// Metadata key naming the exact error kind (a row of [`TABLE`]) on statuses we send.
+pub const KIND_HEADER: &str = "weft-error";
+/// Metadata key of a "not owner" answer: the answering sidecar's view of the owner as
+/// `host_id@address` (empty when it knows none).
+pub const NOT_OWNER_HEADER: &str = "weft-not-owner";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
     #[error("{0}")]
     InvalidArgument(String),
     #[error("{0}")]
+    InvalidInstanceId(String),
+    #[error("{0}")]
+    InstanceIdTooLong(String),
+    /// A request body or parameter that cannot be parsed (HTTP).
+    #[error("{0}")]
+    Malformed(String),
+    #[error("{0}")]
+    EventNameMissing(String),
+    /// The instance (or the work item a worker answers) does not exist.
+    #[error("{0}")]
     NotFound(String),
+    /// No such HTTP route or API version.
+    #[error("{0}")]
+    NoSuchEndpoint(String),
     #[error("{0}")]
     AlreadyExists(String),
     #[error("{0}")]
@@ -17,48 +45,274 @@ pub enum EngineError {
     #[error("{0}")]
     Unauthenticated(String),
     #[error("{0}")]
+    Unimplemented(String),
+    /// The caller's deadline passed while waiting.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// Retry later: the store is unreachable, the sidecar is shutting down, or the owner of the
+    /// key could not be reached before the deadline.
+    #[error("{0}")]
     Unavailable(String),
+    /// The sidecar asked does not own the key (internal API only: the forwarding side retries
+    /// at `hint` — `host_id@address` — or after the next placement table; clients never see it).
+    #[error("this sidecar does not own the key (owner: {})", hint.as_deref().unwrap_or("unknown"))]
+    NotOwner { hint: Option<String> },
     #[error("{0}")]
     Internal(String),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
+/// One row of the table: what an error kind is on each wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapping {
+    /// Stable name, sent in [`KIND_HEADER`].
+    pub kind: &'static str,
+    pub grpc: Grpc,
+    pub http: Http,
+    /// Dapr's error code for the HTTP body; `None`: the operation's own code
+    /// (`ERR_START_WORKFLOW`, `ERR_GET_WORKFLOW`, …), as daprd answers.
+    pub dapr: Option<&'static str>,
+}
+
+const fn row(kind: &'static str, grpc: Grpc, http: Http, dapr: Option<&'static str>) -> Mapping {
+    Mapping {
+        kind,
+        grpc,
+        http,
+        dapr,
+    }
+}
+
+/// The table, one row per [`EngineError`] variant, in declaration order.
+pub const TABLE: [Mapping; 16] = [
+    row(
+        "invalid-argument",
+        Grpc::InvalidArgument,
+        Http::BAD_REQUEST,
+        Some("ERR_BAD_REQUEST"),
+    ),
+    row(
+        "invalid-instance-id",
+        Grpc::InvalidArgument,
+        Http::BAD_REQUEST,
+        Some("ERR_INSTANCE_ID_INVALID"),
+    ),
+    row(
+        "instance-id-too-long",
+        Grpc::InvalidArgument,
+        Http::BAD_REQUEST,
+        Some("ERR_INSTANCE_ID_TOO_LONG"),
+    ),
+    row(
+        "malformed",
+        Grpc::InvalidArgument,
+        Http::BAD_REQUEST,
+        Some("ERR_MALFORMED_REQUEST"),
+    ),
+    row(
+        "event-name-missing",
+        Grpc::InvalidArgument,
+        Http::BAD_REQUEST,
+        Some("ERR_WORKFLOW_EVENT_NAME_MISSING"),
+    ),
+    row(
+        "not-found",
+        Grpc::NotFound,
+        Http::NOT_FOUND,
+        Some("ERR_INSTANCE_ID_NOT_FOUND"),
+    ),
+    row(
+        "no-such-endpoint",
+        Grpc::Unimplemented,
+        Http::NOT_FOUND,
+        Some("ERR_NOT_FOUND"),
+    ),
+    row("already-exists", Grpc::AlreadyExists, Http::CONFLICT, None),
+    row(
+        "failed-precondition",
+        Grpc::FailedPrecondition,
+        Http::CONFLICT,
+        None,
+    ),
+    row(
+        "payload-too-large",
+        Grpc::ResourceExhausted,
+        Http::PAYLOAD_TOO_LARGE,
+        Some("ERR_PAYLOAD_TOO_LARGE"),
+    ),
+    row(
+        "unauthenticated",
+        Grpc::Unauthenticated,
+        Http::UNAUTHORIZED,
+        Some("ERR_UNAUTHORIZED"),
+    ),
+    row(
+        "unimplemented",
+        Grpc::Unimplemented,
+        Http::NOT_IMPLEMENTED,
+        Some("ERR_NOT_IMPLEMENTED"),
+    ),
+    row(
+        "deadline-exceeded",
+        Grpc::DeadlineExceeded,
+        Http::GATEWAY_TIMEOUT,
+        None,
+    ),
+    row(
+        "unavailable",
+        Grpc::Unavailable,
+        Http::SERVICE_UNAVAILABLE,
+        None,
+    ),
+    row(
+        "not-owner",
+        Grpc::Unavailable,
+        Http::SERVICE_UNAVAILABLE,
+        Some("ERR_NOT_OWNER"),
+    ),
+    row(
+        "internal",
+        Grpc::Internal,
+        Http::INTERNAL_SERVER_ERROR,
+        None,
+    ),
+];
+
 impl EngineError {
     pub fn no_such_instance(id: &str) -> Self {
         Self::NotFound(format!("no such instance exists: '{id}'"))
     }
 
-    pub fn grpc_code(&self) -> tonic::Code {
+    fn index(&self) -> usize {
         match self {
-            Self::InvalidArgument(_) => tonic::Code::InvalidArgument,
-            Self::NotFound(_) => tonic::Code::NotFound,
-            Self::AlreadyExists(_) => tonic::Code::AlreadyExists,
-            Self::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
-            Self::PayloadTooLarge(_) => tonic::Code::ResourceExhausted,
-            Self::Unauthenticated(_) => tonic::Code::Unauthenticated,
-            Self::Unavailable(_) => tonic::Code::Unavailable,
-            Self::Internal(_) => tonic::Code::Internal,
+            Self::InvalidArgument(_) => 0,
+            Self::InvalidInstanceId(_) => 1,
+            Self::InstanceIdTooLong(_) => 2,
+            Self::Malformed(_) => 3,
+            Self::EventNameMissing(_) => 4,
+            Self::NotFound(_) => 5,
+            Self::NoSuchEndpoint(_) => 6,
+            Self::AlreadyExists(_) => 7,
+            Self::FailedPrecondition(_) => 8,
+            Self::PayloadTooLarge(_) => 9,
+            Self::Unauthenticated(_) => 10,
+            Self::Unimplemented(_) => 11,
+            Self::DeadlineExceeded(_) => 12,
+            Self::Unavailable(_) => 13,
+            Self::NotOwner { .. } => 14,
+            Self::Internal(_) => 15,
         }
     }
 
-    pub fn http_status(&self) -> http::StatusCode {
-        use http::StatusCode as S;
-        match self {
-            Self::InvalidArgument(_) => S::BAD_REQUEST,
-            Self::NotFound(_) => S::NOT_FOUND,
-            Self::AlreadyExists(_) | Self::FailedPrecondition(_) => S::CONFLICT,
-            Self::PayloadTooLarge(_) => S::PAYLOAD_TOO_LARGE,
-            Self::Unauthenticated(_) => S::UNAUTHORIZED,
-            Self::Unavailable(_) => S::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => S::INTERNAL_SERVER_ERROR,
+    /// Rebuilds an error from its table row and message (inverse of `index`).
+    fn from_index(i: usize, msg: String) -> Self {
+        match i {
+            0 => Self::InvalidArgument(msg),
+            1 => Self::InvalidInstanceId(msg),
+            2 => Self::InstanceIdTooLong(msg),
+            3 => Self::Malformed(msg),
+            4 => Self::EventNameMissing(msg),
+            5 => Self::NotFound(msg),
+            6 => Self::NoSuchEndpoint(msg),
+            7 => Self::AlreadyExists(msg),
+            8 => Self::FailedPrecondition(msg),
+            9 => Self::PayloadTooLarge(msg),
+            10 => Self::Unauthenticated(msg),
+            11 => Self::Unimplemented(msg),
+            12 => Self::DeadlineExceeded(msg),
+            13 => Self::Unavailable(msg),
+            14 => Self::NotOwner { hint: None },
+            _ => Self::Internal(msg),
         }
+    }
+
+    /// This error's row of [`TABLE`].
+    pub fn mapping(&self) -> Mapping {
+        TABLE[self.index()]
+    }
+
+    pub fn grpc_code(&self) -> Grpc {
+        self.mapping().grpc
+    }
+
+    pub fn http_status(&self) -> Http {
+        self.mapping().http
+    }
+
+    /// The Dapr error code of the HTTP body; `op_code` names the failed operation
+    /// (`ERR_START_WORKFLOW`…) for errors that have no code of their own.
+    pub fn dapr_code(&self, op_code: &'static str) -> &'static str {
+        self.mapping().dapr.unwrap_or(op_code)
+    }
+
+    /// The gRPC status of this error, with its kind (and a not-owner hint) in the metadata.
+    pub fn to_status(&self) -> tonic::Status {
+        let m = self.mapping();
+        let mut st = tonic::Status::new(m.grpc, self.to_string());
+        let md = st.metadata_mut();
+        md.insert(
+            KIND_HEADER,
+            tonic::metadata::MetadataValue::from_static(m.kind),
+        );
+        if let Self::NotOwner { hint } = self {
+            let v = hint.as_deref().unwrap_or("");
+            if let Ok(v) = v.parse() {
+                md.insert(NOT_OWNER_HEADER, v);
+            } else {
+                md.insert(
+                    NOT_OWNER_HEADER,
+                    tonic::metadata::MetadataValue::from_static(""),
+                );
+            }
+        }
+        st
+    }
+
+    /// The error a status from another sidecar (or the transport) stands for. A status without
+    /// our kind header is a transport failure or a peer's generic error: mapped by its code, with
+    /// everything that may have failed before the peer acted as `Unavailable`.
+    pub fn from_status(st: &tonic::Status) -> Self {
+        let md = st.metadata();
+        if let Some(v) = md.get(NOT_OWNER_HEADER) {
+            let hint = v
+                .to_str()
+                .ok()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string);
+            return Self::NotOwner { hint };
+        }
+        let msg = st.message().to_string();
+        if let Some(kind) = md.get(KIND_HEADER).and_then(|v| v.to_str().ok())
+            && let Some(i) = TABLE.iter().position(|r| r.kind == kind)
+        {
+            return Self::from_index(i, msg);
+        }
+        match st.code() {
+            Grpc::InvalidArgument | Grpc::OutOfRange => Self::InvalidArgument(msg),
+            Grpc::NotFound => Self::NotFound(msg),
+            Grpc::AlreadyExists => Self::AlreadyExists(msg),
+            Grpc::FailedPrecondition | Grpc::Aborted => Self::FailedPrecondition(msg),
+            Grpc::ResourceExhausted => Self::PayloadTooLarge(msg),
+            Grpc::Unauthenticated | Grpc::PermissionDenied => Self::Unauthenticated(msg),
+            Grpc::Unimplemented => Self::Unimplemented(msg),
+            Grpc::DeadlineExceeded => Self::DeadlineExceeded(msg),
+            Grpc::Internal | Grpc::DataLoss => Self::Internal(msg),
+            Grpc::Ok | Grpc::Cancelled | Grpc::Unknown | Grpc::Unavailable => {
+                Self::Unavailable(msg)
+            }
+        }
+    }
+
+    /// Whether the operation may simply be tried again (at the owner or later).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::NotOwner { .. })
     }
 }
 
 impl From<EngineError> for tonic::Status {
     fn from(e: EngineError) -> Self {
-        tonic::Status::new(e.grpc_code(), e.to_string())
+        e.to_status()
     }
 }
 
@@ -72,19 +326,139 @@ impl From<StoreError> for EngineError {
             StoreError::Unavailable(_) | StoreError::OutcomeUnknown(_) => {
                 Self::Unavailable(e.to_string())
             }
-            other => Self::Internal(other.to_string()),
+            StoreError::Corrupt(_) => Self::Internal(e.to_string()),
         }
     }
 }
 
-impl From<weft_core::ids::IdError> for EngineError {
-    fn from(e: weft_core::ids::IdError) -> Self {
-        Self::InvalidArgument(e.to_string())
+impl From<IdError> for EngineError {
+    fn from(e: IdError) -> Self {
+        match e {
+            IdError::TooLong(_) => Self::InstanceIdTooLong(e.to_string()),
+            IdError::Empty | IdError::Invalid(_) => Self::InvalidInstanceId(e.to_string()),
+        }
     }
 }
 
 impl From<weft_core::ids::TextError> for EngineError {
     fn from(e: weft_core::ids::TextError) -> Self {
         Self::InvalidArgument(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_variant() -> Vec<EngineError> {
+        let m = || "m".to_string();
+        vec![
+            EngineError::InvalidArgument(m()),
+            EngineError::InvalidInstanceId(m()),
+            EngineError::InstanceIdTooLong(m()),
+            EngineError::Malformed(m()),
+            EngineError::EventNameMissing(m()),
+            EngineError::NotFound(m()),
+            EngineError::NoSuchEndpoint(m()),
+            EngineError::AlreadyExists(m()),
+            EngineError::FailedPrecondition(m()),
+            EngineError::PayloadTooLarge(m()),
+            EngineError::Unauthenticated(m()),
+            EngineError::Unimplemented(m()),
+            EngineError::DeadlineExceeded(m()),
+            EngineError::Unavailable(m()),
+            EngineError::NotOwner { hint: None },
+            EngineError::Internal(m()),
+        ]
+    }
+
+    #[test]
+    fn every_variant_has_its_own_row_and_round_trips_through_a_status() {
+        let all = every_variant();
+        assert_eq!(all.len(), TABLE.len(), "one test value per variant");
+        let mut kinds: Vec<_> = TABLE.iter().map(|r| r.kind).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert_eq!(kinds.len(), TABLE.len(), "kind names are unique");
+        for (i, e) in all.iter().enumerate() {
+            assert_eq!(e.index(), i, "{e:?} sits at its row");
+            assert_eq!(
+                EngineError::from_status(&e.to_status()),
+                *e,
+                "round trip of {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_wire_values_the_sdks_and_daprd_clients_rely_on() {
+        let nf = EngineError::no_such_instance("x");
+        assert_eq!(nf.grpc_code(), Grpc::NotFound);
+        assert_eq!(nf.http_status(), Http::NOT_FOUND);
+        assert_eq!(
+            nf.dapr_code("ERR_GET_WORKFLOW"),
+            "ERR_INSTANCE_ID_NOT_FOUND"
+        );
+        let big = EngineError::PayloadTooLarge("big".into());
+        assert_eq!(big.grpc_code(), Grpc::ResourceExhausted);
+        assert_eq!(big.http_status(), Http::PAYLOAD_TOO_LARGE);
+        let exists = EngineError::AlreadyExists("x".into());
+        assert_eq!(exists.http_status(), Http::CONFLICT);
+        assert_eq!(exists.dapr_code("ERR_START_WORKFLOW"), "ERR_START_WORKFLOW");
+        let long = EngineError::from(IdError::TooLong("x".into()));
+        assert_eq!(long.grpc_code(), Grpc::InvalidArgument);
+        assert_eq!(
+            long.dapr_code("ERR_START_WORKFLOW"),
+            "ERR_INSTANCE_ID_TOO_LONG"
+        );
+        let bad = EngineError::from(IdError::Invalid("x y".into()));
+        assert_eq!(
+            bad.dapr_code("ERR_START_WORKFLOW"),
+            "ERR_INSTANCE_ID_INVALID"
+        );
+        assert_eq!(
+            EngineError::Unauthenticated("t".into()).http_status(),
+            Http::UNAUTHORIZED
+        );
+    }
+
+    #[test]
+    fn store_errors_map() {
+        let cases = [
+            (StoreError::AlreadyExists("a".into()), Grpc::AlreadyExists),
+            (StoreError::NotFound("a".into()), Grpc::NotFound),
+            (
+                StoreError::Conflict {
+                    instance_id: "a".into(),
+                    expected: 1,
+                },
+                Grpc::Unavailable,
+            ),
+            (StoreError::Unavailable("down".into()), Grpc::Unavailable),
+            (StoreError::Corrupt("bad".into()), Grpc::Internal),
+        ];
+        for (s, code) in cases {
+            assert_eq!(EngineError::from(s).grpc_code(), code);
+        }
+    }
+
+    #[test]
+    fn not_owner_carries_its_hint_and_foreign_statuses_map_by_code() {
+        let e = EngineError::NotOwner {
+            hint: Some("h2@127.0.0.1:5".into()),
+        };
+        let st = e.to_status();
+        assert_eq!(st.code(), Grpc::Unavailable);
+        assert_eq!(EngineError::from_status(&st), e);
+        assert!(e.is_retryable());
+        // A transport failure (no kind header) is retryable, never a NOT_FOUND.
+        let t = EngineError::from_status(&tonic::Status::unavailable("connection refused"));
+        assert!(matches!(t, EngineError::Unavailable(_)));
+        let c = EngineError::from_status(&tonic::Status::cancelled("gone"));
+        assert!(c.is_retryable());
+        assert!(matches!(
+            EngineError::from_status(&tonic::Status::not_found("x")),
+            EngineError::NotFound(_)
+        ));
     }
 }

@@ -1,7 +1,9 @@
-//! The durabletask `TaskHubSidecarService` over gRPC: validation at the edge, then the engine.
+//! The durabletask `TaskHubSidecarService` over gRPC: validation at the edge, then the owner of
+//! the instance (through the router) for writes, and the shared store for reads and waits.
 
 use crate::engine::{Engine, StartRequest};
 use crate::error::EngineError;
+use crate::route::Router;
 use std::pin::Pin;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -18,12 +20,17 @@ type Result<T> = std::result::Result<Response<T>, Status>;
 
 pub struct Service {
     engine: Engine,
+    router: Router,
     shutdown: CancellationToken,
 }
 
 impl Service {
-    pub fn new(engine: Engine, shutdown: CancellationToken) -> Self {
-        Self { engine, shutdown }
+    pub fn new(router: Router, shutdown: CancellationToken) -> Self {
+        Self {
+            engine: router.engine().clone(),
+            router,
+            shutdown,
+        }
     }
 
     async fn state(&self, id: &str, with_payloads: bool) -> Result<GetInstanceResponse> {
@@ -81,9 +88,9 @@ async fn within<T>(
 ) -> std::result::Result<T, Status> {
     let Some(limit) = limit else { return fut.await };
     let early = limit.saturating_sub(std::time::Duration::from_millis(5));
-    tokio::time::timeout(early, fut)
-        .await
-        .unwrap_or_else(|_| Err(Status::deadline_exceeded("deadline exceeded while waiting")))
+    tokio::time::timeout(early, fut).await.unwrap_or_else(|_| {
+        Err(EngineError::DeadlineExceeded("deadline exceeded while waiting".into()).into())
+    })
 }
 
 /// The wire `WorkflowState` of an instance row.
@@ -143,15 +150,18 @@ impl TaskHubSidecarService for Service {
         let scheduled = r.scheduled_start_timestamp.as_ref().map(to_micros);
         let wait = scheduled.is_none();
         let id = self
-            .engine
-            .start_instance(StartRequest {
-                instance_id: r.instance_id,
-                name: r.name,
-                version: r.version.filter(|v| !v.is_empty()),
-                input: r.input,
-                scheduled_start_at: scheduled,
-                policy: reuse_policy(r.orchestration_id_reuse_policy.as_ref()),
-            })
+            .router
+            .start_instance(
+                StartRequest {
+                    instance_id: r.instance_id,
+                    name: r.name,
+                    version: r.version.filter(|v| !v.is_empty()),
+                    input: r.input,
+                    scheduled_start_at: scheduled,
+                    policy: reuse_policy(r.orchestration_id_reuse_policy.as_ref()),
+                },
+                limit,
+            )
             .await?;
         if wait {
             // Dapr semantics: a plain start returns once the first turn has run.
@@ -181,9 +191,10 @@ impl TaskHubSidecarService for Service {
     }
 
     async fn raise_event(&self, req: Request<RaiseEventRequest>) -> Result<RaiseEventResponse> {
+        let limit = deadline(&req);
         let r = req.into_inner();
-        self.engine
-            .raise_event(&r.instance_id, &r.name, r.input)
+        self.router
+            .raise_event(&r.instance_id, &r.name, r.input, limit)
             .await?;
         Ok(Response::new(RaiseEventResponse {}))
     }
@@ -194,8 +205,8 @@ impl TaskHubSidecarService for Service {
     ) -> Result<TerminateResponse> {
         let limit = deadline(&req);
         let r = req.into_inner();
-        self.engine
-            .terminate(&r.instance_id, r.output, r.recursive)
+        self.router
+            .terminate(&r.instance_id, r.output, r.recursive, limit)
             .await?;
         self.wait_until(limit, &r.instance_id, |m| m.status.is_terminal())
             .await?;
@@ -205,7 +216,7 @@ impl TaskHubSidecarService for Service {
     async fn suspend_instance(&self, req: Request<SuspendRequest>) -> Result<SuspendResponse> {
         let limit = deadline(&req);
         let r = req.into_inner();
-        self.engine.suspend(&r.instance_id, r.reason).await?;
+        self.router.suspend(&r.instance_id, r.reason, limit).await?;
         self.wait_until(limit, &r.instance_id, |m| {
             m.status == RuntimeStatus::Suspended || m.status.is_terminal()
         })
@@ -216,7 +227,7 @@ impl TaskHubSidecarService for Service {
     async fn resume_instance(&self, req: Request<ResumeRequest>) -> Result<ResumeResponse> {
         let limit = deadline(&req);
         let r = req.into_inner();
-        if self.engine.resume(&r.instance_id, r.reason).await? {
+        if self.router.resume(&r.instance_id, r.reason, limit).await? {
             self.wait_until(limit, &r.instance_id, |m| {
                 m.status == RuntimeStatus::Running || m.status.is_terminal()
             })
@@ -229,6 +240,7 @@ impl TaskHubSidecarService for Service {
         &self,
         req: Request<PurgeInstancesRequest>,
     ) -> Result<PurgeInstancesResponse> {
+        let limit = deadline(&req);
         let r = req.into_inner();
         let id = match r.request {
             Some(purge_instances_request::Request::InstanceId(id)) => id,
@@ -258,8 +270,8 @@ impl TaskHubSidecarService for Service {
             }
         };
         let n = self
-            .engine
-            .purge(&id, r.recursive, r.force.unwrap_or(false))
+            .router
+            .purge(&id, r.recursive, r.force.unwrap_or(false), limit)
             .await?;
         Ok(Response::new(PurgeInstancesResponse {
             deleted_instance_count: n,
@@ -294,7 +306,7 @@ impl TaskHubSidecarService for Service {
         &self,
         req: Request<ActivityResponse>,
     ) -> Result<CompleteTaskResponse> {
-        self.engine.complete_activity(req.into_inner()).await?;
+        self.router.complete_activity(req.into_inner()).await?;
         Ok(Response::new(CompleteTaskResponse {}))
     }
 
@@ -302,7 +314,7 @@ impl TaskHubSidecarService for Service {
         &self,
         req: Request<WorkflowResponse>,
     ) -> Result<CompleteTaskResponse> {
-        self.engine.complete_workflow(req.into_inner()).await?;
+        self.router.complete_workflow(req.into_inner()).await?;
         Ok(Response::new(CompleteTaskResponse {}))
     }
 
@@ -313,14 +325,32 @@ impl TaskHubSidecarService for Service {
         self.complete_orchestrator_task(req).await
     }
 
+    async fn abandon_task_activity_work_item(
+        &self,
+        req: Request<AbandonActivityTaskRequest>,
+    ) -> Result<AbandonActivityTaskResponse> {
+        let token = req.into_inner().completion_token;
+        self.router.abandon(&token, false).await?;
+        Ok(Response::new(AbandonActivityTaskResponse {}))
+    }
+
+    async fn abandon_task_orchestrator_work_item(
+        &self,
+        req: Request<AbandonOrchestrationTaskRequest>,
+    ) -> Result<AbandonOrchestrationTaskResponse> {
+        let token = req.into_inner().completion_token;
+        self.router.abandon(&token, true).await?;
+        Ok(Response::new(AbandonOrchestrationTaskResponse {}))
+    }
+
     async fn rerun_workflow_from_event(
         &self,
         req: Request<RerunWorkflowFromEventRequest>,
     ) -> Result<RerunWorkflowFromEventResponse> {
+        let limit = deadline(&req);
         let r = req.into_inner();
-        let id = self.engine.rerun_from_event(r).await?;
-        self.engine
-            .wait_for(&id, |m| m.status != RuntimeStatus::Pending)
+        let id = self.router.rerun_from_event(r, limit).await?;
+        self.wait_until(limit, &id, |m| m.status != RuntimeStatus::Pending)
             .await?;
         Ok(Response::new(RerunWorkflowFromEventResponse {
             new_instance_id: id,
@@ -354,9 +384,9 @@ impl TaskHubSidecarService for Service {
         let id = req.into_inner().instance_id;
         match self.engine.history(&id).await? {
             Some(events) => Ok(Response::new(GetInstanceHistoryResponse { events })),
-            None => Err(Status::not_found(format!(
-                "workflow instance '{id}' not found"
-            ))),
+            None => {
+                Err(EngineError::NotFound(format!("workflow instance '{id}' not found")).into())
+            }
         }
     }
 }

@@ -4,13 +4,14 @@
 use crate::engine::{Engine, StartRequest};
 use crate::error::EngineError;
 use crate::history_json::event_json;
+use crate::route::Router;
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -23,55 +24,62 @@ use weft_store::ListFilter;
 #[derive(Clone)]
 struct AppState {
     engine: Engine,
+    router: Router,
     token: Option<Arc<str>>,
     max_body: usize,
 }
 
-/// A JSON error in Dapr's shape, with the status chosen once from the error kind.
+/// A JSON error in Dapr's shape; status and code come from the error table (`error.rs`), with
+/// `op` naming the failed operation for errors that have no Dapr code of their own.
 struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+    op: &'static str,
+    error: EngineError,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
+    fn new(op: &'static str, error: EngineError) -> Self {
+        Self { op, error }
     }
-    fn from_engine(code: &'static str, e: EngineError) -> Self {
-        let code = match e {
-            EngineError::NotFound(_) => "ERR_INSTANCE_ID_NOT_FOUND",
-            EngineError::PayloadTooLarge(_) => "ERR_PAYLOAD_TOO_LARGE",
-            EngineError::InvalidArgument(_) => "ERR_BAD_REQUEST",
-            _ => code,
-        };
-        Self::new(e.http_status(), code, e.to_string())
+}
+
+impl From<EngineError> for ApiError {
+    /// An error that carries its own Dapr code (the operation code is never used).
+    fn from(error: EngineError) -> Self {
+        Self::new("ERR_INTERNAL", error)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"errorCode": self.code, "message": self.message})),
-        )
-            .into_response()
+        let body = json!({
+            "errorCode": self.error.dapr_code(self.op),
+            "message": self.error.to_string(),
+        });
+        (self.error.http_status(), Json(body)).into_response()
+    }
+}
+
+/// Maps an engine result's error for operation `op`.
+trait OrApi<T> {
+    fn or_api(self, op: &'static str) -> Result<T, ApiError>;
+}
+
+impl<T> OrApi<T> for Result<T, EngineError> {
+    fn or_api(self, op: &'static str) -> Result<T, ApiError> {
+        self.map_err(|e| ApiError::new(op, e))
     }
 }
 
 type ApiResult = Result<Response, ApiError>;
 
-pub fn router(engine: Engine, token: Option<String>, max_payload: usize) -> Router {
+pub fn router(router: Router, token: Option<String>, max_payload: usize) -> axum::Router {
     let state = AppState {
-        engine,
+        engine: router.engine().clone(),
+        router,
         token: token.map(Arc::from),
         max_body: max_payload,
     };
-    let api = Router::new()
+    let api = axum::Router::new()
         .route("/{ver}/workflows/{component}/{instance}", get(get_workflow))
         .route(
             "/{ver}/workflows/{component}/{target}/{op}",
@@ -86,7 +94,7 @@ pub fn router(engine: Engine, token: Option<String>, max_payload: usize) -> Rout
         .route("/weft/v1/instances/{instance}/history", get(history))
         .layer(middleware::from_fn_with_state(state.clone(), auth));
     let metrics = crate::telemetry::metrics_handle();
-    Router::new()
+    axum::Router::new()
         .route(
             "/metrics",
             get(move || async move { metrics.map(|h| h.render()).unwrap_or_default() }),
@@ -97,7 +105,7 @@ pub fn router(engine: Engine, token: Option<String>, max_payload: usize) -> Rout
         // Leave room above the payload limit so we can answer oversize bodies with our own 413.
         .layer(DefaultBodyLimit::max(max_payload.saturating_mul(2)))
         .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "ERR_NOT_FOUND", "no such endpoint")
+            ApiError::from(EngineError::NoSuchEndpoint("no such endpoint".into()))
         })
         .with_state(state)
 }
@@ -115,12 +123,8 @@ async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response 
     if let Some(token) = &st.token {
         let given = req.headers().get("dapr-api-token");
         if !given.is_some_and(|v| crate::server::token_matches(v.as_bytes(), token.as_bytes())) {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "ERR_UNAUTHORIZED",
-                "invalid api token",
-            )
-            .into_response();
+            return ApiError::from(EngineError::Unauthenticated("invalid api token".into()))
+                .into_response();
         }
     }
     next.run(req).await
@@ -129,45 +133,36 @@ async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response 
 fn check_version(ver: &str) -> Result<(), ApiError> {
     match ver {
         "v1.0" | "v1.0-beta1" | "v1.0-alpha1" => Ok(()),
-        _ => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "ERR_NOT_FOUND",
-            format!("unknown API version '{ver}'"),
-        )),
+        _ => Err(EngineError::NoSuchEndpoint(format!("unknown API version '{ver}'")).into()),
     }
 }
 
 fn body_string(st: &AppState, body: &Bytes, what: &str) -> Result<String, ApiError> {
     if body.len() > st.max_body {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "ERR_PAYLOAD_TOO_LARGE",
-            format!(
-                "{what} is {} bytes; the limit is {} bytes",
-                body.len(),
-                st.max_body
-            ),
-        ));
+        return Err(EngineError::PayloadTooLarge(format!(
+            "{what} is {} bytes; the limit is {} bytes",
+            body.len(),
+            st.max_body
+        ))
+        .into());
     }
-    String::from_utf8(body.to_vec()).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "ERR_MALFORMED_REQUEST",
-            format!("{what} is not valid UTF-8"),
-        )
-    })
+    String::from_utf8(body.to_vec())
+        .map_err(|_| EngineError::Malformed(format!("{what} is not valid UTF-8")).into())
 }
 
 fn accepted() -> Response {
     (StatusCode::ACCEPTED, Json(json!({}))).into_response()
 }
 
+fn bad_request(msg: String) -> ApiError {
+    ApiError::new("ERR_BAD_REQUEST", EngineError::InvalidArgument(msg))
+}
+
 fn not_found(id: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "ERR_INSTANCE_ID_NOT_FOUND",
-        format!("unable to find workflow with the provided instance ID: {id}"),
-    )
+    EngineError::NotFound(format!(
+        "unable to find workflow with the provided instance ID: {id}"
+    ))
+    .into()
 }
 
 /// The Dapr HTTP API's view of an instance.
@@ -215,7 +210,7 @@ async fn get_workflow(
     match st.engine.get_instance(&id).await {
         Ok(Some(m)) => Ok(Json(instance_json(&m)).into_response()),
         Ok(None) => Err(not_found(&id)),
-        Err(e) => Err(ApiError::from_engine("ERR_GET_WORKFLOW", e)),
+        Err(e) => Err(ApiError::new("ERR_GET_WORKFLOW", e)),
     }
 }
 
@@ -234,24 +229,14 @@ async fn workflow_op(
     body: Bytes,
 ) -> ApiResult {
     check_version(&ver)?;
-    let e = &st.engine;
+    let e = &st.router;
     match op.as_str() {
         "start" => {
             let id = q
                 .instance_id
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            if let Err(err) = ids::validate_instance_id(&id) {
-                let code = match err {
-                    ids::IdError::TooLong(_) => "ERR_INSTANCE_ID_TOO_LONG",
-                    _ => "ERR_INSTANCE_ID_INVALID",
-                };
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    code,
-                    err.to_string(),
-                ));
-            }
+            ids::validate_instance_id(&id).map_err(EngineError::from)?;
             let input = body_string(&st, &body, "input")?;
             let req = StartRequest {
                 instance_id: id,
@@ -260,9 +245,9 @@ async fn workflow_op(
                 ..Default::default()
             };
             let id = e
-                .start_instance(req)
+                .start_instance(req, None)
                 .await
-                .map_err(|err| ApiError::from_engine("ERR_START_WORKFLOW", err))?;
+                .or_api("ERR_START_WORKFLOW")?;
             Ok((StatusCode::ACCEPTED, Json(json!({"instanceID": id}))).into_response())
         }
         "terminate" => {
@@ -270,40 +255,37 @@ async fn workflow_op(
             if !body.iter().all(u8::is_ascii_whitespace)
                 && serde_json::from_slice::<Map<String, Value>>(&body).is_err()
             {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "ERR_MALFORMED_REQUEST",
-                    "the terminate request body must be a JSON object",
-                ));
+                return Err(EngineError::Malformed(
+                    "the terminate request body must be a JSON object".into(),
+                )
+                .into());
             }
-            e.terminate(&target, None, true)
+            e.terminate(&target, None, true, None)
                 .await
-                .map_err(|err| ApiError::from_engine("ERR_TERMINATE_WORKFLOW", err))?;
+                .or_api("ERR_TERMINATE_WORKFLOW")?;
             Ok(accepted())
         }
         "pause" => {
-            e.suspend(&target, q.reason.clone())
+            e.suspend(&target, q.reason.clone(), None)
                 .await
-                .map_err(|err| ApiError::from_engine("ERR_PAUSE_WORKFLOW", err))?;
+                .or_api("ERR_PAUSE_WORKFLOW")?;
             Ok(accepted())
         }
         "resume" => {
-            e.resume(&target, q.reason.clone())
+            e.resume(&target, q.reason.clone(), None)
                 .await
-                .map_err(|err| ApiError::from_engine("ERR_RESUME_WORKFLOW", err))?;
+                .or_api("ERR_RESUME_WORKFLOW")?;
             Ok(accepted())
         }
         "purge" => {
-            e.purge(&target, true, false)
+            e.purge(&target, true, false, None)
                 .await
-                .map_err(|err| ApiError::from_engine("ERR_PURGE_WORKFLOW", err))?;
+                .or_api("ERR_PURGE_WORKFLOW")?;
             Ok(accepted())
         }
-        other => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "ERR_NOT_FOUND",
-            format!("unknown workflow operation '{other}'"),
-        )),
+        other => {
+            Err(EngineError::NoSuchEndpoint(format!("unknown workflow operation '{other}'")).into())
+        }
     }
 }
 
@@ -314,17 +296,13 @@ async fn raise_event(
 ) -> ApiResult {
     check_version(&ver)?;
     if event.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "ERR_WORKFLOW_EVENT_NAME_MISSING",
-            "event name is missing",
-        ));
+        return Err(EngineError::EventNameMissing("event name is missing".into()).into());
     }
     let data = body_string(&st, &body, "event data")?;
-    st.engine
-        .raise_event(&id, &event, Some(data))
+    st.router
+        .raise_event(&id, &event, Some(data), None)
         .await
-        .map_err(|err| ApiError::from_engine("ERR_RAISE_EVENT_WORKFLOW", err))?;
+        .or_api("ERR_RAISE_EVENT_WORKFLOW")?;
     Ok(accepted())
 }
 
@@ -344,13 +322,10 @@ async fn list_instances(State(st): State<AppState>, Query(q): Query<ListQuery>) 
         .flat_map(|s| s.split(','))
         .filter(|s| !s.is_empty())
     {
-        statuses.push(RuntimeStatus::parse(s).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "ERR_BAD_REQUEST",
-                format!("unknown status '{s}'"),
-            )
-        })?);
+        statuses.push(
+            RuntimeStatus::parse(s)
+                .ok_or_else(|| EngineError::InvalidArgument(format!("unknown status '{s}'")))?,
+        );
     }
     let filter = ListFilter {
         statuses,
@@ -363,7 +338,7 @@ async fn list_instances(State(st): State<AppState>, Query(q): Query<ListQuery>) 
         .engine
         .list(filter)
         .await
-        .map_err(|e| ApiError::from_engine("ERR_LIST_WORKFLOWS", e))?;
+        .or_api("ERR_LIST_WORKFLOWS")?;
     let waiting = st.engine.waiting_for_slot();
     let items: Vec<Value> = page
         .items
@@ -390,7 +365,7 @@ async fn history(State(st): State<AppState>, Path(id): Path<String>) -> ApiResul
             Ok(Json(json!({"instanceID": id, "events": events})).into_response())
         }
         Ok(None) => Err(not_found(&id)),
-        Err(e) => Err(ApiError::from_engine("ERR_GET_HISTORY", e)),
+        Err(e) => Err(ApiError::new("ERR_GET_HISTORY", e)),
     }
 }
 
@@ -410,10 +385,7 @@ fn parse_time(what: &str, v: Option<&str>) -> Result<Option<weft_core::Micros>, 
         return Ok(None);
     };
     let ts: prost_types::Timestamp = v.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "ERR_BAD_REQUEST",
-            format!("{what} '{v}' is not an RFC 3339 time (e.g. 2026-01-31T12:00:00Z)"),
+        bad_request(format!("{what} '{v}' is not an RFC 3339 time (e.g. 2026-01-31T12:00:00Z)"),
         )
     })?;
     Ok(Some(weft_core::time::to_micros(&ts)))
@@ -430,17 +402,11 @@ async fn purge_by_filter(State(st): State<AppState>, Query(q): Query<PurgeQuery>
         .filter(|s| !s.is_empty())
     {
         let status = RuntimeStatus::parse(s).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "ERR_BAD_REQUEST",
-                format!("unknown status '{s}'"),
+            bad_request(format!("unknown status '{s}'"),
             )
         })?;
         if !status.is_terminal() {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "ERR_BAD_REQUEST",
-                format!(
+            return Err(bad_request(format!(
                     "status '{s}' is not a finished status; only finished instances are purged"
                 ),
             ));
@@ -457,6 +423,6 @@ async fn purge_by_filter(State(st): State<AppState>, Query(q): Query<PurgeQuery>
         .engine
         .purge_by_filter(filter, q.recursive.unwrap_or(true))
         .await
-        .map_err(|e| ApiError::from_engine("ERR_PURGE_WORKFLOW", e))?;
+        .or_api("ERR_PURGE_WORKFLOW")?;
     Ok(Json(json!({ "deletedInstanceCount": n })).into_response())
 }

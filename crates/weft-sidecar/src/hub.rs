@@ -7,8 +7,8 @@ mod warm;
 use crate::limits::Limits;
 use queue::JobQueue;
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use tokio::sync::{Notify, mpsc, watch};
 use warm::Warm;
 use weft_proto::durabletask::{
@@ -177,8 +177,15 @@ pub struct Hub {
     next_token: AtomicU64,
     /// Per-process prefix of completion tokens, so a token from before a restart never matches.
     boot: String,
+    /// Suffix of completion tokens naming this sidecar (`@host_id@internal_address`), so a
+    /// completion that reaches another sidecar can be routed back here (see `route.rs`).
+    origin: OnceLock<String>,
     /// Number of connected streams, observable (e.g. to retry stalled instances on connect).
     connected: watch::Sender<usize>,
+    /// Draining for shutdown: nothing new is handed out; answers to what is out are taken.
+    paused: AtomicBool,
+    /// Number of dispatched, unanswered items (for the shutdown drain).
+    inflight_count: watch::Sender<usize>,
     /// Largest work item a worker accepts, checked on what a stream actually sends.
     max_work_item: usize,
     oversize_tx: mpsc::UnboundedSender<Oversize>,
@@ -211,7 +218,10 @@ impl Hub {
             next_stream: AtomicU64::new(1),
             next_token: AtomicU64::new(1),
             boot: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
+            origin: OnceLock::new(),
             connected: watch::channel(0).0,
+            paused: AtomicBool::new(false),
+            inflight_count: watch::channel(0).0,
             max_work_item,
             oversize_tx,
             oversize_rx: Mutex::new(Some(rx)),
@@ -250,7 +260,10 @@ impl Hub {
             let admitted = st.limits.admit(key.clone(), job);
             st.limits.publish();
             match admitted {
-                Some(job) => st.enqueue(key, job, false),
+                Some(job) => {
+                    st.enqueue(key, job, false);
+                    self.count_inflight(&st);
+                }
                 None => {
                     drop(st);
                     self.slots_changed.notify_one();
@@ -298,7 +311,7 @@ impl Hub {
     /// leaves the record alone. Workers without tokens (JS) are matched by key, as daprd does.
     fn take_inflight(&self, key: Key, token: &str) -> Option<Job> {
         let mut st = self.lock();
-        match st.inflight.get(&key) {
+        let taken = match st.inflight.get(&key) {
             Some(f) if token.is_empty() || f.token == token => {
                 let job = st.drop_inflight(&key).map(|f| f.job);
                 let freed = st.limits.release(&key);
@@ -307,7 +320,68 @@ impl Hub {
                 job
             }
             _ => None,
+        };
+        self.count_inflight(&st);
+        taken
+    }
+
+    fn count_inflight(&self, st: &State) {
+        let n = st.inflight.len();
+        self.inflight_count
+            .send_if_modified(|c| std::mem::replace(c, n) != n);
+    }
+
+    /// Stops handing out work (shutdown drain); queued items stay queued.
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+    }
+
+    /// Number of dispatched, unanswered items, observable.
+    pub fn inflight(&self) -> watch::Receiver<usize> {
+        self.inflight_count.subscribe()
+    }
+
+    /// Drops queued (not yet dispatched) items of instances `moved` says are no longer ours;
+    /// their new owner dispatches them again from the store.
+    pub fn withdraw_queued(&self, moved: impl Fn(&str) -> bool) {
+        let mut st = self.lock();
+        let keys: Vec<Key> = st
+            .by_instance
+            .iter()
+            .filter(|(instance, _)| moved(instance))
+            .flat_map(|(_, keys)| keys.iter().cloned())
+            .collect();
+        for key in &keys {
+            st.dequeue(key);
         }
+        // Their slots (and parked jobs) go with them; the new owner queues them afresh.
+        let mut instances: Vec<String> = keys.iter().map(|k| k.instance().to_string()).collect();
+        instances.dedup();
+        let mut admitted = false;
+        for instance in instances {
+            let freed = st.limits.forget(&instance);
+            admitted |= st.enqueue_admitted(freed);
+        }
+        self.after_release(&st, admitted);
+    }
+
+    /// Whether a worker holds this instance's turn now.
+    pub fn workflow_in_flight(&self, instance_id: &str) -> bool {
+        self.lock()
+            .inflight
+            .contains_key(&Key::Workflow(instance_id.to_string()))
+    }
+
+    /// Forgets an in-flight workflow turn (its actor gave up on it at hand-off): a late answer
+    /// finds nothing.
+    pub fn forget_workflow(&self, instance_id: &str) {
+        let mut st = self.lock();
+        let key = Key::Workflow(instance_id.to_string());
+        st.drop_inflight(&key);
+        let freed = st.limits.release(&key);
+        let admitted = st.enqueue_admitted(freed);
+        self.after_release(&st, admitted);
+        self.count_inflight(&st);
     }
 
     /// Removes a workflow turn's in-flight record; `None` if no such turn is pending.
@@ -334,6 +408,41 @@ impl Hub {
         }
     }
 
+    /// Sets the token suffix naming this sidecar (once, before workers connect).
+    pub fn set_origin(&self, origin: String) {
+        let _ = self.origin.set(origin);
+    }
+
+    /// Whether a workflow turn (`task_id` `None`) or an activity is in flight on this sidecar.
+    pub fn holds(&self, instance_id: &str, task_id: Option<i32>) -> bool {
+        let key = match task_id {
+            None => Key::Workflow(instance_id.to_string()),
+            Some(t) => Key::Activity(instance_id.to_string(), t),
+        };
+        self.lock().inflight.contains_key(&key)
+    }
+
+    /// A worker gives a work item back unanswered: it goes to the front of the queue for the
+    /// next worker. False if no item with that token is in flight here.
+    pub fn abandon(&self, token: &str) -> bool {
+        let mut st = self.lock();
+        let Some(key) = st
+            .inflight
+            .iter()
+            .find(|(_, f)| f.token == token)
+            .map(|(k, _)| k.clone())
+        else {
+            return false;
+        };
+        if let Some(f) = st.inflight.remove(&key) {
+            st.enqueue(key, f.job, true);
+        }
+        self.count_inflight(&st);
+        drop(st);
+        self.ready.notify_one();
+        true
+    }
+
     /// Takes a workflow turn back if no worker has taken it yet (so it can be re-prepared
     /// with newer inbox events); false if it is in flight or unknown.
     pub fn withdraw_workflow(&self, instance_id: &str) -> bool {
@@ -357,6 +466,7 @@ impl Hub {
         let freed = st.limits.forget(instance_id);
         let admitted = st.enqueue_admitted(freed);
         self.after_release(&st, admitted);
+        self.count_inflight(&st);
     }
 
     /// A new execution of the instance began (continue-as-new, or it was replaced): activities
@@ -420,11 +530,12 @@ impl Hub {
     async fn take(&self, stream: u64) -> (Job, String) {
         loop {
             let notified = self.ready.notified();
-            {
+            if !self.paused.load(Ordering::SeqCst) {
                 let mut st = self.lock();
                 if let Some((key, job)) = st.pop() {
                     let n = self.next_token.fetch_add(1, Ordering::Relaxed);
-                    let token = format!("{}-{n}", self.boot);
+                    let origin = self.origin.get().map_or("", String::as_str);
+                    let token = format!("{}-{n}{origin}", self.boot);
                     st.inflight.insert(
                         key,
                         InFlight {
@@ -433,6 +544,7 @@ impl Hub {
                             token: token.clone(),
                         },
                     );
+                    self.count_inflight(&st);
                     if st.queued() > 0 {
                         // Others may be waiting for the rest.
                         self.ready.notify_one();
@@ -472,11 +584,13 @@ impl Hub {
             .filter(|(_, f)| f.stream == stream)
             .map(|(k, _)| k.clone())
             .collect();
+        tracing::debug!(stream, requeued = lost.len(), "stream released");
         for k in lost {
             if let Some(f) = st.inflight.remove(&k) {
                 st.enqueue(k, f.job, true);
             }
         }
+        self.count_inflight(&st);
         st.warm.forget_stream(stream);
         drop(st);
         self.ready.notify_one();

@@ -2,6 +2,7 @@
 //! feeds connected SDK workers, the durabletask gRPC service and the Dapr HTTP workflow API.
 
 mod actor;
+pub mod cluster;
 mod commit;
 pub mod engine;
 pub mod error;
@@ -9,11 +10,13 @@ pub mod grpc;
 mod history_json;
 pub mod http;
 mod hub;
+pub mod internal;
 mod limits;
 mod rerun;
 #[cfg(test)]
 mod resync_tests;
 pub mod retention;
+pub mod route;
 pub mod server;
 mod slots;
 pub mod telemetry;
@@ -25,4 +28,4 @@ pub use engine::{Engine, EngineConfig};
 pub use error::EngineError;
 pub use history_json::event_json;
 pub use retention::PurgeFilter;
-pub use server::{Running, ServeError, SidecarConfig, serve};
+pub use server::{Running, ServeError, SidecarConfig, serve, serve_with};

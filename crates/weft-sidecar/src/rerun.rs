@@ -17,7 +17,15 @@ impl Engine {
     /// between leaves an instance that simply starts from the beginning).
     pub async fn rerun_from_event(&self, r: RerunWorkflowFromEventRequest) -> Result<String> {
         let inner = &self.inner;
+        // Everything the request carries is checked before the store is asked anything.
         weft_core::ids::check_instance_ref("source instance ID", &r.source_instance_id)?;
+        let new_id = r
+            .new_instance_id
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        validate_instance_id(&new_id)?;
+        self.check_payload("input", r.input.as_deref())?;
         let src = inner
             .store
             .get_instance(&r.source_instance_id)
@@ -30,18 +38,12 @@ impl Engine {
                 r.source_instance_id
             )));
         }
-        let new_id = r
-            .new_instance_id
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        validate_instance_id(&new_id)?;
         // Unlike a start, a rerun never replaces an instance, finished or not.
         if inner.store.get_instance(&new_id).await?.is_some() {
             return Err(EngineError::AlreadyExists(format!(
                 "a workflow with ID '{new_id}' already exists"
             )));
         }
-        self.check_payload("input", r.input.as_deref())?;
         let history = inner
             .store
             .get_history(&r.source_instance_id)

@@ -1,7 +1,12 @@
-//! Binds the gRPC and HTTP ports and runs both servers until the shutdown token fires.
+//! Binds the gRPC, HTTP and internal ports, joins placement (when clustered), and runs the
+//! servers until the shutdown token fires; [`Running::shutdown`] is the ordered way out.
 
+use crate::cluster::{ClusterConfig, Membership, Registry};
 use crate::engine::{Engine, EngineConfig};
+use crate::error::EngineError;
 use crate::grpc::Service;
+use crate::internal::InternalService;
+use crate::route::{Ownership, Router, token_suffix};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,22 +15,72 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Interceptor;
 use tonic::transport::Server;
 use weft_proto::durabletask::task_hub_sidecar_service_server::TaskHubSidecarServiceServer;
+use weft_proto::internal::internal_server::InternalServer;
 use weft_store::Store;
 
 #[derive(Debug, Clone)]
 pub struct SidecarConfig {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The internal (sidecar-to-sidecar) gRPC API.
+    pub internal_addr: SocketAddr,
     pub api_token: Option<String>,
     pub engine: EngineConfig,
+    /// Placement to join; `None`: this sidecar owns every instance of its app (tests, bench).
+    pub cluster: Option<ClusterConfig>,
+}
+
+impl Default for SidecarConfig {
+    /// Loopback, every port picked by the OS, no placement.
+    fn default() -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            grpc_addr: any,
+            http_addr: any,
+            internal_addr: any,
+            api_token: None,
+            engine: EngineConfig::default(),
+            cluster: None,
+        }
+    }
 }
 
 /// A running sidecar: its bound addresses and a handle that completes at shutdown.
 pub struct Running {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    pub internal_addr: SocketAddr,
+    /// This sidecar's id in placement.
+    pub host_id: String,
     pub engine: Engine,
     pub done: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+    membership: Option<Membership>,
+    shutdown: CancellationToken,
+}
+
+impl Running {
+    /// The ordered shutdown: stop handing out work and wait (up to `drain_timeout`) for the
+    /// answers to what workers hold — so no activity whose result is on its way runs again
+    /// elsewhere — then leave placement (the keys move to the other sidecars at once), stop the
+    /// servers and background loops, and wait for them (bounded).
+    pub async fn shutdown(mut self, drain_timeout: Duration) -> Result<(), std::io::Error> {
+        let left_out = self.engine.drain(drain_timeout).await;
+        if left_out > 0 {
+            tracing::warn!(
+                in_flight = left_out,
+                "drain deadline passed; the new owners dispatch these again"
+            );
+        }
+        if let Some(m) = self.membership.take() {
+            m.leave().await;
+        }
+        self.shutdown.cancel();
+        // Streams and long polls end at cancellation; don't hang on a stuck client.
+        match tokio::time::timeout(Duration::from_secs(10), self.done).await {
+            Ok(r) => r.map_err(std::io::Error::other)?,
+            Err(_) => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +92,8 @@ pub enum ServeError {
     },
     #[error("recovering unfinished work failed: {0}")]
     Recover(#[from] crate::error::EngineError),
+    #[error("shut down before placement sent a table")]
+    Stopped,
 }
 
 /// Checks `dapr-api-token` on every gRPC call, unary and streaming, as daprd does.
@@ -47,13 +104,15 @@ impl Interceptor for TokenCheck {
     fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         let Some(want) = &self.0 else { return Ok(req) };
         match req.metadata().get("dapr-api-token") {
-            None => Err(tonic::Status::unauthenticated(
-                "missing api token in request metadata",
-            )),
+            None => Err(EngineError::Unauthenticated(
+                "missing api token in request metadata".into(),
+            )
+            .into()),
             Some(v) if token_matches(v.as_bytes(), want.as_bytes()) => Ok(req),
-            Some(_) => Err(tonic::Status::unauthenticated(
-                "authentication error: api token mismatch",
-            )),
+            Some(_) => Err(EngineError::Unauthenticated(
+                "authentication error: api token mismatch".into(),
+            )
+            .into()),
         }
     }
 }
@@ -72,6 +131,26 @@ pub(crate) fn token_matches(given: &[u8], want: &[u8]) -> bool {
 pub async fn serve(
     store: Arc<dyn Store>,
     cfg: SidecarConfig,
+    shutdown: CancellationToken,
+) -> Result<Running, ServeError> {
+    serve_inner(store, cfg, None, shutdown).await
+}
+
+/// Serves a sidecar without placement whose API edge takes ownership answers from `edge`
+/// instead (tests of routing between sidecars; its engine owns every instance it is asked about).
+pub async fn serve_with(
+    store: Arc<dyn Store>,
+    cfg: SidecarConfig,
+    edge: Arc<dyn Ownership>,
+    shutdown: CancellationToken,
+) -> Result<Running, ServeError> {
+    serve_inner(store, cfg, Some(edge), shutdown).await
+}
+
+async fn serve_inner(
+    store: Arc<dyn Store>,
+    cfg: SidecarConfig,
+    edge: Option<Arc<dyn Ownership>>,
     shutdown: CancellationToken,
 ) -> Result<Running, ServeError> {
     let grpc = TcpListener::bind(cfg.grpc_addr)
@@ -94,18 +173,81 @@ pub async fn serve(
         addr: cfg.http_addr,
         source,
     })?;
+    let internal = TcpListener::bind(cfg.internal_addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.internal_addr,
+            source,
+        })?;
+    let internal_addr = internal.local_addr().map_err(|source| ServeError::Bind {
+        addr: cfg.internal_addr,
+        source,
+    })?;
 
     let max_payload = cfg.engine.max_payload_bytes;
-    let engine = Engine::new(store, cfg.engine);
+    let app_id = cfg.engine.app_id.clone();
+    let host_id = match cfg.cluster.as_ref().map(|c| c.host_id.as_str()) {
+        Some(id) if !id.is_empty() => id.to_string(),
+        _ if edge.is_some() => edge
+            .as_ref()
+            .map(|e| e.host_id().to_string())
+            .unwrap_or_default(),
+        _ => format!(
+            "{app_id}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ),
+    };
+    let internal_advertised = match &cfg.cluster {
+        Some(cluster) => advertised(cluster, internal_addr),
+        None => internal_addr.to_string(),
+    };
+    let (engine, membership) = match &cfg.cluster {
+        None => (
+            Engine::with_registry(store, cfg.engine, Registry::local_only(&host_id)),
+            None,
+        ),
+        Some(cluster) => {
+            let registry = Registry::placed(&host_id);
+            let engine = Engine::with_registry(store, cfg.engine, registry.clone());
+            let address = advertised(cluster, internal_addr);
+            tracing::info!(host_id = %host_id, %address, placement = ?cluster.placement, "joining placement");
+            let m = Membership::start(
+                cluster,
+                &host_id,
+                address,
+                &app_id,
+                registry,
+                engine.workers_connected(),
+            );
+            if !m.first_table(&shutdown).await {
+                return Err(ServeError::Stopped);
+            }
+            (engine, Some(m))
+        }
+    };
+    // Completion tokens name this sidecar, so an answer that reaches another one comes back.
+    engine
+        .inner
+        .hub
+        .set_origin(token_suffix(&host_id, &internal_advertised));
     engine.start(shutdown.clone()).await?;
 
     // Accept messages well above the payload limit so oversize payloads get our own clear
-    // RESOURCE_EXHAUSTED instead of a transport error.
+    // RESOURCE_EXHAUSTED instead of a transport error. The internal API carries the same
+    // messages (tonic's 4 MiB default would refuse a forwarded maximal payload).
     let max_msg = max_payload.saturating_mul(4).max(16 * 1024 * 1024);
-    let svc = TaskHubSidecarServiceServer::new(Service::new(engine.clone(), shutdown.clone()))
+    let ownership: Arc<dyn Ownership> = edge.unwrap_or_else(|| Arc::new(engine.registry().clone()));
+    let router = Router::new(
+        engine.clone(),
+        ownership.clone(),
+        max_msg,
+        cfg.api_token.as_deref(),
+    );
+    let svc = TaskHubSidecarServiceServer::new(Service::new(router.clone(), shutdown.clone()))
         .max_decoding_message_size(max_msg)
         .max_encoding_message_size(max_msg);
     let token = TokenCheck(cfg.api_token.clone().map(Arc::from));
+    let internal_token = token.clone();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(weft_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -129,25 +271,82 @@ pub async fn serve(
                 .serve_with_incoming_shutdown(incoming, sd.cancelled_owned())
                 .await
         });
-    let app = crate::http::router(engine.clone(), cfg.api_token, max_payload);
+    let app = crate::http::router(router, cfg.api_token.clone(), max_payload);
     let sd = shutdown.clone();
     let http_task = tokio::spawn(async move {
         axum::serve(http, app)
             .with_graceful_shutdown(sd.cancelled_owned())
             .await
     });
+    let internal_svc = InternalServer::new(InternalService::new(engine.clone(), ownership))
+        .max_decoding_message_size(max_msg)
+        .max_encoding_message_size(max_msg);
+    let routes = internal_routes().add_service(
+        tonic::service::interceptor::InterceptedService::new(internal_svc, internal_token),
+    );
+    let incoming = tonic::transport::server::TcpIncoming::from(internal).with_nodelay(Some(true));
+    let sd = shutdown.clone();
+    let internal_task = tokio::spawn(async move {
+        Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, sd.cancelled_owned())
+            .await
+    });
     let done = tokio::spawn(async move {
         let g = grpc_task.await.map_err(std::io::Error::other)?;
         let h = http_task.await.map_err(std::io::Error::other)?;
+        let i = internal_task.await.map_err(std::io::Error::other)?;
         g.map_err(std::io::Error::other)?;
+        i.map_err(std::io::Error::other)?;
         h
     });
     Ok(Running {
         grpc_addr,
         http_addr,
+        internal_addr,
+        host_id,
         engine,
         done,
+        membership,
+        shutdown,
     })
+}
+
+/// Reflection on the internal port (the `Internal` service itself is added by `serve_inner`).
+fn internal_routes() -> tonic::service::Routes {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(weft_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .ok();
+    let mut routes = tonic::service::Routes::default();
+    if let Some(r) = reflection {
+        routes = routes.add_service(r);
+    }
+    routes
+}
+
+/// The internal address other sidecars use: the advertised host (or the listen address,
+/// loopback when listening on every interface) with the bound internal port.
+fn advertised(cluster: &ClusterConfig, bound: SocketAddr) -> String {
+    if !cluster.advertise_host.is_empty() {
+        let host = &cluster.advertise_host;
+        return if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{}", bound.port())
+        } else {
+            format!("{host}:{}", bound.port())
+        };
+    }
+    let ip = if bound.ip().is_unspecified() {
+        match bound.ip() {
+            std::net::IpAddr::V4(_) => std::net::IpAddr::from([127, 0, 0, 1]),
+            std::net::IpAddr::V6(_) => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        }
+    } else {
+        bound.ip()
+    };
+    SocketAddr::new(ip, bound.port()).to_string()
 }
 
 #[cfg(test)]

@@ -43,4 +43,27 @@ fn describe() {
         "Work items sent to workers."
     );
     metrics::describe_gauge!("weft_connected_workers", "Connected GetWorkItems streams.");
+    metrics::describe_counter!(
+        "weft_forwarded_calls_total",
+        "Client calls forwarded to the owner of their instance, by result (answered, not_owner, unreachable)."
+    );
+    metrics::describe_counter!(
+        "weft_executor_routed_total",
+        "Worker answers (completions, abandons) routed to the sidecar that dispatched the work item."
+    );
+    metrics::describe_counter!(
+        "weft_checkpoint_conflicts_total",
+        "Checkpoints refused by fencing (another sidecar committed the instance first); 0 in a steady cluster."
+    );
+    metrics::describe_gauge!(
+        "weft_owned_buckets",
+        "Instance buckets (of 4096) this sidecar serves now."
+    );
+    metrics::describe_gauge!(
+        "weft_ownership_version",
+        "Placement table version whose hand-off this sidecar has completed."
+    );
+    // Rendered from the start, so a scrape shows 0 rather than nothing.
+    metrics::counter!("weft_checkpoint_conflicts_total").increment(0);
+    metrics::counter!("weft_executor_routed_total").increment(0);
 }

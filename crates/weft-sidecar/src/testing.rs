@@ -88,9 +88,9 @@ impl Store for Spy {
             _ => self.inner.checkpoint(cp).await,
         }
     }
-    async fn pending_activities(&self) -> Result<Vec<ActivityTask>> {
+    async fn pending_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
         self.bump(&self.counts.scans);
-        self.inner.pending_activities().await
+        self.inner.pending_activities(scope).await
     }
     async fn complete_activity(
         &self,
@@ -103,25 +103,29 @@ impl Store for Spy {
             .complete_activity(id, task_id, generation, event)
             .await
     }
-    async fn instances_with_inbox(&self) -> Result<Vec<String>> {
-        self.inner.instances_with_inbox().await
+    async fn instances_with_inbox(&self, scope: &Scope) -> Result<Vec<String>> {
+        self.inner.instances_with_inbox(scope).await
     }
     async fn claim_due_reminders(
         &self,
+        scope: &Scope,
         now: Micros,
         lease_until: Micros,
         limit: usize,
     ) -> Result<Vec<Reminder>> {
         self.bump(&self.counts.claims);
         self.inner
-            .claim_due_reminders(now, lease_until, limit)
+            .claim_due_reminders(scope, now, lease_until, limit)
             .await
     }
     async fn fire_reminder(&self, id: i64) -> Result<bool> {
         self.inner.fire_reminder(id).await
     }
-    async fn next_reminder_due(&self) -> Result<Option<Micros>> {
-        self.inner.next_reminder_due().await
+    async fn next_reminder_due(&self, scope: &Scope) -> Result<Option<Micros>> {
+        self.inner.next_reminder_due(scope).await
+    }
+    async fn stalled_instances(&self, scope: &Scope, limit: usize) -> Result<Vec<String>> {
+        self.inner.stalled_instances(scope, limit).await
     }
     async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage> {
         self.inner.list_instances(filter).await

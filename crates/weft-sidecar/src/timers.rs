@@ -17,7 +17,13 @@ pub(crate) async fn timer_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
     loop {
         let t = now();
         let mut next = MAX_SLEEP;
-        match inner.store.claim_due_reminders(t, t + LEASE, 256).await {
+        // Only the reminders of instances this sidecar owns.
+        let scope = inner.scope();
+        match inner
+            .store
+            .claim_due_reminders(&scope, t, t + LEASE, 256)
+            .await
+        {
             Ok(due) => {
                 for r in due {
                     match inner.store.fire_reminder(r.id).await {
@@ -28,7 +34,7 @@ pub(crate) async fn timer_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
                         }
                     }
                 }
-                match inner.store.next_reminder_due().await {
+                match inner.store.next_reminder_due(&scope).await {
                     // Leases count (a leased reminder is claimable once its lease is *past*), so
                     // a reminder another node holds, or one whose fire failed, is not "due now".
                     Ok(Some(at)) => {
@@ -80,12 +86,17 @@ mod tests {
             event: weft_store::conformance::raised("timer", 1),
         }];
         db.checkpoint(cp).await.unwrap();
-        let other_node = db.claim_due_reminders(wall, wall + 600_000_000, 10);
+        let everything = weft_store::Scope::all(weft_store::conformance::APP);
+        let other_node = db.claim_due_reminders(&everything, wall, wall + 600_000_000, 10);
         assert_eq!(other_node.await.unwrap().len(), 1);
 
         let spy = Spy::new(db);
         let shutdown = CancellationToken::new();
-        Engine::new(spy.clone(), EngineConfig::default())
+        let cfg = EngineConfig {
+            app_id: weft_store::conformance::APP.into(),
+            ..Default::default()
+        };
+        Engine::new(spy.clone(), cfg)
             .start(shutdown.clone())
             .await
             .unwrap();

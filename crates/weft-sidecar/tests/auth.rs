@@ -49,6 +49,7 @@ async fn reflection_needs_the_api_token() {
             http_addr: "127.0.0.1:0".parse().unwrap(),
             api_token: Some("secret".into()),
             engine: EngineConfig::default(),
+            ..SidecarConfig::default()
         },
         shutdown.clone(),
     )

@@ -33,6 +33,7 @@ async fn sidecar() -> Sidecar {
         http_addr: "127.0.0.1:0".parse().unwrap(),
         api_token: None,
         engine: EngineConfig::default(),
+        ..SidecarConfig::default()
     };
     let shutdown = CancellationToken::new();
     let running = weft_sidecar::serve(store, cfg, shutdown.clone())

@@ -40,6 +40,7 @@ async fn sidecar(store: Arc<dyn Store>) -> Sidecar {
         http_addr: "127.0.0.1:0".parse().unwrap(),
         api_token: None,
         engine: EngineConfig::default(),
+        ..SidecarConfig::default()
     };
     let shutdown = CancellationToken::new();
     let running = weft_sidecar::serve(store, cfg, shutdown.clone())
@@ -205,6 +206,15 @@ async fn run(store: Arc<dyn Store>) {
             .await,
         );
     }
+    refused(
+        "Rerun new ID",
+        c.rerun_workflow_from_event(RerunWorkflowFromEventRequest {
+            source_instance_id: "ok".into(),
+            new_instance_id: Some(NUL.into()),
+            ..Default::default()
+        })
+        .await,
+    );
     refused(
         "List token",
         c.list_instance_i_ds(ListInstanceIDsRequest {

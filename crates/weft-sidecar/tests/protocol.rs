@@ -29,11 +29,11 @@ async fn sidecar(max_payload: usize) -> Sidecar {
     let cfg = SidecarConfig {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
-        api_token: None,
         engine: EngineConfig {
             max_payload_bytes: max_payload,
             ..Default::default()
         },
+        ..SidecarConfig::default()
     };
     let shutdown = CancellationToken::new();
     let running = weft_sidecar::serve(store, cfg, shutdown.clone())

@@ -94,6 +94,7 @@ async fn the_limit_applies_to_the_delta_sent() {
                 max_work_item_bytes: LIMIT,
                 ..Default::default()
             },
+            ..SidecarConfig::default()
         },
         shutdown.clone(),
     )

@@ -103,8 +103,9 @@ pub trait Store: Send + Sync + 'static {
         out
     }
 
-    /// Activity tasks scheduled and not yet completed (for dispatch after a restart).
-    async fn pending_activities(&self) -> Result<Vec<ActivityTask>>;
+    /// Activity tasks scheduled and not yet completed, of instances in `scope` (for dispatch
+    /// after a restart or when a sidecar takes over buckets).
+    async fn pending_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>>;
 
     /// Records an activity's result: deletes the task row and appends `event` to the instance's
     /// inbox in one transaction. `Ok(false)` (and no change) if no such task is pending: a
@@ -130,13 +131,15 @@ pub trait Store: Send + Sync + 'static {
         out
     }
 
-    /// IDs of instances that have pending inbox events (work to do after a restart).
-    async fn instances_with_inbox(&self) -> Result<Vec<String>>;
+    /// IDs of instances in `scope` that have pending inbox events (work to do after a restart).
+    async fn instances_with_inbox(&self, scope: &Scope) -> Result<Vec<String>>;
 
-    /// Claims up to `limit` reminders due at `now` that are not leased, leasing them until
-    /// `lease_until`. Concurrent claimers never get the same reminder while its lease runs.
+    /// Claims up to `limit` reminders of instances in `scope` due at `now` that are not leased,
+    /// leasing them until `lease_until`. Concurrent claimers never get the same reminder while
+    /// its lease runs.
     async fn claim_due_reminders(
         &self,
+        scope: &Scope,
         now: Micros,
         lease_until: Micros,
         limit: usize,
@@ -146,10 +149,14 @@ pub trait Store: Send + Sync + 'static {
     /// one transaction. `Ok(false)` if it no longer exists (cancelled or fired by someone else).
     async fn fire_reminder(&self, reminder_id: i64) -> Result<bool>;
 
-    /// When the next reminder may be claimed, for sleeping until then: the earliest due time
-    /// among unleased reminders and `max(due_at, lease_until)` among leased ones (a leased
-    /// reminder is claimable once `lease_until < now`).
-    async fn next_reminder_due(&self) -> Result<Option<Micros>>;
+    /// When the next reminder of an instance in `scope` may be claimed, for sleeping until
+    /// then: the earliest due time among unleased reminders and `max(due_at, lease_until)` among
+    /// leased ones (a leased reminder is claimable once `lease_until < now`).
+    async fn next_reminder_due(&self, scope: &Scope) -> Result<Option<Micros>>;
+
+    /// IDs of STALLED instances in `scope`, at most `limit`, ordered by ID (retried when a
+    /// worker connects).
+    async fn stalled_instances(&self, scope: &Scope, limit: usize) -> Result<Vec<String>>;
 
     /// Instance rows matching `filter`, ordered by instance ID, paged by `filter.after`.
     async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage>;

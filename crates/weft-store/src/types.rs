@@ -167,3 +167,22 @@ pub struct SlotLease {
     pub bucket: String,
     pub slot: u32,
 }
+
+/// Which part of the database a background scan covers: the instances of one app whose bucket
+/// (`weft_core::bucket::bucket_of(instance_id)`) is listed. Rows written before instances
+/// recorded their app (app ID empty) match every app.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    pub app_id: String,
+    pub buckets: Vec<i32>,
+}
+
+impl Scope {
+    /// Every bucket of one app (a sidecar that owns everything).
+    pub fn all(app_id: &str) -> Self {
+        Self {
+            app_id: app_id.to_string(),
+            buckets: weft_core::bucket::all_buckets(),
+        }
+    }
+}

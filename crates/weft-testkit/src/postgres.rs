@@ -11,19 +11,7 @@ use std::sync::OnceLock;
 /// A user's own server for tests (a URL whose role may create databases).
 pub const TEST_DATABASE_URL_ENV: &str = "WEFT_TEST_DATABASE_URL";
 
-#[derive(Debug, thiserror::Error)]
-pub enum TestkitError {
-    #[error(
-        "PostgreSQL binaries (initdb, pg_ctl) not found on PATH or in /usr/lib/postgresql/*/bin"
-    )]
-    NoPostgres,
-    #[error("{what} failed: {detail}")]
-    Command { what: String, detail: String },
-    #[error("io: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("postgres: {0}")]
-    Pg(#[from] tokio_postgres::Error),
-}
+pub use crate::error::TestkitError;
 
 type Result<T, E = TestkitError> = std::result::Result<T, E>;
 

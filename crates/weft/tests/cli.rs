@@ -42,6 +42,8 @@ impl Dev {
             "0",
             "--placement-port",
             "0",
+            "--internal-port",
+            "0",
             "--data-dir",
         ])
         .arg(dir.path().join("data"))

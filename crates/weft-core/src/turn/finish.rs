@@ -86,6 +86,7 @@ pub fn new_instance(
         started_at: None,
         completed_at: None,
         scheduled_start_at: None,
+        app_id: app_id.to_string(),
         version: 0,
     };
     (meta, start)

@@ -2,7 +2,7 @@
 
 use weft_core::RuntimeStatus;
 
-use super::{Fixture, create, create_req, empty_cp, meta, now, raised, row, started};
+use super::{Fixture, all, create, create_req, empty_cp, meta, now, raised, row, started};
 use crate::{ActivityTask, Outbound, Reminder, ReusePolicy, Store, StoreError};
 
 pub async fn history_append_and_read<F: Fixture>(fx: &F) {
@@ -85,7 +85,7 @@ pub async fn inbox_append_read_consume<F: Fixture>(fx: &F) {
     assert_eq!(inbox[0].event, started("wf"));
     assert_eq!(inbox[3].event, raised("e", 3));
     assert_eq!(
-        s.instances_with_inbox().await.unwrap(),
+        s.instances_with_inbox(&all()).await.unwrap(),
         vec!["i".to_string()]
     );
 
@@ -168,8 +168,8 @@ pub async fn fencing_conflict_changes_nothing<F: Fixture>(fx: &F) {
         before.inbox.iter().map(|e| e.seq).collect::<Vec<_>>(),
         "inbox unchanged"
     );
-    assert!(s.pending_activities().await.unwrap().is_empty());
-    assert_eq!(s.next_reminder_due().await.unwrap(), None);
+    assert!(s.pending_activities(&all()).await.unwrap().is_empty());
+    assert_eq!(s.next_reminder_due(&all()).await.unwrap(), None);
     assert_eq!(
         s.read_inbox("other").await.unwrap().len(),
         other_before.len()
@@ -207,16 +207,16 @@ pub async fn reminders_claim_and_lease<F: Fixture>(fx: &F) {
         })
         .collect();
     s.checkpoint(cp).await.unwrap();
-    assert_eq!(s.next_reminder_due().await.unwrap(), Some(100));
+    assert_eq!(s.next_reminder_due(&all()).await.unwrap(), Some(100));
 
     assert!(
-        s.claim_due_reminders(50, 1_000, 10)
+        s.claim_due_reminders(&all(), 50, 1_000, 10)
             .await
             .unwrap()
             .is_empty(),
         "none due yet"
     );
-    let got = s.claim_due_reminders(150, 1_000, 10).await.unwrap();
+    let got = s.claim_due_reminders(&all(), 150, 1_000, 10).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(
         (got[0].due_at, got[0].event.clone()),
@@ -225,22 +225,31 @@ pub async fn reminders_claim_and_lease<F: Fixture>(fx: &F) {
     assert_eq!(got[0].instance_id, "r");
     assert!(
         other
-            .claim_due_reminders(150, 1_000, 10)
+            .claim_due_reminders(&all(), 150, 1_000, 10)
             .await
             .unwrap()
             .is_empty(),
         "leased: another claimer gets nothing"
     );
-    let got2 = other.claim_due_reminders(500, 1_000, 10).await.unwrap();
+    let got2 = other
+        .claim_due_reminders(&all(), 500, 1_000, 10)
+        .await
+        .unwrap();
     assert_eq!(got2.iter().map(|r| r.due_at).collect::<Vec<_>>(), vec![200]);
     // the first claimer crashed: after its lease ran out the reminder is claimable again
-    let again = other.claim_due_reminders(1_001, 2_000, 10).await.unwrap();
+    let again = other
+        .claim_due_reminders(&all(), 1_001, 2_000, 10)
+        .await
+        .unwrap();
     assert_eq!(
         again.iter().map(|r| r.id).collect::<Vec<_>>(),
         vec![got[0].id, got2[0].id]
     );
     // limit is honoured
-    let one = s.claim_due_reminders(3_000, 4_000, 1).await.unwrap();
+    let one = s
+        .claim_due_reminders(&all(), 3_000, 4_000, 1)
+        .await
+        .unwrap();
     assert_eq!(one.len(), 1);
 }
 
@@ -258,7 +267,7 @@ pub async fn fire_reminder_is_idempotent<F: Fixture>(fx: &F) {
         event: raised("fired", 3),
     }];
     s.checkpoint(cp).await.unwrap();
-    let got = s.claim_due_reminders(10, 20, 10).await.unwrap();
+    let got = s.claim_due_reminders(&all(), 10, 20, 10).await.unwrap();
     assert_eq!(got.len(), 1);
     assert!(s.fire_reminder(got[0].id).await.unwrap());
     assert!(
@@ -269,7 +278,7 @@ pub async fn fire_reminder_is_idempotent<F: Fixture>(fx: &F) {
     let inbox = s.read_inbox("fr").await.unwrap();
     assert_eq!(inbox.len(), inbox0 + 1);
     assert_eq!(inbox.last().unwrap().event, raised("fired", 3));
-    assert_eq!(s.next_reminder_due().await.unwrap(), None);
+    assert_eq!(s.next_reminder_due(&all()).await.unwrap(), None);
 }
 
 pub async fn far_future_reminder_is_storable<F: Fixture>(fx: &F) {
@@ -286,14 +295,17 @@ pub async fn far_future_reminder_is_storable<F: Fixture>(fx: &F) {
         event: raised("never", 1),
     }];
     s.checkpoint(cp).await.unwrap();
-    assert_eq!(s.next_reminder_due().await.unwrap(), Some(SENTINEL));
+    assert_eq!(s.next_reminder_due(&all()).await.unwrap(), Some(SENTINEL));
     assert!(
-        s.claim_due_reminders(now(), now() + 1_000_000, 10)
+        s.claim_due_reminders(&all(), now(), now() + 1_000_000, 10)
             .await
             .unwrap()
             .is_empty()
     );
-    let got = s.claim_due_reminders(SENTINEL, i64::MAX, 10).await.unwrap();
+    let got = s
+        .claim_due_reminders(&all(), SENTINEL, i64::MAX, 10)
+        .await
+        .unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].due_at, SENTINEL);
 }

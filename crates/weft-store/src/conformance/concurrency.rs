@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use weft_core::RuntimeStatus;
 
-use super::{Fixture, create, empty_cp, raised, row};
+use super::{Fixture, all, create, empty_cp, raised, row};
 use crate::{Reminder, Store, StoreError};
 
 /// Two handles (two sidecars) load the same instance and both try to commit a turn: exactly one
@@ -76,7 +76,10 @@ pub async fn reminder_claims_never_overlap<F: Fixture>(fx: &F) {
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let got = h.claim_due_reminders(1_000, 10_000, 7).await.unwrap();
+                let got = h
+                    .claim_due_reminders(&all(), 1_000, 10_000, 7)
+                    .await
+                    .unwrap();
                 if got.is_empty() {
                     return mine;
                 }

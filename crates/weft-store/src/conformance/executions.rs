@@ -4,7 +4,7 @@
 
 use weft_core::{InstanceMeta, RuntimeStatus};
 
-use super::{Fixture, create, create_req, empty_cp, now, raised, row, task_completed};
+use super::{Fixture, all, create, create_req, empty_cp, now, raised, row, task_completed};
 use crate::{ActivityTask, CreateOutcome, Outbound, Reminder, ReusePolicy, Store, StoreError};
 
 /// `(event name, generation)` of each inbox entry, in order (the start event shows as "start").
@@ -72,7 +72,7 @@ pub async fn inbox_rows_name_their_generation<F: Fixture>(fx: &F) {
             .unwrap()
     );
     let due = s
-        .claim_due_reminders(10, now() + 60_000_000, 10)
+        .claim_due_reminders(&all(), 10, now() + 60_000_000, 10)
         .await
         .unwrap();
     assert_eq!(due.len(), 1);
@@ -194,7 +194,7 @@ pub async fn recreation_continues_generation_and_version<F: Fixture>(fx: &F) {
     s.create_instance(later).await.unwrap();
     assert_eq!(row(&s, "r").await.generation, 5);
     let due = s
-        .claim_due_reminders(now() + 7_200_000_000, now() + 7_300_000_000, 10)
+        .claim_due_reminders(&all(), now() + 7_200_000_000, now() + 7_300_000_000, 10)
         .await
         .unwrap();
     assert_eq!(due.len(), 1);

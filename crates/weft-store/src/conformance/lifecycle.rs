@@ -3,7 +3,9 @@
 
 use weft_core::RuntimeStatus;
 
-use super::{Fixture, create, create_req, empty_cp, now, raised, row, started, task_completed};
+use super::{
+    Fixture, all, create, create_req, empty_cp, now, raised, row, started, task_completed,
+};
 use crate::{
     ActivityTask, CreateOutcome, ListFilter, Outbound, Reminder, ReusePolicy, Store, StoreError,
 };
@@ -130,7 +132,7 @@ pub async fn complete_activity_once<F: Fixture>(fx: &F) {
     let mut cp = empty_cp(&m);
     cp.new_activities = vec![task.clone()];
     s.checkpoint(cp).await.unwrap();
-    assert_eq!(s.pending_activities().await.unwrap(), vec![task]);
+    assert_eq!(s.pending_activities(&all()).await.unwrap(), vec![task]);
     let inbox0 = s.read_inbox("a").await.unwrap().len();
     assert!(
         !s.complete_activity("a", 1, m.generation + 1, task_completed(1))
@@ -158,7 +160,7 @@ pub async fn complete_activity_once<F: Fixture>(fx: &F) {
     let inbox = s.read_inbox("a").await.unwrap();
     assert_eq!(inbox.len(), inbox0 + 1, "exactly one result delivered");
     assert_eq!(inbox.last().unwrap().event, task_completed(1));
-    assert!(s.pending_activities().await.unwrap().is_empty());
+    assert!(s.pending_activities(&all()).await.unwrap().is_empty());
 }
 
 pub async fn cancel_pending_drops_old_work<F: Fixture>(fx: &F) {
@@ -193,8 +195,11 @@ pub async fn cancel_pending_drops_old_work<F: Fixture>(fx: &F) {
     cp.new_activities = vec![act(1, g1)];
     cp.new_reminders = vec![rem(20, g1)];
     s.checkpoint(cp).await.unwrap();
-    assert_eq!(s.pending_activities().await.unwrap(), vec![act(1, g1)]);
-    assert_eq!(s.next_reminder_due().await.unwrap(), Some(20));
+    assert_eq!(
+        s.pending_activities(&all()).await.unwrap(),
+        vec![act(1, g1)]
+    );
+    assert_eq!(s.next_reminder_due(&all()).await.unwrap(), Some(20));
 
     // terminal: everything goes
     let m = row(&s, "c").await;
@@ -202,8 +207,8 @@ pub async fn cancel_pending_drops_old_work<F: Fixture>(fx: &F) {
     cp.meta.status = RuntimeStatus::Terminated;
     cp.cancel_pending = true;
     s.checkpoint(cp).await.unwrap();
-    assert!(s.pending_activities().await.unwrap().is_empty());
-    assert_eq!(s.next_reminder_due().await.unwrap(), None);
+    assert!(s.pending_activities(&all()).await.unwrap().is_empty());
+    assert_eq!(s.next_reminder_due(&all()).await.unwrap(), None);
 }
 
 pub async fn purge_removes_everything<F: Fixture>(fx: &F) {
@@ -233,10 +238,10 @@ pub async fn purge_removes_everything<F: Fixture>(fx: &F) {
     assert!(s.load("p").await.unwrap().is_none());
     assert!(s.get_history("p").await.unwrap().is_none());
     assert!(s.read_inbox("p").await.unwrap().is_empty());
-    assert!(s.pending_activities().await.unwrap().is_empty());
-    assert_eq!(s.next_reminder_due().await.unwrap(), None);
+    assert!(s.pending_activities(&all()).await.unwrap().is_empty());
+    assert_eq!(s.next_reminder_due(&all()).await.unwrap(), None);
     assert_eq!(
-        s.instances_with_inbox().await.unwrap(),
+        s.instances_with_inbox(&all()).await.unwrap(),
         vec!["keep".to_string()]
     );
     assert!(
@@ -396,7 +401,7 @@ pub async fn create_reuse_policies<F: Fixture>(fx: &F) {
     assert!(second.history.is_empty(), "old history wiped");
     assert_eq!(second.inbox.len(), 1);
     assert!(
-        s.pending_activities().await.unwrap().is_empty(),
+        s.pending_activities(&all()).await.unwrap().is_empty(),
         "old tasks wiped"
     );
     assert!(
@@ -428,14 +433,14 @@ pub async fn scheduled_start_becomes_reminder<F: Fixture>(fx: &F) {
         s.read_inbox("later").await.unwrap().is_empty(),
         "not started yet"
     );
-    assert_eq!(s.next_reminder_due().await.unwrap(), Some(at));
+    assert_eq!(s.next_reminder_due(&all()).await.unwrap(), Some(at));
     assert!(
-        s.claim_due_reminders(now(), now() + 1, 10)
+        s.claim_due_reminders(&all(), now(), now() + 1, 10)
             .await
             .unwrap()
             .is_empty()
     );
-    let due = s.claim_due_reminders(at, at + 1, 10).await.unwrap();
+    let due = s.claim_due_reminders(&all(), at, at + 1, 10).await.unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].instance_id, "later");
     assert_eq!(due[0].event, started("wf"));
@@ -449,7 +454,7 @@ pub async fn scheduled_start_becomes_reminder<F: Fixture>(fx: &F) {
     req.meta.scheduled_start_at = Some(now() - 1_000_000);
     s.create_instance(req).await.unwrap();
     assert_eq!(s.read_inbox("past").await.unwrap().len(), 1);
-    assert_eq!(s.next_reminder_due().await.unwrap(), None);
+    assert_eq!(s.next_reminder_due(&all()).await.unwrap(), None);
 }
 
 pub async fn payloads_round_trip_exactly<F: Fixture>(fx: &F) {
@@ -523,6 +528,6 @@ pub async fn complete_activity_batch_answers_each<F: Fixture>(fx: &F) {
             1
         );
     }
-    assert!(s.pending_activities().await.unwrap().is_empty());
+    assert!(s.pending_activities(&all()).await.unwrap().is_empty());
     assert!(s.complete_activity_batch(vec![]).await.is_empty());
 }

@@ -6,6 +6,7 @@ mod concurrency;
 mod executions;
 mod lifecycle;
 mod slots;
+mod scope;
 mod timers;
 
 pub use cases::*;
@@ -13,6 +14,7 @@ pub use concurrency::*;
 pub use executions::*;
 pub use lifecycle::*;
 pub use slots::*;
+pub use scope::*;
 pub use timers::*;
 
 use async_trait::async_trait;
@@ -63,6 +65,8 @@ macro_rules! conformance_tests {
             concurrent_creates_one_wins,
             scheduled_start_becomes_reminder,
             payloads_round_trip_exactly,
+            scans_return_only_the_given_buckets,
+            instances_record_their_app,
             inbox_rows_name_their_generation,
             recreation_continues_generation_and_version,
             purge_refuses_active_instances,
@@ -106,8 +110,17 @@ pub fn meta(id: &str, name: &str) -> InstanceMeta {
         started_at: None,
         completed_at: None,
         scheduled_start_at: None,
+        app_id: APP.to_string(),
         version: 0,
     }
+}
+
+/// The app every conformance instance belongs to.
+pub const APP: &str = "conformance-app";
+
+/// Every bucket of [`APP`]: a scan over the whole database of that app.
+pub fn all() -> crate::Scope {
+    crate::Scope::all(APP)
 }
 
 pub fn started(name: &str) -> HistoryEvent {

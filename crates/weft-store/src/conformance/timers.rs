@@ -21,27 +21,33 @@ pub async fn next_due_waits_for_leases<F: Fixture>(fx: &F) {
         })
         .collect();
     s.checkpoint(cp).await.unwrap();
-    assert_eq!(s.next_reminder_due().await.unwrap(), Some(100));
+    assert_eq!(s.next_reminder_due(&all()).await.unwrap(), Some(100));
 
     // Another node holds the first two (say their fire failed): they are claimable only after
     // the lease, so the next wake-up is the unleased one at 300.
-    let got = other.claim_due_reminders(250, 1_000, 2).await.unwrap();
+    let got = other
+        .claim_due_reminders(&all(), 250, 1_000, 2)
+        .await
+        .unwrap();
     assert_eq!(got.iter().map(|r| r.due_at).collect::<Vec<_>>(), [100, 200]);
-    assert_eq!(s.next_reminder_due().await.unwrap(), Some(300));
-    let third = s.claim_due_reminders(400, 5_000, 10).await.unwrap();
+    assert_eq!(s.next_reminder_due(&all()).await.unwrap(), Some(300));
+    let third = s.claim_due_reminders(&all(), 400, 5_000, 10).await.unwrap();
     assert_eq!(third.len(), 1);
     // Everything leased: the earliest lease end.
-    assert_eq!(s.next_reminder_due().await.unwrap(), Some(1_000));
+    assert_eq!(s.next_reminder_due(&all()).await.unwrap(), Some(1_000));
     assert!(
-        s.claim_due_reminders(1_000, 9_000, 10)
+        s.claim_due_reminders(&all(), 1_000, 9_000, 10)
             .await
             .unwrap()
             .is_empty()
     );
     // Claimable after that, and the new lease counts.
-    let again = s.claim_due_reminders(1_001, 9_000, 10).await.unwrap();
+    let again = s
+        .claim_due_reminders(&all(), 1_001, 9_000, 10)
+        .await
+        .unwrap();
     assert_eq!(again.len(), 2);
-    assert_eq!(s.next_reminder_due().await.unwrap(), Some(5_000));
+    assert_eq!(s.next_reminder_due(&all()).await.unwrap(), Some(5_000));
     // A reminder leased before it is due (a clock ahead of ours) waits for its due time.
     let mut cp = empty_cp(&row(&s, "lease").await);
     cp.new_reminders = vec![Reminder {
@@ -55,8 +61,11 @@ pub async fn next_due_waits_for_leases<F: Fixture>(fx: &F) {
     for r in got.iter().chain(&third).chain(&again) {
         s.fire_reminder(r.id).await.unwrap();
     }
-    assert_eq!(s.next_reminder_due().await.unwrap(), Some(7_000));
-    let far = s.claim_due_reminders(7_000, 6_000, 10).await.unwrap();
+    assert_eq!(s.next_reminder_due(&all()).await.unwrap(), Some(7_000));
+    let far = s
+        .claim_due_reminders(&all(), 7_000, 6_000, 10)
+        .await
+        .unwrap();
     assert_eq!(far.len(), 1, "due at 7000, leased until 6000");
-    assert_eq!(s.next_reminder_due().await.unwrap(), Some(7_000));
+    assert_eq!(s.next_reminder_due(&all()).await.unwrap(), Some(7_000));
 }

@@ -22,7 +22,7 @@ use weft_proto::durabletask::HistoryEvent;
 use crate::codec::now_micros;
 use crate::{
     ActivityCompletion, ActivityTask, Checkpoint, CreateInstance, CreateOutcome, InboxEntry,
-    InstancePage, ListFilter, LoadedInstance, Reminder, Result, SlotLease, Store, StoreError,
+    InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope, SlotLease, Store, StoreError,
     Wakeup,
 };
 
@@ -281,7 +281,17 @@ macro_rules! read {
 async fn migrate_once(cfg: &tokio_postgres::Config) -> R<()> {
     let (mut client, conn) = cfg.connect(NoTls).await?;
     let driver = tokio::spawn(conn);
-    let migrated = schema::migrate(&mut client).await;
+    let mut migrated = schema::migrate(&mut client).await;
+    if migrated.is_ok() {
+        migrated = ops::backfill_buckets(&client).await.map(|n| {
+            if n > 0 {
+                tracing::info!(
+                    instances = n,
+                    "filled in buckets of rows from before migration 2"
+                );
+            }
+        });
+    }
     drop(client);
     let _ = driver.await;
     migrated
@@ -475,8 +485,8 @@ impl Store for PgStore {
         }
     }
 
-    async fn pending_activities(&self) -> Result<Vec<ActivityTask>> {
-        read!(self, c => ops::pending_activities(&c).await)
+    async fn pending_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
+        read!(self, c => ops::pending_activities(&c, scope).await)
     }
 
     async fn complete_activity(
@@ -518,25 +528,30 @@ impl Store for PgStore {
         }
     }
 
-    async fn instances_with_inbox(&self) -> Result<Vec<String>> {
-        read!(self, c => ops::instances_with_inbox(&c).await)
+    async fn instances_with_inbox(&self, scope: &Scope) -> Result<Vec<String>> {
+        read!(self, c => ops::instances_with_inbox(&c, scope).await)
     }
 
     async fn claim_due_reminders(
         &self,
+        scope: &Scope,
         now: Micros,
         lease_until: Micros,
         limit: usize,
     ) -> Result<Vec<Reminder>> {
-        write_tx!(self, tx => ops::claim_reminders(&tx, now, lease_until, limit).await)
+        write_tx!(self, tx => ops::claim_reminders(&tx, scope, now, lease_until, limit).await)
     }
 
     async fn fire_reminder(&self, reminder_id: i64) -> Result<bool> {
         write_tx!(self, tx => ops::fire_reminder(&tx, reminder_id).await)
     }
 
-    async fn next_reminder_due(&self) -> Result<Option<Micros>> {
-        read!(self, c => ops::next_reminder_due(&c).await)
+    async fn next_reminder_due(&self, scope: &Scope) -> Result<Option<Micros>> {
+        read!(self, c => ops::next_reminder_due(&c, scope).await)
+    }
+
+    async fn stalled_instances(&self, scope: &Scope, limit: usize) -> Result<Vec<String>> {
+        read!(self, c => ops::stalled_instances(&c, scope, limit).await)
     }
 
     async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage> {

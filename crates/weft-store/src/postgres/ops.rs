@@ -5,6 +5,7 @@
 use deadpool_postgres::Transaction;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
+use weft_core::bucket::bucket_of;
 use weft_core::{InstanceMeta, Micros};
 use weft_proto::durabletask::HistoryEvent;
 
@@ -12,15 +13,20 @@ use super::R;
 use crate::codec::{decode_event, encode_event, start_due_at, status_from_code, text_from_bytes};
 use crate::{
     ActivityTask, Checkpoint, CreateInstance, CreateOutcome, InboxEntry, InstancePage, ListFilter,
-    Outbound, Reminder, ReusePolicy, StoreError,
+    Outbound, Reminder, ReusePolicy, Scope, StoreError,
 };
 
 const META_COLS: &str = "instance_id, name, status, execution_id, generation, input, output, \
      custom_status, failure, parent_instance_id, created_at, updated_at, started_at, \
-     completed_at, scheduled_start_at, version";
+     completed_at, scheduled_start_at, version, app_id";
 
-const INSERT_REMINDERS: &str = "INSERT INTO reminders (instance_id, generation, due_at, event) \
-     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[])";
+const INSERT_REMINDERS: &str = "INSERT INTO reminders (instance_id, generation, due_at, event, bucket) \
+     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[], $5::int[])";
+
+/// Rows of one app (or written before instances recorded their app) in the given buckets.
+const IN_SCOPE: &str = "bucket = ANY($1::int[]) AND instance_id IN \
+     (SELECT instance_id FROM instances WHERE bucket = ANY($1::int[]) \
+      AND (app_id = $2 OR app_id = ''))";
 
 /// Page size when a `ListFilter` asks for 0.
 const DEFAULT_PAGE: usize = 100;
@@ -48,6 +54,7 @@ fn meta_from_row(r: &Row) -> R<InstanceMeta> {
         completed_at: col(r, 13)?,
         scheduled_start_at: col(r, 14)?,
         version: col(r, 15)?,
+        app_id: col(r, 16)?,
     })
 }
 
@@ -76,8 +83,8 @@ fn bytes(s: &Option<String>) -> Option<&[u8]> {
 async fn insert_meta(tx: &Transaction<'_>, m: &InstanceMeta, version: i64) -> R<bool> {
     let st = tx
         .prepare_cached(&format!(
-            "INSERT INTO instances ({META_COLS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+            "INSERT INTO instances ({META_COLS}, bucket) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
              ON CONFLICT (instance_id) DO NOTHING"
         ))
         .await?;
@@ -101,6 +108,8 @@ async fn insert_meta(tx: &Transaction<'_>, m: &InstanceMeta, version: i64) -> R<
                 &m.completed_at,
                 &m.scheduled_start_at,
                 &version,
+                &m.app_id,
+                &bucket_of(&m.instance_id),
             ],
         )
         .await?;
@@ -154,10 +163,15 @@ async fn insert_inbox(
     generation: Option<i64>,
 ) -> R<()> {
     let st = tx
-        .prepare_cached("INSERT INTO inbox (instance_id, event, generation) VALUES ($1, $2, $3)")
+        .prepare_cached(
+            "INSERT INTO inbox (instance_id, event, generation, bucket) VALUES ($1, $2, $3, $4)",
+        )
         .await?;
-    tx.execute(&st, &[&id, &encode_event(event), &generation])
-        .await?;
+    tx.execute(
+        &st,
+        &[&id, &encode_event(event), &generation, &bucket_of(id)],
+    )
+    .await?;
     Ok(())
 }
 
@@ -169,8 +183,10 @@ async fn insert_reminders(tx: &Transaction<'_>, rs: &[Reminder]) -> R<()> {
     let gens: Vec<i64> = rs.iter().map(|r| r.generation).collect();
     let due: Vec<i64> = rs.iter().map(|r| r.due_at).collect();
     let events: Vec<Vec<u8>> = rs.iter().map(|r| encode_event(&r.event)).collect();
+    let buckets: Vec<i32> = rs.iter().map(|r| bucket_of(&r.instance_id)).collect();
     let st = tx.prepare_cached(INSERT_REMINDERS).await?;
-    tx.execute(&st, &[&ids, &gens, &due, &events]).await?;
+    tx.execute(&st, &[&ids, &gens, &due, &events, &buckets])
+        .await?;
     Ok(())
 }
 
@@ -186,15 +202,18 @@ pub(crate) async fn deliver(
 ) -> R<bool> {
     let st = tx
         .prepare_cached(
-            "INSERT INTO inbox (instance_id, event, generation) \
-             SELECT i.instance_id, $2, CASE WHEN $3::text IS NULL THEN NULL ELSE i.generation END \
+            "INSERT INTO inbox (instance_id, event, generation, bucket) \
+             SELECT i.instance_id, $2, CASE WHEN $3::text IS NULL THEN NULL ELSE i.generation END, $4 \
              FROM (SELECT instance_id, generation FROM instances \
                    WHERE instance_id = $1 AND ($3::text IS NULL OR execution_id = $3) \
                    FOR KEY SHARE) AS i",
         )
         .await?;
     Ok(tx
-        .execute(&st, &[&id, &encode_event(event), &execution_id])
+        .execute(
+            &st,
+            &[&id, &encode_event(event), &execution_id, &bucket_of(id)],
+        )
         .await?
         > 0)
 }
@@ -348,8 +367,8 @@ pub(crate) async fn checkpoint(tx: &Transaction<'_>, cp: &Checkpoint, now: Micro
     // Upsert: a task ID re-used by a newer generation replaces the stale task.
     let schedule = tx
         .prepare_cached(
-            "INSERT INTO activities (instance_id, task_id, generation, request) \
-             SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[]) \
+            "INSERT INTO activities (instance_id, task_id, generation, request, bucket) \
+             SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[], $5::int[]) \
              ON CONFLICT (instance_id, task_id) DO UPDATE \
              SET generation = excluded.generation, request = excluded.request",
         )
@@ -388,18 +407,22 @@ pub(crate) async fn checkpoint(tx: &Transaction<'_>, cp: &Checkpoint, now: Micro
     let tasks: Vec<i32> = a.iter().map(|t| t.task_id).collect();
     let task_gens: Vec<i64> = a.iter().map(|t| t.generation).collect();
     let reqs: Vec<&[u8]> = a.iter().map(|t| t.request.as_slice()).collect();
+    let task_buckets: Vec<i32> = a.iter().map(|t| bucket_of(&t.instance_id)).collect();
     let r = &cp.new_reminders;
     let timer_ids: Vec<&str> = r.iter().map(|t| t.instance_id.as_str()).collect();
     let timer_gens: Vec<i64> = r.iter().map(|t| t.generation).collect();
     let due: Vec<i64> = r.iter().map(|t| t.due_at).collect();
     let timer_events: Vec<Vec<u8>> = r.iter().map(|t| encode_event(&t.event)).collect();
+    let timer_buckets: Vec<i32> = r.iter().map(|t| bucket_of(&t.instance_id)).collect();
 
     let id_arg: [&(dyn ToSql + Sync); 1] = [&id];
     let append_args: [&(dyn ToSql + Sync); 3] = [&id, &m.generation, &events];
     let consume_args: [&(dyn ToSql + Sync); 2] = [&id, &cp.consumed_inbox];
     let cancel_args: [&(dyn ToSql + Sync); 2] = [&id, &below];
-    let schedule_args: [&(dyn ToSql + Sync); 4] = [&task_ids, &tasks, &task_gens, &reqs];
-    let timer_args: [&(dyn ToSql + Sync); 4] = [&timer_ids, &timer_gens, &due, &timer_events];
+    let schedule_args: [&(dyn ToSql + Sync); 5] =
+        [&task_ids, &tasks, &task_gens, &reqs, &task_buckets];
+    let timer_args: [&(dyn ToSql + Sync); 5] =
+        [&timer_ids, &timer_gens, &due, &timer_events, &timer_buckets];
 
     // Futures are polled (so sent) in this order, and the server runs them in that order.
     let mut batch = vec![tx.execute(&update, &update_args)];
@@ -470,14 +493,15 @@ pub(crate) async fn checkpoint(tx: &Transaction<'_>, cp: &Checkpoint, now: Micro
 
 pub(crate) async fn pending_activities(
     c: &impl deadpool_postgres::GenericClient,
+    scope: &Scope,
 ) -> R<Vec<ActivityTask>> {
     let st = c
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT instance_id, generation, task_id, request FROM activities \
-             ORDER BY instance_id, task_id",
-        )
+             WHERE {IN_SCOPE} ORDER BY instance_id, task_id"
+        ))
         .await?;
-    let rows = c.query(&st, &[]).await?;
+    let rows = c.query(&st, &[&scope.buckets, &scope.app_id]).await?;
     rows.iter()
         .map(|r| {
             Ok(ActivityTask {
@@ -520,11 +544,14 @@ pub(crate) async fn complete_activity(
 
 pub(crate) async fn instances_with_inbox(
     c: &impl deadpool_postgres::GenericClient,
+    scope: &Scope,
 ) -> R<Vec<String>> {
     let st = c
-        .prepare_cached("SELECT DISTINCT instance_id FROM inbox ORDER BY instance_id")
+        .prepare_cached(&format!(
+            "SELECT DISTINCT instance_id FROM inbox WHERE {IN_SCOPE} ORDER BY instance_id"
+        ))
         .await?;
-    let rows = c.query(&st, &[]).await?;
+    let rows = c.query(&st, &[&scope.buckets, &scope.app_id]).await?;
     rows.iter().map(|r| col(r, 0)).collect()
 }
 
@@ -532,21 +559,27 @@ pub(crate) async fn instances_with_inbox(
 /// waiting, and the re-checked lease keeps a just-claimed row from being handed out twice.
 pub(crate) async fn claim_reminders(
     tx: &Transaction<'_>,
+    scope: &Scope,
     now: Micros,
     lease_until: Micros,
     limit: usize,
 ) -> R<Vec<Reminder>> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let st = tx
-        .prepare_cached(
-            "UPDATE reminders SET lease_until = $2 WHERE id IN ( \
+        .prepare_cached(&format!(
+            "UPDATE reminders SET lease_until = $4 WHERE id IN ( \
                  SELECT id FROM reminders \
-                 WHERE due_at <= $1 AND (lease_until IS NULL OR lease_until < $1) \
-                 ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, instance_id, generation, due_at, event",
+                 WHERE {IN_SCOPE} AND due_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
+                 ORDER BY due_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, instance_id, generation, due_at, event"
+        ))
+        .await?;
+    let rows = tx
+        .query(
+            &st,
+            &[&scope.buckets, &scope.app_id, &now, &lease_until, &limit],
         )
         .await?;
-    let rows = tx.query(&st, &[&now, &lease_until, &limit]).await?;
     let mut out = rows
         .iter()
         .map(|r| {
@@ -579,29 +612,79 @@ pub(crate) async fn fire_reminder(tx: &Transaction<'_>, reminder_id: i64) -> R<b
     // instance is gone (the key-share lock waits for a concurrent purge).
     let st = tx
         .prepare_cached(
-            "INSERT INTO inbox (instance_id, event, generation) \
-             SELECT i.instance_id, $2, $3 FROM (SELECT instance_id FROM instances \
+            "INSERT INTO inbox (instance_id, event, generation, bucket) \
+             SELECT i.instance_id, $2, $3, $4 FROM (SELECT instance_id FROM instances \
                  WHERE instance_id = $1 FOR KEY SHARE) AS i",
         )
         .await?;
-    tx.execute(&st, &[&id, &event, &generation]).await?;
+    tx.execute(&st, &[&id, &event, &generation, &bucket_of(&id)])
+        .await?;
     Ok(true)
 }
 
-/// When the next reminder becomes claimable: its due time, or, while it is leased, the later
-/// of that and the end of its lease.
-const NEXT_REMINDER: &str = "SELECT MIN(t) FROM ( \
-             SELECT MIN(due_at) AS t FROM reminders WHERE lease_until IS NULL \
-             UNION ALL \
-             SELECT MIN(CASE WHEN lease_until > due_at THEN lease_until ELSE due_at END) \
-             FROM reminders WHERE lease_until IS NOT NULL) AS next";
-
 pub(crate) async fn next_reminder_due(
     c: &impl deadpool_postgres::GenericClient,
+    scope: &Scope,
 ) -> R<Option<Micros>> {
-    let st = c.prepare_cached(NEXT_REMINDER).await?;
-    let row = c.query_one(&st, &[]).await?;
+    let st = c
+        .prepare_cached(&format!(
+            "SELECT MIN(t) FROM ( \
+             SELECT MIN(due_at) AS t FROM reminders WHERE lease_until IS NULL AND {IN_SCOPE} \
+             UNION ALL \
+             SELECT MIN(CASE WHEN lease_until > due_at THEN lease_until ELSE due_at END) \
+             FROM reminders WHERE lease_until IS NOT NULL AND {IN_SCOPE}) AS next"
+        ))
+        .await?;
+    let row = c.query_one(&st, &[&scope.buckets, &scope.app_id]).await?;
     col(&row, 0)
+}
+
+pub(crate) async fn stalled_instances(
+    c: &impl deadpool_postgres::GenericClient,
+    scope: &Scope,
+    limit: usize,
+) -> R<Vec<String>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let st = c
+        .prepare_cached(
+            "SELECT instance_id FROM instances WHERE bucket = ANY($1::int[]) \
+             AND (app_id = $2 OR app_id = '') AND status = $3 ORDER BY instance_id LIMIT $4",
+        )
+        .await?;
+    let stalled = weft_core::RuntimeStatus::Stalled.code();
+    let rows = c
+        .query(&st, &[&scope.buckets, &scope.app_id, &stalled, &limit])
+        .await?;
+    rows.iter().map(|r| col(r, 0)).collect()
+}
+
+/// Fills the bucket column of rows written before it existed (it is derived from the ID, which
+/// SQL cannot compute here); cheap when there are none (the bucket indexes find them).
+pub(crate) async fn backfill_buckets(c: &tokio_postgres::Client) -> R<u64> {
+    let mut ids: Vec<String> = Vec::new();
+    for table in ["instances", "inbox", "activities", "reminders"] {
+        let st = c
+            .prepare(&format!(
+                "SELECT DISTINCT instance_id FROM {table} WHERE bucket < 0"
+            ))
+            .await?;
+        for r in c.query(&st, &[]).await? {
+            ids.push(col(&r, 0)?);
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    for id in &ids {
+        for table in ["instances", "inbox", "activities", "reminders"] {
+            let st = c
+                .prepare(&format!(
+                    "UPDATE {table} SET bucket = $2 WHERE instance_id = $1 AND bucket < 0"
+                ))
+                .await?;
+            c.execute(&st, &[id, &bucket_of(id)]).await?;
+        }
+    }
+    Ok(ids.len() as u64)
 }
 
 /// Adds one `?`-parameterised condition, numbering the parameter after those already bound.

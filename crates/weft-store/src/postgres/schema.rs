@@ -120,6 +120,21 @@ CREATE TABLE concurrency_slots (
 CREATE INDEX concurrency_slots_by_holder ON concurrency_slots (holder);
 CREATE INDEX instances_by_completed ON instances (status, completed_at);
 "#,
+    // Cluster ownership: the app an instance belongs to, and the instance's bucket
+    // (weft_core::bucket::bucket_of(instance_id)) on every row a background scan reads, so each
+    // sidecar scans only the buckets it owns. -1 = written before this migration; the store
+    // fills those in at connect (the hash is computed in Rust).
+    r#"
+ALTER TABLE instances ADD COLUMN app_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE instances ADD COLUMN bucket INTEGER NOT NULL DEFAULT -1;
+ALTER TABLE inbox ADD COLUMN bucket INTEGER NOT NULL DEFAULT -1;
+ALTER TABLE activities ADD COLUMN bucket INTEGER NOT NULL DEFAULT -1;
+ALTER TABLE reminders ADD COLUMN bucket INTEGER NOT NULL DEFAULT -1;
+CREATE INDEX instances_by_bucket ON instances (bucket, status);
+CREATE INDEX inbox_by_bucket ON inbox (bucket);
+CREATE INDEX activities_by_bucket ON activities (bucket);
+CREATE INDEX reminders_by_bucket ON reminders (bucket, due_at);
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -19,7 +19,7 @@ use weft_proto::durabletask::HistoryEvent;
 use crate::codec::now_micros;
 use crate::{
     ActivityCompletion, ActivityTask, Checkpoint, CreateInstance, CreateOutcome, InboxEntry,
-    InstancePage, ListFilter, LoadedInstance, Reminder, Result, SlotLease, Store, StoreError,
+    InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope, SlotLease, Store, StoreError,
 };
 
 /// How long a writer waits for another process's write lock before giving up with `Unavailable`.
@@ -86,6 +86,13 @@ impl SqliteStore {
             .map_err(map_err)?;
         conn.set_prepared_statement_cache_capacity(64);
         schema::migrate(&mut conn)?;
+        let n = ops::backfill_buckets(&conn)?;
+        if n > 0 {
+            tracing::info!(
+                instances = n,
+                "filled in buckets of rows from before migration 2"
+            );
+        }
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             commits: Arc::new(AtomicU64::new(0)),
@@ -237,8 +244,9 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn pending_activities(&self) -> Result<Vec<ActivityTask>> {
-        self.read(ops::pending_activities).await
+    async fn pending_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
+        let scope = scope.clone();
+        self.read(move |c| ops::pending_activities(c, &scope)).await
     }
 
     async fn complete_activity(
@@ -274,17 +282,21 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn instances_with_inbox(&self) -> Result<Vec<String>> {
-        self.read(ops::instances_with_inbox).await
+    async fn instances_with_inbox(&self, scope: &Scope) -> Result<Vec<String>> {
+        let scope = scope.clone();
+        self.read(move |c| ops::instances_with_inbox(c, &scope))
+            .await
     }
 
     async fn claim_due_reminders(
         &self,
+        scope: &Scope,
         now: Micros,
         lease_until: Micros,
         limit: usize,
     ) -> Result<Vec<Reminder>> {
-        self.write(move |c| ops::claim_reminders(c, now, lease_until, limit))
+        let scope = scope.clone();
+        self.write(move |c| ops::claim_reminders(c, &scope, now, lease_until, limit))
             .await
     }
 
@@ -293,8 +305,15 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn next_reminder_due(&self) -> Result<Option<Micros>> {
-        self.read(ops::next_reminder_due).await
+    async fn next_reminder_due(&self, scope: &Scope) -> Result<Option<Micros>> {
+        let scope = scope.clone();
+        self.read(move |c| ops::next_reminder_due(c, &scope)).await
+    }
+
+    async fn stalled_instances(&self, scope: &Scope, limit: usize) -> Result<Vec<String>> {
+        let scope = scope.clone();
+        self.read(move |c| ops::stalled_instances(c, &scope, limit))
+            .await
     }
 
     async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage> {

@@ -2,6 +2,7 @@
 //! transaction (or savepoint) the caller opened, so several compose into one atomic unit.
 
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter, types::Value};
+use weft_core::bucket::bucket_of;
 use weft_core::{InstanceMeta, Micros};
 use weft_proto::durabletask::HistoryEvent;
 
@@ -9,12 +10,23 @@ use super::map_err;
 use crate::codec::{decode_event, encode_event, start_due_at, status_from_code, text_from_bytes};
 use crate::{
     ActivityTask, Checkpoint, CreateInstance, CreateOutcome, InboxEntry, InstancePage, ListFilter,
-    Outbound, Reminder, Result, ReusePolicy, StoreError,
+    Outbound, Reminder, Result, ReusePolicy, Scope, StoreError,
 };
 
 const META_COLS: &str = "instance_id, name, status, execution_id, generation, input, output, \
      custom_status, failure, parent_instance_id, created_at, updated_at, started_at, \
-     completed_at, scheduled_start_at, version";
+     completed_at, scheduled_start_at, version, app_id";
+
+/// Rows of one app (or written before instances recorded their app) in the given buckets:
+/// `?1` is the bucket list as a JSON array, `?2` the app ID.
+const IN_SCOPE: &str = "bucket IN (SELECT value FROM json_each(?1)) AND instance_id IN \
+     (SELECT instance_id FROM instances WHERE bucket IN (SELECT value FROM json_each(?1)) \
+      AND (app_id = ?2 OR app_id = ''))";
+
+fn scope_json(scope: &Scope) -> String {
+    let items: Vec<String> = scope.buckets.iter().map(i32::to_string).collect();
+    format!("[{}]", items.join(","))
+}
 
 /// Page size when a `ListFilter` asks for 0.
 pub(crate) const DEFAULT_PAGE: usize = 100;
@@ -38,6 +50,7 @@ fn meta_from_row(r: &Row<'_>) -> Result<InstanceMeta> {
         completed_at: r.get(13).map_err(g)?,
         scheduled_start_at: r.get(14).map_err(g)?,
         version: r.get(15).map_err(g)?,
+        app_id: r.get(16).map_err(g)?,
     })
 }
 
@@ -56,8 +69,8 @@ pub(crate) fn get_meta(c: &Connection, id: &str) -> Result<Option<InstanceMeta>>
 
 fn insert_meta(c: &Connection, m: &InstanceMeta, version: i64) -> Result<()> {
     c.prepare_cached(&format!(
-        "INSERT INTO instances ({META_COLS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+        "INSERT INTO instances ({META_COLS}, bucket) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
     ))
     .map_err(map_err)?
     .execute(params![
@@ -77,6 +90,8 @@ fn insert_meta(c: &Connection, m: &InstanceMeta, version: i64) -> Result<()> {
         m.completed_at,
         m.scheduled_start_at,
         version,
+        m.app_id,
+        bucket_of(&m.instance_id),
     ])
     .map_err(map_err)?;
     Ok(())
@@ -129,23 +144,27 @@ fn insert_inbox(
     event: &HistoryEvent,
     generation: Option<i64>,
 ) -> Result<i64> {
-    c.prepare_cached("INSERT INTO inbox (instance_id, event, generation) VALUES (?1, ?2, ?3)")
-        .map_err(map_err)?
-        .execute(params![id, encode_event(event), generation])
-        .map_err(map_err)?;
+    c.prepare_cached(
+        "INSERT INTO inbox (instance_id, event, generation, bucket) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .map_err(map_err)?
+    .execute(params![id, encode_event(event), generation, bucket_of(id)])
+    .map_err(map_err)?;
     Ok(c.last_insert_rowid())
 }
 
 fn insert_reminder(c: &Connection, r: &Reminder) -> Result<()> {
     c.prepare_cached(
-        "INSERT INTO reminders (instance_id, generation, due_at, event) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO reminders (instance_id, generation, due_at, event, bucket) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )
     .map_err(map_err)?
     .execute(params![
         r.instance_id,
         r.generation,
         r.due_at,
-        encode_event(&r.event)
+        encode_event(&r.event),
+        bucket_of(&r.instance_id)
     ])
     .map_err(map_err)?;
     Ok(())
@@ -161,12 +180,17 @@ pub(crate) fn deliver(
 ) -> Result<bool> {
     let n = c
         .prepare_cached(
-            "INSERT INTO inbox (instance_id, event, generation) \
-             SELECT instance_id, ?2, CASE WHEN ?3 IS NULL THEN NULL ELSE generation END \
+            "INSERT INTO inbox (instance_id, event, generation, bucket) \
+             SELECT instance_id, ?2, CASE WHEN ?3 IS NULL THEN NULL ELSE generation END, ?4 \
              FROM instances WHERE instance_id = ?1 AND (?3 IS NULL OR execution_id = ?3)",
         )
         .map_err(map_err)?
-        .execute(params![id, encode_event(event), execution_id])
+        .execute(params![
+            id,
+            encode_event(event),
+            execution_id,
+            bucket_of(id)
+        ])
         .map_err(map_err)?;
     Ok(n > 0)
 }
@@ -355,12 +379,18 @@ pub(crate) fn checkpoint(c: &Connection, cp: &Checkpoint, now: Micros) -> Result
     for a in &cp.new_activities {
         // Upsert: a task ID re-used by a newer generation replaces the stale task.
         c.prepare_cached(
-            "INSERT INTO activities (instance_id, task_id, generation, request) \
-             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (instance_id, task_id) DO UPDATE \
+            "INSERT INTO activities (instance_id, task_id, generation, request, bucket) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (instance_id, task_id) DO UPDATE \
              SET generation = excluded.generation, request = excluded.request",
         )
         .map_err(map_err)?
-        .execute(params![a.instance_id, a.task_id, a.generation, a.request])
+        .execute(params![
+            a.instance_id,
+            a.task_id,
+            a.generation,
+            a.request,
+            bucket_of(&a.instance_id)
+        ])
         .map_err(map_err)?;
     }
     for r in &cp.new_reminders {
@@ -401,15 +431,15 @@ pub(crate) fn checkpoint(c: &Connection, cp: &Checkpoint, now: Micros) -> Result
     Ok(())
 }
 
-pub(crate) fn pending_activities(c: &Connection) -> Result<Vec<ActivityTask>> {
+pub(crate) fn pending_activities(c: &Connection, scope: &Scope) -> Result<Vec<ActivityTask>> {
     let mut st = c
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT instance_id, generation, task_id, request FROM activities \
-             ORDER BY instance_id, task_id",
-        )
+             WHERE {IN_SCOPE} ORDER BY instance_id, task_id"
+        ))
         .map_err(map_err)?;
     let rows = st
-        .query_map([], |r| {
+        .query_map(params![scope_json(scope), scope.app_id], |r| {
             Ok(ActivityTask {
                 instance_id: r.get(0)?,
                 generation: r.get(1)?,
@@ -442,33 +472,44 @@ pub(crate) fn complete_activity(
     Ok(true)
 }
 
-pub(crate) fn instances_with_inbox(c: &Connection) -> Result<Vec<String>> {
+pub(crate) fn instances_with_inbox(c: &Connection, scope: &Scope) -> Result<Vec<String>> {
     let mut st = c
-        .prepare_cached("SELECT DISTINCT instance_id FROM inbox ORDER BY instance_id")
+        .prepare_cached(&format!(
+            "SELECT DISTINCT instance_id FROM inbox WHERE {IN_SCOPE} ORDER BY instance_id"
+        ))
         .map_err(map_err)?;
-    let rows = st.query_map([], |r| r.get(0)).map_err(map_err)?;
+    let rows = st
+        .query_map(params![scope_json(scope), scope.app_id], |r| r.get(0))
+        .map_err(map_err)?;
     rows.collect::<rusqlite::Result<Vec<String>>>()
         .map_err(map_err)
 }
 
 pub(crate) fn claim_reminders(
     c: &Connection,
+    scope: &Scope,
     now: Micros,
     lease_until: Micros,
     limit: usize,
 ) -> Result<Vec<Reminder>> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut st = c
-        .prepare_cached(
-            "UPDATE reminders SET lease_until = ?2 WHERE id IN ( \
+        .prepare_cached(&format!(
+            "UPDATE reminders SET lease_until = ?4 WHERE id IN ( \
                  SELECT id FROM reminders \
-                 WHERE due_at <= ?1 AND (lease_until IS NULL OR lease_until < ?1) \
-                 ORDER BY due_at, id LIMIT ?3) \
-             RETURNING id, instance_id, generation, due_at, event",
-        )
+                 WHERE {IN_SCOPE} AND due_at <= ?3 AND (lease_until IS NULL OR lease_until < ?3) \
+                 ORDER BY due_at, id LIMIT ?5) \
+             RETURNING id, instance_id, generation, due_at, event"
+        ))
         .map_err(map_err)?;
     let mut rows = st
-        .query(params![now, lease_until, limit])
+        .query(params![
+            scope_json(scope),
+            scope.app_id,
+            now,
+            lease_until,
+            limit
+        ])
         .map_err(map_err)?;
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(map_err)? {
@@ -500,28 +541,81 @@ pub(crate) fn fire_reminder(c: &Connection, reminder_id: i64) -> Result<bool> {
     // Copy the stored bytes as they are, for the generation that set the timer; dropped if the
     // instance is gone.
     c.prepare_cached(
-        "INSERT INTO inbox (instance_id, event, generation) \
-         SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = ?1)",
+        "INSERT INTO inbox (instance_id, event, generation, bucket) \
+         SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM instances WHERE instance_id = ?1)",
     )
     .map_err(map_err)?
-    .execute(params![id, bytes, generation])
+    .execute(params![id, bytes, generation, bucket_of(&id)])
     .map_err(map_err)?;
     Ok(true)
 }
 
-/// When the next reminder becomes claimable: its due time, or, while it is leased, the later
-/// of that and the end of its lease.
-const NEXT_REMINDER: &str = "SELECT MIN(t) FROM ( \
-             SELECT MIN(due_at) AS t FROM reminders WHERE lease_until IS NULL \
-             UNION ALL \
-             SELECT MIN(CASE WHEN lease_until > due_at THEN lease_until ELSE due_at END) \
-             FROM reminders WHERE lease_until IS NOT NULL) AS next";
+pub(crate) fn next_reminder_due(c: &Connection, scope: &Scope) -> Result<Option<Micros>> {
+    // When the next reminder becomes claimable: its due time, or, while it is leased, the later
+    // of that and the end of its lease.
+    c.prepare_cached(&format!(
+        "SELECT MIN(t) FROM ( \
+         SELECT MIN(due_at) AS t FROM reminders WHERE lease_until IS NULL AND {IN_SCOPE} \
+         UNION ALL \
+         SELECT MIN(CASE WHEN lease_until > due_at THEN lease_until ELSE due_at END) \
+         FROM reminders WHERE lease_until IS NOT NULL AND {IN_SCOPE}) AS next"
+    ))
+    .map_err(map_err)?
+    .query_row(params![scope_json(scope), scope.app_id], |r| r.get(0))
+    .map_err(map_err)
+}
 
-pub(crate) fn next_reminder_due(c: &Connection) -> Result<Option<Micros>> {
-    c.prepare_cached(NEXT_REMINDER)
-        .map_err(map_err)?
-        .query_row([], |r| r.get(0))
+pub(crate) fn stalled_instances(
+    c: &Connection,
+    scope: &Scope,
+    limit: usize,
+) -> Result<Vec<String>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut st = c
+        .prepare_cached(
+            "SELECT instance_id FROM instances WHERE bucket IN (SELECT value FROM json_each(?1)) \
+             AND (app_id = ?2 OR app_id = '') AND status = ?3 ORDER BY instance_id LIMIT ?4",
+        )
+        .map_err(map_err)?;
+    let stalled = weft_core::RuntimeStatus::Stalled.code();
+    let rows = st
+        .query_map(
+            params![scope_json(scope), scope.app_id, stalled, limit],
+            |r| r.get(0),
+        )
+        .map_err(map_err)?;
+    rows.collect::<rusqlite::Result<Vec<String>>>()
         .map_err(map_err)
+}
+
+/// Fills the bucket column of rows written before it existed (the hash is computed in Rust).
+pub(crate) fn backfill_buckets(c: &Connection) -> Result<u64> {
+    let mut ids: Vec<String> = Vec::new();
+    for table in ["instances", "inbox", "activities", "reminders"] {
+        let mut st = c
+            .prepare(&format!(
+                "SELECT DISTINCT instance_id FROM {table} WHERE bucket < 0"
+            ))
+            .map_err(map_err)?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(map_err)?;
+        for r in rows {
+            ids.push(r.map_err(map_err)?);
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    for id in &ids {
+        for table in ["instances", "inbox", "activities", "reminders"] {
+            c.execute(
+                &format!("UPDATE {table} SET bucket = ?2 WHERE instance_id = ?1 AND bucket < 0"),
+                params![id, bucket_of(id)],
+            )
+            .map_err(map_err)?;
+        }
+    }
+    Ok(ids.len() as u64)
 }
 
 pub(crate) fn list(c: &Connection, f: &ListFilter) -> Result<InstancePage> {

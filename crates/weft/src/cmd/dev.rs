@@ -50,8 +50,23 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let placement = PlacementNode::start(NodeConfig::new(1, listen, placement_dir))
         .await
         .context("starting the embedded placement node")?;
-    let extra = format!(" placement={}", placement.local_addr());
-    let served = serve::run("weft dev", store, args.serve, workflow, &extra).await;
+    // The very same path as a cluster: this one sidecar joins its embedded placement node.
+    let addr = placement.local_addr();
+    let join = if addr.ip().is_unspecified() {
+        std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    };
+    let extra = format!(" placement={addr}");
+    let served = serve::run(
+        "weft dev",
+        store,
+        args.serve,
+        workflow,
+        vec![join.to_string()],
+        &extra,
+    )
+    .await;
     // Ordered shutdown: the engine first (above), then placement.
     placement.shutdown().await;
     served?;

@@ -10,6 +10,9 @@ pub struct SidecarArgs {
     /// PostgreSQL URL (postgres://user:pass@host:port/db) holding all durable state.
     #[arg(long, env = "WEFT_DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
+    /// Placement nodes to join (host:port, comma-separated; any of them).
+    #[arg(long, env = "WEFT_PLACEMENT", value_delimiter = ',', required = true)]
+    pub placement: Vec<String>,
     #[command(flatten)]
     pub serve: ServeArgs,
 }
@@ -24,6 +27,16 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let store = serve::postgres(&args.database_url).await?;
-    serve::run("weft sidecar", store, args.serve, workflow, "").await?;
+    let placement: Vec<String> = args
+        .placement
+        .iter()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    anyhow::ensure!(
+        !placement.is_empty(),
+        "--placement needs at least one host:port"
+    );
+    serve::run("weft sidecar", store, args.serve, workflow, placement, "").await?;
     Ok(ExitCode::SUCCESS)
 }

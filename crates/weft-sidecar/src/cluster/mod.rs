@@ -1,0 +1,10 @@
+//! The sidecar's part in the cluster: the ownership registry over the placement table, and the
+//! membership that feeds it.
+
+pub mod registry;
+
+pub use registry::{ActorKind, Owner, Registry};
+pub mod membership;
+pub(crate) mod ownership;
+
+pub use membership::{ClusterConfig, Membership};

@@ -1,0 +1,130 @@
+//! The internal node-to-node API (`proto/internal.proto`): runs forwarded client calls if this
+//! sidecar owns the instance (else answers "not owner" with its view of the owner), and applies
+//! worker answers routed here by the sidecar they reached.
+
+use crate::cluster::{ActorKind, Owner};
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::route::{Call, Ownership, Reply, abandon_here, execute};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+use weft_proto::durabletask::{ActivityResponse, WorkflowResponse};
+use weft_proto::internal::internal_server::Internal;
+use weft_proto::internal::*;
+
+type Answer<T> = std::result::Result<Response<T>, Status>;
+
+pub struct InternalService {
+    engine: Engine,
+    ownership: Arc<dyn Ownership>,
+}
+
+impl InternalService {
+    pub fn new(engine: Engine, ownership: Arc<dyn Ownership>) -> Self {
+        Self { engine, ownership }
+    }
+
+    /// Runs a forwarded call if this sidecar owns its instance (or nobody does: then the store
+    /// write is all there is and the future owner picks it up).
+    async fn run(&self, call: Call) -> std::result::Result<Reply, Status> {
+        let app = if call.app().is_empty() {
+            self.engine.inner.app_id.clone()
+        } else {
+            call.app().to_string()
+        };
+        if let Owner::Remote { host_id, address } =
+            self.ownership.owner(&app, ActorKind::Workflow, call.key())
+        {
+            return Err(EngineError::NotOwner {
+                hint: Some(format!("{host_id}@{address}")),
+            }
+            .into());
+        }
+        Ok(execute(&self.engine, call).await?)
+    }
+
+    async fn changed(&self, call: Call) -> Answer<Changed> {
+        match self.run(call).await? {
+            Reply::Changed(changed) => Ok(Response::new(Changed { changed })),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn unexpected(r: Reply) -> Status {
+    EngineError::Internal(format!("unexpected engine reply {r:?}")).into()
+}
+
+#[tonic::async_trait]
+impl Internal for InternalService {
+    async fn start(&self, req: Request<StartCall>) -> Answer<StartReply> {
+        match self.run(Call::Start(req.into_inner())).await? {
+            Reply::Id(instance_id) => Ok(Response::new(StartReply { instance_id })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn raise_event(&self, req: Request<RaiseEventCall>) -> Answer<Ack> {
+        self.run(Call::Raise(req.into_inner())).await?;
+        Ok(Response::new(Ack {}))
+    }
+
+    async fn terminate(&self, req: Request<TerminateCall>) -> Answer<Changed> {
+        self.changed(Call::Terminate(req.into_inner())).await
+    }
+
+    async fn suspend(&self, req: Request<SuspendCall>) -> Answer<Changed> {
+        self.changed(Call::Suspend(req.into_inner())).await
+    }
+
+    async fn resume(&self, req: Request<ResumeCall>) -> Answer<Changed> {
+        self.changed(Call::Resume(req.into_inner())).await
+    }
+
+    async fn purge(&self, req: Request<PurgeCall>) -> Answer<PurgeReply> {
+        match self.run(Call::Purge(req.into_inner())).await? {
+            Reply::Purged(deleted) => Ok(Response::new(PurgeReply { deleted })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn rerun(&self, req: Request<RerunCall>) -> Answer<RerunReply> {
+        match self.run(Call::Rerun(req.into_inner())).await? {
+            Reply::Id(new_instance_id) => Ok(Response::new(RerunReply { new_instance_id })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    // A routed answer is applied to this sidecar's in-flight records and never forwarded again,
+    // so a wrong route costs one NOT_FOUND, not a loop.
+
+    async fn complete_workflow(&self, req: Request<WorkflowResponse>) -> Answer<Ack> {
+        self.engine.complete_workflow(req.into_inner()).await?;
+        Ok(Response::new(Ack {}))
+    }
+
+    async fn complete_activity(&self, req: Request<ActivityResponse>) -> Answer<Ack> {
+        self.engine.complete_activity(req.into_inner()).await?;
+        Ok(Response::new(Ack {}))
+    }
+
+    async fn abandon(&self, req: Request<AbandonCall>) -> Answer<Ack> {
+        abandon_here(&self.engine, &req.into_inner().completion_token)?;
+        Ok(Response::new(Ack {}))
+    }
+
+    async fn wake(&self, req: Request<WakeHint>) -> Answer<Ack> {
+        let h = req.into_inner();
+        let app = if h.app_id.is_empty() {
+            self.engine.inner.app_id.clone()
+        } else {
+            h.app_id
+        };
+        for id in &h.instance_ids {
+            if self.ownership.owner(&app, ActorKind::Workflow, id) == Owner::Local {
+                self.engine.inner.wake(id);
+            }
+        }
+        Ok(Response::new(Ack {}))
+    }
+}

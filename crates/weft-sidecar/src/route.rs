@@ -1,0 +1,669 @@
+//! Routing at the API edge: client calls that need an instance's owner run here or are forwarded
+//! to the owner over the internal API (retried after placement changes, never dropped), and
+//! worker answers that reach a sidecar other than the dispatching one are routed to it.
+
+use crate::cluster::registry::activity_key;
+use crate::cluster::{ActorKind, Owner, Registry};
+use crate::engine::{Engine, StartRequest};
+use crate::error::{EngineError, KIND_HEADER, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use weft_proto::durabletask::{ActivityResponse, RerunWorkflowFromEventRequest, WorkflowResponse};
+use weft_proto::internal::{self as pb, internal_client::InternalClient};
+use weft_store::ReusePolicy;
+
+/// How long a routed client call may look for its owner when the caller set no deadline.
+pub const DEFAULT_ROUTE_DEADLINE: Duration = Duration::from_secs(30);
+/// Upper bound on a caller's deadline for finding the owner.
+pub const MAX_ROUTE_DEADLINE: Duration = Duration::from_secs(120);
+/// Longest single forwarded call (a completion waits for the owner's commit).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Who owns which key. The cluster's [`Registry`] in production; tests may stub it.
+pub trait Ownership: Send + Sync + 'static {
+    /// This sidecar's host id.
+    fn host_id(&self) -> &str;
+    fn owner(&self, app_id: &str, kind: ActorKind, key: &str) -> Owner;
+    /// Changes whenever a new placement table applies.
+    fn watch(&self) -> watch::Receiver<u64>;
+}
+
+impl Ownership for Registry {
+    fn host_id(&self) -> &str {
+        Registry::host_id(self)
+    }
+    fn owner(&self, app_id: &str, kind: ActorKind, key: &str) -> Owner {
+        Registry::owner(self, app_id, kind, key)
+    }
+    fn watch(&self) -> watch::Receiver<u64> {
+        Registry::watch(self)
+    }
+}
+
+/// The suffix the hub appends to completion tokens so answers can find their way back.
+pub fn token_suffix(host_id: &str, internal_address: &str) -> String {
+    format!("@{host_id}@{internal_address}")
+}
+
+/// The dispatching sidecar named in a completion token: `(host_id, internal address)`.
+pub fn token_origin(token: &str) -> Option<(&str, &str)> {
+    let (_, rest) = token.split_once('@')?;
+    let (host, addr) = rest.rsplit_once('@')?;
+    (!host.is_empty() && !addr.is_empty()).then_some((host, addr))
+}
+
+/// A client operation that must run on the owner of its instance.
+#[derive(Debug, Clone)]
+pub enum Call {
+    Start(pb::StartCall),
+    Raise(pb::RaiseEventCall),
+    Terminate(pb::TerminateCall),
+    Suspend(pb::SuspendCall),
+    Resume(pb::ResumeCall),
+    Purge(pb::PurgeCall),
+    Rerun(pb::RerunCall),
+}
+
+/// What a [`Call`] answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Id(String),
+    Done,
+    Changed(bool),
+    Purged(i32),
+}
+
+impl Call {
+    pub fn app(&self) -> &str {
+        match self {
+            Call::Start(c) => &c.app_id,
+            Call::Raise(c) => &c.app_id,
+            Call::Terminate(c) => &c.app_id,
+            Call::Suspend(c) => &c.app_id,
+            Call::Resume(c) => &c.app_id,
+            Call::Purge(c) => &c.app_id,
+            Call::Rerun(c) => &c.app_id,
+        }
+    }
+
+    /// The instance whose owner runs the call (a rerun: the new instance).
+    pub fn key(&self) -> &str {
+        match self {
+            Call::Start(c) => &c.instance_id,
+            Call::Raise(c) => &c.instance_id,
+            Call::Terminate(c) => &c.instance_id,
+            Call::Suspend(c) => &c.instance_id,
+            Call::Resume(c) => &c.instance_id,
+            Call::Purge(c) => &c.instance_id,
+            Call::Rerun(c) => c
+                .request
+                .as_ref()
+                .and_then(|r| r.new_instance_id.as_deref())
+                .unwrap_or(""),
+        }
+    }
+}
+
+fn policy_to_wire(p: ReusePolicy) -> pb::ReusePolicy {
+    match p {
+        ReusePolicy::Error => pb::ReusePolicy::Error,
+        ReusePolicy::Ignore => pb::ReusePolicy::Ignore,
+        ReusePolicy::Terminate => pb::ReusePolicy::Terminate,
+    }
+}
+
+fn policy_from_wire(p: i32) -> ReusePolicy {
+    match pb::ReusePolicy::try_from(p) {
+        Ok(pb::ReusePolicy::Ignore) => ReusePolicy::Ignore,
+        Ok(pb::ReusePolicy::Terminate) => ReusePolicy::Terminate,
+        _ => ReusePolicy::Error,
+    }
+}
+
+/// Runs a call on this sidecar's engine (the owner, or nobody owns it yet: then the store write
+/// is all there is, and the future owner's recovery picks the instance up).
+pub(crate) async fn execute(engine: &Engine, call: Call) -> Result<Reply> {
+    match call {
+        Call::Start(c) => engine
+            .start_instance(StartRequest {
+                instance_id: c.instance_id,
+                name: c.name,
+                version: c.version,
+                input: c.input,
+                scheduled_start_at: c.scheduled_start_at,
+                policy: policy_from_wire(c.policy),
+            })
+            .await
+            .map(Reply::Id),
+        Call::Raise(c) => engine
+            .raise_event(&c.instance_id, &c.name, c.input)
+            .await
+            .map(|()| Reply::Done),
+        Call::Terminate(c) => engine
+            .terminate(&c.instance_id, c.output, c.recursive)
+            .await
+            .map(Reply::Changed),
+        Call::Suspend(c) => engine
+            .suspend(&c.instance_id, c.reason)
+            .await
+            .map(Reply::Changed),
+        Call::Resume(c) => engine
+            .resume(&c.instance_id, c.reason)
+            .await
+            .map(Reply::Changed),
+        Call::Purge(c) => engine
+            .purge(&c.instance_id, c.recursive, c.force)
+            .await
+            .map(Reply::Purged),
+        Call::Rerun(c) => {
+            let r = c.request.ok_or_else(|| {
+                EngineError::InvalidArgument("a rerun request is required".into())
+            })?;
+            engine.rerun_from_event(r).await.map(Reply::Id)
+        }
+    }
+}
+
+/// Why a forwarded call did not produce an answer from the owner.
+enum Miss {
+    /// The peer does not own the key; its view of the owner (`host_id@address`), if any.
+    NotOwner(Option<String>),
+    /// The peer could not be reached or did not answer (nothing says it acted).
+    Unreachable(String),
+}
+
+/// A forwarded call's outcome: the owner's answer (success or its error), or a miss.
+type Forwarded<T> = std::result::Result<Result<T>, Miss>;
+
+fn classify<T>(r: std::result::Result<tonic::Response<T>, tonic::Status>) -> Forwarded<T> {
+    match r {
+        Ok(resp) => Ok(Ok(resp.into_inner())),
+        Err(st) => match EngineError::from_status(&st) {
+            EngineError::NotOwner { hint } => Err(Miss::NotOwner(hint)),
+            // Without our kind header the status came from the transport, not from a sidecar.
+            e if st.metadata().get(KIND_HEADER).is_none() => Err(Miss::Unreachable(e.to_string())),
+            e => Ok(Err(e)),
+        },
+    }
+}
+
+struct RouterInner {
+    engine: Engine,
+    ownership: Arc<dyn Ownership>,
+    peers: Mutex<HashMap<String, InternalClient<Channel>>>,
+    max_msg: usize,
+    api_token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+/// The edge's view of the cluster: every API handler asks it instead of the engine for the calls
+/// that need an owner. Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<RouterInner>,
+}
+
+impl Router {
+    pub fn new(
+        engine: Engine,
+        ownership: Arc<dyn Ownership>,
+        max_msg: usize,
+        api_token: Option<&str>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(RouterInner {
+                engine,
+                ownership,
+                peers: Mutex::default(),
+                max_msg,
+                api_token: api_token.and_then(|t| t.parse().ok()),
+            }),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub fn ownership(&self) -> &Arc<dyn Ownership> {
+        &self.inner.ownership
+    }
+
+    fn app(&self) -> String {
+        self.inner.engine.inner.app_id.clone()
+    }
+
+    /// The app an existing instance belongs to (its row says; an unknown instance is looked up
+    /// in this sidecar's app, whose owner then answers NOT_FOUND from the store).
+    async fn app_of(&self, instance_id: &str) -> Result<String> {
+        Ok(match self.inner.engine.get_instance(instance_id).await? {
+            Some(m) if !m.app_id.is_empty() => m.app_id,
+            _ => self.app(),
+        })
+    }
+
+    fn client(&self, addr: &str) -> Result<InternalClient<Channel>> {
+        let mut peers = self.inner.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = peers.get(addr) {
+            return Ok(c.clone());
+        }
+        let ch = Channel::from_shared(format!("http://{addr}"))
+            .map_err(|e| EngineError::Internal(format!("bad peer address '{addr}': {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        let c = InternalClient::new(ch)
+            .max_decoding_message_size(self.inner.max_msg)
+            .max_encoding_message_size(self.inner.max_msg);
+        peers.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn request<T>(&self, msg: T, timeout: Duration) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        req.set_timeout(timeout.max(Duration::from_millis(1)));
+        if let Some(t) = &self.inner.api_token {
+            req.metadata_mut().insert("dapr-api-token", t.clone());
+        }
+        req
+    }
+
+    async fn forward(&self, addr: &str, call: Call, timeout: Duration) -> Forwarded<Reply> {
+        let mut c = match self.client(addr) {
+            Ok(c) => c,
+            Err(e) => return Err(Miss::Unreachable(e.to_string())),
+        };
+        match call {
+            Call::Start(m) => classify(c.start(self.request(m, timeout)).await)
+                .map(|r| r.map(|r| Reply::Id(r.instance_id))),
+            Call::Raise(m) => classify(c.raise_event(self.request(m, timeout)).await)
+                .map(|r| r.map(|_| Reply::Done)),
+            Call::Terminate(m) => classify(c.terminate(self.request(m, timeout)).await)
+                .map(|r| r.map(|r| Reply::Changed(r.changed))),
+            Call::Suspend(m) => classify(c.suspend(self.request(m, timeout)).await)
+                .map(|r| r.map(|r| Reply::Changed(r.changed))),
+            Call::Resume(m) => classify(c.resume(self.request(m, timeout)).await)
+                .map(|r| r.map(|r| Reply::Changed(r.changed))),
+            Call::Purge(m) => classify(c.purge(self.request(m, timeout)).await)
+                .map(|r| r.map(|r| Reply::Purged(r.deleted))),
+            Call::Rerun(m) => classify(c.rerun(self.request(m, timeout)).await)
+                .map(|r| r.map(|r| Reply::Id(r.new_instance_id))),
+        }
+    }
+
+    /// Runs `call` on the owner of its instance: here, or forwarded. A peer that is not (or no
+    /// longer) the owner, or cannot be reached, is retried at its hint or after the next
+    /// placement table, until `limit` (bounded) runs out; then the caller gets UNAVAILABLE —
+    /// never NOT_FOUND for an instance that exists.
+    pub async fn route(&self, call: Call, limit: Option<Duration>) -> Result<Reply> {
+        let deadline = Instant::now()
+            + limit
+                .unwrap_or(DEFAULT_ROUTE_DEADLINE)
+                .min(MAX_ROUTE_DEADLINE);
+        let own = &self.inner.ownership;
+        let mut table = own.watch();
+        let mut hinted: Option<String> = None;
+        let mut hint_used = false;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let addr = match hinted.take() {
+                Some(a) => a,
+                None => match own.owner(call.app(), ActorKind::Workflow, call.key()) {
+                    Owner::Local | Owner::Nobody => return execute(&self.inner.engine, call).await,
+                    Owner::Remote { address, .. } => address,
+                },
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let forwarded = self
+                .forward(&addr, call.clone(), left.min(FORWARD_TIMEOUT))
+                .await;
+            let result = match &forwarded {
+                Ok(_) => "answered",
+                Err(Miss::NotOwner(_)) => "not_owner",
+                Err(Miss::Unreachable(_)) => "unreachable",
+            };
+            metrics::counter!("weft_forwarded_calls_total", "result" => result).increment(1);
+            let why = match forwarded {
+                Ok(answer) => return answer,
+                Err(Miss::NotOwner(hint)) => {
+                    // The peer's view may be newer than ours: try where it points, once.
+                    let next = hint.as_deref().and_then(|h| h.rsplit_once('@'));
+                    if let Some((host, a)) = next
+                        && !hint_used
+                        && host != own.host_id()
+                        && a != addr
+                    {
+                        hint_used = true;
+                        hinted = Some(a.to_string());
+                        continue;
+                    }
+                    format!("{addr} does not own it")
+                }
+                Err(Miss::Unreachable(e)) => format!("{addr} unreachable: {e}"),
+            };
+            tracing::debug!(instance = call.key(), %why, "owner not reached; waiting for a newer table");
+            tokio::select! {
+                r = table.changed() => {
+                    if r.is_err() {
+                        tokio::time::sleep(pause).await;
+                    }
+                    pause = Duration::from_millis(50);
+                    hint_used = false;
+                }
+                _ = tokio::time::sleep(pause) => pause = (pause * 2).min(Duration::from_secs(1)),
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(EngineError::Unavailable(format!(
+                        "the owner of workflow instance '{}' could not be reached in time ({why}); retry",
+                        call.key()
+                    )));
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Client operations (the edge calls these instead of the engine)
+
+    pub async fn start_instance(
+        &self,
+        req: StartRequest,
+        limit: Option<Duration>,
+    ) -> Result<String> {
+        let call = Call::Start(pb::StartCall {
+            app_id: self.app(),
+            instance_id: req.instance_id,
+            name: req.name,
+            version: req.version,
+            input: req.input,
+            scheduled_start_at: req.scheduled_start_at,
+            policy: policy_to_wire(req.policy) as i32,
+        });
+        match self.route(call, limit).await? {
+            Reply::Id(id) => Ok(id),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn raise_event(
+        &self,
+        id: &str,
+        name: &str,
+        input: Option<String>,
+        limit: Option<Duration>,
+    ) -> Result<()> {
+        let call = Call::Raise(pb::RaiseEventCall {
+            app_id: self.app_of(id).await?,
+            instance_id: id.to_string(),
+            name: name.to_string(),
+            input,
+        });
+        self.route(call, limit).await.map(|_| ())
+    }
+
+    pub async fn terminate(
+        &self,
+        id: &str,
+        output: Option<String>,
+        recursive: bool,
+        limit: Option<Duration>,
+    ) -> Result<bool> {
+        let call = Call::Terminate(pb::TerminateCall {
+            app_id: self.app_of(id).await?,
+            instance_id: id.to_string(),
+            output,
+            recursive,
+        });
+        changed(self.route(call, limit).await?)
+    }
+
+    pub async fn suspend(
+        &self,
+        id: &str,
+        reason: Option<String>,
+        limit: Option<Duration>,
+    ) -> Result<bool> {
+        let call = Call::Suspend(pb::SuspendCall {
+            app_id: self.app_of(id).await?,
+            instance_id: id.to_string(),
+            reason,
+        });
+        changed(self.route(call, limit).await?)
+    }
+
+    pub async fn resume(
+        &self,
+        id: &str,
+        reason: Option<String>,
+        limit: Option<Duration>,
+    ) -> Result<bool> {
+        let call = Call::Resume(pb::ResumeCall {
+            app_id: self.app_of(id).await?,
+            instance_id: id.to_string(),
+            reason,
+        });
+        changed(self.route(call, limit).await?)
+    }
+
+    pub async fn purge(
+        &self,
+        id: &str,
+        recursive: bool,
+        force: bool,
+        limit: Option<Duration>,
+    ) -> Result<i32> {
+        let call = Call::Purge(pb::PurgeCall {
+            app_id: self.app_of(id).await?,
+            instance_id: id.to_string(),
+            recursive,
+            force,
+        });
+        match self.route(call, limit).await? {
+            Reply::Purged(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A rerun runs on the owner of the instance it creates (its ID is chosen here if absent).
+    pub async fn rerun_from_event(
+        &self,
+        mut r: RerunWorkflowFromEventRequest,
+        limit: Option<Duration>,
+    ) -> Result<String> {
+        if r.new_instance_id.as_deref().is_none_or(str::is_empty) {
+            r.new_instance_id = Some(uuid::Uuid::new_v4().to_string());
+        }
+        let call = Call::Rerun(pb::RerunCall {
+            app_id: self.app(),
+            request: Some(r),
+        });
+        match self.route(call, limit).await? {
+            Reply::Id(id) => Ok(id),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Worker answers: the executor path
+
+    /// Where the work item a worker answers was dispatched: `None` for this sidecar (or when
+    /// nobody else can have it: answered here, as before), else the dispatcher's internal address.
+    async fn dispatcher(
+        &self,
+        token: &str,
+        id: &str,
+        task_id: Option<i32>,
+    ) -> Result<Option<String>> {
+        let own = &self.inner.ownership;
+        if let Some((host, addr)) = token_origin(token) {
+            return Ok((host != own.host_id()).then(|| addr.to_string()));
+        }
+        // No token (the JS SDK sends none): if the item is not in flight here, it was dispatched
+        // by the owner of its executor actor, which lives with the actor it serves.
+        if self.inner.engine.inner.hub.holds(id, task_id) {
+            return Ok(None);
+        }
+        let key = match task_id {
+            None => id.to_string(),
+            Some(t) => {
+                // An ID the store refuses names no work item: answered here (NOT_FOUND).
+                let Ok(meta) = self.inner.engine.get_instance(id).await else {
+                    return Ok(None);
+                };
+                activity_key(id, t, meta.map_or(0, |m| m.generation))
+            }
+        };
+        Ok(match own.owner(&self.app(), ActorKind::Executor, &key) {
+            Owner::Remote { address, .. } => Some(address),
+            Owner::Local | Owner::Nobody => None,
+        })
+    }
+
+    fn routed<T>(&self, addr: &str, kind: &'static str, r: Forwarded<T>) -> Result<()> {
+        match r {
+            Ok(answer) => {
+                metrics::counter!("weft_executor_routed_total", "kind" => kind).increment(1);
+                answer.map(|_| ())
+            }
+            Err(Miss::NotOwner(_)) => Err(EngineError::Internal(format!(
+                "{addr} refused a routed {kind} answer"
+            ))),
+            Err(Miss::Unreachable(e)) => Err(EngineError::Unavailable(format!(
+                "the sidecar that dispatched this work item ({addr}) is unreachable: {e}"
+            ))),
+        }
+    }
+
+    pub async fn complete_workflow(&self, resp: WorkflowResponse) -> Result<()> {
+        let to = self
+            .dispatcher(&resp.completion_token, &resp.instance_id, None)
+            .await?;
+        let Some(addr) = to else {
+            return self.inner.engine.complete_workflow(resp).await;
+        };
+        let mut c = self.client(&addr)?;
+        let r = classify(
+            c.complete_workflow(self.request(resp, FORWARD_TIMEOUT))
+                .await,
+        );
+        self.routed(&addr, "workflow", r)
+    }
+
+    pub async fn complete_activity(&self, resp: ActivityResponse) -> Result<()> {
+        let to = self
+            .dispatcher(
+                &resp.completion_token,
+                &resp.instance_id,
+                Some(resp.task_id),
+            )
+            .await?;
+        let Some(addr) = to else {
+            return self.inner.engine.complete_activity(resp).await;
+        };
+        let mut c = self.client(&addr)?;
+        let r = classify(
+            c.complete_activity(self.request(resp, FORWARD_TIMEOUT))
+                .await,
+        );
+        self.routed(&addr, "activity", r)
+    }
+
+    /// A worker gives a work item back: to the queue of the sidecar that dispatched it.
+    pub async fn abandon(&self, token: &str, workflow: bool) -> Result<()> {
+        let own = &self.inner.ownership;
+        match token_origin(token) {
+            Some((host, addr)) if host != own.host_id() => {
+                let mut c = self.client(addr)?;
+                let call = pb::AbandonCall {
+                    completion_token: token.to_string(),
+                    workflow,
+                };
+                let r = classify(c.abandon(self.request(call, FORWARD_TIMEOUT)).await);
+                self.routed(addr, "abandon", r)
+            }
+            _ => abandon_here(&self.inner.engine, token),
+        }
+    }
+
+    /// Tells the owners of `ids` that they have inbox work (best effort; NOTIFY is the backstop).
+    pub fn wake_hint(&self, ids: &[String]) {
+        let app = self.app();
+        let mut by_owner: HashMap<String, Vec<String>> = HashMap::new();
+        for id in ids {
+            match self.inner.ownership.owner(&app, ActorKind::Workflow, id) {
+                Owner::Remote { address, .. } => {
+                    by_owner.entry(address).or_default().push(id.clone())
+                }
+                Owner::Local => self.inner.engine.inner.wake(id),
+                Owner::Nobody => {}
+            }
+        }
+        for (addr, instance_ids) in by_owner {
+            let Ok(mut c) = self.client(&addr) else {
+                continue;
+            };
+            let req = self.request(
+                pb::WakeHint {
+                    app_id: app.clone(),
+                    instance_ids,
+                },
+                Duration::from_secs(5),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = c.wake(req).await {
+                    tracing::debug!(peer = %addr, error = %e, "wake hint not delivered");
+                }
+            });
+        }
+    }
+}
+
+/// Puts an abandoned work item back in this sidecar's queue.
+pub(crate) fn abandon_here(engine: &Engine, token: &str) -> Result<()> {
+    if token.is_empty() {
+        return Err(EngineError::InvalidArgument(
+            "a completion token is required to abandon a work item".into(),
+        ));
+    }
+    if engine.inner.hub.abandon(token) {
+        Ok(())
+    } else {
+        Err(EngineError::NotFound(format!(
+            "no work item with completion token '{token}' is in flight"
+        )))
+    }
+}
+
+fn changed(r: Reply) -> Result<bool> {
+    match r {
+        Reply::Changed(c) => Ok(c),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(r: Reply) -> EngineError {
+    EngineError::Internal(format!("unexpected reply from the owner: {r:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_name_their_dispatcher() {
+        let t = format!("ab12cd34-7{}", token_suffix("host-1", "10.0.0.5:50002"));
+        assert_eq!(token_origin(&t), Some(("host-1", "10.0.0.5:50002")));
+        let odd = format!("x-1{}", token_suffix("a@b", "h:1"));
+        assert_eq!(token_origin(&odd), Some(("a@b", "h:1")));
+        assert_eq!(
+            token_origin("ab12cd34-7"),
+            None,
+            "tokens of a single sidecar"
+        );
+        assert_eq!(token_origin(""), None);
+    }
+}

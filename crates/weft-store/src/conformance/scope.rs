@@ -1,0 +1,146 @@
+//! Conformance cases for ownership scopes: background scans return only the rows of the given
+//! app's instances in the given buckets (what one sidecar owns).
+
+use std::collections::BTreeSet;
+
+use weft_core::RuntimeStatus;
+use weft_core::bucket::bucket_of;
+
+use super::{APP, Fixture, all, create_req, empty_cp, row};
+use crate::{ActivityTask, Reminder, ReusePolicy, Scope, Store};
+
+/// Creates `id` for `app` with an inbox event (its start), one pending activity and one
+/// reminder due at 100; every third instance is STALLED.
+async fn populate<S: Store>(s: &S, id: &str, app: &str, stalled: bool) {
+    let mut req = create_req(id, ReusePolicy::Error);
+    req.meta.app_id = app.to_string();
+    s.create_instance(req).await.unwrap();
+    let m = row(s, id).await;
+    let mut cp = empty_cp(&m);
+    if stalled {
+        cp.meta.status = RuntimeStatus::Stalled;
+    }
+    cp.new_activities = vec![ActivityTask {
+        instance_id: id.to_string(),
+        generation: m.generation,
+        task_id: 1,
+        request: vec![1],
+    }];
+    cp.new_reminders = vec![Reminder {
+        id: 0,
+        instance_id: id.to_string(),
+        generation: m.generation,
+        due_at: 100,
+        event: super::raised("t", 1),
+    }];
+    s.checkpoint(cp).await.unwrap();
+}
+
+pub async fn scans_return_only_the_given_buckets<F: Fixture>(fx: &F) {
+    let s = fx.handle().await;
+    let ids: Vec<String> = (0..24).map(|i| format!("scoped-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        populate(&s, id, APP, i % 3 == 0).await;
+    }
+    // Another app's instances, their buckets in the scope: never part of APP's scans.
+    populate(&s, "foreign-0", "other-app", true).await;
+    populate(&s, "foreign-1", "other-app", true).await;
+
+    // The scope: the buckets of every other instance (plus the foreign ones' buckets).
+    let mut buckets: BTreeSet<i32> = ids.iter().step_by(2).map(|id| bucket_of(id)).collect();
+    buckets.insert(bucket_of("foreign-0"));
+    buckets.insert(bucket_of("foreign-1"));
+    let scope = Scope {
+        app_id: APP.to_string(),
+        buckets: buckets.iter().copied().collect(),
+    };
+    let inside: BTreeSet<String> = ids
+        .iter()
+        .filter(|id| buckets.contains(&bucket_of(id)))
+        .cloned()
+        .collect();
+    assert!(inside.len() >= 12 && inside.len() < ids.len());
+
+    let with_inbox: BTreeSet<String> = s
+        .instances_with_inbox(&scope)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(with_inbox, inside);
+    let acts: BTreeSet<String> = s
+        .pending_activities(&scope)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.instance_id)
+        .collect();
+    assert_eq!(acts, inside);
+    let stalled: BTreeSet<String> = s
+        .stalled_instances(&scope, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let want_stalled: BTreeSet<String> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, id)| i % 3 == 0 && inside.contains(*id))
+        .map(|(_, id)| id.clone())
+        .collect();
+    assert_eq!(stalled, want_stalled);
+    assert_eq!(s.next_reminder_due(&scope).await.unwrap(), Some(100));
+    let claimed: BTreeSet<String> = s
+        .claim_due_reminders(&scope, 200, 1_000, 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.instance_id)
+        .collect();
+    assert_eq!(claimed, inside);
+
+    // The rest of the buckets hold the rest; no bucket at all holds nothing.
+    let rest = Scope {
+        app_id: APP.to_string(),
+        buckets: (0..i32::from(weft_core::bucket::BUCKETS))
+            .filter(|b| !buckets.contains(b))
+            .collect(),
+    };
+    let outside: BTreeSet<String> = s
+        .instances_with_inbox(&rest)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(outside.len() + inside.len(), ids.len());
+    assert!(outside.is_disjoint(&inside));
+    let none = Scope {
+        app_id: APP.to_string(),
+        buckets: vec![],
+    };
+    assert!(s.instances_with_inbox(&none).await.unwrap().is_empty());
+    assert!(s.pending_activities(&none).await.unwrap().is_empty());
+    assert_eq!(s.next_reminder_due(&none).await.unwrap(), None);
+    assert!(
+        s.claim_due_reminders(&none, 5_000, 6_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The whole app: everything of APP, nothing of the other app.
+    assert_eq!(s.pending_activities(&all()).await.unwrap().len(), ids.len());
+    let other = Scope::all("other-app");
+    assert_eq!(s.stalled_instances(&other, 100).await.unwrap().len(), 2);
+}
+
+/// The app an instance was created for is stored and read back.
+pub async fn instances_record_their_app<F: Fixture>(fx: &F) {
+    let s = fx.handle().await;
+    let mut req = create_req("apped", ReusePolicy::Error);
+    req.meta.app_id = "billing".into();
+    s.create_instance(req).await.unwrap();
+    assert_eq!(row(&s, "apped").await.app_id, "billing");
+    let m = row(&s, "apped").await;
+    s.checkpoint(empty_cp(&m)).await.unwrap();
+    assert_eq!(row(&s, "apped").await.app_id, "billing");
+}
