@@ -334,11 +334,7 @@ async fn list_instances(State(st): State<AppState>, Query(q): Query<ListQuery>) 
         limit: q.limit.unwrap_or(100).clamp(1, 1000),
         ..Default::default()
     };
-    let page = st
-        .engine
-        .list(filter)
-        .await
-        .or_api("ERR_LIST_WORKFLOWS")?;
+    let page = st.engine.list(filter).await.or_api("ERR_LIST_WORKFLOWS")?;
     let waiting = st.engine.waiting_for_slot();
     let items: Vec<Value> = page
         .items
@@ -385,8 +381,9 @@ fn parse_time(what: &str, v: Option<&str>) -> Result<Option<weft_core::Micros>, 
         return Ok(None);
     };
     let ts: prost_types::Timestamp = v.parse().map_err(|_| {
-        bad_request(format!("{what} '{v}' is not an RFC 3339 time (e.g. 2026-01-31T12:00:00Z)"),
-        )
+        bad_request(format!(
+            "{what} '{v}' is not an RFC 3339 time (e.g. 2026-01-31T12:00:00Z)"
+        ))
     })?;
     Ok(Some(weft_core::time::to_micros(&ts)))
 }
@@ -401,15 +398,12 @@ async fn purge_by_filter(State(st): State<AppState>, Query(q): Query<PurgeQuery>
         .flat_map(|s| s.split(','))
         .filter(|s| !s.is_empty())
     {
-        let status = RuntimeStatus::parse(s).ok_or_else(|| {
-            bad_request(format!("unknown status '{s}'"),
-            )
-        })?;
+        let status =
+            RuntimeStatus::parse(s).ok_or_else(|| bad_request(format!("unknown status '{s}'")))?;
         if !status.is_terminal() {
             return Err(bad_request(format!(
-                    "status '{s}' is not a finished status; only finished instances are purged"
-                ),
-            ));
+                "status '{s}' is not a finished status; only finished instances are purged"
+            )));
         }
         statuses.push(status);
     }

@@ -5,16 +5,16 @@ mod cases;
 mod concurrency;
 mod executions;
 mod lifecycle;
-mod slots;
 mod scope;
+mod slots;
 mod timers;
 
 pub use cases::*;
 pub use concurrency::*;
 pub use executions::*;
 pub use lifecycle::*;
-pub use slots::*;
 pub use scope::*;
+pub use slots::*;
 pub use timers::*;
 
 use async_trait::async_trait;

@@ -22,8 +22,8 @@ use weft_proto::durabletask::HistoryEvent;
 use crate::codec::now_micros;
 use crate::{
     ActivityCompletion, ActivityTask, Checkpoint, CreateInstance, CreateOutcome, InboxEntry,
-    InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope, SlotLease, Store, StoreError,
-    Wakeup,
+    InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope, SlotLease, Store,
+    StoreError, Wakeup,
 };
 
 const RETRY_MIN: Duration = Duration::from_millis(50);

@@ -19,7 +19,8 @@ use weft_proto::durabletask::HistoryEvent;
 use crate::codec::now_micros;
 use crate::{
     ActivityCompletion, ActivityTask, Checkpoint, CreateInstance, CreateOutcome, InboxEntry,
-    InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope, SlotLease, Store, StoreError,
+    InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope, SlotLease, Store,
+    StoreError,
 };
 
 /// How long a writer waits for another process's write lock before giving up with `Unavailable`.
