@@ -3,9 +3,6 @@
 PostgreSQL, one dapr-ext-workflow runtime per sidecar recording every activity's start and end.
 The observed maximum across both workers stays ≤ 4; a sidecar holding slots is SIGKILLed; after
 its leases end (`--slot-lease 3s`) the survivor runs 4 at once again and every workflow completes.
-
-Needs the cluster (`weft sidecar --placement`, issue 8). Until that CLI is in the binary this test
-is reported as xfail (not run), never silently skipped.
 """
 
 from __future__ import annotations
@@ -28,19 +25,6 @@ S = WorkflowStatus
 LEASE_S = 3
 N_WORKFLOWS = 6
 N_ACTIVITIES = 16
-
-
-def _has_cluster_cli() -> bool:
-    try:
-        out = subprocess.run([str(weft_bin()), "sidecar", "--help"], capture_output=True, text=True,
-                             timeout=30).stdout
-    except OSError:
-        return False
-    return "--placement" in out
-
-
-pytestmark = pytest.mark.xfail(not _has_cluster_cli(), run=False, strict=True,
-                               reason="needs `weft sidecar --placement` (cluster issue 8, not in this binary)")
 
 
 class Proc:
@@ -115,30 +99,27 @@ def test_global_activity_limit_across_two_sidecars_survives_sigkill(tmp_path):
         starts: list[tuple[float, int]] = []  # (time, concurrency right after this start)
         lock = threading.Lock()
 
-        def slow(ctx, i: int) -> int:
-            with t.run("act"):
-                with lock:
-                    starts.append((time.monotonic(), t.now["act"]))
-                time.sleep(0.5)
-            return i
+        def make():
+            # Fresh functions per runtime: the SDK marks a function object as registered.
+            def slow(ctx, i: int) -> int:
+                with t.run("act"):
+                    with lock:
+                        starts.append((time.monotonic(), t.now["act"]))
+                    time.sleep(0.5)
+                return i
 
-        def fan(ctx: wf.DaprWorkflowContext, n: int):
-            rs = yield wf.when_all([ctx.call_activity("cl_slow", input=i) for i in range(n)])
-            return sum(rs)
+            def fan(ctx: wf.DaprWorkflowContext, n: int):
+                rs = yield wf.when_all([ctx.call_activity("cl_slow", input=i) for i in range(n)])
+                return sum(rs)
+
+            return slow, fan
 
         for sc in sidecars:
             host, port = sc.match.group(1).rsplit(":", 1)
             rt = wf.WorkflowRuntime(host=host, port=port, worker_ready_timeout=30, maximum_thread_pool_workers=16)
-            # The SDK marks a registered function with its name and refuses a second
-            # registration of the same object, so each runtime registers its own wrappers.
-            def slow_here(ctx, i: int) -> int:
-                return slow(ctx, i)
-
-            def fan_here(ctx: wf.DaprWorkflowContext, n: int):
-                return (yield from fan(ctx, n))
-
-            rt.register_activity(slow_here, name="cl_slow")
-            rt.register_workflow(fan_here, name="cl_fan")
+            slow, fan = make()
+            rt.register_activity(slow, name="cl_slow")
+            rt.register_workflow(fan, name="cl_fan")
             rt.start()
             runtimes.append(rt)
         host, port = sidecars[1].match.group(1).rsplit(":", 1)

@@ -47,7 +47,11 @@ fn assert_refused(text: &str, words: &[&str]) {
         "--data-dir",
         data,
     ];
-    let sidecar_env = [("WEFT_CONFIG", file.as_str())];
+    // A placement address so the one error is the configuration's (nothing is contacted).
+    let sidecar_env = [
+        ("WEFT_CONFIG", file.as_str()),
+        ("WEFT_PLACEMENT", "127.0.0.1:1"),
+    ];
     let runs = [
         ("config check", weft(&["config", "check", &file], &[])),
         ("dev --config", weft(&dev_args, &[])),
