@@ -222,18 +222,23 @@ async fn liveness_loop(
     let period = (timeout / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut was_leader = false;
+    // The term this node last led in (None while following).
+    let mut led: Option<u64> = None;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let is_leader = raft.view().is_leader;
-        if is_leader != was_leader {
-            service.reset_sessions();
-            was_leader = is_leader;
+        let view = raft.view();
+        let now = view.is_leader.then_some(view.term);
+        if now != led {
+            match now {
+                Some(term) => service.start_term(term),
+                None => service.reset_sessions(),
+            }
+            led = now;
         }
-        if is_leader {
+        if now.is_some() {
             service.check_liveness().await;
         }
     }

@@ -24,6 +24,9 @@ struct Session {
     connected: bool,
     /// Distinguishes a reconnected stream from the one it replaced.
     stream_id: u64,
+    /// The raft term this leader served the session in: sessions of an earlier term of this
+    /// node's leadership are stale and dropped when a new term starts.
+    term: u64,
 }
 
 /// An admin request to forward to the leader.
@@ -81,19 +84,22 @@ impl PlacementService {
     }
 
     /// Records a sign of life on a stream; (re)creates the session if a leadership change
-    /// cleared it meanwhile.
-    fn touch(&self, host_id: &str, stream_id: u64, f: impl FnOnce(&mut Session)) {
+    /// cleared it meanwhile. `acked` is what this stream has acknowledged so far, so a recreated
+    /// session shows it at once instead of 0 until the next table.
+    fn touch(&self, host_id: &str, stream_id: u64, term: u64, acked: u64) {
         let mut sessions = self.sessions();
         let s = sessions.entry(host_id.to_string()).or_insert(Session {
             last_seen: Instant::now(),
             acked_version: 0,
             connected: true,
             stream_id,
+            term,
         });
         s.last_seen = Instant::now();
         s.connected = true;
         s.stream_id = stream_id;
-        f(s);
+        s.term = s.term.max(term);
+        s.acked_version = s.acked_version.max(acked);
     }
 
     /// Proposes an upsert when the table's entry differs from what the sidecar reports.
@@ -145,6 +151,8 @@ impl PlacementService {
         let stream_id = self
             .next_stream
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let term = self.raft.view().term;
+        let mut acked = 0u64;
         self.sessions().insert(
             host_id.clone(),
             Session {
@@ -152,6 +160,7 @@ impl PlacementService {
                 acked_version: 0,
                 connected: true,
                 stream_id,
+                term,
             },
         );
         // Subscribe before reading the latest table so no version falls in between.
@@ -174,15 +183,14 @@ impl PlacementService {
                     let Some(Ok(msg)) = msg else { break };
                     match msg.msg {
                         Some(sidecar_message::Msg::Register(h)) | Some(sidecar_message::Msg::Heartbeat(h)) => {
-                            self.touch(&host_id, stream_id, |_| {});
+                            self.touch(&host_id, stream_id, term, acked);
                             if h.host_id == host_id {
                                 self.upsert_if_changed(Member::from_proto(h));
                             }
                         }
                         Some(sidecar_message::Msg::Ack(a)) => {
-                            self.touch(&host_id, stream_id, |s| {
-                                s.acked_version = s.acked_version.max(a.version);
-                            });
+                            acked = acked.max(a.version);
+                            self.touch(&host_id, stream_id, term, acked);
                         }
                         Some(sidecar_message::Msg::Leave(_)) => {
                             left = true;
@@ -255,6 +263,7 @@ impl PlacementService {
                     acked_version: 0,
                     connected: false,
                     stream_id: u64::MAX,
+                    term: 0,
                 });
             }
             sessions
@@ -297,6 +306,14 @@ impl PlacementService {
     /// Forgets all sessions (called when this node loses leadership).
     pub fn reset_sessions(&self) {
         self.sessions().clear();
+    }
+
+    /// Called when this node starts leading in `term`: drops sessions left from an earlier
+    /// leadership of this node (their clocks and acks are stale), but keeps the ones streams
+    /// opened in this term — sidecars may connect before the liveness loop notices the new term,
+    /// and wiping them showed `acked_version` 0 until the next table change.
+    pub fn start_term(&self, term: u64) {
+        self.sessions().retain(|_, s| s.term >= term);
     }
 
     fn status(&self) -> pb::ClusterStatusResponse {

@@ -41,19 +41,23 @@ def test_cluster_starts_and_every_sidecar_serves(rig):
     assert _grpc_ready(c.lb_grpc)
     assert http_get(f"http://{c.lb_http}/v1.0/healthz")[0] == 204
 
-    # placement knows all three sidecars, connected, each having acked a table. (Known issue,
-    # docs/cluster.md: under load the acked version shown can lag the current table version for
-    # longer than this wait, so equality with table_version is not required here.)
+    # placement knows all three sidecars, connected, each having acked the current table.
+    seen = []
+
     def hosts_acked():
         s = c.cluster_status()
+        seen[:] = [s]
         hosts = s["hosts"]
         if len(hosts) == 3 and all(
-            h["connected"] and 0 < h["acked_version"] <= s["table_version"] for h in hosts
+            h["connected"] and h["acked_version"] == s["table_version"] for h in hosts
         ):
             return s
         return None
 
-    st = wait_until(hosts_acked, 30, interval=0.2, what="3 connected sidecars that acked a table")
+    try:
+        st = wait_until(hosts_acked, 30, interval=0.2, what="3 connected sidecars that acked the current table")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last status: {seen}") from None
     assert st["leader"] is not None
     assert {h["address"] for h in st["hosts"]} == {s["internal"] for s in sidecars}, st
 
