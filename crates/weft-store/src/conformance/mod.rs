@@ -67,6 +67,7 @@ macro_rules! conformance_tests {
             payloads_round_trip_exactly,
             scans_return_only_the_given_buckets,
             instances_record_their_app,
+            every_inbox_write_is_found_in_its_bucket,
             inbox_rows_name_their_generation,
             recreation_continues_generation_and_version,
             purge_refuses_active_instances,

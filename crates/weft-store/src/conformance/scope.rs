@@ -144,3 +144,140 @@ pub async fn instances_record_their_app<F: Fixture>(fx: &F) {
     s.checkpoint(empty_cp(&m)).await.unwrap();
     assert_eq!(row(&s, "apped").await.app_id, "billing");
 }
+
+/// The instance's inbox, emptied by a turn; the new row version.
+async fn drain<S: Store>(s: &S, id: &str) {
+    let m = row(s, id).await;
+    let mut cp = empty_cp(&m);
+    cp.consumed_inbox = s
+        .read_inbox(id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    s.checkpoint(cp).await.unwrap();
+}
+
+/// Whether a scan of just `id`'s bucket finds inbox rows for it.
+async fn found<S: Store>(s: &S, id: &str) -> bool {
+    let scope = Scope {
+        app_id: APP.to_string(),
+        buckets: vec![bucket_of(id)],
+    };
+    s.instances_with_inbox(&scope)
+        .await
+        .unwrap()
+        .iter()
+        .any(|x| x == id)
+}
+
+/// Every path that writes an inbox row stamps it with the instance's bucket, so the owner's
+/// recovery scan finds it (a result written by a sidecar that then died is otherwise never
+/// driven by the new owner).
+pub async fn every_inbox_write_is_found_in_its_bucket<F: Fixture>(fx: &F) {
+    let s = fx.handle().await;
+    let with_task = |id: &'static str| {
+        let s = &s;
+        async move {
+            s.create_instance(create_req(id, ReusePolicy::Error))
+                .await
+                .unwrap();
+            let m = row(s, id).await;
+            let mut cp = empty_cp(&m);
+            cp.consumed_inbox = s
+                .read_inbox(id)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect();
+            cp.new_activities = vec![ActivityTask {
+                instance_id: id.to_string(),
+                generation: m.generation,
+                task_id: 1,
+                request: vec![1],
+            }];
+            cp.new_reminders = vec![Reminder {
+                id: 0,
+                instance_id: id.to_string(),
+                generation: m.generation,
+                due_at: 100,
+                event: super::raised("t", 1),
+            }];
+            s.checkpoint(cp).await.unwrap();
+            assert!(!found(s, id).await, "{id}: inbox drained");
+            m.generation
+        }
+    };
+
+    // A created instance (its start event).
+    s.create_instance(create_req("ib-created", ReusePolicy::Error))
+        .await
+        .unwrap();
+    assert!(found(&s, "ib-created").await, "created");
+
+    // A raised event.
+    let id = "ib-raised";
+    with_task(id).await;
+    assert!(s.append_inbox(id, super::raised("e", -1)).await.unwrap());
+    assert!(found(&s, id).await, "raised event");
+
+    // An activity result, alone and batched.
+    let id = "ib-result";
+    let g = with_task(id).await;
+    assert!(
+        s.complete_activity(id, 1, g, super::task_completed(1))
+            .await
+            .unwrap()
+    );
+    assert!(found(&s, id).await, "activity result");
+    let id = "ib-batched";
+    let g = with_task(id).await;
+    let r = s
+        .complete_activity_batch(vec![crate::ActivityCompletion {
+            instance_id: id.to_string(),
+            task_id: 1,
+            generation: g,
+            event: super::task_completed(1),
+        }])
+        .await;
+    assert!(matches!(r.as_slice(), [Ok(true)]), "{r:?}");
+    assert!(found(&s, id).await, "batched activity result");
+
+    // A fired timer.
+    let id = "ib-timer";
+    with_task(id).await;
+    let scope = Scope {
+        app_id: APP.to_string(),
+        buckets: vec![bucket_of(id)],
+    };
+    let due = s.claim_due_reminders(&scope, 200, 1_000, 10).await.unwrap();
+    let mine = due.iter().find(|r| r.instance_id == id).expect("claimed");
+    assert!(s.fire_reminder(mine.id).await.unwrap());
+    assert!(found(&s, id).await, "fired timer");
+
+    // Delivered by another instance's turn (a child's result), and a child it creates.
+    let id = "ib-delivered";
+    with_task(id).await;
+    s.create_instance(create_req("ib-sender", ReusePolicy::Error))
+        .await
+        .unwrap();
+    drain(&s, "ib-sender").await;
+    let m = row(&s, "ib-sender").await;
+    let mut cp = empty_cp(&m);
+    cp.outbound = vec![
+        crate::Outbound::Deliver {
+            instance_id: id.to_string(),
+            execution_id: None,
+            event: super::raised("child", -1),
+        },
+        crate::Outbound::Create {
+            create: create_req("ib-child", ReusePolicy::Error),
+            on_conflict: None,
+        },
+    ];
+    s.checkpoint(cp).await.unwrap();
+    assert!(found(&s, id).await, "delivered event");
+    assert!(found(&s, "ib-child").await, "created child");
+}

@@ -532,13 +532,16 @@ pub(crate) async fn complete_activity(
     // For the generation that scheduled it; waits for a concurrent (forced) purge.
     let st = tx
         .prepare_cached(
-            "INSERT INTO inbox (instance_id, event, generation) \
-             SELECT i.instance_id, $2, $3 FROM (SELECT instance_id FROM instances \
+            "INSERT INTO inbox (instance_id, event, generation, bucket) \
+             SELECT i.instance_id, $2, $3, $4 FROM (SELECT instance_id FROM instances \
                  WHERE instance_id = $1 FOR KEY SHARE) AS i",
         )
         .await?;
-    tx.execute(&st, &[&id, &encode_event(event), &generation])
-        .await?;
+    tx.execute(
+        &st,
+        &[&id, &encode_event(event), &generation, &bucket_of(id)],
+    )
+    .await?;
     Ok(true)
 }
 
