@@ -4,7 +4,7 @@
 use crate::engine::Inner;
 use crate::error::{EngineError, Result};
 use crate::fold::{self, ActivityResult};
-use crate::hub::Job;
+use crate::hub::{Job, WorkflowTurn};
 use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,7 +51,8 @@ struct Held {
 
 struct Cached {
     meta: InstanceMeta,
-    history: Vec<HistoryEvent>,
+    /// Shared with the work item of the turn in flight (see [`WorkflowTurn`]).
+    history: Arc<Vec<HistoryEvent>>,
 }
 
 pub(crate) struct Actor {
@@ -356,7 +357,7 @@ impl Actor {
                 Some(l) => {
                     self.state = Some(Cached {
                         meta: l.meta,
-                        history: l.history,
+                        history: Arc::new(l.history),
                     });
                     l.inbox
                 }
@@ -406,7 +407,11 @@ impl Actor {
                 Ok(())
             }
             Prepared::Dispatch(t) => {
-                let req = turn::work_item(&self.id, &st.history, &t);
+                let req = WorkflowTurn {
+                    instance_id: self.id.clone(),
+                    past_events: st.history.clone(),
+                    new_events: t.new_events.clone(),
+                };
                 // The stream checks what it actually sends (a warm stateful worker gets only the
                 // delta); the new events alone are a lower bound every worker would get.
                 let least = turn::work_item(&self.id, &[], &t).encoded_len() + 16;
@@ -582,9 +587,11 @@ impl Actor {
         }
         let st = self.state.as_mut().expect("still loaded");
         if out.reset_history {
-            st.history.clear();
+            st.history = Arc::new(out.append);
+        } else {
+            // Unshared by now (the answered turn's record is gone), so this copies nothing.
+            Arc::make_mut(&mut st.history).extend(out.append);
         }
-        st.history.extend(out.append);
         let status_before = st.meta.status;
         st.meta = InstanceMeta {
             version: st.meta.version + 1,
