@@ -36,6 +36,9 @@ impl From<WorkflowRequest> for WorkflowTurn {
 }
 
 /// A unit of work for a worker.
+// Jobs are moved, not copied in bulk; boxing the activity request would add an allocation per
+// activity to save a few bytes per queue slot.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Job {
     Workflow(WorkflowTurn),
