@@ -680,7 +680,7 @@ impl Engine {
             return Err(EngineError::NotFound(format!("unknown instance ID: {id}")));
         }
         let (tx, rx) = oneshot::channel();
-        self.inner.send(&id, ActorMsg::Complete(resp, tx));
+        self.inner.send(&id, ActorMsg::Complete(Box::new(resp), tx));
         rx.await
             .unwrap_or_else(|_| Err(EngineError::Unavailable("workflow actor stopped".into())))
     }

@@ -136,3 +136,22 @@ async fn retired_idle_actors_leave_no_per_instance_record() {
     );
     shutdown.cancel();
 }
+
+/// What every actor in memory holds while it waits stays small: its mailbox allocates room for
+/// 32 messages at once (160-byte messages made that 5 KB), and its task holds the loop's state,
+/// not a turn's (the turn's futures are boxed; unboxed the task was 3.6 KB in a debug build).
+#[tokio::test]
+async fn a_waiting_actor_holds_little() {
+    use crate::actor::ActorMsg;
+    assert!(
+        std::mem::size_of::<ActorMsg>() <= 32,
+        "{}",
+        std::mem::size_of::<ActorMsg>()
+    );
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let engine = Engine::new(store, EngineConfig::default());
+    let (_tx, rx) = mpsc::unbounded_channel();
+    let task = crate::actor::Actor::new("x".into(), engine.inner.clone(), rx).run();
+    let size = std::mem::size_of_val(&task);
+    assert!(size <= 2048, "the actor's task is {size} bytes");
+}
