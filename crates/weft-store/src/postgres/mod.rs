@@ -1,7 +1,8 @@
 //! The production PostgreSQL backend: a deadpool of tokio-postgres connections with cached
-//! prepared statements, one transaction per operation (fenced checkpoints, group commit with
-//! savepoints), `SKIP LOCKED` reminder claims, and LISTEN/NOTIFY wake-ups on a dedicated connection.
+//! prepared statements, one transaction per operation (fenced checkpoints, set-based group commit
+//! in `batch`), `SKIP LOCKED` reminder claims, and LISTEN/NOTIFY wake-ups on a dedicated connection.
 
+mod batch;
 mod listen;
 mod ops;
 mod schema;
@@ -385,6 +386,33 @@ impl PgStore {
         self.inner.listening.load(Ordering::Relaxed)
     }
 
+    /// The per-member group commit: one transaction, a savepoint per member, so a member whose
+    /// statements fail rolls back alone. The fallback when the set-based batch hit bad data.
+    async fn checkpoint_each(&self, cps: Vec<Checkpoint>, now: Micros) -> Vec<Result<()>> {
+        // Lock rows in instance-ID order so two concurrent batches cannot deadlock each other.
+        let mut order: Vec<usize> = (0..cps.len()).collect();
+        order.sort_by(|&a, &b| cps[a].instance_id.cmp(&cps[b].instance_id));
+        let res: Result<Vec<Result<()>>> = write_tx!(self, tx => {
+            let mut results: Vec<Result<()>> = (0..cps.len()).map(|_| Ok(())).collect();
+            for &i in &order {
+                let sp = tx.savepoint("weft_cp").await?;
+                match ops::checkpoint(&sp, &cps[i], now).await {
+                    Ok(()) => sp.commit().await?,
+                    Err(e) if e.retryable() => return Err(e),
+                    Err(e) => {
+                        sp.rollback().await?;
+                        results[i] = Err(e.into_store());
+                    }
+                }
+            }
+            Ok(results)
+        });
+        match res {
+            Ok(results) => results,
+            Err(e) => (0..cps.len()).map(|_| Err(e.duplicate())).collect(),
+        }
+    }
+
     async fn client(&self) -> R<deadpool_postgres::Object> {
         self.inner
             .pool
@@ -460,28 +488,36 @@ impl Store for PgStore {
             return Vec::new();
         }
         let now = now_micros();
-        // Lock rows in instance-ID order so two concurrent batches cannot deadlock each other.
-        let mut order: Vec<usize> = (0..cps.len()).collect();
-        order.sort_by(|&a, &b| cps[a].instance_id.cmp(&cps[b].instance_id));
-        let res: Result<Vec<Result<()>>> = write_tx!(self, tx => {
-            let mut results: Vec<Result<()>> = (0..cps.len()).map(|_| Ok(())).collect();
-            for &i in &order {
-                // A savepoint per member: its failure rolls back only its own writes.
-                let sp = tx.savepoint("weft_cp").await?;
-                match ops::checkpoint(&sp, &cps[i], now).await {
-                    Ok(()) => sp.commit().await?,
-                    Err(e) if e.retryable() => return Err(e),
-                    Err(e) => {
-                        sp.rollback().await?;
-                        results[i] = Err(e.into_store());
-                    }
-                }
-            }
-            Ok(results)
-        });
+        let res = write_tx!(self, tx => batch::checkpoints(&mut tx, &cps, now).await);
         match res {
             Ok(results) => results,
+            // A statement failed for some member (bad data): the set-based statements cannot tell
+            // whose, so run the batch again member by member to fail only that one.
+            Err(StoreError::Corrupt(m)) => {
+                tracing::warn!(error = %m, "set-based checkpoint batch failed; retrying member by member");
+                self.checkpoint_each(cps, now).await
+            }
             Err(e) => (0..cps.len()).map(|_| Err(e.duplicate())).collect(),
+        }
+    }
+
+    async fn create_instance_batch(&self, reqs: Vec<CreateInstance>) -> Vec<Result<CreateOutcome>> {
+        if reqs.is_empty() {
+            return Vec::new();
+        }
+        let now = now_micros();
+        let res = write_tx!(self, tx => batch::creates(&mut tx, &reqs, now).await);
+        match res {
+            Ok(results) => results,
+            Err(StoreError::Corrupt(m)) => {
+                tracing::warn!(error = %m, "set-based create batch failed; creating one by one");
+                let mut out = Vec::with_capacity(reqs.len());
+                for r in reqs {
+                    out.push(self.create_instance(r).await);
+                }
+                out
+            }
+            Err(e) => (0..reqs.len()).map(|_| Err(e.duplicate())).collect(),
         }
     }
 
@@ -506,22 +542,8 @@ impl Store for PgStore {
         if n == 0 {
             return Vec::new();
         }
-        // Row locks in key order, so concurrent batches cannot deadlock each other.
-        let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by(|&a, &b| {
-            (&items[a].instance_id, items[a].task_id)
-                .cmp(&(&items[b].instance_id, items[b].task_id))
-        });
-        let res: Result<Vec<bool>> = write_tx!(self, tx => {
-            let mut done = vec![false; n];
-            for &i in &order {
-                let c = &items[i];
-                done[i] =
-                    ops::complete_activity(&tx, &c.instance_id, c.task_id, c.generation, &c.event)
-                        .await?;
-            }
-            Ok(done)
-        });
+        let res: Result<Vec<bool>> =
+            write_tx!(self, tx => batch::complete_activities(&tx, &items).await);
         match res {
             Ok(done) => done.into_iter().map(Ok).collect(),
             Err(e) => (0..n).map(|_| Err(e.duplicate())).collect(),
