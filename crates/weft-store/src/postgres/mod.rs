@@ -138,6 +138,20 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
+/// A fresh ID for one `PgStore` handle (hex, so it never contains the payload separator `/`):
+/// random per process (the std hasher's OS-seeded keys), plus a counter for handles within it.
+fn writer_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static HANDLES: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    format!(
+        "{:016x}{:x}",
+        h.finish(),
+        HANDLES.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// Connection settings for [`PgStore::connect_with`].
 #[derive(Clone)]
 pub struct PgOptions {
@@ -315,6 +329,13 @@ impl PgStore {
         if cfg.get_application_name().is_none() {
             cfg.application_name("weft");
         }
+        // Every connection of this handle names it as the writer in its NOTIFY payloads.
+        let writer = writer_id();
+        let options = match cfg.get_options() {
+            Some(o) if !o.trim().is_empty() => format!("{o} -c weft.writer={writer}"),
+            _ => format!("-c weft.writer={writer}"),
+        };
+        cfg.options(&options);
         // Starting before the database is up is normal (containers): keep trying for `retry_for`.
         let deadline = tokio::time::Instant::now() + opts.retry_for;
         let mut backoff = RETRY_MIN;
@@ -356,7 +377,7 @@ impl PgStore {
         let listening = Arc::new(AtomicBool::new(false));
         let listener = opts
             .listen
-            .then(|| listen::spawn(cfg, wake.clone(), listening.clone()));
+            .then(|| listen::spawn(cfg, writer, wake.clone(), listening.clone()));
         tracing::info!(url = %redacted, "connected to PostgreSQL store");
         Ok(Self {
             inner: Arc::new(Inner {
