@@ -494,53 +494,49 @@ pub(crate) async fn creates(
         &ids, &names, &status, &exec, &gens, &input, &output, &custom, &failure, &parent, &created,
         &updated, &started, &completed, &sched, &apps, &buckets,
     ];
-    // instance ID → (generation, version) as inserted
-    let mut inserted = std::collections::HashMap::new();
+    let mut inserted = HashSet::new();
     for r in tx.query(&insert, &args).await? {
-        let id: String = r.try_get(0)?;
-        inserted.insert(id, (r.try_get::<_, i64>(1)?, r.try_get::<_, i64>(2)?));
+        inserted.insert(r.try_get::<_, String>(0)?);
     }
 
+    // The INSERT read `purged_instances` in its own snapshot; a purge of the same ID that
+    // committed while the INSERT waited for its row is seen only now (a new statement, a new
+    // snapshot): this statement consumes every record of the created IDs and continues their
+    // sequences above it. The start events then take the generation from the row.
     let unpurge = tx
-        .prepare_cached("DELETE FROM purged_instances WHERE instance_id = ANY($1::text[])")
+        .prepare_cached(
+            "WITH p AS (DELETE FROM purged_instances WHERE instance_id = ANY($1::text[])                  RETURNING instance_id, generation, version)              UPDATE instances AS i SET version = GREATEST(i.version, p.version + 1),                  generation = GREATEST(i.generation, p.generation + 1)              FROM p WHERE i.instance_id = p.instance_id",
+        )
         .await?;
     let inbox = tx
         .prepare_cached(
-            "INSERT INTO inbox (instance_id, event, generation, bucket) \
-             SELECT id, ev, generation, bucket FROM unnest($1::text[], $2::bytea[], \
-                 $3::bigint[], $4::int[]) WITH ORDINALITY AS u(id, ev, generation, bucket, ord) \
-             ORDER BY ord",
+            "INSERT INTO inbox (instance_id, event, generation, bucket)              SELECT u.id, u.ev, i.generation, u.bucket              FROM unnest($1::text[], $2::bytea[], $3::int[]) WITH ORDINALITY AS u(id, ev, bucket, ord)              JOIN instances AS i ON i.instance_id = u.id ORDER BY u.ord",
         )
         .await?;
     let timers = tx
         .prepare_cached(
-            "INSERT INTO reminders (instance_id, generation, due_at, event, bucket) \
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[], $5::int[])",
+            "INSERT INTO reminders (instance_id, generation, due_at, event, bucket)              SELECT u.id, i.generation, u.due_at, u.ev, u.bucket              FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::int[])                  AS u(id, due_at, ev, bucket)              JOIN instances AS i ON i.instance_id = u.id",
         )
         .await?;
-    let mut unpurged: Vec<&str> = Vec::new();
-    let (mut b_ids, mut b_ev, mut b_gens, mut b_buckets) =
+    let mut created: Vec<&str> = Vec::new();
+    let (mut b_ids, mut b_ev, mut b_buckets) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut r_ids, mut r_due, mut r_ev, mut r_buckets) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut r_ids, mut r_gens, mut r_due, mut r_ev, mut r_buckets) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // Start events in the callers' order.
     let mut firsts = first.clone();
     firsts.sort_unstable();
     for i in firsts {
         let req = &reqs[i];
         let id = req.meta.instance_id.as_str();
-        let Some(&(generation, version)) = inserted.get(id) else {
+        if !inserted.contains(id) {
             single.push(i); // exists already: its policy decides
             continue;
-        };
-        results[i] = Some(Ok(CreateOutcome::Created));
-        if version > 1 {
-            unpurged.push(id);
         }
+        results[i] = Some(Ok(CreateOutcome::Created));
+        created.push(id);
         match start_due_at(req.meta.scheduled_start_at, now) {
             Some(due_at) => {
                 r_ids.push(id);
-                r_gens.push(generation);
                 r_due.push(due_at);
                 r_ev.push(encode_event(&req.start_event));
                 r_buckets.push(bucket_of(id));
@@ -548,16 +544,15 @@ pub(crate) async fn creates(
             None => {
                 b_ids.push(id);
                 b_ev.push(encode_event(&req.start_event));
-                b_gens.push(generation);
                 b_buckets.push(bucket_of(id));
             }
         }
     }
-    let unpurge_args: [Arg; 1] = [&unpurged];
-    let inbox_args: [Arg; 4] = [&b_ids, &b_ev, &b_gens, &b_buckets];
-    let timer_args: [Arg; 5] = [&r_ids, &r_gens, &r_due, &r_ev, &r_buckets];
+    let unpurge_args: [Arg; 1] = [&created];
+    let inbox_args: [Arg; 3] = [&b_ids, &b_ev, &b_buckets];
+    let timer_args: [Arg; 4] = [&r_ids, &r_due, &r_ev, &r_buckets];
     let mut batch: Vec<Pending<'_>> = Vec::new();
-    if !unpurged.is_empty() {
+    if !created.is_empty() {
         batch.push(Box::pin(tx.execute(&unpurge, &unpurge_args)));
     }
     if !b_ids.is_empty() {
