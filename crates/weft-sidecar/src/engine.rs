@@ -397,9 +397,10 @@ impl Engine {
         );
         meta.scheduled_start_at = req.scheduled_start_at.filter(|t| *t > now);
         let scheduled = meta.scheduled_start_at.is_some();
+        // Group-committed with other starts that arrive while a commit runs.
         let outcome = self
             .inner
-            .store
+            .committer
             .create_instance(CreateInstance {
                 meta,
                 start_event: start,
