@@ -6,6 +6,7 @@ use crate::cluster::ownership::{Owned, ownership_loop};
 use crate::cluster::{ActorKind, Registry};
 use crate::commit::Committer;
 use crate::error::{EngineError, Result};
+use crate::fold::{self, ActivityResult};
 use crate::hub::{Hub, Job};
 use prost::Message;
 use std::collections::HashMap;
@@ -49,6 +50,9 @@ pub struct EngineConfig {
     /// Hand-off deadline: how long an actor that lost its key waits for its turn in flight, and
     /// how long a sidecar that gained a key from a live sidecar waits before loading it.
     pub handoff_timeout: Duration,
+    /// Fold an activity's result into the turn it wakes (one commit per idle step) when the
+    /// instance's actor is in memory; off, every result is first recorded on its own.
+    pub fold_activity_results: bool,
 }
 
 impl Default for EngineConfig {
@@ -61,6 +65,7 @@ impl Default for EngineConfig {
             workflow: Default::default(),
             slot_lease: Duration::from_secs(10),
             handoff_timeout: Duration::from_secs(3),
+            fold_activity_results: true,
         }
     }
 }
@@ -83,6 +88,7 @@ pub(crate) struct Inner {
     pub(crate) app_id: String,
     pub(crate) idle_timeout: Duration,
     pub(crate) handoff_timeout: Duration,
+    fold_results: bool,
     /// Who owns what (placement); asked by everything that touches an instance.
     pub(crate) registry: Registry,
     /// The buckets this engine serves now (follows the registry, see `cluster::ownership`).
@@ -126,6 +132,33 @@ impl Inner {
         tokio::spawn(Actor::new(id.to_string(), self.clone(), rx).run());
     }
 
+    /// Offers an activity result to its instance's actor, to be committed by the next turn.
+    /// `None` once the actor accepted it; the result back if it must take the durable path
+    /// (no actor in memory, not owned here, or the actor refused: see `Actor::accept`).
+    pub(crate) async fn fold(&self, r: ActivityResult) -> Option<ActivityResult> {
+        let id = r.completion.instance_id.as_str();
+        if !self.fold_results || !self.owns(id) {
+            return Some(r);
+        }
+        let tx = {
+            let actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
+            match actors.get(id) {
+                Some(tx) => tx.clone(),
+                None => return Some(r),
+            }
+        };
+        let (reply, answer) = oneshot::channel();
+        if let Err(mpsc::error::SendError(m)) = tx.send(ActorMsg::Fold(Box::new(r), reply)) {
+            return match m {
+                ActorMsg::Fold(r, _) => Some(*r),
+                _ => None,
+            };
+        }
+        // An actor always answers (refusing from its mailbox drain when it stops); should it
+        // vanish anyway, the result is lost with it and the task row makes it run again.
+        answer.await.unwrap_or(None).map(|r| *r)
+    }
+
     /// Tells an active actor its instance was purged (an idle one has nothing to forget).
     fn purged(&self, id: &str) {
         let actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
@@ -155,7 +188,19 @@ impl Inner {
     /// Removes an actor that handed its instance off (it is gone whatever its mailbox holds).
     pub(crate) fn remove_actor(&self, id: &str) {
         let mut actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
+        self.forget_actor(&mut actors, id);
+    }
+
+    /// Drops an actor and every record that lived only as long as it (under the actors lock,
+    /// so a new actor for the same instance cannot slip in between).
+    fn forget_actor(
+        &self,
+        actors: &mut HashMap<String, mpsc::UnboundedSender<ActorMsg>>,
+        id: &str,
+    ) {
         actors.remove(id);
+        crate::census::shrink_after_burst(actors);
+        self.hub.actor_gone(id);
     }
 
     /// Whether a take-over deferred for a live previous owner is still waiting.
@@ -186,7 +231,7 @@ impl Inner {
     pub(crate) fn try_retire(&self, id: &str, rx: &mpsc::UnboundedReceiver<ActorMsg>) -> bool {
         let mut actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
         if rx.is_empty() {
-            actors.remove(id);
+            self.forget_actor(&mut actors, id);
             true
         } else {
             false
@@ -275,6 +320,7 @@ impl Engine {
                 ownership_pass: Default::default(),
                 deferred: Default::default(),
                 handoff_timeout: cfg.handoff_timeout,
+                fold_results: cfg.fold_activity_results,
                 app_id: cfg.app_id,
                 idle_timeout: cfg.idle_timeout,
                 timers_changed: Notify::new(),
@@ -311,7 +357,18 @@ impl Engine {
 
     /// Number of actors in memory (idle ones are dropped after `idle_timeout`).
     pub fn actors_in_memory(&self) -> usize {
-        self.inner.active_actors().len()
+        let actors = self.inner.actors.lock().unwrap_or_else(|p| p.into_inner());
+        actors.len()
+    }
+
+    /// Every per-instance record in memory, counted (see `docs/architecture.md`, idle memory).
+    pub fn memory_census(&self) -> crate::census::MemoryCensus {
+        let mut c = crate::census::MemoryCensus {
+            actors: self.actors_in_memory(),
+            ..Default::default()
+        };
+        self.inner.hub.census(&mut c);
+        c
     }
 
     /// Shutdown drain: stops handing out work, then waits (up to `deadline`) until every
@@ -658,7 +715,7 @@ impl Engine {
             return Err(EngineError::NotFound(format!("unknown instance ID: {id}")));
         }
         let (tx, rx) = oneshot::channel();
-        self.inner.send(&id, ActorMsg::Complete(resp, tx));
+        self.inner.send(&id, ActorMsg::Complete(Box::new(resp), tx));
         rx.await
             .unwrap_or_else(|_| Err(EngineError::Unavailable("workflow actor stopped".into())))
     }
@@ -698,37 +755,25 @@ impl Engine {
                 ..Default::default()
             }),
         };
-        let completion = ActivityCompletion {
-            instance_id: id.clone(),
-            task_id: resp.task_id,
-            generation,
-            event: event(now(), ty),
+        let result = ActivityResult {
+            completion: ActivityCompletion {
+                instance_id: id.clone(),
+                task_id: resp.task_id,
+                generation,
+                event: event(now(), ty),
+            },
+            request,
         };
         // The task is out of the hub now: recording it and waking the instance (or handing the
         // task out again) must finish even if the caller goes away (a worker killed mid-call
         // drops this future), or the result would be committed with nobody woken.
         let inner = self.inner.clone();
         let finish = tokio::spawn(async move {
-            match inner.committer.complete_activity(completion).await {
-                Ok(true) => {
-                    metrics::counter!("weft_activities_completed_total").increment(1);
-                    inner.wake(&id);
-                    Ok(())
-                }
-                Ok(false) => {
-                    // A late or duplicate result: the task is no longer pending. An earlier
-                    // copy may have landed with its reply lost (then nobody woke the instance).
-                    inner.wake(&id);
-                    Ok(())
-                }
-                Err(e) => {
-                    // Not recorded: hand the task out again (the worker drops its result).
-                    inner.hub.push(Job::Activity {
-                        generation,
-                        request,
-                    });
-                    Err(e.into())
-                }
+            // Folded into the instance's next turn if its actor takes it (one commit per step;
+            // a crash before that commit re-runs the activity, as at-least-once allows).
+            match inner.fold(result).await {
+                None => Ok(()),
+                Some(result) => fold::record_durably(&inner, result).await,
             }
         });
         finish

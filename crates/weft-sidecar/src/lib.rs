@@ -4,14 +4,20 @@
 mod actor;
 #[cfg(test)]
 mod cancel_tests;
+pub mod census;
 pub mod cluster;
 mod commit;
 pub mod engine;
 pub mod error;
+mod fold;
+#[cfg(test)]
+mod fold_tests;
 pub mod grpc;
 mod history_json;
 pub mod http;
 mod hub;
+#[cfg(test)]
+mod idle_tests;
 pub mod internal;
 mod limits;
 mod rerun;

@@ -5,6 +5,7 @@ mod batches;
 mod cases;
 mod concurrency;
 mod executions;
+mod fold;
 mod lifecycle;
 mod scope;
 mod slots;
@@ -14,6 +15,7 @@ pub use batches::*;
 pub use cases::*;
 pub use concurrency::*;
 pub use executions::*;
+pub use fold::*;
 pub use lifecycle::*;
 pub use scope::*;
 pub use slots::*;
@@ -57,6 +59,7 @@ macro_rules! conformance_tests {
             outbound_create_conflict_delivers_on_conflict,
             complete_activity_once,
             complete_activity_batch_answers_each,
+            checkpoint_folds_activity_results,
             cancel_pending_drops_old_work,
             purge_removes_everything,
             list_paging_and_filters,
@@ -195,6 +198,7 @@ pub fn empty_cp(m: &InstanceMeta) -> Checkpoint {
         reset_history: false,
         append: vec![],
         consumed_inbox: vec![],
+        completed_activities: vec![],
         new_activities: vec![],
         new_reminders: vec![],
         cancel_pending: false,

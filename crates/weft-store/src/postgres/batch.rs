@@ -225,6 +225,15 @@ async fn write_winners(tx: &Transaction<'_>, cps: &[Checkpoint], won: &[usize]) 
              WHERE b.seq = u.seq AND b.instance_id = u.id",
         )
         .await?;
+    // Activity results folded into the turn: their task rows go with it (no row: recorded
+    // durably meanwhile, nothing to do — as in `ops::checkpoint`).
+    let fold = tx
+        .prepare_cached(
+            "DELETE FROM activities AS a \
+             USING unnest($1::text[], $2::int[], $3::bigint[]) AS u(id, task, generation) \
+             WHERE a.instance_id = u.id AND a.task_id = u.task AND a.generation = u.generation",
+        )
+        .await?;
     let cancel_tasks = tx
         .prepare_cached(
             "DELETE FROM activities AS a USING unnest($1::text[], $2::bigint[]) AS u(id, below) \
@@ -272,6 +281,8 @@ async fn write_winners(tx: &Transaction<'_>, cps: &[Checkpoint], won: &[usize]) 
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut c_ids, mut c_seqs): (Vec<&str>, Vec<i64>) = (Vec::new(), Vec::new());
     let (mut x_ids, mut x_below): (Vec<&str>, Vec<i64>) = (Vec::new(), Vec::new());
+    let (mut f_ids, mut f_tasks, mut f_gens): (Vec<&str>, Vec<i32>, Vec<i64>) =
+        (Vec::new(), Vec::new(), Vec::new());
     let (mut a_ids, mut a_tasks, mut a_gens, mut a_reqs, mut a_buckets) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut r_ids, mut r_gens, mut r_due, mut r_ev, mut r_buckets) =
@@ -293,6 +304,11 @@ async fn write_winners(tx: &Transaction<'_>, cps: &[Checkpoint], won: &[usize]) 
         for seq in &cp.consumed_inbox {
             c_ids.push(id);
             c_seqs.push(*seq);
+        }
+        for (task, generation) in &cp.completed_activities {
+            f_ids.push(id);
+            f_tasks.push(*task);
+            f_gens.push(*generation);
         }
         if cp.cancel_pending {
             // A terminal instance drops everything; otherwise only older generations' leftovers.
@@ -335,6 +351,7 @@ async fn write_winners(tx: &Transaction<'_>, cps: &[Checkpoint], won: &[usize]) 
     let append_args: [Arg; 4] = [&h_ids, &h_gens, &h_ord, &h_ev];
     let consume_args: [Arg; 2] = [&c_ids, &c_seqs];
     let cancel_args: [Arg; 2] = [&x_ids, &x_below];
+    let fold_args: [Arg; 3] = [&f_ids, &f_tasks, &f_gens];
     let schedule_args: [Arg; 5] = [&a_ids, &a_tasks, &a_gens, &a_reqs, &a_buckets];
     let timer_args: [Arg; 5] = [&r_ids, &r_gens, &r_due, &r_ev, &r_buckets];
     let deliver_args: [Arg; 4] = [&d_ids, &d_ev, &d_exec, &d_buckets];
@@ -349,6 +366,9 @@ async fn write_winners(tx: &Transaction<'_>, cps: &[Checkpoint], won: &[usize]) 
     }
     if !c_ids.is_empty() {
         batch.push(Box::pin(tx.execute(&consume, &consume_args)));
+    }
+    if !f_ids.is_empty() {
+        batch.push(Box::pin(tx.execute(&fold, &fold_args)));
     }
     if !x_ids.is_empty() {
         batch.push(Box::pin(tx.execute(&cancel_tasks, &cancel_args)));
