@@ -22,17 +22,21 @@ pub static MALLOC_CONF: &u8 =
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// With the system allocator (glibc): give freed memory back every 10 s. glibc returns only the
-/// top of its main heap by itself; `malloc_trim` also releases free pages inside every arena.
-#[cfg(all(
-    feature = "malloc-trim",
-    not(feature = "jemalloc"),
-    not(feature = "mimalloc")
-))]
+/// With the system allocator (glibc), only for measuring it against the others:
+/// `WEFT_MALLOC_TRIM_SECS=N` calls `malloc_trim(0)` every N seconds. glibc returns only the top
+/// of its main heap by itself; `malloc_trim` also releases free pages inside every arena.
+#[cfg(not(any(feature = "jemalloc", feature = "mimalloc")))]
 pub fn start_trimming() {
-    std::thread::spawn(|| {
+    let Some(secs) = std::env::var("WEFT_MALLOC_TRIM_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+    else {
+        return;
+    };
+    std::thread::spawn(move || {
         loop {
-            std::thread::sleep(std::time::Duration::from_secs(10));
+            std::thread::sleep(std::time::Duration::from_secs(secs));
             // SAFETY: malloc_trim only takes glibc's own arena locks; any thread may call it.
             unsafe {
                 libc::malloc_trim(0);
@@ -41,9 +45,5 @@ pub fn start_trimming() {
     });
 }
 
-#[cfg(not(all(
-    feature = "malloc-trim",
-    not(feature = "jemalloc"),
-    not(feature = "mimalloc")
-)))]
+#[cfg(any(feature = "jemalloc", feature = "mimalloc"))]
 pub fn start_trimming() {}
