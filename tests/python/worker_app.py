@@ -58,6 +58,14 @@ def durable_chain(ctx: wf.DaprWorkflowContext, seed: int):
     return r
 
 
+@rt.workflow(name="fold_wf")
+def fold_wf(ctx: wf.DaprWorkflowContext, seed: int):
+    # two `step` activities in a row: each result wakes the next turn (the folded path)
+    v = yield ctx.call_activity(step, input={"n": 1, "v": seed})
+    v = yield ctx.call_activity(step, input={"n": 2, "v": v})
+    return v
+
+
 @rt.activity(name="slow_step")
 def slow_step(ctx: wf.WorkflowActivityContext, x: str) -> str:
     d = SIDE / "started"

@@ -3,7 +3,8 @@
 
 use crate::engine::Inner;
 use crate::error::{EngineError, Result};
-use crate::hub::Job;
+use crate::fold::{self, ActivityResult};
+use crate::hub::{Job, WorkflowTurn};
 use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,9 @@ pub(crate) enum ActorMsg {
     /// A worker answered the pending turn. Boxed: a mailbox allocates room for 32 messages at
     /// once, so the largest variant sets what every idle actor's mailbox costs (5 KB unboxed).
     Complete(Box<WorkflowResponse>, oneshot::Sender<Result<()>>),
+    /// An activity result for the next turn; answered with `None` once held, or with the
+    /// result itself if it must be recorded through the durable path instead.
+    Fold(Box<ActivityResult>, FoldReply),
     /// The pending turn, as a stream would send it, is larger than workers accept.
     Oversize { size: usize, limit: usize },
     /// The instance moved to another sidecar: finish the turn in flight (within the hand-off
@@ -37,9 +41,19 @@ pub(crate) enum ActorMsg {
     Handoff,
 }
 
+pub(crate) type FoldReply = oneshot::Sender<Option<Box<ActivityResult>>>;
+
+/// An activity result held in memory until a turn's checkpoint commits it; `seq` is negative
+/// and stands in for an inbox sequence number in that turn's `consumed` list.
+struct Held {
+    seq: i64,
+    result: ActivityResult,
+}
+
 struct Cached {
     meta: InstanceMeta,
-    history: Vec<HistoryEvent>,
+    /// Shared with the work item of the turn in flight (see [`WorkflowTurn`]).
+    history: Arc<Vec<HistoryEvent>>,
 }
 
 pub(crate) struct Actor {
@@ -61,6 +75,13 @@ pub(crate) struct Actor {
     /// A wake-up arrived while handing off (the instance may be ours again by the time the
     /// actor stops: then a fresh actor picks it up).
     missed_wake: bool,
+    /// Activity results accepted in memory, not yet committed by a turn.
+    held: Vec<Held>,
+    next_held_seq: i64,
+    /// The store's inbox may hold events this actor has not read: set by every wake (each
+    /// inbox write is followed by one) and whenever a read event was left unconsumed; cleared
+    /// by a read. While clear, a turn started by a held result alone needs no inbox read.
+    inbox_stale: bool,
 }
 
 impl Actor {
@@ -81,6 +102,9 @@ impl Actor {
             fenced_out: false,
             foreign: false,
             missed_wake: false,
+            held: Vec::new(),
+            next_held_seq: -1,
+            inbox_stale: true,
         }
     }
 
@@ -101,9 +125,18 @@ impl Actor {
                 ActorMsg::Wake | ActorMsg::Retry | ActorMsg::Reload | ActorMsg::Purged => {
                     rewake = true
                 }
+                ActorMsg::Fold(r, reply) => {
+                    if let Err(Some(r)) = reply.send(Some(r)) {
+                        self.held.push(Held { seq: 0, result: *r });
+                    }
+                }
                 ActorMsg::Oversize { .. } | ActorMsg::Handoff => {}
             }
         }
+        // Results accepted here go through the durable path; the new owner (or a fresh actor)
+        // finds them in the inbox.
+        let held = std::mem::take(&mut self.held);
+        fold::spill(&self.inner, held.into_iter().map(|h| h.result).collect());
         if rewake && !self.foreign && self.inner.owns(&self.id) {
             self.inner.wake(&self.id);
         }
@@ -117,7 +150,40 @@ impl Actor {
             Duration::from_millis(100u64 << self.failures.min(6)).min(Duration::from_secs(5));
         tracing::warn!(instance = %self.id, error = %e, retry_in = ?wait, "workflow step failed");
         self.state = None;
+        self.inbox_stale = true;
         self.retry_at = Some(tokio::time::Instant::now() + wait);
+    }
+
+    /// Takes an activity result into memory for the next turn, or hands it back for the durable
+    /// path when folding is unsafe or would not help: no state loaded, the instance is not
+    /// running (suspended, stalled, finished), another generation, handing off or no longer
+    /// owned, or a worker holds a turn now (the result would wait for it).
+    fn accept(&mut self, r: Box<ActivityResult>, leaving: bool) -> Option<Box<ActivityResult>> {
+        let running = self.state.as_ref().is_some_and(|st| {
+            st.meta.status == RuntimeStatus::Running
+                && st.meta.generation == r.completion.generation
+        });
+        if !running || leaving || self.foreign || !self.inner.owns(&self.id) {
+            return Some(r);
+        }
+        if self.pending.is_some() {
+            if !self.inner.hub.withdraw_workflow(&self.id) {
+                return Some(r);
+            }
+            // Not taken by a worker yet: prepared again with this result.
+            self.pending = None;
+            self.inbox_stale = true;
+        }
+        if self.held.iter().any(|h| h.result.key() == r.key()) {
+            return None; // the same result twice (a re-run): one is enough
+        }
+        let seq = self.next_held_seq;
+        self.next_held_seq -= 1;
+        if fold::test_delay().is_some() {
+            tracing::info!(instance = %self.id, task_id = r.completion.task_id, "activity result held for the next turn");
+        }
+        self.held.push(Held { seq, result: *r });
+        None
     }
 
     pub(crate) async fn run(mut self) {
@@ -132,6 +198,11 @@ impl Actor {
             if dirty && self.pending.is_none() {
                 if let Some(at) = self.retry_at.take() {
                     tokio::time::sleep_until(at).await;
+                }
+                if !self.held.is_empty()
+                    && let Some(delay) = fold::test_delay()
+                {
+                    tokio::time::sleep(delay).await;
                 }
                 dirty = false;
                 // The turn's futures are boxed so that the actor's own task, alive for as long
@@ -152,7 +223,7 @@ impl Actor {
                 match tokio::time::timeout(self.inner.idle_timeout, self.rx.recv()).await {
                     Ok(m) => m,
                     Err(_) => {
-                        if self.inner.try_retire(&self.id, &self.rx) {
+                        if self.held.is_empty() && self.inner.try_retire(&self.id, &self.rx) {
                             return;
                         }
                         continue;
@@ -184,12 +255,21 @@ impl Actor {
                     }
                     leaving = Some(tokio::time::Instant::now() + self.inner.handoff_timeout);
                 }
+                Some(ActorMsg::Fold(r, reply)) => {
+                    if let Some(r) = self.accept(r, leaving.is_some()) {
+                        let _ = reply.send(Some(r));
+                    } else {
+                        let _ = reply.send(None);
+                        dirty = true;
+                    }
+                }
                 Some(_) if leaving.is_some() && !matches!(msg, Some(ActorMsg::Complete(..))) => {
                     // Handing off: nothing new starts here (a new actor will, if the instance
                     // is ours again when this one stops).
                     self.missed_wake = true;
                 }
                 Some(ActorMsg::Wake) => {
+                    self.inbox_stale = true;
                     // A turn no worker has taken yet is re-prepared with the new events (this
                     // batches them, and lets a terminate end an instance no worker ever ran).
                     if self.pending.is_some() && self.inner.hub.withdraw_workflow(&self.id) {
@@ -198,6 +278,7 @@ impl Actor {
                     dirty = true;
                 }
                 Some(ActorMsg::Reload) => {
+                    self.inbox_stale = true;
                     if self.pending.is_none() || self.inner.hub.withdraw_workflow(&self.id) {
                         self.pending = None;
                         self.state = None;
@@ -207,6 +288,7 @@ impl Actor {
                     dirty = true;
                 }
                 Some(ActorMsg::Oversize { size, limit }) => {
+                    self.inbox_stale = true;
                     if self.pending.take().is_some()
                         && let Err(e) = Box::pin(self.stall_oversize(size, limit)).await
                     {
@@ -217,9 +299,12 @@ impl Actor {
                 Some(ActorMsg::Purged) => {
                     self.pending = None;
                     self.state = None;
+                    // Their task rows went with the instance.
+                    self.held.clear();
                     dirty = true;
                 }
                 Some(ActorMsg::Retry) => {
+                    self.inbox_stale = true;
                     dirty = true;
                     retry_stalled = true;
                 }
@@ -237,6 +322,7 @@ impl Actor {
                     // event that arrived since sent a Wake (already noted in `dirty`); so the
                     // inbox is read again only if this turn wrote to it or did not commit.
                     if result.is_err() || self.state.is_none() || self.fed_itself {
+                        self.inbox_stale = true;
                         dirty = true;
                     }
                     let _ = reply.send(result);
@@ -247,7 +333,21 @@ impl Actor {
 
     /// Looks at the inbox and starts a turn if there is work.
     async fn step(&mut self, retry_stalled: bool) -> Result<()> {
+        self.step_inner(retry_stalled).await?;
+        if self.pending.is_none() && !self.held.is_empty() {
+            // Held results no turn is carrying (the instance stalled or is waiting for its
+            // start): record them durably rather than keep them only here.
+            self.inbox_stale = true;
+            let held = std::mem::take(&mut self.held);
+            fold::spill(&self.inner, held.into_iter().map(|h| h.result).collect());
+        }
+        Ok(())
+    }
+
+    async fn step_inner(&mut self, retry_stalled: bool) -> Result<()> {
         let inbox = match &self.state {
+            // Only held results arrived since everything read was consumed.
+            Some(_) if !self.inbox_stale => Vec::new(),
             Some(_) => self.inner.store.read_inbox(&self.id).await?,
             None => match self.inner.store.load(&self.id).await? {
                 None => return Ok(()), // purged
@@ -260,14 +360,15 @@ impl Actor {
                 Some(l) => {
                     self.state = Some(Cached {
                         meta: l.meta,
-                        history: l.history,
+                        history: Arc::new(l.history),
                     });
                     l.inbox
                 }
             },
         };
+        self.inbox_stale = false;
         let st = self.state.as_ref().expect("loaded above");
-        let items: Vec<InboxItem> = inbox
+        let mut items: Vec<InboxItem> = inbox
             .into_iter()
             .map(|e| InboxItem {
                 seq: e.seq,
@@ -275,7 +376,22 @@ impl Actor {
                 generation: e.generation,
             })
             .collect();
-        match turn::prepare_turn(&st.meta, &st.history, &items, now()) {
+        let stored = items.len();
+        items.extend(self.held.iter().map(|h| InboxItem {
+            seq: h.seq,
+            event: h.result.completion.event.clone(),
+            generation: Some(h.result.completion.generation),
+        }));
+        let prepared = turn::prepare_turn(&st.meta, &st.history, &items, now());
+        let unconsumed = match &prepared {
+            Prepared::Idle { consumed } => consumed.iter().filter(|s| **s >= 0).count() < stored,
+            Prepared::Dispatch(_) => st.meta.status == RuntimeStatus::Stalled && !retry_stalled,
+            Prepared::Direct(_) => false,
+        };
+        if unconsumed {
+            self.inbox_stale = true; // read, left in the inbox: the next step reads it again
+        }
+        match prepared {
             Prepared::Idle { consumed } if consumed.is_empty() => Ok(()),
             Prepared::Idle { consumed } => {
                 let out = TurnOutcome {
@@ -294,7 +410,11 @@ impl Actor {
                 Ok(())
             }
             Prepared::Dispatch(t) => {
-                let req = turn::work_item(&self.id, &st.history, &t);
+                let req = WorkflowTurn {
+                    instance_id: self.id.clone(),
+                    past_events: st.history.clone(),
+                    new_events: t.new_events.clone(),
+                };
                 // The stream checks what it actually sends (a warm stateful worker gets only the
                 // delta); the new events alone are a lower bound every worker would get.
                 let least = turn::work_item(&self.id, &[], &t).encoded_len() + 16;
@@ -312,6 +432,7 @@ impl Actor {
     /// Stalls the instance: its next work item cannot be delivered to a worker.
     async fn stall_oversize(&mut self, size: usize, limit: usize) -> Result<()> {
         tracing::warn!(instance = %self.id, size, "work item too large for the worker; stalling");
+        self.inbox_stale = true; // the inbox is kept for an able worker
         let Some(st) = self.state.as_ref() else {
             return Ok(()); // reloaded meanwhile; the next step re-checks
         };
@@ -374,7 +495,13 @@ impl Actor {
             meta: out.meta.clone(),
             reset_history: out.reset_history,
             append: out.append.clone(),
-            consumed_inbox: out.consumed.clone(),
+            consumed_inbox: out.consumed.iter().copied().filter(|s| *s >= 0).collect(),
+            completed_activities: self
+                .held
+                .iter()
+                .filter(|h| out.consumed.contains(&h.seq))
+                .map(|h| h.result.key())
+                .collect(),
             new_activities: vec![],
             new_reminders: vec![],
             cancel_pending: out.cancel_pending,
@@ -436,6 +563,7 @@ impl Actor {
             }
         }
         let timers = !cp.new_reminders.is_empty();
+        let folded = cp.completed_activities.len();
         match self.inner.committer.checkpoint(cp).await {
             Ok(()) => self.failures = 0,
             Err(e) => {
@@ -455,11 +583,18 @@ impl Actor {
                 return Err(e);
             }
         }
+        if folded > 0 {
+            self.held.retain(|h| !out.consumed.contains(&h.seq));
+            metrics::counter!("weft_activities_completed_total").increment(folded as u64);
+            metrics::counter!("weft_activity_results_folded_total").increment(folded as u64);
+        }
         let st = self.state.as_mut().expect("still loaded");
         if out.reset_history {
-            st.history.clear();
+            st.history = Arc::new(out.append);
+        } else {
+            // Unshared by now (the answered turn's record is gone), so this copies nothing.
+            Arc::make_mut(&mut st.history).extend(out.append);
         }
-        st.history.extend(out.append);
         let status_before = st.meta.status;
         st.meta = InstanceMeta {
             version: st.meta.version + 1,
@@ -486,6 +621,7 @@ impl Actor {
         for id in wake {
             if id == self.id {
                 self.fed_itself = true; // the run loop re-reads our own inbox
+                self.inbox_stale = true;
                 continue;
             }
             self.inner.wake(&id);

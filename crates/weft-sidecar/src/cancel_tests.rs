@@ -39,7 +39,12 @@ fn answer(id: &str, token: String, actions: Vec<WorkflowAction>) -> WorkflowResp
 async fn an_activity_result_whose_caller_went_away_still_wakes_the_instance() {
     let spy = Spy::new(Arc::new(SqliteStore::open_in_memory().unwrap()));
     let shutdown = CancellationToken::new();
-    let engine = Engine::new(spy.clone(), EngineConfig::default());
+    // The durable path (a result folded into the turn is never written on its own).
+    let cfg = EngineConfig {
+        fold_activity_results: false,
+        ..Default::default()
+    };
+    let engine = Engine::new(spy.clone(), cfg);
     engine.start(shutdown.clone()).await.unwrap();
     let (tx, mut rx) = mpsc::channel(16);
     let (e, sd) = (engine.clone(), shutdown.clone());

@@ -64,6 +64,13 @@ mod tests {
         let cap = small.capacity();
         small.remove(&1);
         shrink_after_burst(&mut small);
-        assert_eq!(small.capacity(), cap, "small tables are left alone");
+        // (`capacity()` may drop by one on a removal that leaves a tombstone: hashbrown counts
+        // room left before a rehash, and whether a slot becomes a tombstone depends on the hash
+        // seed. A shrink would halve it.)
+        assert!(
+            small.capacity() + 1 >= cap,
+            "small tables are left alone: {} of {cap}",
+            small.capacity()
+        );
     }
 }

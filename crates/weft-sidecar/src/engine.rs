@@ -6,6 +6,7 @@ use crate::cluster::ownership::{Owned, ownership_loop};
 use crate::cluster::{ActorKind, Registry};
 use crate::commit::Committer;
 use crate::error::{EngineError, Result};
+use crate::fold::{self, ActivityResult};
 use crate::hub::{Hub, Job};
 use prost::Message;
 use std::collections::HashMap;
@@ -49,6 +50,9 @@ pub struct EngineConfig {
     /// Hand-off deadline: how long an actor that lost its key waits for its turn in flight, and
     /// how long a sidecar that gained a key from a live sidecar waits before loading it.
     pub handoff_timeout: Duration,
+    /// Fold an activity's result into the turn it wakes (one commit per idle step) when the
+    /// instance's actor is in memory; off, every result is first recorded on its own.
+    pub fold_activity_results: bool,
 }
 
 impl Default for EngineConfig {
@@ -61,6 +65,7 @@ impl Default for EngineConfig {
             workflow: Default::default(),
             slot_lease: Duration::from_secs(10),
             handoff_timeout: Duration::from_secs(3),
+            fold_activity_results: true,
         }
     }
 }
@@ -83,6 +88,7 @@ pub(crate) struct Inner {
     pub(crate) app_id: String,
     pub(crate) idle_timeout: Duration,
     pub(crate) handoff_timeout: Duration,
+    fold_results: bool,
     /// Who owns what (placement); asked by everything that touches an instance.
     pub(crate) registry: Registry,
     /// The buckets this engine serves now (follows the registry, see `cluster::ownership`).
@@ -124,6 +130,33 @@ impl Inner {
         let _ = tx.send(msg);
         actors.insert(id.to_string(), tx);
         tokio::spawn(Actor::new(id.to_string(), self.clone(), rx).run());
+    }
+
+    /// Offers an activity result to its instance's actor, to be committed by the next turn.
+    /// `None` once the actor accepted it; the result back if it must take the durable path
+    /// (no actor in memory, not owned here, or the actor refused: see `Actor::accept`).
+    pub(crate) async fn fold(&self, r: ActivityResult) -> Option<ActivityResult> {
+        let id = r.completion.instance_id.as_str();
+        if !self.fold_results || !self.owns(id) {
+            return Some(r);
+        }
+        let tx = {
+            let actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
+            match actors.get(id) {
+                Some(tx) => tx.clone(),
+                None => return Some(r),
+            }
+        };
+        let (reply, answer) = oneshot::channel();
+        if let Err(mpsc::error::SendError(m)) = tx.send(ActorMsg::Fold(Box::new(r), reply)) {
+            return match m {
+                ActorMsg::Fold(r, _) => Some(*r),
+                _ => None,
+            };
+        }
+        // An actor always answers (refusing from its mailbox drain when it stops); should it
+        // vanish anyway, the result is lost with it and the task row makes it run again.
+        answer.await.unwrap_or(None).map(|r| *r)
     }
 
     /// Tells an active actor its instance was purged (an idle one has nothing to forget).
@@ -287,6 +320,7 @@ impl Engine {
                 ownership_pass: Default::default(),
                 deferred: Default::default(),
                 handoff_timeout: cfg.handoff_timeout,
+                fold_results: cfg.fold_activity_results,
                 app_id: cfg.app_id,
                 idle_timeout: cfg.idle_timeout,
                 timers_changed: Notify::new(),
@@ -420,9 +454,10 @@ impl Engine {
         );
         meta.scheduled_start_at = req.scheduled_start_at.filter(|t| *t > now);
         let scheduled = meta.scheduled_start_at.is_some();
+        // Group-committed with other starts that arrive while a commit runs.
         let outcome = self
             .inner
-            .store
+            .committer
             .create_instance(CreateInstance {
                 meta,
                 start_event: start,
@@ -720,37 +755,25 @@ impl Engine {
                 ..Default::default()
             }),
         };
-        let completion = ActivityCompletion {
-            instance_id: id.clone(),
-            task_id: resp.task_id,
-            generation,
-            event: event(now(), ty),
+        let result = ActivityResult {
+            completion: ActivityCompletion {
+                instance_id: id.clone(),
+                task_id: resp.task_id,
+                generation,
+                event: event(now(), ty),
+            },
+            request,
         };
         // The task is out of the hub now: recording it and waking the instance (or handing the
         // task out again) must finish even if the caller goes away (a worker killed mid-call
         // drops this future), or the result would be committed with nobody woken.
         let inner = self.inner.clone();
         let finish = tokio::spawn(async move {
-            match inner.committer.complete_activity(completion).await {
-                Ok(true) => {
-                    metrics::counter!("weft_activities_completed_total").increment(1);
-                    inner.wake(&id);
-                    Ok(())
-                }
-                Ok(false) => {
-                    // A late or duplicate result: the task is no longer pending. An earlier
-                    // copy may have landed with its reply lost (then nobody woke the instance).
-                    inner.wake(&id);
-                    Ok(())
-                }
-                Err(e) => {
-                    // Not recorded: hand the task out again (the worker drops its result).
-                    inner.hub.push(Job::Activity {
-                        generation,
-                        request,
-                    });
-                    Err(e.into())
-                }
+            // Folded into the instance's next turn if its actor takes it (one commit per step;
+            // a crash before that commit re-runs the activity, as at-least-once allows).
+            match inner.fold(result).await {
+                None => Ok(()),
+                Some(result) => fold::record_durably(&inner, result).await,
             }
         });
         finish

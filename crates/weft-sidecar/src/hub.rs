@@ -8,17 +8,40 @@ use crate::limits::Limits;
 use queue::JobQueue;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{Notify, mpsc, watch};
 use warm::Warm;
 use weft_proto::durabletask::{
-    ActivityRequest, CachedHistory, WorkItem, WorkflowRequest, work_item::Request,
+    ActivityRequest, CachedHistory, HistoryEvent, WorkItem, WorkflowRequest, work_item::Request,
 };
 
+/// A workflow turn waiting for or held by a worker. The past events are the actor's cached
+/// history, shared rather than copied: queue, in-flight record and actor hold one `Vec`, and
+/// only the stream copies what it actually sends (the delta, for a warm stateful worker).
+#[derive(Debug, Clone, Default)]
+pub struct WorkflowTurn {
+    pub instance_id: String,
+    pub past_events: Arc<Vec<HistoryEvent>>,
+    pub new_events: Vec<HistoryEvent>,
+}
+
+impl From<WorkflowRequest> for WorkflowTurn {
+    fn from(r: WorkflowRequest) -> Self {
+        Self {
+            instance_id: r.instance_id,
+            past_events: Arc::new(r.past_events),
+            new_events: r.new_events,
+        }
+    }
+}
+
 /// A unit of work for a worker.
+// Jobs are moved, not copied in bulk; boxing the activity request would add an allocation per
+// activity to save a few bytes per queue slot.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Job {
-    Workflow(WorkflowRequest),
+    Workflow(WorkflowTurn),
     Activity {
         generation: i64,
         request: ActivityRequest,
@@ -385,7 +408,7 @@ impl Hub {
     }
 
     /// Removes a workflow turn's in-flight record; `None` if no such turn is pending.
-    pub fn take_workflow(&self, instance_id: &str, token: &str) -> Option<WorkflowRequest> {
+    pub fn take_workflow(&self, instance_id: &str, token: &str) -> Option<WorkflowTurn> {
         match self.take_inflight(Key::Workflow(instance_id.to_string()), token) {
             Some(Job::Workflow(r)) => Some(r),
             _ => None,
@@ -660,22 +683,31 @@ impl StreamHandle<'_> {
     fn shape_for_worker(&self, job: Job, completion_token: String) -> Option<WorkItem> {
         let mut instance = None;
         let request = match job {
-            Job::Workflow(mut r) => {
+            Job::Workflow(t) => {
+                let past = t.past_events.len();
+                let mut skip = 0;
+                let mut cached_history = None;
                 if self.stateful_history {
-                    let past = r.past_events.len();
-                    let cached = self.hub.lock().warm.swap(self.id, &r.instance_id, past);
+                    let cached = self.hub.lock().warm.swap(self.id, &t.instance_id, past);
                     if let Some(n) = cached
                         && n > 0
                         && n <= past
                     {
-                        r.past_events.drain(..n);
-                        r.cached_history = Some(CachedHistory {
+                        skip = n;
+                        cached_history = Some(CachedHistory {
                             event_count: n as i32,
                         });
                     }
                 }
-                instance = Some(r.instance_id.clone());
-                Request::WorkflowRequest(r)
+                instance = Some(t.instance_id.clone());
+                // The one copy of the history a dispatch makes (the wire message owns its events).
+                Request::WorkflowRequest(WorkflowRequest {
+                    instance_id: t.instance_id,
+                    past_events: t.past_events[skip..].to_vec(),
+                    new_events: t.new_events,
+                    cached_history,
+                    ..Default::default()
+                })
             }
             Job::Activity { request, .. } => Request::ActivityRequest(request),
         };

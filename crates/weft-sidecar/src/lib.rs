@@ -9,6 +9,9 @@ pub mod cluster;
 mod commit;
 pub mod engine;
 pub mod error;
+mod fold;
+#[cfg(test)]
+mod fold_tests;
 pub mod grpc;
 mod history_json;
 pub mod http;

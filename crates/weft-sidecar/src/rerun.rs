@@ -89,6 +89,7 @@ impl Engine {
             reset_history: true,
             append: plan.history,
             consumed_inbox: loaded.inbox.iter().map(|e| e.seq).collect(),
+            completed_activities: vec![],
             new_activities: plan
                 .activities
                 .iter()

@@ -25,6 +25,9 @@ pub(crate) struct Counts {
     /// Recovery scans (each reads the pending activities once).
     pub scans: AtomicUsize,
     pub checkpoints: AtomicUsize,
+    pub inbox_reads: AtomicUsize,
+    /// Activity results recorded on their own (the durable path).
+    pub results: AtomicUsize,
 }
 
 pub(crate) struct Spy {
@@ -81,6 +84,7 @@ impl Store for Spy {
         self.inner.get_history(id).await
     }
     async fn read_inbox(&self, id: &str) -> Result<Vec<InboxEntry>> {
+        self.bump(&self.counts.inbox_reads);
         self.inner.read_inbox(id).await
     }
     async fn append_inbox(&self, id: &str, event: HistoryEvent) -> Result<bool> {
@@ -111,6 +115,7 @@ impl Store for Spy {
         event: HistoryEvent,
     ) -> Result<bool> {
         self.activity_arrived.notify_one();
+        self.bump(&self.counts.results);
         let _ = self.hold.subscribe().wait_for(|h| !*h).await;
         self.inner
             .complete_activity(id, task_id, generation, event)

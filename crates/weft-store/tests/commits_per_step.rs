@@ -46,6 +46,7 @@ async fn turn<S: Store>(s: &S, id: &str, step: i32) -> Checkpoint {
         reset_history: false,
         append: vec![ev(2 * step), ev(2 * step + 1)],
         consumed_inbox: l.inbox.iter().map(|e| e.seq).collect(),
+        completed_activities: vec![],
         new_activities: if last {
             vec![]
         } else {

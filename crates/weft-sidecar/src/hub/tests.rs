@@ -6,11 +6,14 @@ use tokio_util::sync::CancellationToken;
 use weft_proto::durabletask::HistoryEvent;
 
 fn wf(id: &str, past: usize) -> Job {
-    Job::Workflow(WorkflowRequest {
-        instance_id: id.into(),
-        past_events: vec![HistoryEvent::default(); past],
-        ..Default::default()
-    })
+    Job::Workflow(
+        WorkflowRequest {
+            instance_id: id.into(),
+            past_events: vec![HistoryEvent::default(); past],
+            ..Default::default()
+        }
+        .into(),
+    )
 }
 
 #[tokio::test]
@@ -87,6 +90,41 @@ async fn stateful_streams_send_deltas() {
         panic!()
     };
     assert!(r.cached_history.is_none() && r.past_events.len() == 5);
+}
+
+/// The history travels shared: queueing and dispatching a turn copy no past events; only the
+/// stream's wire message does.
+#[tokio::test]
+async fn a_dispatched_turn_shares_the_history() {
+    let hub = std::sync::Arc::new(Hub::default());
+    let past = std::sync::Arc::new(vec![HistoryEvent::default(); 100]);
+    hub.push(Job::Workflow(WorkflowTurn {
+        instance_id: "a".into(),
+        past_events: past.clone(),
+        new_events: vec![],
+    }));
+    assert_eq!(std::sync::Arc::strong_count(&past), 2, "queued: shared");
+    let shutdown = CancellationToken::new();
+    let (tx, mut rx) = mpsc::channel(4);
+    let (h, sd) = (hub.clone(), shutdown.clone());
+    tokio::spawn(async move { h.open_stream(false).run(tx, sd).await });
+    let item = rx.recv().await.unwrap().unwrap();
+    let Some(Request::WorkflowRequest(r)) = item.request else {
+        panic!("expected a turn")
+    };
+    assert_eq!(r.past_events.len(), 100);
+    assert_eq!(
+        std::sync::Arc::strong_count(&past),
+        2,
+        "in flight: the record shares it too"
+    );
+    assert!(hub.take_workflow("a", &item.completion_token).is_some());
+    assert_eq!(
+        std::sync::Arc::strong_count(&past),
+        1,
+        "answered: ours alone"
+    );
+    shutdown.cancel();
 }
 
 fn act(id: &str, task_id: i32, generation: i64) -> Job {

@@ -23,17 +23,20 @@ fn act(inst: &str, task: i32, name: &str) -> (Key, Job) {
 }
 
 fn wf(inst: &str, name: &str) -> (Key, Job) {
-    let job = Job::Workflow(WorkflowRequest {
-        instance_id: inst.into(),
-        new_events: vec![HistoryEvent {
-            event_type: Some(EventType::ExecutionStarted(ExecutionStartedEvent {
-                name: name.into(),
+    let job = Job::Workflow(
+        WorkflowRequest {
+            instance_id: inst.into(),
+            new_events: vec![HistoryEvent {
+                event_type: Some(EventType::ExecutionStarted(ExecutionStartedEvent {
+                    name: name.into(),
+                    ..Default::default()
+                })),
                 ..Default::default()
-            })),
+            }],
             ..Default::default()
-        }],
-        ..Default::default()
-    });
+        }
+        .into(),
+    );
     (job.key(), job)
 }
 

@@ -1,17 +1,21 @@
 //! The store conformance suite: every case is written once against the [`Store`] trait and run on
 //! each backend through [`conformance_tests!`](crate::conformance_tests). Test-only code.
 
+mod batches;
 mod cases;
 mod concurrency;
 mod executions;
+mod fold;
 mod lifecycle;
 mod scope;
 mod slots;
 mod timers;
 
+pub use batches::*;
 pub use cases::*;
 pub use concurrency::*;
 pub use executions::*;
+pub use fold::*;
 pub use lifecycle::*;
 pub use scope::*;
 pub use slots::*;
@@ -55,6 +59,7 @@ macro_rules! conformance_tests {
             outbound_create_conflict_delivers_on_conflict,
             complete_activity_once,
             complete_activity_batch_answers_each,
+            checkpoint_folds_activity_results,
             cancel_pending_drops_old_work,
             purge_removes_everything,
             list_paging_and_filters,
@@ -76,6 +81,9 @@ macro_rules! conformance_tests {
             slots_lease_renew_expire_release,
             racing_slot_acquirers_never_share,
             list_by_completion_time,
+            batch_equals_one_by_one,
+            batch_losers_anywhere_fail_alone,
+            create_batch_answers_each,
         );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {
@@ -190,6 +198,7 @@ pub fn empty_cp(m: &InstanceMeta) -> Checkpoint {
         reset_history: false,
         append: vec![],
         consumed_inbox: vec![],
+        completed_activities: vec![],
         new_activities: vec![],
         new_reminders: vec![],
         cancel_pending: false,

@@ -358,6 +358,12 @@ pub(crate) async fn checkpoint(tx: &Transaction<'_>, cp: &Checkpoint, now: Micro
     let consume = tx
         .prepare_cached("DELETE FROM inbox WHERE instance_id = $1 AND seq = ANY($2::bigint[])")
         .await?;
+    let fold = tx
+        .prepare_cached(
+            "DELETE FROM activities a USING unnest($2::int[], $3::bigint[]) AS t(task, generation) \
+             WHERE a.instance_id = $1 AND a.task_id = t.task AND a.generation = t.generation",
+        )
+        .await?;
     let cancel_tasks = tx
         .prepare_cached("DELETE FROM activities WHERE instance_id = $1 AND generation < $2")
         .await?;
@@ -418,6 +424,9 @@ pub(crate) async fn checkpoint(tx: &Transaction<'_>, cp: &Checkpoint, now: Micro
     let id_arg: [&(dyn ToSql + Sync); 1] = [&id];
     let append_args: [&(dyn ToSql + Sync); 3] = [&id, &m.generation, &events];
     let consume_args: [&(dyn ToSql + Sync); 2] = [&id, &cp.consumed_inbox];
+    let folded_tasks: Vec<i32> = cp.completed_activities.iter().map(|c| c.0).collect();
+    let folded_gens: Vec<i64> = cp.completed_activities.iter().map(|c| c.1).collect();
+    let fold_args: [&(dyn ToSql + Sync); 3] = [&id, &folded_tasks, &folded_gens];
     let cancel_args: [&(dyn ToSql + Sync); 2] = [&id, &below];
     let schedule_args: [&(dyn ToSql + Sync); 5] =
         [&task_ids, &tasks, &task_gens, &reqs, &task_buckets];
@@ -434,6 +443,9 @@ pub(crate) async fn checkpoint(tx: &Transaction<'_>, cp: &Checkpoint, now: Micro
     }
     if !cp.consumed_inbox.is_empty() {
         batch.push(tx.execute(&consume, &consume_args));
+    }
+    if !folded_tasks.is_empty() {
+        batch.push(tx.execute(&fold, &fold_args));
     }
     if cp.cancel_pending {
         batch.push(tx.execute(&cancel_tasks, &cancel_args));

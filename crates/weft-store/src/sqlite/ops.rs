@@ -359,6 +359,18 @@ pub(crate) fn checkpoint(c: &Connection, cp: &Checkpoint, now: Micros) -> Result
             del.execute(params![id, seq]).map_err(map_err)?;
         }
     }
+    if !cp.completed_activities.is_empty() {
+        // Results folded into this turn: their rows go with it (none left is fine, see the type).
+        let mut del = c
+            .prepare_cached(
+                "DELETE FROM activities WHERE instance_id = ?1 AND task_id = ?2 AND generation = ?3",
+            )
+            .map_err(map_err)?;
+        for (task_id, generation) in &cp.completed_activities {
+            del.execute(params![id, task_id, generation])
+                .map_err(map_err)?;
+        }
+    }
     if cp.cancel_pending {
         // A terminal instance drops everything; otherwise only older generations' leftovers.
         let below = if m.status.is_terminal() {

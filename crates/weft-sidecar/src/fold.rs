@@ -1,0 +1,81 @@
+//! Activity results folded into the turn they wake: handed to the instance's actor in memory and
+//! committed by that turn's checkpoint, or recorded durably (task row deleted, result in the
+//! inbox) whenever folding is not safe or not useful.
+
+use crate::engine::Inner;
+use crate::error::{EngineError, Result};
+use crate::hub::Job;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use weft_proto::durabletask::ActivityRequest;
+use weft_store::ActivityCompletion;
+
+/// One activity result taken from the hub: what to record, and the request to hand out again
+/// should recording fail.
+#[derive(Debug)]
+pub(crate) struct ActivityResult {
+    pub(crate) completion: ActivityCompletion,
+    pub(crate) request: ActivityRequest,
+}
+
+impl ActivityResult {
+    pub(crate) fn key(&self) -> (i32, i64) {
+        (self.completion.task_id, self.completion.generation)
+    }
+}
+
+/// Test hook (`WEFT_TEST_FOLD_DELAY_MS`): how long an actor waits before the turn that carries a
+/// folded result, so a process test can SIGKILL the sidecar between the result's arrival and the
+/// checkpoint. Unset (the default) means no delay.
+pub(crate) fn test_delay() -> Option<Duration> {
+    static DELAY: OnceLock<Option<Duration>> = OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var("WEFT_TEST_FOLD_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+    })
+}
+
+/// The durable path: deletes the task row and appends the result to the inbox in one (group)
+/// commit, then wakes the instance; on failure the task is handed out again.
+pub(crate) async fn record_durably(inner: &Arc<Inner>, r: ActivityResult) -> Result<()> {
+    let id = r.completion.instance_id.clone();
+    let generation = r.completion.generation;
+    match inner.committer.complete_activity(r.completion).await {
+        Ok(recorded) => {
+            if recorded {
+                metrics::counter!("weft_activities_completed_total").increment(1);
+            }
+            // Not recorded: a late or duplicate result (the task is no longer pending). An
+            // earlier copy may have landed with its reply lost, so wake the instance anyway.
+            inner.wake(&id);
+            Ok(())
+        }
+        Err(e) => {
+            // Not recorded: hand the task out again (the worker drops its result).
+            inner.hub.push(Job::Activity {
+                generation,
+                request: r.request,
+            });
+            Err(EngineError::from(e))
+        }
+    }
+}
+
+/// Records results an actor accepted in memory but will not commit (it retires, hands off or
+/// its instance stalled), each through the durable path, on a task of its own.
+pub(crate) fn spill(inner: &Arc<Inner>, results: Vec<ActivityResult>) {
+    if results.is_empty() {
+        return;
+    }
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        for r in results {
+            if let Err(e) = record_durably(&inner, r).await {
+                tracing::warn!(error = %e, "recording a held activity result failed; the activity runs again");
+            }
+        }
+    });
+}

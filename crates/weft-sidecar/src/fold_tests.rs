@@ -1,0 +1,225 @@
+//! Activity results folded into the turn they wake: one checkpoint per idle step and no inbox
+//! read, and the durable path whenever the instance's actor is not in memory.
+
+use crate::engine::StartRequest;
+use crate::testing::Spy;
+use crate::{Engine, EngineConfig};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use weft_proto::durabletask::work_item::Request;
+use weft_proto::durabletask::workflow_action::WorkflowActionType as A;
+use weft_proto::durabletask::*;
+use weft_store::SqliteStore;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+type Items = mpsc::Receiver<Result<WorkItem, tonic::Status>>;
+
+async fn next(rx: &mut Items) -> WorkItem {
+    tokio::time::timeout(DEADLINE, rx.recv())
+        .await
+        .expect("a work item within the deadline")
+        .expect("stream open")
+        .expect("no error")
+}
+
+fn action(id: i32, ty: A) -> WorkflowAction {
+    WorkflowAction {
+        id,
+        workflow_action_type: Some(ty),
+        router: None,
+    }
+}
+
+fn schedule(id: i32) -> WorkflowAction {
+    action(
+        id,
+        A::ScheduleTask(ScheduleTaskAction {
+            name: "step".into(),
+            ..Default::default()
+        }),
+    )
+}
+
+async fn setup(cfg: EngineConfig) -> (Arc<Spy>, Engine, Items, CancellationToken) {
+    let spy = Spy::new(Arc::new(SqliteStore::open_in_memory().unwrap()));
+    let shutdown = CancellationToken::new();
+    let engine = Engine::new(spy.clone(), cfg);
+    engine.start(shutdown.clone()).await.unwrap();
+    let (tx, rx) = mpsc::channel(16);
+    let (e, sd) = (engine.clone(), shutdown.clone());
+    tokio::spawn(async move { e.open_stream(false).run(tx, sd).await });
+    engine
+        .start_instance(StartRequest {
+            instance_id: "f".into(),
+            name: "wf".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    (spy, engine, rx, shutdown)
+}
+
+/// Answers the turn in `item` with `actions`.
+async fn answer(engine: &Engine, item: WorkItem, actions: Vec<WorkflowAction>) {
+    engine
+        .complete_workflow(WorkflowResponse {
+            instance_id: "f".into(),
+            actions,
+            completion_token: item.completion_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+/// Answers the activity in `item` and returns the next workflow turn's new event kinds.
+async fn run_activity(engine: &Engine, rx: &mut Items, item: WorkItem) -> (WorkItem, Vec<String>) {
+    let Some(Request::ActivityRequest(a)) = &item.request else {
+        panic!("expected an activity, got {item:?}");
+    };
+    engine
+        .complete_activity(ActivityResponse {
+            instance_id: "f".into(),
+            task_id: a.task_id,
+            result: Some(a.task_id.to_string()),
+            completion_token: item.completion_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let turn = next(rx).await;
+    let Some(Request::WorkflowRequest(r)) = &turn.request else {
+        panic!("expected a workflow turn, got {turn:?}");
+    };
+    let kinds = r
+        .new_events
+        .iter()
+        .map(|e| weft_core::history::kind(e).to_string())
+        .collect();
+    (turn, kinds)
+}
+
+fn task_completed_count(h: &[HistoryEvent]) -> usize {
+    h.iter()
+        .filter(|e| weft_core::history::kind(e) == "TaskCompleted")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_step_commits_once_and_reads_no_inbox() {
+    let (spy, engine, mut rx, shutdown) = setup(EngineConfig::default()).await;
+    let first = next(&mut rx).await;
+    answer(&engine, first, vec![schedule(0)]).await;
+    for step in 0..3 {
+        let activity = next(&mut rx).await;
+        let (cps, reads) = (
+            spy.counts.checkpoints.load(Ordering::SeqCst),
+            spy.counts.inbox_reads.load(Ordering::SeqCst),
+        );
+        let (turn, kinds) = run_activity(&engine, &mut rx, activity).await;
+        assert_eq!(kinds, ["WorkflowStarted", "TaskCompleted"], "step {step}");
+        answer(&engine, turn, vec![schedule(step + 1)]).await;
+        // The result and the turn it woke share one checkpoint; nothing was read.
+        assert_eq!(
+            spy.counts.checkpoints.load(Ordering::SeqCst) - cps,
+            1,
+            "step {step}"
+        );
+        assert_eq!(spy.counts.inbox_reads.load(Ordering::SeqCst), reads);
+    }
+    assert_eq!(
+        spy.counts.results.load(Ordering::SeqCst),
+        0,
+        "no durable path"
+    );
+    let h = engine.history("f").await.unwrap().unwrap();
+    assert_eq!(task_completed_count(&h), 3);
+    let pending = engine
+        .store()
+        .pending_activities(&weft_store::Scope::all("weft-dev"))
+        .await
+        .unwrap();
+    assert_eq!(
+        pending.iter().map(|t| t.task_id).collect::<Vec<_>>(),
+        [3],
+        "folded results' task rows are gone; the one just scheduled remains"
+    );
+    shutdown.cancel();
+}
+
+/// An actor that retired (idle) is not activated for a result: the result is written on its
+/// own and the fresh actor finds it in the inbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_for_a_retired_actor_takes_the_durable_path() {
+    let cfg = EngineConfig {
+        idle_timeout: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let (spy, engine, mut rx, shutdown) = setup(cfg).await;
+    let first = next(&mut rx).await;
+    answer(&engine, first, vec![schedule(0)]).await;
+    let activity = next(&mut rx).await;
+    let retired = tokio::time::timeout(DEADLINE, async {
+        while engine.actors_in_memory() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(retired.is_ok(), "the idle actor retires");
+    let (turn, kinds) = run_activity(&engine, &mut rx, activity).await;
+    assert_eq!(kinds, ["WorkflowStarted", "TaskCompleted"]);
+    assert_eq!(spy.counts.results.load(Ordering::SeqCst), 1);
+    let done = action(
+        1,
+        A::CompleteWorkflow(CompleteWorkflowAction {
+            workflow_status: OrchestrationStatus::Completed as i32,
+            result: Some("\"ok\"".into()),
+            ..Default::default()
+        }),
+    );
+    answer(&engine, turn, vec![done]).await;
+    let h = engine.history("f").await.unwrap().unwrap();
+    assert_eq!(task_completed_count(&h), 1);
+    shutdown.cancel();
+}
+
+/// A result that arrives while a worker holds the instance's turn is recorded on its own and
+/// delivered by the following turn, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_during_a_held_turn_takes_the_durable_path() {
+    let (spy, engine, mut rx, shutdown) = setup(EngineConfig::default()).await;
+    let first = next(&mut rx).await;
+    answer(&engine, first, vec![schedule(0), schedule(1)]).await;
+    let (a0, a1) = (next(&mut rx).await, next(&mut rx).await);
+    // a0 folds into a turn the worker then holds; a1 arrives meanwhile.
+    let (turn, kinds) = run_activity(&engine, &mut rx, a0).await;
+    assert_eq!(kinds, ["WorkflowStarted", "TaskCompleted"]);
+    let Some(Request::ActivityRequest(r1)) = &a1.request else {
+        panic!("expected an activity");
+    };
+    engine
+        .complete_activity(ActivityResponse {
+            instance_id: "f".into(),
+            task_id: r1.task_id,
+            result: Some("1".into()),
+            completion_token: a1.completion_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(spy.counts.results.load(Ordering::SeqCst), 1);
+    answer(&engine, turn, vec![]).await;
+    let turn = next(&mut rx).await;
+    let Some(Request::WorkflowRequest(r)) = &turn.request else {
+        panic!("expected a workflow turn");
+    };
+    assert_eq!(task_completed_count(&r.new_events), 1);
+    answer(&engine, turn, vec![]).await;
+    let h = engine.history("f").await.unwrap().unwrap();
+    assert_eq!(task_completed_count(&h), 2);
+    shutdown.cancel();
+}
