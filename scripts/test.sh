@@ -136,15 +136,9 @@ if [ "$RUN_PY" = "1" ]; then
       --ignore=tests/python/test_postgres.py ${PYTEST_ARGS:-}
   # The cluster acceptance suite: 3 placement nodes + sidecars on PostgreSQL + HAProxy as processes,
   # started by crates/weft-testkit's weft-cluster; its own conftest (like v119).
-  # KNOWN FAILING (issue 8, open): the fault tests (direct-mode and shared-mode SIGKILL of a sidecar,
-  # scale 1-3-1, placement-leader SIGKILL) leave some workflows unfinished after a hand-off; each
-  # failure waits out a 180 s deadline, so they are not in the default run until that is fixed.
-  # WEFT_CLUSTER_ALL=1 runs the whole suite (docs/testing.md).
-  if [ "${WEFT_CLUSTER_ALL:-}" = "1" ]; then
-    CLUSTER_TESTS=(tests/python/cluster)
-  else
-    CLUSTER_TESTS=(tests/python/cluster/test_cluster_start.py tests/python/cluster/test_steady_state.py)
-  fi
+  # Every test of it runs by default, the fault tests included (SIGKILL of a sidecar in direct and
+  # shared mode, scale 1-3-1, SIGKILL of the placement leader): about 4 minutes.
+  CLUSTER_TESTS=(tests/python/cluster)
   # shellcheck disable=SC2086
   run_suite "pytest cluster (placement + sidecars + HAProxy, dapr-ext-workflow 1.18.3)" \
     env WEFT_CLUSTER_BIN="${WEFT_CLUSTER_BIN:-$ROOT/target/debug/weft-cluster}" \

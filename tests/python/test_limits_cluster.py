@@ -127,17 +127,26 @@ def test_global_activity_limit_across_two_sidecars_survives_sigkill(tmp_path):
         ids = [client.schedule_new_workflow("cl_fan", input=N_ACTIVITIES, instance_id=f"cl-{i}")
                for i in range(N_WORKFLOWS)]
 
-        victim = sidecars[0]
-        http0 = "http://" + victim.match.group(2)
-
         class W:  # metric() reads weft.http
+            def __init__(self, sc):
+                self.base = "http://" + sc.match.group(2)
+
             def http(self, method, path):
                 import urllib.request
-                with urllib.request.urlopen(http0 + path, timeout=10) as r:
+                with urllib.request.urlopen(self.base + path, timeout=10) as r:
                     return r.status, dict(r.headers), r.read()
 
-        wait_until(lambda: (metric(W(), "weft_limit_slots_held", kind="activity", limit="cluster") or 0) > 0,
-                   60, what="sidecar 0 to hold cluster-wide slots")
+        def held(sc) -> float:
+            return metric(W(sc), "weft_limit_slots_held", kind="activity", limit="cluster") or 0
+
+        # Ownership is decided by the ring over random host IDs: the victim is a sidecar that
+        # holds cluster-wide slots now (one of them must, while the fan-outs run).
+        victim = wait_until(lambda: next((sc for sc in sidecars if held(sc) > 0), None), 60,
+                            what="a sidecar to hold cluster-wide slots")
+        survivor = sidecars[1 - sidecars.index(victim)]
+        client.close()
+        host, port = survivor.match.group(1).rsplit(":", 1)
+        client = wf.DaprWorkflowClient(host=host, port=port)
         victim.kill()
         killed_at = time.monotonic()
 

@@ -71,6 +71,8 @@ pub enum Target {
     Process {
         weft_bin: std::path::PathBuf,
         database_url: Option<String>,
+        /// More arguments for `weft dev` (e.g. `--idle-timeout 5s`).
+        extra_args: Vec<String>,
     },
 }
 
@@ -113,6 +115,7 @@ impl Sidecar {
             Target::Process {
                 weft_bin,
                 database_url,
+                extra_args,
             } => {
                 let backend = if database_url.is_some() {
                     "postgres"
@@ -120,7 +123,7 @@ impl Sidecar {
                     "sqlite"
                 };
                 let p = tokio::task::spawn_blocking(move || {
-                    SidecarProcess::start(&weft_bin, database_url.as_deref())
+                    SidecarProcess::start(&weft_bin, database_url.as_deref(), &extra_args)
                 })
                 .await??;
                 let grpc_url = p.grpc_url.clone();

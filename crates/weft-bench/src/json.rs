@@ -49,7 +49,11 @@ pub fn report(setup: &str, r: &Report) -> Value {
             "rss_waiting_kib": x.rss_waiting_kib,
             "rss_peak_kib": x.rss_peak_kib,
             "idle_wait_s": x.idle_wait_secs,
+            "actors_left": x.actors_left,
+            "rss_retired_kib": x.rss_retired_kib,
+            "settle_s": x.settle_secs,
             "rss_after_idle_kib": x.rss_after_idle_kib,
+            "records_left": x.records_left,
             "load_after_idle": x.load_after_idle,
         })),
         "python": r.python.as_ref().map(|p| json!({

@@ -84,9 +84,18 @@ struct Args {
     /// Workflows waiting for an event in the idle-memory workload (e.g. 1000000).
     #[arg(long, default_value_t = 100_000)]
     rss_workflows: usize,
-    /// Seconds to stay idle before the last RSS reading (the engine's idle timeout is 60 s).
+    /// Longest wait, once every workflow waits, for the sidecar to drop its idle actors (its idle
+    /// timeout is 60 s unless `--sidecar-arg=--idle-timeout=…` says otherwise).
     #[arg(long, default_value_t = 75)]
     idle_wait_secs: u64,
+    /// Seconds between the idle actors being dropped and the last RSS reading (the allocator
+    /// may return freed memory with a delay).
+    #[arg(long, default_value_t = 15)]
+    settle_secs: u64,
+    /// An extra argument for `weft dev` with `--sidecar process` (repeatable), e.g.
+    /// `--sidecar-arg=--idle-timeout=5s`.
+    #[arg(long, allow_hyphen_values = true)]
+    sidecar_arg: Vec<String>,
     /// Python with dapr-ext-workflow, for the Python workload.
     #[arg(long, default_value = "python3")]
     python: PathBuf,
@@ -198,6 +207,7 @@ fn main() -> anyhow::Result<()> {
             workflows: args.rss_workflows.max(1),
             concurrency: args.concurrency.max(1),
             idle_wait: Duration::from_secs(args.idle_wait_secs),
+            settle: Duration::from_secs(args.settle_secs),
         }),
         python: only(Workload::Python).then(|| PyPlan {
             python: args.python.clone(),
@@ -240,6 +250,7 @@ fn main() -> anyhow::Result<()> {
                 (Some(b), u) => Target::Process {
                     weft_bin: b.clone(),
                     database_url: u.clone(),
+                    extra_args: args.sidecar_arg.clone(),
                 },
                 (None, Some(u)) => Target::InProcess(BenchStore::postgres(u).await?),
                 (None, None) => Target::InProcess(BenchStore::sqlite(&sqlite_path)?),

@@ -18,12 +18,19 @@ pub struct SidecarProcess {
     child: Child,
     /// `http://127.0.0.1:PORT` of its gRPC API.
     pub grpc_url: String,
+    /// `127.0.0.1:PORT` of its HTTP API (`/metrics`).
+    pub http_addr: String,
     _dir: tempfile::TempDir,
 }
 
 impl SidecarProcess {
-    /// Starts `weft_bin dev` on ephemeral ports and waits (up to 60 s) for its ready line.
-    pub fn start(weft_bin: &Path, database_url: Option<&str>) -> anyhow::Result<Self> {
+    /// Starts `weft_bin dev` (plus `extra_args`) on ephemeral ports and waits (up to 60 s) for
+    /// its ready line.
+    pub fn start(
+        weft_bin: &Path,
+        database_url: Option<&str>,
+        extra_args: &[String],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("weft-bench-dev-")
             .tempdir()?;
@@ -49,6 +56,7 @@ impl SidecarProcess {
         if let Some(url) = database_url {
             cmd.arg("--database-url").arg(url);
         }
+        cmd.args(extra_args);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {} dev", weft_bin.display()))?;
@@ -78,9 +86,14 @@ impl SidecarProcess {
             .split_whitespace()
             .find_map(|w| w.strip_prefix("grpc="))
             .with_context(|| format!("no grpc= in {line:?}"))?;
+        let http = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("http="))
+            .with_context(|| format!("no http= in {line:?}"))?;
         Ok(Self {
             child,
             grpc_url: format!("http://{grpc}"),
+            http_addr: http.to_string(),
             _dir: dir,
         })
     }
@@ -114,6 +127,35 @@ impl Drop for SidecarProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Reads one gauge (without labels) from the sidecar's `GET /metrics` (plain HTTP/1.1, so the
+/// benchmark needs no HTTP client); `None` if the gauge is not rendered.
+pub async fn scrape_gauge(http_addr: &str, name: &str) -> anyhow::Result<Option<f64>> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect(http_addr),
+    )
+    .await
+    .context("connecting for /metrics timed out")??;
+    s.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {http_addr}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await?;
+    let mut body = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut body))
+        .await
+        .context("reading /metrics timed out")??;
+    Ok(gauge_value(&String::from_utf8_lossy(&body), name))
+}
+
+/// The value of `name` in a Prometheus text rendering.
+fn gauge_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|v| v.trim().parse().ok())
 }
 
 /// `VmRSS` of a process in KiB.
@@ -168,6 +210,13 @@ pub fn default_weft_bin() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_a_gauge_in_prometheus_text() {
+        let text = "# TYPE weft_actors_in_memory gauge\nweft_actors_in_memory 12\nweft_actors_in_memory_x 3\n";
+        assert_eq!(gauge_value(text, "weft_actors_in_memory"), Some(12.0));
+        assert_eq!(gauge_value(text, "weft_other"), None);
+    }
 
     #[test]
     fn reads_own_rss_and_cpu() {

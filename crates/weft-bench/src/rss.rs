@@ -1,8 +1,8 @@
 //! The idle-memory workload: N `wait` workflows (each waits for an external event that never
 //! comes) are created with bounded concurrency, the rate reached is recorded, and the sidecar
 //! process's resident memory (`VmRSS` of `/proc/PID/status`, not allocator counters) is read
-//! empty, once every workflow has had its first turn, and again after the engine's idle timeout
-//! has dropped the idle actors.
+//! empty, once every workflow has had its first turn, when the sidecar's `/metrics` says the
+//! idle actors are gone, and again a settling time later (allocators return memory late).
 
 use std::time::{Duration, Instant};
 
@@ -19,8 +19,10 @@ use crate::workload::{run_tag, start_request};
 pub struct RssPlan {
     pub workflows: usize,
     pub concurrency: usize,
-    /// How long to stay idle before the last reading (longer than the engine's idle timeout).
+    /// Longest wait for the idle actors to be dropped (longer than the engine's idle timeout).
     pub idle_wait: Duration,
+    /// Time between the actors being gone and the last reading.
+    pub settle: Duration,
 }
 
 /// What the idle-memory workload measured.
@@ -39,9 +41,17 @@ pub struct RssReport {
     pub rss_waiting_kib: u64,
     /// Highest RSS seen during the workload, KiB (sampled every 500 ms).
     pub rss_peak_kib: u64,
+    /// From all waiting until no actor was left in memory (or the wait gave up).
     pub idle_wait_secs: f64,
-    /// Sidecar RSS after `idle_wait`, KiB.
+    /// Actors still in memory at the end of that wait (0 unless it gave up).
+    pub actors_left: u64,
+    /// Sidecar RSS when the actors were gone, KiB.
+    pub rss_retired_kib: u64,
+    /// Sidecar RSS `settle_secs` later, KiB.
     pub rss_after_idle_kib: u64,
+    pub settle_secs: f64,
+    /// Per-instance records besides actors still in memory then (0 expected).
+    pub records_left: u64,
     pub load_after_idle: f64,
 }
 
@@ -106,8 +116,21 @@ pub async fn run(sc: &Sidecar, worker: &mut Worker, plan: &RssPlan) -> anyhow::R
     let all_waiting_secs = t0.elapsed().as_secs_f64();
     let rss_waiting_kib = proc.rss_kib()?;
     let idle0 = Instant::now();
-    tokio::time::sleep(plan.idle_wait).await;
+    let gauge = |name: &'static str| async move {
+        crate::process::scrape_gauge(&proc.http_addr, name)
+            .await
+            .map(|v| v.unwrap_or(0.0) as u64)
+    };
+    let mut actors_left = gauge("weft_actors_in_memory").await?;
+    while actors_left > 0 && idle0.elapsed() < plan.idle_wait {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        actors_left = gauge("weft_actors_in_memory").await?;
+    }
+    let idle_wait_secs = idle0.elapsed().as_secs_f64();
+    let rss_retired_kib = proc.rss_kib()?;
+    tokio::time::sleep(plan.settle).await;
     let rss_after_idle_kib = proc.rss_kib()?;
+    let records_left = gauge("weft_instance_records_in_memory").await?;
     sampler.abort();
     Ok(RssReport {
         workflows: plan.workflows,
@@ -118,8 +141,12 @@ pub async fn run(sc: &Sidecar, worker: &mut Worker, plan: &RssPlan) -> anyhow::R
         all_waiting_secs,
         rss_waiting_kib,
         rss_peak_kib: peak.load(std::sync::atomic::Ordering::Relaxed),
-        idle_wait_secs: idle0.elapsed().as_secs_f64(),
+        idle_wait_secs,
+        actors_left,
+        rss_retired_kib,
         rss_after_idle_kib,
+        settle_secs: plan.settle.as_secs_f64(),
+        records_left,
         load_after_idle: load_avg(),
     })
 }
@@ -130,7 +157,8 @@ pub fn table(r: &RssReport) -> String {
     format!(
         "idle memory, {} workflows waiting for an event (sidecar VmRSS):\n  \
          before {:.1} MB; created in {:.1} s = {:.0} workflows/s (load {:.2}); all waiting after {:.1} s\n  \
-         waiting {:.1} MB (peak {:.1} MB, {:.2} KB per workflow over before); after {:.0} s idle {:.1} MB (load {:.2})\n",
+         waiting {:.1} MB (peak {:.1} MB, {:.2} KB per workflow over before)\n  \
+         actors dropped after {:.1} s ({} left): {:.1} MB; {:.0} s later {:.1} MB, {} instance records left (load {:.2})\n",
         r.workflows,
         mb(r.rss_before_kib),
         r.create_secs,
@@ -141,7 +169,11 @@ pub fn table(r: &RssReport) -> String {
         mb(r.rss_peak_kib),
         (r.rss_waiting_kib.saturating_sub(r.rss_before_kib)) as f64 / r.workflows.max(1) as f64,
         r.idle_wait_secs,
+        r.actors_left,
+        mb(r.rss_retired_kib),
+        r.settle_secs,
         mb(r.rss_after_idle_kib),
+        r.records_left,
         r.load_after_idle,
     )
 }

@@ -90,6 +90,8 @@ fn published_at(
 async fn fifty_sidecars_receive_every_version() {
     const N: usize = 50;
     let cluster = start_cluster(3, Duration::from_secs(3)).await;
+    let first_leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let term0 = cluster.nodes[first_leader].raft().view().term;
     let clients: Vec<_> = (0..N)
         .map(|i| client(&cluster.addrs, &format!("sidecar-{i:02}"), &["wf", "act"]))
         .collect();
@@ -139,14 +141,27 @@ async fn fifty_sidecars_receive_every_version() {
          ({join_applied:?} after the leader applied it), leave {leave:?} ({leave_applied:?})"
     );
 
-    // No client skipped a version: from its first table on, each step is +1 (or a resend).
+    // No client skipped a version: from its first table on, each step is +1 (or a resend) —
+    // unless leadership changed meanwhile (an election on a loaded machine): a sidecar that
+    // reconnects to the new leader gets its latest table, which is complete, so versions may
+    // then jump (the client ignores a stale one, see client.rs).
+    let term_end = cluster
+        .nodes
+        .iter()
+        .map(|n| n.raft().view().term)
+        .max()
+        .unwrap_or(term0);
+    let stable = term_end == term0;
+    if !stable {
+        println!("leadership changed during the test (term {term0} → {term_end}): jumps allowed");
+    }
     for (i, c) in clients.iter().enumerate() {
         let seen = c.versions_seen();
         assert_eq!(*seen.last().unwrap(), N as u64 + 2, "client {i}: {seen:?}");
         for w in seen.windows(2) {
             assert!(
-                w[1] <= w[0] + 1,
-                "client {i} skipped from {} to {}: {seen:?}",
+                !stable || w[1] <= w[0] + 1,
+                "client {i} went from {} to {} (term {term0} → {term_end}): {seen:?}",
                 w[0],
                 w[1]
             );

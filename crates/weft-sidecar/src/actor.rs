@@ -28,8 +28,9 @@ pub(crate) enum ActorMsg {
     /// The instance was purged: its pending turn is gone from the hub (and the answer to it
     /// would be refused), so forget it too, or a re-created instance would never run.
     Purged,
-    /// A worker answered the pending turn.
-    Complete(WorkflowResponse, oneshot::Sender<Result<()>>),
+    /// A worker answered the pending turn. Boxed: a mailbox allocates room for 32 messages at
+    /// once, so the largest variant sets what every idle actor's mailbox costs (5 KB unboxed).
+    Complete(Box<WorkflowResponse>, oneshot::Sender<Result<()>>),
     /// An activity result for the next turn; answered with `None` once held, or with the
     /// result itself if it must be recorded through the durable path instead.
     Fold(Box<ActivityResult>, FoldReply),
@@ -204,7 +205,9 @@ impl Actor {
                     tokio::time::sleep(delay).await;
                 }
                 dirty = false;
-                if let Err(e) = self.step(std::mem::take(&mut retry_stalled)).await {
+                // The turn's futures are boxed so that the actor's own task, alive for as long
+                // as the instance is in memory, holds only the loop's state while it waits.
+                if let Err(e) = Box::pin(self.step(std::mem::take(&mut retry_stalled))).await {
                     // Usually the store is unreachable: back off and reload.
                     if self.retry_at.is_none() {
                         self.failed(&e);
@@ -287,7 +290,7 @@ impl Actor {
                 Some(ActorMsg::Oversize { size, limit }) => {
                     self.inbox_stale = true;
                     if self.pending.take().is_some()
-                        && let Err(e) = self.stall_oversize(size, limit).await
+                        && let Err(e) = Box::pin(self.stall_oversize(size, limit)).await
                     {
                         self.failed(&e);
                     }
@@ -308,7 +311,7 @@ impl Actor {
                 Some(ActorMsg::Complete(resp, reply)) => {
                     self.fed_itself = false;
                     self.fenced_out = false;
-                    let mut result = self.complete(resp).await;
+                    let mut result = Box::pin(self.complete(*resp)).await;
                     if self.fenced_out && !self.inner.owns(&self.id) {
                         // A late commit after the instance moved: the new owner runs the turn
                         // again, so the worker has done nothing wrong.

@@ -1,10 +1,12 @@
-//! Group commit: checkpoints and activity results that become ready while a commit is running are
-//! written together by the next one, so under load many steps share one transaction and an idle
+//! Group commit: checkpoints, activity results and instance creations that become ready while a
+//! commit is running are written together by the next one, so under load many steps share one transaction and an idle
 //! system pays no extra latency.
 
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
-use weft_store::{ActivityCompletion, Checkpoint, Store, StoreError};
+use weft_store::{
+    ActivityCompletion, Checkpoint, CreateInstance, CreateOutcome, Store, StoreError,
+};
 
 /// The most writes one transaction carries; bounds latency and transaction size.
 const MAX_BATCH: usize = 256;
@@ -14,12 +16,19 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 pub(crate) struct Committer {
     checkpoints: mpsc::UnboundedSender<(Checkpoint, Reply<()>)>,
     activities: mpsc::UnboundedSender<(ActivityCompletion, Reply<bool>)>,
+    creates: mpsc::UnboundedSender<(CreateInstance, Reply<CreateOutcome>)>,
 }
 
 impl Committer {
     pub(crate) fn new(store: Arc<dyn Store>) -> Self {
         let (cp_tx, cp_rx) = mpsc::unbounded_channel();
         let (act_tx, act_rx) = mpsc::unbounded_channel();
+        let (create_tx, create_rx) = mpsc::unbounded_channel();
+        let s = store.clone();
+        tokio::spawn(run(create_rx, move |batch| {
+            let s = s.clone();
+            async move { s.create_instance_batch(batch).await }
+        }));
         let s = store.clone();
         tokio::spawn(run(cp_rx, move |batch| {
             let s = s.clone();
@@ -32,6 +41,7 @@ impl Committer {
         Self {
             checkpoints: cp_tx,
             activities: act_tx,
+            creates: create_tx,
         }
     }
 
@@ -41,6 +51,19 @@ impl Committer {
             .send((cp, tx))
             .map_err(|_| StoreError::Unavailable("committer stopped".into()))?;
         // Sent but never answered: the write may have been under way.
+        rx.await
+            .unwrap_or_else(|_| Err(StoreError::OutcomeUnknown("committer stopped".into())))
+    }
+
+    pub(crate) async fn create_instance(
+        &self,
+        c: CreateInstance,
+    ) -> Result<CreateOutcome, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.creates
+            .send((c, tx))
+            .map_err(|_| StoreError::Unavailable("committer stopped".into()))?;
+        // Sent but never answered: the row may have landed.
         rx.await
             .unwrap_or_else(|_| Err(StoreError::OutcomeUnknown("committer stopped".into())))
     }

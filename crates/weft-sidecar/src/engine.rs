@@ -188,7 +188,19 @@ impl Inner {
     /// Removes an actor that handed its instance off (it is gone whatever its mailbox holds).
     pub(crate) fn remove_actor(&self, id: &str) {
         let mut actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
+        self.forget_actor(&mut actors, id);
+    }
+
+    /// Drops an actor and every record that lived only as long as it (under the actors lock,
+    /// so a new actor for the same instance cannot slip in between).
+    fn forget_actor(
+        &self,
+        actors: &mut HashMap<String, mpsc::UnboundedSender<ActorMsg>>,
+        id: &str,
+    ) {
         actors.remove(id);
+        crate::census::shrink_after_burst(actors);
+        self.hub.actor_gone(id);
     }
 
     /// Whether a take-over deferred for a live previous owner is still waiting.
@@ -219,7 +231,7 @@ impl Inner {
     pub(crate) fn try_retire(&self, id: &str, rx: &mpsc::UnboundedReceiver<ActorMsg>) -> bool {
         let mut actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
         if rx.is_empty() {
-            actors.remove(id);
+            self.forget_actor(&mut actors, id);
             true
         } else {
             false
@@ -345,7 +357,18 @@ impl Engine {
 
     /// Number of actors in memory (idle ones are dropped after `idle_timeout`).
     pub fn actors_in_memory(&self) -> usize {
-        self.inner.active_actors().len()
+        let actors = self.inner.actors.lock().unwrap_or_else(|p| p.into_inner());
+        actors.len()
+    }
+
+    /// Every per-instance record in memory, counted (see `docs/architecture.md`, idle memory).
+    pub fn memory_census(&self) -> crate::census::MemoryCensus {
+        let mut c = crate::census::MemoryCensus {
+            actors: self.actors_in_memory(),
+            ..Default::default()
+        };
+        self.inner.hub.census(&mut c);
+        c
     }
 
     /// Shutdown drain: stops handing out work, then waits (up to `deadline`) until every
@@ -431,9 +454,10 @@ impl Engine {
         );
         meta.scheduled_start_at = req.scheduled_start_at.filter(|t| *t > now);
         let scheduled = meta.scheduled_start_at.is_some();
+        // Group-committed with other starts that arrive while a commit runs.
         let outcome = self
             .inner
-            .store
+            .committer
             .create_instance(CreateInstance {
                 meta,
                 start_event: start,
@@ -691,7 +715,7 @@ impl Engine {
             return Err(EngineError::NotFound(format!("unknown instance ID: {id}")));
         }
         let (tx, rx) = oneshot::channel();
-        self.inner.send(&id, ActorMsg::Complete(resp, tx));
+        self.inner.send(&id, ActorMsg::Complete(Box::new(resp), tx));
         rx.await
             .unwrap_or_else(|_| Err(EngineError::Unavailable("workflow actor stopped".into())))
     }

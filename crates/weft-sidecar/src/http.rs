@@ -94,10 +94,15 @@ pub fn router(router: Router, token: Option<String>, max_payload: usize) -> axum
         .route("/weft/v1/instances/{instance}/history", get(history))
         .layer(middleware::from_fn_with_state(state.clone(), auth));
     let metrics = crate::telemetry::metrics_handle();
+    let census_of = state.engine.clone();
     axum::Router::new()
         .route(
             "/metrics",
-            get(move || async move { metrics.map(|h| h.render()).unwrap_or_default() }),
+            get(move || async move {
+                // Counted at scrape time: cheaper than a gauge update per activation.
+                census_of.memory_census().publish();
+                metrics.map(|h| h.render()).unwrap_or_default()
+            }),
         )
         .route("/v1.0/healthz", get(healthz))
         .route("/v1.0/healthz/outbound", get(healthz))

@@ -492,6 +492,29 @@ impl Hub {
         self.count_inflight(&st);
     }
 
+    /// The instance's actor left memory (idle, or handed off): drops what only a live actor
+    /// needs — stateful workers' history-cache counts (the next turn then carries the full
+    /// history, which such a worker accepts in place of its cache) and a withdrawn turn's place
+    /// under the limits. Work still queued or in flight (an activity outliving its actor) stays.
+    pub(crate) fn actor_gone(&self, instance_id: &str) {
+        let mut st = self.lock();
+        st.warm.forget_instance(instance_id);
+        st.limits
+            .forget_returning(&Key::Workflow(instance_id.to_string()));
+        crate::census::shrink_after_burst(&mut st.by_instance);
+        crate::census::shrink_after_burst(&mut st.inflight);
+    }
+
+    /// Counts the per-instance records (the actor count is the engine's).
+    pub(crate) fn census(&self, c: &mut crate::census::MemoryCensus) {
+        let st = self.lock();
+        c.hub_instances = st.by_instance.len();
+        c.hub_in_flight = st.inflight.len();
+        c.hub_queued = st.queued();
+        c.warm_instances = st.warm.instances();
+        c.limit_records = st.limits.records();
+    }
+
     /// A new execution of the instance began (continue-as-new, or it was replaced): activities
     /// of older generations still queued are withdrawn, and no worker's history cache counts.
     pub fn new_execution(&self, instance_id: &str, generation: i64) {

@@ -4,6 +4,7 @@
 mod actor;
 #[cfg(test)]
 mod cancel_tests;
+pub mod census;
 pub mod cluster;
 mod commit;
 pub mod engine;
@@ -15,6 +16,8 @@ pub mod grpc;
 mod history_json;
 pub mod http;
 mod hub;
+#[cfg(test)]
+mod idle_tests;
 pub mod internal;
 mod limits;
 mod rerun;

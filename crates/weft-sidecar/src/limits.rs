@@ -286,6 +286,7 @@ impl Limits {
         let Some(h) = self.held.remove(key) else {
             return Vec::new();
         };
+        crate::census::shrink_after_burst(&mut self.held);
         self.unhold(&h);
         if h.buckets.is_empty() {
             return Vec::new();
@@ -355,6 +356,17 @@ impl Limits {
         }
         self.returning.retain(|k, _| !mine(k));
         self.admit_waiting()
+    }
+
+    /// Forgets the place kept for a withdrawn turn (its actor left memory: no re-push follows).
+    pub(crate) fn forget_returning(&mut self, key: &Key) {
+        self.returning.remove(key);
+        crate::census::shrink_after_burst(&mut self.returning);
+    }
+
+    /// Per-job records: holding slots, parked, or keeping a place.
+    pub(crate) fn records(&self) -> usize {
+        self.held.len() + self.waiting.len() + self.returning.len()
     }
 
     /// A new execution of the instance began: parked activities of older generations will never

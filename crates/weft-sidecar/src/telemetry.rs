@@ -63,6 +63,14 @@ fn describe() {
         "weft_ownership_version",
         "Placement table version whose hand-off this sidecar has completed."
     );
+    metrics::describe_gauge!(
+        "weft_actors_in_memory",
+        "Workflow actors in memory (an actor idle for the idle timeout is dropped)."
+    );
+    metrics::describe_gauge!(
+        "weft_instance_records_in_memory",
+        "Per-instance records besides actors: queued or dispatched work, stateful workers' cache records, concurrency-limit records; 0 when every workflow is idle."
+    );
     // Rendered from the start, so a scrape shows 0 rather than nothing.
     metrics::counter!("weft_checkpoint_conflicts_total").increment(0);
     metrics::counter!("weft_executor_routed_total").increment(0);

@@ -74,6 +74,17 @@ pub trait Store: Send + Sync + 'static {
     /// purged one continues above the old values.
     async fn create_instance(&self, req: CreateInstance) -> Result<CreateOutcome>;
 
+    /// Group commit for creations: every request as by [`Store::create_instance`], in as few
+    /// transactions as possible. Each result answers the request at the same index; a request
+    /// repeating an ID earlier in the batch sees that one as existing.
+    async fn create_instance_batch(&self, reqs: Vec<CreateInstance>) -> Vec<Result<CreateOutcome>> {
+        let mut out = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            out.push(self.create_instance(r).await);
+        }
+        out
+    }
+
     /// The instance row, if any.
     async fn get_instance(&self, instance_id: &str) -> Result<Option<InstanceMeta>>;
 

@@ -1,5 +1,6 @@
 //! The stateful-history cache model: how many past events each stream's worker holds for an
-//! instance, pruned when the stream ends, the instance finishes or a new execution starts.
+//! instance, pruned when the stream ends, the instance finishes, a new execution starts or the
+//! instance's actor leaves memory (so an idle instance costs no record here).
 
 use std::collections::{HashMap, HashSet};
 
@@ -39,8 +40,17 @@ impl Warm {
         for stream in self.by_instance.remove(instance).into_iter().flatten() {
             if let Some(s) = self.by_stream.get_mut(&stream.0) {
                 s.remove(instance);
+                if s.capacity() > 64 && s.len() * 4 < s.capacity() {
+                    s.shrink_to(s.len() * 2);
+                }
             }
         }
+        crate::census::shrink_after_burst(&mut self.by_instance);
+    }
+
+    /// Instances some stream's cache is recorded for.
+    pub(super) fn instances(&self) -> usize {
+        self.by_instance.len()
     }
 
     pub(super) fn forget_stream(&mut self, stream: u64) {

@@ -76,8 +76,25 @@ pub async fn checkpoint_folds_activity_results<F: Fixture>(fx: &F) {
     let mut cp = empty_cp(&m);
     cp.append = vec![task_completed(2)];
     cp.completed_activities = vec![(2, g)];
-    let r = s.checkpoint_batch(vec![cp]).await;
+    // With a second member, so a set-based batch path is taken where a store has one.
+    create(&s, "f2").await;
+    let m2 = row(&s, "f2").await;
+    let mut cp2 = empty_cp(&m2);
+    cp2.new_activities = vec![ActivityTask {
+        instance_id: "f2".into(),
+        generation: m2.generation,
+        task_id: 7,
+        request: vec![7],
+    }];
+    let r = s.checkpoint_batch(vec![cp, cp2]).await;
     assert!(r.into_iter().all(|r| r.is_ok()));
-    assert!(s.pending_activities(&all()).await.unwrap().is_empty());
+    let left: Vec<(String, i32)> = s
+        .pending_activities(&all())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.instance_id, t.task_id))
+        .collect();
+    assert_eq!(left, vec![("f2".to_string(), 7)], "f's task 2 folded");
     assert_eq!(s.get_history("f").await.unwrap().unwrap().len(), 4);
 }

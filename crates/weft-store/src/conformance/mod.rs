@@ -1,6 +1,7 @@
 //! The store conformance suite: every case is written once against the [`Store`] trait and run on
 //! each backend through [`conformance_tests!`](crate::conformance_tests). Test-only code.
 
+mod batches;
 mod cases;
 mod concurrency;
 mod executions;
@@ -10,6 +11,7 @@ mod scope;
 mod slots;
 mod timers;
 
+pub use batches::*;
 pub use cases::*;
 pub use concurrency::*;
 pub use executions::*;
@@ -79,6 +81,9 @@ macro_rules! conformance_tests {
             slots_lease_renew_expire_release,
             racing_slot_acquirers_never_share,
             list_by_completion_time,
+            batch_equals_one_by_one,
+            batch_losers_anywhere_fail_alone,
+            create_batch_answers_each,
         );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {

@@ -1,6 +1,7 @@
 //! LISTEN on one dedicated connection (pooled connections would drop notifications), turned into
-//! [`Wakeup`] broadcasts; reconnects with backoff and announces `Resync` after every (re)connect,
-//! because notifications sent while we were away are lost.
+//! [`Wakeup`] broadcasts; hints of this handle's own writes are dropped (the engine wakes itself
+//! for those). Reconnects with backoff and announces `Resync` after every (re)connect, because
+//! notifications sent while we were away are lost.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,8 +16,30 @@ use crate::Wakeup;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// Splits a payload `writer/rest` (see migration 6); a payload without a writer has none.
+fn split_writer(payload: &str) -> (&str, &str) {
+    payload.split_once('/').unwrap_or(("", payload))
+}
+
+/// The wake-up a notification stands for, or `None` if `writer` (this handle) sent it.
+pub(crate) fn hint(channel: &str, payload: &str, writer: &str) -> Option<Wakeup> {
+    let (from, rest) = match channel {
+        "weft_reminders" => (payload, ""),
+        _ => split_writer(payload),
+    };
+    if from == writer {
+        return None;
+    }
+    Some(match channel {
+        "weft_inbox" => Wakeup::Inbox(rest.to_string()),
+        "weft_instance" => Wakeup::Instance(rest.to_string()),
+        _ => Wakeup::Reminders,
+    })
+}
+
 pub(crate) fn spawn(
     cfg: tokio_postgres::Config,
+    writer: String,
     wake: broadcast::Sender<Wakeup>,
     listening: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -50,12 +73,9 @@ pub(crate) fn spawn(
                         listening.store(true, Ordering::Relaxed);
                         let _ = wake.send(Wakeup::Resync);
                         while let Some(n) = nrx.recv().await {
-                            let w = match n.channel() {
-                                "weft_inbox" => Wakeup::Inbox(n.payload().to_string()),
-                                "weft_instance" => Wakeup::Instance(n.payload().to_string()),
-                                _ => Wakeup::Reminders,
-                            };
-                            let _ = wake.send(w);
+                            if let Some(w) = hint(n.channel(), n.payload(), &writer) {
+                                let _ = wake.send(w);
+                            }
                         }
                         listening.store(false, Ordering::Relaxed);
                         tracing::warn!("notification connection lost; reconnecting");

@@ -1,7 +1,8 @@
 //! The production PostgreSQL backend: a deadpool of tokio-postgres connections with cached
-//! prepared statements, one transaction per operation (fenced checkpoints, group commit with
-//! savepoints), `SKIP LOCKED` reminder claims, and LISTEN/NOTIFY wake-ups on a dedicated connection.
+//! prepared statements, one transaction per operation (fenced checkpoints, set-based group commit
+//! in `batch`), `SKIP LOCKED` reminder claims, and LISTEN/NOTIFY wake-ups on a dedicated connection.
 
+mod batch;
 mod listen;
 mod ops;
 mod schema;
@@ -135,6 +136,20 @@ pub fn redact_url(url: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// A fresh ID for one `PgStore` handle (hex, so it never contains the payload separator `/`):
+/// random per process (the std hasher's OS-seeded keys), plus a counter for handles within it.
+fn writer_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static HANDLES: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    format!(
+        "{:016x}{:x}",
+        h.finish(),
+        HANDLES.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Connection settings for [`PgStore::connect_with`].
@@ -314,6 +329,13 @@ impl PgStore {
         if cfg.get_application_name().is_none() {
             cfg.application_name("weft");
         }
+        // Every connection of this handle names it as the writer in its NOTIFY payloads.
+        let writer = writer_id();
+        let options = match cfg.get_options() {
+            Some(o) if !o.trim().is_empty() => format!("{o} -c weft.writer={writer}"),
+            _ => format!("-c weft.writer={writer}"),
+        };
+        cfg.options(&options);
         // Starting before the database is up is normal (containers): keep trying for `retry_for`.
         let deadline = tokio::time::Instant::now() + opts.retry_for;
         let mut backoff = RETRY_MIN;
@@ -355,7 +377,7 @@ impl PgStore {
         let listening = Arc::new(AtomicBool::new(false));
         let listener = opts
             .listen
-            .then(|| listen::spawn(cfg, wake.clone(), listening.clone()));
+            .then(|| listen::spawn(cfg, writer, wake.clone(), listening.clone()));
         tracing::info!(url = %redacted, "connected to PostgreSQL store");
         Ok(Self {
             inner: Arc::new(Inner {
@@ -383,6 +405,33 @@ impl PgStore {
     /// Whether the LISTEN connection is currently up (notifications flowing).
     pub fn is_listening(&self) -> bool {
         self.inner.listening.load(Ordering::Relaxed)
+    }
+
+    /// The per-member group commit: one transaction, a savepoint per member, so a member whose
+    /// statements fail rolls back alone. The fallback when the set-based batch hit bad data.
+    async fn checkpoint_each(&self, cps: Vec<Checkpoint>, now: Micros) -> Vec<Result<()>> {
+        // Lock rows in instance-ID order so two concurrent batches cannot deadlock each other.
+        let mut order: Vec<usize> = (0..cps.len()).collect();
+        order.sort_by(|&a, &b| cps[a].instance_id.cmp(&cps[b].instance_id));
+        let res: Result<Vec<Result<()>>> = write_tx!(self, tx => {
+            let mut results: Vec<Result<()>> = (0..cps.len()).map(|_| Ok(())).collect();
+            for &i in &order {
+                let sp = tx.savepoint("weft_cp").await?;
+                match ops::checkpoint(&sp, &cps[i], now).await {
+                    Ok(()) => sp.commit().await?,
+                    Err(e) if e.retryable() => return Err(e),
+                    Err(e) => {
+                        sp.rollback().await?;
+                        results[i] = Err(e.into_store());
+                    }
+                }
+            }
+            Ok(results)
+        });
+        match res {
+            Ok(results) => results,
+            Err(e) => (0..cps.len()).map(|_| Err(e.duplicate())).collect(),
+        }
     }
 
     async fn client(&self) -> R<deadpool_postgres::Object> {
@@ -460,28 +509,36 @@ impl Store for PgStore {
             return Vec::new();
         }
         let now = now_micros();
-        // Lock rows in instance-ID order so two concurrent batches cannot deadlock each other.
-        let mut order: Vec<usize> = (0..cps.len()).collect();
-        order.sort_by(|&a, &b| cps[a].instance_id.cmp(&cps[b].instance_id));
-        let res: Result<Vec<Result<()>>> = write_tx!(self, tx => {
-            let mut results: Vec<Result<()>> = (0..cps.len()).map(|_| Ok(())).collect();
-            for &i in &order {
-                // A savepoint per member: its failure rolls back only its own writes.
-                let sp = tx.savepoint("weft_cp").await?;
-                match ops::checkpoint(&sp, &cps[i], now).await {
-                    Ok(()) => sp.commit().await?,
-                    Err(e) if e.retryable() => return Err(e),
-                    Err(e) => {
-                        sp.rollback().await?;
-                        results[i] = Err(e.into_store());
-                    }
-                }
-            }
-            Ok(results)
-        });
+        let res = write_tx!(self, tx => batch::checkpoints(&mut tx, &cps, now).await);
         match res {
             Ok(results) => results,
+            // A statement failed for some member (bad data): the set-based statements cannot tell
+            // whose, so run the batch again member by member to fail only that one.
+            Err(StoreError::Corrupt(m)) => {
+                tracing::warn!(error = %m, "set-based checkpoint batch failed; retrying member by member");
+                self.checkpoint_each(cps, now).await
+            }
             Err(e) => (0..cps.len()).map(|_| Err(e.duplicate())).collect(),
+        }
+    }
+
+    async fn create_instance_batch(&self, reqs: Vec<CreateInstance>) -> Vec<Result<CreateOutcome>> {
+        if reqs.is_empty() {
+            return Vec::new();
+        }
+        let now = now_micros();
+        let res = write_tx!(self, tx => batch::creates(&mut tx, &reqs, now).await);
+        match res {
+            Ok(results) => results,
+            Err(StoreError::Corrupt(m)) => {
+                tracing::warn!(error = %m, "set-based create batch failed; creating one by one");
+                let mut out = Vec::with_capacity(reqs.len());
+                for r in reqs {
+                    out.push(self.create_instance(r).await);
+                }
+                out
+            }
+            Err(e) => (0..reqs.len()).map(|_| Err(e.duplicate())).collect(),
         }
     }
 
@@ -506,22 +563,8 @@ impl Store for PgStore {
         if n == 0 {
             return Vec::new();
         }
-        // Row locks in key order, so concurrent batches cannot deadlock each other.
-        let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by(|&a, &b| {
-            (&items[a].instance_id, items[a].task_id)
-                .cmp(&(&items[b].instance_id, items[b].task_id))
-        });
-        let res: Result<Vec<bool>> = write_tx!(self, tx => {
-            let mut done = vec![false; n];
-            for &i in &order {
-                let c = &items[i];
-                done[i] =
-                    ops::complete_activity(&tx, &c.instance_id, c.task_id, c.generation, &c.event)
-                        .await?;
-            }
-            Ok(done)
-        });
+        let res: Result<Vec<bool>> =
+            write_tx!(self, tx => batch::complete_activities(&tx, &items).await);
         match res {
             Ok(done) => done.into_iter().map(Ok).collect(),
             Err(e) => (0..n).map(|_| Err(e.duplicate())).collect(),

@@ -135,6 +135,22 @@ CREATE INDEX inbox_by_bucket ON inbox (bucket);
 CREATE INDEX activities_by_bucket ON activities (bucket);
 CREATE INDEX reminders_by_bucket ON reminders (bucket, due_at);
 "#,
+    // Hints name their writer: every pooled connection sets `weft.writer` (a per-`PgStore` ID)
+    // at connect, and the payload is `writer/instance_id` (reminders: `writer`), so a sidecar
+    // drops the hints of its own writes (it wakes itself in-process) and only reacts to others'.
+    r#"
+CREATE OR REPLACE FUNCTION weft_notify_inbox() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_notify('weft_inbox',
+    COALESCE(current_setting('weft.writer', true), '') || '/' || NEW.instance_id);
+RETURN NULL; END $$;
+CREATE OR REPLACE FUNCTION weft_notify_reminders() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_notify('weft_reminders', COALESCE(current_setting('weft.writer', true), ''));
+RETURN NULL; END $$;
+CREATE OR REPLACE FUNCTION weft_notify_instance() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_notify('weft_instance',
+    COALESCE(current_setting('weft.writer', true), '') || '/' || NEW.instance_id);
+RETURN NULL; END $$;
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -110,6 +110,44 @@ async fn notifications_wake_other_handles() {
     assert!(a.is_listening());
 }
 
+/// A handle's own writes send it no hints (its engine wakes itself); another handle's do. NOTIFY
+/// arrives in commit order, so had the own write's hint been kept it would come first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_writes_send_no_hints() {
+    let Some(db) = weft_testkit::test_database().await else {
+        return;
+    };
+    let a = PgStore::connect(&db.url).await.unwrap();
+    let b = PgStore::connect(&db.url).await.unwrap();
+    let mut rx = a.subscribe().expect("PgStore listens");
+    wait_listening(&a).await;
+    a.create_instance(create_req("mine", ReusePolicy::Error))
+        .await
+        .unwrap();
+    a.append_inbox("mine", raised("e", 1)).await.unwrap();
+    b.create_instance(create_req("theirs", ReusePolicy::Error))
+        .await
+        .unwrap();
+    let first = loop {
+        match timeout(DEADLINE, rx.recv()).await.expect("a hint").unwrap() {
+            Wakeup::Resync => {} // announced when LISTEN came up
+            w => break w,
+        }
+    };
+    assert_eq!(
+        first,
+        Wakeup::Instance("theirs".into()),
+        "own hints dropped"
+    );
+    wait_for(&mut rx, &Wakeup::Inbox("theirs".into())).await;
+    assert_eq!(
+        listen::hint("weft_inbox", "w1/a/b", "w2"),
+        Some(Wakeup::Inbox("a/b".into())),
+        "instance IDs may contain the separator"
+    );
+    assert_eq!(listen::hint("weft_reminders", "w1", "w1"), None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_a_server_restart() {
     if weft_testkit::postgres_bin_dir().is_none() {

@@ -1,4 +1,5 @@
-//! The embedded SQLite backend: one connection per store handle behind a mutex, every operation a
+//! The embedded SQLite backend: one writer connection per store handle behind a mutex plus a few
+//! read-only WAL connections (reads never wait behind the writer's fsync), every operation a
 //! transaction run on the blocking pool (SQLite serialises writers anyway).
 
 mod ops;
@@ -6,13 +7,13 @@ mod schema;
 
 pub use schema::SCHEMA_VERSION;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags};
 use weft_core::{InstanceMeta, Micros};
 use weft_proto::durabletask::HistoryEvent;
 
@@ -25,6 +26,82 @@ use crate::{
 
 /// How long a writer waits for another process's write lock before giving up with `Unavailable`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Idle read connections kept per handle (more are opened while more reads run at once).
+const IDLE_READERS: usize = 4;
+
+/// Runs one statement through the connection's statement cache, so `BEGIN`/`COMMIT`/savepoints
+/// are parsed once per connection rather than on every transaction.
+fn exec_cached(c: &Connection, sql: &str) -> Result<()> {
+    c.prepare_cached(sql)
+        .and_then(|mut st| st.execute([]).map(|_| ()))
+        .map_err(map_err)
+}
+
+/// Runs `f` between `begin` and `COMMIT`; rolls back if `f` or the commit fails.
+fn in_tx<T>(c: &Connection, begin: &str, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    if !c.is_autocommit() {
+        // Left open by a failure that could not roll back (a panic in `f`): start clean.
+        let _ = c.execute_batch("ROLLBACK");
+    }
+    exec_cached(c, begin)?;
+    let out = f(c).and_then(|v| exec_cached(c, "COMMIT").map(|()| v));
+    if out.is_err() && !c.is_autocommit() {
+        let _ = exec_cached(c, "ROLLBACK");
+    }
+    out
+}
+
+/// Runs `f` inside a savepoint of the open transaction: if it fails, only its own writes are
+/// rolled back. The outer error is a failure of the savepoint itself (the transaction is lost).
+fn in_savepoint<T>(c: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<Result<T>> {
+    exec_cached(c, "SAVEPOINT weft_member")?;
+    let out = f(c);
+    if out.is_err() {
+        exec_cached(c, "ROLLBACK TO weft_member")?;
+    }
+    exec_cached(c, "RELEASE weft_member")?;
+    Ok(out)
+}
+
+/// Read-only connections to a database file, reused.
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    fn open(&self) -> Result<Connection> {
+        let c = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(map_err)?;
+        c.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
+        c.set_prepared_statement_cache_capacity(64);
+        Ok(c)
+    }
+
+    /// Runs `f` in a read transaction on an idle (or new) read connection. In WAL mode a read
+    /// transaction sees every commit that returned before it began, so reads after a write see it.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let c = match idle {
+            Some(c) => c,
+            None => self.open()?,
+        };
+        let out = in_tx(&c, "BEGIN DEFERRED", f);
+        if c.is_autocommit()
+            && let Ok(mut v) = self.idle.lock()
+            && v.len() < IDLE_READERS
+        {
+            v.push(c);
+        }
+        out
+    }
+}
 
 /// Maps rusqlite failures: type/conversion problems mean bad stored data, everything else
 /// (busy, I/O, full disk) is an availability problem the caller may retry.
@@ -49,6 +126,8 @@ pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// `None` in memory: reads then use `conn`.
+    readers: Option<Arc<Readers>>,
     commits: Arc<AtomicU64>,
 }
 
@@ -71,15 +150,20 @@ impl SqliteStore {
         let conn = Connection::open(path).map_err(map_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(map_err)?;
-        Self::setup(conn)
+        let readers = Readers {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+        };
+        Self::setup(conn, Some(readers))
     }
 
-    /// A private in-memory database (lost on drop), for tests.
+    /// A private in-memory database (lost on drop), for tests. Reads share the one connection
+    /// (another connection would see another database).
     pub fn open_in_memory() -> Result<Self> {
-        Self::setup(Connection::open_in_memory().map_err(map_err)?)
+        Self::setup(Connection::open_in_memory().map_err(map_err)?, None)
     }
 
-    fn setup(mut conn: Connection) -> Result<Self> {
+    fn setup(mut conn: Connection, readers: Option<Readers>) -> Result<Self> {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(map_err)?;
@@ -96,6 +180,7 @@ impl SqliteStore {
         }
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            readers: readers.map(Arc::new),
             commits: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -131,32 +216,57 @@ impl SqliteStore {
     {
         let commits = self.commits.clone();
         self.with_conn(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(map_err)?;
-            let out = f(&tx)?;
-            tx.commit().map_err(map_err)?;
+            let out = in_tx(c, "BEGIN IMMEDIATE", f)?;
             commits.fetch_add(1, Ordering::Relaxed);
             Ok(out)
         })
         .await
     }
 
-    /// Runs `f` in a read transaction, so multi-statement reads see one snapshot.
+    /// Runs `f` in a read transaction, so multi-statement reads see one snapshot; on a read
+    /// connection of its own when the database is a file.
     async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        self.with_conn(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Deferred)
-                .map_err(map_err)?;
-            let out = f(&tx)?;
-            tx.commit().map_err(map_err)?;
-            Ok(out)
-        })
-        .await
+        match &self.readers {
+            Some(readers) => {
+                let readers = readers.clone();
+                tokio::task::spawn_blocking(move || readers.read(f))
+                    .await
+                    .map_err(|e| StoreError::Unavailable(format!("sqlite worker: {e}")))?
+            }
+            None => self.with_conn(move |c| in_tx(c, "BEGIN DEFERRED", f)).await,
+        }
+    }
+
+    /// Runs every item through `f` in one IMMEDIATE transaction, each inside a savepoint so a
+    /// failing item rolls back alone; every item gets the transaction's error if it fails.
+    async fn write_each<I, T, F>(&self, items: Vec<I>, f: F) -> Vec<Result<T>>
+    where
+        I: Send + 'static,
+        T: Send + 'static,
+        F: Fn(&Connection, &I) -> Result<T> + Send + 'static,
+    {
+        let n = items.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let res = self
+            .write(move |c| {
+                let mut results = Vec::with_capacity(items.len());
+                for item in &items {
+                    results.push(in_savepoint(c, |c| f(c, item))?);
+                }
+                Ok(results)
+            })
+            .await;
+        match res {
+            Ok(results) => results,
+            // The whole transaction failed: nothing of any item was committed.
+            Err(e) => (0..n).map(|_| Err(e.duplicate())).collect(),
+        }
     }
 }
 
@@ -164,6 +274,12 @@ impl SqliteStore {
 impl Store for SqliteStore {
     async fn create_instance(&self, req: CreateInstance) -> Result<CreateOutcome> {
         self.write(move |c| ops::create(c, &req, now_micros()))
+            .await
+    }
+
+    async fn create_instance_batch(&self, reqs: Vec<CreateInstance>) -> Vec<Result<CreateOutcome>> {
+        let now = now_micros();
+        self.write_each(reqs, move |c, req| ops::create(c, req, now))
             .await
     }
 
@@ -215,34 +331,9 @@ impl Store for SqliteStore {
     }
 
     async fn checkpoint_batch(&self, cps: Vec<Checkpoint>) -> Vec<Result<()>> {
-        let n = cps.len();
-        let commits = self.commits.clone();
-        let res = self
-            .with_conn(move |c| {
-                let mut tx = c
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(map_err)?;
-                let now = now_micros();
-                let mut results = Vec::with_capacity(cps.len());
-                for cp in &cps {
-                    // A savepoint per member: its failure rolls back only its own writes.
-                    let sp = tx.savepoint().map_err(map_err)?;
-                    let r = ops::checkpoint(&sp, cp, now);
-                    if r.is_ok() {
-                        sp.commit().map_err(map_err)?;
-                    }
-                    results.push(r);
-                }
-                tx.commit().map_err(map_err)?;
-                commits.fetch_add(1, Ordering::Relaxed);
-                Ok(results)
-            })
-            .await;
-        match res {
-            Ok(results) => results,
-            // The whole transaction failed: nothing of any member was committed.
-            Err(e) => (0..n).map(|_| Err(e.duplicate())).collect(),
-        }
+        let now = now_micros();
+        self.write_each(cps, move |c, cp| ops::checkpoint(c, cp, now))
+            .await
     }
 
     async fn pending_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {

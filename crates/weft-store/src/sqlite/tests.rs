@@ -90,3 +90,44 @@ async fn corrupt_event_bytes_are_reported_not_panicked() {
         Err(StoreError::Corrupt(_))
     ));
 }
+
+/// Reads run on their own WAL connections: a read completes while the writer connection is
+/// held (as during a commit's fsync), and every read after a write returned sees that write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_have_their_own_connections_and_see_every_returned_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("weft.db")).unwrap();
+    s.create_instance(crate::conformance::create_req(
+        "r",
+        crate::ReusePolicy::Error,
+    ))
+    .await
+    .unwrap();
+    for k in 0..50 {
+        assert!(
+            s.append_inbox("r", crate::conformance::raised("e", k))
+                .await
+                .unwrap()
+        );
+        let n = s.read_inbox("r").await.unwrap().len();
+        assert_eq!(n, k as usize + 2, "read after write {k}");
+    }
+    // Another thread holds the writer connection until told to let go.
+    let writer = s.conn.clone();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let _held = writer.lock().unwrap();
+        locked_tx.send(()).unwrap();
+        let _ = release_rx.recv_timeout(std::time::Duration::from_secs(60));
+    });
+    locked_rx.recv().unwrap();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(20), s.load("r")).await;
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    let loaded = read
+        .expect("a read waited for the writer")
+        .unwrap()
+        .unwrap();
+    assert_eq!(loaded.inbox.len(), 51);
+}

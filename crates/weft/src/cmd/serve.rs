@@ -35,6 +35,10 @@ pub struct ServeArgs {
     /// (e.g. 20s, 500ms, 1m).
     #[arg(long, env = "WEFT_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// How long a workflow actor with nothing to do stays in memory before it is dropped
+    /// (its instance lives on in the store and is loaded again on its next event).
+    #[arg(long, env = "WEFT_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_idle_timeout)]
+    pub idle_timeout: Duration,
     /// App ID recorded as the source of workflows started here.
     #[arg(long, env = "WEFT_APP_ID", default_value = "weft-dev")]
     pub app_id: String,
@@ -177,6 +181,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// An idle timeout: a duration above zero (zero would drop every actor between its turns).
+pub fn parse_idle_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(10) {
+        return Err(format!("`{s}`: the idle timeout must be at least 10ms"));
+    }
+    Ok(d)
+}
+
 /// Opens the PostgreSQL store; the URL's password never reaches the logs.
 pub async fn postgres(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     let redacted = redact_url(url);
@@ -212,6 +225,7 @@ pub async fn run(
             max_work_item_bytes: args.max_work_item_bytes,
             workflow,
             slot_lease: args.config.slot_lease,
+            idle_timeout: args.idle_timeout,
             ..Default::default()
         },
         cluster: Some(cluster),
@@ -254,7 +268,7 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{parse_duration, parse_idle_timeout};
     use std::time::Duration;
 
     #[test]
@@ -266,6 +280,10 @@ mod tests {
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
         for bad in ["", "s", "10h", "-1s", "1e9s", "abc", "99999999s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_idle_timeout("5s"), Ok(Duration::from_secs(5)));
+        for bad in ["0", "0s", "5ms", "abc"] {
+            assert!(parse_idle_timeout(bad).is_err(), "{bad}");
         }
     }
 }
