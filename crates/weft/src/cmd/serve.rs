@@ -39,6 +39,12 @@ pub struct ServeArgs {
     /// (its instance lives on in the store and is loaded again on its next event).
     #[arg(long, env = "WEFT_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_idle_timeout)]
     pub idle_timeout: Duration,
+    /// Fold an activity's result into the turn it wakes (one commit per step; a result the
+    /// worker delivered is held in memory until that turn commits, so a crash or hand-off in
+    /// between re-runs the activity). Default: on for `weft dev`, off for `weft sidecar`, where
+    /// the cluster promises that no activity whose result was delivered runs again.
+    #[arg(long, env = "WEFT_FOLD_ACTIVITY_RESULTS")]
+    pub fold_activity_results: Option<bool>,
     /// App ID recorded as the source of workflows started here.
     #[arg(long, env = "WEFT_APP_ID", default_value = "weft-dev")]
     pub app_id: String,
@@ -226,6 +232,7 @@ pub async fn run(
             workflow,
             slot_lease: args.config.slot_lease,
             idle_timeout: args.idle_timeout,
+            fold_activity_results: args.fold_activity_results.unwrap_or(role == "weft dev"),
             ..Default::default()
         },
         cluster: Some(cluster),
