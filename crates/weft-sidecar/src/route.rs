@@ -301,6 +301,30 @@ impl Router {
     /// placement table, until `limit` (bounded) runs out; then the caller gets UNAVAILABLE —
     /// never NOT_FOUND for an instance that exists.
     pub async fn route(&self, call: Call, limit: Option<Duration>) -> Result<Reply> {
+        // A start that reached a peer which then went away may have been committed there: its
+        // retry would then find "its own" instance and must not answer ALREADY_EXISTS.
+        let mut maybe_started = false;
+        let r = self.route_inner(&call, limit, &mut maybe_started).await;
+        match (r, &call) {
+            (Err(EngineError::AlreadyExists(msg)), Call::Start(m)) if maybe_started => {
+                match self.inner.engine.get_instance(&m.instance_id).await {
+                    Ok(Some(meta)) if meta.name == m.name && meta.input == m.input => {
+                        tracing::debug!(instance = %m.instance_id, "a start retried after an unknown outcome found its own instance");
+                        Ok(Reply::Id(m.instance_id.clone()))
+                    }
+                    _ => Err(EngineError::AlreadyExists(msg)),
+                }
+            }
+            (r, _) => r,
+        }
+    }
+
+    async fn route_inner(
+        &self,
+        call: &Call,
+        limit: Option<Duration>,
+        maybe_started: &mut bool,
+    ) -> Result<Reply> {
         let deadline = Instant::now()
             + limit
                 .unwrap_or(DEFAULT_ROUTE_DEADLINE)
@@ -314,7 +338,9 @@ impl Router {
             let addr = match hinted.take() {
                 Some(a) => a,
                 None => match own.owner(call.app(), ActorKind::Workflow, call.key()) {
-                    Owner::Local | Owner::Nobody => return execute(&self.inner.engine, call).await,
+                    Owner::Local | Owner::Nobody => {
+                        return execute(&self.inner.engine, call.clone()).await;
+                    }
                     Owner::Remote { address, .. } => address,
                 },
             };
@@ -344,7 +370,10 @@ impl Router {
                     }
                     format!("{addr} does not own it")
                 }
-                Err(Miss::Unreachable(e)) => format!("{addr} unreachable: {e}"),
+                Err(Miss::Unreachable(e)) => {
+                    *maybe_started |= matches!(call, Call::Start(_));
+                    format!("{addr} unreachable: {e}")
+                }
             };
             tracing::debug!(instance = call.key(), %why, "owner not reached; waiting for a newer table");
             tokio::select! {
