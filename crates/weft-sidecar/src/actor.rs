@@ -513,6 +513,7 @@ impl Actor {
             match effect {
                 Effect::ScheduleActivity { task_id, request } => {
                     cp.new_activities.push(ActivityTask {
+                        claim: 0,
                         instance_id: self.id.clone(),
                         generation,
                         task_id: *task_id,
@@ -520,6 +521,7 @@ impl Actor {
                     });
                     activities.push(Job::Activity {
                         generation,
+                        claim: 0,
                         request: request.clone(),
                     });
                 }

@@ -238,7 +238,7 @@ impl Inner {
         }
     }
 
-    /// Re-queues every pending activity and wakes every instance with inbox events: the start-up
+    /// Claims and re-queues every pending activity and wakes every instance with inbox events: the start-up
     /// recovery, also run after a commit whose outcome is unknown (it may have landed, and then
     /// its effects were never carried out).
     pub(crate) async fn resync(self: &Arc<Self>) -> Result<()> {
@@ -248,7 +248,7 @@ impl Inner {
 
     /// The recovery scan limited to `scope` (all that is owned, or buckets just taken over).
     pub(crate) async fn resync_scope(self: &Arc<Self>, scope: &Scope) -> Result<()> {
-        for a in self.store.pending_activities(scope).await? {
+        for a in self.store.claim_activities(scope).await? {
             if !self.owns(&a.instance_id) {
                 continue; // handed off while the scan ran
             }
@@ -256,6 +256,7 @@ impl Inner {
                 .map_err(|e| EngineError::Internal(format!("stored activity request: {e}")))?;
             self.hub.push(Job::Activity {
                 generation: a.generation,
+                claim: a.claim,
                 request,
             });
         }
@@ -731,7 +732,7 @@ impl Engine {
             self.check_payload_len("activity failure details", f.encoded_len())?;
         }
         let id = resp.instance_id.clone();
-        let Some((generation, request)) =
+        let Some((generation, claim, request)) =
             self.inner
                 .hub
                 .take_activity(&id, resp.task_id, &resp.completion_token)
@@ -760,6 +761,7 @@ impl Engine {
                 instance_id: id.clone(),
                 task_id: resp.task_id,
                 generation,
+                claim: Some(claim),
                 event: event(now(), ty),
             },
             request,

@@ -140,7 +140,7 @@ async fn an_idle_step_commits_once_and_reads_no_inbox() {
     assert_eq!(task_completed_count(&h), 3);
     let pending = engine
         .store()
-        .pending_activities(&weft_store::Scope::all("weft-dev"))
+        .claim_activities(&weft_store::Scope::all("weft-dev"))
         .await
         .unwrap();
     assert_eq!(

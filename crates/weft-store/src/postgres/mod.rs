@@ -542,8 +542,8 @@ impl Store for PgStore {
         }
     }
 
-    async fn pending_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
-        read!(self, c => ops::pending_activities(&c, scope).await)
+    async fn claim_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
+        write_tx!(self, tx => ops::claim_activities(&tx, scope).await)
     }
 
     async fn complete_activity(
@@ -563,10 +563,10 @@ impl Store for PgStore {
         if n == 0 {
             return Vec::new();
         }
-        let res: Result<Vec<bool>> =
+        let res: Result<Vec<Result<bool>>> =
             write_tx!(self, tx => batch::complete_activities(&tx, &items).await);
         match res {
-            Ok(done) => done.into_iter().map(Ok).collect(),
+            Ok(done) => done,
             Err(e) => (0..n).map(|_| Err(e.duplicate())).collect(),
         }
     }

@@ -376,7 +376,7 @@ pub(crate) async fn checkpoint(tx: &Transaction<'_>, cp: &Checkpoint, now: Micro
             "INSERT INTO activities (instance_id, task_id, generation, request, bucket) \
              SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[], $5::int[]) \
              ON CONFLICT (instance_id, task_id) DO UPDATE \
-             SET generation = excluded.generation, request = excluded.request",
+             SET generation = excluded.generation, request = excluded.request, claim = 0",
         )
         .await?;
     let timers = tx.prepare_cached(INSERT_REMINDERS).await?;
@@ -503,17 +503,16 @@ pub(crate) async fn checkpoint(tx: &Transaction<'_>, cp: &Checkpoint, now: Micro
     Ok(())
 }
 
-pub(crate) async fn pending_activities(
-    c: &impl deadpool_postgres::GenericClient,
-    scope: &Scope,
-) -> R<Vec<ActivityTask>> {
-    let st = c
+pub(crate) async fn claim_activities(tx: &Transaction<'_>, scope: &Scope) -> R<Vec<ActivityTask>> {
+    // A row being completed meanwhile is waited for: once deleted it is not claimed.
+    let st = tx
         .prepare_cached(&format!(
-            "SELECT instance_id, generation, task_id, request FROM activities \
-             WHERE {IN_SCOPE} ORDER BY instance_id, task_id"
+            "WITH c AS (UPDATE activities SET claim = claim + 1 WHERE {IN_SCOPE} \
+                 RETURNING instance_id, generation, task_id, request, claim) \
+             SELECT * FROM c ORDER BY instance_id, task_id"
         ))
         .await?;
-    let rows = c.query(&st, &[&scope.buckets, &scope.app_id]).await?;
+    let rows = tx.query(&st, &[&scope.buckets, &scope.app_id]).await?;
     rows.iter()
         .map(|r| {
             Ok(ActivityTask {
@@ -521,6 +520,7 @@ pub(crate) async fn pending_activities(
                 generation: col(r, 1)?,
                 task_id: col(r, 2)?,
                 request: col(r, 3)?,
+                claim: col(r, 4)?,
             })
         })
         .collect()
