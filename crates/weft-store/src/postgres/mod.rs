@@ -5,6 +5,7 @@
 mod batch;
 mod listen;
 mod ops;
+mod scans;
 mod schema;
 
 pub use schema::SCHEMA_VERSION;
@@ -543,7 +544,7 @@ impl Store for PgStore {
     }
 
     async fn claim_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
-        write_tx!(self, tx => ops::claim_activities(&tx, scope).await)
+        write_tx!(self, tx => scans::claim_activities(&tx, scope).await)
     }
 
     async fn complete_activity(
@@ -554,7 +555,7 @@ impl Store for PgStore {
         event: HistoryEvent,
     ) -> Result<bool> {
         write_tx!(self, tx => {
-            ops::complete_activity(&tx, instance_id, task_id, generation, &event).await
+            scans::complete_activity(&tx, instance_id, task_id, generation, &event).await
         })
     }
 
@@ -572,7 +573,7 @@ impl Store for PgStore {
     }
 
     async fn instances_with_inbox(&self, scope: &Scope) -> Result<Vec<String>> {
-        read!(self, c => ops::instances_with_inbox(&c, scope).await)
+        read!(self, c => scans::instances_with_inbox(&c, scope).await)
     }
 
     async fn claim_due_reminders(
@@ -582,19 +583,19 @@ impl Store for PgStore {
         lease_until: Micros,
         limit: usize,
     ) -> Result<Vec<Reminder>> {
-        write_tx!(self, tx => ops::claim_reminders(&tx, scope, now, lease_until, limit).await)
+        write_tx!(self, tx => scans::claim_reminders(&tx, scope, now, lease_until, limit).await)
     }
 
     async fn fire_reminder(&self, reminder_id: i64) -> Result<bool> {
-        write_tx!(self, tx => ops::fire_reminder(&tx, reminder_id).await)
+        write_tx!(self, tx => scans::fire_reminder(&tx, reminder_id).await)
     }
 
     async fn next_reminder_due(&self, scope: &Scope) -> Result<Option<Micros>> {
-        read!(self, c => ops::next_reminder_due(&c, scope).await)
+        read!(self, c => scans::next_reminder_due(&c, scope).await)
     }
 
     async fn stalled_instances(&self, scope: &Scope, limit: usize) -> Result<Vec<String>> {
-        read!(self, c => ops::stalled_instances(&c, scope, limit).await)
+        read!(self, c => scans::stalled_instances(&c, scope, limit).await)
     }
 
     async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage> {
