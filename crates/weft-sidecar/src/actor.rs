@@ -39,6 +39,9 @@ pub(crate) enum ActorMsg {
     /// The instance moved to another sidecar: finish the turn in flight (within the hand-off
     /// deadline) and stop.
     Handoff,
+    /// Tests only: the actor panics, as a bug in a turn would make it.
+    #[cfg(test)]
+    Panic,
 }
 
 pub(crate) type FoldReply = oneshot::Sender<Option<Box<ActivityResult>>>;
@@ -131,6 +134,8 @@ impl Actor {
                     }
                 }
                 ActorMsg::Oversize { .. } | ActorMsg::Handoff => {}
+                #[cfg(test)]
+                ActorMsg::Panic => {}
             }
         }
         // Results accepted here go through the durable path; the new owner (or a fresh actor)
@@ -244,6 +249,8 @@ impl Actor {
             };
             match msg {
                 None => return,
+                #[cfg(test)]
+                Some(ActorMsg::Panic) => panic!("actor of '{}' panics (test)", self.id),
                 Some(ActorMsg::Handoff) => {
                     // Only a turn a worker holds now is worth waiting for.
                     if self.pending.is_none()

@@ -127,7 +127,30 @@ impl Inner {
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(msg);
         actors.insert(id.to_string(), tx);
-        tokio::spawn(Actor::new(id.to_string(), self.clone(), rx).run());
+        let (inner, id) = (self.clone(), id.to_string());
+        tokio::spawn(async move {
+            let run = std::panic::AssertUnwindSafe(Actor::new(id.clone(), inner.clone(), rx).run());
+            if futures::FutureExt::catch_unwind(run).await.is_err() {
+                inner.actor_panicked(&id);
+            }
+        });
+    }
+
+    /// An actor panicked (a bug): what it held in memory — results folded into a turn not yet
+    /// committed, the turn itself — is gone, so recover as after a restart: a recovery scan claims
+    /// and dispatches the pending activities again, and a fresh actor reloads the instance.
+    fn actor_panicked(self: &Arc<Self>, id: &str) {
+        tracing::error!(instance = %id, "workflow actor panicked; recovering the instance from the store");
+        metrics::counter!("weft_actor_panics_total").increment(1);
+        {
+            let mut actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
+            // Only the entry of the dead actor (its mailbox is closed); a fresh one may exist.
+            if actors.get(id).is_some_and(|tx| tx.is_closed()) {
+                self.forget_actor(&mut actors, id);
+            }
+        }
+        self.resync_needed.notify_one();
+        self.wake(id);
     }
 
     /// Offers an activity result to its instance's actor, to be committed by the next turn.

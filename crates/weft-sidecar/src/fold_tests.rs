@@ -223,3 +223,48 @@ async fn a_result_during_a_held_turn_takes_the_durable_path() {
     assert_eq!(task_completed_count(&h), 2);
     shutdown.cancel();
 }
+
+/// An actor that panics loses what it held in memory — here a folded result whose turn the
+/// worker holds — but not the instance: the recovery scan dispatches the activity again, a fresh
+/// actor takes over, and the workflow completes with one `TaskCompleted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_actor_loses_its_held_result_but_not_the_instance() {
+    let (spy, engine, mut rx, shutdown) = setup(EngineConfig::default()).await;
+    let first = next(&mut rx).await;
+    answer(&engine, first, vec![schedule(0)]).await;
+    let activity = next(&mut rx).await;
+    let (_held_turn, kinds) = run_activity(&engine, &mut rx, activity).await;
+    assert_eq!(kinds, ["WorkflowStarted", "TaskCompleted"]);
+    assert_eq!(spy.counts.results.load(Ordering::SeqCst), 0, "folded");
+    engine
+        .inner
+        .send_existing("f", crate::actor::ActorMsg::Panic);
+    // The activity comes back (its task row was never deleted); turns meanwhile get no actions.
+    let again = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let item = next(&mut rx).await;
+            match &item.request {
+                Some(Request::ActivityRequest(_)) => return item,
+                _ => answer(&engine, item, vec![]).await,
+            }
+        }
+    })
+    .await
+    .expect("the activity is dispatched again after the panic");
+    let (turn, kinds) = run_activity(&engine, &mut rx, again).await;
+    assert!(kinds.contains(&"TaskCompleted".to_string()), "{kinds:?}");
+    let done = action(
+        1,
+        A::CompleteWorkflow(CompleteWorkflowAction {
+            workflow_status: OrchestrationStatus::Completed as i32,
+            result: Some("\"ok\"".into()),
+            ..Default::default()
+        }),
+    );
+    answer(&engine, turn, vec![done]).await;
+    let meta = engine.get_instance("f").await.unwrap().unwrap();
+    assert_eq!(meta.status, weft_core::RuntimeStatus::Completed);
+    let h = engine.history("f").await.unwrap().unwrap();
+    assert_eq!(task_completed_count(&h), 1);
+    shutdown.cancel();
+}
