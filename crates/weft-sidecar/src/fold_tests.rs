@@ -268,3 +268,49 @@ async fn a_panicking_actor_loses_its_held_result_but_not_the_instance() {
     assert_eq!(task_completed_count(&h), 1);
     shutdown.cancel();
 }
+
+/// Results that arrive while the join's turn still waits in the queue are folded into it: the
+/// turn is prepared again each time, but from what the actor already holds, not from a fresh
+/// inbox read per result (a fan-out of n would read the inbox n times).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_folded_into_a_queued_turn_read_no_inbox() {
+    const N: i32 = 8;
+    let (spy, engine, mut rx, shutdown) = setup(EngineConfig::default()).await;
+    let first = next(&mut rx).await;
+    answer(&engine, first, (0..N).map(schedule).collect()).await;
+    let mut activities = Vec::new();
+    for _ in 0..N {
+        activities.push(next(&mut rx).await);
+    }
+    // No worker takes the turn the results prepare: it stays queued while they arrive.
+    engine.inner.hub.pause();
+    let reads = spy.counts.inbox_reads.load(Ordering::SeqCst);
+    for item in activities {
+        let Some(Request::ActivityRequest(a)) = &item.request else {
+            panic!("expected an activity, got {item:?}");
+        };
+        engine
+            .complete_activity(ActivityResponse {
+                instance_id: "f".into(),
+                task_id: a.task_id,
+                result: Some(a.task_id.to_string()),
+                completion_token: item.completion_token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(spy.counts.results.load(Ordering::SeqCst), 0, "all folded");
+    let read = spy.counts.inbox_reads.load(Ordering::SeqCst) - reads;
+    assert!(read <= 1, "{read} inbox reads for {N} folded results");
+    engine.inner.hub.resume();
+    let turn = next(&mut rx).await;
+    let Some(Request::WorkflowRequest(r)) = &turn.request else {
+        panic!("expected the join's turn, got {turn:?}");
+    };
+    assert_eq!(task_completed_count(&r.new_events), N as usize);
+    answer(&engine, turn, vec![]).await;
+    let h = engine.history("f").await.unwrap().unwrap();
+    assert_eq!(task_completed_count(&h), N as usize);
+    shutdown.cancel();
+}

@@ -374,6 +374,13 @@ impl Hub {
         self.paused.store(true, Ordering::SeqCst);
     }
 
+    /// Hands out work again after [`Hub::pause`] (tests hold turns in the queue with it).
+    #[cfg(test)]
+    pub(crate) fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+        self.ready.notify_waiters();
+    }
+
     /// Number of dispatched, unanswered items, observable.
     pub fn inflight(&self) -> watch::Receiver<usize> {
         self.inflight_count.subscribe()

@@ -183,4 +183,7 @@ impl Store for Spy {
     async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
         self.inner.release_slots(bucket, holder, slots).await
     }
+    fn concurrent_writes(&self) -> usize {
+        self.inner.concurrent_writes()
+    }
 }
