@@ -335,10 +335,6 @@ impl Store for Probed {
         self.inner.subscribe()
     }
 
-    fn concurrent_writes(&self) -> usize {
-        self.inner.concurrent_writes()
-    }
-
     async fn health(&self) -> Result<()> {
         self.inner.health().await
     }

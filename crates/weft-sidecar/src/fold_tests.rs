@@ -76,8 +76,8 @@ async fn answer(engine: &Engine, item: WorkItem, actions: Vec<WorkflowAction>) {
         .unwrap();
 }
 
-/// Answers the activity in `item` and returns the next workflow turn's new event kinds.
-async fn run_activity(engine: &Engine, rx: &mut Items, item: WorkItem) -> (WorkItem, Vec<String>) {
+/// Answers the activity in `item` with its task ID as the result.
+async fn complete(engine: &Engine, item: &WorkItem) {
     let Some(Request::ActivityRequest(a)) = &item.request else {
         panic!("expected an activity, got {item:?}");
     };
@@ -91,6 +91,11 @@ async fn run_activity(engine: &Engine, rx: &mut Items, item: WorkItem) -> (WorkI
         })
         .await
         .unwrap();
+}
+
+/// Answers the activity in `item` and returns the next workflow turn's new event kinds.
+async fn run_activity(engine: &Engine, rx: &mut Items, item: WorkItem) -> (WorkItem, Vec<String>) {
+    complete(engine, &item).await;
     let turn = next(rx).await;
     let Some(Request::WorkflowRequest(r)) = &turn.request else {
         panic!("expected a workflow turn, got {turn:?}");
@@ -285,20 +290,8 @@ async fn results_folded_into_a_queued_turn_read_no_inbox() {
     // No worker takes the turn the results prepare: it stays queued while they arrive.
     engine.inner.hub.pause();
     let reads = spy.counts.inbox_reads.load(Ordering::SeqCst);
-    for item in activities {
-        let Some(Request::ActivityRequest(a)) = &item.request else {
-            panic!("expected an activity, got {item:?}");
-        };
-        engine
-            .complete_activity(ActivityResponse {
-                instance_id: "f".into(),
-                task_id: a.task_id,
-                result: Some(a.task_id.to_string()),
-                completion_token: item.completion_token.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+    for item in &activities {
+        complete(&engine, item).await;
     }
     assert_eq!(spy.counts.results.load(Ordering::SeqCst), 0, "all folded");
     let read = spy.counts.inbox_reads.load(Ordering::SeqCst) - reads;

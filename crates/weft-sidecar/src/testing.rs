@@ -183,7 +183,4 @@ impl Store for Spy {
     async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
         self.inner.release_slots(bucket, holder, slots).await
     }
-    fn concurrent_writes(&self) -> usize {
-        self.inner.concurrent_writes()
-    }
 }

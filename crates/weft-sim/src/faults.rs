@@ -489,10 +489,6 @@ impl Store for FaultStore {
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {
         self.inner.subscribe()
     }
-
-    fn concurrent_writes(&self) -> usize {
-        self.inner.concurrent_writes()
-    }
     async fn health(&self) -> Result<()> {
         if self.dead() {
             return Err(Self::refuse("this engine process has crashed"));

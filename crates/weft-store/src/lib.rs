@@ -217,14 +217,6 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
-    /// How many write transactions of one kind (checkpoints, activity results, creations) the
-    /// engine's group committer may run at once. 1 for a single-writer backend (SQLite, where a
-    /// second transaction would only queue behind the first); more where the database commits
-    /// concurrent transactions in parallel (PostgreSQL, whose WAL flush serves them together).
-    fn concurrent_writes(&self) -> usize {
-        1
-    }
-
     /// Whether the backend is reachable right now (for readiness probes). `Err(Unavailable)`
     /// while the database cannot be reached.
     async fn health(&self) -> Result<()> {

@@ -192,9 +192,6 @@ impl PgOptions {
 
 struct Inner {
     pool: Pool,
-    /// Write transactions of one kind the engine may run at once: a quarter of the pool (three
-    /// kinds share it with reads), at most 4.
-    write_slots: usize,
     redacted: String,
     retry_for: Duration,
     commits: AtomicU64,
@@ -386,7 +383,6 @@ impl PgStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
-                write_slots: (opts.pool_size / 4).clamp(1, 4),
                 redacted,
                 retry_for: opts.retry_for,
                 commits: AtomicU64::new(0),
@@ -633,10 +629,6 @@ impl Store for PgStore {
 
     async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
         write_tx!(self, tx => ops::release_slots(&tx, bucket, holder, slots).await)
-    }
-
-    fn concurrent_writes(&self) -> usize {
-        self.inner.write_slots
     }
 
     fn subscribe(&self) -> Option<broadcast::Receiver<Wakeup>> {
