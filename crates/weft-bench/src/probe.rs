@@ -28,7 +28,7 @@ const OPS: [&str; 19] = [
     "append_inbox",
     "checkpoint",
     "checkpoint_batch",
-    "pending_activities",
+    "claim_activities",
     "complete_activity",
     "complete_activity_batch",
     "instances_with_inbox",
@@ -210,12 +210,12 @@ impl Store for Probed {
         )
     }
 
-    async fn pending_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
+    async fn claim_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
         timed!(
             self,
-            "pending_activities",
+            "claim_activities",
             1,
-            self.inner.pending_activities(scope)
+            self.inner.claim_activities(scope)
         )
     }
 
@@ -333,6 +333,10 @@ impl Store for Probed {
 
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {
         self.inner.subscribe()
+    }
+
+    fn concurrent_writes(&self) -> usize {
+        self.inner.concurrent_writes()
     }
 
     async fn health(&self) -> Result<()> {

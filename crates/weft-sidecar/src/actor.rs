@@ -15,7 +15,8 @@ use weft_core::turn::{
 use weft_core::{InstanceMeta, RuntimeStatus};
 use weft_proto::durabletask::{HistoryEvent, StalledReason, WorkflowResponse};
 use weft_store::{
-    ActivityTask, Checkpoint, CreateInstance, Outbound, Reminder, ReusePolicy, StoreError,
+    ActivityTask, Checkpoint, CreateInstance, InboxEntry, Outbound, Reminder, ReusePolicy,
+    StoreError,
 };
 
 pub(crate) enum ActorMsg {
@@ -39,6 +40,9 @@ pub(crate) enum ActorMsg {
     /// The instance moved to another sidecar: finish the turn in flight (within the hand-off
     /// deadline) and stop.
     Handoff,
+    /// Tests only: the actor panics, as a bug in a turn would make it.
+    #[cfg(test)]
+    Panic,
 }
 
 pub(crate) type FoldReply = oneshot::Sender<Option<Box<ActivityResult>>>;
@@ -82,6 +86,11 @@ pub(crate) struct Actor {
     /// inbox write is followed by one) and whenever a read event was left unconsumed; cleared
     /// by a read. While clear, a turn started by a held result alone needs no inbox read.
     inbox_stale: bool,
+    /// The stored inbox events the pending turn carries (read, not yet consumed): while
+    /// `inbox_stale` is clear they are all the store holds, so a turn withdrawn to take in a
+    /// folded result is prepared again from them without a read (a fan-out's join would
+    /// otherwise read the inbox once per result).
+    carried: Vec<InboxEntry>,
 }
 
 impl Actor {
@@ -105,6 +114,7 @@ impl Actor {
             held: Vec::new(),
             next_held_seq: -1,
             inbox_stale: true,
+            carried: Vec::new(),
         }
     }
 
@@ -131,6 +141,8 @@ impl Actor {
                     }
                 }
                 ActorMsg::Oversize { .. } | ActorMsg::Handoff => {}
+                #[cfg(test)]
+                ActorMsg::Panic => {}
             }
         }
         // Results accepted here go through the durable path; the new owner (or a fresh actor)
@@ -170,9 +182,9 @@ impl Actor {
             if !self.inner.hub.withdraw_workflow(&self.id) {
                 return Some(r);
             }
-            // Not taken by a worker yet: prepared again with this result.
+            // Not taken by a worker yet: prepared again with this result (and the inbox
+            // events it carried, still unconsumed).
             self.pending = None;
-            self.inbox_stale = true;
         }
         if self.held.iter().any(|h| h.result.key() == r.key()) {
             return None; // the same result twice (a re-run): one is enough
@@ -244,6 +256,8 @@ impl Actor {
             };
             match msg {
                 None => return,
+                #[cfg(test)]
+                Some(ActorMsg::Panic) => panic!("actor of '{}' panics (test)", self.id),
                 Some(ActorMsg::Handoff) => {
                     // Only a turn a worker holds now is worth waiting for.
                     if self.pending.is_none()
@@ -345,9 +359,11 @@ impl Actor {
     }
 
     async fn step_inner(&mut self, retry_stalled: bool) -> Result<()> {
+        // Whatever the previous preparation carried is either consumed by now or in `inbox`.
+        let carried = std::mem::take(&mut self.carried);
         let inbox = match &self.state {
-            // Only held results arrived since everything read was consumed.
-            Some(_) if !self.inbox_stale => Vec::new(),
+            // Only held results arrived since everything read was consumed or carried.
+            Some(_) if !self.inbox_stale => carried,
             Some(_) => self.inner.store.read_inbox(&self.id).await?,
             None => match self.inner.store.load(&self.id).await? {
                 None => return Ok(()), // purged
@@ -369,10 +385,10 @@ impl Actor {
         self.inbox_stale = false;
         let st = self.state.as_ref().expect("loaded above");
         let mut items: Vec<InboxItem> = inbox
-            .into_iter()
+            .iter()
             .map(|e| InboxItem {
                 seq: e.seq,
-                event: e.event,
+                event: e.event.clone(),
                 generation: e.generation,
             })
             .collect();
@@ -422,6 +438,7 @@ impl Actor {
                     return self.stall_oversize(least, self.inner.max_work_item).await;
                 }
                 self.pending = Some(t);
+                self.carried = inbox;
                 tracing::debug!(instance = %self.id, "dispatching a turn");
                 self.inner.hub.push(Job::Workflow(req));
                 Ok(())
@@ -513,6 +530,7 @@ impl Actor {
             match effect {
                 Effect::ScheduleActivity { task_id, request } => {
                     cp.new_activities.push(ActivityTask {
+                        claim: 0,
                         instance_id: self.id.clone(),
                         generation,
                         task_id: *task_id,
@@ -520,6 +538,7 @@ impl Actor {
                     });
                     activities.push(Job::Activity {
                         generation,
+                        claim: 0,
                         request: request.clone(),
                     });
                 }
@@ -565,7 +584,11 @@ impl Actor {
         let timers = !cp.new_reminders.is_empty();
         let folded = cp.completed_activities.len();
         match self.inner.committer.checkpoint(cp).await {
-            Ok(()) => self.failures = 0,
+            Ok(()) => {
+                self.failures = 0;
+                // The turn consumed what it carried.
+                self.carried.clear();
+            }
             Err(e) => {
                 // Nothing was written (or, on a conflict, someone else owns the instance now):
                 // reload and back off before the next attempt. Only if the commit may have

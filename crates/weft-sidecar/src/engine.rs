@@ -1,12 +1,12 @@
-//! The engine: the operations behind the gRPC and HTTP APIs, the registry of workflow actors,
-//! the durable-timer loop and recovery after a restart.
+//! The engine: the client operations behind the gRPC and HTTP APIs, the registry of workflow
+//! actors and recovery after a restart (worker answers: `worker_ops.rs`; loops: `loops.rs`).
 
 use crate::actor::{Actor, ActorMsg, now};
 use crate::cluster::ownership::{Owned, ownership_loop};
 use crate::cluster::{ActorKind, Registry};
 use crate::commit::Committer;
 use crate::error::{EngineError, Result};
-use crate::fold::{self, ActivityResult};
+use crate::fold::ActivityResult;
 use crate::hub::{Hub, Job};
 use prost::Message;
 use std::collections::HashMap;
@@ -19,13 +19,11 @@ use weft_core::ids::{self, validate_instance_id};
 use weft_core::turn::new_instance;
 use weft_core::{InstanceMeta, RuntimeStatus};
 use weft_proto::durabletask::{
-    ActivityRequest, ActivityResponse, EventRaisedEvent, ExecutionResumedEvent,
-    ExecutionSuspendedEvent, ExecutionTerminatedEvent, HistoryEvent, TaskCompletedEvent,
-    TaskFailedEvent, WorkflowResponse, history_event::EventType,
+    ActivityRequest, EventRaisedEvent, ExecutionResumedEvent, ExecutionSuspendedEvent,
+    ExecutionTerminatedEvent, HistoryEvent, history_event::EventType,
 };
 use weft_store::{
-    ActivityCompletion, CreateInstance, CreateOutcome, InstancePage, ListFilter, ReusePolicy,
-    Scope, Store, Wakeup,
+    CreateInstance, CreateOutcome, InstancePage, ListFilter, ReusePolicy, Scope, Store,
 };
 
 /// Default limit on one payload (input, output, event data, result): 4 MiB less 64 KiB, so a
@@ -129,7 +127,30 @@ impl Inner {
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(msg);
         actors.insert(id.to_string(), tx);
-        tokio::spawn(Actor::new(id.to_string(), self.clone(), rx).run());
+        let (inner, id) = (self.clone(), id.to_string());
+        tokio::spawn(async move {
+            let run = std::panic::AssertUnwindSafe(Actor::new(id.clone(), inner.clone(), rx).run());
+            if futures::FutureExt::catch_unwind(run).await.is_err() {
+                inner.actor_panicked(&id);
+            }
+        });
+    }
+
+    /// An actor panicked (a bug): what it held in memory — results folded into a turn not yet
+    /// committed, the turn itself — is gone, so recover as after a restart: a recovery scan claims
+    /// and dispatches the pending activities again, and a fresh actor reloads the instance.
+    fn actor_panicked(self: &Arc<Self>, id: &str) {
+        tracing::error!(instance = %id, "workflow actor panicked; recovering the instance from the store");
+        metrics::counter!("weft_actor_panics_total").increment(1);
+        {
+            let mut actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
+            // Only the entry of the dead actor (its mailbox is closed); a fresh one may exist.
+            if actors.get(id).is_some_and(|tx| tx.is_closed()) {
+                self.forget_actor(&mut actors, id);
+            }
+        }
+        self.resync_needed.notify_one();
+        self.wake(id);
     }
 
     /// Offers an activity result to its instance's actor, to be committed by the next turn.
@@ -238,7 +259,7 @@ impl Inner {
         }
     }
 
-    /// Re-queues every pending activity and wakes every instance with inbox events: the start-up
+    /// Claims and re-queues every pending activity and wakes every instance with inbox events: the start-up
     /// recovery, also run after a commit whose outcome is unknown (it may have landed, and then
     /// its effects were never carried out).
     pub(crate) async fn resync(self: &Arc<Self>) -> Result<()> {
@@ -248,7 +269,7 @@ impl Inner {
 
     /// The recovery scan limited to `scope` (all that is owned, or buckets just taken over).
     pub(crate) async fn resync_scope(self: &Arc<Self>, scope: &Scope) -> Result<()> {
-        for a in self.store.pending_activities(scope).await? {
+        for a in self.store.claim_activities(scope).await? {
             if !self.owns(&a.instance_id) {
                 continue; // handed off while the scan ran
             }
@@ -256,6 +277,7 @@ impl Inner {
                 .map_err(|e| EngineError::Internal(format!("stored activity request: {e}")))?;
             self.hub.push(Job::Activity {
                 generation: a.generation,
+                claim: a.claim,
                 request,
             });
         }
@@ -385,16 +407,23 @@ impl Engine {
         let store = &self.inner.store;
         self.inner.resync().await?;
         if let Some(rx) = store.subscribe() {
-            tokio::spawn(follow_store(self.inner.clone(), rx, shutdown.clone()));
+            tokio::spawn(crate::loops::follow_store(
+                self.inner.clone(),
+                rx,
+                shutdown.clone(),
+            ));
         }
         tokio::spawn(crate::timers::timer_loop(
             self.inner.clone(),
             shutdown.clone(),
         ));
         if let Some(rx) = self.inner.hub.oversize_reports() {
-            tokio::spawn(oversize_loop(self.inner.clone(), rx));
+            tokio::spawn(crate::loops::oversize_loop(self.inner.clone(), rx));
         }
-        tokio::spawn(resync_loop(self.inner.clone(), shutdown.clone()));
+        tokio::spawn(crate::loops::resync_loop(
+            self.inner.clone(),
+            shutdown.clone(),
+        ));
         if self.inner.hub.has_cluster_wide_limits() {
             let lease = self.inner.slot_lease;
             tokio::spawn(crate::slots::slot_loop(
@@ -408,7 +437,10 @@ impl Engine {
             shutdown.clone(),
         ));
         tokio::spawn(ownership_loop(self.inner.clone(), shutdown.clone()));
-        tokio::spawn(stalled_retry_loop(self.inner.clone(), shutdown));
+        tokio::spawn(crate::loops::stalled_retry_loop(
+            self.inner.clone(),
+            shutdown,
+        ));
         Ok(())
     }
 
@@ -416,7 +448,7 @@ impl Engine {
         self.check_payload_len(what, value.map_or(0, str::len))
     }
 
-    fn check_payload_len(&self, what: &str, len: usize) -> Result<()> {
+    pub(crate) fn check_payload_len(&self, what: &str, len: usize) -> Result<()> {
         if len > self.inner.max_payload {
             return Err(EngineError::PayloadTooLarge(format!(
                 "{what} is {len} bytes; the limit is {} bytes",
@@ -697,100 +729,13 @@ impl Engine {
         }
         Ok(self.inner.store.list_instances(filter).await?)
     }
-
-    // ------------------------------------------------------------------------------------------
-    // Worker operations
-
-    pub async fn complete_workflow(&self, resp: WorkflowResponse) -> Result<()> {
-        self.check_payload("custom status", resp.custom_status.as_deref())?;
-        check_action_payloads(self, &resp)?;
-        let id = resp.instance_id.clone();
-        if self
-            .inner
-            .hub
-            .take_workflow(&id, &resp.completion_token)
-            .is_none()
-        {
-            tracing::debug!(instance = %id, "completion refused: no such turn in flight");
-            return Err(EngineError::NotFound(format!("unknown instance ID: {id}")));
-        }
-        let (tx, rx) = oneshot::channel();
-        self.inner.send(&id, ActorMsg::Complete(Box::new(resp), tx));
-        rx.await
-            .unwrap_or_else(|_| Err(EngineError::Unavailable("workflow actor stopped".into())))
-    }
-
-    pub async fn complete_activity(&self, resp: ActivityResponse) -> Result<()> {
-        let this = self.clone();
-        to_completion(async move { this.record_activity(resp).await }).await
-    }
-
-    async fn record_activity(&self, resp: ActivityResponse) -> Result<()> {
-        self.check_payload("activity result", resp.result.as_deref())?;
-        if let Some(f) = &resp.failure_details {
-            self.check_payload_len("activity failure details", f.encoded_len())?;
-        }
-        let id = resp.instance_id.clone();
-        let Some((generation, request)) =
-            self.inner
-                .hub
-                .take_activity(&id, resp.task_id, &resp.completion_token)
-        else {
-            return Err(EngineError::NotFound(format!(
-                "unknown instance ID/task ID combo: {id}/{}",
-                resp.task_id
-            )));
-        };
-        let ty = match resp.failure_details {
-            Some(f) => EventType::TaskFailed(TaskFailedEvent {
-                task_scheduled_id: resp.task_id,
-                failure_details: Some(f),
-                task_execution_id: request.task_execution_id.clone(),
-                ..Default::default()
-            }),
-            None => EventType::TaskCompleted(TaskCompletedEvent {
-                task_scheduled_id: resp.task_id,
-                result: resp.result,
-                task_execution_id: request.task_execution_id.clone(),
-                ..Default::default()
-            }),
-        };
-        let result = ActivityResult {
-            completion: ActivityCompletion {
-                instance_id: id.clone(),
-                task_id: resp.task_id,
-                generation,
-                event: event(now(), ty),
-            },
-            request,
-        };
-        // The task is out of the hub now: recording it and waking the instance (or handing the
-        // task out again) must finish even if the caller goes away (a worker killed mid-call
-        // drops this future), or the result would be committed with nobody woken.
-        let inner = self.inner.clone();
-        let finish = tokio::spawn(async move {
-            // Folded into the instance's next turn if its actor takes it (one commit per step;
-            // a crash before that commit re-runs the activity, as at-least-once allows).
-            match inner.fold(result).await {
-                None => Ok(()),
-                Some(result) => fold::record_durably(&inner, result).await,
-            }
-        });
-        finish
-            .await
-            .unwrap_or_else(|e| Err(EngineError::Internal(format!("recording a result: {e}"))))
-    }
-
-    pub(crate) fn open_stream(&self, stateful: bool) -> crate::hub::StreamHandle<'_> {
-        self.inner.hub.open_stream(stateful)
-    }
 }
 
 /// Runs a client or worker call on a task of its own. Hyper drops a request's future when the
 /// caller's connection closes (a worker killed just after sending its result): dropped between a
 /// durable write and the wake-up that must follow it, the instance would wait for a wake-up that
 /// never comes (and a result whose write failed would never be handed out again).
-async fn to_completion<T, F>(call: F) -> Result<T>
+pub(crate) async fn to_completion<T, F>(call: F) -> Result<T>
 where
     T: Send + 'static,
     F: std::future::Future<Output = Result<T>> + Send + 'static,
@@ -798,112 +743,4 @@ where
     tokio::spawn(call)
         .await
         .unwrap_or_else(|e| Err(EngineError::Internal(format!("engine call failed: {e}"))))
-}
-
-fn check_action_payloads(engine: &Engine, resp: &WorkflowResponse) -> Result<()> {
-    use weft_proto::durabletask::workflow_action::WorkflowActionType as A;
-    for a in &resp.actions {
-        let payload = match &a.workflow_action_type {
-            Some(A::ScheduleTask(t)) => t.input.as_deref(),
-            Some(A::CreateChildWorkflow(c)) => c.input.as_deref(),
-            Some(A::SendEvent(s)) => s.data.as_deref(),
-            Some(A::CompleteWorkflow(c)) => c.result.as_deref(),
-            Some(A::CreateDetachedWorkflow(d)) => d.input.as_deref(),
-            _ => None,
-        };
-        engine.check_payload("workflow action payload", payload)?;
-        if let Some(A::CompleteWorkflow(c)) = &a.workflow_action_type
-            && let Some(f) = &c.failure_details
-        {
-            engine.check_payload_len("workflow failure details", f.encoded_len())?;
-        }
-    }
-    Ok(())
-}
-
-/// Least time between two recovery scans: requests meanwhile are served by one scan.
-const RESYNC_GAP: Duration = Duration::from_secs(1);
-
-/// Runs a recovery scan whenever asked (at most one per [`RESYNC_GAP`]), retrying with backoff
-/// until the store answers.
-async fn resync_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = inner.resync_needed.notified() => {}
-        }
-        let mut wait = Duration::from_millis(200);
-        while let Err(e) = inner.resync().await {
-            tracing::warn!(error = %e, retry_in = ?wait, "recovery scan failed");
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
-            }
-            wait = (wait * 2).min(Duration::from_secs(5));
-        }
-        metrics::counter!("weft_recovery_scans_total").increment(1);
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(RESYNC_GAP) => {}
-        }
-    }
-}
-
-/// Hands turns that a stream found too large for its worker back to their actors (to stall).
-async fn oversize_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<crate::hub::Oversize>) {
-    while let Some(o) = rx.recv().await {
-        inner.send(
-            &o.instance_id,
-            ActorMsg::Oversize {
-                size: o.size,
-                limit: o.limit,
-            },
-        );
-    }
-}
-
-/// Turns change hints from other processes sharing the store (PostgreSQL NOTIFY) into wakeups.
-async fn follow_store(
-    inner: Arc<Inner>,
-    mut rx: broadcast::Receiver<Wakeup>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let hint = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            h = rx.recv() => h,
-        };
-        match hint {
-            Ok(Wakeup::Inbox(id)) => inner.wake(&id),
-            Ok(Wakeup::Instance(id)) => inner.changed(&id),
-            Ok(Wakeup::Reminders) => inner.timers_changed.notify_one(),
-            Ok(Wakeup::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                // Hints were missed: poll everything once, as at start-up.
-                inner.timers_changed.notify_one();
-                if let Ok(ids) = inner.store.instances_with_inbox(&inner.scope()).await {
-                    for id in ids {
-                        inner.wake(&id);
-                    }
-                }
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
-    }
-}
-
-/// When a worker connects, stalled instances get another chance with it.
-async fn stalled_retry_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
-    let mut connected = inner.hub.connected();
-    let mut last = *connected.borrow();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = connected.changed() => if r.is_err() { return },
-        }
-        let n = *connected.borrow();
-        if n > last {
-            inner.retry_stalled(&inner.scope()).await;
-        }
-        last = n;
-    }
 }

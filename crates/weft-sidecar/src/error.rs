@@ -327,6 +327,8 @@ impl From<StoreError> for EngineError {
                 Self::Unavailable(e.to_string())
             }
             StoreError::Corrupt(_) => Self::Internal(e.to_string()),
+            // The worker's result came too late: another dispatch of the task completes it.
+            StoreError::Reclaimed { .. } => Self::NotFound(e.to_string()),
         }
     }
 }

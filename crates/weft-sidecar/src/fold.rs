@@ -7,8 +7,9 @@ use crate::error::{EngineError, Result};
 use crate::hub::Job;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use weft_core::bucket::bucket_of;
 use weft_proto::durabletask::ActivityRequest;
-use weft_store::ActivityCompletion;
+use weft_store::{ActivityCompletion, Scope, StoreError};
 
 /// One activity result taken from the hub: what to record, and the request to hand out again
 /// should recording fail.
@@ -43,6 +44,7 @@ pub(crate) fn test_delay() -> Option<Duration> {
 pub(crate) async fn record_durably(inner: &Arc<Inner>, r: ActivityResult) -> Result<()> {
     let id = r.completion.instance_id.clone();
     let generation = r.completion.generation;
+    let claim = r.completion.claim.unwrap_or(0);
     match inner.committer.complete_activity(r.completion).await {
         Ok(recorded) => {
             if recorded {
@@ -53,10 +55,35 @@ pub(crate) async fn record_durably(inner: &Arc<Inner>, r: ActivityResult) -> Res
             inner.wake(&id);
             Ok(())
         }
+        // Claimed since by a recovery scan (here or on the bucket's new owner): that dispatch
+        // completes the task; this result is refused, so the task is never handed out again
+        // after a result was recorded.
+        Err(e @ StoreError::Reclaimed { .. }) => {
+            metrics::counter!("weft_activity_results_refused_total").increment(1);
+            tracing::debug!(instance = %id, error = %e, "activity result refused: task reclaimed");
+            if inner.owns(&id) {
+                // The owner's own dispatch lost to a claim: a sidecar whose scan ran while it
+                // was losing the bucket, which then dropped the task. Claim the bucket's tasks
+                // again so one dispatch that can complete the task exists; tasks this sidecar
+                // already runs only take the newer claim (`Hub::push`).
+                let scope = Scope {
+                    app_id: inner.app_id.clone(),
+                    buckets: vec![bucket_of(&id)],
+                };
+                let inner = inner.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = inner.resync_scope(&scope).await {
+                        tracing::warn!(error = %e, "claiming a refused task again failed");
+                    }
+                });
+            }
+            Err(EngineError::from(e))
+        }
         Err(e) => {
             // Not recorded: hand the task out again (the worker drops its result).
             inner.hub.push(Job::Activity {
                 generation,
+                claim,
                 request: r.request,
             });
             Err(EngineError::from(e))

@@ -140,7 +140,7 @@ async fn an_idle_step_commits_once_and_reads_no_inbox() {
     assert_eq!(task_completed_count(&h), 3);
     let pending = engine
         .store()
-        .pending_activities(&weft_store::Scope::all("weft-dev"))
+        .claim_activities(&weft_store::Scope::all("weft-dev"))
         .await
         .unwrap();
     assert_eq!(
@@ -221,5 +221,96 @@ async fn a_result_during_a_held_turn_takes_the_durable_path() {
     answer(&engine, turn, vec![]).await;
     let h = engine.history("f").await.unwrap().unwrap();
     assert_eq!(task_completed_count(&h), 2);
+    shutdown.cancel();
+}
+
+/// An actor that panics loses what it held in memory — here a folded result whose turn the
+/// worker holds — but not the instance: the recovery scan dispatches the activity again, a fresh
+/// actor takes over, and the workflow completes with one `TaskCompleted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_actor_loses_its_held_result_but_not_the_instance() {
+    let (spy, engine, mut rx, shutdown) = setup(EngineConfig::default()).await;
+    let first = next(&mut rx).await;
+    answer(&engine, first, vec![schedule(0)]).await;
+    let activity = next(&mut rx).await;
+    let (_held_turn, kinds) = run_activity(&engine, &mut rx, activity).await;
+    assert_eq!(kinds, ["WorkflowStarted", "TaskCompleted"]);
+    assert_eq!(spy.counts.results.load(Ordering::SeqCst), 0, "folded");
+    engine
+        .inner
+        .send_existing("f", crate::actor::ActorMsg::Panic);
+    // The activity comes back (its task row was never deleted); turns meanwhile get no actions.
+    let again = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let item = next(&mut rx).await;
+            match &item.request {
+                Some(Request::ActivityRequest(_)) => return item,
+                _ => answer(&engine, item, vec![]).await,
+            }
+        }
+    })
+    .await
+    .expect("the activity is dispatched again after the panic");
+    let (turn, kinds) = run_activity(&engine, &mut rx, again).await;
+    assert!(kinds.contains(&"TaskCompleted".to_string()), "{kinds:?}");
+    let done = action(
+        1,
+        A::CompleteWorkflow(CompleteWorkflowAction {
+            workflow_status: OrchestrationStatus::Completed as i32,
+            result: Some("\"ok\"".into()),
+            ..Default::default()
+        }),
+    );
+    answer(&engine, turn, vec![done]).await;
+    let meta = engine.get_instance("f").await.unwrap().unwrap();
+    assert_eq!(meta.status, weft_core::RuntimeStatus::Completed);
+    let h = engine.history("f").await.unwrap().unwrap();
+    assert_eq!(task_completed_count(&h), 1);
+    shutdown.cancel();
+}
+
+/// Results that arrive while the join's turn still waits in the queue are folded into it: the
+/// turn is prepared again each time, but from what the actor already holds, not from a fresh
+/// inbox read per result (a fan-out of n would read the inbox n times).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_folded_into_a_queued_turn_read_no_inbox() {
+    const N: i32 = 8;
+    let (spy, engine, mut rx, shutdown) = setup(EngineConfig::default()).await;
+    let first = next(&mut rx).await;
+    answer(&engine, first, (0..N).map(schedule).collect()).await;
+    let mut activities = Vec::new();
+    for _ in 0..N {
+        activities.push(next(&mut rx).await);
+    }
+    // No worker takes the turn the results prepare: it stays queued while they arrive.
+    engine.inner.hub.pause();
+    let reads = spy.counts.inbox_reads.load(Ordering::SeqCst);
+    for item in activities {
+        let Some(Request::ActivityRequest(a)) = &item.request else {
+            panic!("expected an activity, got {item:?}");
+        };
+        engine
+            .complete_activity(ActivityResponse {
+                instance_id: "f".into(),
+                task_id: a.task_id,
+                result: Some(a.task_id.to_string()),
+                completion_token: item.completion_token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(spy.counts.results.load(Ordering::SeqCst), 0, "all folded");
+    let read = spy.counts.inbox_reads.load(Ordering::SeqCst) - reads;
+    assert!(read <= 1, "{read} inbox reads for {N} folded results");
+    engine.inner.hub.resume();
+    let turn = next(&mut rx).await;
+    let Some(Request::WorkflowRequest(r)) = &turn.request else {
+        panic!("expected the join's turn, got {turn:?}");
+    };
+    assert_eq!(task_completed_count(&r.new_events), N as usize);
+    answer(&engine, turn, vec![]).await;
+    let h = engine.history("f").await.unwrap().unwrap();
+    assert_eq!(task_completed_count(&h), N as usize);
     shutdown.cancel();
 }

@@ -44,6 +44,9 @@ pub enum Job {
     Workflow(WorkflowTurn),
     Activity {
         generation: i64,
+        /// The task's claim this dispatch is made under (`ActivityTask::claim`): its result is
+        /// recorded only while the task still has it.
+        claim: i64,
         request: ActivityRequest,
     },
 }
@@ -67,6 +70,13 @@ impl Job {
         match self {
             Job::Workflow(_) => None,
             Job::Activity { generation, .. } => Some(*generation),
+        }
+    }
+
+    /// Moves an activity to a newer claim of the same task (no-op for workflow turns).
+    fn adopt_claim(&mut self, newer: &Job) {
+        if let (Job::Activity { claim, .. }, Job::Activity { claim: c, .. }) = (self, newer) {
+            *claim = (*claim).max(*c);
         }
     }
 }
@@ -259,17 +269,19 @@ impl Hub {
             .take()
     }
 
-    /// Queues a job. An activity already queued or in flight for the same generation is left
-    /// alone (a recovery scan re-pushing it must not disturb the worker running it); one of an
-    /// older generation is superseded. A workflow turn replaces a queued copy in place, and an
-    /// in-flight one (the actor gave that dispatch up, so its answer must be refused).
+    /// Queues a job. An activity already queued or in flight for the same generation is not
+    /// dispatched again (a recovery scan re-pushing it must not disturb the worker running it):
+    /// it only takes the newer claim, so the running dispatch's result is still recorded. One
+    /// of an older generation is superseded. A workflow turn replaces a queued copy in place,
+    /// and an in-flight one (the actor gave that dispatch up, so its answer must be refused).
     pub fn push(&self, job: Job) {
         let key = job.key();
         {
             let mut st = self.lock();
             let generation = job.generation();
-            if let Some(f) = st.inflight.get(&key) {
+            if let Some(f) = st.inflight.get_mut(&key) {
                 if generation.is_some() && f.job.generation() == generation {
+                    f.job.adopt_claim(&job);
                     return;
                 }
                 st.drop_inflight(&key);
@@ -277,6 +289,9 @@ impl Hub {
             if generation.is_some()
                 && st.activities.get(&key).and_then(Job::generation) == generation
             {
+                if let Some(queued) = st.activities.get_mut(&key) {
+                    queued.adopt_claim(&job);
+                }
                 return;
             }
             // Over a concurrency limit the job waits in the limiter instead.
@@ -359,6 +374,13 @@ impl Hub {
         self.paused.store(true, Ordering::SeqCst);
     }
 
+    /// Hands out work again after [`Hub::pause`] (tests hold turns in the queue with it).
+    #[cfg(test)]
+    pub(crate) fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+        self.ready.notify_waiters();
+    }
+
     /// Number of dispatched, unanswered items, observable.
     pub fn inflight(&self) -> watch::Receiver<usize> {
         self.inflight_count.subscribe()
@@ -415,18 +437,19 @@ impl Hub {
         }
     }
 
-    /// Removes an activity's in-flight record, returning its generation and request.
+    /// Removes an activity's in-flight record, returning its generation, claim and request.
     pub fn take_activity(
         &self,
         instance_id: &str,
         task_id: i32,
         token: &str,
-    ) -> Option<(i64, ActivityRequest)> {
+    ) -> Option<(i64, i64, ActivityRequest)> {
         match self.take_inflight(Key::Activity(instance_id.to_string(), task_id), token) {
             Some(Job::Activity {
                 generation,
+                claim,
                 request,
-            }) => Some((generation, request)),
+            }) => Some((generation, claim, request)),
             _ => None,
         }
     }

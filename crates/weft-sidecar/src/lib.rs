@@ -20,6 +20,7 @@ mod hub;
 mod idle_tests;
 pub mod internal;
 mod limits;
+mod loops;
 mod rerun;
 #[cfg(test)]
 mod resync_tests;
@@ -31,6 +32,7 @@ pub mod telemetry;
 #[cfg(test)]
 mod testing;
 mod timers;
+mod worker_ops;
 
 pub use engine::{Engine, EngineConfig};
 pub use error::EngineError;

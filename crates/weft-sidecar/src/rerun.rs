@@ -94,6 +94,7 @@ impl Engine {
                 .activities
                 .iter()
                 .map(|a| ActivityTask {
+                    claim: 0,
                     instance_id: new_id.clone(),
                     generation,
                     task_id: a.task_id,
@@ -108,6 +109,7 @@ impl Engine {
         for request in plan.activities {
             inner.hub.push(Job::Activity {
                 generation,
+                claim: 0,
                 request,
             });
         }

@@ -103,9 +103,9 @@ impl Store for Spy {
             _ => self.inner.checkpoint(cp).await,
         }
     }
-    async fn pending_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
+    async fn claim_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
         self.bump(&self.counts.scans);
-        self.inner.pending_activities(scope).await
+        self.inner.claim_activities(scope).await
     }
     async fn complete_activity(
         &self,
@@ -120,6 +120,14 @@ impl Store for Spy {
         self.inner
             .complete_activity(id, task_id, generation, event)
             .await
+    }
+    async fn complete_activity_batch(&self, items: Vec<ActivityCompletion>) -> Vec<Result<bool>> {
+        self.activity_arrived.notify_one();
+        for _ in &items {
+            self.bump(&self.counts.results);
+        }
+        let _ = self.hold.subscribe().wait_for(|h| !*h).await;
+        self.inner.complete_activity_batch(items).await
     }
     async fn instances_with_inbox(&self, scope: &Scope) -> Result<Vec<String>> {
         self.inner.instances_with_inbox(scope).await
@@ -174,5 +182,8 @@ impl Store for Spy {
     }
     async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
         self.inner.release_slots(bucket, holder, slots).await
+    }
+    fn concurrent_writes(&self) -> usize {
+        self.inner.concurrent_writes()
     }
 }

@@ -77,7 +77,7 @@ pub const OPS: &[(&str, u64)] = &[
     ("append_inbox", 12),
     ("checkpoint_batch", 50),
     ("complete_activity_batch", 30),
-    ("pending_activities", 2),
+    ("claim_activities", 2),
     ("instances_with_inbox", 2),
     ("claim_due_reminders", 15),
     ("fire_reminder", 8),
@@ -359,12 +359,8 @@ impl Store for FaultStore {
             self.inner.checkpoint_batch(cps)
         )
     }
-    async fn pending_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
-        faulty!(
-            self,
-            "pending_activities",
-            self.inner.pending_activities(scope)
-        )
+    async fn claim_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
+        faulty!(self, "claim_activities", self.inner.claim_activities(scope))
     }
     async fn complete_activity(
         &self,
@@ -492,6 +488,10 @@ impl Store for FaultStore {
     }
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {
         self.inner.subscribe()
+    }
+
+    fn concurrent_writes(&self) -> usize {
+        self.inner.concurrent_writes()
     }
     async fn health(&self) -> Result<()> {
         if self.dead() {

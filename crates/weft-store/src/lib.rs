@@ -39,6 +39,10 @@ pub enum StoreError {
     /// Every other error means nothing was written.
     #[error("store commit outcome unknown: {0}")]
     OutcomeUnknown(String),
+    /// An activity result carried a claim older than the task's: a recovery scan (on this
+    /// sidecar or the bucket's new owner) claimed the task for a new dispatch, which completes it.
+    #[error("activity task {task_id} of '{instance_id}' was claimed for another dispatch")]
+    Reclaimed { instance_id: String, task_id: i32 },
 }
 
 impl StoreError {
@@ -58,6 +62,13 @@ impl StoreError {
             Self::Unavailable(m) => Self::Unavailable(m.clone()),
             Self::Corrupt(m) => Self::Corrupt(m.clone()),
             Self::OutcomeUnknown(m) => Self::OutcomeUnknown(m.clone()),
+            Self::Reclaimed {
+                instance_id,
+                task_id,
+            } => Self::Reclaimed {
+                instance_id: instance_id.clone(),
+                task_id: *task_id,
+            },
         }
     }
 }
@@ -114,13 +125,17 @@ pub trait Store: Send + Sync + 'static {
         out
     }
 
-    /// Activity tasks scheduled and not yet completed, of instances in `scope` (for dispatch
-    /// after a restart or when a sidecar takes over buckets).
-    async fn pending_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>>;
+    /// Claims every activity task scheduled and not yet completed of instances in `scope`, for
+    /// dispatch after a restart or when a sidecar takes over buckets: raises each task's claim
+    /// and returns the tasks with their new claim, ordered by instance and task ID. A result
+    /// made under an earlier claim is refused from then on ([`StoreError::Reclaimed`]), so the
+    /// claimer's dispatch is the only one that can complete the task, and a task completed
+    /// before the claim is not returned.
+    async fn claim_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>>;
 
-    /// Records an activity's result: deletes the task row and appends `event` to the instance's
-    /// inbox in one transaction. `Ok(false)` (and no change) if no such task is pending: a
-    /// duplicate or late completion.
+    /// Records an activity's result under any claim: deletes the task row and appends `event`
+    /// to the instance's inbox in one transaction. `Ok(false)` (and no change) if no such task
+    /// is pending: a duplicate or late completion.
     async fn complete_activity(
         &self,
         instance_id: &str,
@@ -130,17 +145,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool>;
 
     /// Group commit for activity results: every completion as by [`Store::complete_activity`],
-    /// in as few transactions as possible. Each result answers the completion at the same index.
-    async fn complete_activity_batch(&self, items: Vec<ActivityCompletion>) -> Vec<Result<bool>> {
-        let mut out = Vec::with_capacity(items.len());
-        for c in items {
-            out.push(
-                self.complete_activity(&c.instance_id, c.task_id, c.generation, c.event)
-                    .await,
-            );
-        }
-        out
-    }
+    /// in as few transactions as possible, except that a completion with a `claim` is refused
+    /// with [`StoreError::Reclaimed`] (and changes nothing) if the task has been claimed since.
+    /// Each result answers the completion at the same index.
+    async fn complete_activity_batch(&self, items: Vec<ActivityCompletion>) -> Vec<Result<bool>>;
 
     /// IDs of instances in `scope` that have pending inbox events (work to do after a restart).
     async fn instances_with_inbox(&self, scope: &Scope) -> Result<Vec<String>>;
@@ -207,6 +215,14 @@ pub trait Store: Send + Sync + 'static {
     /// [`Wakeup::Resync`] or a `Lagged` receive error (hints were missed).
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {
         None
+    }
+
+    /// How many write transactions of one kind (checkpoints, activity results, creations) the
+    /// engine's group committer may run at once. 1 for a single-writer backend (SQLite, where a
+    /// second transaction would only queue behind the first); more where the database commits
+    /// concurrent transactions in parallel (PostgreSQL, whose WAL flush serves them together).
+    fn concurrent_writes(&self) -> usize {
+        1
     }
 
     /// Whether the backend is reachable right now (for readiness probes). `Err(Unavailable)`

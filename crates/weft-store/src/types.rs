@@ -60,6 +60,9 @@ pub struct ActivityTask {
     pub task_id: i32,
     /// Encoded `ActivityRequest` as sent to workers.
     pub request: Vec<u8>,
+    /// Which dispatch of the task may complete it: 0 when a turn schedules it, raised by every
+    /// [`crate::Store::claim_activities`] (ignored in `Checkpoint::new_activities`).
+    pub claim: i64,
 }
 
 /// One activity result for [`crate::Store::complete_activity_batch`].
@@ -68,6 +71,9 @@ pub struct ActivityCompletion {
     pub instance_id: String,
     pub task_id: i32,
     pub generation: i64,
+    /// The claim the result's dispatch was made under; a task claimed since refuses it with
+    /// [`crate::StoreError::Reclaimed`]. `None` accepts any claim.
+    pub claim: Option<i64>,
     /// `TaskCompleted` / `TaskFailed`, appended to the instance's inbox.
     pub event: HistoryEvent,
 }

@@ -51,6 +51,7 @@ async fn turn<S: Store>(s: &S, id: &str, step: i32) -> Checkpoint {
             vec![]
         } else {
             vec![ActivityTask {
+                claim: 0,
                 instance_id: id.to_string(),
                 generation: l.meta.generation,
                 task_id: step,
@@ -98,6 +99,7 @@ async fn drive<S: Store>(s: &S, commits: impl Fn() -> u64, batched: bool) -> (f6
         let done: Vec<ActivityCompletion> = ids
             .iter()
             .map(|id| ActivityCompletion {
+                claim: None,
                 instance_id: id.clone(),
                 task_id: step,
                 generation: 0,

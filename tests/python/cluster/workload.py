@@ -120,7 +120,7 @@ def check_completed_once(run: Run, grpc_addr: str, http_addr: str) -> None:
     assert not problems, f"{len(problems)} instances wrong:\n" + "\n".join(problems[:20])
 
 
-def check_activities(run: Run, side_dir: Path, strict_after_delivery: bool = True) -> dict:
+def check_activities(run: Run, side_dir: Path) -> dict:
     """Every step of every instance ran at least once, and no activity was dispatched again after
     its result had been delivered (accepted by a sidecar): no `recv` of a (instance, task) later
     than its first `delivered`. Returns figures: executions, re-runs (all extra executions), and
@@ -146,9 +146,8 @@ def check_activities(run: Run, side_dir: Path, strict_after_delivery: bool = Tru
     assert not missing, f"{len(missing)} instances without {STEPS} distinct executed steps: {missing[:10]}"
     again = {k: (sorted(recvs[k]), delivered[k]) for k in recvs
              if k in delivered and any(t > delivered[k] for t in recvs[k])}
-    if strict_after_delivery:
-        assert not again, (f"{len(again)} activities were dispatched again after their result had been "
-                           f"delivered (recv times, first delivery; ns): {list(again.items())[:5]}")
+    assert not again, (f"{len(again)} activities were dispatched again after their result had been "
+                       f"delivered (recv times, first delivery; ns): {list(again.items())[:5]}")
     reruns = sum(len(v) - 1 for v in execs.values())
     overlapping = sum(1 for k, v in recvs.items() if len(v) > 1 and k in delivered
                       and sorted(v)[1] < delivered[k])

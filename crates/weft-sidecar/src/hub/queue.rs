@@ -21,6 +21,10 @@ impl JobQueue {
         self.jobs.get(key).map(|(_, j)| j)
     }
 
+    pub(super) fn get_mut(&mut self, key: &Key) -> Option<&mut Job> {
+        self.jobs.get_mut(key).map(|(_, j)| j)
+    }
+
     /// Inserts at position `pos`, or replaces the job's content in place if the key is queued.
     pub(super) fn put(&mut self, pos: i64, key: Key, job: Job) {
         if let Some(slot) = self.jobs.get_mut(&key) {

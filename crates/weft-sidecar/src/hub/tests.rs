@@ -128,8 +128,13 @@ async fn a_dispatched_turn_shares_the_history() {
 }
 
 fn act(id: &str, task_id: i32, generation: i64) -> Job {
+    claimed(id, task_id, generation, 0)
+}
+
+fn claimed(id: &str, task_id: i32, generation: i64, claim: i64) -> Job {
     Job::Activity {
         generation,
+        claim,
         request: ActivityRequest {
             name: "a".into(),
             task_id,
@@ -147,16 +152,24 @@ async fn a_repush_leaves_an_activity_with_its_worker() {
     let hub = Hub::default();
     hub.push(act("a", 1, 0));
     let (_, token) = hub.take(1).await;
-    // A recovery scan re-pushes every pending activity, this one included.
-    hub.push(act("a", 1, 0));
+    // A recovery scan claims and re-pushes every pending activity, this one included.
+    hub.push(claimed("a", 1, 0, 1));
     assert_eq!(hub.queued(), 0, "not queued a second time");
-    assert!(
-        hub.take_activity("a", 1, &token).is_some(),
-        "the running worker's answer is still accepted"
+    assert_eq!(
+        hub.take_activity("a", 1, &token).map(|(_, claim, _)| claim),
+        Some(1),
+        "the running worker's answer is still accepted, under the scan's claim"
     );
     hub.push(act("b", 1, 0));
-    hub.push(act("b", 1, 0));
+    hub.push(claimed("b", 1, 0, 3));
+    hub.push(claimed("b", 1, 0, 2));
     assert_eq!(hub.queued(), 1, "a queued copy is not duplicated");
+    let (_, token) = hub.take(1).await;
+    assert_eq!(
+        hub.take_activity("b", 1, &token).map(|(_, claim, _)| claim),
+        Some(3),
+        "the queued copy took the newest claim"
+    );
 }
 
 #[tokio::test]
@@ -169,7 +182,7 @@ async fn a_newer_generation_supersedes_an_older_dispatch() {
     assert!(hub.take_activity("a", 0, &old).is_none());
     let (job, new) = hub.take(1).await;
     assert_eq!(job.generation(), Some(1));
-    assert_eq!(hub.take_activity("a", 0, &new).map(|(g, _)| g), Some(1));
+    assert_eq!(hub.take_activity("a", 0, &new).map(|(g, _, _)| g), Some(1));
 }
 
 #[tokio::test]

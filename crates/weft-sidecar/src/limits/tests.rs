@@ -8,6 +8,7 @@ use weft_proto::durabletask::{
 
 fn act(inst: &str, task: i32, name: &str) -> (Key, Job) {
     let job = Job::Activity {
+        claim: 0,
         generation: 1,
         request: ActivityRequest {
             name: name.into(),

@@ -4,7 +4,7 @@
 
 use weft_core::RuntimeStatus;
 
-use super::{Fixture, all, create, create_req, empty_cp, now, raised, row, started};
+use super::{Fixture, all, create, create_req, empty_cp, now, pending, raised, row, started};
 use crate::{
     ActivityTask, Checkpoint, CreateOutcome, Outbound, Reminder, ReusePolicy, Store, StoreError,
 };
@@ -16,6 +16,7 @@ const DUE: i64 = 1_000_000;
 
 fn task(id: &str, generation: i64, task_id: i32) -> ActivityTask {
     ActivityTask {
+        claim: 0,
         instance_id: id.into(),
         generation,
         task_id,
@@ -176,10 +177,8 @@ async fn snapshot<S: Store>(s: &S, p: &str, claimed: &[Reminder]) -> Vec<String>
             }
         }
     }
-    let tasks: Vec<_> = s
-        .pending_activities(&all())
+    let tasks: Vec<_> = pending(s, &all())
         .await
-        .unwrap()
         .into_iter()
         .filter(|t| t.instance_id.starts_with(p))
         .collect();
@@ -279,10 +278,8 @@ pub async fn batch_losers_anywhere_fail_alone<F: Fixture>(fx: &F) {
             assert_eq!(row(&s, &ids[k]).await.version, rows[k].version + 1);
         }
     }
-    let tasks: Vec<String> = s
-        .pending_activities(&all())
+    let tasks: Vec<String> = pending(&s, &all())
         .await
-        .unwrap()
         .into_iter()
         .map(|t| t.instance_id)
         .collect();

@@ -2,7 +2,7 @@
 
 use weft_core::RuntimeStatus;
 
-use super::{Fixture, all, create, create_req, empty_cp, meta, now, raised, row, started};
+use super::{Fixture, all, create, create_req, empty_cp, meta, now, pending, raised, row, started};
 use crate::{ActivityTask, Outbound, Reminder, ReusePolicy, Store, StoreError};
 
 pub async fn history_append_and_read<F: Fixture>(fx: &F) {
@@ -126,6 +126,7 @@ pub async fn fencing_conflict_changes_nothing<F: Fixture>(fx: &F) {
     bad.append = vec![raised("stale", 5)];
     bad.consumed_inbox = before.inbox.iter().map(|e| e.seq).collect();
     bad.new_activities = vec![ActivityTask {
+        claim: 0,
         instance_id: "f".into(),
         generation: stale.generation,
         task_id: 7,
@@ -168,7 +169,7 @@ pub async fn fencing_conflict_changes_nothing<F: Fixture>(fx: &F) {
         before.inbox.iter().map(|e| e.seq).collect::<Vec<_>>(),
         "inbox unchanged"
     );
-    assert!(s.pending_activities(&all()).await.unwrap().is_empty());
+    assert!(pending(&s, &all()).await.is_empty());
     assert_eq!(s.next_reminder_due(&all()).await.unwrap(), None);
     assert_eq!(
         s.read_inbox("other").await.unwrap().len(),

@@ -1,7 +1,7 @@
 //! Conformance case for activity results folded into a turn: the checkpoint that appends the
 //! result to history also deletes the task row, atomically and fenced like the rest of it.
 
-use super::{Fixture, all, create, empty_cp, row, task_completed};
+use super::{Fixture, all, create, empty_cp, pending, row, task_completed};
 use crate::{ActivityTask, Store, StoreError};
 
 pub async fn checkpoint_folds_activity_results<F: Fixture>(fx: &F) {
@@ -10,6 +10,7 @@ pub async fn checkpoint_folds_activity_results<F: Fixture>(fx: &F) {
     let m = row(&s, "f").await;
     let g = m.generation;
     let task = |task_id| ActivityTask {
+        claim: 0,
         instance_id: "f".into(),
         generation: g,
         task_id,
@@ -30,7 +31,7 @@ pub async fn checkpoint_folds_activity_results<F: Fixture>(fx: &F) {
         s.checkpoint(stale).await,
         Err(StoreError::Conflict { .. })
     ));
-    assert_eq!(s.pending_activities(&all()).await.unwrap().len(), 4);
+    assert_eq!(pending(&s, &all()).await.len(), 4);
     assert!(s.get_history("f").await.unwrap().unwrap().is_empty());
 
     // The fold: row gone and event appended in one checkpoint; the inbox is not touched.
@@ -39,10 +40,7 @@ pub async fn checkpoint_folds_activity_results<F: Fixture>(fx: &F) {
     cp.append = vec![task_completed(1)];
     cp.completed_activities = vec![(1, g), (2, g + 1)];
     s.checkpoint(cp).await.unwrap();
-    assert_eq!(
-        s.pending_activities(&all()).await.unwrap(),
-        vec![task(2), task(3), task(4)]
-    );
+    assert_eq!(pending(&s, &all()).await, vec![task(2), task(3), task(4)]);
     assert_eq!(
         s.get_history("f").await.unwrap().unwrap(),
         vec![task_completed(1)]
@@ -68,7 +66,7 @@ pub async fn checkpoint_folds_activity_results<F: Fixture>(fx: &F) {
     cp.completed_activities = vec![(3, g), (4, g)];
     s.checkpoint(cp).await.unwrap();
     assert_eq!(row(&s, "f").await.version, m.version + 1);
-    assert_eq!(s.pending_activities(&all()).await.unwrap(), vec![task(2)]);
+    assert_eq!(pending(&s, &all()).await, vec![task(2)]);
     assert_eq!(s.read_inbox("f").await.unwrap().len(), inbox0 + 1);
 
     // In a group commit too (the path the engine uses).
@@ -81,6 +79,7 @@ pub async fn checkpoint_folds_activity_results<F: Fixture>(fx: &F) {
     let m2 = row(&s, "f2").await;
     let mut cp2 = empty_cp(&m2);
     cp2.new_activities = vec![ActivityTask {
+        claim: 0,
         instance_id: "f2".into(),
         generation: m2.generation,
         task_id: 7,
@@ -88,10 +87,8 @@ pub async fn checkpoint_folds_activity_results<F: Fixture>(fx: &F) {
     }];
     let r = s.checkpoint_batch(vec![cp, cp2]).await;
     assert!(r.into_iter().all(|r| r.is_ok()));
-    let left: Vec<(String, i32)> = s
-        .pending_activities(&all())
+    let left: Vec<(String, i32)> = pending(&s, &all())
         .await
-        .unwrap()
         .into_iter()
         .map(|t| (t.instance_id, t.task_id))
         .collect();

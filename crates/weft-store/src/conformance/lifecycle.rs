@@ -4,7 +4,7 @@
 use weft_core::RuntimeStatus;
 
 use super::{
-    Fixture, all, create, create_req, empty_cp, now, raised, row, started, task_completed,
+    Fixture, all, create, create_req, empty_cp, now, pending, raised, row, started, task_completed,
 };
 use crate::{
     ActivityTask, CreateOutcome, ListFilter, Outbound, Reminder, ReusePolicy, Store, StoreError,
@@ -124,6 +124,7 @@ pub async fn complete_activity_once<F: Fixture>(fx: &F) {
     create(&s, "a").await;
     let m = row(&s, "a").await;
     let task = ActivityTask {
+        claim: 0,
         instance_id: "a".into(),
         generation: m.generation,
         task_id: 1,
@@ -132,7 +133,7 @@ pub async fn complete_activity_once<F: Fixture>(fx: &F) {
     let mut cp = empty_cp(&m);
     cp.new_activities = vec![task.clone()];
     s.checkpoint(cp).await.unwrap();
-    assert_eq!(s.pending_activities(&all()).await.unwrap(), vec![task]);
+    assert_eq!(pending(&s, &all()).await, vec![task]);
     let inbox0 = s.read_inbox("a").await.unwrap().len();
     assert!(
         !s.complete_activity("a", 1, m.generation + 1, task_completed(1))
@@ -160,7 +161,7 @@ pub async fn complete_activity_once<F: Fixture>(fx: &F) {
     let inbox = s.read_inbox("a").await.unwrap();
     assert_eq!(inbox.len(), inbox0 + 1, "exactly one result delivered");
     assert_eq!(inbox.last().unwrap().event, task_completed(1));
-    assert!(s.pending_activities(&all()).await.unwrap().is_empty());
+    assert!(pending(&s, &all()).await.is_empty());
 }
 
 pub async fn cancel_pending_drops_old_work<F: Fixture>(fx: &F) {
@@ -168,6 +169,7 @@ pub async fn cancel_pending_drops_old_work<F: Fixture>(fx: &F) {
     create(&s, "c").await;
     let m = row(&s, "c").await;
     let act = |task_id, generation| ActivityTask {
+        claim: 0,
         instance_id: "c".into(),
         generation,
         task_id,
@@ -195,10 +197,7 @@ pub async fn cancel_pending_drops_old_work<F: Fixture>(fx: &F) {
     cp.new_activities = vec![act(1, g1)];
     cp.new_reminders = vec![rem(20, g1)];
     s.checkpoint(cp).await.unwrap();
-    assert_eq!(
-        s.pending_activities(&all()).await.unwrap(),
-        vec![act(1, g1)]
-    );
+    assert_eq!(pending(&s, &all()).await, vec![act(1, g1)]);
     assert_eq!(s.next_reminder_due(&all()).await.unwrap(), Some(20));
 
     // terminal: everything goes
@@ -207,7 +206,7 @@ pub async fn cancel_pending_drops_old_work<F: Fixture>(fx: &F) {
     cp.meta.status = RuntimeStatus::Terminated;
     cp.cancel_pending = true;
     s.checkpoint(cp).await.unwrap();
-    assert!(s.pending_activities(&all()).await.unwrap().is_empty());
+    assert!(pending(&s, &all()).await.is_empty());
     assert_eq!(s.next_reminder_due(&all()).await.unwrap(), None);
 }
 
@@ -219,6 +218,7 @@ pub async fn purge_removes_everything<F: Fixture>(fx: &F) {
     let mut cp = empty_cp(&m);
     cp.append = vec![raised("h", 0)];
     cp.new_activities = vec![ActivityTask {
+        claim: 0,
         instance_id: "p".into(),
         generation: m.generation,
         task_id: 1,
@@ -238,7 +238,7 @@ pub async fn purge_removes_everything<F: Fixture>(fx: &F) {
     assert!(s.load("p").await.unwrap().is_none());
     assert!(s.get_history("p").await.unwrap().is_none());
     assert!(s.read_inbox("p").await.unwrap().is_empty());
-    assert!(s.pending_activities(&all()).await.unwrap().is_empty());
+    assert!(pending(&s, &all()).await.is_empty());
     assert_eq!(s.next_reminder_due(&all()).await.unwrap(), None);
     assert_eq!(
         s.instances_with_inbox(&all()).await.unwrap(),
@@ -384,6 +384,7 @@ pub async fn create_reuse_policies<F: Fixture>(fx: &F) {
     let mut cp = empty_cp(&same.meta);
     cp.append = vec![raised("h", 0)];
     cp.new_activities = vec![ActivityTask {
+        claim: 0,
         instance_id: "u".into(),
         generation: 0,
         task_id: 3,
@@ -400,10 +401,7 @@ pub async fn create_reuse_policies<F: Fixture>(fx: &F) {
     assert_eq!(second.meta.execution_id, "second");
     assert!(second.history.is_empty(), "old history wiped");
     assert_eq!(second.inbox.len(), 1);
-    assert!(
-        s.pending_activities(&all()).await.unwrap().is_empty(),
-        "old tasks wiped"
-    );
+    assert!(pending(&s, &all()).await.is_empty(), "old tasks wiped");
     assert!(
         second.meta.version > first.meta.version + 1,
         "version keeps rising"
@@ -496,6 +494,7 @@ pub async fn complete_activity_batch_answers_each<F: Fixture>(fx: &F) {
         let m = row(&s, id).await;
         let mut cp = empty_cp(&m);
         cp.new_activities = vec![ActivityTask {
+            claim: 0,
             instance_id: id.into(),
             generation: m.generation,
             task_id: 1,
@@ -504,6 +503,7 @@ pub async fn complete_activity_batch_answers_each<F: Fixture>(fx: &F) {
         s.checkpoint(cp).await.unwrap();
     }
     let done = |id: &str| crate::ActivityCompletion {
+        claim: None,
         instance_id: id.into(),
         task_id: 1,
         generation: 0,
@@ -528,6 +528,6 @@ pub async fn complete_activity_batch_answers_each<F: Fixture>(fx: &F) {
             1
         );
     }
-    assert!(s.pending_activities(&all()).await.unwrap().is_empty());
+    assert!(pending(&s, &all()).await.is_empty());
     assert!(s.complete_activity_batch(vec![]).await.is_empty());
 }

@@ -3,6 +3,7 @@
 
 mod batches;
 mod cases;
+mod claims;
 mod concurrency;
 mod executions;
 mod fold;
@@ -13,6 +14,7 @@ mod timers;
 
 pub use batches::*;
 pub use cases::*;
+pub use claims::*;
 pub use concurrency::*;
 pub use executions::*;
 pub use fold::*;
@@ -59,6 +61,8 @@ macro_rules! conformance_tests {
             outbound_create_conflict_delivers_on_conflict,
             complete_activity_once,
             complete_activity_batch_answers_each,
+            a_claim_refuses_the_older_dispatch,
+            racing_claim_and_results_never_both_win,
             checkpoint_folds_activity_results,
             cancel_pending_drops_old_work,
             purge_removes_everything,
@@ -207,6 +211,16 @@ pub fn empty_cp(m: &InstanceMeta) -> Checkpoint {
 }
 
 /// The row, for building a checkpoint.
+/// The pending activity tasks as scheduled: claims them and clears the claim, so cases that
+/// only look at what is pending compare with what they scheduled.
+pub async fn pending<S: Store>(s: &S, scope: &crate::Scope) -> Vec<crate::ActivityTask> {
+    let mut tasks = s.claim_activities(scope).await.unwrap();
+    for t in &mut tasks {
+        t.claim = 0;
+    }
+    tasks
+}
+
 pub async fn row<S: Store>(s: &S, id: &str) -> InstanceMeta {
     s.get_instance(id).await.expect("get").expect("row exists")
 }

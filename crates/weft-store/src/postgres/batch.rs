@@ -252,7 +252,7 @@ async fn write_winners(tx: &Transaction<'_>, cps: &[Checkpoint], won: &[usize]) 
             "INSERT INTO activities (instance_id, task_id, generation, request, bucket) \
              SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[], $5::int[]) \
              ON CONFLICT (instance_id, task_id) DO UPDATE \
-             SET generation = excluded.generation, request = excluded.request",
+             SET generation = excluded.generation, request = excluded.request, claim = 0",
         )
         .await?;
     let timers = tx
@@ -393,25 +393,33 @@ async fn write_winners(tx: &Transaction<'_>, cps: &[Checkpoint], won: &[usize]) 
 pub(crate) async fn complete_activities(
     tx: &Transaction<'_>,
     items: &[ActivityCompletion],
-) -> R<Vec<bool>> {
+) -> R<Vec<Result<bool>>> {
+    // `l` locks the pending rows first and reads their latest committed claim (a claim that
+    // committed after this statement's snapshot is seen, not missed), so a refused result is
+    // reported as refused rather than as already completed.
     let st = tx
         .prepare_cached(
             "WITH u AS (SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[], \
-                     $5::int[], $6::int[]) AS u(id, task, generation, ev, bucket, ord)), \
-             d AS (DELETE FROM activities AS a USING u \
-                   WHERE a.instance_id = u.id AND a.task_id = u.task \
+                     $5::int[], $6::int[], $7::bigint[]) \
+                     AS u(id, task, generation, ev, bucket, ord, claim)), \
+             l AS (SELECT u.ord, (u.claim IS NULL OR a.claim = u.claim) AS ok \
+                   FROM activities AS a JOIN u ON a.instance_id = u.id AND a.task_id = u.task \
+                     AND a.generation = u.generation FOR UPDATE OF a), \
+             d AS (DELETE FROM activities AS a USING u, l \
+                   WHERE l.ok AND l.ord = u.ord AND a.instance_id = u.id AND a.task_id = u.task \
                      AND a.generation = u.generation RETURNING u.ord), \
              k AS (SELECT instance_id FROM instances WHERE instance_id = ANY($1::text[]) \
                    FOR KEY SHARE), \
              ins AS (INSERT INTO inbox (instance_id, event, generation, bucket) \
                      SELECT u.id, u.ev, u.generation, u.bucket FROM u \
                      JOIN d ON d.ord = u.ord JOIN k ON k.instance_id = u.id ORDER BY u.ord) \
-             SELECT ord FROM d",
+             SELECT ord, true FROM d UNION ALL SELECT ord, false FROM l WHERE NOT ok",
         )
         .await?;
-    let mut done = vec![false; items.len()];
+    let mut done: Vec<Result<bool>> = (0..items.len()).map(|_| Ok(false)).collect();
     let mut seen = HashSet::new();
-    let (mut ids, mut tasks, mut gens, mut evs, mut buckets, mut ords) = (
+    let (mut ids, mut tasks, mut gens, mut evs, mut buckets, mut ords, mut claims) = (
+        Vec::new(),
         Vec::new(),
         Vec::new(),
         Vec::new(),
@@ -429,13 +437,23 @@ pub(crate) async fn complete_activities(
         evs.push(encode_event(&c.event));
         buckets.push(bucket_of(&c.instance_id));
         ords.push(k as i32);
+        claims.push(c.claim);
     }
-    let args: [Arg; 6] = [&ids, &tasks, &gens, &evs, &buckets, &ords];
+    let args: [Arg; 7] = [&ids, &tasks, &gens, &evs, &buckets, &ords, &claims];
     for r in tx.query(&st, &args).await? {
         let k: i32 = r.try_get(0)?;
-        if let Some(d) = usize::try_from(k).ok().and_then(|k| done.get_mut(k)) {
-            *d = true;
-        }
+        let recorded: bool = r.try_get(1)?;
+        let Some(item) = usize::try_from(k).ok().and_then(|k| items.get(k)) else {
+            continue;
+        };
+        done[k as usize] = if recorded {
+            Ok(true)
+        } else {
+            Err(StoreError::Reclaimed {
+                instance_id: item.instance_id.clone(),
+                task_id: item.task_id,
+            })
+        };
     }
     Ok(done)
 }

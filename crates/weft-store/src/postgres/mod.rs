@@ -5,6 +5,7 @@
 mod batch;
 mod listen;
 mod ops;
+mod scans;
 mod schema;
 
 pub use schema::SCHEMA_VERSION;
@@ -191,6 +192,9 @@ impl PgOptions {
 
 struct Inner {
     pool: Pool,
+    /// Write transactions of one kind the engine may run at once: a quarter of the pool (three
+    /// kinds share it with reads), at most 4.
+    write_slots: usize,
     redacted: String,
     retry_for: Duration,
     commits: AtomicU64,
@@ -382,6 +386,7 @@ impl PgStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
+                write_slots: (opts.pool_size / 4).clamp(1, 4),
                 redacted,
                 retry_for: opts.retry_for,
                 commits: AtomicU64::new(0),
@@ -542,8 +547,8 @@ impl Store for PgStore {
         }
     }
 
-    async fn pending_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
-        read!(self, c => ops::pending_activities(&c, scope).await)
+    async fn claim_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
+        write_tx!(self, tx => scans::claim_activities(&tx, scope).await)
     }
 
     async fn complete_activity(
@@ -554,7 +559,7 @@ impl Store for PgStore {
         event: HistoryEvent,
     ) -> Result<bool> {
         write_tx!(self, tx => {
-            ops::complete_activity(&tx, instance_id, task_id, generation, &event).await
+            scans::complete_activity(&tx, instance_id, task_id, generation, &event).await
         })
     }
 
@@ -563,16 +568,16 @@ impl Store for PgStore {
         if n == 0 {
             return Vec::new();
         }
-        let res: Result<Vec<bool>> =
+        let res: Result<Vec<Result<bool>>> =
             write_tx!(self, tx => batch::complete_activities(&tx, &items).await);
         match res {
-            Ok(done) => done.into_iter().map(Ok).collect(),
+            Ok(done) => done,
             Err(e) => (0..n).map(|_| Err(e.duplicate())).collect(),
         }
     }
 
     async fn instances_with_inbox(&self, scope: &Scope) -> Result<Vec<String>> {
-        read!(self, c => ops::instances_with_inbox(&c, scope).await)
+        read!(self, c => scans::instances_with_inbox(&c, scope).await)
     }
 
     async fn claim_due_reminders(
@@ -582,19 +587,19 @@ impl Store for PgStore {
         lease_until: Micros,
         limit: usize,
     ) -> Result<Vec<Reminder>> {
-        write_tx!(self, tx => ops::claim_reminders(&tx, scope, now, lease_until, limit).await)
+        write_tx!(self, tx => scans::claim_reminders(&tx, scope, now, lease_until, limit).await)
     }
 
     async fn fire_reminder(&self, reminder_id: i64) -> Result<bool> {
-        write_tx!(self, tx => ops::fire_reminder(&tx, reminder_id).await)
+        write_tx!(self, tx => scans::fire_reminder(&tx, reminder_id).await)
     }
 
     async fn next_reminder_due(&self, scope: &Scope) -> Result<Option<Micros>> {
-        read!(self, c => ops::next_reminder_due(&c, scope).await)
+        read!(self, c => scans::next_reminder_due(&c, scope).await)
     }
 
     async fn stalled_instances(&self, scope: &Scope, limit: usize) -> Result<Vec<String>> {
-        read!(self, c => ops::stalled_instances(&c, scope, limit).await)
+        read!(self, c => scans::stalled_instances(&c, scope, limit).await)
     }
 
     async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage> {
@@ -628,6 +633,10 @@ impl Store for PgStore {
 
     async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
         write_tx!(self, tx => ops::release_slots(&tx, bucket, holder, slots).await)
+    }
+
+    fn concurrent_writes(&self) -> usize {
+        self.inner.write_slots
     }
 
     fn subscribe(&self) -> Option<broadcast::Receiver<Wakeup>> {

@@ -151,6 +151,13 @@ BEGIN PERFORM pg_notify('weft_instance',
     COALESCE(current_setting('weft.writer', true), '') || '/' || NEW.instance_id);
 RETURN NULL; END $$;
 "#,
+    // 7: activity task claims. A recovery scan (start-up, take-over of buckets, an ambiguous
+    // commit) claims every pending task it will dispatch by bumping `claim`; a result carrying
+    // an older claim is refused, so a task whose result the previous dispatcher recorded is never
+    // dispatched again, and one claimed anew is never completed by the old dispatch.
+    r#"
+ALTER TABLE activities ADD COLUMN claim BIGINT NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The schema version this binary writes.

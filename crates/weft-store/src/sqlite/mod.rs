@@ -348,9 +348,9 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn pending_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
+    async fn claim_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
         let scope = scope.clone();
-        self.read(move |c| ops::pending_activities(c, &scope)).await
+        self.write(move |c| ops::claim_activities(c, &scope)).await
     }
 
     async fn complete_activity(
@@ -361,7 +361,7 @@ impl Store for SqliteStore {
         event: HistoryEvent,
     ) -> Result<bool> {
         let id = instance_id.to_string();
-        self.write(move |c| ops::complete_activity(c, &id, task_id, generation, &event))
+        self.write(move |c| ops::complete_activity(c, &id, task_id, generation, None, &event))
             .await
     }
 
@@ -370,18 +370,31 @@ impl Store for SqliteStore {
         if n == 0 {
             return Vec::new();
         }
+        // A refused (reclaimed) result answers only itself; any other error fails the batch.
         let res = self
             .write(move |c| {
-                items
-                    .iter()
-                    .map(|i| {
-                        ops::complete_activity(c, &i.instance_id, i.task_id, i.generation, &i.event)
-                    })
-                    .collect::<Result<Vec<bool>>>()
+                let mut out = Vec::with_capacity(items.len());
+                for i in &items {
+                    out.push(
+                        match ops::complete_activity(
+                            c,
+                            &i.instance_id,
+                            i.task_id,
+                            i.generation,
+                            i.claim,
+                            &i.event,
+                        ) {
+                            Err(e @ StoreError::Reclaimed { .. }) => Err(e),
+                            Err(e) => return Err(e),
+                            Ok(done) => Ok(done),
+                        },
+                    );
+                }
+                Ok(out)
             })
             .await;
         match res {
-            Ok(done) => done.into_iter().map(Ok).collect(),
+            Ok(done) => done,
             Err(e) => (0..n).map(|_| Err(e.duplicate())).collect(),
         }
     }

@@ -393,7 +393,7 @@ pub(crate) fn checkpoint(c: &Connection, cp: &Checkpoint, now: Micros) -> Result
         c.prepare_cached(
             "INSERT INTO activities (instance_id, task_id, generation, request, bucket) \
              VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (instance_id, task_id) DO UPDATE \
-             SET generation = excluded.generation, request = excluded.request",
+             SET generation = excluded.generation, request = excluded.request, claim = 0",
         )
         .map_err(map_err)?
         .execute(params![
@@ -443,11 +443,11 @@ pub(crate) fn checkpoint(c: &Connection, cp: &Checkpoint, now: Micros) -> Result
     Ok(())
 }
 
-pub(crate) fn pending_activities(c: &Connection, scope: &Scope) -> Result<Vec<ActivityTask>> {
+pub(crate) fn claim_activities(c: &Connection, scope: &Scope) -> Result<Vec<ActivityTask>> {
     let mut st = c
         .prepare_cached(&format!(
-            "SELECT instance_id, generation, task_id, request FROM activities \
-             WHERE {IN_SCOPE} ORDER BY instance_id, task_id"
+            "UPDATE activities SET claim = claim + 1 WHERE {IN_SCOPE} \
+             RETURNING instance_id, generation, task_id, request, claim"
         ))
         .map_err(map_err)?;
     let rows = st
@@ -457,31 +457,55 @@ pub(crate) fn pending_activities(c: &Connection, scope: &Scope) -> Result<Vec<Ac
                 generation: r.get(1)?,
                 task_id: r.get(2)?,
                 request: r.get(3)?,
+                claim: r.get(4)?,
             })
         })
         .map_err(map_err)?;
-    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+    let mut tasks = rows
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(map_err)?;
+    // RETURNING follows no ORDER BY.
+    tasks.sort_by(|a, b| (&a.instance_id, a.task_id).cmp(&(&b.instance_id, b.task_id)));
+    Ok(tasks)
 }
 
+/// Deletes the task row (if `claim` is `None` or still the task's) and queues the result.
 pub(crate) fn complete_activity(
     c: &Connection,
     id: &str,
     task_id: i32,
     generation: i64,
+    claim: Option<i64>,
     event: &HistoryEvent,
 ) -> Result<bool> {
     let n = c
         .prepare_cached(
-            "DELETE FROM activities WHERE instance_id = ?1 AND task_id = ?2 AND generation = ?3",
+            "DELETE FROM activities WHERE instance_id = ?1 AND task_id = ?2 AND generation = ?3 \
+             AND (?4 IS NULL OR claim = ?4)",
         )
         .map_err(map_err)?
-        .execute(params![id, task_id, generation])
+        .execute(params![id, task_id, generation, claim])
         .map_err(map_err)?;
     if n == 0 {
+        if claim.is_some() && task_pending(c, id, task_id, generation)? {
+            return Err(StoreError::Reclaimed {
+                instance_id: id.to_string(),
+                task_id,
+            });
+        }
         return Ok(false);
     }
     insert_inbox(c, id, event, Some(generation))?;
     Ok(true)
+}
+
+fn task_pending(c: &Connection, id: &str, task_id: i32, generation: i64) -> Result<bool> {
+    c.prepare_cached(
+        "SELECT 1 FROM activities WHERE instance_id = ?1 AND task_id = ?2 AND generation = ?3",
+    )
+    .map_err(map_err)?
+    .exists(params![id, task_id, generation])
+    .map_err(map_err)
 }
 
 pub(crate) fn instances_with_inbox(c: &Connection, scope: &Scope) -> Result<Vec<String>> {

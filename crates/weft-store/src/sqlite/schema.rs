@@ -120,6 +120,10 @@ CREATE INDEX reminders_by_bucket ON reminders (bucket, due_at);
     r#"
 SELECT 1;
 "#,
+    // 7: activity task claims (see PostgreSQL's migration 7).
+    r#"
+ALTER TABLE activities ADD COLUMN claim INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The schema version this binary writes.

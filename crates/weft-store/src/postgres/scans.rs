@@ -1,0 +1,182 @@
+//! The SQL of the owned buckets' background work: claiming pending activity tasks, recording
+//! activity results, and the inbox, reminder and stalled-instance scans, each limited to a scope.
+
+use deadpool_postgres::Transaction;
+use weft_core::Micros;
+use weft_core::bucket::bucket_of;
+use weft_proto::durabletask::HistoryEvent;
+
+use super::R;
+use super::ops::{IN_SCOPE, col};
+use crate::codec::{decode_event, encode_event};
+use crate::{ActivityTask, Reminder, Scope};
+
+pub(crate) async fn claim_activities(tx: &Transaction<'_>, scope: &Scope) -> R<Vec<ActivityTask>> {
+    // A row being completed meanwhile is waited for: once deleted it is not claimed.
+    let st = tx
+        .prepare_cached(&format!(
+            "WITH c AS (UPDATE activities SET claim = claim + 1 WHERE {IN_SCOPE} \
+                 RETURNING instance_id, generation, task_id, request, claim) \
+             SELECT * FROM c ORDER BY instance_id, task_id"
+        ))
+        .await?;
+    let rows = tx.query(&st, &[&scope.buckets, &scope.app_id]).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ActivityTask {
+                instance_id: col(r, 0)?,
+                generation: col(r, 1)?,
+                task_id: col(r, 2)?,
+                request: col(r, 3)?,
+                claim: col(r, 4)?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn complete_activity(
+    tx: &Transaction<'_>,
+    id: &str,
+    task_id: i32,
+    generation: i64,
+    event: &HistoryEvent,
+) -> R<bool> {
+    let st = tx
+        .prepare_cached(
+            "DELETE FROM activities WHERE instance_id = $1 AND task_id = $2 AND generation = $3",
+        )
+        .await?;
+    if tx.execute(&st, &[&id, &task_id, &generation]).await? == 0 {
+        return Ok(false);
+    }
+    // For the generation that scheduled it; waits for a concurrent (forced) purge.
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO inbox (instance_id, event, generation, bucket) \
+             SELECT i.instance_id, $2, $3, $4 FROM (SELECT instance_id FROM instances \
+                 WHERE instance_id = $1 FOR KEY SHARE) AS i",
+        )
+        .await?;
+    tx.execute(
+        &st,
+        &[&id, &encode_event(event), &generation, &bucket_of(id)],
+    )
+    .await?;
+    Ok(true)
+}
+
+pub(crate) async fn instances_with_inbox(
+    c: &impl deadpool_postgres::GenericClient,
+    scope: &Scope,
+) -> R<Vec<String>> {
+    let st = c
+        .prepare_cached(&format!(
+            "SELECT DISTINCT instance_id FROM inbox WHERE {IN_SCOPE} ORDER BY instance_id"
+        ))
+        .await?;
+    let rows = c.query(&st, &[&scope.buckets, &scope.app_id]).await?;
+    rows.iter().map(|r| col(r, 0)).collect()
+}
+
+/// Claims with `FOR UPDATE SKIP LOCKED`: concurrent claimers skip each other's rows instead of
+/// waiting, and the re-checked lease keeps a just-claimed row from being handed out twice.
+pub(crate) async fn claim_reminders(
+    tx: &Transaction<'_>,
+    scope: &Scope,
+    now: Micros,
+    lease_until: Micros,
+    limit: usize,
+) -> R<Vec<Reminder>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let st = tx
+        .prepare_cached(&format!(
+            "UPDATE reminders SET lease_until = $4 WHERE id IN ( \
+                 SELECT id FROM reminders \
+                 WHERE {IN_SCOPE} AND due_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
+                 ORDER BY due_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, instance_id, generation, due_at, event"
+        ))
+        .await?;
+    let rows = tx
+        .query(
+            &st,
+            &[&scope.buckets, &scope.app_id, &now, &lease_until, &limit],
+        )
+        .await?;
+    let mut out = rows
+        .iter()
+        .map(|r| {
+            Ok(Reminder {
+                id: col(r, 0)?,
+                instance_id: col(r, 1)?,
+                generation: col(r, 2)?,
+                due_at: col(r, 3)?,
+                event: decode_event(&col::<Vec<u8>>(r, 4)?)?,
+            })
+        })
+        .collect::<R<Vec<_>>>()?;
+    out.sort_by_key(|r| (r.due_at, r.id));
+    Ok(out)
+}
+
+pub(crate) async fn fire_reminder(tx: &Transaction<'_>, reminder_id: i64) -> R<bool> {
+    let st = tx
+        .prepare_cached(
+            "DELETE FROM reminders WHERE id = $1 RETURNING instance_id, event, generation",
+        )
+        .await?;
+    let Some(row) = tx.query_opt(&st, &[&reminder_id]).await? else {
+        return Ok(false);
+    };
+    let id: String = col(&row, 0)?;
+    let event: Vec<u8> = col(&row, 1)?;
+    let generation: i64 = col(&row, 2)?;
+    // The stored bytes move as they are, for the generation that set the timer; dropped if the
+    // instance is gone (the key-share lock waits for a concurrent purge).
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO inbox (instance_id, event, generation, bucket) \
+             SELECT i.instance_id, $2, $3, $4 FROM (SELECT instance_id FROM instances \
+                 WHERE instance_id = $1 FOR KEY SHARE) AS i",
+        )
+        .await?;
+    tx.execute(&st, &[&id, &event, &generation, &bucket_of(&id)])
+        .await?;
+    Ok(true)
+}
+
+pub(crate) async fn next_reminder_due(
+    c: &impl deadpool_postgres::GenericClient,
+    scope: &Scope,
+) -> R<Option<Micros>> {
+    let st = c
+        .prepare_cached(&format!(
+            "SELECT MIN(t) FROM ( \
+             SELECT MIN(due_at) AS t FROM reminders WHERE lease_until IS NULL AND {IN_SCOPE} \
+             UNION ALL \
+             SELECT MIN(CASE WHEN lease_until > due_at THEN lease_until ELSE due_at END) \
+             FROM reminders WHERE lease_until IS NOT NULL AND {IN_SCOPE}) AS next"
+        ))
+        .await?;
+    let row = c.query_one(&st, &[&scope.buckets, &scope.app_id]).await?;
+    col(&row, 0)
+}
+
+pub(crate) async fn stalled_instances(
+    c: &impl deadpool_postgres::GenericClient,
+    scope: &Scope,
+    limit: usize,
+) -> R<Vec<String>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let st = c
+        .prepare_cached(
+            "SELECT instance_id FROM instances WHERE bucket = ANY($1::int[]) \
+             AND (app_id = $2 OR app_id = '') AND status = $3 ORDER BY instance_id LIMIT $4",
+        )
+        .await?;
+    let stalled = weft_core::RuntimeStatus::Stalled.code();
+    let rows = c
+        .query(&st, &[&scope.buckets, &scope.app_id, &stalled, &limit])
+        .await?;
+    rows.iter().map(|r| col(r, 0)).collect()
+}
