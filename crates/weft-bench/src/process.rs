@@ -46,6 +46,8 @@ impl SidecarProcess {
                 "0",
                 "--placement-port",
                 "0",
+                "--internal-port",
+                "0",
             ])
             .env("RUST_LOG", "warn")
             .env_remove("DAPR_API_TOKEN")

@@ -1,4 +1,5 @@
-//! SQLite-only behaviour: durability across reopen, schema versioning, the commit counter.
+//! SQLite-only behaviour: durability across reopen, schema versioning, the commit counter, cached
+//! statements.
 
 use super::*;
 use crate::conformance::{create_req, empty_cp, raised};
@@ -130,4 +131,32 @@ async fn reads_have_their_own_connections_and_see_every_returned_write() {
         .unwrap()
         .unwrap();
     assert_eq!(loaded.inbox.len(), 51);
+}
+
+/// A cached read comparing columns with `=` keeps its plan across calls on both kinds of
+/// connection. Fails without `keep_plans`'s QPSG: rusqlite clears a statement's bindings when it
+/// goes back to the cache, and SQLite then prepares it again on its next step.
+#[tokio::test]
+async fn cached_statements_are_not_prepared_again() {
+    use rusqlite::StatementStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("weft.db")).unwrap();
+    s.create_instance(create_req("x", ReusePolicy::Error))
+        .await
+        .unwrap();
+    let sql = "SELECT seq FROM history WHERE instance_id = ?1 AND generation = ?2 ORDER BY seq";
+    let reader = s.readers.as_ref().unwrap().open().unwrap();
+    let writer = s.conn.lock().unwrap();
+    for c in [&reader, &*writer] {
+        for _ in 0..3 {
+            let mut st = c.prepare_cached(sql).unwrap();
+            let n = st
+                .query_map(rusqlite::params!["x", 0], |r| r.get::<_, i64>(0))
+                .unwrap()
+                .count();
+            assert_eq!(n, 0);
+        }
+        let st = c.prepare_cached(sql).unwrap();
+        assert_eq!(st.get_status(StatementStatus::RePrepare), 0);
+    }
 }
