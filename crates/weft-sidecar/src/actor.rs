@@ -45,6 +45,9 @@ pub(crate) enum ActorMsg {
     Panic,
 }
 
+/// The most waiting messages an actor takes in before preparing its next turn.
+const MAX_BATCHED_MESSAGES: usize = 256;
+
 pub(crate) type FoldReply = oneshot::Sender<Option<Box<ActivityResult>>>;
 
 /// An activity result held in memory until a turn's checkpoint commits it; `seq` is negative
@@ -203,11 +206,18 @@ impl Actor {
         let mut retry_stalled = false;
         // Set by a hand-off while a worker holds the turn: when to give up on it.
         let mut leaving: Option<tokio::time::Instant> = None;
+        // Messages taken in since the last step while more were waiting (see below).
+        let mut batched = 0usize;
         loop {
             if (leaving.is_some() || self.foreign) && self.pending.is_none() {
                 return self.leave();
             }
-            if dirty && self.pending.is_none() {
+            // Messages already waiting (results of a fan-out arriving together) are taken in
+            // before the next turn is prepared, so one preparation serves them all instead of
+            // one each; bounded, so a steady stream of messages cannot hold the turn back.
+            let more_waiting = !self.rx.is_empty() && batched < MAX_BATCHED_MESSAGES;
+            if dirty && self.pending.is_none() && !more_waiting {
+                batched = 0;
                 if let Some(at) = self.retry_at.take() {
                     tokio::time::sleep_until(at).await;
                 }
@@ -230,6 +240,9 @@ impl Actor {
                 if self.foreign {
                     return self.leave();
                 }
+            }
+            if dirty && self.pending.is_none() {
+                batched += 1;
             }
             let msg = if self.pending.is_none() {
                 match tokio::time::timeout(self.inner.idle_timeout, self.rx.recv()).await {
