@@ -303,12 +303,21 @@ async fn restart_all_keeps_membership_and_version() {
     assert_eq!(cli["table_version"], after["table_version"]);
     assert_eq!(ids(&cli), ids(&after));
     assert_eq!(hosts(&cli), hosts(&after));
-    let text = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .env("WEFT_PLACEMENT_ADDRESSES", cluster.addrs().join(","))
-        .args(["cluster", "status"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&text.stdout);
+    // The text view names the leader; a re-election right after the restart (seen under load:
+    // one node still a candidate) has no leader for a moment, so wait for one with a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let text = loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+            .env("WEFT_PLACEMENT_ADDRESSES", cluster.addrs().join(","))
+            .args(["cluster", "status"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("Leader") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     assert!(text.contains("table version: 6"), "{text}");
     assert!(
         text.contains("sidecar-a") && text.contains("Leader"),
