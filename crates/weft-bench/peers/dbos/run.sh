@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # DBOS Transact ten-step chain benchmark: venv + throwaway PostgreSQL (fsync on) + chain.py.
-# Usage: bench/dbos/run.sh [chain.py args...]
+# Usage: crates/weft-bench/peers/dbos/run.sh [chain.py args...]
 # Env: SCRATCH (default ${TMPDIR:-/tmp}/dbos-bench), PYTHON (default python3),
 #      DBOS_VERSION (default 3.4.0), STORES ("postgres sqlite" by default).
 set -euo pipefail
