@@ -34,6 +34,18 @@ fn action(id: i32, ty: A) -> WorkflowAction {
     }
 }
 
+/// Completes the workflow with output `"ok"`.
+fn complete_workflow(id: i32) -> WorkflowAction {
+    action(
+        id,
+        A::CompleteWorkflow(CompleteWorkflowAction {
+            workflow_status: OrchestrationStatus::Completed as i32,
+            result: Some("\"ok\"".into()),
+            ..Default::default()
+        }),
+    )
+}
+
 fn schedule(id: i32) -> WorkflowAction {
     action(
         id,
@@ -178,15 +190,7 @@ async fn a_result_for_a_retired_actor_takes_the_durable_path() {
     let (turn, kinds) = run_activity(&engine, &mut rx, activity).await;
     assert_eq!(kinds, ["WorkflowStarted", "TaskCompleted"]);
     assert_eq!(spy.counts.results.load(Ordering::SeqCst), 1);
-    let done = action(
-        1,
-        A::CompleteWorkflow(CompleteWorkflowAction {
-            workflow_status: OrchestrationStatus::Completed as i32,
-            result: Some("\"ok\"".into()),
-            ..Default::default()
-        }),
-    );
-    answer(&engine, turn, vec![done]).await;
+    answer(&engine, turn, vec![complete_workflow(1)]).await;
     let h = engine.history("f").await.unwrap().unwrap();
     assert_eq!(task_completed_count(&h), 1);
     shutdown.cancel();
@@ -258,15 +262,7 @@ async fn a_panicking_actor_loses_its_held_result_but_not_the_instance() {
     .expect("the activity is dispatched again after the panic");
     let (turn, kinds) = run_activity(&engine, &mut rx, again).await;
     assert!(kinds.contains(&"TaskCompleted".to_string()), "{kinds:?}");
-    let done = action(
-        1,
-        A::CompleteWorkflow(CompleteWorkflowAction {
-            workflow_status: OrchestrationStatus::Completed as i32,
-            result: Some("\"ok\"".into()),
-            ..Default::default()
-        }),
-    );
-    answer(&engine, turn, vec![done]).await;
+    answer(&engine, turn, vec![complete_workflow(1)]).await;
     let meta = engine.get_instance("f").await.unwrap().unwrap();
     assert_eq!(meta.status, weft_core::RuntimeStatus::Completed);
     let h = engine.history("f").await.unwrap().unwrap();
