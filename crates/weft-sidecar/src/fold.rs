@@ -61,14 +61,20 @@ pub(crate) async fn record_durably(inner: &Arc<Inner>, r: ActivityResult) -> Res
         Err(e @ StoreError::Reclaimed { .. }) => {
             metrics::counter!("weft_activity_results_refused_total").increment(1);
             tracing::debug!(instance = %id, error = %e, "activity result refused: task reclaimed");
-            if inner.owns(&id) {
-                // The owner's own dispatch lost to a claim: a sidecar whose scan ran while it
-                // was losing the bucket, which then dropped the task. Claim the bucket's tasks
-                // again so one dispatch that can complete the task exists; tasks this sidecar
-                // already runs only take the newer claim (`Hub::push`).
+            let bucket = bucket_of(&id);
+            if inner.owns(&id) && inner.may_reclaim(bucket) {
+                // The owner's own dispatch lost to a claim (a recovery scan of this sidecar, or
+                // of one that held the bucket before): claim the bucket's tasks again so one
+                // dispatch that can complete the task exists; tasks this sidecar already runs
+                // only take the newer claim (`Hub::push`). A sidecar that does not serve the
+                // bucket never claims (its claim would refuse the owner's results in turn),
+                // and the fenced scope makes a claim under a lost lease change nothing.
+                let scope = inner.owned().scope.clone();
+                let pos = scope.buckets.iter().position(|b| *b == bucket);
                 let scope = Scope {
-                    app_id: inner.app_id.clone(),
-                    buckets: vec![bucket_of(&id)],
+                    app_id: scope.app_id,
+                    buckets: vec![bucket],
+                    epochs: scope.epochs.zip(pos).map(|(e, i)| vec![e[i]]),
                 };
                 let inner = inner.clone();
                 tokio::spawn(async move {

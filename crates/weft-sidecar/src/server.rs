@@ -62,7 +62,8 @@ impl Running {
     /// The ordered shutdown: stop handing out work and wait (up to `drain_timeout`) for the
     /// answers to what workers hold — so no activity whose result is on its way runs again
     /// elsewhere — then leave placement (the keys move to the other sidecars at once), stop the
-    /// servers and background loops, and wait for them (bounded).
+    /// servers and background loops, and wait for them (bounded). The ownership lease ends
+    /// right after leaving, so the next owners take the buckets over without waiting it out.
     pub async fn shutdown(mut self, drain_timeout: Duration) -> Result<(), std::io::Error> {
         let left_out = self.engine.drain(drain_timeout).await;
         if left_out > 0 {
@@ -74,6 +75,8 @@ impl Running {
         if let Some(m) = self.membership.take() {
             m.leave().await;
         }
+        // Frees every bucket lease at once, so the next owners need not wait it out.
+        self.engine.end_lease().await;
         self.shutdown.cancel();
         // Streams and long polls end at cancellation; don't hang on a stuck client.
         match tokio::time::timeout(Duration::from_secs(10), self.done).await {

@@ -144,8 +144,8 @@ impl Store for Spy {
             .claim_due_reminders(scope, now, lease_until, limit)
             .await
     }
-    async fn fire_reminder(&self, id: i64) -> Result<bool> {
-        self.inner.fire_reminder(id).await
+    async fn fire_reminder(&self, id: i64, fence: Option<&Fence>) -> Result<bool> {
+        self.inner.fire_reminder(id, fence).await
     }
     async fn next_reminder_due(&self, scope: &Scope) -> Result<Option<Micros>> {
         self.inner.next_reminder_due(scope).await
@@ -156,8 +156,8 @@ impl Store for Spy {
     async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage> {
         self.inner.list_instances(filter).await
     }
-    async fn purge(&self, id: &str, force: bool) -> Result<bool> {
-        self.inner.purge(id, force).await
+    async fn purge(&self, id: &str, force: bool, fence: Option<&Fence>) -> Result<bool> {
+        self.inner.purge(id, force, fence).await
     }
     async fn acquire_slots(
         &self,
@@ -182,5 +182,25 @@ impl Store for Spy {
     }
     async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
         self.inner.release_slots(bucket, holder, slots).await
+    }
+    async fn start_holder(&self, holder: &str, ttl: Micros) -> Result<()> {
+        self.inner.start_holder(holder, ttl).await
+    }
+    async fn renew_holder(&self, holder: &str, ttl: Micros) -> Result<bool> {
+        self.inner.renew_holder(holder, ttl).await
+    }
+    async fn end_holder(&self, holder: &str) -> Result<()> {
+        self.inner.end_holder(holder).await
+    }
+    async fn acquire_buckets(
+        &self,
+        app_id: &str,
+        holder: &str,
+        buckets: &[i32],
+    ) -> Result<Vec<BucketLease>> {
+        self.inner.acquire_buckets(app_id, holder, buckets).await
+    }
+    async fn release_buckets(&self, app_id: &str, holder: &str, buckets: &[i32]) -> Result<()> {
+        self.inner.release_buckets(app_id, holder, buckets).await
     }
 }

@@ -97,6 +97,11 @@ pub struct ConfigArgs {
     /// slots come back after this long).
     #[arg(long, env = "WEFT_SLOT_LEASE", default_value = "10s", value_parser = weft_config::parse_go_duration)]
     pub slot_lease: Duration,
+    /// Length of a sidecar's ownership lease in the database (cluster roles): a sidecar that
+    /// cannot renew it stops acting as owner after 3/4 of it, and its buckets move once it ran
+    /// out (see docs/cluster.md, "Leases and fencing").
+    #[arg(long, env = "WEFT_LEASE_TTL", default_value = "4s", value_parser = weft_config::parse_go_duration)]
+    pub lease_ttl: Duration,
 }
 
 impl ConfigArgs {
@@ -231,6 +236,7 @@ pub async fn run(
             max_work_item_bytes: args.max_work_item_bytes,
             workflow,
             slot_lease: args.config.slot_lease,
+            lease_ttl: args.config.lease_ttl,
             idle_timeout: args.idle_timeout,
             fold_activity_results: args.fold_activity_results.unwrap_or(role == "weft dev"),
             ..Default::default()
