@@ -36,6 +36,8 @@ pub(crate) struct Spy {
     /// Wakes a test whenever a count changes.
     pub changed: Notify,
     fail: Mutex<Option<(String, Fail)>>,
+    /// How the next batch of activity results fails (once).
+    fail_results: Mutex<Option<Fail>>,
     /// While true, activity results wait before they are written (see `hold_activity_results`).
     hold: tokio::sync::watch::Sender<bool>,
     /// Signalled when an activity result reaches the store.
@@ -49,6 +51,7 @@ impl Spy {
             counts: Counts::default(),
             changed: Notify::new(),
             fail: Mutex::new(None),
+            fail_results: Mutex::new(None),
             hold: tokio::sync::watch::channel(false).0,
             activity_arrived: Notify::new(),
         })
@@ -61,6 +64,12 @@ impl Spy {
 
     pub(crate) fn fail_checkpoints_of(&self, instance: &str, how: Option<Fail>) {
         *self.fail.lock().unwrap() = how.map(|h| (instance.to_string(), h));
+    }
+
+    /// The next batch of activity results fails `how` (`Unknown`: it lands, then the commit's
+    /// answer is lost).
+    pub(crate) fn fail_next_results(&self, how: Fail) {
+        *self.fail_results.lock().unwrap() = Some(how);
     }
 
     fn bump(&self, c: &AtomicUsize) {
@@ -127,7 +136,23 @@ impl Store for Spy {
             self.bump(&self.counts.results);
         }
         let _ = self.hold.subscribe().wait_for(|h| !*h).await;
-        self.inner.complete_activity_batch(items).await
+        let fail = self.fail_results.lock().unwrap().take();
+        let n = items.len();
+        let lost = || {
+            (0..n)
+                .map(|_| Err(StoreError::OutcomeUnknown("test".into())))
+                .collect()
+        };
+        match fail {
+            None => self.inner.complete_activity_batch(items).await,
+            Some(Fail::Rejected) => (0..n)
+                .map(|_| Err(StoreError::Unavailable("test".into())))
+                .collect(),
+            Some(Fail::Unknown) => {
+                self.inner.complete_activity_batch(items).await;
+                lost()
+            }
+        }
     }
     async fn instances_with_inbox(&self, scope: &Scope) -> Result<Vec<String>> {
         self.inner.instances_with_inbox(scope).await

@@ -370,7 +370,11 @@ async fn a_hand_off_withdraws_slot_waiting_work_and_keeps_running_slots() {
     hub.push(act("moved", 2, 0));
     hub.push(act("stays", 0, 0));
     let (_running, _) = hub.take(1).await; // "moved" task 0 is at a worker
-    assert_eq!(hub.queued(), 1, "moved/1 queued; moved/2 and stays/0 wait for a slot");
+    assert_eq!(
+        hub.queued(),
+        1,
+        "moved/1 queued; moved/2 and stays/0 wait for a slot"
+    );
     hub.withdraw_queued(|id| id == "moved");
     assert!(
         !hub.waiting_for_slot().contains("moved"),
