@@ -225,6 +225,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut cluster = ClusterConfig::new(placement);
     cluster.advertise_host = args.advertise_address.clone().unwrap_or_default();
+    if role == "weft sidecar" && args.fold_activity_results == Some(true) {
+        // Issue 15, point 8: folded results live only in the owner's memory until their turn
+        // commits, so a SIGKILL or hand-off runs those activities again.
+        tracing::warn!(
+            "--fold-activity-results is on in a cluster: activity results held in memory are \
+             lost (and their activities run again) when this sidecar dies or hands off"
+        );
+    }
     let cfg = SidecarConfig {
         grpc_addr: SocketAddr::new(args.listen_address, args.grpc_port),
         http_addr: SocketAddr::new(args.listen_address, args.http_port),
