@@ -341,9 +341,13 @@ impl Worker {
                 v.push(version);
             }
         }
-        // Versions only grow (committed entries survive leader changes); ignore stale resends.
+        // Versions only grow within a cluster (committed entries survive leader changes): ignore
+        // stale resends, but take any table of another cluster (placement lost its data).
         self.table_tx.send_if_modified(|cur| {
-            if cur.as_ref().is_none_or(|c| c.version <= version) {
+            if cur
+                .as_ref()
+                .is_none_or(|c| c.version == version || table.replaces(c))
+            {
                 *cur = Some(table);
                 true
             } else {

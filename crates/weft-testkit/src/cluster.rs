@@ -605,6 +605,23 @@ impl Cluster {
         self.proc_mut(t)?.signal(Signal::Cont)
     }
 
+    /// Deletes the data directory of a stopped placement node (a node that lost its disk); the
+    /// next `restart` starts it empty. A lone node then initialises a brand-new cluster.
+    pub fn wipe_placement(&mut self, i: usize) -> Result<()> {
+        let t = Target::Placement(i);
+        if self.running(t) {
+            return Err(TestkitError::AlreadyRunning(t.to_string()));
+        }
+        let n = self
+            .placement
+            .get(i)
+            .ok_or_else(|| TestkitError::Invalid(format!("no {t}")))?;
+        match std::fs::remove_dir_all(&n.data) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
     /// Cuts sidecar `i` from every placement node (PostgreSQL, its peers and its workers stay
     /// reachable): `Refuse` resets its placement connections and refuses new ones, `Blackhole`
     /// stalls them. Needs `placement_proxies`.

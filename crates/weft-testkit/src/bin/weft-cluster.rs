@@ -3,7 +3,8 @@
 //!
 //! Commands (`{"cmd": ...}`): `start` (first; fields of `ClusterConfig`), `status`,
 //! `cluster_status`, `leader`, `kill` / `pause` / `resume` / `terminate` / `restart` / `pid`
-//! (with `target`: placement|sidecar|haproxy and `index`), `add_sidecar`, `logs`, `shutdown`;
+//! (with `target`: placement|sidecar|haproxy and `index`), `wipe` (a stopped placement node's
+//! data directory), `add_sidecar`, `logs`, `shutdown`;
 //! with `"placement_proxies": true` at start, `cut_placement` (`index`, `mode`: refuse|blackhole,
 //! default refuse) and `heal_placement` (`index`) cut one sidecar from placement and heal it.
 //! Replies: `{"ok": true, "result": ...}` or `{"ok": false, "error": "..."}`. End of input, like
@@ -87,7 +88,7 @@ fn handle(cluster: &mut Option<Cluster>, req: &Value) -> Result<Value, String> {
         "logs" => Ok(json!(
             c.logs(req["bytes"].as_u64().unwrap_or(6000) as usize)
         )),
-        "kill" | "pause" | "resume" | "terminate" | "restart" | "pid" => {
+        "kill" | "pause" | "resume" | "terminate" | "restart" | "pid" | "wipe" => {
             let t = target(req)?;
             let r = match cmd {
                 "kill" => c.kill(t).map(|()| Value::Null),
@@ -99,6 +100,10 @@ fn handle(cluster: &mut Option<Cluster>, req: &Value) -> Result<Value, String> {
                 "restart" => c
                     .restart(t, req["fresh_ports"].as_bool().unwrap_or(false))
                     .map(|()| Value::Null),
+                "wipe" => match t {
+                    Target::Placement(i) => c.wipe_placement(i).map(|()| Value::Null),
+                    _ => return Err("only a placement node's data can be wiped".into()),
+                },
                 _ => c.pid(t).map(|p| json!(p)),
             };
             let r = r.map_err(e)?;
