@@ -17,7 +17,8 @@ use tonic::transport::Endpoint;
 /// How a sidecar reaches placement and describes itself.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Placement node addresses (`host:port`); any of them, followers redirect to the leader.
+    /// Placement node addresses (`host:port`); any of them. A follower redirects to the leader,
+    /// which is followed when the leader's address is in this list (else the next one is tried).
     pub placement_addrs: Vec<String>,
     pub host: pb::HostInfo,
     pub heartbeat_interval: Duration,
@@ -219,7 +220,11 @@ impl Worker {
             self.status_tx.send_modify(|s| s.connected = false);
             match end {
                 SessionEnd::Left => return,
-                SessionEnd::Redirect(Some(leader)) if leader != addr => {
+                // Follow a redirect only to a configured address: when a sidecar reaches placement
+                // through addresses that are not the nodes' own (a proxy, NAT, port forwarding),
+                // the leader's raft address may be unreachable or bypass the path it was given,
+                // so it tries its next address instead, as daprd does.
+                SessionEnd::Redirect(Some(leader)) if leader != addr && addrs.contains(&leader) => {
                     redirect = Some(leader);
                     continue;
                 }
@@ -336,9 +341,13 @@ impl Worker {
                 v.push(version);
             }
         }
-        // Versions only grow (committed entries survive leader changes); ignore stale resends.
+        // Versions only grow within a cluster (committed entries survive leader changes): ignore
+        // stale resends, but take any table of another cluster (placement lost its data).
         self.table_tx.send_if_modified(|cur| {
-            if cur.as_ref().is_none_or(|c| c.version <= version) {
+            if cur
+                .as_ref()
+                .is_none_or(|c| c.version == version || table.replaces(c))
+            {
                 *cur = Some(table);
                 true
             } else {

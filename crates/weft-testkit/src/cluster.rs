@@ -1,6 +1,7 @@
 //! A real Weft cluster on loopback, as processes: N `weft placement` nodes (one raft group), M
 //! `weft sidecar`s on a throwaway PostgreSQL, optionally HAProxy in front; each can be SIGKILLed,
-//! paused, SIGTERMed and restarted. Pure process plumbing: it knows flags and ready lines only.
+//! paused, SIGTERMed and restarted, and (with `placement_proxies`) cut from placement alone
+//! through per-sidecar TCP proxies. Pure process plumbing: it knows flags and ready lines only.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,6 +13,7 @@ use crate::error::TestkitError;
 use crate::haproxy::Haproxy;
 use crate::postgres::PgServer;
 use crate::process::{Proc, Signal};
+use crate::proxy::{ProxyMode, TcpProxy};
 
 type Result<T, E = TestkitError> = std::result::Result<T, E>;
 
@@ -38,6 +40,9 @@ pub struct ClusterConfig {
     pub env: Vec<(String, String)>,
     /// Deadline of every start (ready line, leader election, HAProxy serving).
     pub ready_timeout: Duration,
+    /// Give each sidecar its own TCP proxy in front of every placement node (its `--placement`
+    /// names the proxies), so that `cut_placement` can cut one sidecar from placement alone.
+    pub placement_proxies: bool,
 }
 
 impl ClusterConfig {
@@ -55,6 +60,7 @@ impl ClusterConfig {
             sidecar_args: Vec::new(),
             env: Vec::new(),
             ready_timeout: Duration::from_secs(60),
+            placement_proxies: false,
         }
     }
 }
@@ -120,6 +126,19 @@ struct SidecarNode {
     addrs: Option<SidecarAddrs>,
     proc: Option<Proc>,
     starts: u32,
+    /// Its proxies in front of the placement nodes, in node order (kept across restarts).
+    proxies: Vec<TcpProxy>,
+}
+
+impl SidecarNode {
+    fn new() -> Self {
+        Self {
+            addrs: None,
+            proc: None,
+            starts: 0,
+            proxies: Vec::new(),
+        }
+    }
 }
 
 /// Where the logs and data live: our temp dir or the caller's directory.
@@ -146,6 +165,8 @@ pub struct Cluster {
     placement: Vec<PlacementNode>,
     sidecars: Vec<SidecarNode>,
     haproxy: Option<Haproxy>,
+    /// Runs the placement proxies (one worker thread), when configured.
+    proxy_rt: Option<tokio::runtime::Runtime>,
     database_url: String,
     // Declared last: dropped after every process that uses them.
     pg: Option<PgServer>,
@@ -202,19 +223,14 @@ impl Cluster {
             placement: Vec::new(),
             sidecars: Vec::new(),
             haproxy: None,
+            proxy_rt: None,
             database_url,
             pg,
             dir,
         };
         c.start_placement()?;
         let n = c.cfg.sidecars;
-        c.sidecars = (0..n)
-            .map(|_| SidecarNode {
-                addrs: None,
-                proc: None,
-                starts: 0,
-            })
-            .collect();
+        c.sidecars = (0..n).map(|_| SidecarNode::new()).collect();
         // Spawn all, then wait: the sidecars start in parallel.
         for i in 0..n {
             c.spawn_sidecar(i, false)?;
@@ -421,9 +437,10 @@ impl Cluster {
             (Some(a), true) => (port_of(&a.grpc)?, port_of(&a.http)?, port_of(&a.internal)?),
             _ => (0, 0, 0),
         };
+        let placement = self.sidecar_placement_addrs(i)?;
         let mut cmd = self.weft();
         cmd.args(["sidecar", "--database-url", &self.database_url])
-            .args(["--placement", &self.placement_addrs()])
+            .args(["--placement", &placement])
             .args(["--app-id", &self.cfg.app_id])
             .args(["--grpc-port", &grpc.to_string()])
             .args(["--http-port", &http.to_string()])
@@ -436,6 +453,36 @@ impl Cluster {
         self.sidecars[i].proc = Some(proc);
         self.sidecars[i].starts += 1;
         Ok(())
+    }
+
+    /// The `--placement` list of sidecar `i`: the nodes themselves, or its own proxies in front
+    /// of them (created on its first start).
+    fn sidecar_placement_addrs(&mut self, i: usize) -> Result<String> {
+        if !self.cfg.placement_proxies {
+            return Ok(self.placement_addrs());
+        }
+        if self.sidecars[i].proxies.is_empty() {
+            if self.proxy_rt.is_none() {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("placement-proxy")
+                    .enable_all()
+                    .build()?;
+                self.proxy_rt = Some(rt);
+            }
+            let rt = self.proxy_rt.as_ref().expect("just set").handle().clone();
+            self.sidecars[i].proxies = self
+                .placement
+                .iter()
+                .map(|n| TcpProxy::start(&rt, &n.addr))
+                .collect::<Result<_>>()?;
+        }
+        Ok(self.sidecars[i]
+            .proxies
+            .iter()
+            .map(TcpProxy::addr)
+            .collect::<Vec<_>>()
+            .join(","))
     }
 
     fn await_sidecar(&mut self, i: usize) -> Result<()> {
@@ -467,11 +514,7 @@ impl Cluster {
                 self.cfg.haproxy_slots
             )));
         }
-        self.sidecars.push(SidecarNode {
-            addrs: None,
-            proc: None,
-            starts: 0,
-        });
+        self.sidecars.push(SidecarNode::new());
         self.spawn_sidecar(i, false)?;
         self.await_sidecar(i)?;
         self.publish(i)?;
@@ -562,6 +605,49 @@ impl Cluster {
         self.proc_mut(t)?.signal(Signal::Cont)
     }
 
+    /// Deletes the data directory of a stopped placement node (a node that lost its disk); the
+    /// next `restart` starts it empty. A lone node then initialises a brand-new cluster.
+    pub fn wipe_placement(&mut self, i: usize) -> Result<()> {
+        let t = Target::Placement(i);
+        if self.running(t) {
+            return Err(TestkitError::AlreadyRunning(t.to_string()));
+        }
+        let n = self
+            .placement
+            .get(i)
+            .ok_or_else(|| TestkitError::Invalid(format!("no {t}")))?;
+        match std::fs::remove_dir_all(&n.data) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Cuts sidecar `i` from every placement node (PostgreSQL, its peers and its workers stay
+    /// reachable): `Refuse` resets its placement connections and refuses new ones, `Blackhole`
+    /// stalls them. Needs `placement_proxies`.
+    pub fn cut_placement(&mut self, i: usize, mode: ProxyMode) -> Result<()> {
+        self.set_placement_proxies(i, mode)
+    }
+
+    /// Undoes `cut_placement`.
+    pub fn heal_placement(&mut self, i: usize) -> Result<()> {
+        self.set_placement_proxies(i, ProxyMode::Open)
+    }
+
+    fn set_placement_proxies(&mut self, i: usize, mode: ProxyMode) -> Result<()> {
+        let node = self
+            .sidecars
+            .get(i)
+            .ok_or_else(|| TestkitError::Invalid(format!("no sidecar{i}")))?;
+        if node.proxies.is_empty() {
+            return Err(TestkitError::Invalid(
+                "sidecars reach placement directly (start with placement_proxies)".into(),
+            ));
+        }
+        node.proxies.iter().for_each(|p| p.set_mode(mode));
+        Ok(())
+    }
+
     /// SIGTERM and wait up to `timeout` for the exit; returns the exit code (None = by signal).
     /// On timeout the process is SIGKILLed and this fails.
     pub fn terminate(&mut self, t: Target, timeout: Duration) -> Result<Option<i32>> {
@@ -630,6 +716,7 @@ impl Cluster {
                 "grpc": n.addrs.as_ref().map(|a| a.grpc.clone()),
                 "http": n.addrs.as_ref().map(|a| a.http.clone()),
                 "internal": n.addrs.as_ref().map(|a| a.internal.clone()),
+                "placement_proxies": n.proxies.iter().map(TcpProxy::describe).collect::<Vec<_>>(),
                 "log": self.dir.path().join(format!("{t}.stderr.log")),
             }));
         }
@@ -712,6 +799,9 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.shutdown();
+        if let Some(rt) = self.proxy_rt.take() {
+            rt.shutdown_background(); // may be dropped inside another runtime
+        }
     }
 }
 
