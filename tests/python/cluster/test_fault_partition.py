@@ -15,13 +15,11 @@ from faults import Issue15, run_fault_scenario
 pytestmark = pytest.mark.timeout(240)  # a hang guard above the scenario's own deadlines
 
 
-@pytest.mark.xfail(raises=Issue15, strict=True, reason=(
-    "issue 15: a sidecar cut from placement keeps serving its buckets on its last table while "
-    "placement gives them to the others (no lease): both owners dispatch"))
 def test_sidecar_cut_from_placement_then_healed(rig, report):
     run_fault_scenario(
         rig, report, "partition",
         inject=lambda c, i: c.cut_placement(i, "refuse"),
         heal=lambda c, i: c.heal_placement(i),
         placement_proxies=True,
+        keeps_lease=True,
     )

@@ -12,9 +12,6 @@ from faults import Issue15, run_fault_scenario
 pytestmark = pytest.mark.timeout(240)  # a hang guard above the scenario's own deadlines
 
 
-@pytest.mark.xfail(raises=Issue15, strict=True, reason=(
-    "issue 15: a paused sidecar wakes up on its last table and acts as owner of buckets placement "
-    "gave away (no lease, no fencing of activity dispatch)"))
 def test_sigstop_sidecar_past_liveness_timeout_then_sigcont(rig, report):
     run_fault_scenario(
         rig, report, "pause",

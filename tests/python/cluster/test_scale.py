@@ -21,9 +21,6 @@ pytestmark = pytest.mark.timeout(480)
 WAVE = 100  # three waves: before scale-up, during 3 sidecars, after scale-down (300 in all)
 
 
-@pytest.mark.xfail(raises=Issue15, strict=True, reason=(
-    "issue 15: a hand-off between live sidecars re-dispatches activities still running at the old "
-    "owner's worker (the new owner's recovery scan claims them)"))
 def test_scale_one_three_one_while_running(rig, report):
     c, _ = direct_cluster(rig, sidecars=1, act_sleep=0.1)
     s0 = c.sidecar(0)
