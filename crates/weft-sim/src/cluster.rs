@@ -231,11 +231,14 @@ async fn schedule(
             };
             let mut frozen = ctls[e].frozen();
             ctls[e].arm(op);
-            let hit = timeout(Duration::from_millis(1500), frozen.wait_for(|f| f.is_some()))
-                .await
-                .ok()
-                .and_then(|r| r.ok().map(|f| f.clone()))
-                .flatten();
+            let hit = timeout(
+                Duration::from_millis(1500),
+                frozen.wait_for(|f| f.is_some()),
+            )
+            .await
+            .ok()
+            .and_then(|r| r.ok().map(|f| f.clone()))
+            .flatten();
             ctls[e].disarm();
             let Some((_, fences)) = hit else { continue };
             {
@@ -306,7 +309,13 @@ pub async fn run_cluster_seed(cfg: ClusterSeed) -> ClusterReport {
                 break;
             }
         };
-        let store = Arc::new(FenceStore::new(store, i, log.clone(), ctl.clone(), cfg.strip));
+        let store = Arc::new(FenceStore::new(
+            store,
+            i,
+            log.clone(),
+            ctl.clone(),
+            cfg.strip,
+        ));
         let registry = Registry::placed(&format!("e{i}"));
         match weft_sidecar::serve_placed(store, sc.clone(), registry.clone(), stop.child_token())
             .await

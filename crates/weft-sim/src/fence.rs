@@ -315,8 +315,8 @@ impl FenceStore {
     }
 
     /// Before forwarding an owner write: maybe pause, then wait/fail, then number it.
-    async fn owner(&self, op: Op, fences: &[(i32, i64)]) -> Result<u64> {
-        if fences.is_empty() {
+    async fn owner(&self, op: Op, fences: &[(i32, i64)], fenced: bool) -> Result<u64> {
+        if !fenced {
             self.log.count(op, false);
         }
         self.ctl.trigger(op, fences);
@@ -423,7 +423,9 @@ impl Store for FenceStore {
         out
     }
     async fn claim_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
-        let seq = self.owner(Op::ClaimActivities, &pairs(scope)).await?;
+        let seq = self
+            .owner(Op::ClaimActivities, &pairs(scope), scope.epochs.is_some())
+            .await?;
         let r = if self.stripped(Op::ClaimActivities) {
             let mut s = scope.clone();
             s.epochs = None;
@@ -472,7 +474,9 @@ impl Store for FenceStore {
         lease_until: Micros,
         limit: usize,
     ) -> Result<Vec<Reminder>> {
-        let seq = self.owner(Op::ClaimReminders, &pairs(scope)).await?;
+        let seq = self
+            .owner(Op::ClaimReminders, &pairs(scope), scope.epochs.is_some())
+            .await?;
         let r = if self.stripped(Op::ClaimReminders) {
             let mut s = scope.clone();
             s.epochs = None;
@@ -497,7 +501,9 @@ impl Store for FenceStore {
         r
     }
     async fn fire_reminder(&self, reminder_id: i64, fence: Option<&Fence>) -> Result<bool> {
-        let seq = self.owner(Op::FireReminder, &fence_pair(fence)).await?;
+        let seq = self
+            .owner(Op::FireReminder, &fence_pair(fence), fence.is_some())
+            .await?;
         let f = if self.stripped(Op::FireReminder) {
             None
         } else {
@@ -507,8 +513,13 @@ impl Store for FenceStore {
         self.outcome(Op::FireReminder, &r);
         if let (Ok(true), Some(f)) = (&r, fence) {
             let what = format!("fire of reminder {reminder_id}");
-            self.log
-                .wrote(seq, self.engine, Op::FireReminder, (f.bucket, f.epoch), what);
+            self.log.wrote(
+                seq,
+                self.engine,
+                Op::FireReminder,
+                (f.bucket, f.epoch),
+                what,
+            );
         }
         r
     }
@@ -525,7 +536,9 @@ impl Store for FenceStore {
         self.inner.list_instances(filter).await
     }
     async fn purge(&self, id: &str, force: bool, fence: Option<&Fence>) -> Result<bool> {
-        let seq = self.owner(Op::Purge, &fence_pair(fence)).await?;
+        let seq = self
+            .owner(Op::Purge, &fence_pair(fence), fence.is_some())
+            .await?;
         let f = if self.stripped(Op::Purge) {
             None
         } else {
@@ -554,7 +567,12 @@ impl Store for FenceStore {
             .acquire_slots(bucket, limit, holder, want, now, until)
             .await
     }
-    async fn renew_slots(&self, holder: &str, now: Micros, until: Micros) -> Result<Vec<SlotLease>> {
+    async fn renew_slots(
+        &self,
+        holder: &str,
+        now: Micros,
+        until: Micros,
+    ) -> Result<Vec<SlotLease>> {
         self.ctl.pass().await?;
         self.inner.renew_slots(holder, now, until).await
     }

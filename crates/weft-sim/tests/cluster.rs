@@ -11,9 +11,9 @@ use weft_sim::cluster::{ClusterReport, ClusterSeed, run_cluster_seed};
 use weft_sim::fence::Op;
 use weft_sim::node::Backend;
 
-const DEFAULT_SEEDS: u64 = 6;
+const DEFAULT_SEEDS: u64 = 3;
 /// Seeds tried per stripped kind before the mutation check gives up on it.
-const MUTATION_SEEDS: u64 = 4;
+const MUTATION_SEEDS: u64 = 3;
 
 fn env_u64(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok()?;
@@ -55,10 +55,7 @@ async fn one(
         deadline: Duration::from_secs(40),
     })
     .await;
-    say(&format!(
-        "weft-sim cluster [strip {tag}]: {}",
-        r.summary()
-    ));
+    say(&format!("weft-sim cluster [strip {tag}]: {}", r.summary()));
     r
 }
 
@@ -107,7 +104,10 @@ async fn cluster_sqlite() {
          writes refused as fenced"
     ));
     assert!(failed.is_empty(), "{failed}");
-    assert!(paused > 0, "no pause hit an owner write: the schedule tests nothing");
+    assert!(
+        paused > 0,
+        "no pause hit an owner write: the schedule tests nothing"
+    );
 }
 
 /// Acceptance 2 of issue 15: without the fencing condition of any one owner write, a seed fails.
