@@ -230,6 +230,9 @@ impl FenceLog {
     }
 }
 
+/// A pause in progress: the kind of write it froze at and that write's `(bucket, epoch)` fences.
+pub type Paused = Option<(Op, Vec<(i32, i64)>)>;
+
 /// What the driver does to one engine's store calls.
 #[derive(Default)]
 pub struct Control {
@@ -237,7 +240,7 @@ pub struct Control {
     armed: Mutex<Option<Op>>,
     /// While true every call waits (the engine is paused). Set to `Some((op, fences))` when a
     /// pause began, for the driver.
-    frozen: watch::Sender<Option<(Op, Vec<(i32, i64)>)>>,
+    frozen: watch::Sender<Paused>,
     /// While set every call fails as unreachable.
     cut: AtomicBool,
 }
@@ -249,7 +252,7 @@ impl Control {
     pub fn disarm(&self) {
         *lock(&self.armed) = None;
     }
-    pub fn frozen(&self) -> watch::Receiver<Option<(Op, Vec<(i32, i64)>)>> {
+    pub fn frozen(&self) -> watch::Receiver<Paused> {
         self.frozen.subscribe()
     }
     pub fn thaw(&self) {
