@@ -136,7 +136,19 @@ pub async fn serve(
     cfg: SidecarConfig,
     shutdown: CancellationToken,
 ) -> Result<Running, ServeError> {
-    serve_inner(store, cfg, None, shutdown).await
+    serve_inner(store, cfg, None, None, shutdown).await
+}
+
+/// Serves a sidecar without a placement client whose engine follows `registry`, a
+/// [`Registry::placed`] the caller feeds tables to with [`Registry::apply`] (the simulation's
+/// scripted ownership moves). Leases are on, as with placement; owner writes are fenced.
+pub async fn serve_placed(
+    store: Arc<dyn Store>,
+    cfg: SidecarConfig,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> Result<Running, ServeError> {
+    serve_inner(store, cfg, None, Some(registry), shutdown).await
 }
 
 /// Serves a sidecar without placement whose API edge takes ownership answers from `edge`
@@ -147,13 +159,14 @@ pub async fn serve_with(
     edge: Arc<dyn Ownership>,
     shutdown: CancellationToken,
 ) -> Result<Running, ServeError> {
-    serve_inner(store, cfg, Some(edge), shutdown).await
+    serve_inner(store, cfg, Some(edge), None, shutdown).await
 }
 
 async fn serve_inner(
     store: Arc<dyn Store>,
     cfg: SidecarConfig,
     edge: Option<Arc<dyn Ownership>>,
+    placed: Option<Registry>,
     shutdown: CancellationToken,
 ) -> Result<Running, ServeError> {
     let grpc = TcpListener::bind(cfg.grpc_addr)
@@ -190,6 +203,10 @@ async fn serve_inner(
     let max_payload = cfg.engine.max_payload_bytes;
     let app_id = cfg.engine.app_id.clone();
     let host_id = match cfg.cluster.as_ref().map(|c| c.host_id.as_str()) {
+        _ if placed.is_some() => placed
+            .as_ref()
+            .map(|r| r.host_id().to_string())
+            .unwrap_or_default(),
         Some(id) if !id.is_empty() => id.to_string(),
         _ if edge.is_some() => edge
             .as_ref()
@@ -205,6 +222,10 @@ async fn serve_inner(
         None => internal_addr.to_string(),
     };
     let (engine, membership) = match &cfg.cluster {
+        _ if placed.is_some() => {
+            let registry = placed.unwrap_or_else(|| Registry::placed(&host_id));
+            (Engine::with_registry(store, cfg.engine, registry), None)
+        }
         None => (
             Engine::with_registry(store, cfg.engine, Registry::local_only(&host_id)),
             None,
