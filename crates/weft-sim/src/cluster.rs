@@ -123,6 +123,7 @@ fn table(version: u64, app: &str, members: &[bool], addrs: &[String]) -> Arc<Pla
         version,
         hosts,
         vnodes_per_host: 100,
+        cluster_id: "weft-sim".into(),
     })
     .expect("a valid table")
 }

@@ -309,7 +309,8 @@ mod tests {
 
     fn connect(addr: &str) -> std::net::TcpStream {
         let s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
         s
     }
 
@@ -357,7 +358,10 @@ mod tests {
         // the open connection is reset (read fails or hits EOF), without waiting for a timeout
         let t0 = Instant::now();
         assert!(echo(&mut s, b"x").is_err());
-        assert!(t0.elapsed() < Duration::from_millis(300), "reset, not a timeout");
+        assert!(
+            t0.elapsed() < Duration::from_millis(300),
+            "reset, not a timeout"
+        );
         // a new one is accepted and reset at once
         let mut s2 = connect(&p.addr());
         assert!(echo(&mut s2, b"y").is_err());
@@ -391,7 +395,10 @@ mod tests {
         );
         let mut fresh = connect(&p.addr());
         fresh.write_all(b"new").unwrap();
-        assert!(fresh.read(&mut buf).is_err(), "a new connection goes nowhere");
+        assert!(
+            fresh.read(&mut buf).is_err(),
+            "a new connection goes nowhere"
+        );
 
         p.set_mode(ProxyMode::Open);
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
