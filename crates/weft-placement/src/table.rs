@@ -264,7 +264,10 @@ mod tests {
         let r = t.apply(&Command::SetClusterId("one".into()));
         assert_eq!((r.version, r.changed), (1, true), "named, same member list");
         let r = t.apply(&Command::SetClusterId("two".into()));
-        assert_eq!((r.version, r.changed, t.cluster_id.as_str()), (1, false, "one"));
+        assert_eq!(
+            (r.version, r.changed, t.cluster_id.as_str()),
+            (1, false, "one")
+        );
         t.apply(&Command::Upsert(member("c", &["wf"])));
         t.apply(&Command::Upsert(member("d", &["wf"])));
         let old = PlacementTable::from_proto(t.to_proto(100)).unwrap();
@@ -275,11 +278,17 @@ mod tests {
         fresh.apply(&Command::Upsert(member("b", &["wf"])));
         fresh.apply(&Command::Upsert(member("e", &["wf"])));
         let unnamed = PlacementTable::from_proto(fresh.to_proto(100)).unwrap();
-        assert!(!unnamed.replaces(&old), "not named yet: compared by version");
+        assert!(
+            !unnamed.replaces(&old),
+            "not named yet: compared by version"
+        );
         fresh.apply(&Command::SetClusterId("three".into()));
         let named = PlacementTable::from_proto(fresh.to_proto(100)).unwrap();
         assert!(named.version < old.version);
-        assert!(named.replaces(&old), "another cluster's table replaces whatever its version");
+        assert!(
+            named.replaces(&old),
+            "another cluster's table replaces whatever its version"
+        );
         assert!(!named.replaces(&named), "the same table again is not newer");
 
         // Tables stored before identities existed read as unnamed.

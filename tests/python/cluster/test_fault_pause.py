@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import pytest
 
-from faults import Issue15, run_fault_scenario
+from faults import run_fault_scenario
 
 pytestmark = pytest.mark.timeout(240)  # a hang guard above the scenario's own deadlines
 
 
-@pytest.mark.xfail(raises=Issue15, strict=True, reason=(
-    "issue 15: a paused sidecar wakes up on its last table and acts as owner of buckets placement "
-    "gave away (no lease, no fencing of activity dispatch)"))
+# Not marked xfail: on the code before issue 15's fix this passed 4 runs out of 4 (8-15 repeats, all
+# in flight on the paused sidecar, no stale dispatch). The woken sidecar gets placement's new table
+# within milliseconds; a dispatch in that window would fail this test (issue 15, point 1).
 def test_sigstop_sidecar_past_liveness_timeout_then_sigcont(rig, report):
     run_fault_scenario(
         rig, report, "pause",
