@@ -17,8 +17,9 @@ use tonic::transport::Endpoint;
 /// How a sidecar reaches placement and describes itself.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Placement node addresses (`host:port`); any of them. A follower redirects to the leader,
-    /// which is followed when the leader's address is in this list (else the next one is tried).
+    /// Placement node addresses (`host:port`); any of them. A follower redirects to the leader:
+    /// followed at once to an address in this list, to another one only after every address in
+    /// the list redirected in a row.
     pub placement_addrs: Vec<String>,
     pub host: pb::HostInfo,
     pub heartbeat_interval: Duration,
@@ -203,6 +204,8 @@ impl Worker {
         }
         let mut next = 0usize;
         let mut redirect: Option<String> = None;
+        // Redirects in a row to a leader address that is not configured.
+        let mut unlisted = 0usize;
         loop {
             if self.cancel.is_cancelled() {
                 return;
@@ -213,23 +216,37 @@ impl Worker {
                 a
             });
             let cancel = self.cancel.clone();
+            let tables_before = self.status_tx.borrow().tables_received;
             let end = tokio::select! {
                 _ = cancel.cancelled() => return,
                 end = self.session(&addr) => end,
             };
             self.status_tx.send_modify(|s| s.connected = false);
+            if self.status_tx.borrow().tables_received > tables_before {
+                unlisted = 0; // this address led to the leader
+            }
             match end {
                 SessionEnd::Left => return,
-                // Follow a redirect only to a configured address: when a sidecar reaches placement
-                // through addresses that are not the nodes' own (a proxy, NAT, port forwarding),
-                // the leader's raft address may be unreachable or bypass the path it was given,
-                // so it tries its next address instead, as daprd does.
-                SessionEnd::Redirect(Some(leader)) if leader != addr && addrs.contains(&leader) => {
-                    redirect = Some(leader);
-                    continue;
+                // A redirect to a configured address is followed at once. One to another address
+                // only after every configured address redirected in a row: a sidecar that reaches
+                // placement through addresses that are not the nodes' own (a proxy, NAT, port
+                // forwarding) finds the leader behind its own addresses, and does not bypass the
+                // path it was given; one configured with some nodes only still gets there.
+                SessionEnd::Redirect(Some(leader)) if leader != addr => {
+                    unlisted = if addrs.contains(&leader) {
+                        0
+                    } else {
+                        unlisted + 1
+                    };
+                    if unlisted == 0 || unlisted >= addrs.len() {
+                        unlisted = 0;
+                        redirect = Some(leader);
+                        continue;
+                    }
                 }
                 SessionEnd::Redirect(_) => {}
                 SessionEnd::Failed(e) => {
+                    unlisted = 0;
                     tracing::debug!(%addr, error = %e, "placement session ended")
                 }
             }

@@ -244,38 +244,33 @@ async fn pump(
         if !wait_open(mode).await {
             return false;
         }
-        tokio::select! {
+        let (read, from_a) = tokio::select! {
             changed = mode.changed() => {
                 if changed.is_err() {
                     return false;
                 }
+                continue;
             }
-            r = ar.read(&mut abuf), if a_open => match r {
-                Ok(0) => {
-                    a_open = false;
-                    let _ = bw.shutdown().await;
+            r = ar.read(&mut abuf), if a_open => (r, true),
+            r = br.read(&mut bbuf), if b_open => (r, false),
+        };
+        let (buf, to, open) = if from_a {
+            (&abuf, &mut bw, &mut a_open)
+        } else {
+            (&bbuf, &mut aw, &mut b_open)
+        };
+        match read {
+            Ok(0) => {
+                *open = false;
+                let _ = to.shutdown().await;
+            }
+            Ok(n) => {
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return false;
                 }
-                Ok(n) => {
-                    if bw.write_all(&abuf[..n]).await.is_err() {
-                        return false;
-                    }
-                    stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                }
-                Err(_) => return false,
-            },
-            r = br.read(&mut bbuf), if b_open => match r {
-                Ok(0) => {
-                    b_open = false;
-                    let _ = aw.shutdown().await;
-                }
-                Ok(n) => {
-                    if aw.write_all(&bbuf[..n]).await.is_err() {
-                        return false;
-                    }
-                    stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                }
-                Err(_) => return false,
-            },
+                stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(_) => return false,
         }
     }
     true
@@ -346,12 +341,18 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn refuse_resets_open_and_new_connections_until_healed() {
+    /// A proxy in front of an echo server, and one connection through it that works.
+    fn proxied() -> (tokio::runtime::Runtime, TcpProxy, std::net::TcpStream) {
         let rt = rt();
         let p = TcpProxy::start(rt.handle(), &echo_server()).unwrap();
         let mut s = connect(&p.addr());
         assert_eq!(echo(&mut s, b"hello").unwrap(), b"hello");
+        (rt, p, s)
+    }
+
+    #[test]
+    fn refuse_resets_open_and_new_connections_until_healed() {
+        let (_rt, p, mut s) = proxied();
 
         p.set_mode(ProxyMode::Refuse);
         wait_for(&p, "reset", 1);
@@ -376,10 +377,7 @@ mod tests {
 
     #[test]
     fn blackhole_stalls_and_heal_delivers() {
-        let rt = rt();
-        let p = TcpProxy::start(rt.handle(), &echo_server()).unwrap();
-        let mut s = connect(&p.addr());
-        assert_eq!(echo(&mut s, b"one").unwrap(), b"one");
+        let (_rt, p, mut s) = proxied();
 
         p.set_mode(ProxyMode::Blackhole);
         wait_for(&p, "stalled", 1);

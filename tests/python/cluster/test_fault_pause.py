@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from faults import Issue15, run_fault_scenario
+from faults import run_fault_scenario
 
 pytestmark = pytest.mark.timeout(240)  # a hang guard above the scenario's own deadlines
 
