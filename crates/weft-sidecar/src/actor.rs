@@ -82,6 +82,9 @@ pub(crate) struct Actor {
     fenced_out: bool,
     /// The instance belongs to another app: this actor stops at once.
     foreign: bool,
+    /// No such instance (never created, or purged): this actor stops at once rather than
+    /// idling, so wake-ups for made-up IDs leave nothing in memory.
+    gone: bool,
     /// The lease this actor was activated under: every commit carries it, so once another
     /// sidecar took the bucket over nothing of this actor's lands (`None`: no leases).
     fence: Option<Fence>,
@@ -121,6 +124,7 @@ impl Actor {
             retry_at: None,
             fenced_out: false,
             foreign: false,
+            gone: false,
             missed_wake: false,
             held: Vec::new(),
             next_held_seq: -1,
@@ -245,7 +249,7 @@ impl Actor {
                     dirty = true;
                     continue;
                 }
-                if self.foreign {
+                if self.foreign || self.gone {
                     return self.leave();
                 }
             }
@@ -394,7 +398,10 @@ impl Actor {
             Some(_) if !self.inbox_stale => carried,
             Some(_) => self.inner.store.read_inbox(&self.id).await?,
             None => match self.inner.store.load(&self.id).await? {
-                None => return Ok(()), // purged
+                None => {
+                    self.gone = true;
+                    return Ok(());
+                }
                 // Another app's instance (sharing the database and a bucket): its own app's
                 // sidecars run it; this one's workers must never see it.
                 Some(l) if !l.meta.app_id.is_empty() && l.meta.app_id != self.inner.app_id => {

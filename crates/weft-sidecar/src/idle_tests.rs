@@ -155,3 +155,24 @@ async fn a_waiting_actor_holds_little() {
     let size = std::mem::size_of_val(&task);
     assert!(size <= 2048, "the actor's task is {size} bytes");
 }
+
+/// Issue 15 point 7 (fails before the fix: each actor idled for `idle_timeout`, one per
+/// made-up ID a wake hint named): an actor for an instance that does not exist leaves at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actors_of_unknown_instances_leave_at_once() {
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let shutdown = CancellationToken::new();
+    let cfg = EngineConfig {
+        // Far beyond the deadline: only leaving at once can empty memory in time.
+        idle_timeout: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let engine = Engine::new(store, cfg);
+    engine.start(shutdown.clone()).await.unwrap();
+    for i in 0..200 {
+        engine.inner.wake(&format!("never-created-{i}"));
+    }
+    let c = census_until(&engine, |c| c.actors == 0).await;
+    assert_eq!(c.actors, 0, "{c:?}");
+    shutdown.cancel();
+}

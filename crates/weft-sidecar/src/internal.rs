@@ -14,6 +14,9 @@ use weft_proto::internal::*;
 
 type Answer<T> = std::result::Result<Response<T>, Status>;
 
+/// Most instance IDs one wake hint may name (senders split longer lists).
+pub(crate) const MAX_WAKE_IDS: usize = 1024;
+
 pub struct InternalService {
     engine: Engine,
     ownership: Arc<dyn Ownership>,
@@ -115,6 +118,22 @@ impl Internal for InternalService {
 
     async fn wake(&self, req: Request<WakeHint>) -> Answer<Ack> {
         let h = req.into_inner();
+        // A hint activates actors: bound it and refuse IDs no instance can have, so a caller
+        // cannot fill memory with actors of made-up IDs (issue 15, point 7).
+        if h.instance_ids.len() > MAX_WAKE_IDS {
+            return Err(EngineError::InvalidArgument(format!(
+                "a wake hint names {} instances; the limit is {MAX_WAKE_IDS}",
+                h.instance_ids.len()
+            ))
+            .into());
+        }
+        if let Some(e) = h
+            .instance_ids
+            .iter()
+            .find_map(|id| weft_core::ids::validate_child_instance_id(id).err())
+        {
+            return Err(EngineError::InvalidInstanceId(e.to_string()).into());
+        }
         let app = if h.app_id.is_empty() {
             self.engine.inner.app_id.clone()
         } else {

@@ -631,7 +631,12 @@ impl Router {
                 Owner::Nobody => {}
             }
         }
-        for (addr, instance_ids) in by_owner {
+        let hints = by_owner.into_iter().flat_map(|(addr, ids)| {
+            ids.chunks(crate::internal::MAX_WAKE_IDS)
+                .map(|c| (addr.clone(), c.to_vec()))
+                .collect::<Vec<_>>()
+        });
+        for (addr, instance_ids) in hints {
             let Ok(mut c) = self.client(&addr) else {
                 continue;
             };

@@ -607,3 +607,32 @@ async fn an_abandoned_work_item_is_routed_back_and_dispatched_again() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 }
+
+/// Issue 15 point 7: a wake hint activates actors, so it is bounded and refuses IDs no instance
+/// can have (fails before the fix: both were accepted).
+#[tokio::test]
+async fn wake_hints_are_bounded_and_checked() {
+    use weft_proto::internal::WakeHint;
+    use weft_proto::internal::internal_client::InternalClient;
+    let Some(db) = weft_testkit::test_database().await else {
+        return; // test_database fails the test under CI=true when PostgreSQL is missing
+    };
+    let a = Node::start(&db.url, Stub::new("a", "a")).await;
+    let mut c = InternalClient::connect(format!("http://{}", a.internal))
+        .await
+        .expect("connect");
+    let hint = |ids: Vec<String>| WakeHint {
+        app_id: String::new(),
+        instance_ids: ids,
+    };
+    let many = (0..1025).map(|i| format!("w-{i}")).collect();
+    let e = c.wake(hint(many)).await.expect_err("too many IDs");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let e = c
+        .wake(hint(vec!["ok".into(), "bad\u{0}id".into()]))
+        .await
+        .expect_err("a control character");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let fine = (0..1024).map(|i| format!("w-{i}")).collect();
+    c.wake(hint(fine)).await.expect("1024 IDs are fine");
+}

@@ -278,21 +278,44 @@ impl Registry {
 }
 
 impl Snapshot {
+    /// Maps are cached only for actor types the table has a ring for, so the cache is bounded
+    /// by the table: an app ID a caller makes up (the internal API takes them from requests)
+    /// gets the shared empty map and leaves nothing behind.
     fn map(&self, me: &str, app_id: &str, kind: ActorKind) -> Arc<BucketMap> {
+        let ty = actor_type(app_id, kind);
+        let Some(t) = self
+            .table
+            .as_ref()
+            .filter(|t| t.rings().ring(&ty).is_some())
+        else {
+            return nobody_map();
+        };
         let mut maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = maps.get(&(app_id.to_string(), kind)) {
             return m.clone();
         }
-        let map = Arc::new(match &self.table {
-            None => BucketMap {
-                owners: vec![None; BUCKETS as usize],
-                mine: Arc::default(),
-            },
-            Some(t) => build_map(t, me, &actor_type(app_id, kind)),
-        });
+        let map = Arc::new(build_map(t, me, &ty));
         maps.insert((app_id.to_string(), kind), map.clone());
         map
     }
+
+    #[cfg(test)]
+    fn cached_maps(&self) -> usize {
+        self.maps.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// The map of an actor type nobody hosts: every bucket unowned.
+fn nobody_map() -> Arc<BucketMap> {
+    static NOBODY: std::sync::OnceLock<Arc<BucketMap>> = std::sync::OnceLock::new();
+    NOBODY
+        .get_or_init(|| {
+            Arc::new(BucketMap {
+                owners: vec![None; BUCKETS as usize],
+                mine: Arc::default(),
+            })
+        })
+        .clone()
 }
 
 fn build_map(table: &PlacementTable, me: &str, actor_type: &str) -> BucketMap {

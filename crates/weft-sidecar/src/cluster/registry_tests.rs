@@ -220,3 +220,22 @@ fn stale_tables_are_ignored_and_changes_are_announced() {
     assert_eq!(*rx.borrow_and_update(), 5);
     assert!(r.owned_buckets(APP, ActorKind::Workflow).is_empty());
 }
+
+/// Issue 15 point 7: app IDs come from requests on the internal API; one the table does not
+/// know must leave no bucket map behind (4096 entries each, before the fix one per string).
+#[test]
+fn app_ids_the_table_does_not_know_leave_nothing_cached() {
+    let r = Registry::placed("a");
+    r.apply(table(1, vec![host("a", APP, true), host("b", APP, true)]));
+    for i in 0..1000 {
+        let app = format!("made-up-{i}");
+        assert_eq!(r.owner(&app, ActorKind::Workflow, "x"), Owner::Nobody);
+        assert!(r.owned_buckets(&app, ActorKind::Activity).is_empty());
+    }
+    let _ = r.owner(APP, ActorKind::Workflow, "x");
+    assert_eq!(
+        r.snapshot().cached_maps(),
+        1,
+        "only the known app's map is cached"
+    );
+}
