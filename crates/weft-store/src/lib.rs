@@ -2,6 +2,9 @@
 //! PostgreSQL backend; both must pass the same conformance suite (`conformance`).
 
 mod codec;
+/// The suite every backend must pass (and fixtures other crates' tests use); compiled only for
+/// tests and the `testing` feature, never into the production binary.
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod postgres;
 pub mod sqlite;
