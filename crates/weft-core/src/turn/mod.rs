@@ -4,26 +4,27 @@
 //! Nothing here does I/O: the caller loads state, commits the [`TurnOutcome`] in one transaction
 //! and only then carries out its [`Effect`]s.
 
+mod actions;
 mod finish;
 mod rules;
 
+use actions::Applier;
+
 use finish::{complete, continue_as_new, terminate_directly};
 pub use finish::{fail_turn, new_instance, stalled};
-use rules::{Seen, action_router, is_suspended, status_after, timer_origin, validate_actions};
+use rules::{Seen, is_suspended, status_after, validate_actions};
 pub use rules::{decode_failure, event_time, timestamp};
 
 use crate::history::{self, event, event_with_id, execution_started, failure, open_children};
-use crate::time::{from_micros, is_never, to_micros};
+use crate::time::{from_micros, to_micros};
 use crate::{InstanceMeta, Micros, RuntimeStatus};
 use prost::Message;
 use std::collections::HashSet;
 use weft_proto::durabletask::{
-    ActivityRequest, ChildWorkflowInstanceCompletedEvent, ChildWorkflowInstanceCreatedEvent,
-    ChildWorkflowInstanceFailedEvent, CompleteWorkflowAction, DetachedWorkflowInstanceCreatedEvent,
-    EventRaisedEvent, EventSentEvent, ExecutionCompletedEvent, ExecutionStalledEvent,
-    ExecutionStartedEvent, ExecutionTerminatedEvent, HistoryEvent, OrchestrationStatus,
-    ParentInstanceInfo, StalledReason, TaskFailureDetails, TaskRouter, TaskScheduledEvent,
-    TimerCreatedEvent, TimerFiredEvent, WorkflowAction, WorkflowInstance, WorkflowRequest,
+    ActivityRequest, ChildWorkflowInstanceCompletedEvent, ChildWorkflowInstanceFailedEvent,
+    CompleteWorkflowAction, ExecutionCompletedEvent, ExecutionStalledEvent, ExecutionStartedEvent,
+    ExecutionTerminatedEvent, HistoryEvent, OrchestrationStatus, ParentInstanceInfo, StalledReason,
+    TaskFailureDetails, TaskRouter, WorkflowAction, WorkflowInstance, WorkflowRequest,
     WorkflowResponse, WorkflowVersion, history_event::EventType,
     workflow_action::WorkflowActionType,
 };
@@ -239,6 +240,39 @@ pub fn work_item(
     }
 }
 
+/// Why a worker's answer stalls the instance instead of being applied, if it does: the worker
+/// lacks the workflow's version, or its patches contradict those history recorded.
+fn stall_reason(
+    resp: &WorkflowResponse,
+    recorded: &[String],
+    patches: &[String],
+) -> Option<(StalledReason, String)> {
+    let not_available = resp.actions.iter().any(|a| {
+        matches!(
+            a.workflow_action_type,
+            Some(WorkflowActionType::WorkflowVersionNotAvailable(_))
+        )
+    });
+    if not_available {
+        let name = resp
+            .version
+            .as_ref()
+            .and_then(|v| v.name.clone())
+            .unwrap_or_default();
+        Some((
+            StalledReason::VersionNotAvailable,
+            format!("Version not available: {name}"),
+        ))
+    } else if !recorded.is_empty() && !patches.starts_with(recorded) {
+        Some((
+            StalledReason::PatchMismatch,
+            format!("Patch mismatch: history has {recorded:?}, worker has {patches:?}"),
+        ))
+    } else {
+        None
+    }
+}
+
 /// Applies a worker's response to a pending turn.
 pub fn apply_response(
     meta: &InstanceMeta,
@@ -268,31 +302,7 @@ pub fn apply_response(
 
     // Versioning: a worker without the version, or with patches that contradict history, stalls
     // the instance; the turn's events stay in the inbox for a later worker.
-    let stall = if let Some(a) = resp.actions.iter().find(|a| {
-        matches!(
-            a.workflow_action_type,
-            Some(WorkflowActionType::WorkflowVersionNotAvailable(_))
-        )
-    }) {
-        let _ = a;
-        let name = resp
-            .version
-            .as_ref()
-            .and_then(|v| v.name.clone())
-            .unwrap_or_default();
-        Some((
-            StalledReason::VersionNotAvailable,
-            format!("Version not available: {name}"),
-        ))
-    } else if !recorded.is_empty() && !patches.starts_with(&recorded) {
-        Some((
-            StalledReason::PatchMismatch,
-            format!("Patch mismatch: history has {recorded:?}, worker has {patches:?}"),
-        ))
-    } else {
-        None
-    };
-    if let Some((reason, description)) = stall {
+    if let Some((reason, description)) = stall_reason(resp, &recorded, &patches) {
         return Ok(stalled(meta, history, reason, description, now));
     }
 
@@ -335,209 +345,32 @@ pub fn apply_response(
         cancel_pending: false,
         effects: Vec::new(),
     };
-    let router = TaskRouter {
-        source_app_id: ctx.app_id.to_string(),
-        target_app_id: None,
-        target_app_namespace: None,
+    let ctx_app_id = ctx.app_id.to_string();
+    let mut apply = Applier {
+        meta,
+        now,
+        ctx,
+        router: TaskRouter {
+            source_app_id: ctx_app_id,
+            target_app_id: None,
+            target_app_namespace: None,
+        },
     };
-
     for action in &resp.actions {
         let id = action.id;
         let Some(kind) = &action.workflow_action_type else {
             return Err(TurnError::UnknownAction(id));
         };
         match kind {
-            WorkflowActionType::ScheduleTask(t) => {
-                let mut ev = event_with_id(
-                    id,
-                    now,
-                    EventType::TaskScheduled(TaskScheduledEvent {
-                        name: t.name.clone(),
-                        version: t.version.clone(),
-                        input: t.input.clone(),
-                        parent_trace_context: None,
-                        task_execution_id: t.task_execution_id.clone(),
-                        rerun_parent_instance_info: None,
-                        history_propagation_scope: t.history_propagation_scope,
-                    }),
-                );
-                ev.router = Some(action_router(action, &router));
-                out.append.push(ev);
-                out.effects.push(Effect::ScheduleActivity {
-                    task_id: id,
-                    request: ActivityRequest {
-                        name: t.name.clone(),
-                        version: t.version.clone(),
-                        input: t.input.clone(),
-                        workflow_instance: Some(WorkflowInstance {
-                            instance_id: meta.instance_id.clone(),
-                            execution_id: Some(meta.execution_id.clone()),
-                        }),
-                        task_id: id,
-                        parent_trace_context: None,
-                        task_execution_id: t.task_execution_id.clone(),
-                        propagated_history: None,
-                    },
-                });
-            }
-            WorkflowActionType::CreateTimer(t) => {
-                let fire_at = t.fire_at.unwrap_or_default();
-                out.append.push(event_with_id(
-                    id,
-                    now,
-                    EventType::TimerCreated(TimerCreatedEvent {
-                        fire_at: Some(fire_at),
-                        name: t.name.clone(),
-                        rerun_parent_instance_info: None,
-                        origin: t.origin.clone().map(timer_origin),
-                    }),
-                ));
-                if !is_never(&fire_at) {
-                    out.effects.push(Effect::Timer {
-                        due_at: to_micros(&fire_at),
-                        event: event(
-                            now,
-                            EventType::TimerFired(TimerFiredEvent {
-                                fire_at: Some(fire_at),
-                                timer_id: id,
-                            }),
-                        ),
-                    });
-                }
-            }
-            WorkflowActionType::CreateChildWorkflow(c) => {
-                let child_id = if c.instance_id.is_empty() {
-                    crate::ids::default_child_id(&meta.instance_id, id)
-                } else {
-                    c.instance_id.clone()
-                };
-                out.append.push(event_with_id(
-                    id,
-                    now,
-                    EventType::ChildWorkflowInstanceCreated(ChildWorkflowInstanceCreatedEvent {
-                        instance_id: child_id.clone(),
-                        name: c.name.clone(),
-                        version: c.version.clone(),
-                        input: c.input.clone(),
-                        parent_trace_context: None,
-                        rerun_parent_instance_info: None,
-                        history_propagation_scope: c.history_propagation_scope,
-                        retry_parent_instance_info: c.retry_parent_instance_info.clone(),
-                    }),
-                ));
-                let parent = ParentInstanceInfo {
-                    task_scheduled_id: id,
-                    name: Some(meta.name.clone()),
-                    version: None,
-                    workflow_instance: Some(WorkflowInstance {
-                        instance_id: meta.instance_id.clone(),
-                        execution_id: Some(meta.execution_id.clone()),
-                    }),
-                    app_id: Some(ctx.app_id.to_string()),
-                    app_namespace: None,
-                };
-                let exec = (ctx.new_id)();
-                let (child, start) = new_instance(
-                    &child_id,
-                    &c.name,
-                    c.version.clone(),
-                    c.input.clone(),
-                    Some(parent),
-                    exec,
-                    ctx.app_id,
-                    now,
-                );
-                let conflict = event(
-                    now,
-                    EventType::ChildWorkflowInstanceFailed(ChildWorkflowInstanceFailedEvent {
-                        task_scheduled_id: id,
-                        failure_details: Some(failure(
-                            "WorkflowAlreadyExists",
-                            format!("an active workflow with ID '{child_id}' already exists"),
-                        )),
-                        attestation: None,
-                        signer_certificate: None,
-                    }),
-                );
-                out.effects.push(Effect::StartInstance {
-                    meta: child,
-                    start_event: start,
-                    on_conflict: Some((meta.instance_id.clone(), conflict)),
-                });
-            }
-            WorkflowActionType::CreateDetachedWorkflow(d) => {
-                out.append.push(event_with_id(
-                    id,
-                    now,
-                    EventType::DetachedWorkflowInstanceCreated(
-                        DetachedWorkflowInstanceCreatedEvent {
-                            instance_id: d.instance_id.clone(),
-                        },
-                    ),
-                ));
-                let exec = d.execution_id.clone().unwrap_or_else(|| (ctx.new_id)());
-                let (mut m, start) = new_instance(
-                    &d.instance_id,
-                    &d.name,
-                    d.version.clone(),
-                    d.input.clone(),
-                    None,
-                    exec,
-                    ctx.app_id,
-                    now,
-                );
-                m.scheduled_start_at = d
-                    .scheduled_start_timestamp
-                    .as_ref()
-                    .map(to_micros)
-                    .filter(|t| *t > now);
-                out.effects.push(Effect::StartInstance {
-                    meta: m,
-                    start_event: start,
-                    on_conflict: None,
-                });
-            }
-            WorkflowActionType::SendEvent(s) => {
-                let target = s
-                    .instance
-                    .as_ref()
-                    .map(|i| i.instance_id.clone())
-                    .unwrap_or_default();
-                out.append.push(event_with_id(
-                    id,
-                    now,
-                    EventType::EventSent(EventSentEvent {
-                        instance_id: target.clone(),
-                        name: s.name.clone(),
-                        input: s.data.clone(),
-                    }),
-                ));
-                out.effects.push(Effect::Deliver {
-                    instance_id: target,
-                    execution_id: None,
-                    event: event(
-                        now,
-                        EventType::EventRaised(EventRaisedEvent {
-                            name: s.name.clone(),
-                            input: s.data.clone(),
-                        }),
-                    ),
-                });
-            }
-            WorkflowActionType::TerminateWorkflow(t) => out.effects.push(Effect::Deliver {
-                instance_id: t.instance_id.clone(),
-                execution_id: None,
-                event: event(
-                    now,
-                    EventType::ExecutionTerminated(ExecutionTerminatedEvent {
-                        input: t.reason.clone(),
-                        recurse: t.recurse,
-                    }),
-                ),
-            }),
+            WorkflowActionType::ScheduleTask(t) => apply.schedule_task(&mut out, action, t),
+            WorkflowActionType::CreateTimer(t) => apply.create_timer(&mut out, id, t),
+            WorkflowActionType::CreateChildWorkflow(c) => apply.create_child(&mut out, id, c),
+            WorkflowActionType::CreateDetachedWorkflow(d) => apply.create_detached(&mut out, id, d),
+            WorkflowActionType::SendEvent(e) => apply.send_event(&mut out, id, e),
+            WorkflowActionType::TerminateWorkflow(t) => apply.terminate_other(&mut out, t),
             WorkflowActionType::CompleteWorkflow(c) => {
                 if c.workflow_status == OrchestrationStatus::ContinuedAsNew as i32 {
-                    continue_as_new(&mut out, meta, &started, c, ctx);
+                    continue_as_new(&mut out, meta, &started, c, apply.ctx);
                 } else {
                     complete(&mut out, history, &started, id, c, terminate.as_ref(), now);
                 }
