@@ -75,161 +75,114 @@ pub struct Mapping {
     pub dapr: Option<&'static str>,
 }
 
-const fn row(kind: &'static str, grpc: Grpc, http: Http, dapr: Option<&'static str>) -> Mapping {
-    Mapping {
-        kind,
-        grpc,
-        http,
-        dapr,
-    }
+/// Declares [`ErrorKind`] and its wire mapping from one list, so a kind, its position and its
+/// row can never drift apart (no hand-kept indices).
+macro_rules! error_kinds {
+    ($($kind:ident => $name:literal, $grpc:ident, $http:ident, $dapr:expr;)*) => {
+        /// The kind of an [`EngineError`], one per variant: what [`TABLE`] is indexed by.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorKind {
+            $($kind),*
+        }
+
+        impl ErrorKind {
+            /// Every kind, in table order.
+            pub const ALL: &'static [ErrorKind] = &[$(ErrorKind::$kind),*];
+        }
+
+        /// The table, one row per [`ErrorKind`], in declaration order.
+        pub const TABLE: &[Mapping] = &[$(Mapping {
+            kind: $name,
+            grpc: Grpc::$grpc,
+            http: Http::$http,
+            dapr: $dapr,
+        }),*];
+    };
 }
 
-/// The table, one row per [`EngineError`] variant, in declaration order.
-pub const TABLE: [Mapping; 16] = [
-    row(
-        "invalid-argument",
-        Grpc::InvalidArgument,
-        Http::BAD_REQUEST,
-        Some("ERR_BAD_REQUEST"),
-    ),
-    row(
-        "invalid-instance-id",
-        Grpc::InvalidArgument,
-        Http::BAD_REQUEST,
-        Some("ERR_INSTANCE_ID_INVALID"),
-    ),
-    row(
-        "instance-id-too-long",
-        Grpc::InvalidArgument,
-        Http::BAD_REQUEST,
-        Some("ERR_INSTANCE_ID_TOO_LONG"),
-    ),
-    row(
-        "malformed",
-        Grpc::InvalidArgument,
-        Http::BAD_REQUEST,
-        Some("ERR_MALFORMED_REQUEST"),
-    ),
-    row(
-        "event-name-missing",
-        Grpc::InvalidArgument,
-        Http::BAD_REQUEST,
-        Some("ERR_WORKFLOW_EVENT_NAME_MISSING"),
-    ),
-    row(
-        "not-found",
-        Grpc::NotFound,
-        Http::NOT_FOUND,
-        Some("ERR_INSTANCE_ID_NOT_FOUND"),
-    ),
-    row(
-        "no-such-endpoint",
-        Grpc::Unimplemented,
-        Http::NOT_FOUND,
-        Some("ERR_NOT_FOUND"),
-    ),
-    row("already-exists", Grpc::AlreadyExists, Http::CONFLICT, None),
-    row(
-        "failed-precondition",
-        Grpc::FailedPrecondition,
-        Http::CONFLICT,
-        None,
-    ),
-    row(
-        "payload-too-large",
-        Grpc::ResourceExhausted,
-        Http::PAYLOAD_TOO_LARGE,
-        Some("ERR_PAYLOAD_TOO_LARGE"),
-    ),
-    row(
-        "unauthenticated",
-        Grpc::Unauthenticated,
-        Http::UNAUTHORIZED,
-        Some("ERR_UNAUTHORIZED"),
-    ),
-    row(
-        "unimplemented",
-        Grpc::Unimplemented,
-        Http::NOT_IMPLEMENTED,
-        Some("ERR_NOT_IMPLEMENTED"),
-    ),
-    row(
-        "deadline-exceeded",
-        Grpc::DeadlineExceeded,
-        Http::GATEWAY_TIMEOUT,
-        None,
-    ),
-    row(
-        "unavailable",
-        Grpc::Unavailable,
-        Http::SERVICE_UNAVAILABLE,
-        None,
-    ),
-    row(
-        "not-owner",
-        Grpc::Unavailable,
-        Http::SERVICE_UNAVAILABLE,
-        Some("ERR_NOT_OWNER"),
-    ),
-    row(
-        "internal",
-        Grpc::Internal,
-        Http::INTERNAL_SERVER_ERROR,
-        None,
-    ),
-];
+error_kinds! {
+    InvalidArgument => "invalid-argument", InvalidArgument, BAD_REQUEST, Some("ERR_BAD_REQUEST");
+    InvalidInstanceId => "invalid-instance-id", InvalidArgument, BAD_REQUEST,
+        Some("ERR_INSTANCE_ID_INVALID");
+    InstanceIdTooLong => "instance-id-too-long", InvalidArgument, BAD_REQUEST,
+        Some("ERR_INSTANCE_ID_TOO_LONG");
+    Malformed => "malformed", InvalidArgument, BAD_REQUEST, Some("ERR_MALFORMED_REQUEST");
+    EventNameMissing => "event-name-missing", InvalidArgument, BAD_REQUEST,
+        Some("ERR_WORKFLOW_EVENT_NAME_MISSING");
+    NotFound => "not-found", NotFound, NOT_FOUND, Some("ERR_INSTANCE_ID_NOT_FOUND");
+    NoSuchEndpoint => "no-such-endpoint", Unimplemented, NOT_FOUND, Some("ERR_NOT_FOUND");
+    AlreadyExists => "already-exists", AlreadyExists, CONFLICT, None;
+    FailedPrecondition => "failed-precondition", FailedPrecondition, CONFLICT, None;
+    PayloadTooLarge => "payload-too-large", ResourceExhausted, PAYLOAD_TOO_LARGE,
+        Some("ERR_PAYLOAD_TOO_LARGE");
+    Unauthenticated => "unauthenticated", Unauthenticated, UNAUTHORIZED, Some("ERR_UNAUTHORIZED");
+    Unimplemented => "unimplemented", Unimplemented, NOT_IMPLEMENTED, Some("ERR_NOT_IMPLEMENTED");
+    DeadlineExceeded => "deadline-exceeded", DeadlineExceeded, GATEWAY_TIMEOUT, None;
+    Unavailable => "unavailable", Unavailable, SERVICE_UNAVAILABLE, None;
+    NotOwner => "not-owner", Unavailable, SERVICE_UNAVAILABLE, Some("ERR_NOT_OWNER");
+    Internal => "internal", Internal, INTERNAL_SERVER_ERROR, None;
+}
+
+impl ErrorKind {
+    /// This kind's row of [`TABLE`].
+    pub fn mapping(self) -> Mapping {
+        TABLE[self as usize]
+    }
+}
 
 impl EngineError {
     pub fn no_such_instance(id: &str) -> Self {
         Self::NotFound(format!("no such instance exists: '{id}'"))
     }
 
-    fn index(&self) -> usize {
+    pub fn kind(&self) -> ErrorKind {
+        use ErrorKind as K;
         match self {
-            Self::InvalidArgument(_) => 0,
-            Self::InvalidInstanceId(_) => 1,
-            Self::InstanceIdTooLong(_) => 2,
-            Self::Malformed(_) => 3,
-            Self::EventNameMissing(_) => 4,
-            Self::NotFound(_) => 5,
-            Self::NoSuchEndpoint(_) => 6,
-            Self::AlreadyExists(_) => 7,
-            Self::FailedPrecondition(_) => 8,
-            Self::PayloadTooLarge(_) => 9,
-            Self::Unauthenticated(_) => 10,
-            Self::Unimplemented(_) => 11,
-            Self::DeadlineExceeded(_) => 12,
-            Self::Unavailable(_) => 13,
-            Self::NotOwner { .. } => 14,
-            Self::Internal(_) => 15,
+            Self::InvalidArgument(_) => K::InvalidArgument,
+            Self::InvalidInstanceId(_) => K::InvalidInstanceId,
+            Self::InstanceIdTooLong(_) => K::InstanceIdTooLong,
+            Self::Malformed(_) => K::Malformed,
+            Self::EventNameMissing(_) => K::EventNameMissing,
+            Self::NotFound(_) => K::NotFound,
+            Self::NoSuchEndpoint(_) => K::NoSuchEndpoint,
+            Self::AlreadyExists(_) => K::AlreadyExists,
+            Self::FailedPrecondition(_) => K::FailedPrecondition,
+            Self::PayloadTooLarge(_) => K::PayloadTooLarge,
+            Self::Unauthenticated(_) => K::Unauthenticated,
+            Self::Unimplemented(_) => K::Unimplemented,
+            Self::DeadlineExceeded(_) => K::DeadlineExceeded,
+            Self::Unavailable(_) => K::Unavailable,
+            Self::NotOwner { .. } => K::NotOwner,
+            Self::Internal(_) => K::Internal,
         }
     }
 
-    /// Rebuilds an error from its table row and message (inverse of `index`).
-    fn from_index(i: usize, msg: String) -> Self {
-        match i {
-            0 => Self::InvalidArgument(msg),
-            1 => Self::InvalidInstanceId(msg),
-            2 => Self::InstanceIdTooLong(msg),
-            3 => Self::Malformed(msg),
-            4 => Self::EventNameMissing(msg),
-            5 => Self::NotFound(msg),
-            6 => Self::NoSuchEndpoint(msg),
-            7 => Self::AlreadyExists(msg),
-            8 => Self::FailedPrecondition(msg),
-            9 => Self::PayloadTooLarge(msg),
-            10 => Self::Unauthenticated(msg),
-            11 => Self::Unimplemented(msg),
-            12 => Self::DeadlineExceeded(msg),
-            13 => Self::Unavailable(msg),
-            14 => Self::NotOwner { hint: None },
-            _ => Self::Internal(msg),
+    /// Rebuilds an error from its kind and message (inverse of [`EngineError::kind`]).
+    pub fn of_kind(kind: ErrorKind, msg: String) -> Self {
+        use ErrorKind as K;
+        match kind {
+            K::InvalidArgument => Self::InvalidArgument(msg),
+            K::InvalidInstanceId => Self::InvalidInstanceId(msg),
+            K::InstanceIdTooLong => Self::InstanceIdTooLong(msg),
+            K::Malformed => Self::Malformed(msg),
+            K::EventNameMissing => Self::EventNameMissing(msg),
+            K::NotFound => Self::NotFound(msg),
+            K::NoSuchEndpoint => Self::NoSuchEndpoint(msg),
+            K::AlreadyExists => Self::AlreadyExists(msg),
+            K::FailedPrecondition => Self::FailedPrecondition(msg),
+            K::PayloadTooLarge => Self::PayloadTooLarge(msg),
+            K::Unauthenticated => Self::Unauthenticated(msg),
+            K::Unimplemented => Self::Unimplemented(msg),
+            K::DeadlineExceeded => Self::DeadlineExceeded(msg),
+            K::Unavailable => Self::Unavailable(msg),
+            K::NotOwner => Self::NotOwner { hint: None },
+            K::Internal => Self::Internal(msg),
         }
     }
 
     /// This error's row of [`TABLE`].
     pub fn mapping(&self) -> Mapping {
-        TABLE[self.index()]
+        self.kind().mapping()
     }
 
     pub fn grpc_code(&self) -> Grpc {
@@ -284,9 +237,9 @@ impl EngineError {
         }
         let msg = st.message().to_string();
         if let Some(kind) = md.get(KIND_HEADER).and_then(|v| v.to_str().ok())
-            && let Some(i) = TABLE.iter().position(|r| r.kind == kind)
+            && let Some(k) = ErrorKind::ALL.iter().find(|k| k.mapping().kind == kind)
         {
-            return Self::from_index(i, msg);
+            return Self::of_kind(*k, msg);
         }
         match st.code() {
             Grpc::InvalidArgument | Grpc::OutOfRange => Self::InvalidArgument(msg),
@@ -356,25 +309,10 @@ mod tests {
     use super::*;
 
     fn every_variant() -> Vec<EngineError> {
-        let m = || "m".to_string();
-        vec![
-            EngineError::InvalidArgument(m()),
-            EngineError::InvalidInstanceId(m()),
-            EngineError::InstanceIdTooLong(m()),
-            EngineError::Malformed(m()),
-            EngineError::EventNameMissing(m()),
-            EngineError::NotFound(m()),
-            EngineError::NoSuchEndpoint(m()),
-            EngineError::AlreadyExists(m()),
-            EngineError::FailedPrecondition(m()),
-            EngineError::PayloadTooLarge(m()),
-            EngineError::Unauthenticated(m()),
-            EngineError::Unimplemented(m()),
-            EngineError::DeadlineExceeded(m()),
-            EngineError::Unavailable(m()),
-            EngineError::NotOwner { hint: None },
-            EngineError::Internal(m()),
-        ]
+        ErrorKind::ALL
+            .iter()
+            .map(|k| EngineError::of_kind(*k, "m".into()))
+            .collect()
     }
 
     #[test]
@@ -386,7 +324,8 @@ mod tests {
         kinds.dedup();
         assert_eq!(kinds.len(), TABLE.len(), "kind names are unique");
         for (i, e) in all.iter().enumerate() {
-            assert_eq!(e.index(), i, "{e:?} sits at its row");
+            assert_eq!(e.kind(), ErrorKind::ALL[i], "{e:?} round-trips its kind");
+            assert_eq!(e.kind() as usize, i, "{e:?} sits at its row");
             assert_eq!(
                 EngineError::from_status(&e.to_status()),
                 *e,
