@@ -14,8 +14,8 @@ use weft_proto::internal::*;
 
 type Answer<T> = std::result::Result<Response<T>, Status>;
 
-/// Most instance IDs one wake hint may name (senders split longer lists).
-pub(crate) const MAX_WAKE_IDS: usize = 1024;
+/// Most instance IDs one wake hint may name.
+const MAX_WAKE_IDS: usize = 1024;
 
 pub struct InternalService {
     engine: Engine,

@@ -618,42 +618,6 @@ impl Router {
         }
     }
 
-    /// Tells the owners of `ids` that they have inbox work (best effort; NOTIFY is the backstop).
-    pub fn wake_hint(&self, ids: &[String]) {
-        let app = self.app();
-        let mut by_owner: HashMap<String, Vec<String>> = HashMap::new();
-        for id in ids {
-            match self.inner.ownership.owner(&app, ActorKind::Workflow, id) {
-                Owner::Remote { address, .. } => {
-                    by_owner.entry(address).or_default().push(id.clone())
-                }
-                Owner::Local => self.inner.engine.inner.wake(id),
-                Owner::Nobody => {}
-            }
-        }
-        let hints = by_owner.into_iter().flat_map(|(addr, ids)| {
-            ids.chunks(crate::internal::MAX_WAKE_IDS)
-                .map(|c| (addr.clone(), c.to_vec()))
-                .collect::<Vec<_>>()
-        });
-        for (addr, instance_ids) in hints {
-            let Ok(mut c) = self.client(&addr) else {
-                continue;
-            };
-            let req = self.request(
-                pb::WakeHint {
-                    app_id: app.clone(),
-                    instance_ids,
-                },
-                Duration::from_secs(5),
-            );
-            tokio::spawn(async move {
-                if let Err(e) = c.wake(req).await {
-                    tracing::debug!(peer = %addr, error = %e, "wake hint not delivered");
-                }
-            });
-        }
-    }
 }
 
 /// Puts an abandoned work item back in this sidecar's queue.
