@@ -96,6 +96,7 @@ macro_rules! conformance_tests {
             a_stale_epoch_changes_nothing,
             checkpoint_batch_fences_each_member,
             no_owner_write_lands_after_a_takeover,
+            a_takeover_frees_claimed_reminders,
         );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {
