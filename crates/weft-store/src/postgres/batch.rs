@@ -70,9 +70,10 @@ pub(crate) async fn checkpoints(
 ) -> R<Vec<Result<()>>> {
     let n = cps.len();
     let mut results: Vec<Result<()>> = (0..n).map(|_| Ok(())).collect();
-    // Lease rows first (in lease order), then instance rows: every owner write locks in this
-    // order, so concurrent batches and take-overs cannot deadlock.
+    // Lease rows first (in lease order), then the children to create, then instance rows: every
+    // owner write locks in this order, so concurrent batches and take-overs cannot deadlock.
     let epochs = leases::lock_epochs(tx, cps.iter().filter_map(|c| c.fence.as_ref())).await?;
+    ops::lock_children(tx, cps).await?;
     let mut fenced = vec![false; n];
     for (i, cp) in cps.iter().enumerate() {
         if let Some(f) = &cp.fence
@@ -406,9 +407,18 @@ pub(crate) async fn complete_activities(
     tx: &Transaction<'_>,
     items: &[ActivityCompletion],
 ) -> R<Vec<Result<bool>>> {
-    // `l` locks the pending rows first and reads their latest committed claim (a claim that
-    // committed after this statement's snapshot is seen, not missed), so a refused result is
-    // reported as refused rather than as already completed.
+    // Lock order (docs/cluster.md): the instance rows first, in ID order, then their task rows.
+    // A purge or replace-on-create locks the row and then deletes its tasks; taking the tasks
+    // first here would close a cycle with it.
+    let lock = tx
+        .prepare_cached(
+            "SELECT instance_id FROM instances WHERE instance_id = ANY($1::text[]) \
+             ORDER BY instance_id FOR KEY SHARE",
+        )
+        .await?;
+    // `l` locks the pending rows (in key order) and reads their latest committed claim (a
+    // claim that committed after this statement's snapshot is seen, not missed), so a refused
+    // result is reported as refused rather than as already completed.
     let st = tx
         .prepare_cached(
             "WITH u AS (SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[], \
@@ -416,7 +426,8 @@ pub(crate) async fn complete_activities(
                      AS u(id, task, generation, ev, bucket, ord, claim)), \
              l AS (SELECT u.ord, (u.claim IS NULL OR a.claim = u.claim) AS ok \
                    FROM activities AS a JOIN u ON a.instance_id = u.id AND a.task_id = u.task \
-                     AND a.generation = u.generation FOR UPDATE OF a), \
+                     AND a.generation = u.generation \
+                   ORDER BY a.instance_id, a.task_id FOR UPDATE OF a), \
              d AS (DELETE FROM activities AS a USING u, l \
                    WHERE l.ok AND l.ord = u.ord AND a.instance_id = u.id AND a.task_id = u.task \
                      AND a.generation = u.generation RETURNING u.ord), \
@@ -451,6 +462,8 @@ pub(crate) async fn complete_activities(
         ords.push(k as i32);
         claims.push(c.claim);
     }
+    let lock_args: [Arg; 1] = [&ids];
+    tx.query(&lock, &lock_args).await?;
     let args: [Arg; 7] = [&ids, &tasks, &gens, &evs, &buckets, &ords, &claims];
     for r in tx.query(&st, &args).await? {
         let k: i32 = r.try_get(0)?;

@@ -416,6 +416,7 @@ impl PgStore {
         let mut order: Vec<usize> = (0..cps.len()).collect();
         order.sort_by(|&a, &b| cps[a].instance_id.cmp(&cps[b].instance_id));
         let res: Result<Vec<Result<()>>> = write_tx!(self, tx => {
+            ops::lock_children(&tx, &cps).await?;
             let mut results: Vec<Result<()>> = (0..cps.len()).map(|_| Ok(())).collect();
             for &i in &order {
                 let sp = tx.savepoint("weft_cp").await?;

@@ -157,7 +157,7 @@ async fn delete_instance(tx: &Transaction<'_>, id: &str) -> R<bool> {
     Ok(tx.execute(&st, &[&id]).await? > 0)
 }
 
-async fn insert_inbox(
+pub(super) async fn insert_inbox(
     tx: &Transaction<'_>,
     id: &str,
     event: &HistoryEvent,
@@ -327,12 +327,41 @@ pub(crate) async fn inbox(
         .collect()
 }
 
+/// Takes a transaction-scoped advisory lock per child instance the checkpoints create, in key
+/// order, before any instance row is locked. Creating a child locks (or inserts, waiting on its
+/// key) a row in the order of the members and their outbound lists; two batches creating the
+/// same children in different orders would deadlock, so they meet here first, in one order.
+/// Taking a lock the transaction holds already does not wait.
+pub(crate) async fn lock_children(tx: &Transaction<'_>, cps: &[Checkpoint]) -> R<()> {
+    let ids: Vec<&str> = cps
+        .iter()
+        .flat_map(|cp| cp.outbound.iter())
+        .filter_map(|o| match o {
+            Outbound::Create { create, .. } => Some(create.meta.instance_id.as_str()),
+            Outbound::Deliver { .. } => None,
+        })
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    // The two-key form: its key space is apart from the migrations' one-key lock.
+    let st = tx
+        .prepare_cached(
+            "SELECT pg_advisory_xact_lock(2003199604, k) \
+             FROM (SELECT DISTINCT hashtext(id) AS k FROM unnest($1::text[]) AS id) AS t ORDER BY k",
+        )
+        .await?;
+    tx.query(&st, &[&ids]).await?;
+    Ok(())
+}
+
 /// One checkpoint inside the caller's transaction. Its statements are pipelined (sent together,
 /// answered in order, one round trip); the fenced UPDATE goes first and takes the row lock, so
 /// same-instance checkpoints serialise on it. If it matched no row the caller's transaction is
 /// rolled back, so nothing the later statements did survives.
 pub(crate) async fn checkpoint(tx: &Transaction<'_>, cp: &Checkpoint, now: Micros) -> R<()> {
     super::leases::check(tx, cp.fence.as_ref()).await?;
+    lock_children(tx, std::slice::from_ref(cp)).await?;
     let m = &cp.meta;
     let id = cp.instance_id.as_str();
     // Prepared once per connection; after that these cost no round trip.
