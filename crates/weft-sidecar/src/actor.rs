@@ -342,7 +342,11 @@ impl Actor {
                     self.pending = None;
                     self.state = None;
                     // Their task rows went with the instance.
-                    self.held.clear();
+                    for h in self.held.drain(..) {
+                        self.inner
+                            .hub
+                            .transit_end(&crate::hub::transit_key(&h.result));
+                    }
                     dirty = true;
                 }
                 Some(ActorMsg::Retry) => {
@@ -647,6 +651,11 @@ impl Actor {
             }
         }
         if folded > 0 {
+            for h in self.held.iter().filter(|h| out.consumed.contains(&h.seq)) {
+                self.inner
+                    .hub
+                    .transit_end(&crate::hub::transit_key(&h.result));
+            }
             self.held.retain(|h| !out.consumed.contains(&h.seq));
             metrics::counter!("weft_activities_completed_total").increment(folded as u64);
             metrics::counter!("weft_activity_results_folded_total").increment(folded as u64);

@@ -161,6 +161,8 @@ impl Inner {
                 self.forget_actor(&mut actors, id);
             }
         }
+        // Its held results are gone: the scan must dispatch their tasks again.
+        self.hub.transit_lost(id);
         self.resync_needed.notify_one();
         self.wake(id);
     }
@@ -311,11 +313,16 @@ impl Inner {
             }
             let request = ActivityRequest::decode(a.request.as_slice())
                 .map_err(|e| EngineError::Internal(format!("stored activity request: {e}")))?;
-            self.hub.push(Job::Activity {
+            let job = Job::Activity {
                 generation: a.generation,
                 claim: a.claim,
                 request,
-            });
+            };
+            if let crate::hub::Absorb::Rerecord(r) = self.hub.push_claimed(job) {
+                // Refused under its old claim before this scan got here: recorded under the
+                // scan's claim rather than run again.
+                crate::fold::spill(self, vec![*r]);
+            }
         }
         for id in self.store.instances_with_inbox(scope).await? {
             self.wake(&id);

@@ -32,6 +32,8 @@ pub mod telemetry;
 #[cfg(test)]
 mod testing;
 mod timers;
+#[cfg(test)]
+mod transit_tests;
 mod worker_ops;
 
 pub use engine::{Engine, EngineConfig};
