@@ -104,6 +104,8 @@ pub(crate) struct Inner {
     pub(crate) lease_ops: tokio::sync::Mutex<()>,
     /// When each bucket's tasks were last claimed again after a refused result (rate limit).
     reclaimed: Mutex<HashMap<i32, tokio::time::Instant>>,
+    /// Claims begun after refused results (`weft_activity_reclaims_total`).
+    pub(crate) reclaims: std::sync::atomic::AtomicUsize,
     pub(crate) timers_changed: Notify,
     /// Asks the resync loop for a recovery scan (after a commit with an unknown outcome).
     pub(crate) resync_needed: Notify,
@@ -392,6 +394,7 @@ impl Engine {
                 lease,
                 lease_ops: Default::default(),
                 reclaimed: Mutex::default(),
+                reclaims: Default::default(),
                 handoff_timeout: cfg.handoff_timeout,
                 fold_results: cfg.fold_activity_results,
                 app_id: cfg.app_id,

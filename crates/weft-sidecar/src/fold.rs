@@ -98,6 +98,10 @@ fn refused(inner: &Arc<Inner>, id: &str, e: StoreError) -> EngineError {
         // A sidecar that does not serve the bucket never claims (its claim would refuse the
         // owner's results in turn), and the fenced scope makes a claim under a lost lease
         // change nothing.
+        inner
+            .reclaims
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        metrics::counter!("weft_activity_reclaims_total").increment(1);
         let scope = inner.owned().scope.clone();
         let pos = scope.buckets.iter().position(|b| *b == bucket);
         let scope = Scope {

@@ -72,6 +72,11 @@ impl Spy {
         *self.fail_results.lock().unwrap() = Some(how);
     }
 
+    /// Claims every pending task of `app` as another sidecar's scan would (not counted).
+    pub(crate) async fn claim_as_another(&self, app: &str) -> Vec<ActivityTask> {
+        self.inner.claim_activities(&Scope::all(app)).await.unwrap()
+    }
+
     fn bump(&self, c: &AtomicUsize) {
         c.fetch_add(1, Ordering::SeqCst);
         self.changed.notify_waiters();

@@ -1,10 +1,15 @@
-//! Results on their way to the store meet this sidecar's own recovery scan (issue 15 point 3):
-//! the scan dispatches nothing for them and they are recorded under its claim, so the activity
-//! runs exactly once.
+//! Claims and results (issue 15 points 2 and 3): results on their way to the store meet this
+//! sidecar's own recovery scan, which dispatches nothing for them (they are recorded under its
+//! claim); refused results make only the bucket's holder claim again, at most once a second.
 
 use crate::EngineConfig;
-use crate::fold_tests::{DEADLINE, answer, complete, next, schedule, setup, task_completed_count};
+use crate::fold_tests::{
+    DEADLINE, Items, answer, complete, next, schedule, setup, task_completed_count,
+};
+use std::sync::atomic::Ordering;
+use tokio_util::sync::CancellationToken;
 use weft_proto::durabletask::work_item::Request;
+use weft_proto::durabletask::{ActivityResponse, WorkItem};
 
 /// Whether the hub queues or dispatched (and awaits) an activity of instance `f`.
 fn activity_out(engine: &crate::Engine) -> bool {
@@ -74,4 +79,100 @@ async fn a_scan_does_not_rerun_a_result_being_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scan_does_not_rerun_a_result_held_for_the_next_turn() {
     scan_while_a_result_is_in_transit(true).await;
+}
+
+/// Schedules `n` activities of `f` (one bucket) on an engine without folding, takes them from
+/// the stream, and has "another sidecar" claim them all, so every result is refused.
+async fn refused_results(
+    n: i32,
+) -> (
+    std::sync::Arc<crate::testing::Spy>,
+    crate::Engine,
+    Vec<WorkItem>,
+    CancellationToken,
+    Items,
+) {
+    let cfg = EngineConfig {
+        fold_activity_results: false,
+        ..Default::default()
+    };
+    let (spy, engine, mut rx, shutdown) = setup(cfg).await;
+    let first = next(&mut rx).await;
+    answer(&engine, first, (0..n).map(schedule).collect()).await;
+    let mut acts = Vec::new();
+    for _ in 0..n {
+        acts.push(next(&mut rx).await);
+    }
+    assert_eq!(
+        spy.claim_as_another(&engine.inner.app_id).await.len(),
+        n as usize
+    );
+    // The stream stays open (returned): a closed one gives its items back to the queue.
+    (spy, engine, acts, shutdown, rx)
+}
+
+/// Answers every activity at once; returns how many results were refused and how many claims
+/// they made, once every claim begun (`Inner::reclaims`) has reached the store.
+async fn answer_all(
+    spy: &crate::testing::Spy,
+    engine: &crate::Engine,
+    acts: &[WorkItem],
+) -> (usize, usize) {
+    let scans = spy.counts.scans.load(Ordering::SeqCst);
+    let begun = engine.inner.reclaims.load(Ordering::SeqCst);
+    let calls = acts.iter().map(|item| {
+        let Some(Request::ActivityRequest(a)) = &item.request else {
+            panic!("expected an activity, got {item:?}");
+        };
+        engine.complete_activity(ActivityResponse {
+            instance_id: "f".into(),
+            task_id: a.task_id,
+            result: Some("1".into()),
+            completion_token: item.completion_token.clone(),
+            ..Default::default()
+        })
+    });
+    let out = futures::future::join_all(calls).await;
+    let refused = out.iter().filter(|r| r.is_err()).count();
+    let claims = engine.inner.reclaims.load(Ordering::SeqCst) - begun;
+    let end = tokio::time::Instant::now() + DEADLINE;
+    while spy.counts.scans.load(Ordering::SeqCst) - scans < claims {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "claims never reached the store"
+        );
+        let _ = tokio::time::timeout_at(end, spy.changed.notified()).await;
+    }
+    assert_eq!(spy.counts.scans.load(Ordering::SeqCst) - scans, claims);
+    (refused, claims)
+}
+
+/// Issue 15 point 2: a sidecar that does not hold the bucket never claims after its results
+/// are refused (its claim would refuse the holder's results in turn).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_holder_never_claims_after_a_refused_result() {
+    let (spy, engine, acts, shutdown, _rx) = refused_results(5).await;
+    let app = engine.inner.app_id.clone();
+    engine
+        .inner
+        .update_owned(|_| crate::cluster::ownership::Owned::new(&app, &[]));
+    let (refused, claims) = answer_all(&spy, &engine, &acts).await;
+    assert_eq!(refused, 5, "all refused");
+    assert_eq!(claims, 0, "a non-holder claimed");
+    shutdown.cancel();
+}
+
+/// Issue 15 point 2: the holder receiving a burst of refused results in one bucket claims it
+/// again at most once a second, not once per result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_refused_results_claims_once() {
+    let (spy, engine, acts, shutdown, _rx) = refused_results(50).await;
+    let (refused, claims) = answer_all(&spy, &engine, &acts).await;
+    assert!(refused > 0);
+    println!("{refused} refused results made {claims} claims");
+    assert!(
+        (1..=2).contains(&claims),
+        "{claims} claims for {refused} refused results"
+    );
+    shutdown.cancel();
 }
