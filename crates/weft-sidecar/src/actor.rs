@@ -165,6 +165,25 @@ impl Actor {
         }
     }
 
+    /// A held result's task was claimed for another dispatch since (its fold was refused): the
+    /// result goes, and the turn is prepared again without it. Should the claim be this
+    /// sidecar's own scan's, the result is kept under that claim instead.
+    fn drop_reclaimed(&mut self, task_id: i32) {
+        let (gone, kept): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| h.result.completion.task_id == task_id);
+        self.held = kept;
+        for h in gone {
+            metrics::counter!("weft_activity_results_refused_total").increment(1);
+            if let Some(r) = self.inner.hub.transit_refused(h.result) {
+                self.held.push(Held {
+                    seq: h.seq,
+                    result: r,
+                });
+            }
+        }
+    }
+
     /// Notes a failed step or commit: drop the cached state and wait 100 ms … 5 s before the
     /// next attempt.
     fn failed(&mut self, e: &EngineError) {
@@ -549,7 +568,17 @@ impl Actor {
                 .held
                 .iter()
                 .filter(|h| out.consumed.contains(&h.seq))
-                .map(|h| h.result.key())
+                .map(|h| {
+                    let (task, generation) = h.result.key();
+                    // The claim it was dispatched under, or the newer one of this sidecar's
+                    // own scan, which dispatched nothing for it (`hub/transit.rs`).
+                    let claim = self
+                        .inner
+                        .hub
+                        .transit_claim(&crate::hub::transit_key(&h.result))
+                        .or(h.result.completion.claim);
+                    (task, generation, claim)
+                })
                 .collect(),
             new_activities: vec![],
             new_reminders: vec![],
@@ -644,6 +673,9 @@ impl Actor {
                     metrics::counter!("weft_fenced_writes_total", "op" => "checkpoint")
                         .increment(1);
                     self.fenced_out = true;
+                }
+                if let StoreError::Reclaimed { task_id, .. } = &e {
+                    self.drop_reclaimed(*task_id);
                 }
                 let e = EngineError::from(e);
                 self.failed(&e);

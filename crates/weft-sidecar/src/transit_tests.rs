@@ -176,3 +176,58 @@ async fn a_burst_of_refused_results_claims_once() {
     );
     shutdown.cancel();
 }
+
+/// Issue 15 point 8: a result folded into a turn after another sidecar claimed its task is
+/// refused with the turn (no stale fold deletes the reclaimed task); the claimer's result is
+/// the one recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fold_under_an_old_claim_leaves_the_task_to_its_claimer() {
+    let (spy, engine, mut rx, shutdown) = setup(EngineConfig::default()).await;
+    let first = next(&mut rx).await;
+    answer(&engine, first, vec![schedule(0)]).await;
+    let act = next(&mut rx).await;
+    let claimed = spy.claim_as_another(&engine.inner.app_id).await;
+    assert_eq!(claimed.len(), 1);
+    complete(&engine, &act).await; // held by the actor
+    let turn = next(&mut rx).await;
+    let folded = engine
+        .complete_workflow(weft_proto::durabletask::WorkflowResponse {
+            instance_id: "f".into(),
+            completion_token: turn.completion_token,
+            ..Default::default()
+        })
+        .await;
+    assert!(
+        folded.is_err(),
+        "the turn folding a reclaimed result committed"
+    );
+    use weft_proto::durabletask::{HistoryEvent, TaskCompletedEvent, history_event::EventType};
+    let theirs = weft_store::ActivityCompletion {
+        instance_id: "f".into(),
+        task_id: 0,
+        generation: claimed[0].generation,
+        claim: Some(claimed[0].claim),
+        event: HistoryEvent {
+            event_id: -1,
+            timestamp: None,
+            router: None,
+            event_type: Some(EventType::TaskCompleted(TaskCompletedEvent {
+                task_scheduled_id: 0,
+                result: Some("2".into()),
+                ..Default::default()
+            })),
+        },
+    };
+    let out = spy.complete_as_another(vec![theirs]).await;
+    assert!(
+        matches!(out[0], Ok(true)),
+        "the claimer's result was not recorded: {:?}",
+        out[0]
+    );
+    engine.inner.wake("f");
+    let turn = next(&mut rx).await;
+    answer(&engine, turn, vec![]).await;
+    let h = engine.history("f").await.unwrap().unwrap();
+    assert_eq!(task_completed_count(&h), 1);
+    shutdown.cancel();
+}

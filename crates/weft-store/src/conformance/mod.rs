@@ -66,6 +66,7 @@ macro_rules! conformance_tests {
             a_claim_refuses_the_older_dispatch,
             racing_claim_and_results_never_both_win,
             checkpoint_folds_activity_results,
+            a_fold_under_an_old_claim_refuses_the_turn,
             cancel_pending_drops_old_work,
             purge_removes_everything,
             list_paging_and_filters,

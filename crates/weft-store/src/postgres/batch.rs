@@ -240,13 +240,9 @@ async fn write_winners(tx: &Transaction<'_>, cps: &[Checkpoint], won: &[usize]) 
         .await?;
     // Activity results folded into the turn: their task rows go with it (no row: recorded
     // durably meanwhile, nothing to do — as in `ops::checkpoint`).
-    let fold = tx
-        .prepare_cached(
-            "DELETE FROM activities AS a \
-             USING unnest($1::text[], $2::int[], $3::bigint[]) AS u(id, task, generation) \
-             WHERE a.instance_id = u.id AND a.task_id = u.task AND a.generation = u.generation",
-        )
-        .await?;
+    // (One claimed since refuses the batch, which is then run member by member to refuse that
+    // turn alone.)
+    let fold = tx.prepare_cached(ops::FOLD).await?;
     let cancel_tasks = tx
         .prepare_cached(
             "DELETE FROM activities AS a USING unnest($1::text[], $2::bigint[]) AS u(id, below) \
@@ -296,6 +292,7 @@ async fn write_winners(tx: &Transaction<'_>, cps: &[Checkpoint], won: &[usize]) 
     let (mut x_ids, mut x_below): (Vec<&str>, Vec<i64>) = (Vec::new(), Vec::new());
     let (mut f_ids, mut f_tasks, mut f_gens): (Vec<&str>, Vec<i32>, Vec<i64>) =
         (Vec::new(), Vec::new(), Vec::new());
+    let mut f_claims: Vec<Option<i64>> = Vec::new();
     let (mut a_ids, mut a_tasks, mut a_gens, mut a_reqs, mut a_buckets) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut r_ids, mut r_gens, mut r_due, mut r_ev, mut r_buckets) =
@@ -318,10 +315,11 @@ async fn write_winners(tx: &Transaction<'_>, cps: &[Checkpoint], won: &[usize]) 
             c_ids.push(id);
             c_seqs.push(*seq);
         }
-        for (task, generation) in &cp.completed_activities {
+        for (task, generation, claim) in &cp.completed_activities {
             f_ids.push(id);
             f_tasks.push(*task);
             f_gens.push(*generation);
+            f_claims.push(*claim);
         }
         if cp.cancel_pending {
             // A terminal instance drops everything; otherwise only older generations' leftovers.
@@ -364,7 +362,7 @@ async fn write_winners(tx: &Transaction<'_>, cps: &[Checkpoint], won: &[usize]) 
     let append_args: [Arg; 4] = [&h_ids, &h_gens, &h_ord, &h_ev];
     let consume_args: [Arg; 2] = [&c_ids, &c_seqs];
     let cancel_args: [Arg; 2] = [&x_ids, &x_below];
-    let fold_args: [Arg; 3] = [&f_ids, &f_tasks, &f_gens];
+    let fold_args: [Arg; 4] = [&f_ids, &f_tasks, &f_gens, &f_claims];
     let schedule_args: [Arg; 5] = [&a_ids, &a_tasks, &a_gens, &a_reqs, &a_buckets];
     let timer_args: [Arg; 5] = [&r_ids, &r_gens, &r_due, &r_ev, &r_buckets];
     let deliver_args: [Arg; 4] = [&d_ids, &d_ev, &d_exec, &d_buckets];
@@ -380,6 +378,7 @@ async fn write_winners(tx: &Transaction<'_>, cps: &[Checkpoint], won: &[usize]) 
     if !c_ids.is_empty() {
         batch.push(Box::pin(tx.execute(&consume, &consume_args)));
     }
+    let fold_at = batch.len();
     if !f_ids.is_empty() {
         batch.push(Box::pin(tx.execute(&fold, &fold_args)));
     }
@@ -396,7 +395,22 @@ async fn write_winners(tx: &Transaction<'_>, cps: &[Checkpoint], won: &[usize]) 
     if !d_ids.is_empty() {
         batch.push(Box::pin(tx.execute(&deliver, &deliver_args)));
     }
-    pipeline(batch).await
+    let mut reclaimed = false;
+    for (k, r) in futures::future::join_all(batch)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        reclaimed |= r? > 0 && k == fold_at && !f_ids.is_empty();
+    }
+    if reclaimed {
+        return Err(StoreError::Reclaimed {
+            instance_id: String::new(),
+            task_id: -1,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// `Store::complete_activity_batch` as one statement: delete the matching tasks, and for each

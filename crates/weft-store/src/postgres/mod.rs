@@ -521,6 +521,8 @@ impl Store for PgStore {
                 tracing::warn!(error = %m, "set-based checkpoint batch failed; retrying member by member");
                 self.checkpoint_each(cps, now).await
             }
+            // A folded result's task was claimed since: refuse that member's turn alone.
+            Err(StoreError::Reclaimed { .. }) => self.checkpoint_each(cps, now).await,
             Err(e) => (0..cps.len()).map(|_| Err(e.duplicate())).collect(),
         }
     }

@@ -360,13 +360,32 @@ pub(crate) fn checkpoint(c: &Connection, cp: &Checkpoint, now: Micros) -> Result
         }
     }
     if !cp.completed_activities.is_empty() {
-        // Results folded into this turn: their rows go with it (none left is fine, see the type).
+        // Results folded into this turn: their rows go with it (none left is fine, see the type;
+        // one claimed since refuses the turn).
+        let mut claim_of = c
+            .prepare_cached(
+                "SELECT claim FROM activities WHERE instance_id = ?1 AND task_id = ?2 \
+                 AND generation = ?3",
+            )
+            .map_err(map_err)?;
         let mut del = c
             .prepare_cached(
                 "DELETE FROM activities WHERE instance_id = ?1 AND task_id = ?2 AND generation = ?3",
             )
             .map_err(map_err)?;
-        for (task_id, generation) in &cp.completed_activities {
+        for (task_id, generation, claim) in &cp.completed_activities {
+            if let Some(claim) = claim {
+                let now: Option<i64> = claim_of
+                    .query_row(params![id, task_id, generation], |r| r.get(0))
+                    .optional()
+                    .map_err(map_err)?;
+                if now.is_some_and(|n| n != *claim) {
+                    return Err(StoreError::Reclaimed {
+                        instance_id: id.to_string(),
+                        task_id: *task_id,
+                    });
+                }
+            }
             del.execute(params![id, task_id, generation])
                 .map_err(map_err)?;
         }
