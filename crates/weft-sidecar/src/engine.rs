@@ -93,6 +93,8 @@ pub(crate) struct Inner {
     pub(crate) idle_timeout: Duration,
     pub(crate) handoff_timeout: Duration,
     fold_results: bool,
+    /// Shutdown drain began: results take the durable path (no actor holds them any more).
+    pub(crate) draining: std::sync::atomic::AtomicBool,
     /// Who owns what (placement); asked by everything that touches an instance.
     pub(crate) registry: Registry,
     /// The buckets this engine serves now (follows the registry and the lease, see
@@ -174,7 +176,10 @@ impl Inner {
     /// (no actor in memory, not owned here, or the actor refused: see `Actor::accept`).
     pub(crate) async fn fold(&self, r: ActivityResult) -> Option<ActivityResult> {
         let id = r.completion.instance_id.as_str();
-        if !self.fold_results || !self.owns(id) {
+        if !self.fold_results
+            || self.draining.load(std::sync::atomic::Ordering::SeqCst)
+            || !self.owns(id)
+        {
             return Some(r);
         }
         let tx = {
@@ -397,6 +402,7 @@ impl Engine {
                 reclaims: Default::default(),
                 handoff_timeout: cfg.handoff_timeout,
                 fold_results: cfg.fold_activity_results,
+                draining: Default::default(),
                 app_id: cfg.app_id,
                 idle_timeout: cfg.idle_timeout,
                 timers_changed: Notify::new(),
@@ -445,23 +451,6 @@ impl Engine {
         };
         self.inner.hub.census(&mut c);
         c
-    }
-
-    /// Shutdown drain: stops handing out work, then waits (up to `deadline`) until every
-    /// dispatched item has been answered. Returns how many were still out at the deadline.
-    pub async fn drain(&self, deadline: Duration) -> usize {
-        self.inner.hub.pause();
-        let mut rx = self.inner.hub.inflight();
-        let _ = tokio::time::timeout(deadline, rx.wait_for(|n| *n == 0)).await;
-        *rx.borrow()
-    }
-
-    /// Ends this sidecar's ownership lease (clean shutdown, after the drain): it acts as owner
-    /// no more, and every bucket it held is free for the next owner at once.
-    pub async fn end_lease(&self) {
-        if let Some(lease) = &self.inner.lease {
-            lease.end(self.inner.store.as_ref()).await;
-        }
     }
 
     /// Re-activates unfinished work after a restart and starts the background loops.

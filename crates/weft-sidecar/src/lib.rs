@@ -27,6 +27,7 @@ mod resync_tests;
 pub mod retention;
 pub mod route;
 pub mod server;
+mod shutdown;
 mod slots;
 pub mod telemetry;
 #[cfg(test)]

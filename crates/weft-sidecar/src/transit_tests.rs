@@ -16,15 +16,29 @@ fn activity_out(engine: &crate::Engine) -> bool {
     engine.inner.hub.holds("f", Some(0)) || engine.inner.hub.queued() > 0
 }
 
+/// Starts `f`, has it schedule one activity and takes that from the stream.
+async fn one_activity(
+    cfg: EngineConfig,
+) -> (
+    std::sync::Arc<crate::testing::Spy>,
+    crate::Engine,
+    Items,
+    CancellationToken,
+    WorkItem,
+) {
+    let (spy, engine, mut rx, shutdown) = setup(cfg).await;
+    let first = next(&mut rx).await;
+    answer(&engine, first, vec![schedule(0)]).await;
+    let act = next(&mut rx).await;
+    (spy, engine, rx, shutdown, act)
+}
+
 async fn scan_while_a_result_is_in_transit(fold: bool) {
     let cfg = EngineConfig {
         fold_activity_results: fold,
         ..Default::default()
     };
-    let (spy, engine, mut rx, shutdown) = setup(cfg).await;
-    let first = next(&mut rx).await;
-    answer(&engine, first, vec![schedule(0)]).await;
-    let act = next(&mut rx).await;
+    let (spy, engine, mut rx, shutdown, act) = one_activity(cfg).await;
     let turn = if fold {
         // Held by the actor for the turn it dispatches now, committed when that is answered.
         complete(&engine, &act).await;
@@ -182,10 +196,7 @@ async fn a_burst_of_refused_results_claims_once() {
 /// the one recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fold_under_an_old_claim_leaves_the_task_to_its_claimer() {
-    let (spy, engine, mut rx, shutdown) = setup(EngineConfig::default()).await;
-    let first = next(&mut rx).await;
-    answer(&engine, first, vec![schedule(0)]).await;
-    let act = next(&mut rx).await;
+    let (spy, engine, mut rx, shutdown, act) = one_activity(EngineConfig::default()).await;
     let claimed = spy.claim_as_another(&engine.inner.app_id).await;
     assert_eq!(claimed.len(), 1);
     complete(&engine, &act).await; // held by the actor
@@ -229,5 +240,36 @@ async fn a_fold_under_an_old_claim_leaves_the_task_to_its_claimer() {
     answer(&engine, turn, vec![]).await;
     let h = engine.history("f").await.unwrap().unwrap();
     assert_eq!(task_completed_count(&h), 1);
+    shutdown.cancel();
+}
+
+/// Issue 15 point 8: with folding on, the shutdown drain records the results actors hold for
+/// turns that will not run here any more, before the lease ends (else the next owner runs
+/// those activities again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_records_results_held_in_memory() {
+    let (spy, engine, _rx, shutdown, act) = one_activity(EngineConfig::default()).await;
+    // Handing out stops first (as the drain does), so the turn carrying the result stays
+    // queued and the result stays in the actor's memory.
+    engine.inner.hub.pause();
+    complete(&engine, &act).await;
+    assert_eq!(
+        engine.inner.hub.results_in_transit(),
+        1,
+        "held by the actor"
+    );
+    assert_eq!(engine.drain(DEADLINE).await, 0);
+    assert!(
+        spy.claim_as_another(&engine.inner.app_id).await.is_empty(),
+        "the task is still pending: its activity would run again"
+    );
+    let inbox = engine.inner.store.read_inbox("f").await.unwrap();
+    assert_eq!(
+        inbox
+            .iter()
+            .filter(|e| weft_core::history::kind(&e.event) == "TaskCompleted")
+            .count(),
+        1
+    );
     shutdown.cancel();
 }

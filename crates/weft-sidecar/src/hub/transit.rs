@@ -119,6 +119,14 @@ impl Transit {
         self.map.remove(key);
     }
 
+    /// Results on their way (not those refused and kept for a scan).
+    pub(crate) fn pending(&self) -> usize {
+        self.map
+            .values()
+            .filter(|s| !matches!(s.entry, Entry::Refused(_)) && s.since.elapsed() < FORGET_AFTER)
+            .count()
+    }
+
     /// Every result of an instance was lost (its actor panicked holding them).
     pub(crate) fn end_instance(&mut self, instance_id: &str) {
         self.map.retain(|k, _| k.0 != instance_id);
@@ -180,5 +188,10 @@ impl Hub {
     /// The results of an instance an actor held were lost with it.
     pub(crate) fn transit_lost(&self, instance_id: &str) {
         self.lock().transit.end_instance(instance_id);
+    }
+
+    /// Results taken and not yet recorded (the shutdown drain waits for them).
+    pub(crate) fn results_in_transit(&self) -> usize {
+        self.lock().transit.pending()
     }
 }
