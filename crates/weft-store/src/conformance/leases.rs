@@ -357,3 +357,48 @@ pub async fn a_takeover_frees_claimed_reminders<F: Fixture>(fx: &F) {
             .unwrap()
     );
 }
+
+/// Slot grants are owner writes: slots leased under an ownership-lease holder are granted and
+/// renewed only while that holder is live; once it ran out it gets none, keeps none, and the
+/// others may take its slots at once. A holder that names no ownership lease is unaffected.
+pub async fn slots_need_a_live_lease_holder<F: Fixture>(fx: &F) {
+    let s = fx.handle().await;
+    let (t, later) = (super::now(), super::now() + LONG);
+    s.start_holder("slots-short", 300_000).await.unwrap();
+    s.start_holder("slots-next", LONG).await.unwrap();
+    take(&s, "slots-short", 9).await;
+    let got = s
+        .acquire_slots("activity", 2, "slots-short", 1, t, later)
+        .await
+        .unwrap();
+    assert_eq!(got, vec![0], "a live holder is granted slots");
+    wait_expired(&s, "slots-next", 9).await;
+    let t = super::now();
+    assert!(
+        s.acquire_slots("activity", 2, "slots-short", 1, t, later)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a holder whose lease ran out got a slot"
+    );
+    assert!(
+        s.renew_slots("slots-short", t, later)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a holder whose lease ran out renewed its slots"
+    );
+    assert_eq!(
+        s.acquire_slots("activity", 2, "slots-next", 2, t, later)
+            .await
+            .unwrap(),
+        vec![0, 1],
+        "its slot is free at once"
+    );
+    assert_eq!(
+        s.acquire_slots("activity:x", 1, "no-lease", 1, t, later)
+            .await
+            .unwrap(),
+        vec![0]
+    );
+}

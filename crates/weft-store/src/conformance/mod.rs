@@ -98,6 +98,7 @@ macro_rules! conformance_tests {
             checkpoint_batch_fences_each_member,
             no_owner_write_lands_after_a_takeover,
             a_takeover_frees_claimed_reminders,
+            slots_need_a_live_lease_holder,
         );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {

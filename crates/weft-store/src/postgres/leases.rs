@@ -156,6 +156,29 @@ pub(crate) async fn release(
     Ok(())
 }
 
+/// Whether `holder` may be granted or renew concurrency slots: it names no ownership-lease
+/// holder (an engine without leases), or one still live — locked (shared) until the
+/// transaction ends, so it cannot run out or end while its slots are granted. A dead one's
+/// slots are freed (they are no longer any sidecar's).
+pub(crate) async fn slot_holder_live(tx: &Transaction<'_>, holder: &str) -> R<bool> {
+    let st = tx
+        .prepare_cached(&format!(
+            "SELECT expires_at > {NOW_US} FROM lease_holders WHERE holder = $1 FOR SHARE"
+        ))
+        .await?;
+    let live = match tx.query_opt(&st, &[&holder]).await? {
+        None => true,
+        Some(r) => r.try_get(0)?,
+    };
+    if !live {
+        let free = tx
+            .prepare_cached("DELETE FROM concurrency_slots WHERE holder = $1")
+            .await?;
+        tx.execute(&free, &[&holder]).await?;
+    }
+    Ok(live)
+}
+
 /// `Err(Fenced)` unless `fence` (if any) is still its bucket's lease epoch; the lease row stays
 /// locked (shared) until the transaction ends.
 pub(crate) async fn check(tx: &Transaction<'_>, fence: Option<&Fence>) -> R<()> {

@@ -631,7 +631,13 @@ impl Store for PgStore {
         now: Micros,
         until: Micros,
     ) -> Result<Vec<u32>> {
-        write_tx!(self, tx => ops::acquire_slots(&tx, bucket, limit, holder, want, now, until).await)
+        write_tx!(self, tx => {
+            if leases::slot_holder_live(&tx, holder).await? {
+                ops::acquire_slots(&tx, bucket, limit, holder, want, now, until).await
+            } else {
+                Ok(Vec::new())
+            }
+        })
     }
 
     async fn renew_slots(
@@ -640,7 +646,13 @@ impl Store for PgStore {
         now: Micros,
         until: Micros,
     ) -> Result<Vec<SlotLease>> {
-        write_tx!(self, tx => ops::renew_slots(&tx, holder, now, until).await)
+        write_tx!(self, tx => {
+            if leases::slot_holder_live(&tx, holder).await? {
+                ops::renew_slots(&tx, holder, now, until).await
+            } else {
+                Ok(Vec::new())
+            }
+        })
     }
 
     async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {

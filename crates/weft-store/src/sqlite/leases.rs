@@ -137,6 +137,25 @@ pub(crate) fn release(c: &Connection, app_id: &str, holder: &str, buckets: &[i32
     Ok(())
 }
 
+/// Whether `holder` may be granted or renew concurrency slots: it names no ownership-lease
+/// holder (an engine without leases), or one still live. A dead one's slots are freed.
+pub(crate) fn slot_holder_live(c: &Connection, holder: &str, now: Micros) -> Result<bool> {
+    let expires: Option<Micros> = c
+        .prepare_cached("SELECT expires_at FROM lease_holders WHERE holder = ?1")
+        .map_err(map_err)?
+        .query_row([holder], |r| r.get(0))
+        .optional()
+        .map_err(map_err)?;
+    let live = expires.is_none_or(|e| e > now);
+    if !live {
+        c.prepare_cached("DELETE FROM concurrency_slots WHERE holder = ?1")
+            .map_err(map_err)?
+            .execute([holder])
+            .map_err(map_err)?;
+    }
+    Ok(live)
+}
+
 fn epoch_of(c: &Connection, app_id: &str, bucket: i32) -> Result<Option<i64>> {
     c.prepare_cached("SELECT epoch FROM bucket_leases WHERE app_id = ?1 AND bucket = ?2")
         .map_err(map_err)?

@@ -470,8 +470,14 @@ impl Store for SqliteStore {
         until: Micros,
     ) -> Result<Vec<u32>> {
         let (bucket, holder) = (bucket.to_string(), holder.to_string());
-        self.write(move |c| ops::acquire_slots(c, &bucket, limit, &holder, want, now, until))
-            .await
+        self.write(move |c| {
+            if leases::slot_holder_live(c, &holder, now_micros())? {
+                ops::acquire_slots(c, &bucket, limit, &holder, want, now, until)
+            } else {
+                Ok(Vec::new())
+            }
+        })
+        .await
     }
 
     async fn renew_slots(
@@ -481,8 +487,14 @@ impl Store for SqliteStore {
         until: Micros,
     ) -> Result<Vec<SlotLease>> {
         let holder = holder.to_string();
-        self.write(move |c| ops::renew_slots(c, &holder, now, until))
-            .await
+        self.write(move |c| {
+            if leases::slot_holder_live(c, &holder, now_micros())? {
+                ops::renew_slots(c, &holder, now, until)
+            } else {
+                Ok(Vec::new())
+            }
+        })
+        .await
     }
 
     async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
