@@ -5,6 +5,7 @@
 mod leases;
 mod ops;
 mod schema;
+mod slots;
 
 pub use schema::SCHEMA_VERSION;
 
@@ -472,7 +473,7 @@ impl Store for SqliteStore {
         let (bucket, holder) = (bucket.to_string(), holder.to_string());
         self.write(move |c| {
             if leases::slot_holder_live(c, &holder, now_micros())? {
-                ops::acquire_slots(c, &bucket, limit, &holder, want, now, until)
+                slots::acquire_slots(c, &bucket, limit, &holder, want, now, until)
             } else {
                 Ok(Vec::new())
             }
@@ -489,7 +490,7 @@ impl Store for SqliteStore {
         let holder = holder.to_string();
         self.write(move |c| {
             if leases::slot_holder_live(c, &holder, now_micros())? {
-                ops::renew_slots(c, &holder, now, until)
+                slots::renew_slots(c, &holder, now, until)
             } else {
                 Ok(Vec::new())
             }
@@ -499,7 +500,7 @@ impl Store for SqliteStore {
 
     async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
         let (bucket, holder, slots) = (bucket.to_string(), holder.to_string(), slots.to_vec());
-        self.write(move |c| ops::release_slots(c, &bucket, &holder, &slots))
+        self.write(move |c| slots::release_slots(c, &bucket, &holder, &slots))
             .await
     }
 
