@@ -169,6 +169,25 @@ impl Actor {
         }
     }
 
+    /// A held result's task was claimed for another dispatch since (its fold was refused): the
+    /// result goes, and the turn is prepared again without it. Should the claim be this
+    /// sidecar's own scan's, the result is kept under that claim instead.
+    fn drop_reclaimed(&mut self, task_id: i32) {
+        let (gone, kept): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| h.result.completion.task_id == task_id);
+        self.held = kept;
+        for h in gone {
+            metrics::counter!("weft_activity_results_refused_total").increment(1);
+            if let Some(r) = self.inner.hub.transit_refused(h.result) {
+                self.held.push(Held {
+                    seq: h.seq,
+                    result: r,
+                });
+            }
+        }
+    }
+
     /// Notes a failed step or commit: drop the cached state and wait 100 ms … 5 s before the
     /// next attempt.
     fn failed(&mut self, e: &EngineError) {
@@ -346,7 +365,11 @@ impl Actor {
                     self.pending = None;
                     self.state = None;
                     // Their task rows went with the instance.
-                    self.held.clear();
+                    for h in self.held.drain(..) {
+                        self.inner
+                            .hub
+                            .transit_end(&crate::hub::transit_key(&h.result));
+                    }
                     dirty = true;
                 }
                 Some(ActorMsg::Retry) => {
@@ -552,7 +575,17 @@ impl Actor {
                 .held
                 .iter()
                 .filter(|h| out.consumed.contains(&h.seq))
-                .map(|h| h.result.key())
+                .map(|h| {
+                    let (task, generation) = h.result.key();
+                    // The claim it was dispatched under, or the newer one of this sidecar's
+                    // own scan, which dispatched nothing for it (`hub/transit.rs`).
+                    let claim = self
+                        .inner
+                        .hub
+                        .transit_claim(&crate::hub::transit_key(&h.result))
+                        .or(h.result.completion.claim);
+                    (task, generation, claim)
+                })
                 .collect(),
             new_activities: vec![],
             new_reminders: vec![],
@@ -648,12 +681,20 @@ impl Actor {
                         .increment(1);
                     self.fenced_out = true;
                 }
+                if let StoreError::Reclaimed { task_id, .. } = &e {
+                    self.drop_reclaimed(*task_id);
+                }
                 let e = EngineError::from(e);
                 self.failed(&e);
                 return Err(e);
             }
         }
         if folded > 0 {
+            for h in self.held.iter().filter(|h| out.consumed.contains(&h.seq)) {
+                self.inner
+                    .hub
+                    .transit_end(&crate::hub::transit_key(&h.result));
+            }
             self.held.retain(|h| !out.consumed.contains(&h.seq));
             metrics::counter!("weft_activities_completed_total").increment(folded as u64);
             metrics::counter!("weft_activity_results_folded_total").increment(folded as u64);

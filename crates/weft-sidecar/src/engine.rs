@@ -93,6 +93,8 @@ pub(crate) struct Inner {
     pub(crate) idle_timeout: Duration,
     pub(crate) handoff_timeout: Duration,
     fold_results: bool,
+    /// Shutdown drain began: results take the durable path (no actor holds them any more).
+    pub(crate) draining: std::sync::atomic::AtomicBool,
     /// Who owns what (placement); asked by everything that touches an instance.
     pub(crate) registry: Registry,
     /// The buckets this engine serves now (follows the registry and the lease, see
@@ -104,6 +106,8 @@ pub(crate) struct Inner {
     pub(crate) lease_ops: tokio::sync::Mutex<()>,
     /// When each bucket's tasks were last claimed again after a refused result (rate limit).
     reclaimed: Mutex<HashMap<i32, tokio::time::Instant>>,
+    /// Claims begun after refused results (`weft_activity_reclaims_total`).
+    pub(crate) reclaims: std::sync::atomic::AtomicUsize,
     pub(crate) timers_changed: Notify,
     /// Asks the resync loop for a recovery scan (after a commit with an unknown outcome).
     pub(crate) resync_needed: Notify,
@@ -161,6 +165,8 @@ impl Inner {
                 self.forget_actor(&mut actors, id);
             }
         }
+        // Its held results are gone: the scan must dispatch their tasks again.
+        self.hub.transit_lost(id);
         self.resync_needed.notify_one();
         self.wake(id);
     }
@@ -170,7 +176,10 @@ impl Inner {
     /// (no actor in memory, not owned here, or the actor refused: see `Actor::accept`).
     pub(crate) async fn fold(&self, r: ActivityResult) -> Option<ActivityResult> {
         let id = r.completion.instance_id.as_str();
-        if !self.fold_results || !self.owns(id) {
+        if !self.fold_results
+            || self.draining.load(std::sync::atomic::Ordering::SeqCst)
+            || !self.owns(id)
+        {
             return Some(r);
         }
         let tx = {
@@ -311,11 +320,16 @@ impl Inner {
             }
             let request = ActivityRequest::decode(a.request.as_slice())
                 .map_err(|e| EngineError::Internal(format!("stored activity request: {e}")))?;
-            self.hub.push(Job::Activity {
+            let job = Job::Activity {
                 generation: a.generation,
                 claim: a.claim,
                 request,
-            });
+            };
+            if let crate::hub::Absorb::Rerecord(r) = self.hub.push_claimed(job) {
+                // Refused under its old claim before this scan got here: recorded under the
+                // scan's claim rather than run again.
+                crate::fold::spill(self, vec![*r]);
+            }
         }
         for id in self.store.instances_with_inbox(scope).await? {
             self.wake(&id);
@@ -385,8 +399,10 @@ impl Engine {
                 lease,
                 lease_ops: Default::default(),
                 reclaimed: Mutex::default(),
+                reclaims: Default::default(),
                 handoff_timeout: cfg.handoff_timeout,
                 fold_results: cfg.fold_activity_results,
+                draining: Default::default(),
                 app_id: cfg.app_id,
                 idle_timeout: cfg.idle_timeout,
                 timers_changed: Notify::new(),
@@ -435,23 +451,6 @@ impl Engine {
         };
         self.inner.hub.census(&mut c);
         c
-    }
-
-    /// Shutdown drain: stops handing out work, then waits (up to `deadline`) until every
-    /// dispatched item has been answered. Returns how many were still out at the deadline.
-    pub async fn drain(&self, deadline: Duration) -> usize {
-        self.inner.hub.pause();
-        let mut rx = self.inner.hub.inflight();
-        let _ = tokio::time::timeout(deadline, rx.wait_for(|n| *n == 0)).await;
-        *rx.borrow()
-    }
-
-    /// Ends this sidecar's ownership lease (clean shutdown, after the drain): it acts as owner
-    /// no more, and every bucket it held is free for the next owner at once.
-    pub async fn end_lease(&self) {
-        if let Some(lease) = &self.inner.lease {
-            lease.end(self.inner.store.as_ref()).await;
-        }
     }
 
     /// Re-activates unfinished work after a restart and starts the background loops.

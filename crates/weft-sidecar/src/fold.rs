@@ -5,6 +5,7 @@
 use crate::engine::Inner;
 use crate::error::{EngineError, Result};
 use crate::hub::Job;
+use crate::hub::transit_key as task_key;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use weft_core::bucket::bucket_of;
@@ -41,60 +42,81 @@ pub(crate) fn test_delay() -> Option<Duration> {
 
 /// The durable path: deletes the task row and appends the result to the inbox in one (group)
 /// commit, then wakes the instance; on failure the task is handed out again.
-pub(crate) async fn record_durably(inner: &Arc<Inner>, r: ActivityResult) -> Result<()> {
+pub(crate) async fn record_durably(inner: &Arc<Inner>, mut r: ActivityResult) -> Result<()> {
     let id = r.completion.instance_id.clone();
-    let generation = r.completion.generation;
-    let claim = r.completion.claim.unwrap_or(0);
-    match record_with_retries(inner, &r.completion).await {
-        Ok(recorded) => {
-            if recorded {
-                metrics::counter!("weft_activities_completed_total").increment(1);
-            }
-            // Not recorded: a late or duplicate result (the task is no longer pending). An
-            // earlier copy may have landed with its reply lost, so wake the instance anyway.
-            inner.wake(&id);
-            Ok(())
+    let key = task_key(&r);
+    loop {
+        if let Some(c) = inner.hub.transit_claim(&key) {
+            // This sidecar's scan claimed the task while its result was on the way here.
+            r.completion.claim = Some(c);
         }
-        // Claimed since by a recovery scan (here or on the bucket's new owner): that dispatch
-        // completes the task; this result is refused, so the task is never handed out again
-        // after a result was recorded.
-        Err(e @ StoreError::Reclaimed { .. }) => {
-            metrics::counter!("weft_activity_results_refused_total").increment(1);
-            tracing::debug!(instance = %id, error = %e, "activity result refused: task reclaimed");
-            let bucket = bucket_of(&id);
-            if inner.owns(&id) && inner.may_reclaim(bucket) {
-                // The owner's own dispatch lost to a claim (a recovery scan of this sidecar, or
-                // of one that held the bucket before): claim the bucket's tasks again so one
-                // dispatch that can complete the task exists; tasks this sidecar already runs
-                // only take the newer claim (`Hub::push`). A sidecar that does not serve the
-                // bucket never claims (its claim would refuse the owner's results in turn),
-                // and the fenced scope makes a claim under a lost lease change nothing.
-                let scope = inner.owned().scope.clone();
-                let pos = scope.buckets.iter().position(|b| *b == bucket);
-                let scope = Scope {
-                    app_id: scope.app_id,
-                    buckets: vec![bucket],
-                    epochs: scope.epochs.zip(pos).map(|(e, i)| vec![e[i]]),
-                };
-                let inner = inner.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = inner.resync_scope(&scope).await {
-                        tracing::warn!(error = %e, "claiming a refused task again failed");
-                    }
+        let outcome = record_with_retries(inner, &r.completion).await;
+        if !matches!(outcome, Err(StoreError::Reclaimed { .. })) {
+            inner.hub.transit_end(&key);
+        }
+        match outcome {
+            Ok(recorded) => {
+                if recorded {
+                    metrics::counter!("weft_activities_completed_total").increment(1);
+                }
+                // Not recorded: a late or duplicate result (the task is no longer pending). An
+                // earlier copy may have landed with its reply lost, so wake the instance anyway.
+                inner.wake(&id);
+                return Ok(());
+            }
+            // Claimed since by a recovery scan (here or on the bucket's new owner): that
+            // dispatch completes the task; this result is refused, so the task is never handed
+            // out again after a result was recorded. Unless the claim is this sidecar's own
+            // scan's, which dispatched nothing for a result in transit: then it is recorded
+            // under that claim.
+            Err(e @ StoreError::Reclaimed { .. }) => match inner.hub.transit_refused(r) {
+                Some(again) => r = again,
+                None => return Err(refused(inner, &id, e)),
+            },
+            Err(e) => {
+                // Not recorded: hand the task out again (the worker drops its result).
+                inner.hub.push(Job::Activity {
+                    generation: r.completion.generation,
+                    claim: r.completion.claim.unwrap_or(0),
+                    request: r.request,
                 });
+                return Err(EngineError::from(e));
             }
-            Err(EngineError::from(e))
-        }
-        Err(e) => {
-            // Not recorded: hand the task out again (the worker drops its result).
-            inner.hub.push(Job::Activity {
-                generation,
-                claim,
-                request: r.request,
-            });
-            Err(EngineError::from(e))
         }
     }
+}
+
+/// A result refused because its task was claimed for another dispatch.
+fn refused(inner: &Arc<Inner>, id: &str, e: StoreError) -> EngineError {
+    metrics::counter!("weft_activity_results_refused_total").increment(1);
+    tracing::debug!(instance = %id, error = %e, "activity result refused: task reclaimed");
+    let bucket = bucket_of(id);
+    if inner.owns(id) && inner.may_reclaim(bucket) {
+        // The owner's own dispatch lost to a claim (a recovery scan of one that held the
+        // bucket before): claim the bucket's tasks again so one dispatch that can complete the
+        // task exists; tasks this sidecar already runs only take the newer claim (`Hub::push`).
+        // A sidecar that does not serve the bucket never claims (its claim would refuse the
+        // owner's results in turn), and the fenced scope makes a claim under a lost lease
+        // change nothing.
+        inner
+            .reclaims
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        metrics::counter!("weft_activity_reclaims_total").increment(1);
+        let scope = inner.owned().scope.clone();
+        let pos = scope.buckets.iter().position(|b| *b == bucket);
+        let scope = Scope {
+            app_id: scope.app_id,
+            buckets: vec![bucket],
+            epochs: scope.epochs.zip(pos).map(|(e, i)| vec![e[i]]),
+        };
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            if let Err(e) = inner.resync_scope(&scope).await {
+                tracing::warn!(error = %e, "claiming a refused task again failed");
+            }
+        });
+    }
+    EngineError::from(e)
 }
 
 /// How long a result whose write failed (nothing written, or outcome unknown) is written again

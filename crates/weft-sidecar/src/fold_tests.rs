@@ -14,11 +14,11 @@ use weft_proto::durabletask::workflow_action::WorkflowActionType as A;
 use weft_proto::durabletask::*;
 use weft_store::SqliteStore;
 
-const DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
 
-type Items = mpsc::Receiver<Result<WorkItem, tonic::Status>>;
+pub(crate) type Items = mpsc::Receiver<Result<WorkItem, tonic::Status>>;
 
-async fn next(rx: &mut Items) -> WorkItem {
+pub(crate) async fn next(rx: &mut Items) -> WorkItem {
     tokio::time::timeout(DEADLINE, rx.recv())
         .await
         .expect("a work item within the deadline")
@@ -26,7 +26,7 @@ async fn next(rx: &mut Items) -> WorkItem {
         .expect("no error")
 }
 
-fn action(id: i32, ty: A) -> WorkflowAction {
+pub(crate) fn action(id: i32, ty: A) -> WorkflowAction {
     WorkflowAction {
         id,
         workflow_action_type: Some(ty),
@@ -35,7 +35,7 @@ fn action(id: i32, ty: A) -> WorkflowAction {
 }
 
 /// Completes the workflow with output `"ok"`.
-fn complete_workflow(id: i32) -> WorkflowAction {
+pub(crate) fn complete_workflow(id: i32) -> WorkflowAction {
     action(
         id,
         A::CompleteWorkflow(CompleteWorkflowAction {
@@ -46,7 +46,7 @@ fn complete_workflow(id: i32) -> WorkflowAction {
     )
 }
 
-fn schedule(id: i32) -> WorkflowAction {
+pub(crate) fn schedule(id: i32) -> WorkflowAction {
     action(
         id,
         A::ScheduleTask(ScheduleTaskAction {
@@ -56,7 +56,7 @@ fn schedule(id: i32) -> WorkflowAction {
     )
 }
 
-async fn setup(cfg: EngineConfig) -> (Arc<Spy>, Engine, Items, CancellationToken) {
+pub(crate) async fn setup(cfg: EngineConfig) -> (Arc<Spy>, Engine, Items, CancellationToken) {
     let spy = Spy::new(Arc::new(SqliteStore::open_in_memory().unwrap()));
     let shutdown = CancellationToken::new();
     let engine = Engine::new(spy.clone(), cfg);
@@ -76,7 +76,7 @@ async fn setup(cfg: EngineConfig) -> (Arc<Spy>, Engine, Items, CancellationToken
 }
 
 /// Answers the turn in `item` with `actions`.
-async fn answer(engine: &Engine, item: WorkItem, actions: Vec<WorkflowAction>) {
+pub(crate) async fn answer(engine: &Engine, item: WorkItem, actions: Vec<WorkflowAction>) {
     engine
         .complete_workflow(WorkflowResponse {
             instance_id: "f".into(),
@@ -89,7 +89,7 @@ async fn answer(engine: &Engine, item: WorkItem, actions: Vec<WorkflowAction>) {
 }
 
 /// Answers the activity in `item` with its task ID as the result.
-async fn complete(engine: &Engine, item: &WorkItem) {
+pub(crate) async fn complete(engine: &Engine, item: &WorkItem) {
     let Some(Request::ActivityRequest(a)) = &item.request else {
         panic!("expected an activity, got {item:?}");
     };
@@ -106,7 +106,11 @@ async fn complete(engine: &Engine, item: &WorkItem) {
 }
 
 /// Answers the activity in `item` and returns the next workflow turn's new event kinds.
-async fn run_activity(engine: &Engine, rx: &mut Items, item: WorkItem) -> (WorkItem, Vec<String>) {
+pub(crate) async fn run_activity(
+    engine: &Engine,
+    rx: &mut Items,
+    item: WorkItem,
+) -> (WorkItem, Vec<String>) {
     complete(engine, &item).await;
     let turn = next(rx).await;
     let Some(Request::WorkflowRequest(r)) = &turn.request else {
@@ -120,7 +124,7 @@ async fn run_activity(engine: &Engine, rx: &mut Items, item: WorkItem) -> (WorkI
     (turn, kinds)
 }
 
-fn task_completed_count(h: &[HistoryEvent]) -> usize {
+pub(crate) fn task_completed_count(h: &[HistoryEvent]) -> usize {
     h.iter()
         .filter(|e| weft_core::history::kind(e) == "TaskCompleted")
         .count()

@@ -2,6 +2,7 @@
 //! record of which stream holds which item, so items on a stream that dies go back to the queue.
 
 mod queue;
+mod transit;
 mod warm;
 
 use crate::limits::Limits;
@@ -10,6 +11,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{Notify, mpsc, watch};
+pub(crate) use transit::Absorb;
+use transit::Transit;
+pub(crate) use transit::task_key as transit_key;
 use warm::Warm;
 use weft_proto::durabletask::{
     ActivityRequest, CachedHistory, HistoryEvent, WorkItem, WorkflowRequest, work_item::Request,
@@ -126,6 +130,8 @@ struct State {
     warm: Warm,
     /// Concurrency limits: only admitted jobs are queued; the rest wait in the limiter.
     limits: Limits,
+    /// Activity results taken and not yet recorded.
+    transit: Transit,
 }
 
 impl State {
@@ -275,9 +281,13 @@ impl Hub {
     /// of an older generation is superseded. A workflow turn replaces a queued copy in place,
     /// and an in-flight one (the actor gave that dispatch up, so its answer must be refused).
     pub fn push(&self, job: Job) {
+        self.push_locked(self.lock(), job);
+    }
+
+    fn push_locked(&self, st: std::sync::MutexGuard<'_, State>, job: Job) {
         let key = job.key();
         {
-            let mut st = self.lock();
+            let mut st = st;
             let generation = job.generation();
             if let Some(f) = st.inflight.get_mut(&key) {
                 if generation.is_some() && f.job.generation() == generation {
@@ -352,6 +362,11 @@ impl Hub {
         let taken = match st.inflight.get(&key) {
             Some(f) if token.is_empty() || f.token == token => {
                 let job = st.drop_inflight(&key).map(|f| f.job);
+                if let (Key::Activity(id, task), Some(Job::Activity { generation, .. })) =
+                    (&key, &job)
+                {
+                    st.transit.begin((id.clone(), *task, *generation));
+                }
                 let freed = st.limits.release(&key);
                 let admitted = st.enqueue_admitted(freed);
                 self.after_release(&st, admitted);

@@ -27,11 +27,14 @@ mod resync_tests;
 pub mod retention;
 pub mod route;
 pub mod server;
+mod shutdown;
 mod slots;
 pub mod telemetry;
 #[cfg(test)]
 mod testing;
 mod timers;
+#[cfg(test)]
+mod transit_tests;
 mod worker_ops;
 
 pub use engine::{Engine, EngineConfig};

@@ -6,7 +6,7 @@
 //! turn taken back) and `forget` (purge / finished instance). Nothing here does I/O.
 
 use crate::hub::{Job, Key};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use weft_config::WorkflowConfig;
 use weft_proto::durabletask::history_event::EventType;
 
@@ -115,7 +115,13 @@ pub(crate) struct Limits {
     waiting_by_kind: [u64; 2],
     /// Tickets of turns taken back while admitted or parked, so their next push keeps its place.
     returning: HashMap<Key, u64>,
+    /// The keys in `held`, `waiting_keys` or `returning`, by instance: `forget` runs on every
+    /// finished instance under the hub lock and must visit only that instance's jobs.
+    by_instance: HashMap<String, HashSet<Key>>,
     next_ticket: u64,
+    /// Keys `forget` looked at (tests check it is O(jobs of the instance)).
+    #[cfg(test)]
+    forget_visits: usize,
 }
 
 impl Limits {
@@ -131,7 +137,10 @@ impl Limits {
             waiting_keys: HashMap::new(),
             waiting_by_kind: [0; 2],
             returning: HashMap::new(),
+            by_instance: HashMap::new(),
             next_ticket: 1,
+            #[cfg(test)]
+            forget_visits: 0,
         };
         let add = |l: &mut Limits, kind, scope, limit| {
             l.buckets.push(Bucket {
@@ -221,6 +230,7 @@ impl Limits {
             return None;
         }
         let ticket = match self.returning.remove(&key) {
+            // `hold` or `park` below indexes the key again.
             Some(t) => t,
             None => {
                 self.next_ticket += 1;
@@ -243,6 +253,7 @@ impl Limits {
             self.buckets[b].in_use += 1;
         }
         self.in_flight[kind.idx()] += 1;
+        self.index(&key);
         self.held.insert(
             key,
             Held {
@@ -258,6 +269,7 @@ impl Limits {
             self.buckets[b].waiting += 1;
         }
         self.waiting_by_kind[kind.idx()] += 1;
+        self.index(&key);
         self.waiting_keys.insert(key.clone(), ticket);
         self.waiting.insert(
             ticket,
@@ -277,7 +289,31 @@ impl Limits {
         }
         self.waiting_by_kind[p.kind.idx()] -= 1;
         self.waiting_keys.remove(&p.key);
+        self.unindex(&p.key);
         Some(p)
+    }
+
+    fn index(&mut self, key: &Key) {
+        self.by_instance
+            .entry(key.instance().to_string())
+            .or_default()
+            .insert(key.clone());
+    }
+
+    /// Drops `key` from the index once no map holds it.
+    fn unindex(&mut self, key: &Key) {
+        if self.held.contains_key(key)
+            || self.waiting_keys.contains_key(key)
+            || self.returning.contains_key(key)
+        {
+            return;
+        }
+        if let Some(keys) = self.by_instance.get_mut(key.instance()) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_instance.remove(key.instance());
+            }
+        }
     }
 
     /// The job under `key` finished (or was dropped): frees its slots. Returns parked jobs that
@@ -286,6 +322,7 @@ impl Limits {
         let Some(h) = self.held.remove(key) else {
             return Vec::new();
         };
+        self.unindex(key);
         crate::census::shrink_after_burst(&mut self.held);
         self.unhold(&h);
         if h.buckets.is_empty() {
@@ -325,6 +362,7 @@ impl Limits {
     pub(crate) fn withdraw(&mut self, key: &Key, was_queued: bool) -> (bool, Vec<Job>) {
         if let Some(t) = self.waiting_keys.get(key).copied() {
             self.unpark(t);
+            self.index(key);
             self.returning.insert(key.clone(), t);
             return (true, Vec::new());
         }
@@ -337,25 +375,32 @@ impl Limits {
     }
 
     /// Drops everything of one instance (purged or finished); returns parked jobs that now fit.
+    /// Visits only that instance's jobs (through `by_instance`).
     pub(crate) fn forget(&mut self, instance_id: &str) -> Vec<Job> {
-        let mine = |k: &Key| k.instance() == instance_id;
-        let held: Vec<Key> = self.held.keys().filter(|k| mine(k)).cloned().collect();
-        for k in held {
+        let Some(keys) = self.by_instance.remove(instance_id) else {
+            return Vec::new();
+        };
+        let mut freed = false;
+        for k in keys {
+            #[cfg(test)]
+            {
+                self.forget_visits += 1;
+            }
             if let Some(h) = self.held.remove(&k) {
                 self.unhold(&h);
+                freed |= !h.buckets.is_empty();
             }
+            if let Some(t) = self.waiting_keys.get(&k).copied() {
+                self.unpark(t);
+                freed = true;
+            }
+            self.returning.remove(&k);
         }
-        let parked: Vec<u64> = self
-            .waiting
-            .iter()
-            .filter(|(_, p)| mine(&p.key))
-            .map(|(t, _)| *t)
-            .collect();
-        for t in parked {
-            self.unpark(t);
+        if freed {
+            self.admit_waiting()
+        } else {
+            Vec::new()
         }
-        self.returning.retain(|k, _| !mine(k));
-        self.admit_waiting()
     }
 
     /// Drops the parked jobs (and kept places) of instances `moved` selects: handed off, their
@@ -370,12 +415,22 @@ impl Limits {
         for t in parked {
             self.unpark(t);
         }
-        self.returning.retain(|k, _| !moved(k.instance()));
+        let kept: Vec<Key> = self
+            .returning
+            .keys()
+            .filter(|k| moved(k.instance()))
+            .cloned()
+            .collect();
+        for k in kept {
+            self.returning.remove(&k);
+            self.unindex(&k);
+        }
     }
 
     /// Forgets the place kept for a withdrawn turn (its actor left memory: no re-push follows).
     pub(crate) fn forget_returning(&mut self, key: &Key) {
         self.returning.remove(key);
+        self.unindex(key);
         crate::census::shrink_after_burst(&mut self.returning);
     }
 

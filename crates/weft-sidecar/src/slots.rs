@@ -9,19 +9,37 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) async fn slot_loop(inner: Arc<Inner>, lease: Duration, shutdown: CancellationToken) {
-    let holder = format!("{}-{}", inner.app_id, uuid::Uuid::new_v4().simple());
+    // A slot grant is an owner write: with an ownership lease, slots are held under its holder
+    // (the current incarnation), which the store grants and renews only while that lease is
+    // live. Without one (a single engine owning all), under a name of this process.
+    let own = format!("{}-{}", inner.app_id, uuid::Uuid::new_v4().simple());
+    let holder_now = || match &inner.lease {
+        Some(l) => l.state().holder,
+        None => own.clone(),
+    };
     let lease_us = lease.as_micros() as i64;
     let renew_every = lease / 3;
     // Other sidecars free slots without telling us: while work waits, look again this often.
     let poll = (lease / 10).clamp(Duration::from_millis(50), Duration::from_millis(500));
     let mut last_renew = tokio::time::Instant::now();
     let hub = &inner.hub;
+    let mut holder = holder_now();
+    let mut renew_now = false;
     loop {
         let mut waiting = false;
-        if let Err(e) = pass(&inner, &holder, lease_us, &mut waiting).await {
+        let current = holder_now();
+        if current != holder {
+            // A new incarnation: what the old one held is not ours any more.
+            holder = current;
+            renew_now = true;
+        }
+        if holder.is_empty() {
+            // No incarnation yet (or between two): nothing may be granted.
+        } else if let Err(e) = pass(&inner, &holder, lease_us, &mut waiting).await {
             tracing::warn!(error = %e, "concurrency slot leases: store call failed; retrying");
         }
-        if last_renew.elapsed() >= renew_every {
+        if !holder.is_empty() && (renew_now || last_renew.elapsed() >= renew_every) {
+            renew_now = false;
             let t = now();
             match inner.store.renew_slots(&holder, t, t + lease_us).await {
                 Ok(held) => {

@@ -72,6 +72,19 @@ impl Spy {
         *self.fail_results.lock().unwrap() = Some(how);
     }
 
+    /// Claims every pending task of `app` as another sidecar's scan would (not counted).
+    pub(crate) async fn claim_as_another(&self, app: &str) -> Vec<ActivityTask> {
+        self.inner.claim_activities(&Scope::all(app)).await.unwrap()
+    }
+
+    /// Records results as another sidecar's dispatch would (not counted).
+    pub(crate) async fn complete_as_another(
+        &self,
+        items: Vec<ActivityCompletion>,
+    ) -> Vec<Result<bool>> {
+        self.inner.complete_activity_batch(items).await
+    }
+
     fn bump(&self, c: &AtomicUsize) {
         c.fetch_add(1, Ordering::SeqCst);
         self.changed.notify_waiters();

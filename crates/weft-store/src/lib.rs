@@ -220,7 +220,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Leases up to `want` free slots among `0..limit` of `bucket` for `holder` until `until`
     /// (a slot is free if nobody holds it or its lease ended before `now`). Returns the slots
-    /// leased; concurrent callers never get the same slot while its lease runs.
+    /// leased; concurrent callers never get the same slot while its lease runs. A slot grant is
+    /// an owner write: if `holder` names an ownership-lease holder ([`Store::start_holder`]),
+    /// nothing is granted unless that lease is live (checked in the same transaction), and a
+    /// dead holder's slots are freed.
     async fn acquire_slots(
         &self,
         bucket: &str,
@@ -232,7 +235,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<u32>>;
 
     /// Extends every lease of `holder` that has not ended by `now` to `until`, and returns the
-    /// slots it still holds (a lease that ended may have been taken by another holder).
+    /// slots it still holds (a lease that ended may have been taken by another holder). Like
+    /// [`Store::acquire_slots`], nothing is renewed (and nothing held) for a dead
+    /// ownership-lease holder.
     async fn renew_slots(&self, holder: &str, now: Micros, until: Micros)
     -> Result<Vec<SlotLease>>;
 

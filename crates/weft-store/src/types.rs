@@ -124,13 +124,16 @@ pub struct Checkpoint {
     pub append: Vec<HistoryEvent>,
     /// Inbox entries this turn consumed (deleted on commit).
     pub consumed_inbox: Vec<i64>,
-    /// Activity results this turn folded in from memory, as `(task_id, generation)`: their task
-    /// rows are deleted in the same transaction that appends the result to history (the result
-    /// itself is among `append`). A row already gone (a duplicate result recorded through
-    /// [`crate::Store::complete_activity`] meanwhile, or a cancelled task) is not an error: the
-    /// delete matches nothing and the rest of the checkpoint commits; the inbox copy of such a
-    /// duplicate is dropped by the next turn, which finds the task completed in history.
-    pub completed_activities: Vec<(i32, i64)>,
+    /// Activity results this turn folded in from memory, as `(task_id, generation, claim)`:
+    /// their task rows are deleted in the same transaction that appends the result to history
+    /// (the result itself is among `append`). A row already gone (a duplicate result recorded
+    /// through [`crate::Store::complete_activity`] meanwhile, or a cancelled task) is not an
+    /// error: the delete matches nothing and the rest of the checkpoint commits; the inbox copy
+    /// of such a duplicate is dropped by the next turn, which finds the task completed in
+    /// history. A row claimed since the result's dispatch (`claim` given and no longer the
+    /// row's) refuses the whole checkpoint with [`crate::StoreError::Reclaimed`], as
+    /// `complete_activity_batch` refuses such a result: the claimer's dispatch completes it.
+    pub completed_activities: Vec<(i32, i64, Option<i64>)>,
     pub new_activities: Vec<ActivityTask>,
     pub new_reminders: Vec<Reminder>,
     /// Drop every pending activity task and reminder of this instance older than

@@ -208,3 +208,34 @@ fn lease_plan_asks_for_names_first_then_global() {
     let next = l.release(&act("a", 0, "charge").0);
     assert_eq!(next.iter().map(task_of).collect::<Vec<_>>(), vec![1]);
 }
+
+/// Issue 15 point 10: `forget` runs on every finished instance under the hub lock, so it looks
+/// only at that instance's jobs, not at every job held, parked or keeping a place.
+#[test]
+fn forget_visits_only_the_instances_jobs() {
+    let mut l = Limits::new(&WorkflowConfig {
+        max_concurrent_activity_invocations: Some(500),
+        ..Default::default()
+    });
+    for i in 0..1000 {
+        let (k, j) = act(&format!("other-{i}"), 1, "x");
+        l.admit(k, j); // 500 held, 500 parked
+    }
+    let (k, j) = wf("other-w", "w");
+    l.admit(k.clone(), j);
+    l.withdraw(&k, true); // keeps a place
+    for t in 0..3 {
+        let (k, j) = act("mine", t, "x");
+        assert!(l.admit(k, j).is_none(), "parked behind the others");
+    }
+    let before = l.records();
+    assert!(l.forget("mine").is_empty());
+    assert_eq!(l.records(), before - 3);
+    assert_eq!(l.forget_visits, 3, "visited other instances' jobs");
+    // Forgetting a held job frees its slot for the oldest parked one.
+    let next = l.forget("other-0");
+    assert_eq!(next.len(), 1);
+    assert_eq!(l.forget_visits, 4);
+    assert!(l.forget("unknown").is_empty());
+    assert_eq!(l.forget_visits, 4);
+}

@@ -26,7 +26,7 @@ pub async fn checkpoint_folds_activity_results<F: Fixture>(fx: &F) {
     let mut stale = empty_cp(&m);
     stale.expected_version = m.version - 1;
     stale.append = vec![task_completed(1)];
-    stale.completed_activities = vec![(1, g)];
+    stale.completed_activities = vec![(1, g, None)];
     assert!(matches!(
         s.checkpoint(stale).await,
         Err(StoreError::Conflict { .. })
@@ -38,7 +38,7 @@ pub async fn checkpoint_folds_activity_results<F: Fixture>(fx: &F) {
     // A pair naming another generation matches no row and leaves task 2 alone.
     let mut cp = empty_cp(&m);
     cp.append = vec![task_completed(1)];
-    cp.completed_activities = vec![(1, g), (2, g + 1)];
+    cp.completed_activities = vec![(1, g, None), (2, g + 1, None)];
     s.checkpoint(cp).await.unwrap();
     assert_eq!(pending(&s, &all()).await, vec![task(2), task(3), task(4)]);
     assert_eq!(
@@ -63,7 +63,7 @@ pub async fn checkpoint_folds_activity_results<F: Fixture>(fx: &F) {
     let m = row(&s, "f").await;
     let mut cp = empty_cp(&m);
     cp.append = vec![task_completed(3), task_completed(4)];
-    cp.completed_activities = vec![(3, g), (4, g)];
+    cp.completed_activities = vec![(3, g, None), (4, g, None)];
     s.checkpoint(cp).await.unwrap();
     assert_eq!(row(&s, "f").await.version, m.version + 1);
     assert_eq!(pending(&s, &all()).await, vec![task(2)]);
@@ -73,7 +73,7 @@ pub async fn checkpoint_folds_activity_results<F: Fixture>(fx: &F) {
     let m = row(&s, "f").await;
     let mut cp = empty_cp(&m);
     cp.append = vec![task_completed(2)];
-    cp.completed_activities = vec![(2, g)];
+    cp.completed_activities = vec![(2, g, None)];
     // With a second member, so a set-based batch path is taken where a store has one.
     create(&s, "f2").await;
     let m2 = row(&s, "f2").await;
@@ -94,4 +94,54 @@ pub async fn checkpoint_folds_activity_results<F: Fixture>(fx: &F) {
         .collect();
     assert_eq!(left, vec![("f2".to_string(), 7)], "f's task 2 folded");
     assert_eq!(s.get_history("f").await.unwrap().unwrap().len(), 4);
+}
+
+/// A folded result whose task was claimed since its dispatch refuses its turn (alone, in a
+/// batch), as `complete_activity_batch` refuses such a result: the claimer's dispatch completes
+/// the task, so no stale fold deletes it.
+pub async fn a_fold_under_an_old_claim_refuses_the_turn<F: Fixture>(fx: &F) {
+    let s = fx.handle().await;
+    create(&s, "rf").await;
+    create(&s, "rf-other").await;
+    let m = row(&s, "rf").await;
+    let g = m.generation;
+    let mut cp = empty_cp(&m);
+    cp.new_activities = vec![ActivityTask {
+        claim: 0,
+        instance_id: "rf".into(),
+        generation: g,
+        task_id: 1,
+        request: vec![1],
+    }];
+    s.checkpoint(cp).await.unwrap();
+    let claimed = s.claim_activities(&all()).await.unwrap();
+    assert_eq!(claimed.iter().map(|t| t.claim).collect::<Vec<_>>(), vec![1]);
+
+    let m = row(&s, "rf").await;
+    let mut stale = empty_cp(&m);
+    stale.append = vec![task_completed(1)];
+    stale.completed_activities = vec![(1, g, Some(0))];
+    assert!(matches!(
+        s.checkpoint(stale.clone()).await,
+        Err(StoreError::Reclaimed { task_id: 1, .. })
+    ));
+    let other = empty_cp(&row(&s, "rf-other").await);
+    let out = s.checkpoint_batch(vec![stale, other]).await;
+    assert!(
+        matches!(out[0], Err(StoreError::Reclaimed { task_id: 1, .. })),
+        "{:?}",
+        out[0]
+    );
+    assert!(out[1].is_ok(), "{:?}", out[1]);
+    assert_eq!(row(&s, "rf").await.version, m.version, "turn refused");
+    assert!(s.get_history("rf").await.unwrap().unwrap().is_empty());
+
+    let mut current = empty_cp(&m);
+    current.append = vec![task_completed(1)];
+    current.completed_activities = vec![(1, g, Some(1))];
+    s.checkpoint(current).await.unwrap();
+    assert!(
+        pending(&s, &all()).await.is_empty(),
+        "folded under the current claim"
+    );
 }

@@ -274,3 +274,131 @@ pub async fn no_owner_write_lands_after_a_takeover<F: Fixture>(fx: &F) {
     cp.fence = Some(fence(b, new.epoch));
     other.checkpoint(cp).await.unwrap();
 }
+
+/// A take-over frees the reminders the earlier holder had claimed (their fires are fenced), so
+/// the new holder fires them at once instead of after the claim's lease; a holder taking its
+/// own bucket again, and other apps' reminders in the bucket, keep their claims.
+pub async fn a_takeover_frees_claimed_reminders<F: Fixture>(fx: &F) {
+    let s = fx.handle().await;
+    let id = "reminder-takeover";
+    let b = bucket_of(id);
+    s.start_holder("old", LONG).await.unwrap();
+    s.start_holder("new", LONG).await.unwrap();
+    let old = take(&s, "old", b).await;
+    create(&s, id).await;
+    // Another app's instance in the same bucket: the take-over's bucket holds both apps'.
+    let other_id = (0..)
+        .map(|n| format!("reminder-other-{n}"))
+        .find(|o| bucket_of(o) == b)
+        .expect("some ID falls in the bucket");
+    let mut other_app = super::create_req(&other_id, crate::ReusePolicy::Error);
+    other_app.meta.app_id = "other-app".into();
+    s.create_instance(other_app).await.unwrap();
+    for (inst, fence_) in [(id, Some(fence(b, old.epoch))), (other_id.as_str(), None)] {
+        let m = row(&s, inst).await;
+        let mut cp = empty_cp(&m);
+        cp.fence = fence_;
+        cp.new_reminders = vec![Reminder {
+            id: 0,
+            instance_id: inst.into(),
+            generation: m.generation,
+            due_at: 10,
+            event: raised("t", 1),
+        }];
+        s.checkpoint(cp).await.unwrap();
+    }
+    let far = 100 + LONG;
+    let mine = s
+        .claim_due_reminders(&scope_at(old), 100, far, 10)
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), 1);
+    let theirs = s
+        .claim_due_reminders(&Scope::all("other-app"), 100, far, 10)
+        .await
+        .unwrap();
+    assert_eq!(theirs.len(), 1);
+    // Taking one's own bucket again changes nothing.
+    assert_eq!(take(&s, "old", b).await, old);
+    assert!(
+        s.claim_due_reminders(&Scope::all(APP), 200, far, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "still claimed by its holder"
+    );
+    s.end_holder("old").await.unwrap();
+    let new = take(&s, "new", b).await;
+    assert!(new.epoch > old.epoch);
+    let due = s
+        .claim_due_reminders(&scope_at(new), 200, far, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        due.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![mine[0].id],
+        "the new holder claims the reminder at once"
+    );
+    assert!(
+        s.claim_due_reminders(&Scope::all("other-app"), 200, far, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "another app's claim in the bucket is kept"
+    );
+    assert!(matches!(
+        s.fire_reminder(mine[0].id, Some(&fence(b, old.epoch)))
+            .await,
+        Err(StoreError::Fenced { .. })
+    ));
+    assert!(
+        s.fire_reminder(due[0].id, Some(&fence(b, new.epoch)))
+            .await
+            .unwrap()
+    );
+}
+
+/// Slot grants are owner writes: slots leased under an ownership-lease holder are granted and
+/// renewed only while that holder is live; once it ran out it gets none, keeps none, and the
+/// others may take its slots at once. A holder that names no ownership lease is unaffected.
+pub async fn slots_need_a_live_lease_holder<F: Fixture>(fx: &F) {
+    let s = fx.handle().await;
+    let (t, later) = (super::now(), super::now() + LONG);
+    s.start_holder("slots-short", 300_000).await.unwrap();
+    s.start_holder("slots-next", LONG).await.unwrap();
+    take(&s, "slots-short", 9).await;
+    let got = s
+        .acquire_slots("activity", 2, "slots-short", 1, t, later)
+        .await
+        .unwrap();
+    assert_eq!(got, vec![0], "a live holder is granted slots");
+    wait_expired(&s, "slots-next", 9).await;
+    let t = super::now();
+    assert!(
+        s.acquire_slots("activity", 2, "slots-short", 1, t, later)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a holder whose lease ran out got a slot"
+    );
+    assert!(
+        s.renew_slots("slots-short", t, later)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a holder whose lease ran out renewed its slots"
+    );
+    assert_eq!(
+        s.acquire_slots("activity", 2, "slots-next", 2, t, later)
+            .await
+            .unwrap(),
+        vec![0, 1],
+        "its slot is free at once"
+    );
+    assert_eq!(
+        s.acquire_slots("activity:x", 1, "no-lease", 1, t, later)
+            .await
+            .unwrap(),
+        vec![0]
+    );
+}

@@ -66,6 +66,7 @@ macro_rules! conformance_tests {
             a_claim_refuses_the_older_dispatch,
             racing_claim_and_results_never_both_win,
             checkpoint_folds_activity_results,
+            a_fold_under_an_old_claim_refuses_the_turn,
             cancel_pending_drops_old_work,
             purge_removes_everything,
             list_paging_and_filters,
@@ -96,6 +97,8 @@ macro_rules! conformance_tests {
             a_stale_epoch_changes_nothing,
             checkpoint_batch_fences_each_member,
             no_owner_write_lands_after_a_takeover,
+            a_takeover_frees_claimed_reminders,
+            slots_need_a_live_lease_holder,
         );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {

@@ -70,9 +70,10 @@ pub(crate) async fn checkpoints(
 ) -> R<Vec<Result<()>>> {
     let n = cps.len();
     let mut results: Vec<Result<()>> = (0..n).map(|_| Ok(())).collect();
-    // Lease rows first (in lease order), then instance rows: every owner write locks in this
-    // order, so concurrent batches and take-overs cannot deadlock.
+    // Lease rows first (in lease order), then the children to create, then instance rows: every
+    // owner write locks in this order, so concurrent batches and take-overs cannot deadlock.
     let epochs = leases::lock_epochs(tx, cps.iter().filter_map(|c| c.fence.as_ref())).await?;
+    ops::lock_children(tx, cps).await?;
     let mut fenced = vec![false; n];
     for (i, cp) in cps.iter().enumerate() {
         if let Some(f) = &cp.fence
@@ -239,13 +240,9 @@ async fn write_winners(tx: &Transaction<'_>, cps: &[Checkpoint], won: &[usize]) 
         .await?;
     // Activity results folded into the turn: their task rows go with it (no row: recorded
     // durably meanwhile, nothing to do — as in `ops::checkpoint`).
-    let fold = tx
-        .prepare_cached(
-            "DELETE FROM activities AS a \
-             USING unnest($1::text[], $2::int[], $3::bigint[]) AS u(id, task, generation) \
-             WHERE a.instance_id = u.id AND a.task_id = u.task AND a.generation = u.generation",
-        )
-        .await?;
+    // (One claimed since refuses the batch, which is then run member by member to refuse that
+    // turn alone.)
+    let fold = tx.prepare_cached(ops::FOLD).await?;
     let cancel_tasks = tx
         .prepare_cached(
             "DELETE FROM activities AS a USING unnest($1::text[], $2::bigint[]) AS u(id, below) \
@@ -295,6 +292,7 @@ async fn write_winners(tx: &Transaction<'_>, cps: &[Checkpoint], won: &[usize]) 
     let (mut x_ids, mut x_below): (Vec<&str>, Vec<i64>) = (Vec::new(), Vec::new());
     let (mut f_ids, mut f_tasks, mut f_gens): (Vec<&str>, Vec<i32>, Vec<i64>) =
         (Vec::new(), Vec::new(), Vec::new());
+    let mut f_claims: Vec<Option<i64>> = Vec::new();
     let (mut a_ids, mut a_tasks, mut a_gens, mut a_reqs, mut a_buckets) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut r_ids, mut r_gens, mut r_due, mut r_ev, mut r_buckets) =
@@ -317,10 +315,11 @@ async fn write_winners(tx: &Transaction<'_>, cps: &[Checkpoint], won: &[usize]) 
             c_ids.push(id);
             c_seqs.push(*seq);
         }
-        for (task, generation) in &cp.completed_activities {
+        for (task, generation, claim) in &cp.completed_activities {
             f_ids.push(id);
             f_tasks.push(*task);
             f_gens.push(*generation);
+            f_claims.push(*claim);
         }
         if cp.cancel_pending {
             // A terminal instance drops everything; otherwise only older generations' leftovers.
@@ -363,7 +362,7 @@ async fn write_winners(tx: &Transaction<'_>, cps: &[Checkpoint], won: &[usize]) 
     let append_args: [Arg; 4] = [&h_ids, &h_gens, &h_ord, &h_ev];
     let consume_args: [Arg; 2] = [&c_ids, &c_seqs];
     let cancel_args: [Arg; 2] = [&x_ids, &x_below];
-    let fold_args: [Arg; 3] = [&f_ids, &f_tasks, &f_gens];
+    let fold_args: [Arg; 4] = [&f_ids, &f_tasks, &f_gens, &f_claims];
     let schedule_args: [Arg; 5] = [&a_ids, &a_tasks, &a_gens, &a_reqs, &a_buckets];
     let timer_args: [Arg; 5] = [&r_ids, &r_gens, &r_due, &r_ev, &r_buckets];
     let deliver_args: [Arg; 4] = [&d_ids, &d_ev, &d_exec, &d_buckets];
@@ -379,6 +378,7 @@ async fn write_winners(tx: &Transaction<'_>, cps: &[Checkpoint], won: &[usize]) 
     if !c_ids.is_empty() {
         batch.push(Box::pin(tx.execute(&consume, &consume_args)));
     }
+    let fold_at = batch.len();
     if !f_ids.is_empty() {
         batch.push(Box::pin(tx.execute(&fold, &fold_args)));
     }
@@ -395,7 +395,22 @@ async fn write_winners(tx: &Transaction<'_>, cps: &[Checkpoint], won: &[usize]) 
     if !d_ids.is_empty() {
         batch.push(Box::pin(tx.execute(&deliver, &deliver_args)));
     }
-    pipeline(batch).await
+    let mut reclaimed = false;
+    for (k, r) in futures::future::join_all(batch)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        reclaimed |= r? > 0 && k == fold_at && !f_ids.is_empty();
+    }
+    if reclaimed {
+        return Err(StoreError::Reclaimed {
+            instance_id: String::new(),
+            task_id: -1,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// `Store::complete_activity_batch` as one statement: delete the matching tasks, and for each
@@ -406,9 +421,18 @@ pub(crate) async fn complete_activities(
     tx: &Transaction<'_>,
     items: &[ActivityCompletion],
 ) -> R<Vec<Result<bool>>> {
-    // `l` locks the pending rows first and reads their latest committed claim (a claim that
-    // committed after this statement's snapshot is seen, not missed), so a refused result is
-    // reported as refused rather than as already completed.
+    // Lock order (docs/cluster.md): the instance rows first, in ID order, then their task rows.
+    // A purge or replace-on-create locks the row and then deletes its tasks; taking the tasks
+    // first here would close a cycle with it.
+    let lock = tx
+        .prepare_cached(
+            "SELECT instance_id FROM instances WHERE instance_id = ANY($1::text[]) \
+             ORDER BY instance_id FOR KEY SHARE",
+        )
+        .await?;
+    // `l` locks the pending rows (in key order) and reads their latest committed claim (a
+    // claim that committed after this statement's snapshot is seen, not missed), so a refused
+    // result is reported as refused rather than as already completed.
     let st = tx
         .prepare_cached(
             "WITH u AS (SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[], \
@@ -416,7 +440,8 @@ pub(crate) async fn complete_activities(
                      AS u(id, task, generation, ev, bucket, ord, claim)), \
              l AS (SELECT u.ord, (u.claim IS NULL OR a.claim = u.claim) AS ok \
                    FROM activities AS a JOIN u ON a.instance_id = u.id AND a.task_id = u.task \
-                     AND a.generation = u.generation FOR UPDATE OF a), \
+                     AND a.generation = u.generation \
+                   ORDER BY a.instance_id, a.task_id FOR UPDATE OF a), \
              d AS (DELETE FROM activities AS a USING u, l \
                    WHERE l.ok AND l.ord = u.ord AND a.instance_id = u.id AND a.task_id = u.task \
                      AND a.generation = u.generation RETURNING u.ord), \
@@ -451,6 +476,8 @@ pub(crate) async fn complete_activities(
         ords.push(k as i32);
         claims.push(c.claim);
     }
+    let lock_args: [Arg; 1] = [&ids];
+    tx.query(&lock, &lock_args).await?;
     let args: [Arg; 7] = [&ids, &tasks, &gens, &evs, &buckets, &ords, &claims];
     for r in tx.query(&st, &args).await? {
         let k: i32 = r.try_get(0)?;

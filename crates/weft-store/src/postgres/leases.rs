@@ -11,6 +11,7 @@ use deadpool_postgres::{GenericClient, Transaction};
 use weft_core::Micros;
 
 use super::R;
+use super::ops::IN_SCOPE;
 use crate::{BucketLease, Fence, Scope, StoreError};
 
 /// The database's clock in microseconds since the epoch (`clock_timestamp`, not the
@@ -90,11 +91,14 @@ pub(crate) async fn acquire(
     // In bucket order (as owner writes lock them): two take-overs cannot deadlock.
     let lock = tx
         .prepare_cached(
-            "SELECT bucket FROM bucket_leases WHERE app_id = $1 AND bucket = ANY($2::int[]) \
-             ORDER BY bucket FOR UPDATE",
+            "SELECT bucket, holder FROM bucket_leases \
+             WHERE app_id = $1 AND bucket = ANY($2::int[]) ORDER BY bucket FOR UPDATE",
         )
         .await?;
-    tx.query(&lock, &[&app_id, &sorted]).await?;
+    let mut before: HashMap<i32, Option<String>> = HashMap::new();
+    for r in tx.query(&lock, &[&app_id, &sorted]).await? {
+        before.insert(r.try_get(0)?, r.try_get(1)?);
+    }
     let take = tx
         .prepare_cached(&format!(
             "UPDATE bucket_leases AS l \
@@ -118,6 +122,21 @@ pub(crate) async fn acquire(
         })
         .collect::<R<Vec<_>>>()?;
     out.sort_unstable();
+    let raised: Vec<i32> = out
+        .iter()
+        .filter(|l| before.get(&l.bucket).and_then(|h| h.as_deref()) != Some(holder))
+        .map(|l| l.bucket)
+        .collect();
+    if !raised.is_empty() {
+        // The reminders an earlier holder claimed are its no longer: their fires are fenced,
+        // so the new holder may claim them at once instead of waiting out the claim's lease.
+        let free = tx
+            .prepare_cached(&format!(
+                "UPDATE reminders SET lease_until = NULL WHERE lease_until IS NOT NULL AND {IN_SCOPE}"
+            ))
+            .await?;
+        tx.execute(&free, &[&raised, &app_id]).await?;
+    }
     Ok(out)
 }
 
@@ -135,6 +154,29 @@ pub(crate) async fn release(
         .await?;
     c.execute(&st, &[&app_id, &buckets, &holder]).await?;
     Ok(())
+}
+
+/// Whether `holder` may be granted or renew concurrency slots: it names no ownership-lease
+/// holder (an engine without leases), or one still live — locked (shared) until the
+/// transaction ends, so it cannot run out or end while its slots are granted. A dead one's
+/// slots are freed (they are no longer any sidecar's).
+pub(crate) async fn slot_holder_live(tx: &Transaction<'_>, holder: &str) -> R<bool> {
+    let st = tx
+        .prepare_cached(&format!(
+            "SELECT expires_at > {NOW_US} FROM lease_holders WHERE holder = $1 FOR SHARE"
+        ))
+        .await?;
+    let live = match tx.query_opt(&st, &[&holder]).await? {
+        None => true,
+        Some(r) => r.try_get(0)?,
+    };
+    if !live {
+        let free = tx
+            .prepare_cached("DELETE FROM concurrency_slots WHERE holder = $1")
+            .await?;
+        tx.execute(&free, &[&holder]).await?;
+    }
+    Ok(live)
 }
 
 /// `Err(Fenced)` unless `fence` (if any) is still its bucket's lease epoch; the lease row stays

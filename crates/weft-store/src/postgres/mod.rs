@@ -416,6 +416,7 @@ impl PgStore {
         let mut order: Vec<usize> = (0..cps.len()).collect();
         order.sort_by(|&a, &b| cps[a].instance_id.cmp(&cps[b].instance_id));
         let res: Result<Vec<Result<()>>> = write_tx!(self, tx => {
+            ops::lock_children(&tx, &cps).await?;
             let mut results: Vec<Result<()>> = (0..cps.len()).map(|_| Ok(())).collect();
             for &i in &order {
                 let sp = tx.savepoint("weft_cp").await?;
@@ -520,6 +521,8 @@ impl Store for PgStore {
                 tracing::warn!(error = %m, "set-based checkpoint batch failed; retrying member by member");
                 self.checkpoint_each(cps, now).await
             }
+            // A folded result's task was claimed since: refuse that member's turn alone.
+            Err(StoreError::Reclaimed { .. }) => self.checkpoint_each(cps, now).await,
             Err(e) => (0..cps.len()).map(|_| Err(e.duplicate())).collect(),
         }
     }
@@ -628,7 +631,13 @@ impl Store for PgStore {
         now: Micros,
         until: Micros,
     ) -> Result<Vec<u32>> {
-        write_tx!(self, tx => ops::acquire_slots(&tx, bucket, limit, holder, want, now, until).await)
+        write_tx!(self, tx => {
+            if leases::slot_holder_live(&tx, holder).await? {
+                ops::acquire_slots(&tx, bucket, limit, holder, want, now, until).await
+            } else {
+                Ok(Vec::new())
+            }
+        })
     }
 
     async fn renew_slots(
@@ -637,7 +646,13 @@ impl Store for PgStore {
         now: Micros,
         until: Micros,
     ) -> Result<Vec<SlotLease>> {
-        write_tx!(self, tx => ops::renew_slots(&tx, holder, now, until).await)
+        write_tx!(self, tx => {
+            if leases::slot_holder_live(&tx, holder).await? {
+                ops::renew_slots(&tx, holder, now, until).await
+            } else {
+                Ok(Vec::new())
+            }
+        })
     }
 
     async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {

@@ -29,6 +29,20 @@ pub(super) const IN_SCOPE: &str = "bucket = ANY($1::int[]) AND instance_id IN \
      (SELECT instance_id FROM instances WHERE bucket = ANY($1::int[]) \
       AND (app_id = $2 OR app_id = ''))";
 
+/// Deletes the task rows of activity results folded into turns (`Checkpoint::completed_activities`,
+/// as `(instance, task, generation, claim)` arrays) unless claimed since, and returns the tasks
+/// that were (their turn must be refused). `l` locks the rows and reads their latest committed
+/// claim, as `batch::complete_activities` does.
+pub(super) const FOLD: &str = "WITH u AS (SELECT * FROM unnest($1::text[], $2::int[], \
+         $3::bigint[], $4::bigint[]) AS u(id, task, generation, claim)), \
+     l AS (SELECT a.instance_id, a.task_id, (u.claim IS NULL OR a.claim = u.claim) AS ok \
+           FROM activities AS a JOIN u ON a.instance_id = u.id AND a.task_id = u.task \
+             AND a.generation = u.generation \
+           ORDER BY a.instance_id, a.task_id FOR UPDATE OF a), \
+     d AS (DELETE FROM activities AS a USING l \
+           WHERE l.ok AND a.instance_id = l.instance_id AND a.task_id = l.task_id) \
+     SELECT instance_id, task_id FROM l WHERE NOT ok";
+
 /// Page size when a `ListFilter` asks for 0.
 const DEFAULT_PAGE: usize = 100;
 
@@ -157,7 +171,7 @@ async fn delete_instance(tx: &Transaction<'_>, id: &str) -> R<bool> {
     Ok(tx.execute(&st, &[&id]).await? > 0)
 }
 
-async fn insert_inbox(
+pub(super) async fn insert_inbox(
     tx: &Transaction<'_>,
     id: &str,
     event: &HistoryEvent,
@@ -327,12 +341,41 @@ pub(crate) async fn inbox(
         .collect()
 }
 
+/// Takes a transaction-scoped advisory lock per child instance the checkpoints create, in key
+/// order, before any instance row is locked. Creating a child locks (or inserts, waiting on its
+/// key) a row in the order of the members and their outbound lists; two batches creating the
+/// same children in different orders would deadlock, so they meet here first, in one order.
+/// Taking a lock the transaction holds already does not wait.
+pub(crate) async fn lock_children(tx: &Transaction<'_>, cps: &[Checkpoint]) -> R<()> {
+    let ids: Vec<&str> = cps
+        .iter()
+        .flat_map(|cp| cp.outbound.iter())
+        .filter_map(|o| match o {
+            Outbound::Create { create, .. } => Some(create.meta.instance_id.as_str()),
+            Outbound::Deliver { .. } => None,
+        })
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    // The two-key form: its key space is apart from the migrations' one-key lock.
+    let st = tx
+        .prepare_cached(
+            "SELECT pg_advisory_xact_lock(2003199604, k) \
+             FROM (SELECT DISTINCT hashtext(id) AS k FROM unnest($1::text[]) AS id) AS t ORDER BY k",
+        )
+        .await?;
+    tx.query(&st, &[&ids]).await?;
+    Ok(())
+}
+
 /// One checkpoint inside the caller's transaction. Its statements are pipelined (sent together,
 /// answered in order, one round trip); the fenced UPDATE goes first and takes the row lock, so
 /// same-instance checkpoints serialise on it. If it matched no row the caller's transaction is
 /// rolled back, so nothing the later statements did survives.
 pub(crate) async fn checkpoint(tx: &Transaction<'_>, cp: &Checkpoint, now: Micros) -> R<()> {
     super::leases::check(tx, cp.fence.as_ref()).await?;
+    lock_children(tx, std::slice::from_ref(cp)).await?;
     let m = &cp.meta;
     let id = cp.instance_id.as_str();
     // Prepared once per connection; after that these cost no round trip.
@@ -360,12 +403,7 @@ pub(crate) async fn checkpoint(tx: &Transaction<'_>, cp: &Checkpoint, now: Micro
     let consume = tx
         .prepare_cached("DELETE FROM inbox WHERE instance_id = $1 AND seq = ANY($2::bigint[])")
         .await?;
-    let fold = tx
-        .prepare_cached(
-            "DELETE FROM activities a USING unnest($2::int[], $3::bigint[]) AS t(task, generation) \
-             WHERE a.instance_id = $1 AND a.task_id = t.task AND a.generation = t.generation",
-        )
-        .await?;
+    let fold = tx.prepare_cached(FOLD).await?;
     let cancel_tasks = tx
         .prepare_cached("DELETE FROM activities WHERE instance_id = $1 AND generation < $2")
         .await?;
@@ -426,9 +464,12 @@ pub(crate) async fn checkpoint(tx: &Transaction<'_>, cp: &Checkpoint, now: Micro
     let id_arg: [&(dyn ToSql + Sync); 1] = [&id];
     let append_args: [&(dyn ToSql + Sync); 3] = [&id, &m.generation, &events];
     let consume_args: [&(dyn ToSql + Sync); 2] = [&id, &cp.consumed_inbox];
+    let folded_ids: Vec<&str> = cp.completed_activities.iter().map(|_| id).collect();
     let folded_tasks: Vec<i32> = cp.completed_activities.iter().map(|c| c.0).collect();
     let folded_gens: Vec<i64> = cp.completed_activities.iter().map(|c| c.1).collect();
-    let fold_args: [&(dyn ToSql + Sync); 3] = [&id, &folded_tasks, &folded_gens];
+    let folded_claims: Vec<Option<i64>> = cp.completed_activities.iter().map(|c| c.2).collect();
+    let fold_args: [&(dyn ToSql + Sync); 4] =
+        [&folded_ids, &folded_tasks, &folded_gens, &folded_claims];
     let cancel_args: [&(dyn ToSql + Sync); 2] = [&id, &below];
     let schedule_args: [&(dyn ToSql + Sync); 5] =
         [&task_ids, &tasks, &task_gens, &reqs, &task_buckets];
@@ -446,6 +487,7 @@ pub(crate) async fn checkpoint(tx: &Transaction<'_>, cp: &Checkpoint, now: Micro
     if !cp.consumed_inbox.is_empty() {
         batch.push(tx.execute(&consume, &consume_args));
     }
+    let fold_at = batch.len();
     if !folded_tasks.is_empty() {
         batch.push(tx.execute(&fold, &fold_args));
     }
@@ -467,8 +509,22 @@ pub(crate) async fn checkpoint(tx: &Transaction<'_>, cp: &Checkpoint, now: Micro
         }
         .into());
     }
-    for r in results {
-        r?;
+    let mut reclaimed = false;
+    for (k, r) in results.enumerate() {
+        let n = r?;
+        reclaimed |= k + 1 == fold_at && !folded_tasks.is_empty() && n > 0;
+    }
+    if reclaimed {
+        // Rare: which task, for the error (the rows are locked by now, so this is exact).
+        let task_id = match tx.query(&fold, &fold_args).await?.first() {
+            Some(row) => col(row, 1)?,
+            None => -1,
+        };
+        return Err(StoreError::Reclaimed {
+            instance_id: id.to_string(),
+            task_id,
+        }
+        .into());
     }
     for out in &cp.outbound {
         match out {

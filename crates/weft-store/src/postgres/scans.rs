@@ -7,8 +7,8 @@ use weft_core::bucket::bucket_of;
 use weft_proto::durabletask::HistoryEvent;
 
 use super::R;
-use super::ops::{IN_SCOPE, col};
-use crate::codec::{decode_event, encode_event};
+use super::ops::{IN_SCOPE, col, insert_inbox};
+use crate::codec::decode_event;
 use crate::{ActivityTask, Reminder, Scope};
 
 pub(crate) async fn claim_activities(tx: &Transaction<'_>, scope: &Scope) -> R<Vec<ActivityTask>> {
@@ -41,6 +41,12 @@ pub(crate) async fn complete_activity(
     generation: i64,
     event: &HistoryEvent,
 ) -> R<bool> {
+    // The instance row first (lock order, docs/cluster.md): waits for a concurrent (forced)
+    // purge, which locks the row before deleting the task.
+    let lock = tx
+        .prepare_cached("SELECT 1 FROM instances WHERE instance_id = $1 FOR KEY SHARE")
+        .await?;
+    let exists = tx.query_opt(&lock, &[&id]).await?.is_some();
     let st = tx
         .prepare_cached(
             "DELETE FROM activities WHERE instance_id = $1 AND task_id = $2 AND generation = $3",
@@ -49,19 +55,10 @@ pub(crate) async fn complete_activity(
     if tx.execute(&st, &[&id, &task_id, &generation]).await? == 0 {
         return Ok(false);
     }
-    // For the generation that scheduled it; waits for a concurrent (forced) purge.
-    let st = tx
-        .prepare_cached(
-            "INSERT INTO inbox (instance_id, event, generation, bucket) \
-             SELECT i.instance_id, $2, $3, $4 FROM (SELECT instance_id FROM instances \
-                 WHERE instance_id = $1 FOR KEY SHARE) AS i",
-        )
-        .await?;
-    tx.execute(
-        &st,
-        &[&id, &encode_event(event), &generation, &bucket_of(id)],
-    )
-    .await?;
+    if exists {
+        // For the generation that scheduled it.
+        insert_inbox(tx, id, event, Some(generation)).await?;
+    }
     Ok(true)
 }
 

@@ -233,3 +233,133 @@ async fn unreachable_database_fails_after_retry_for_without_leaking_the_password
     );
     assert!(!format!("{opts:?}").contains("hunter2"));
 }
+
+/// Issue 15 point 10: every multi-row write locks an instance's row before its task rows, so a
+/// batch of activity results racing a purge or a replace-on-create of the same instance never
+/// deadlocks (SQLSTATE 40P01). Deadlocks are detected after 20 ms here and not retried, so one
+/// surfaces as an error instead of a retried transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_racing_purges_and_replacements_never_deadlock() {
+    use crate::conformance::{create, empty_cp, row, task_completed};
+    use crate::{ActivityCompletion, ActivityTask};
+    let Some(db) = weft_testkit::test_database().await else {
+        return;
+    };
+    let s = deadlock_detecting_store(&db).await;
+    const TASKS: i32 = 300;
+    for round in 0..40 {
+        let id = format!("deadlock-{round}");
+        create(&*s, &id).await;
+        let m = row(&*s, &id).await;
+        let mut cp = empty_cp(&m);
+        cp.new_activities = (1..=TASKS)
+            .map(|task_id| ActivityTask {
+                instance_id: id.clone(),
+                generation: m.generation,
+                task_id,
+                request: b"r".to_vec(),
+                claim: 0,
+            })
+            .collect();
+        s.checkpoint(cp).await.unwrap();
+        let items: Vec<ActivityCompletion> = (1..=TASKS)
+            .rev()
+            .map(|task_id| ActivityCompletion {
+                instance_id: id.clone(),
+                task_id,
+                generation: m.generation,
+                claim: None,
+                event: task_completed(task_id),
+            })
+            .collect();
+        let results = {
+            let s = s.clone();
+            tokio::spawn(async move { s.complete_activity_batch(items).await })
+        };
+        let other: std::result::Result<(), StoreError> = if round % 2 == 0 {
+            s.purge(&id, true, None).await.map(drop)
+        } else {
+            let mut req = create_req(&id, ReusePolicy::Terminate);
+            req.meta.generation = m.generation + 1;
+            s.create_instance(req).await.map(drop)
+        };
+        let results = results.await.unwrap();
+        let errors: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .chain(other.as_ref().err())
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            !errors.iter().any(|e| e.contains("40P01")),
+            "round {round}: deadlock: {errors:?}"
+        );
+        assert!(errors.is_empty(), "round {round}: {errors:?}");
+    }
+}
+
+/// A store on `db` whose deadlocks are detected after 20 ms and not retried: one surfaces as an
+/// error (SQLSTATE 40P01) instead of a retried transaction.
+async fn deadlock_detecting_store(db: &weft_testkit::TestDb) -> Arc<PgStore> {
+    let admin = PgStore::connect(&db.url).await.unwrap();
+    let c = admin.client().await.unwrap();
+    let name: String = c
+        .query_one("SELECT current_database()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    c.batch_execute(&format!(
+        "ALTER DATABASE \"{name}\" SET deadlock_timeout = '20ms'"
+    ))
+    .await
+    .unwrap();
+    let mut opts = PgOptions::new(db.url.clone());
+    opts.retry_for = Duration::ZERO;
+    opts.listen = false;
+    Arc::new(PgStore::connect_with(opts).await.unwrap())
+}
+
+/// Two parents' turns creating the same children in opposite orders, each in a batch: children
+/// are created in one order whatever the parents asked, so neither deadlocks (issue 15 point 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_creating_the_same_children_never_deadlock() {
+    use crate::Outbound;
+    use crate::conformance::{create, empty_cp, row};
+    let Some(db) = weft_testkit::test_database().await else {
+        return;
+    };
+    let s = deadlock_detecting_store(&db).await;
+    for round in 0..30 {
+        let turn = |parent: String, reverse: bool| {
+            let s = s.clone();
+            async move {
+                let mut cp = empty_cp(&row(&*s, &parent).await);
+                let mut kids: Vec<u32> = (0..40).collect();
+                if reverse {
+                    kids.reverse();
+                }
+                cp.outbound = kids
+                    .into_iter()
+                    .map(|k| Outbound::Create {
+                        create: create_req(&format!("kid-{round}-{k}"), ReusePolicy::Error),
+                        on_conflict: None,
+                    })
+                    .collect();
+                s.checkpoint_batch(vec![cp]).await.remove(0)
+            }
+        };
+        let (a, b) = (format!("parent-a-{round}"), format!("parent-b-{round}"));
+        create(&*s, &a).await;
+        create(&*s, &b).await;
+        let (ra, rb) = tokio::join!(tokio::spawn(turn(a, false)), tokio::spawn(turn(b, true)));
+        for r in [ra.unwrap(), rb.unwrap()] {
+            if let Err(e) = r {
+                assert!(
+                    !e.to_string().contains("40P01"),
+                    "round {round}: deadlock: {e}"
+                );
+                panic!("round {round}: unexpected error {e}");
+            }
+        }
+    }
+}

@@ -94,13 +94,31 @@ pub(crate) fn acquire(
     let mut sorted = buckets.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
+    let mut holder_of = c
+        .prepare_cached("SELECT holder FROM bucket_leases WHERE app_id = ?1 AND bucket = ?2")
+        .map_err(map_err)?;
+    // The reminders an earlier holder claimed are its no longer: their fires are fenced, so the
+    // new holder may claim them at once instead of waiting out the claim's lease.
+    let mut free = c
+        .prepare_cached(
+            "UPDATE reminders SET lease_until = NULL WHERE lease_until IS NOT NULL \
+             AND bucket = ?1 AND instance_id IN (SELECT instance_id FROM instances \
+                 WHERE bucket = ?1 AND (app_id = ?2 OR app_id = ''))",
+        )
+        .map_err(map_err)?;
     for b in sorted {
         insert.execute(params![app_id, b]).map_err(map_err)?;
+        let before: Option<String> = holder_of
+            .query_row(params![app_id, b], |r| r.get(0))
+            .map_err(map_err)?;
         let epoch: Option<i64> = take
             .query_row(params![app_id, b, holder, now], |r| r.get(0))
             .optional()
             .map_err(map_err)?;
         if let Some(epoch) = epoch {
+            if before.as_deref() != Some(holder) {
+                free.execute(params![b, app_id]).map_err(map_err)?;
+            }
             out.push(BucketLease { bucket: b, epoch });
         }
     }
@@ -117,6 +135,25 @@ pub(crate) fn release(c: &Connection, app_id: &str, holder: &str, buckets: &[i32
         st.execute(params![app_id, b, holder]).map_err(map_err)?;
     }
     Ok(())
+}
+
+/// Whether `holder` may be granted or renew concurrency slots: it names no ownership-lease
+/// holder (an engine without leases), or one still live. A dead one's slots are freed.
+pub(crate) fn slot_holder_live(c: &Connection, holder: &str, now: Micros) -> Result<bool> {
+    let expires: Option<Micros> = c
+        .prepare_cached("SELECT expires_at FROM lease_holders WHERE holder = ?1")
+        .map_err(map_err)?
+        .query_row([holder], |r| r.get(0))
+        .optional()
+        .map_err(map_err)?;
+    let live = expires.is_none_or(|e| e > now);
+    if !live {
+        c.prepare_cached("DELETE FROM concurrency_slots WHERE holder = ?1")
+            .map_err(map_err)?
+            .execute([holder])
+            .map_err(map_err)?;
+    }
+    Ok(live)
 }
 
 fn epoch_of(c: &Connection, app_id: &str, bucket: i32) -> Result<Option<i64>> {

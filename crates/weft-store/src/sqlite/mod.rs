@@ -5,6 +5,7 @@
 mod leases;
 mod ops;
 mod schema;
+mod slots;
 
 pub use schema::SCHEMA_VERSION;
 
@@ -470,8 +471,14 @@ impl Store for SqliteStore {
         until: Micros,
     ) -> Result<Vec<u32>> {
         let (bucket, holder) = (bucket.to_string(), holder.to_string());
-        self.write(move |c| ops::acquire_slots(c, &bucket, limit, &holder, want, now, until))
-            .await
+        self.write(move |c| {
+            if leases::slot_holder_live(c, &holder, now_micros())? {
+                slots::acquire_slots(c, &bucket, limit, &holder, want, now, until)
+            } else {
+                Ok(Vec::new())
+            }
+        })
+        .await
     }
 
     async fn renew_slots(
@@ -481,13 +488,19 @@ impl Store for SqliteStore {
         until: Micros,
     ) -> Result<Vec<SlotLease>> {
         let holder = holder.to_string();
-        self.write(move |c| ops::renew_slots(c, &holder, now, until))
-            .await
+        self.write(move |c| {
+            if leases::slot_holder_live(c, &holder, now_micros())? {
+                slots::renew_slots(c, &holder, now, until)
+            } else {
+                Ok(Vec::new())
+            }
+        })
+        .await
     }
 
     async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
         let (bucket, holder, slots) = (bucket.to_string(), holder.to_string(), slots.to_vec());
-        self.write(move |c| ops::release_slots(c, &bucket, &holder, &slots))
+        self.write(move |c| slots::release_slots(c, &bucket, &holder, &slots))
             .await
     }
 

@@ -360,13 +360,32 @@ pub(crate) fn checkpoint(c: &Connection, cp: &Checkpoint, now: Micros) -> Result
         }
     }
     if !cp.completed_activities.is_empty() {
-        // Results folded into this turn: their rows go with it (none left is fine, see the type).
+        // Results folded into this turn: their rows go with it (none left is fine, see the type;
+        // one claimed since refuses the turn).
+        let mut claim_of = c
+            .prepare_cached(
+                "SELECT claim FROM activities WHERE instance_id = ?1 AND task_id = ?2 \
+                 AND generation = ?3",
+            )
+            .map_err(map_err)?;
         let mut del = c
             .prepare_cached(
                 "DELETE FROM activities WHERE instance_id = ?1 AND task_id = ?2 AND generation = ?3",
             )
             .map_err(map_err)?;
-        for (task_id, generation) in &cp.completed_activities {
+        for (task_id, generation, claim) in &cp.completed_activities {
+            if let Some(claim) = claim {
+                let now: Option<i64> = claim_of
+                    .query_row(params![id, task_id, generation], |r| r.get(0))
+                    .optional()
+                    .map_err(map_err)?;
+                if now.is_some_and(|n| n != *claim) {
+                    return Err(StoreError::Reclaimed {
+                        instance_id: id.to_string(),
+                        task_id: *task_id,
+                    });
+                }
+            }
             del.execute(params![id, task_id, generation])
                 .map_err(map_err)?;
         }
@@ -697,95 +716,4 @@ pub(crate) fn list(c: &Connection, f: &ListFilter) -> Result<InstancePage> {
         None
     };
     Ok(InstancePage { items, next })
-}
-
-pub(crate) fn acquire_slots(
-    c: &Connection,
-    bucket: &str,
-    limit: u32,
-    holder: &str,
-    want: u32,
-    now: i64,
-    until: i64,
-) -> Result<Vec<u32>> {
-    let mut taken = std::collections::HashSet::new();
-    {
-        let mut st = c
-            .prepare_cached(
-                "SELECT slot FROM concurrency_slots WHERE bucket = ?1 AND expires_at > ?2",
-            )
-            .map_err(map_err)?;
-        let mut rows = st.query(rusqlite::params![bucket, now]).map_err(map_err)?;
-        while let Some(r) = rows.next().map_err(map_err)? {
-            taken.insert(r.get::<_, i64>(0).map_err(map_err)?);
-        }
-    }
-    let mut got = Vec::new();
-    let mut st = c
-        .prepare_cached(
-            "INSERT INTO concurrency_slots (bucket, slot, holder, expires_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (bucket, slot) DO UPDATE SET holder = excluded.holder,
-                 expires_at = excluded.expires_at",
-        )
-        .map_err(map_err)?;
-    for slot in 0..limit {
-        if got.len() as u32 >= want {
-            break;
-        }
-        if taken.contains(&i64::from(slot)) {
-            continue;
-        }
-        st.execute(rusqlite::params![bucket, slot, holder, until])
-            .map_err(map_err)?;
-        got.push(slot);
-    }
-    Ok(got)
-}
-
-pub(crate) fn renew_slots(
-    c: &Connection,
-    holder: &str,
-    now: i64,
-    until: i64,
-) -> Result<Vec<crate::SlotLease>> {
-    c.prepare_cached("DELETE FROM concurrency_slots WHERE holder = ?1 AND expires_at <= ?2")
-        .map_err(map_err)?
-        .execute(rusqlite::params![holder, now])
-        .map_err(map_err)?;
-    c.prepare_cached("UPDATE concurrency_slots SET expires_at = ?2 WHERE holder = ?1")
-        .map_err(map_err)?
-        .execute(rusqlite::params![holder, until])
-        .map_err(map_err)?;
-    let mut st = c
-        .prepare_cached(
-            "SELECT bucket, slot FROM concurrency_slots WHERE holder = ?1 ORDER BY bucket, slot",
-        )
-        .map_err(map_err)?;
-    let mut rows = st.query([holder]).map_err(map_err)?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next().map_err(map_err)? {
-        out.push(crate::SlotLease {
-            bucket: r.get(0).map_err(map_err)?,
-            slot: r.get(1).map_err(map_err)?,
-        });
-    }
-    Ok(out)
-}
-
-pub(crate) fn release_slots(
-    c: &Connection,
-    bucket: &str,
-    holder: &str,
-    slots: &[u32],
-) -> Result<()> {
-    let mut st = c
-        .prepare_cached(
-            "DELETE FROM concurrency_slots WHERE bucket = ?1 AND holder = ?2 AND slot = ?3",
-        )
-        .map_err(map_err)?;
-    for slot in slots {
-        st.execute(rusqlite::params![bucket, holder, slot])
-            .map_err(map_err)?;
-    }
-    Ok(())
 }
