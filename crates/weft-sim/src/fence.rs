@@ -224,15 +224,21 @@ impl FenceLog {
         *lock(&self.watched) = fences.iter().copied().collect();
     }
 
+    /// Stops holding new owners; release the held ones after this.
     pub fn unwatch(&self) {
         lock(&self.watched).clear();
     }
 
-    fn takes_watched(&self, leases: &[BucketLease]) -> bool {
+    /// Holds `ctl` if `leases` take over a watched bucket. Under the `watched` lock, so a hold
+    /// is never set after [`FenceLog::unwatch`] returned (the driver releases holds after it).
+    fn hold_if_taking_over(&self, leases: &[BucketLease], ctl: &Control) {
         let w = lock(&self.watched);
-        leases
+        if leases
             .iter()
             .any(|l| w.get(&l.bucket).is_some_and(|e| l.epoch > *e))
+        {
+            ctl.hold();
+        }
     }
 
     /// Buckets of instances with activity tasks pending.
@@ -683,9 +689,7 @@ impl Store for FenceStore {
         let r = self.inner.acquire_buckets(app_id, holder, buckets).await;
         if let Ok(leases) = &r {
             self.log.grant(self.engine, holder, leases);
-            if self.log.takes_watched(leases) {
-                self.ctl.hold();
-            }
+            self.log.hold_if_taking_over(leases, &self.ctl);
         }
         r
     }

@@ -24,7 +24,7 @@ const MUTATION_SEEDS: [(Op, u64); 5] = [
     (Op::Purge, 1),
 ];
 
-/// The two tests take turns: each is timing-sensitive (leases of 800 ms, a 40 s deadline per
+/// The two tests take turns: each is timing-sensitive (leases of 800 ms, a 60 s deadline per
 /// run), and run side by side on two cores they slow each other past it.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -74,7 +74,7 @@ async fn one(
         pause_ops,
         strip,
         probe,
-        deadline: Duration::from_secs(40),
+        deadline: Duration::from_secs(60),
     })
     .await;
     say(&format!(
