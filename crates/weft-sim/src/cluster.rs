@@ -9,8 +9,9 @@
 //! The schedule runs on the simulation's own clock (seeded delays between steps); a pause ends
 //! when the take-over it waits for is seen in the lease log, or after a bound.
 
+use crate::control::Control;
 use crate::driver::{Api, ScenarioStats, run_scenario};
-use crate::fence::{Control, FenceLog, FenceStats, FenceStore, Op};
+use crate::fence::{FenceLog, FenceStats, FenceStore, Op};
 use crate::known_bugs::Enabled;
 use crate::node::Backend;
 use crate::rng::Rng;
@@ -39,8 +40,11 @@ pub struct ClusterSeed {
     pub backend: Backend,
     /// The owner-write kinds pauses are armed with, in turn.
     pub pause_ops: Vec<Op>,
-    /// Mutation check: forward this kind of owner write without its fence.
+    /// Mutation check: forward this kind of owner write without its fence (the run then stops
+    /// at the first write by a stale owner).
     pub strip: Option<Op>,
+    /// Instead of the seeded schedule, the targeted one of [`crate::probe`] aimed at this kind.
+    pub probe: Option<Op>,
     pub deadline: Duration,
 }
 
@@ -80,8 +84,8 @@ impl ClusterReport {
         };
         format!(
             "seed {}: {} engines, {} instances; {} tables ({} moves), pauses {}/{} armed froze an \
-             engine ({} taken over meanwhile), {} cuts; {} lease grants, {} owner writes, refused \
-             as fenced: [{}], unfenced owner calls: [{}]; {:.1}s{}",
+             engine ({} taken over meanwhile), {} cuts; {} lease grants, {} owner writes, stale \
+             owner calls: [{}], refused as fenced: [{}], unfenced owner calls: [{}]; {:.1}s{}",
             self.seed,
             self.engines,
             self.instances,
@@ -93,6 +97,7 @@ impl ClusterReport {
             s.cuts,
             f.grants,
             f.writes,
+            map(&f.stale),
             map(&f.refused),
             map(&f.unfenced),
             self.elapsed.as_secs_f64(),
@@ -129,18 +134,18 @@ fn table(version: u64, app: &str, members: &[bool], addrs: &[String]) -> Arc<Pla
 }
 
 /// The placement side: the engines' registries and the membership the schedule changes.
-struct Placement {
+pub(crate) struct Placement {
     app: String,
     registries: Vec<Registry>,
     addrs: Vec<String>,
-    members: Vec<bool>,
+    pub(crate) members: Vec<bool>,
     version: u64,
-    stats: ScheduleStats,
+    pub(crate) stats: ScheduleStats,
 }
 
 impl Placement {
     /// Publishes the membership as a new table to every engine but `skip` (a paused one).
-    fn publish(&mut self, skip: Option<usize>) {
+    pub(crate) fn publish(&mut self, skip: Option<usize>) {
         if !self.members.iter().any(|m| *m) {
             self.members[0] = true;
         }
@@ -161,7 +166,7 @@ impl Placement {
     }
 }
 
-async fn nap(stop: &CancellationToken, d: Duration) {
+pub(crate) async fn nap(stop: &CancellationToken, d: Duration) {
     tokio::select! {
         _ = stop.cancelled() => {}
         _ = sleep(d) => {}
@@ -169,7 +174,7 @@ async fn nap(stop: &CancellationToken, d: Duration) {
 }
 
 /// Waits until every `(bucket, epoch)` of a paused write has been granted at a higher epoch.
-async fn taken_over(log: &FenceLog, fences: &[(i32, i64)]) -> bool {
+pub(crate) async fn taken_over(log: &FenceLog, fences: &[(i32, i64)]) -> bool {
     let mut rx = log.grants_changed();
     let done = |log: &FenceLog| {
         fences
@@ -368,20 +373,36 @@ pub async fn run_cluster_seed(cfg: ClusterSeed) -> ClusterReport {
         workers.extend(crate::worker::spawn(opts, rx, obs.clone(), stop.clone()));
     }
     let sched_stop = stop.child_token();
-    let sched = tokio::spawn(schedule(
-        rng.fork(),
-        cfg.pause_ops.clone(),
-        place.clone(),
-        ctls.clone(),
-        log.clone(),
-        sched_stop.clone(),
-    ));
+    let sched = match cfg.probe {
+        Some(op) => tokio::spawn(crate::probe::probe(
+            op,
+            place.clone(),
+            ctls.clone(),
+            log.clone(),
+            sched_stop.clone(),
+        )),
+        None => tokio::spawn(schedule(
+            rng.fork(),
+            cfg.pause_ops.clone(),
+            place.clone(),
+            ctls.clone(),
+            log.clone(),
+            sched_stop.clone(),
+        )),
+    };
     let deadline = Instant::now() + cfg.deadline;
     let (_client_tx, client_rx) = watch::channel(Some(grpc[0].clone()));
     let api = Api::new(client_rx, deadline);
     let stats = Mutex::new(ScenarioStats::default());
     let runs = futures::future::join_all(scenarios.iter().map(|s| run_scenario(s, &api, &stats)));
-    problems.extend(runs.await.into_iter().flatten());
+    // A mutation run has done its job at the first stale write: the rest would only wait.
+    let caught = tokio::select! {
+        r = runs => {
+            problems.extend(r.into_iter().flatten());
+            false
+        }
+        _ = log.first_violation(), if cfg.strip.is_some() => true,
+    };
 
     // Calm: the schedule stops, every engine is back in touch and a member.
     sched_stop.cancel();
@@ -391,24 +412,27 @@ pub async fn run_cluster_seed(cfg: ClusterSeed) -> ClusterReport {
     for c in &ctls {
         c.set_cut(false);
         c.thaw();
+        c.release();
     }
-    {
-        let mut p = place.lock().unwrap_or_else(|p| p.into_inner());
-        p.members = vec![true; engines];
-        p.publish(None);
-    }
-    match api.list().await {
-        Ok(ids) => {
-            for id in ids {
-                if let Err(s) = api.wait_terminal(&id).await {
-                    problems.push(format!("{id}: stuck: {}", s.message()));
+    if !caught {
+        {
+            let mut p = place.lock().unwrap_or_else(|p| p.into_inner());
+            p.members = vec![true; engines];
+            p.publish(None);
+        }
+        match api.list().await {
+            Ok(ids) => {
+                for id in ids {
+                    if let Err(s) = api.wait_terminal(&id).await {
+                        problems.push(format!("{id}: stuck: {}", s.message()));
+                    }
                 }
             }
+            Err(s) => problems.push(format!("listing instances failed: {s}")),
         }
-        Err(s) => problems.push(format!("listing instances failed: {s}")),
+        let client = stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        problems.extend(observed_problems(&obs, &client));
     }
-    let client = stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    problems.extend(observed_problems(&obs, &client));
     problems.extend(log.violations());
     stop.cancel();
     for w in workers {

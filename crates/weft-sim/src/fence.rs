@@ -6,9 +6,12 @@
 //!   activity and reminder claims (the buckets of the rows they returned), reminder fires and
 //!   purges — so [`FenceLog::violations`] can find a write that committed under an epoch lower
 //!   than one already granted for its bucket: a write by a stale owner;
-//! - can **pause** its engine: armed with an owner-write kind, the next such call (carrying a
-//!   fence) freezes every store call of that engine, renewals included, until the driver lets
-//!   it go — a process stopped between checking its lease and sending a write;
+//! - can **pause** its engine ([`crate::control::Control`]): armed with an owner-write kind, the
+//!   next such call (carrying a fence; for claims, only one that would return rows, judged by
+//!   [`crate::pending`]) freezes every store call of that engine, renewals included, until the
+//!   driver lets it go — a process stopped between checking its lease and sending a write — and
+//!   can **hold** the engine that takes the paused one's buckets over until the paused write
+//!   landed;
 //! - can **cut** its engine off the database (every call fails as unreachable);
 //! - for the mutation check only, can **strip** the fence from one kind of owner write before
 //!   forwarding it, to show the invariant catches a missing fencing condition.
@@ -19,9 +22,12 @@
 
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
+
+use crate::control::Control;
+use crate::pending::{Effect, Pending};
 use weft_core::bucket::bucket_of;
 use weft_core::{InstanceMeta, Micros};
 use weft_proto::durabletask::HistoryEvent;
@@ -91,6 +97,9 @@ struct LogState {
     unfenced: BTreeMap<Op, u64>,
     /// Owner writes refused as fenced, per kind.
     refused: BTreeMap<Op, u64>,
+    /// Owner-write calls forwarded after a grant of a higher epoch for one of their buckets:
+    /// the calls the store must refuse (or, for claims, skip those buckets of).
+    stale: BTreeMap<Op, u64>,
 }
 
 /// Figures of the lease history of one run.
@@ -100,6 +109,7 @@ pub struct FenceStats {
     pub writes: u64,
     pub refused: BTreeMap<Op, u64>,
     pub unfenced: BTreeMap<Op, u64>,
+    pub stale: BTreeMap<Op, u64>,
 }
 
 /// The lease grants and owner writes of every engine of one run, in one order.
@@ -109,6 +119,14 @@ pub struct FenceLog {
     state: Mutex<LogState>,
     /// Bumped on every grant, for a driver waiting for a take-over.
     granted: watch::Sender<u64>,
+    /// Set at the first write by a stale owner (a mutation run can stop there).
+    violated: watch::Sender<bool>,
+    /// The fences of a paused write whose take-over the driver waits for: an engine granted one
+    /// of these buckets at a higher epoch is held until the paused write landed, so the stale
+    /// write meets the store before the new owner acted (deterministic, not a race).
+    watched: Mutex<HashMap<i32, i64>>,
+    /// What claims could find, for pauses that must freeze a claim returning rows.
+    pending: Mutex<Pending>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -136,7 +154,12 @@ impl FenceLog {
     }
 
     fn wrote(&self, seq: u64, engine: usize, op: Op, fence: (i32, i64), what: String) {
-        lock(&self.state).writes.push(Write {
+        let mut s = lock(&self.state);
+        let stale = s
+            .grants
+            .get(&fence.0)
+            .is_some_and(|gs| gs.iter().any(|g| g.seq < seq && g.epoch > fence.1));
+        s.writes.push(Write {
             seq,
             engine,
             op,
@@ -144,6 +167,23 @@ impl FenceLog {
             epoch: fence.1,
             what,
         });
+        drop(s);
+        if stale {
+            self.violated.send_replace(true);
+        }
+    }
+
+    /// Counts a call forwarded after one of its buckets was granted at a higher epoch.
+    fn count_stale(&self, op: Op, fences: &[(i32, i64)]) {
+        let mut s = lock(&self.state);
+        let stale = fences.iter().any(|(b, e)| {
+            s.grants
+                .get(b)
+                .is_some_and(|gs| gs.iter().any(|g| g.epoch > *e))
+        });
+        if stale {
+            *s.stale.entry(op).or_default() += 1;
+        }
     }
 
     fn count(&self, op: Op, refused: bool) {
@@ -164,6 +204,52 @@ impl FenceLog {
             .and_then(|g| g.iter().map(|g| g.epoch).max())
     }
 
+    /// The engine granted the highest epoch of `bucket` so far (its owner, unless released).
+    pub fn holder_of(&self, bucket: i32) -> Option<usize> {
+        lock(&self.state)
+            .grants
+            .get(&bucket)
+            .and_then(|g| g.iter().max_by_key(|g| g.epoch))
+            .map(|g| g.engine)
+    }
+
+    /// Waits until a write by a stale owner was recorded.
+    pub async fn first_violation(&self) {
+        let _ = self.violated.subscribe().wait_for(|v| *v).await;
+    }
+
+    /// Holds every engine granted one of `fences`' buckets at a higher epoch, until
+    /// [`FenceLog::unwatch`].
+    pub fn watch_takeover(&self, fences: &[(i32, i64)]) {
+        *lock(&self.watched) = fences.iter().copied().collect();
+    }
+
+    /// Stops holding new owners; release the held ones after this.
+    pub fn unwatch(&self) {
+        lock(&self.watched).clear();
+    }
+
+    /// Holds `ctl` if `leases` take over a watched bucket. Under the `watched` lock, so a hold
+    /// is never set after [`FenceLog::unwatch`] returned (the driver releases holds after it).
+    fn hold_if_taking_over(&self, leases: &[BucketLease], ctl: &Control) {
+        let w = lock(&self.watched);
+        if leases
+            .iter()
+            .any(|l| w.get(&l.bucket).is_some_and(|e| l.epoch > *e))
+        {
+            ctl.hold();
+        }
+    }
+
+    /// Buckets of instances with activity tasks pending.
+    pub fn task_buckets(&self) -> Vec<i32> {
+        lock(&self.pending).task_buckets()
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        lock(&self.pending)
+    }
+
     /// A receiver that changes on every grant.
     pub fn grants_changed(&self) -> watch::Receiver<u64> {
         self.granted.subscribe()
@@ -176,6 +262,7 @@ impl FenceLog {
             writes: s.writes.len() as u64,
             refused: s.refused.clone(),
             unfenced: s.unfenced.clone(),
+            stale: s.stale.clone(),
         }
     }
 
@@ -230,62 +317,6 @@ impl FenceLog {
     }
 }
 
-/// A pause in progress: the kind of write it froze at and that write's `(bucket, epoch)` fences.
-pub type Paused = Option<(Op, Vec<(i32, i64)>)>;
-
-/// What the driver does to one engine's store calls.
-#[derive(Default)]
-pub struct Control {
-    /// Freeze at the next fenced call of this kind.
-    armed: Mutex<Option<Op>>,
-    /// While true every call waits (the engine is paused). Set to `Some((op, fences))` when a
-    /// pause began, for the driver.
-    frozen: watch::Sender<Paused>,
-    /// While set every call fails as unreachable.
-    cut: AtomicBool,
-}
-
-impl Control {
-    pub fn arm(&self, op: Op) {
-        *lock(&self.armed) = Some(op);
-    }
-    pub fn disarm(&self) {
-        *lock(&self.armed) = None;
-    }
-    pub fn frozen(&self) -> watch::Receiver<Paused> {
-        self.frozen.subscribe()
-    }
-    pub fn thaw(&self) {
-        self.frozen.send_replace(None);
-    }
-    pub fn set_cut(&self, cut: bool) {
-        self.cut.store(cut, Ordering::SeqCst);
-    }
-
-    /// Starts a pause if armed for `op` and the call is fenced.
-    fn trigger(&self, op: Op, fences: &[(i32, i64)]) {
-        if fences.is_empty() {
-            return;
-        }
-        let mut armed = lock(&self.armed);
-        if *armed == Some(op) {
-            *armed = None;
-            self.frozen.send_replace(Some((op, fences.to_vec())));
-        }
-    }
-
-    /// Waits while paused; fails while cut off.
-    async fn pass(&self) -> Result<()> {
-        let mut rx = self.frozen.subscribe();
-        // Bounded by the driver, which always thaws a pause it saw begin.
-        let _ = rx.wait_for(|f| f.is_none()).await;
-        if self.cut.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("simulated partition".into()));
-        }
-        Ok(())
-    }
-}
-
 /// One engine's store handle, recording into the run's [`FenceLog`].
 pub struct FenceStore {
     inner: Arc<dyn Store>,
@@ -317,14 +348,40 @@ impl FenceStore {
         self.strip == Some(op)
     }
 
-    /// Before forwarding an owner write: maybe pause, then wait/fail, then number it.
-    async fn owner(&self, op: Op, fences: &[(i32, i64)], fenced: bool) -> Result<u64> {
+    /// Before forwarding an owner write: maybe pause (if it `matters`), then wait/fail, then
+    /// number it. Returns the number and whether this call started a pause (then
+    /// [`FenceStore::landed`] must follow the store's answer).
+    async fn owner(
+        &self,
+        op: Op,
+        fences: &[(i32, i64)],
+        fenced: bool,
+        matters: bool,
+    ) -> Result<(u64, bool)> {
         if !fenced {
             self.log.count(op, false);
         }
-        self.ctl.trigger(op, fences);
-        self.ctl.pass().await?;
-        Ok(self.log.next())
+        let paused = self.ctl.trigger(op, fences, matters);
+        if let Err(e) = self.ctl.pass().await {
+            self.landed(paused);
+            return Err(e);
+        }
+        let seq = self.log.next();
+        self.log.count_stale(op, fences);
+        Ok((seq, paused))
+    }
+
+    /// [`FenceStore::owner`] for a claim over a scope.
+    async fn owner_of_scope(&self, op: Op, scope: &Scope, matters: bool) -> Result<(u64, bool)> {
+        let pairs = scope.fenced_pairs().unwrap_or_default();
+        self.owner(op, &pairs, scope.epochs.is_some(), matters)
+            .await
+    }
+
+    fn landed(&self, paused: bool) {
+        if paused {
+            self.ctl.done();
+        }
     }
 
     fn outcome<T>(&self, op: Op, r: &Result<T>) {
@@ -351,10 +408,6 @@ impl FenceStore {
             }
         }
     }
-}
-
-fn pairs(scope: &Scope) -> Vec<(i32, i64)> {
-    scope.fenced_pairs().unwrap_or_default()
 }
 
 fn fence_pair(f: Option<&Fence>) -> Vec<(i32, i64)> {
@@ -399,14 +452,12 @@ impl Store for FenceStore {
             .map(|c| c.fence.as_ref().map(|f| (f.bucket, f.epoch)))
             .collect();
         let all: Vec<_> = fences.iter().flatten().copied().collect();
-        if fences.iter().any(Option::is_none) {
-            self.log.count(Op::Checkpoint, false);
-        }
-        self.ctl.trigger(Op::Checkpoint, &all);
-        if let Err(e) = self.ctl.pass().await {
-            return cps.iter().map(|_| Err(e.duplicate_public())).collect();
-        }
-        let seq = self.log.next();
+        let fenced = !fences.iter().any(Option::is_none);
+        let (seq, paused) = match self.owner(Op::Checkpoint, &all, fenced, true).await {
+            Ok(x) => x,
+            Err(e) => return cps.iter().map(|_| Err(e.duplicate_public())).collect(),
+        };
+        let effects: Vec<_> = cps.iter().map(Effect::of).collect();
         let what: Vec<_> = cps
             .iter()
             .map(|c| format!("checkpoint of {} v{}", c.instance_id, c.expected_version))
@@ -417,8 +468,12 @@ impl Store for FenceStore {
             }
         }
         let out = self.inner.checkpoint_batch(cps).await;
-        for ((r, f), w) in out.iter().zip(&fences).zip(what) {
+        self.landed(paused);
+        for (((r, f), w), effect) in out.iter().zip(&fences).zip(what).zip(effects) {
             self.outcome(Op::Checkpoint, r);
+            if r.is_ok() {
+                self.log.pending().apply(effect);
+            }
             if let (Ok(()), Some(f)) = (r, f) {
                 self.log.wrote(seq, self.engine, Op::Checkpoint, *f, w);
             }
@@ -426,8 +481,9 @@ impl Store for FenceStore {
         out
     }
     async fn claim_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
-        let seq = self
-            .owner(Op::ClaimActivities, &pairs(scope), scope.epochs.is_some())
+        let matters = self.log.pending().has_tasks(scope);
+        let (seq, paused) = self
+            .owner_of_scope(Op::ClaimActivities, scope, matters)
             .await?;
         let r = if self.stripped(Op::ClaimActivities) {
             let mut s = scope.clone();
@@ -436,6 +492,7 @@ impl Store for FenceStore {
         } else {
             self.inner.claim_activities(scope).await
         };
+        self.landed(paused);
         self.outcome(Op::ClaimActivities, &r);
         if let Ok(tasks) = &r {
             let ids = tasks.iter().map(|t| {
@@ -456,15 +513,34 @@ impl Store for FenceStore {
         event: HistoryEvent,
     ) -> Result<bool> {
         self.ctl.pass().await?;
-        self.inner
+        let r = self
+            .inner
             .complete_activity(instance_id, task_id, generation, event)
-            .await
+            .await;
+        if let Ok(true) = r {
+            self.log
+                .pending()
+                .completed(instance_id, task_id, generation);
+        }
+        r
     }
     async fn complete_activity_batch(&self, items: Vec<ActivityCompletion>) -> Vec<Result<bool>> {
         if let Err(e) = self.ctl.pass().await {
             return items.iter().map(|_| Err(e.duplicate_public())).collect();
         }
-        self.inner.complete_activity_batch(items).await
+        let keys: Vec<_> = items
+            .iter()
+            .map(|i| (i.instance_id.clone(), i.task_id, i.generation))
+            .collect();
+        let out = self.inner.complete_activity_batch(items).await;
+        let mut p = self.log.pending();
+        for (r, (id, task, generation)) in out.iter().zip(keys) {
+            if let Ok(true) = r {
+                p.completed(&id, task, generation);
+            }
+        }
+        drop(p);
+        out
     }
     async fn instances_with_inbox(&self, scope: &Scope) -> Result<Vec<String>> {
         self.ctl.pass().await?;
@@ -477,8 +553,9 @@ impl Store for FenceStore {
         lease_until: Micros,
         limit: usize,
     ) -> Result<Vec<Reminder>> {
-        let seq = self
-            .owner(Op::ClaimReminders, &pairs(scope), scope.epochs.is_some())
+        let matters = self.log.pending().has_due_reminder(scope, now);
+        let (seq, paused) = self
+            .owner_of_scope(Op::ClaimReminders, scope, matters)
             .await?;
         let r = if self.stripped(Op::ClaimReminders) {
             let mut s = scope.clone();
@@ -491,8 +568,10 @@ impl Store for FenceStore {
                 .claim_due_reminders(scope, now, lease_until, limit)
                 .await
         };
+        self.landed(paused);
         self.outcome(Op::ClaimReminders, &r);
         if let Ok(rs) = &r {
+            self.log.pending().claimed(rs);
             let ids = rs.iter().map(|r| {
                 (
                     r.instance_id.as_str(),
@@ -504,8 +583,8 @@ impl Store for FenceStore {
         r
     }
     async fn fire_reminder(&self, reminder_id: i64, fence: Option<&Fence>) -> Result<bool> {
-        let seq = self
-            .owner(Op::FireReminder, &fence_pair(fence), fence.is_some())
+        let (seq, paused) = self
+            .owner(Op::FireReminder, &fence_pair(fence), fence.is_some(), true)
             .await?;
         let f = if self.stripped(Op::FireReminder) {
             None
@@ -513,6 +592,7 @@ impl Store for FenceStore {
             fence
         };
         let r = self.inner.fire_reminder(reminder_id, f).await;
+        self.landed(paused);
         self.outcome(Op::FireReminder, &r);
         if let (Ok(true), Some(f)) = (&r, fence) {
             let what = format!("fire of reminder {reminder_id}");
@@ -539,8 +619,8 @@ impl Store for FenceStore {
         self.inner.list_instances(filter).await
     }
     async fn purge(&self, id: &str, force: bool, fence: Option<&Fence>) -> Result<bool> {
-        let seq = self
-            .owner(Op::Purge, &fence_pair(fence), fence.is_some())
+        let (seq, paused) = self
+            .owner(Op::Purge, &fence_pair(fence), fence.is_some(), true)
             .await?;
         let f = if self.stripped(Op::Purge) {
             None
@@ -548,7 +628,11 @@ impl Store for FenceStore {
             fence
         };
         let r = self.inner.purge(id, force, f).await;
+        self.landed(paused);
         self.outcome(Op::Purge, &r);
+        if let Ok(true) = r {
+            self.log.pending().purged(id);
+        }
         if let (Ok(true), Some(f)) = (&r, fence) {
             let what = format!("purge of {id}");
             self.log
@@ -605,6 +689,7 @@ impl Store for FenceStore {
         let r = self.inner.acquire_buckets(app_id, holder, buckets).await;
         if let Ok(leases) = &r {
             self.log.grant(self.engine, holder, leases);
+            self.log.hold_if_taking_over(leases, &self.ctl);
         }
         r
     }

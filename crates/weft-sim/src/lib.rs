@@ -10,6 +10,7 @@
 //! seed usually, not always, fails again.
 
 pub mod cluster;
+pub mod control;
 pub mod driver;
 pub mod faults;
 pub mod fence;
@@ -17,6 +18,8 @@ pub mod invariants;
 pub mod known_bugs;
 pub mod model;
 pub mod node;
+pub mod pending;
+pub mod probe;
 pub mod program;
 pub mod rng;
 pub mod sdk;
