@@ -220,3 +220,15 @@ fn stale_tables_are_ignored_and_changes_are_announced() {
     assert_eq!(*rx.borrow_and_update(), 5);
     assert!(r.owned_buckets(APP, ActorKind::Workflow).is_empty());
 }
+
+#[test]
+fn peers_are_the_other_hosts_of_the_table_at_their_own_address() {
+    let r = Registry::placed("a");
+    assert!(!r.is_peer("b", "b.internal:50002"), "no table yet");
+    r.apply(table(1, vec![host("a", APP, true), host("b", APP, false)]));
+    assert!(r.is_peer("b", "b.internal:50002"));
+    assert!(!r.is_peer("b", "127.0.0.1:1"), "another address");
+    assert!(!r.is_peer("c", "c.internal:50002"), "not in the table");
+    assert!(!r.is_peer("a", "a.internal:50002"), "itself");
+    assert!(!Registry::local_only("a").is_peer("b", "b.internal:50002"));
+}
