@@ -23,6 +23,10 @@ pub trait Target {
     /// Runs one input. `Err` is a broken invariant (a crash); returning `Ok` for input the code
     /// under test rejected with an error is the expected outcome for most inputs.
     fn run(&mut self, data: &[u8]) -> Result<(), String>;
+    /// How many inputs got past the decoder into the handler behind it (0: not counted).
+    fn reached(&self) -> u64 {
+        0
+    }
 }
 
 /// What one target's run did.
@@ -31,6 +35,8 @@ pub struct Report {
     pub target: &'static str,
     pub corpus: usize,
     pub iterations: u64,
+    /// Inputs that decoded and reached the handler behind the decoder (targets that count it).
+    pub reached: u64,
     /// CPU time of the fuzzing thread (the target's own code and its current-thread runtime).
     pub thread_cpu: Duration,
     /// CPU time of the whole process over the run: equals the target's total (blocking store
@@ -44,10 +50,11 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "weft-fuzz [{}]: {} corpus inputs, {} iterations, cpu {:.1} s (thread) / {:.1} s (process), wall {:.1} s, {} crashes",
+            "weft-fuzz [{}]: {} corpus inputs, {} iterations ({} reached a handler), cpu {:.1} s (thread) / {:.1} s (process), wall {:.1} s, {} crashes",
             self.target,
             self.corpus,
             self.iterations,
+            self.reached,
             self.thread_cpu.as_secs_f64(),
             self.process_cpu.as_secs_f64(),
             self.wall.as_secs_f64(),
@@ -99,7 +106,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Self(seed.max(1))
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -109,7 +116,7 @@ impl Rng {
     }
     /// A value in `0..n` (`n > 0`).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 }
 
@@ -130,7 +137,7 @@ pub fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
             }
             1 if len > 0 => {
                 let i = rng.below(len);
-                out[i] = rng.next() as u8;
+                out[i] = rng.next_u64() as u8;
             }
             2 if len > 0 => {
                 let i = rng.below(len);
@@ -139,7 +146,7 @@ pub fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
             3 => {
                 let i = rng.below(len + 1);
                 let n = 1 + rng.below(8);
-                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
                 out.splice(i..i, bytes);
             }
             4 if len > 0 => {
@@ -168,7 +175,7 @@ pub fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
                 let i = rng.below(len);
                 out[i] = out[i].wrapping_add(rng.below(7) as u8).wrapping_sub(3);
             }
-            _ => out.push(rng.next() as u8),
+            _ => out.push(rng.next_u64() as u8),
         }
     }
     out.truncate(MAX_INPUT);
@@ -328,7 +335,7 @@ pub fn fuzz(target: &mut dyn Target, budget: Duration, seed: u64) -> Result<Repo
         }
         // Keep a few mutants around so later mutations build on them (no coverage feedback on
         // stable Rust; a bounded pool of recent mutants goes deeper than the seeds alone).
-        if iterations % 64 == 0 {
+        if iterations.is_multiple_of(64) {
             if corpus.len() < 512 {
                 corpus.push(data);
             } else {
@@ -341,6 +348,7 @@ pub fn fuzz(target: &mut dyn Target, budget: Duration, seed: u64) -> Result<Repo
         target: name,
         corpus: replay.len(),
         iterations,
+        reached: target.reached(),
         thread_cpu: cpu_time(libc::CLOCK_THREAD_CPUTIME_ID).saturating_sub(thread0),
         process_cpu: cpu_time(libc::CLOCK_PROCESS_CPUTIME_ID).saturating_sub(process0),
         wall: started.elapsed(),

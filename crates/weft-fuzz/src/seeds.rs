@@ -341,6 +341,21 @@ fn placement() -> Vec<Vec<u8>> {
                 msg: Some(P::Table(table)),
             },
         ),
+        // Regression: an absurd ring parameter (overflowed the point count before MAX_VNODES).
+        sel(
+            1,
+            &pb::PlacementMessage {
+                msg: Some(P::Table(pb::Table {
+                    version: 1,
+                    hosts: vec![pb::HostInfo {
+                        weight: 100,
+                        ..host("a", &["app.workflow"])
+                    }],
+                    vnodes_per_host: u32::MAX,
+                    cluster_id: String::new(),
+                })),
+            },
+        ),
         sel(
             1,
             &pb::PlacementMessage {
@@ -432,7 +447,7 @@ fn core() -> Vec<Vec<u8>> {
     ]];
     let mut rng = Rng::new(7);
     for n in [32, 64, 128, 256, 512] {
-        seeds.push((0..n).map(|_| rng.next() as u8).collect());
+        seeds.push((0..n).map(|_| rng.next_u64() as u8).collect());
     }
     seeds
 }

@@ -30,6 +30,8 @@ pub struct Sidecar {
     pub ownership: Arc<dyn Ownership>,
     pub shutdown: CancellationToken,
     calls: u64,
+    /// Calls made on the sidecars this one replaced.
+    earlier: u64,
 }
 
 impl Sidecar {
@@ -59,6 +61,7 @@ impl Sidecar {
             ownership,
             shutdown,
             calls: 0,
+            earlier: 0,
         })
     }
 
@@ -76,15 +79,60 @@ impl Sidecar {
         f()
     }
 
-    /// Whether the caller should replace this sidecar with a fresh one.
-    pub fn worn_out(&self) -> bool {
-        self.calls >= CALLS_PER_SIDECAR
+    /// Replaces this sidecar with a fresh one once it has served its share of calls.
+    pub fn renew_if_worn(&mut self) -> Result<(), String> {
+        if self.calls >= CALLS_PER_SIDECAR {
+            let earlier = self.served();
+            *self = Self::new().map_err(|e| e.to_string())?;
+            self.earlier = earlier;
+        }
+        Ok(())
+    }
+
+    /// Calls made so far (on this sidecar and the ones it replaced).
+    pub fn served(&self) -> u64 {
+        self.earlier + self.calls
     }
 }
 
 impl Drop for Sidecar {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// A target whose inputs run against an in-process [`Sidecar`] through `run`.
+pub struct SidecarTarget {
+    name: &'static str,
+    sidecar: Sidecar,
+    run: fn(&mut Sidecar, &[u8]) -> Result<(), String>,
+}
+
+impl SidecarTarget {
+    pub fn new(
+        name: &'static str,
+        run: fn(&mut Sidecar, &[u8]) -> Result<(), String>,
+    ) -> Result<Self, FuzzError> {
+        Ok(Self {
+            name,
+            sidecar: Sidecar::new()?,
+            run,
+        })
+    }
+}
+
+impl crate::harness::Target for SidecarTarget {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn reached(&self) -> u64 {
+        self.sidecar.served()
+    }
+
+    fn run(&mut self, data: &[u8]) -> Result<(), String> {
+        self.sidecar.renew_if_worn()?;
+        (self.run)(&mut self.sidecar, data)
     }
 }
 

@@ -17,12 +17,12 @@ fn fuzz(target: &mut dyn Target) {
 
 #[test]
 fn durabletask() {
-    fuzz(&mut targets::durabletask::Durabletask::new().expect("sidecar"));
+    fuzz(&mut targets::durabletask::target().expect("sidecar"));
 }
 
 #[test]
 fn internal() {
-    fuzz(&mut targets::internal::InternalApi::new().expect("sidecar"));
+    fuzz(&mut targets::internal::target().expect("sidecar"));
 }
 
 #[test]
@@ -32,7 +32,7 @@ fn placement() {
 
 #[test]
 fn http() {
-    fuzz(&mut targets::http::Http::new().expect("sidecar"));
+    fuzz(&mut targets::http::target().expect("sidecar"));
 }
 
 #[test]

@@ -464,22 +464,13 @@ async fn purge_by_filter(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::Registry;
     use tower::ServiceExt;
 
     /// Found by the fuzzer (`crates/weft-fuzz`, target `http`): a malformed query string or path
     /// was refused by axum in plain text, not in Dapr's JSON error shape.
     #[tokio::test]
     async fn malformed_queries_and_paths_get_json_errors() {
-        let store = Arc::new(weft_store::SqliteStore::open_in_memory().unwrap());
-        let engine = Engine::with_registry(store, Default::default(), Registry::local_only("me"));
-        let r = Router::new(
-            engine.clone(),
-            Arc::new(engine.registry().clone()),
-            1 << 20,
-            None,
-        );
-        let app = router(r, None, 1 << 20);
+        let app = router(crate::testing::local_router(), None, 1 << 20);
         for uri in [
             "/weft/v1/instances?limit=x",
             "/weft/v1/purge?recursive=maybe",

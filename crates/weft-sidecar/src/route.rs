@@ -726,14 +726,7 @@ mod tests {
     /// carried — a made-up one answered INTERNAL ("bad peer address"), a real one was dialled.
     #[tokio::test]
     async fn a_token_naming_a_sidecar_outside_the_cluster_is_not_forwarded() {
-        let store = Arc::new(weft_store::SqliteStore::open_in_memory().unwrap());
-        let engine = Engine::with_registry(store, Default::default(), Registry::local_only("me"));
-        let router = Router::new(
-            engine.clone(),
-            Arc::new(engine.registry().clone()),
-            1 << 20,
-            None,
-        );
+        let router = crate::testing::local_router();
         // A closed loopback port and an address that is no URI at all.
         for addr in ["127.0.0.1:1", "17.0.0.1\x01:1"] {
             let token = format!("1{}", token_suffix("other", addr));

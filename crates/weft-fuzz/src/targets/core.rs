@@ -323,10 +323,8 @@ fn check_history(meta: &InstanceMeta, history: &[HistoryEvent]) -> Result<(), St
         };
         match &e.event_type {
             Some(EventType::ExecutionStarted(_)) => starts += 1,
-            Some(EventType::ExecutionCompleted(_)) => {
-                if completed_at.replace(n).is_some() {
-                    return Err("two ExecutionCompleted events".into());
-                }
+            Some(EventType::ExecutionCompleted(_)) if completed_at.replace(n).is_some() => {
+                return Err("two ExecutionCompleted events".into());
             }
             Some(
                 EventType::TaskScheduled(_)

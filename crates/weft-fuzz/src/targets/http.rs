@@ -1,9 +1,9 @@
 //! Target `http`: requests to the Dapr HTTP workflow API and Weft's own HTTP endpoints, through
 //! the real axum router (path and query extraction, body checks) into the engine.
 
+use crate::FuzzError;
 use crate::input::Input;
-use crate::sidecar::{MAX_PAYLOAD, Sidecar};
-use crate::{FuzzError, harness::Target};
+use crate::sidecar::{MAX_PAYLOAD, Sidecar, SidecarTarget};
 use axum::body::Body;
 use tower::ServiceExt;
 
@@ -45,19 +45,9 @@ const QUERIES: &[&str] = &[
     "reason=because",
 ];
 
-pub struct Http {
-    sidecar: Sidecar,
-    app: axum::Router,
-}
-
-impl Http {
-    pub fn new() -> Result<Self, FuzzError> {
-        let sidecar = Sidecar::new()?;
-        // The router installs the metrics recorder, whose upkeep task needs the runtime.
-        let app = sidecar
-            .in_runtime(|| weft_sidecar::http::router(sidecar.router.clone(), None, MAX_PAYLOAD));
-        Ok(Self { sidecar, app })
-    }
+/// The target: each input is one HTTP request.
+pub fn target() -> Result<SidecarTarget, FuzzError> {
+    SidecarTarget::new("http", run)
 }
 
 /// Percent-encodes everything but unreserved characters, so any bytes make a valid URI.
@@ -116,51 +106,44 @@ fn build(data: &[u8]) -> Option<http::Request<Body>> {
         .ok()
 }
 
-impl Target for Http {
-    fn name(&self) -> &'static str {
-        "http"
+/// Invariant: every answer of the workflow API is a success or an error in Dapr's JSON
+/// shape (`errorCode` and `message`), never a bare 500 (405 aside: see below).
+fn run(sc: &mut Sidecar, data: &[u8]) -> Result<(), String> {
+    let Some(req) = build(data) else {
+        return Ok(());
+    };
+    let path = req.uri().path().to_string();
+    // Built per call on the current sidecar (cheap); the router installs the metrics
+    // recorder, whose upkeep task needs the runtime.
+    let app = sc.in_runtime(|| weft_sidecar::http::router(sc.router.clone(), None, MAX_PAYLOAD));
+    let (status, body) = sc.call(async move {
+        let resp = app.oneshot(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((status, body))
+    })??;
+    // 405 comes from the router's method match before any handler, with no body (as daprd's).
+    if status.is_success()
+        || path == "/v1.0/healthz"
+        || status == http::StatusCode::METHOD_NOT_ALLOWED
+    {
+        return Ok(());
     }
-
-    /// Invariant: every answer of the workflow API is a success or an error in Dapr's JSON
-    /// shape (`errorCode` and `message`), never a bare 500 (405 aside: see below).
-    fn run(&mut self, data: &[u8]) -> Result<(), String> {
-        if self.sidecar.worn_out() {
-            *self = Self::new().map_err(|e| e.to_string())?;
-        }
-        let Some(req) = build(data) else {
-            return Ok(());
-        };
-        let path = req.uri().path().to_string();
-        let app = self.app.clone();
-        let (status, body) = self.sidecar.call(async move {
-            let resp = app.oneshot(req).await.map_err(|e| e.to_string())?;
-            let status = resp.status();
-            let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>((status, body))
-        })??;
-        // 405 comes from the router's method match before any handler, with no body (as daprd's).
-        if status.is_success()
-            || path == "/v1.0/healthz"
-            || status == http::StatusCode::METHOD_NOT_ALLOWED
-        {
-            return Ok(());
-        }
-        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
-            format!(
-                "{status} for {path} without a JSON error body: {}",
-                String::from_utf8_lossy(&body)
-            )
-        })?;
-        if v.get("errorCode").and_then(|c| c.as_str()).is_none() || v.get("message").is_none() {
-            return Err(format!(
-                "{status} for {path}: error body not in Dapr's shape: {v}"
-            ));
-        }
-        if status == http::StatusCode::INTERNAL_SERVER_ERROR {
-            return Err(format!("500 for {path}: {v}"));
-        }
-        Ok(())
+    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
+        format!(
+            "{status} for {path} without a JSON error body: {}",
+            String::from_utf8_lossy(&body)
+        )
+    })?;
+    if v.get("errorCode").and_then(|c| c.as_str()).is_none() || v.get("message").is_none() {
+        return Err(format!(
+            "{status} for {path}: error body not in Dapr's shape: {v}"
+        ));
     }
+    if status == http::StatusCode::INTERNAL_SERVER_ERROR {
+        return Err(format!("500 for {path}: {v}"));
+    }
+    Ok(())
 }
