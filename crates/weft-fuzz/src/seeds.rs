@@ -203,6 +203,14 @@ fn durabletask() -> Vec<Vec<u8>> {
                 instance_id: "wf-1".into(),
             },
         ),
+        // Regression: a token naming another sidecar at an address that is no URI (was INTERNAL).
+        sel(
+            11,
+            &dt::WorkflowResponse {
+                completion_token: "1@fuzz-2@17.0.0.1\x01:1".into(),
+                ..workflow_response()
+            },
+        ),
     ]
 }
 
