@@ -813,3 +813,31 @@ fn terminating_a_child_no_worker_ran_tells_the_parent() {
         matches!(&event.event_type, Some(EventType::ChildWorkflowInstanceFailed(f)) if f.task_scheduled_id == 3)
     );
 }
+
+/// Found by the fuzzer (`crates/weft-fuzz`, target `core`): a negative action ID was left out
+/// of the uniqueness check against history, so two turns could each schedule a task -1 and
+/// one `TaskCompleted` for -1 would answer either.
+#[test]
+fn a_negative_scheduling_id_already_in_history_is_refused() {
+    let m = meta(RuntimeStatus::Running);
+    let h = first_turn_history();
+    let turn = dispatch(prepare_turn(
+        &m,
+        &h,
+        &inbox(vec![task_completed(1, "2")]),
+        NOW,
+    ));
+    let first = ctx_apply(&m, &h, &turn, vec![schedule(-1, "a")]).expect("first -1 is new");
+    let mut h2 = h.clone();
+    h2.extend(first.append);
+    let turn2 = dispatch(prepare_turn(
+        &m,
+        &h2,
+        &inbox(vec![task_completed(-1, "3")]),
+        NOW,
+    ));
+    assert_eq!(
+        ctx_apply(&m, &h2, &turn2, vec![schedule(-1, "b")]),
+        Err(TurnError::DuplicateActionId(-1))
+    );
+}

@@ -109,6 +109,9 @@ impl PlacementArgs {
             .unwrap_or_default();
         cfg.join = self.join;
         cfg.liveness_timeout = Duration::from_millis(self.liveness_timeout_ms);
+        if self.vnodes > weft_ring::MAX_VNODES {
+            bail!("--vnodes must be at most {}", weft_ring::MAX_VNODES);
+        }
         cfg.vnodes_per_host = self.vnodes.max(1);
         cfg.tuning = RaftTuning {
             heartbeat: Duration::from_millis(self.heartbeat_ms),

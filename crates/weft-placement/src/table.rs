@@ -171,6 +171,12 @@ impl PlacementTable {
                 return Err(RingError::DuplicateHost(m.host_id.clone()));
             }
         }
+        if t.vnodes_per_host > weft_ring::MAX_VNODES {
+            return Err(RingError::VnodesOutOfRange {
+                vnodes: t.vnodes_per_host,
+                max: weft_ring::MAX_VNODES,
+            });
+        }
         let config = RingConfig {
             vnodes_per_host: if t.vnodes_per_host == 0 {
                 weft_ring::DEFAULT_VNODES
@@ -233,6 +239,22 @@ mod tests {
             weight: 1,
             zone: String::new(),
         }
+    }
+
+    /// A table from the wire with an absurd ring parameter is refused on receipt: building
+    /// its rings would overflow the point count or allocate billions of points.
+    #[test]
+    fn a_table_with_too_many_vnodes_is_refused() {
+        let t = pb::Table {
+            version: 1,
+            hosts: vec![member("a", &["t"]).to_proto()],
+            vnodes_per_host: u32::MAX,
+            cluster_id: String::new(),
+        };
+        assert!(matches!(
+            PlacementTable::from_proto(t),
+            Err(RingError::VnodesOutOfRange { .. })
+        ));
     }
 
     #[test]

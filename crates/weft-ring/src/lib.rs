@@ -18,6 +18,9 @@ use std::hash::{BuildHasher, Hash, Hasher};
 
 /// Virtual nodes per unit of weight when nothing else is configured (Dapr's value).
 pub const DEFAULT_VNODES: u32 = 100;
+/// Upper bound on virtual nodes per unit of weight: with [`MAX_WEIGHT`] a host has at most a
+/// million points, so a table from the wire can neither overflow the count nor exhaust memory.
+pub const MAX_VNODES: u32 = 10_000;
 /// Upper bound on a host's weight: keeps a ring's size (and a bad table entry's effect) bounded.
 pub const MAX_WEIGHT: u32 = 100;
 
@@ -26,6 +29,8 @@ pub const MAX_WEIGHT: u32 = 100;
 pub enum RingError {
     #[error("virtual nodes per host must be at least 1")]
     ZeroVnodes,
+    #[error("{vnodes} virtual nodes per host; at most {max} are allowed")]
+    VnodesOutOfRange { vnodes: u32, max: u32 },
     #[error("host `{0}` appears more than once")]
     DuplicateHost(String),
     #[error("host `{host}` has weight {weight}; allowed range is 0..={max}")]
@@ -149,6 +154,12 @@ impl Ring {
     ) -> Result<Self, RingError> {
         if config.vnodes_per_host == 0 {
             return Err(RingError::ZeroVnodes);
+        }
+        if config.vnodes_per_host > MAX_VNODES {
+            return Err(RingError::VnodesOutOfRange {
+                vnodes: config.vnodes_per_host,
+                max: MAX_VNODES,
+            });
         }
         let mut specs: Vec<HostSpec> = hosts.into_iter().collect();
         specs.sort_by(|a, b| a.id.cmp(&b.id));
@@ -361,6 +372,20 @@ mod tests {
         assert_eq!(
             Ring::new([HostSpec::new("a", 1)], RingConfig { vnodes_per_host: 0 }),
             Err(RingError::ZeroVnodes)
+        );
+        // Before MAX_VNODES this overflowed `vnodes * weight` (a panic in debug builds) or
+        // tried to build billions of points.
+        assert_eq!(
+            Ring::new(
+                [HostSpec::new("a", 2)],
+                RingConfig {
+                    vnodes_per_host: u32::MAX
+                }
+            ),
+            Err(RingError::VnodesOutOfRange {
+                vnodes: u32::MAX,
+                max: MAX_VNODES
+            })
         );
     }
 

@@ -7,12 +7,14 @@ use crate::history_json::event_json;
 use crate::route::Router;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use weft_core::RuntimeStatus;
@@ -71,6 +73,36 @@ impl<T> OrApi<T> for Result<T, EngineError> {
 }
 
 type ApiResult = Result<Response, ApiError>;
+
+/// axum's `Path`, refusing a malformed path (bad percent-encoding, not UTF-8) with an error in
+/// Dapr's JSON shape instead of axum's plain text, as every other error of this API.
+struct ApiPath<T>(T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(Self(v)),
+            Err(e) => Err(EngineError::Malformed(e.body_text()).into()),
+        }
+    }
+}
+
+/// axum's `Query`, with the same JSON error for a malformed query string (found by the fuzzer:
+/// `?limit=x` answered plain text).
+struct ApiQuery<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(Self(v)),
+            Err(e) => Err(EngineError::Malformed(e.body_text()).into()),
+        }
+    }
+}
 
 pub fn router(router: Router, token: Option<String>, max_payload: usize) -> axum::Router {
     let state = AppState {
@@ -209,7 +241,7 @@ pub fn instance_json(m: &InstanceMeta) -> Value {
 
 async fn get_workflow(
     State(st): State<AppState>,
-    Path((ver, _c, id)): Path<(String, String, String)>,
+    ApiPath((ver, _c, id)): ApiPath<(String, String, String)>,
 ) -> ApiResult {
     check_version(&ver)?;
     match st.engine.get_instance(&id).await {
@@ -229,8 +261,8 @@ struct OpQuery {
 
 async fn workflow_op(
     State(st): State<AppState>,
-    Path((ver, _c, target, op)): Path<(String, String, String, String)>,
-    Query(q): Query<OpQuery>,
+    ApiPath((ver, _c, target, op)): ApiPath<(String, String, String, String)>,
+    ApiQuery(q): ApiQuery<OpQuery>,
     body: Bytes,
 ) -> ApiResult {
     check_version(&ver)?;
@@ -296,7 +328,7 @@ async fn workflow_op(
 
 async fn raise_event(
     State(st): State<AppState>,
-    Path((ver, _c, id, event)): Path<(String, String, String, String)>,
+    ApiPath((ver, _c, id, event)): ApiPath<(String, String, String, String)>,
     body: Bytes,
 ) -> ApiResult {
     check_version(&ver)?;
@@ -319,7 +351,7 @@ struct ListQuery {
     after: Option<String>,
 }
 
-async fn list_instances(State(st): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult {
+async fn list_instances(State(st): State<AppState>, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult {
     let mut statuses = Vec::new();
     for s in q
         .status
@@ -359,7 +391,7 @@ async fn list_instances(State(st): State<AppState>, Query(q): Query<ListQuery>) 
     Ok(Json(body).into_response())
 }
 
-async fn history(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+async fn history(State(st): State<AppState>, ApiPath(id): ApiPath<String>) -> ApiResult {
     match st.engine.history(&id).await {
         Ok(Some(events)) => {
             let events: Vec<Value> = events.iter().map(event_json).collect();
@@ -395,7 +427,10 @@ fn parse_time(what: &str, v: Option<&str>) -> Result<Option<weft_core::Micros>, 
 
 /// `POST /weft/v1/purge`: purges every finished instance matching the query (a Weft
 /// extension; Dapr's HTTP API purges one instance at a time). Answers the number deleted.
-async fn purge_by_filter(State(st): State<AppState>, Query(q): Query<PurgeQuery>) -> ApiResult {
+async fn purge_by_filter(
+    State(st): State<AppState>,
+    ApiQuery(q): ApiQuery<PurgeQuery>,
+) -> ApiResult {
     let mut statuses = Vec::new();
     for s in q
         .status
@@ -424,4 +459,43 @@ async fn purge_by_filter(State(st): State<AppState>, Query(q): Query<PurgeQuery>
         .await
         .or_api("ERR_PURGE_WORKFLOW")?;
     Ok(Json(json!({ "deletedInstanceCount": n })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    /// Found by the fuzzer (`crates/weft-fuzz`, target `http`): a malformed query string or path
+    /// was refused by axum in plain text, not in Dapr's JSON error shape.
+    #[tokio::test]
+    async fn malformed_queries_and_paths_get_json_errors() {
+        let app = router(crate::testing::local_router(), None, 1 << 20);
+        for uri in [
+            "/weft/v1/instances?limit=x",
+            "/weft/v1/purge?recursive=maybe",
+            "/v1.0/workflows/dapr/wf-1/terminate?instanceID=a&instanceID=b",
+            "/v1.0/workflows/dapr/%FF%FE",
+            "/weft/v1/instances/%C3%28/history",
+        ] {
+            let method = if uri.contains("purge") || uri.contains("terminate") {
+                "POST"
+            } else {
+                "GET"
+            };
+            let req = axum::http::Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let resp = app.clone().oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{uri}");
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let v: Value = serde_json::from_slice(&body)
+                .unwrap_or_else(|_| panic!("{uri}: {}", String::from_utf8_lossy(&body)));
+            assert_eq!(v["errorCode"], "ERR_MALFORMED_REQUEST", "{uri}: {v}");
+        }
+    }
 }

@@ -28,6 +28,9 @@ pub trait Ownership: Send + Sync + 'static {
     /// This sidecar's host id.
     fn host_id(&self) -> &str;
     fn owner(&self, app_id: &str, kind: ActorKind, key: &str) -> Owner;
+    /// Whether `host_id` at internal `address` is a sidecar of this cluster (worker answers
+    /// are forwarded only to those).
+    fn is_peer(&self, host_id: &str, address: &str) -> bool;
     /// Changes whenever a new placement table applies.
     fn watch(&self) -> watch::Receiver<u64>;
 }
@@ -38,6 +41,9 @@ impl Ownership for Registry {
     }
     fn owner(&self, app_id: &str, kind: ActorKind, key: &str) -> Owner {
         Registry::owner(self, app_id, kind, key)
+    }
+    fn is_peer(&self, host_id: &str, address: &str) -> bool {
+        Registry::is_peer(self, host_id, address)
     }
     fn watch(&self) -> watch::Receiver<u64> {
         Registry::watch(self)
@@ -529,7 +535,16 @@ impl Router {
     ) -> Result<Option<String>> {
         let own = &self.inner.ownership;
         if let Some((host, addr)) = token_origin(token) {
-            return Ok((host != own.host_id()).then(|| addr.to_string()));
+            if host == own.host_id() {
+                return Ok(None);
+            }
+            // A token is client input: forward only to a sidecar the placement table names
+            // there, never to an address a caller made up.
+            return if own.is_peer(host, addr) {
+                Ok(Some(addr.to_string()))
+            } else {
+                Err(unknown_dispatcher(host, addr))
+            };
         }
         // No token (the JS SDK sends none): if the item is not in flight here, it was dispatched
         // by the owner of its executor actor, which lives with the actor it serves.
@@ -605,6 +620,9 @@ impl Router {
     pub async fn abandon(&self, token: &str, workflow: bool) -> Result<()> {
         let own = &self.inner.ownership;
         match token_origin(token) {
+            Some((host, addr)) if host != own.host_id() && !own.is_peer(host, addr) => {
+                Err(unknown_dispatcher(host, addr))
+            }
             Some((host, addr)) if host != own.host_id() => {
                 let mut c = self.client(addr)?;
                 let call = pb::AbandonCall {
@@ -636,6 +654,13 @@ pub(crate) fn abandon_here(engine: &Engine, token: &str) -> Result<()> {
     }
 }
 
+/// A completion token naming a sidecar that is not in the placement table (gone, or made up).
+fn unknown_dispatcher(host: &str, addr: &str) -> EngineError {
+    EngineError::NotFound(format!(
+        "the work item's completion token names sidecar '{host}' at '{addr}', which is not in this cluster"
+    ))
+}
+
 fn changed(r: Reply) -> Result<bool> {
     match r {
         Reply::Changed(c) => Ok(c),
@@ -663,5 +688,34 @@ mod tests {
             "tokens of a single sidecar"
         );
         assert_eq!(token_origin(""), None);
+    }
+
+    /// Found by the fuzzer (`crates/weft-fuzz`, target `durabletask`): a worker's answer whose
+    /// completion token named another sidecar was forwarded to whatever address the token
+    /// carried — a made-up one answered INTERNAL ("bad peer address"), a real one was dialled.
+    #[tokio::test]
+    async fn a_token_naming_a_sidecar_outside_the_cluster_is_not_forwarded() {
+        let router = crate::testing::local_router();
+        // A closed loopback port and an address that is no URI at all.
+        for addr in ["127.0.0.1:1", "17.0.0.1\x01:1"] {
+            let token = format!("1{}", token_suffix("other", addr));
+            let wf = WorkflowResponse {
+                instance_id: "wf-1".into(),
+                completion_token: token.clone(),
+                ..Default::default()
+            };
+            let act = ActivityResponse {
+                instance_id: "wf-1".into(),
+                completion_token: token.clone(),
+                ..Default::default()
+            };
+            for err in [
+                router.complete_workflow(wf).await.unwrap_err(),
+                router.complete_activity(act).await.unwrap_err(),
+                router.abandon(&token, true).await.unwrap_err(),
+            ] {
+                assert!(matches!(err, EngineError::NotFound(_)), "{addr}: {err:?}");
+            }
+        }
     }
 }

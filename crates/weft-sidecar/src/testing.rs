@@ -10,6 +10,19 @@ use weft_core::{InstanceMeta, Micros};
 use weft_proto::durabletask::HistoryEvent;
 use weft_store::*;
 
+/// A router over a fresh engine on in-memory SQLite that owns everything (call inside a
+/// runtime: the engine spawns its committers).
+pub(crate) fn local_router() -> crate::route::Router {
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let engine = crate::Engine::with_registry(
+        store,
+        Default::default(),
+        crate::cluster::Registry::local_only("me"),
+    );
+    let ownership = Arc::new(engine.registry().clone());
+    crate::route::Router::new(engine, ownership, 1 << 20, None)
+}
+
 /// How checkpoints of one instance fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fail {

@@ -72,6 +72,10 @@ impl Ownership for Stub {
             None => Owner::Nobody,
         }
     }
+    fn is_peer(&self, host_id: &str, address: &str) -> bool {
+        let v = self.view.lock().unwrap();
+        host_id != self.host && v.addrs.get(host_id).is_some_and(|a| a == address)
+    }
     fn watch(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
     }

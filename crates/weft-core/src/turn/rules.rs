@@ -22,14 +22,30 @@ fn names_a_history_event(kind: &WorkflowActionType) -> bool {
     }
 }
 
+/// Whether a history event is one that [`names_a_history_event`] actions write.
+fn schedules(e: &HistoryEvent) -> bool {
+    matches!(
+        e.event_type,
+        Some(
+            EventType::TaskScheduled(_)
+                | EventType::TimerCreated(_)
+                | EventType::ChildWorkflowInstanceCreated(_)
+                | EventType::DetachedWorkflowInstanceCreated(_)
+                | EventType::EventSent(_)
+        )
+    )
+}
+
 pub(super) fn validate_actions(
     history: &[HistoryEvent],
     actions: &[WorkflowAction],
 ) -> Result<(), TurnError> {
+    // Events without an ID carry -1; a scheduling event keeps whatever ID its action had, so a
+    // negative one must still not be scheduled twice.
     let mut ids: HashSet<i32> = history
         .iter()
+        .filter(|e| e.event_id >= 0 || schedules(e))
         .map(|e| e.event_id)
-        .filter(|id| *id >= 0)
         .collect();
     for a in actions {
         let Some(kind) = &a.workflow_action_type else {

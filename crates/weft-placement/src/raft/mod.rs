@@ -7,6 +7,8 @@ mod state_machine;
 
 pub use log_store::SqliteLogStore;
 pub use network::RaftRpcServer;
+#[doc(hidden)]
+pub use network::{RaftRpc, decode_request};
 pub use state_machine::{StateMachine, TablePublisher};
 
 use crate::error::PlacementError;

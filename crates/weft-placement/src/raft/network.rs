@@ -37,6 +37,30 @@ fn decode<T: DeserializeOwned>(p: &RaftPayload) -> Result<T, Status> {
         .map_err(|e| Status::invalid_argument(format!("decode raft message: {e}")))
 }
 
+/// The raft RPCs a placement node serves.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaftRpc {
+    AppendEntries,
+    Vote,
+    PreVote,
+    InstallSnapshot,
+}
+
+/// Decodes an RPC's payload exactly as the server does before handing it to raft (the fuzz
+/// targets call this; nothing runs behind it).
+#[doc(hidden)]
+pub fn decode_request(rpc: RaftRpc, p: &RaftPayload) -> Result<(), Status> {
+    match rpc {
+        RaftRpc::AppendEntries => decode::<AppendEntriesRequest<TypeConfig>>(p).map(drop),
+        RaftRpc::Vote | RaftRpc::PreVote => decode::<VoteRequest<TypeConfig>>(p).map(drop),
+        RaftRpc::InstallSnapshot => decode::<SnapshotRequest>(p).map(drop),
+    }
+}
+
+/// `InstallSnapshot`'s payload: the leader's vote, the snapshot's meta and its data.
+type SnapshotRequest = (Vote, super::SnapshotMeta, Vec<u8>);
+
 /// Creates one lazily connected client per peer.
 #[derive(Clone, Default)]
 pub struct NetworkFactory;
@@ -225,7 +249,7 @@ impl RaftService for RaftRpcServer {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let (vote, meta, data): (Vote, super::SnapshotMeta, Vec<u8>) = decode(req.get_ref())?;
+        let (vote, meta, data): SnapshotRequest = decode(req.get_ref())?;
         let snapshot = Snapshot {
             meta,
             snapshot: data,

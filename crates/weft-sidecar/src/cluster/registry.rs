@@ -218,6 +218,20 @@ impl Registry {
         }
     }
 
+    /// Whether the current table has another sidecar `host_id` at internal `address`: the only
+    /// peers a worker's answer may be forwarded to (its completion token names them, and a
+    /// token is client input).
+    pub fn is_peer(&self, host_id: &str, address: &str) -> bool {
+        if self.shared.local_only || host_id == self.shared.host_id {
+            return false;
+        }
+        self.snapshot().table.as_ref().is_some_and(|t| {
+            t.members
+                .iter()
+                .any(|m| m.host_id == host_id && m.address == address)
+        })
+    }
+
     /// Whether this sidecar owns `key` now.
     pub fn is_local(&self, app_id: &str, kind: ActorKind, key: &str) -> bool {
         self.owner(app_id, kind, key) == Owner::Local

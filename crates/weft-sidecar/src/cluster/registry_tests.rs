@@ -239,3 +239,15 @@ fn app_ids_the_table_does_not_know_leave_nothing_cached() {
         "only the known app's map is cached"
     );
 }
+
+#[test]
+fn peers_are_the_other_hosts_of_the_table_at_their_own_address() {
+    let r = Registry::placed("a");
+    assert!(!r.is_peer("b", "b.internal:50002"), "no table yet");
+    r.apply(table(1, vec![host("a", APP, true), host("b", APP, false)]));
+    assert!(r.is_peer("b", "b.internal:50002"));
+    assert!(!r.is_peer("b", "127.0.0.1:1"), "another address");
+    assert!(!r.is_peer("c", "c.internal:50002"), "not in the table");
+    assert!(!r.is_peer("a", "a.internal:50002"), "itself");
+    assert!(!Registry::local_only("a").is_peer("b", "b.internal:50002"));
+}
