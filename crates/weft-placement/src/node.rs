@@ -17,7 +17,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
+use weft_tls::authz::rules;
+use weft_tls::{Dial, Expect, Mode, PeerCheck, TlsContext};
 
 /// Everything needed to run one placement node.
 #[derive(Debug, Clone)]
@@ -37,6 +38,8 @@ pub struct NodeConfig {
     /// Silence after which the leader removes a sidecar host.
     pub liveness_timeout: Duration,
     pub vnodes_per_host: u32,
+    /// Mutual TLS for every connection in and out (`None`: plaintext, unauthenticated).
+    pub tls: Option<Arc<TlsContext>>,
 }
 
 impl NodeConfig {
@@ -51,6 +54,7 @@ impl NodeConfig {
             tuning: RaftTuning::default(),
             liveness_timeout: Duration::from_secs(3),
             vnodes_per_host: weft_ring::DEFAULT_VNODES,
+            tls: None,
         }
     }
 }
@@ -88,21 +92,39 @@ impl PlacementNode {
             .clone()
             .or_else(|| config.initial_cluster.get(&config.id).cloned())
             .unwrap_or_else(|| local_addr.to_string());
-        let raft = RaftNode::open(config.id, &config.data_dir, &config.tuning).await?;
+        let raft = RaftNode::open(
+            config.id,
+            &config.data_dir,
+            &config.tuning,
+            config.tls.clone(),
+        )
+        .await?;
         let service = PlacementService::new(
             raft.clone(),
             config.vnodes_per_host,
             config.liveness_timeout,
+            config.tls.clone(),
         );
         let cancel = CancellationToken::new();
-        let incoming = TcpIncoming::from(listener)
-            .with_nodelay(Some(true))
-            .with_keepalive(Some(Duration::from_secs(10)));
+        let mode = match &config.tls {
+            Some(ctx) => Mode::Mutual(ctx.clone()),
+            None => Mode::Plain,
+        };
+        let incoming = weft_tls::incoming(listener, mode, "placement");
+        // Raft messages (votes, entries, snapshots that install a whole table) only from peers.
+        let raft_check = PeerCheck {
+            port: "placement",
+            action: "send raft messages",
+            allow: rules::placement,
+        };
         let server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(5)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
             .add_service(PlacementServer::new(PlacementApi(service.clone())))
-            .add_service(RaftRpcServer::into_service(raft.raft().clone()))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                RaftRpcServer::into_service(raft.raft().clone()),
+                raft_check,
+            ))
             .add_service(LeaderHealth::server(&raft))
             .serve_with_incoming_shutdown(incoming, cancel.clone().cancelled_owned());
         let server = tokio::spawn(server);
@@ -191,7 +213,7 @@ async fn bootstrap(
         return Ok(());
     }
     for (id, addr) in &members {
-        if *id != config.id && peer_initialized(addr).await {
+        if *id != config.id && peer_initialized(addr, &config.tls).await {
             tracing::warn!(peer = id, "peer already in a cluster; not initialising");
             return Ok(());
         }
@@ -200,9 +222,13 @@ async fn bootstrap(
     raft.initialize(members).await
 }
 
-async fn peer_initialized(addr: &str) -> bool {
+async fn peer_initialized(addr: &str, tls: &Option<Arc<TlsContext>>) -> bool {
     let probe = async {
-        let mut c = PbClient::connect(format!("http://{addr}")).await.ok()?;
+        let ch = Dial::new(tls.clone(), Expect::Placement)
+            .connect(Dial::endpoint(addr).ok()?)
+            .await
+            .ok()?;
+        let mut c = PbClient::new(ch);
         let r = c.cluster_status(ClusterStatusRequest {}).await.ok()?;
         Some(r.into_inner().initialized)
     };

@@ -32,6 +32,7 @@ pub mod telemetry;
 #[cfg(test)]
 mod testing;
 mod timers;
+mod tls_listener;
 mod worker_ops;
 
 pub use engine::{Engine, EngineConfig};

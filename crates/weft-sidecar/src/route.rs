@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 use weft_proto::durabletask::{ActivityResponse, RerunWorkflowFromEventRequest, WorkflowResponse};
 use weft_proto::internal::{self as pb, internal_client::InternalClient};
 use weft_store::ReusePolicy;
+use weft_tls::{Dial, Expect};
 
 /// How long a routed client call may look for its owner when the caller set no deadline.
 pub const DEFAULT_ROUTE_DEADLINE: Duration = Duration::from_secs(30);
@@ -22,6 +23,12 @@ pub const DEFAULT_ROUTE_DEADLINE: Duration = Duration::from_secs(30);
 pub const MAX_ROUTE_DEADLINE: Duration = Duration::from_secs(120);
 /// Longest single forwarded call (a completion waits for the owner's commit).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most peer channels kept open: a sidecar talks to the other sidecars of the table, so this
+/// only bounds what addresses from elsewhere could make it hold.
+pub const MAX_PEER_CHANNELS: usize = 256;
+/// How long an answer whose token names a host missing from our table waits for a newer table
+/// (the dispatcher may have joined in a table that has not reached us yet).
+const TOKEN_TABLE_WAIT: Duration = Duration::from_secs(2);
 
 /// Who owns which key. The cluster's [`Registry`] in production; tests may stub it.
 pub trait Ownership: Send + Sync + 'static {
@@ -30,6 +37,9 @@ pub trait Ownership: Send + Sync + 'static {
     fn owner(&self, app_id: &str, kind: ActorKind, key: &str) -> Owner;
     /// Changes whenever a new placement table applies.
     fn watch(&self) -> watch::Receiver<u64>;
+    /// Whether `host_id` is a sidecar of the current table at internal `address`: only such
+    /// addresses are ever dialled for an answer (a completion token is worker-supplied text).
+    fn is_sidecar(&self, host_id: &str, address: &str) -> bool;
 }
 
 impl Ownership for Registry {
@@ -41,6 +51,9 @@ impl Ownership for Registry {
     }
     fn watch(&self) -> watch::Receiver<u64> {
         Registry::watch(self)
+    }
+    fn is_sidecar(&self, host_id: &str, address: &str) -> bool {
+        Registry::member_address(self, host_id).as_deref() == Some(address)
     }
 }
 
@@ -197,6 +210,7 @@ struct RouterInner {
     peers: Mutex<HashMap<String, InternalClient<Channel>>>,
     max_msg: usize,
     api_token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    dial: Dial,
 }
 
 /// The edge's view of the cluster: every API handler asks it instead of the engine for the calls
@@ -212,6 +226,7 @@ impl Router {
         ownership: Arc<dyn Ownership>,
         max_msg: usize,
         api_token: Option<&str>,
+        tls: Option<Arc<weft_tls::TlsContext>>,
     ) -> Self {
         Self {
             inner: Arc::new(RouterInner {
@@ -220,6 +235,7 @@ impl Router {
                 peers: Mutex::default(),
                 max_msg,
                 api_token: api_token.and_then(|t| t.parse().ok()),
+                dial: Dial::new(tls, Expect::Sidecar),
             }),
         }
     }
@@ -250,13 +266,19 @@ impl Router {
         if let Some(c) = peers.get(addr) {
             return Ok(c.clone());
         }
-        let ch = Channel::from_shared(format!("http://{addr}"))
+        let endpoint = Dial::endpoint(addr)
             .map_err(|e| EngineError::Internal(format!("bad peer address '{addr}': {e}")))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
+            .keep_alive_timeout(Duration::from_secs(5));
+        let ch = self.inner.dial.connect_lazy(endpoint);
+        if peers.len() >= MAX_PEER_CHANNELS {
+            // Dropping a channel only costs a reconnect on its next use.
+            if let Some(victim) = peers.keys().next().cloned() {
+                peers.remove(&victim);
+            }
+        }
         let c = InternalClient::new(ch)
             .max_decoding_message_size(self.inner.max_msg)
             .max_encoding_message_size(self.inner.max_msg);
@@ -529,7 +551,11 @@ impl Router {
     ) -> Result<Option<String>> {
         let own = &self.inner.ownership;
         if let Some((host, addr)) = token_origin(token) {
-            return Ok((host != own.host_id()).then(|| addr.to_string()));
+            if host == own.host_id() {
+                return Ok(None);
+            }
+            self.known_sidecar(host, addr).await?;
+            return Ok(Some(addr.to_string()));
         }
         // No token (the JS SDK sends none): if the item is not in flight here, it was dispatched
         // by the owner of its executor actor, which lives with the actor it serves.
@@ -550,6 +576,27 @@ impl Router {
             Owner::Remote { address, .. } => Some(address),
             Owner::Local | Owner::Nobody => None,
         })
+    }
+
+    /// Refuses to route to a token's `host@addr` unless it is a sidecar of the placement table
+    /// (waiting briefly for a newer table), so a forged token cannot make us dial anywhere.
+    async fn known_sidecar(&self, host: &str, addr: &str) -> Result<()> {
+        let own = &self.inner.ownership;
+        let mut tables = own.watch();
+        let deadline = Instant::now() + TOKEN_TABLE_WAIT;
+        loop {
+            if own.is_sidecar(host, addr) {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, tables.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => break,
+            }
+        }
+        metrics::counter!("weft_completion_tokens_refused_total").increment(1);
+        Err(EngineError::NotFound(format!(
+            "the completion token names {host}@{addr}, which is not a sidecar of the placement table; the answer is not routed"
+        )))
     }
 
     fn routed<T>(&self, addr: &str, kind: &'static str, r: Forwarded<T>) -> Result<()> {
@@ -606,6 +653,7 @@ impl Router {
         let own = &self.inner.ownership;
         match token_origin(token) {
             Some((host, addr)) if host != own.host_id() => {
+                self.known_sidecar(host, addr).await?;
                 let mut c = self.client(addr)?;
                 let call = pb::AbandonCall {
                     completion_token: token.to_string(),

@@ -75,6 +75,15 @@ impl Ownership for Stub {
     fn watch(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
     }
+    fn is_sidecar(&self, host_id: &str, address: &str) -> bool {
+        self.view
+            .lock()
+            .unwrap()
+            .addrs
+            .get(host_id)
+            .map(String::as_str)
+            == Some(address)
+    }
 }
 
 struct Node {

@@ -38,6 +38,11 @@ pub struct ClusterConfig {
     pub env: Vec<(String, String)>,
     /// Deadline of every start (ready line, leader election, HAProxy serving).
     pub ready_timeout: Duration,
+    /// Mutual TLS everywhere: `weft certs` makes a CA and the certificates under
+    /// `DIR/certs/` (`ca`, `placement`, `sidecar`, `admin`) and every process gets its `--tls-*`.
+    pub tls: bool,
+    /// Extra flags for `weft cluster` commands (set by `tls`: the operator's certificate).
+    pub admin_args: Vec<String>,
 }
 
 impl ClusterConfig {
@@ -55,6 +60,8 @@ impl ClusterConfig {
             sidecar_args: Vec::new(),
             env: Vec::new(),
             ready_timeout: Duration::from_secs(60),
+            tls: false,
+            admin_args: Vec::new(),
         }
     }
 }
@@ -206,6 +213,9 @@ impl Cluster {
             pg,
             dir,
         };
+        if c.cfg.tls {
+            c.make_certs()?;
+        }
         c.start_placement()?;
         let n = c.cfg.sidecars;
         c.sidecars = (0..n)
@@ -230,6 +240,67 @@ impl Cluster {
             }
         }
         Ok(c)
+    }
+
+    /// Where `tls` put the certificates (`ca/` holds the CA's key, for issuing more).
+    pub fn certs_dir(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    /// Runs `weft certs …` (e.g. to issue a certificate for a test's own identity).
+    pub fn certs(&self, args: &[&str]) -> Result<()> {
+        let out = self
+            .weft()
+            .arg("certs")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            return Err(TestkitError::Command {
+                what: format!("weft certs {}", args.join(" ")),
+                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The `--tls-*` flags of the identity in `DIR/certs/NAME`.
+    pub fn tls_flags(&self, name: &str) -> Vec<String> {
+        let d = self.certs_dir().join(name);
+        let f = |file: &str| d.join(file).display().to_string();
+        vec![
+            "--tls-cert".into(),
+            f("tls.crt"),
+            "--tls-key".into(),
+            f("tls.key"),
+            "--tls-ca".into(),
+            f("ca.crt"),
+        ]
+    }
+
+    fn make_certs(&mut self) -> Result<()> {
+        let base = self.certs_dir();
+        let ca = base.join("ca").display().to_string();
+        let out = |n: &str| base.join(n).display().to_string();
+        self.certs(&["ca", "--out", &ca])?;
+        self.certs(&["placement", "--ca", &ca, "--out", &out("placement")])?;
+        let app = self.cfg.app_id.clone();
+        self.certs(&[
+            "sidecar",
+            "--app-id",
+            &app,
+            "--ca",
+            &ca,
+            "--out",
+            &out("sidecar"),
+        ])?;
+        self.certs(&["admin", "--ca", &ca, "--out", &out("admin")])?;
+        let placement = self.tls_flags("placement");
+        self.cfg.placement_args.extend(placement);
+        let sidecar = self.tls_flags("sidecar");
+        self.cfg.sidecar_args.extend(sidecar);
+        self.cfg.admin_args = self.tls_flags("admin");
+        Ok(())
     }
 
     fn deadline(&self) -> Instant {
@@ -360,6 +431,7 @@ impl Cluster {
             .args(["cluster", "status", "--output", "json", "--placement"])
             .arg(addrs.join(","))
             .args(["--timeout-ms", "2000"])
+            .args(&self.cfg.admin_args)
             .stdin(std::process::Stdio::null())
             .output()?;
         if !out.status.success() {

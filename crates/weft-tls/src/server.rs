@@ -153,7 +153,15 @@ pub fn incoming(listener: TcpListener, mode: Mode, port: &'static str) -> Incomi
                             tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
                         let tls = match shake {
                             Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => return refused(port, remote, &e.to_string()),
+                            Ok(Err(e)) => {
+                                let why = e.to_string();
+                                let why = if why.contains("InvalidContentType") {
+                                    "the client does not speak TLS (a plaintext client?)".into()
+                                } else {
+                                    why
+                                };
+                                return refused(port, remote, &why);
+                            }
                             Err(_) => return refused(port, remote, "handshake timed out"),
                         };
                         let peer = peer_of(&tls, mutual, &td);

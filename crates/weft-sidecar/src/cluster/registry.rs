@@ -265,6 +265,16 @@ impl Registry {
             .any(|m| m.host_id == host_id && m.actor_types.contains(&ty))
     }
 
+    /// The internal address of `host_id` in the current table, if it is a member.
+    pub fn member_address(&self, host_id: &str) -> Option<String> {
+        let snap = self.snapshot();
+        let t = snap.table.as_ref()?;
+        t.members
+            .iter()
+            .find(|m| m.host_id == host_id)
+            .map(|m| m.address.clone())
+    }
+
     /// Version of the table the answers come from (0 before the first table).
     pub fn version(&self) -> u64 {
         self.snapshot().version
