@@ -720,6 +720,8 @@ impl Cluster {
             "placement": placement,
             "sidecars": sidecars,
             "haproxy": haproxy,
+            "app_id": self.cfg.app_id,
+            "certs_dir": self.cfg.tls.then(|| self.certs_dir()),
         })
     }
 
