@@ -238,11 +238,11 @@ fn build(
     public.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
 
     let client = |expect: Expect| -> Result<Arc<ClientConfig>, TlsError> {
-        let verifier = Arc::new(SpiffeServerVerifier {
+        let verifier = Arc::new(ServerVerifier {
             roots: roots.clone(),
             algs: provider.signature_verification_algorithms,
-            trust_domain: trust_domain.to_string(),
-            expect,
+            check_chain: true,
+            identity: Some((trust_domain.to_string(), expect)),
         });
         let mut c = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?
@@ -262,18 +262,32 @@ fn build(
     })
 }
 
+/// A server verifier that checks the chain to `roots` but no host name (`check_chain: false`:
+/// nothing at all, as libpq's `sslmode=require`). For PostgreSQL's `verify-ca`.
+pub fn chain_verifier(roots: Arc<RootCertStore>, check_chain: bool) -> Arc<dyn ServerCertVerifier> {
+    #[allow(deprecated)]
+    let provider = rustls::crypto::ring::default_provider();
+    Arc::new(ServerVerifier {
+        roots,
+        algs: provider.signature_verification_algorithms,
+        check_chain,
+        identity: None,
+    })
+}
+
 /// Verifies a server the SPIFFE way: the chain must lead to our CA, and the certificate must
 /// name the expected identity in our trust domain. Host names are not checked: Weft's processes
 /// are addressed by IP or by changing pod names; the identity is what matters.
 #[derive(Debug)]
-struct SpiffeServerVerifier {
+struct ServerVerifier {
     roots: Arc<RootCertStore>,
     algs: WebPkiSupportedAlgorithms,
-    trust_domain: String,
-    expect: Expect,
+    check_chain: bool,
+    /// Trust domain and expected role; `None`: any certificate of the chain.
+    identity: Option<(String, Expect)>,
 }
 
-impl ServerCertVerifier for SpiffeServerVerifier {
+impl ServerCertVerifier for ServerVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -282,6 +296,9 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if !self.check_chain {
+            return Ok(ServerCertVerified::assertion());
+        }
         let cert = ParsedCertificate::try_from(end_entity)?;
         rustls::client::verify_server_cert_signed_by_trust_anchor(
             &cert,
@@ -290,16 +307,19 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             now,
             self.algs.all,
         )?;
-        let id = identity_in(end_entity, &self.trust_domain)
+        let Some((trust_domain, expect)) = &self.identity else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let id = identity_in(end_entity, trust_domain)
             .map_err(|seen| rustls::Error::General(format!("the server presented {seen}")))?;
-        let ok = match self.expect {
+        let ok = match expect {
             Expect::Placement => id.is_placement(),
             Expect::Sidecar => id.app().is_some(),
         };
         if !ok {
             return Err(rustls::Error::General(format!(
                 "the server's identity {id} is not a {}",
-                match self.expect {
+                match expect {
                     Expect::Placement => "placement node",
                     Expect::Sidecar => "sidecar",
                 }
