@@ -13,8 +13,9 @@ use async_trait::async_trait;
 use weft_core::{InstanceMeta, Micros};
 use weft_proto::durabletask::HistoryEvent;
 use weft_store::{
-    ActivityCompletion, ActivityTask, Checkpoint, CreateInstance, CreateOutcome, InboxEntry,
-    InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope, SlotLease, Store, Wakeup,
+    ActivityCompletion, ActivityTask, BucketLease, Checkpoint, CreateInstance, CreateOutcome,
+    Fence, InboxEntry, InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope,
+    SlotLease, Store, Wakeup,
 };
 
 /// The store operations, in the order they are reported.
@@ -269,12 +270,12 @@ impl Store for Probed {
         )
     }
 
-    async fn fire_reminder(&self, reminder_id: i64) -> Result<bool> {
+    async fn fire_reminder(&self, reminder_id: i64, fence: Option<&Fence>) -> Result<bool> {
         timed!(
             self,
             "fire_reminder",
             1,
-            self.inner.fire_reminder(reminder_id)
+            self.inner.fire_reminder(reminder_id, fence)
         )
     }
 
@@ -300,8 +301,13 @@ impl Store for Probed {
         timed!(self, "list_instances", 1, self.inner.list_instances(filter))
     }
 
-    async fn purge(&self, instance_id: &str, force: bool) -> Result<bool> {
-        timed!(self, "purge", 1, self.inner.purge(instance_id, force))
+    async fn purge(&self, instance_id: &str, force: bool, fence: Option<&Fence>) -> Result<bool> {
+        timed!(
+            self,
+            "purge",
+            1,
+            self.inner.purge(instance_id, force, fence)
+        )
     }
 
     async fn acquire_slots(
@@ -329,6 +335,26 @@ impl Store for Probed {
 
     async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
         self.inner.release_slots(bucket, holder, slots).await
+    }
+    async fn start_holder(&self, holder: &str, ttl: Micros) -> Result<()> {
+        self.inner.start_holder(holder, ttl).await
+    }
+    async fn renew_holder(&self, holder: &str, ttl: Micros) -> Result<bool> {
+        self.inner.renew_holder(holder, ttl).await
+    }
+    async fn end_holder(&self, holder: &str) -> Result<()> {
+        self.inner.end_holder(holder).await
+    }
+    async fn acquire_buckets(
+        &self,
+        app_id: &str,
+        holder: &str,
+        buckets: &[i32],
+    ) -> Result<Vec<BucketLease>> {
+        self.inner.acquire_buckets(app_id, holder, buckets).await
+    }
+    async fn release_buckets(&self, app_id: &str, holder: &str, buckets: &[i32]) -> Result<()> {
+        self.inner.release_buckets(app_id, holder, buckets).await
     }
 
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {

@@ -468,6 +468,7 @@ pub async fn cluster_status_with(
         "leader": leader.map(|(id, address)| json!({"id": id, "address": address})),
         "placement_nodes": placement_nodes,
         "table_version": best.table_version,
+        "cluster_id": best.cluster_id,
         "hosts": hosts,
     }))
 }
@@ -488,6 +489,7 @@ fn print_status(s: &serde_json::Value) {
         None => println!("leader:        none (election in progress?)"),
     }
     println!("table version: {}", txt(&s["table_version"]));
+    println!("cluster id:    {}", txt(&s["cluster_id"]));
     println!("placement nodes:");
     println!(
         "  {:<4} {:<24} {:<8} {:<12} {:<6} APPLIED",

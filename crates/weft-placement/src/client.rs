@@ -17,7 +17,9 @@ use weft_tls::{Dial, Expect, TlsContext};
 /// How a sidecar reaches placement and describes itself.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Placement node addresses (`host:port`); any of them, followers redirect to the leader.
+    /// Placement node addresses (`host:port`); any of them. A follower redirects to the leader:
+    /// followed at once to an address in this list, to another one only after every address in
+    /// the list redirected in a row.
     pub placement_addrs: Vec<String>,
     pub host: pb::HostInfo,
     pub heartbeat_interval: Duration,
@@ -219,6 +221,8 @@ impl Worker {
         }
         let mut next = 0usize;
         let mut redirect: Option<String> = None;
+        // Redirects in a row to a leader address that is not configured.
+        let mut unlisted = 0usize;
         loop {
             if self.cancel.is_cancelled() {
                 return;
@@ -229,22 +233,41 @@ impl Worker {
                 a
             });
             let cancel = self.cancel.clone();
+            let tables_before = self.status_tx.borrow().tables_received;
             let end = tokio::select! {
                 _ = cancel.cancelled() => return,
                 end = self.session(&addr) => end,
             };
             self.status_tx.send_modify(|s| s.connected = false);
+            if self.status_tx.borrow().tables_received > tables_before {
+                unlisted = 0; // this address led to the leader
+            }
             match end {
                 SessionEnd::Left => return,
+                // A redirect to a configured address is followed at once. One to another address
+                // only after every configured address redirected in a row: a sidecar that reaches
+                // placement through addresses that are not the nodes' own (a proxy, NAT, port
+                // forwarding) finds the leader behind its own addresses, and does not bypass the
+                // path it was given; one configured with some nodes only still gets there.
                 SessionEnd::Redirect(Some(leader)) if leader != addr => {
-                    redirect = Some(leader);
-                    continue;
+                    unlisted = if addrs.contains(&leader) {
+                        0
+                    } else {
+                        unlisted + 1
+                    };
+                    if unlisted == 0 || unlisted >= addrs.len() {
+                        unlisted = 0;
+                        redirect = Some(leader);
+                        continue;
+                    }
                 }
                 SessionEnd::Redirect(_) => {}
                 SessionEnd::Failed(e) => {
+                    unlisted = 0;
                     tracing::debug!(%addr, error = %e, "placement session ended")
                 }
                 SessionEnd::Refused(why) => {
+                    unlisted = 0;
                     // Retrying cannot help until the certificate or the app id changes: say
                     // so once per distinct reason, and retry slowly.
                     if self.status_tx.borrow().refused.as_deref() != Some(why.as_str()) {
@@ -372,9 +395,13 @@ impl Worker {
                 v.push(version);
             }
         }
-        // Versions only grow (committed entries survive leader changes); ignore stale resends.
+        // Versions only grow within a cluster (committed entries survive leader changes): ignore
+        // stale resends, but take any table of another cluster (placement lost its data).
         self.table_tx.send_if_modified(|cur| {
-            if cur.as_ref().is_none_or(|c| c.version <= version) {
+            if cur
+                .as_ref()
+                .is_none_or(|c| c.version == version || table.replaces(c))
+            {
                 *cur = Some(table);
                 true
             } else {

@@ -265,6 +265,7 @@ async fn liveness_loop(
             led = now;
         }
         if now.is_some() {
+            service.ensure_cluster_id().await;
             service.check_liveness().await;
         }
     }

@@ -138,6 +138,9 @@ impl PlacementService {
         let this = self.clone();
         tokio::spawn(async move {
             let host_id = member.host_id.clone();
+            // A brand-new cluster is named before its first member, so no sidecar that knew
+            // an earlier cluster ignores its first tables for their low versions.
+            this.ensure_cluster_id().await;
             let res = this.raft.write(Command::Upsert(member.clone())).await;
             {
                 let mut pending = this.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -255,6 +258,23 @@ impl PlacementService {
                 })
                 .await;
             self.sessions().remove(&host_id);
+        }
+    }
+
+    /// On the leader: names the cluster if its table has no identity yet (a new cluster, or one
+    /// whose table was stored before identities existed). The first applied name wins, so a
+    /// second proposal by a leader that had not applied the first changes nothing.
+    pub async fn ensure_cluster_id(&self) {
+        if !self.raft.view().is_leader
+            || !self.raft.publisher().latest.borrow().cluster_id.is_empty()
+        {
+            return;
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        match self.raft.write(Command::SetClusterId(id.clone())).await {
+            Ok(r) if r.changed => tracing::info!(cluster_id = %id, "placement cluster named"),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "naming the cluster failed"),
         }
     }
 
@@ -379,6 +399,7 @@ impl PlacementService {
             self_status: Some(self_status),
             members,
             table_version: table.version,
+            cluster_id: table.cluster_id.clone(),
             hosts: table
                 .members
                 .values()

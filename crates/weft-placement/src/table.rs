@@ -1,4 +1,5 @@
-//! The replicated member table: sidecar hosts plus a monotonically increasing version.
+//! The replicated member table: sidecar hosts plus a monotonically increasing version, within
+//! one placement cluster named by a random identity chosen once.
 //! Pure data and the deterministic command application every raft node runs identically.
 
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,8 @@ pub enum Command {
     Upsert(Member),
     /// Remove hosts (liveness timeout or graceful leave).
     Remove { host_ids: Vec<String> },
+    /// Names the cluster, once: ignored when the table already has an identity.
+    SetClusterId(String),
 }
 
 // openraft requires Display for log payloads (used in its tracing).
@@ -63,6 +66,7 @@ impl std::fmt::Display for Command {
         match self {
             Command::Upsert(m) => write!(f, "upsert({})", m.host_id),
             Command::Remove { host_ids } => write!(f, "remove({})", host_ids.join(",")),
+            Command::SetClusterId(id) => write!(f, "cluster-id({id})"),
         }
     }
 }
@@ -87,11 +91,16 @@ pub struct CommandResult {
 pub struct MemberTable {
     pub version: u64,
     pub members: BTreeMap<String, Member>,
+    /// Empty until the first leader names the cluster (and in tables stored before there was one).
+    #[serde(default)]
+    pub cluster_id: String,
 }
 
 impl MemberTable {
     /// Applies a command; the version grows only when the member list really changes, so
-    /// repeated registrations with unchanged info cause no churn in sidecars.
+    /// repeated registrations with unchanged info cause no churn in sidecars. Naming the cluster
+    /// changes the table (it is published) but not its version: a new cluster is named before
+    /// its first member, an older one carries the name from its next change on.
     pub fn apply(&mut self, cmd: &Command) -> CommandResult {
         let changed = match cmd {
             Command::Upsert(m) => {
@@ -110,8 +119,15 @@ impl MemberTable {
                 }
                 self.members.len() != before
             }
+            Command::SetClusterId(id) => {
+                let set = self.cluster_id.is_empty() && !id.is_empty();
+                if set {
+                    self.cluster_id = id.clone();
+                }
+                set
+            }
         };
-        if changed {
+        if changed && !matches!(cmd, Command::SetClusterId(_)) {
             self.version += 1;
         }
         CommandResult {
@@ -125,6 +141,7 @@ impl MemberTable {
             version: self.version,
             hosts: self.members.values().map(Member::to_proto).collect(),
             vnodes_per_host,
+            cluster_id: self.cluster_id.clone(),
         }
     }
 }
@@ -134,6 +151,8 @@ impl MemberTable {
 #[derive(Debug)]
 pub struct PlacementTable {
     pub version: u64,
+    /// The placement cluster the table comes from (empty: not named yet).
+    pub cluster_id: String,
     pub members: Vec<Member>,
     config: RingConfig,
     rings: std::sync::OnceLock<ActorRings>,
@@ -161,10 +180,21 @@ impl PlacementTable {
         };
         Ok(Arc::new(Self {
             version: t.version,
+            cluster_id: t.cluster_id,
             members,
             config,
             rings: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Whether this table supersedes `current`: a newer version of the same cluster, or any
+    /// table of another cluster (a placement that lost its data starts again at version 1, and
+    /// its tables must not be ignored). A table whose cluster is not named yet compares by version.
+    pub fn replaces(&self, current: &PlacementTable) -> bool {
+        let other_cluster = !self.cluster_id.is_empty()
+            && !current.cluster_id.is_empty()
+            && self.cluster_id != current.cluster_id;
+        other_cluster || self.version > current.version
     }
 
     /// The per-actor-type rings of this table.
@@ -225,6 +255,45 @@ mod tests {
         });
         assert_eq!((r.version, r.changed), (3, true));
         assert!(t.members.is_empty());
+    }
+
+    #[test]
+    fn cluster_id_is_set_once_and_orders_tables_across_clusters() {
+        let mut t = MemberTable::default();
+        t.apply(&Command::Upsert(member("a", &["wf"])));
+        let r = t.apply(&Command::SetClusterId("one".into()));
+        assert_eq!((r.version, r.changed), (1, true), "named, same member list");
+        let r = t.apply(&Command::SetClusterId("two".into()));
+        assert_eq!(
+            (r.version, r.changed, t.cluster_id.as_str()),
+            (1, false, "one")
+        );
+        t.apply(&Command::Upsert(member("c", &["wf"])));
+        t.apply(&Command::Upsert(member("d", &["wf"])));
+        let old = PlacementTable::from_proto(t.to_proto(100)).unwrap();
+        assert_eq!(old.cluster_id, "one");
+
+        // A fresh cluster (placement lost its data): lower versions, another identity.
+        let mut fresh = MemberTable::default();
+        fresh.apply(&Command::Upsert(member("b", &["wf"])));
+        fresh.apply(&Command::Upsert(member("e", &["wf"])));
+        let unnamed = PlacementTable::from_proto(fresh.to_proto(100)).unwrap();
+        assert!(
+            !unnamed.replaces(&old),
+            "not named yet: compared by version"
+        );
+        fresh.apply(&Command::SetClusterId("three".into()));
+        let named = PlacementTable::from_proto(fresh.to_proto(100)).unwrap();
+        assert!(named.version < old.version);
+        assert!(
+            named.replaces(&old),
+            "another cluster's table replaces whatever its version"
+        );
+        assert!(!named.replaces(&named), "the same table again is not newer");
+
+        // Tables stored before identities existed read as unnamed.
+        let legacy: MemberTable = serde_json::from_str(r#"{"version":4,"members":{}}"#).unwrap();
+        assert_eq!((legacy.version, legacy.cluster_id.as_str()), (4, ""));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use weft_core::turn::{
 use weft_core::{InstanceMeta, RuntimeStatus};
 use weft_proto::durabletask::{HistoryEvent, StalledReason, WorkflowResponse};
 use weft_store::{
-    ActivityTask, Checkpoint, CreateInstance, InboxEntry, Outbound, Reminder, ReusePolicy,
+    ActivityTask, Checkpoint, CreateInstance, Fence, InboxEntry, Outbound, Reminder, ReusePolicy,
     StoreError,
 };
 
@@ -40,6 +40,9 @@ pub(crate) enum ActorMsg {
     /// The instance moved to another sidecar: finish the turn in flight (within the hand-off
     /// deadline) and stop.
     Handoff,
+    /// This sidecar's ownership lease lapsed: stop at once, abandoning a turn in flight (the
+    /// next owner runs it again; nothing may be committed here any more).
+    Lapsed,
     /// Tests only: the actor panics, as a bug in a turn would make it.
     #[cfg(test)]
     Panic,
@@ -79,6 +82,9 @@ pub(crate) struct Actor {
     fenced_out: bool,
     /// The instance belongs to another app: this actor stops at once.
     foreign: bool,
+    /// The lease this actor was activated under: every commit carries it, so once another
+    /// sidecar took the bucket over nothing of this actor's lands (`None`: no leases).
+    fence: Option<Fence>,
     /// A wake-up arrived while handing off (the instance may be ours again by the time the
     /// actor stops: then a fresh actor picks it up).
     missed_wake: bool,
@@ -101,11 +107,13 @@ impl Actor {
         id: String,
         inner: Arc<Inner>,
         rx: mpsc::UnboundedReceiver<ActorMsg>,
+        fence: Option<Fence>,
     ) -> Self {
         Self {
             id,
             inner,
             rx,
+            fence,
             state: None,
             pending: None,
             fed_itself: false,
@@ -143,7 +151,7 @@ impl Actor {
                         self.held.push(Held { seq: 0, result: *r });
                     }
                 }
-                ActorMsg::Oversize { .. } | ActorMsg::Handoff => {}
+                ActorMsg::Oversize { .. } | ActorMsg::Handoff | ActorMsg::Lapsed => {}
                 #[cfg(test)]
                 ActorMsg::Panic => {}
             }
@@ -271,6 +279,13 @@ impl Actor {
                 None => return,
                 #[cfg(test)]
                 Some(ActorMsg::Panic) => panic!("actor of '{}' panics (test)", self.id),
+                Some(ActorMsg::Lapsed) => {
+                    if self.pending.take().is_some() && !self.inner.hub.withdraw_workflow(&self.id)
+                    {
+                        self.inner.hub.forget_workflow(&self.id);
+                    }
+                    return self.leave();
+                }
                 Some(ActorMsg::Handoff) => {
                     // Only a turn a worker holds now is worth waiting for.
                     if self.pending.is_none()
@@ -536,7 +551,14 @@ impl Actor {
             new_reminders: vec![],
             cancel_pending: out.cancel_pending,
             outbound: vec![],
+            fence: self.fence.clone(),
         };
+        if !self.inner.lease_valid() {
+            // Acting as owner stopped with the lease; the next owner runs the turn again.
+            return Err(EngineError::Unavailable(
+                "this sidecar's ownership lease lapsed".into(),
+            ));
+        }
         let mut wake = Vec::new();
         let mut activities = Vec::new();
         for effect in &out.effects {
@@ -612,6 +634,11 @@ impl Actor {
                 }
                 if matches!(e, StoreError::Conflict { .. }) {
                     metrics::counter!("weft_checkpoint_conflicts_total").increment(1);
+                    self.fenced_out = true;
+                }
+                if matches!(e, StoreError::Fenced { .. }) {
+                    metrics::counter!("weft_fenced_writes_total", "op" => "checkpoint")
+                        .increment(1);
                     self.fenced_out = true;
                 }
                 let e = EngineError::from(e);

@@ -2,6 +2,7 @@
 //! actors and recovery after a restart (worker answers: `worker_ops.rs`; loops: `loops.rs`).
 
 use crate::actor::{Actor, ActorMsg, now};
+use crate::cluster::lease::Lease;
 use crate::cluster::ownership::{Owned, ownership_loop};
 use crate::cluster::{ActorKind, Registry};
 use crate::commit::Committer;
@@ -23,7 +24,7 @@ use weft_proto::durabletask::{
     ExecutionTerminatedEvent, HistoryEvent, history_event::EventType,
 };
 use weft_store::{
-    CreateInstance, CreateOutcome, InstancePage, ListFilter, ReusePolicy, Scope, Store,
+    CreateInstance, CreateOutcome, Fence, InstancePage, ListFilter, ReusePolicy, Scope, Store,
 };
 
 /// Default limit on one payload (input, output, event data, result): 4 MiB less 64 KiB, so a
@@ -51,6 +52,10 @@ pub struct EngineConfig {
     /// Fold an activity's result into the turn it wakes (one commit per idle step) when the
     /// instance's actor is in memory; off, every result is first recorded on its own.
     pub fold_activity_results: bool,
+    /// Length of this sidecar's ownership lease in the store (with placement only): a sidecar
+    /// that could not renew it stops acting as owner after 3/4 of it, and its buckets may be
+    /// taken over once it ran out.
+    pub lease_ttl: Duration,
 }
 
 impl Default for EngineConfig {
@@ -64,6 +69,7 @@ impl Default for EngineConfig {
             slot_lease: Duration::from_secs(10),
             handoff_timeout: Duration::from_secs(3),
             fold_activity_results: true,
+            lease_ttl: Duration::from_secs(4),
         }
     }
 }
@@ -89,11 +95,15 @@ pub(crate) struct Inner {
     fold_results: bool,
     /// Who owns what (placement); asked by everything that touches an instance.
     pub(crate) registry: Registry,
-    /// The buckets this engine serves now (follows the registry, see `cluster::ownership`).
+    /// The buckets this engine serves now (follows the registry and the lease, see
+    /// `cluster::ownership`).
     owned: RwLock<Arc<Owned>>,
-    /// Reconciler passes so far, and deferred take-overs still waiting (for the gauges).
-    pub(crate) ownership_pass: std::sync::atomic::AtomicU64,
-    pub(crate) deferred: std::sync::atomic::AtomicUsize,
+    /// This sidecar's ownership lease (with placement only; without, it owns all unfenced).
+    pub(crate) lease: Option<Lease>,
+    /// Serialises taking and releasing bucket leases with the changes of `owned`.
+    pub(crate) lease_ops: tokio::sync::Mutex<()>,
+    /// When each bucket's tasks were last claimed again after a refused result (rate limit).
+    reclaimed: Mutex<HashMap<i32, tokio::time::Instant>>,
     pub(crate) timers_changed: Notify,
     /// Asks the resync loop for a recovery scan (after a commit with an unknown outcome).
     pub(crate) resync_needed: Notify,
@@ -119,17 +129,19 @@ impl Inner {
             },
             None => msg,
         };
-        if !self.owns(id) {
+        let Some(fence) = self.owner_fence(id) else {
             tracing::debug!(instance = %id, "not owned here: not activated");
             return;
-        }
+        };
         tracing::debug!(instance = %id, "activating");
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(msg);
         actors.insert(id.to_string(), tx);
         let (inner, id) = (self.clone(), id.to_string());
         tokio::spawn(async move {
-            let run = std::panic::AssertUnwindSafe(Actor::new(id.clone(), inner.clone(), rx).run());
+            let run = std::panic::AssertUnwindSafe(
+                Actor::new(id.clone(), inner.clone(), rx, fence).run(),
+            );
             if futures::FutureExt::catch_unwind(run).await.is_err() {
                 inner.actor_panicked(&id);
             }
@@ -224,9 +236,33 @@ impl Inner {
         self.hub.actor_gone(id);
     }
 
-    /// Whether a take-over deferred for a live previous owner is still waiting.
-    pub(crate) fn deferred_pending(&self) -> bool {
-        self.deferred.load(std::sync::atomic::Ordering::SeqCst) > 0
+    /// Whether this sidecar may act as owner now (always, without placement).
+    pub(crate) fn lease_valid(&self) -> bool {
+        self.lease.as_ref().is_none_or(Lease::valid)
+    }
+
+    /// The fence an owner write to `id` carries: `None` if it is not served here (the write
+    /// must not happen), `Some(None)` without leases, `Some(Some(fence))` otherwise.
+    pub(crate) fn owner_fence(&self, id: &str) -> Option<Option<Fence>> {
+        self.owned().fence(id)
+    }
+
+    /// Whether a bucket's tasks may be claimed again after a refused result: at most once a
+    /// second per bucket, so two views of a bucket can never make claims bounce.
+    pub(crate) fn may_reclaim(&self, bucket: i32) -> bool {
+        let mut last = self.reclaimed.lock().unwrap_or_else(|p| p.into_inner());
+        let now = tokio::time::Instant::now();
+        if last
+            .get(&bucket)
+            .is_some_and(|t| now < *t + Duration::from_secs(1))
+        {
+            return false;
+        }
+        if last.len() > 4096 {
+            last.clear();
+        }
+        last.insert(bucket, now);
+        true
     }
 
     /// Whether this sidecar serves the instance now.
@@ -328,10 +364,17 @@ impl Engine {
 
     /// An engine that serves what `registry` says this sidecar owns.
     pub fn with_registry(store: Arc<dyn Store>, cfg: EngineConfig, registry: Registry) -> Self {
-        let owned = Owned::new(
-            &cfg.app_id,
-            &registry.owned_buckets(&cfg.app_id, ActorKind::Workflow),
-        );
+        // Without placement everything is ours, unfenced; with it, nothing until leases are
+        // granted (`cluster::ownership`).
+        let (owned, lease) = if registry.is_local_only() {
+            let all = registry.owned_buckets(&cfg.app_id, ActorKind::Workflow);
+            (Owned::new(&cfg.app_id, &all), None)
+        } else {
+            (
+                Owned::leased(&cfg.app_id, "", &[]),
+                Some(Lease::new(cfg.lease_ttl)),
+            )
+        };
         Self {
             inner: Arc::new(Inner {
                 committer: Committer::new(store.clone()),
@@ -339,8 +382,9 @@ impl Engine {
                 hub: Hub::configured(cfg.max_work_item_bytes, &cfg.workflow),
                 registry,
                 owned: RwLock::new(Arc::new(owned)),
-                ownership_pass: Default::default(),
-                deferred: Default::default(),
+                lease,
+                lease_ops: Default::default(),
+                reclaimed: Mutex::default(),
                 handoff_timeout: cfg.handoff_timeout,
                 fold_results: cfg.fold_activity_results,
                 app_id: cfg.app_id,
@@ -400,6 +444,14 @@ impl Engine {
         let mut rx = self.inner.hub.inflight();
         let _ = tokio::time::timeout(deadline, rx.wait_for(|n| *n == 0)).await;
         *rx.borrow()
+    }
+
+    /// Ends this sidecar's ownership lease (clean shutdown, after the drain): it acts as owner
+    /// no more, and every bucket it held is free for the next owner at once.
+    pub async fn end_lease(&self) {
+        if let Some(lease) = &self.inner.lease {
+            lease.end(self.inner.store.as_ref()).await;
+        }
     }
 
     /// Re-activates unfinished work after a restart and starts the background loops.
@@ -705,7 +757,15 @@ impl Engine {
         // again, under its row lock), the instance itself is still there to purge later.
         let mut count = 0;
         for member in tree.iter().rev() {
-            if self.inner.store.purge(member, force).await? {
+            // Fenced when this sidecar serves the member (a child elsewhere is its owner's
+            // instance: the store's row lock orders this delete with that owner's writes).
+            let fence = self.inner.owner_fence(member).flatten();
+            if self
+                .inner
+                .store
+                .purge(member, force, fence.as_ref())
+                .await?
+            {
                 count += 1;
                 self.inner.hub.forget_instance(member);
                 self.inner.purged(member);

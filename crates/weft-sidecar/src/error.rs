@@ -322,7 +322,10 @@ impl From<StoreError> for EngineError {
             StoreError::AlreadyExists(_) => Self::AlreadyExists(e.to_string()),
             StoreError::NotFound(id) => Self::no_such_instance(&id),
             StoreError::NotTerminal(_) => Self::FailedPrecondition(e.to_string()),
-            StoreError::Conflict { .. } => Self::Unavailable(e.to_string()),
+            // Another sidecar owns the instance now: the caller retries there.
+            StoreError::Conflict { .. } | StoreError::Fenced { .. } => {
+                Self::Unavailable(e.to_string())
+            }
             StoreError::Unavailable(_) | StoreError::OutcomeUnknown(_) => {
                 Self::Unavailable(e.to_string())
             }

@@ -45,7 +45,7 @@ pub(crate) async fn record_durably(inner: &Arc<Inner>, r: ActivityResult) -> Res
     let id = r.completion.instance_id.clone();
     let generation = r.completion.generation;
     let claim = r.completion.claim.unwrap_or(0);
-    match inner.committer.complete_activity(r.completion).await {
+    match record_with_retries(inner, &r.completion).await {
         Ok(recorded) => {
             if recorded {
                 metrics::counter!("weft_activities_completed_total").increment(1);
@@ -61,14 +61,20 @@ pub(crate) async fn record_durably(inner: &Arc<Inner>, r: ActivityResult) -> Res
         Err(e @ StoreError::Reclaimed { .. }) => {
             metrics::counter!("weft_activity_results_refused_total").increment(1);
             tracing::debug!(instance = %id, error = %e, "activity result refused: task reclaimed");
-            if inner.owns(&id) {
-                // The owner's own dispatch lost to a claim: a sidecar whose scan ran while it
-                // was losing the bucket, which then dropped the task. Claim the bucket's tasks
-                // again so one dispatch that can complete the task exists; tasks this sidecar
-                // already runs only take the newer claim (`Hub::push`).
+            let bucket = bucket_of(&id);
+            if inner.owns(&id) && inner.may_reclaim(bucket) {
+                // The owner's own dispatch lost to a claim (a recovery scan of this sidecar, or
+                // of one that held the bucket before): claim the bucket's tasks again so one
+                // dispatch that can complete the task exists; tasks this sidecar already runs
+                // only take the newer claim (`Hub::push`). A sidecar that does not serve the
+                // bucket never claims (its claim would refuse the owner's results in turn),
+                // and the fenced scope makes a claim under a lost lease change nothing.
+                let scope = inner.owned().scope.clone();
+                let pos = scope.buckets.iter().position(|b| *b == bucket);
                 let scope = Scope {
-                    app_id: inner.app_id.clone(),
-                    buckets: vec![bucket_of(&id)],
+                    app_id: scope.app_id,
+                    buckets: vec![bucket],
+                    epochs: scope.epochs.zip(pos).map(|(e, i)| vec![e[i]]),
                 };
                 let inner = inner.clone();
                 tokio::spawn(async move {
@@ -87,6 +93,36 @@ pub(crate) async fn record_durably(inner: &Arc<Inner>, r: ActivityResult) -> Res
                 request: r.request,
             });
             Err(EngineError::from(e))
+        }
+    }
+}
+
+/// How long a result whose write failed (nothing written, or outcome unknown) is written again
+/// before its task is handed out instead.
+const RECORD_RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// Records one result, writing it again while the store is unavailable or a commit's outcome is
+/// unknown: the write is idempotent under the task's claim (a landed copy makes the next attempt
+/// find the task completed), so the worker's work is kept instead of dispatched again.
+async fn record_with_retries(
+    inner: &Arc<Inner>,
+    completion: &ActivityCompletion,
+) -> std::result::Result<bool, StoreError> {
+    let deadline = tokio::time::Instant::now() + RECORD_RETRY_FOR;
+    let mut wait = Duration::from_millis(20);
+    let mut unknown = false;
+    loop {
+        match inner.committer.complete_activity(completion.clone()).await {
+            // A copy that landed under an unknown outcome was recorded all the same.
+            Ok(recorded) => return Ok(recorded || unknown),
+            Err(StoreError::OutcomeUnknown(_) | StoreError::Unavailable(_))
+                if tokio::time::Instant::now() + wait < deadline =>
+            {
+                unknown = true;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
         }
     }
 }

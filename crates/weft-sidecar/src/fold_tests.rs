@@ -303,3 +303,25 @@ async fn results_folded_into_a_queued_turn_read_no_inbox() {
     assert_eq!(task_completed_count(&h), N as usize);
     shutdown.cancel();
 }
+
+/// A result whose commit outcome is unknown is written again (idempotent under its claim), not
+/// handed out again: the activity does not run twice (issue 15, point 5).
+#[tokio::test]
+async fn a_result_with_an_unknown_outcome_is_not_dispatched_again() {
+    let cfg = EngineConfig {
+        fold_activity_results: false,
+        ..Default::default()
+    };
+    let (spy, engine, mut rx, shutdown) = setup(cfg).await;
+    let first = next(&mut rx).await;
+    answer(&engine, first, vec![schedule(0)]).await;
+    let act = next(&mut rx).await;
+    spy.fail_next_results(crate::testing::Fail::Unknown);
+    complete(&engine, &act).await;
+    let turn = next(&mut rx).await;
+    assert!(
+        matches!(turn.request, Some(Request::WorkflowRequest(_))),
+        "the activity was dispatched again: {turn:?}"
+    );
+    shutdown.cancel();
+}

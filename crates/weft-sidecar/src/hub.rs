@@ -386,8 +386,10 @@ impl Hub {
         self.inflight_count.subscribe()
     }
 
-    /// Drops queued (not yet dispatched) items of instances `moved` says are no longer ours;
-    /// their new owner dispatches them again from the store.
+    /// Drops queued (not yet dispatched) items of instances `moved` says are no longer ours, and
+    /// those waiting for a concurrency slot; their new owner dispatches them again from the
+    /// store. Items a worker is running stay (their answers are still recorded here), and so do
+    /// their slots: only the slots of withdrawn items are freed.
     pub fn withdraw_queued(&self, moved: impl Fn(&str) -> bool) {
         let mut st = self.lock();
         let keys: Vec<Key> = st
@@ -396,18 +398,21 @@ impl Hub {
             .filter(|(instance, _)| moved(instance))
             .flat_map(|(_, keys)| keys.iter().cloned())
             .collect();
+        // Parked first, so the slots freed below admit no job of a moved instance.
+        st.limits.withdraw_parked(&moved);
+        let mut freed = Vec::new();
         for key in &keys {
-            st.dequeue(key);
+            if st.dequeue(key).is_some() {
+                freed.extend(st.limits.release(key));
+            }
         }
-        // Their slots (and parked jobs) go with them; the new owner queues them afresh.
-        let mut instances: Vec<String> = keys.iter().map(|k| k.instance().to_string()).collect();
-        instances.dedup();
-        let mut admitted = false;
-        for instance in instances {
-            let freed = st.limits.forget(&instance);
-            admitted |= st.enqueue_admitted(freed);
-        }
+        let admitted = st.enqueue_admitted(freed);
         self.after_release(&st, admitted);
+    }
+
+    /// Whether a worker holds any dispatched item of an instance `which` selects.
+    pub fn holds_any(&self, which: impl Fn(&str) -> bool) -> bool {
+        self.lock().inflight.keys().any(|k| which(k.instance()))
     }
 
     /// Whether a worker holds this instance's turn now.

@@ -151,7 +151,7 @@ async fn a_waiting_actor_holds_little() {
     let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     let engine = Engine::new(store, EngineConfig::default());
     let (_tx, rx) = mpsc::unbounded_channel();
-    let task = crate::actor::Actor::new("x".into(), engine.inner.clone(), rx).run();
+    let task = crate::actor::Actor::new("x".into(), engine.inner.clone(), rx, None).run();
     let size = std::mem::size_of_val(&task);
     assert!(size <= 2048, "the actor's task is {size} bytes");
 }

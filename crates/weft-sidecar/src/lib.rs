@@ -39,4 +39,4 @@ pub use engine::{Engine, EngineConfig};
 pub use error::EngineError;
 pub use history_json::event_json;
 pub use retention::PurgeFilter;
-pub use server::{Running, ServeError, SidecarConfig, serve, serve_with};
+pub use server::{Running, ServeError, SidecarConfig, serve, serve_placed, serve_with};

@@ -358,6 +358,21 @@ impl Limits {
         self.admit_waiting()
     }
 
+    /// Drops the parked jobs (and kept places) of instances `moved` selects: handed off, their
+    /// new owner queues them afresh.
+    pub(crate) fn withdraw_parked(&mut self, moved: &impl Fn(&str) -> bool) {
+        let parked: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, p)| moved(p.key.instance()))
+            .map(|(t, _)| *t)
+            .collect();
+        for t in parked {
+            self.unpark(t);
+        }
+        self.returning.retain(|k, _| !moved(k.instance()));
+    }
+
     /// Forgets the place kept for a withdrawn turn (its actor left memory: no re-push follows).
     pub(crate) fn forget_returning(&mut self, key: &Key) {
         self.returning.remove(key);

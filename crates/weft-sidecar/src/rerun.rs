@@ -104,6 +104,7 @@ impl Engine {
             new_reminders: vec![],
             cancel_pending: false,
             outbound: vec![],
+            fence: inner.owner_fence(&new_id).flatten(),
         };
         inner.store.checkpoint(cp).await?;
         for request in plan.activities {

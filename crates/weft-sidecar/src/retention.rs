@@ -85,7 +85,12 @@ async fn purge_matching(
             })
             .await?;
         for m in &page.items {
-            if !inner.owns(&m.instance_id) {
+            // Another app's instances are its own sidecars' business, even in a shared bucket.
+            let foreign = !m.app_id.is_empty() && m.app_id != inner.app_id;
+            // The background purge covers what this sidecar serves (every sidecar runs it); a
+            // client's purge by filter covers every matching instance of the app, wherever it
+            // is served (each single purge locks its row and refuses an unfinished instance).
+            if foreign || (shutdown.is_some() && !inner.owns(&m.instance_id)) {
                 continue;
             }
             deleted += purge_finished_tree(&engine, &m.instance_id, recursive).await?;
@@ -169,5 +174,51 @@ pub(crate) async fn retention_loop(inner: Arc<Inner>, shutdown: CancellationToke
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Engine, EngineConfig};
+    use weft_store::{CreateInstance, ReusePolicy, SqliteStore, Store, conformance};
+
+    /// A finished instance of app `app` in `store`.
+    async fn finished(store: &SqliteStore, id: &str, app: &str) {
+        let mut meta = conformance::meta(id, "wf");
+        meta.app_id = app.into();
+        store
+            .create_instance(CreateInstance {
+                meta,
+                start_event: conformance::started("wf"),
+                policy: ReusePolicy::Error,
+            })
+            .await
+            .unwrap();
+        let mut cp = conformance::empty_cp(&store.get_instance(id).await.unwrap().unwrap());
+        cp.meta.status = RuntimeStatus::Completed;
+        cp.meta.completed_at = Some(2);
+        store.checkpoint(cp).await.unwrap();
+    }
+
+    /// Purging by filter (and so retention) deletes only the engine's own app's instances, even
+    /// where apps share a database and buckets (issue 15, point 6).
+    #[tokio::test]
+    async fn purge_by_filter_leaves_other_apps_alone() {
+        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+        finished(&store, "mine", "a").await;
+        finished(&store, "theirs", "b").await;
+        let cfg = |app: &str| EngineConfig {
+            app_id: app.into(),
+            ..Default::default()
+        };
+        let a = Engine::new(store.clone(), cfg("a"));
+        let all = PurgeFilter {
+            statuses: vec![RuntimeStatus::Completed],
+            ..Default::default()
+        };
+        assert_eq!(a.purge_by_filter(all.clone(), false).await.unwrap(), 1);
+        assert!(store.get_instance("mine").await.unwrap().is_none());
+        assert!(store.get_instance("theirs").await.unwrap().is_some());
     }
 }

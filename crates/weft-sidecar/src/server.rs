@@ -70,7 +70,8 @@ impl Running {
     /// The ordered shutdown: stop handing out work and wait (up to `drain_timeout`) for the
     /// answers to what workers hold — so no activity whose result is on its way runs again
     /// elsewhere — then leave placement (the keys move to the other sidecars at once), stop the
-    /// servers and background loops, and wait for them (bounded).
+    /// servers and background loops, and wait for them (bounded). The ownership lease ends
+    /// right after leaving, so the next owners take the buckets over without waiting it out.
     pub async fn shutdown(mut self, drain_timeout: Duration) -> Result<(), std::io::Error> {
         let left_out = self.engine.drain(drain_timeout).await;
         if left_out > 0 {
@@ -82,6 +83,8 @@ impl Running {
         if let Some(m) = self.membership.take() {
             m.leave().await;
         }
+        // Frees every bucket lease at once, so the next owners need not wait it out.
+        self.engine.end_lease().await;
         self.shutdown.cancel();
         // Streams and long polls end at cancellation; don't hang on a stuck client.
         match tokio::time::timeout(Duration::from_secs(10), self.done).await {
@@ -141,7 +144,19 @@ pub async fn serve(
     cfg: SidecarConfig,
     shutdown: CancellationToken,
 ) -> Result<Running, ServeError> {
-    serve_inner(store, cfg, None, shutdown).await
+    serve_inner(store, cfg, None, None, shutdown).await
+}
+
+/// Serves a sidecar without a placement client whose engine follows `registry`, a
+/// [`Registry::placed`] the caller feeds tables to with [`Registry::apply`] (the simulation's
+/// scripted ownership moves). Leases are on, as with placement; owner writes are fenced.
+pub async fn serve_placed(
+    store: Arc<dyn Store>,
+    cfg: SidecarConfig,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> Result<Running, ServeError> {
+    serve_inner(store, cfg, None, Some(registry), shutdown).await
 }
 
 /// Serves a sidecar without placement whose API edge takes ownership answers from `edge`
@@ -152,13 +167,14 @@ pub async fn serve_with(
     edge: Arc<dyn Ownership>,
     shutdown: CancellationToken,
 ) -> Result<Running, ServeError> {
-    serve_inner(store, cfg, Some(edge), shutdown).await
+    serve_inner(store, cfg, Some(edge), None, shutdown).await
 }
 
 async fn serve_inner(
     store: Arc<dyn Store>,
     cfg: SidecarConfig,
     edge: Option<Arc<dyn Ownership>>,
+    placed: Option<Registry>,
     shutdown: CancellationToken,
 ) -> Result<Running, ServeError> {
     let grpc = TcpListener::bind(cfg.grpc_addr)
@@ -195,6 +211,10 @@ async fn serve_inner(
     let max_payload = cfg.engine.max_payload_bytes;
     let app_id = cfg.engine.app_id.clone();
     let host_id = match cfg.cluster.as_ref().map(|c| c.host_id.as_str()) {
+        _ if placed.is_some() => placed
+            .as_ref()
+            .map(|r| r.host_id().to_string())
+            .unwrap_or_default(),
         Some(id) if !id.is_empty() => id.to_string(),
         _ if edge.is_some() => edge
             .as_ref()
@@ -210,6 +230,10 @@ async fn serve_inner(
         None => internal_addr.to_string(),
     };
     let (engine, membership) = match &cfg.cluster {
+        _ if placed.is_some() => {
+            let registry = placed.unwrap_or_else(|| Registry::placed(&host_id));
+            (Engine::with_registry(store, cfg.engine, registry), None)
+        }
         None => (
             Engine::with_registry(store, cfg.engine, Registry::local_only(&host_id)),
             None,

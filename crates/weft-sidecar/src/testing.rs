@@ -36,6 +36,8 @@ pub(crate) struct Spy {
     /// Wakes a test whenever a count changes.
     pub changed: Notify,
     fail: Mutex<Option<(String, Fail)>>,
+    /// How the next batch of activity results fails (once).
+    fail_results: Mutex<Option<Fail>>,
     /// While true, activity results wait before they are written (see `hold_activity_results`).
     hold: tokio::sync::watch::Sender<bool>,
     /// Signalled when an activity result reaches the store.
@@ -49,6 +51,7 @@ impl Spy {
             counts: Counts::default(),
             changed: Notify::new(),
             fail: Mutex::new(None),
+            fail_results: Mutex::new(None),
             hold: tokio::sync::watch::channel(false).0,
             activity_arrived: Notify::new(),
         })
@@ -61,6 +64,12 @@ impl Spy {
 
     pub(crate) fn fail_checkpoints_of(&self, instance: &str, how: Option<Fail>) {
         *self.fail.lock().unwrap() = how.map(|h| (instance.to_string(), h));
+    }
+
+    /// The next batch of activity results fails `how` (`Unknown`: it lands, then the commit's
+    /// answer is lost).
+    pub(crate) fn fail_next_results(&self, how: Fail) {
+        *self.fail_results.lock().unwrap() = Some(how);
     }
 
     fn bump(&self, c: &AtomicUsize) {
@@ -127,7 +136,23 @@ impl Store for Spy {
             self.bump(&self.counts.results);
         }
         let _ = self.hold.subscribe().wait_for(|h| !*h).await;
-        self.inner.complete_activity_batch(items).await
+        let fail = self.fail_results.lock().unwrap().take();
+        let n = items.len();
+        let lost = || {
+            (0..n)
+                .map(|_| Err(StoreError::OutcomeUnknown("test".into())))
+                .collect()
+        };
+        match fail {
+            None => self.inner.complete_activity_batch(items).await,
+            Some(Fail::Rejected) => (0..n)
+                .map(|_| Err(StoreError::Unavailable("test".into())))
+                .collect(),
+            Some(Fail::Unknown) => {
+                self.inner.complete_activity_batch(items).await;
+                lost()
+            }
+        }
     }
     async fn instances_with_inbox(&self, scope: &Scope) -> Result<Vec<String>> {
         self.inner.instances_with_inbox(scope).await
@@ -144,8 +169,8 @@ impl Store for Spy {
             .claim_due_reminders(scope, now, lease_until, limit)
             .await
     }
-    async fn fire_reminder(&self, id: i64) -> Result<bool> {
-        self.inner.fire_reminder(id).await
+    async fn fire_reminder(&self, id: i64, fence: Option<&Fence>) -> Result<bool> {
+        self.inner.fire_reminder(id, fence).await
     }
     async fn next_reminder_due(&self, scope: &Scope) -> Result<Option<Micros>> {
         self.inner.next_reminder_due(scope).await
@@ -156,8 +181,8 @@ impl Store for Spy {
     async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage> {
         self.inner.list_instances(filter).await
     }
-    async fn purge(&self, id: &str, force: bool) -> Result<bool> {
-        self.inner.purge(id, force).await
+    async fn purge(&self, id: &str, force: bool, fence: Option<&Fence>) -> Result<bool> {
+        self.inner.purge(id, force, fence).await
     }
     async fn acquire_slots(
         &self,
@@ -182,5 +207,25 @@ impl Store for Spy {
     }
     async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
         self.inner.release_slots(bucket, holder, slots).await
+    }
+    async fn start_holder(&self, holder: &str, ttl: Micros) -> Result<()> {
+        self.inner.start_holder(holder, ttl).await
+    }
+    async fn renew_holder(&self, holder: &str, ttl: Micros) -> Result<bool> {
+        self.inner.renew_holder(holder, ttl).await
+    }
+    async fn end_holder(&self, holder: &str) -> Result<()> {
+        self.inner.end_holder(holder).await
+    }
+    async fn acquire_buckets(
+        &self,
+        app_id: &str,
+        holder: &str,
+        buckets: &[i32],
+    ) -> Result<Vec<BucketLease>> {
+        self.inner.acquire_buckets(app_id, holder, buckets).await
+    }
+    async fn release_buckets(&self, app_id: &str, holder: &str, buckets: &[i32]) -> Result<()> {
+        self.inner.release_buckets(app_id, holder, buckets).await
     }
 }

@@ -26,7 +26,12 @@ pub(crate) async fn timer_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
         {
             Ok(due) => {
                 for r in due {
-                    match inner.store.fire_reminder(r.id).await {
+                    // Fenced by the lease the claim was made under; handed off meanwhile, the
+                    // reminder waits out its claim and fires on the new owner.
+                    let Some(fence) = inner.owner_fence(&r.instance_id) else {
+                        continue;
+                    };
+                    match inner.store.fire_reminder(r.id, fence.as_ref()).await {
                         Ok(true) => inner.wake(&r.instance_id),
                         Ok(false) => {}
                         Err(e) => {

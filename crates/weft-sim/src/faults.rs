@@ -14,9 +14,9 @@ use tokio::sync::watch;
 use weft_core::{InstanceMeta, Micros};
 use weft_proto::durabletask::HistoryEvent;
 use weft_store::{
-    ActivityCompletion, ActivityTask, Checkpoint, CreateInstance, CreateOutcome, InboxEntry,
-    InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope, SlotLease, Store,
-    StoreError, Wakeup,
+    ActivityCompletion, ActivityTask, BucketLease, Checkpoint, CreateInstance, CreateOutcome,
+    Fence, InboxEntry, InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope,
+    SlotLease, Store, StoreError, Wakeup,
 };
 
 /// What happens at a chosen store call.
@@ -433,9 +433,15 @@ impl Store for FaultStore {
         }
         due
     }
-    async fn fire_reminder(&self, reminder_id: i64) -> Result<bool> {
-        let fired =
-            async { faulty!(self, "fire_reminder", self.inner.fire_reminder(reminder_id)) }.await;
+    async fn fire_reminder(&self, reminder_id: i64, fence: Option<&Fence>) -> Result<bool> {
+        let fired = async {
+            faulty!(
+                self,
+                "fire_reminder",
+                self.inner.fire_reminder(reminder_id, fence)
+            )
+        }
+        .await;
         if !self.dead() {
             self.faults.claimed.fetch_sub(1, Ordering::Relaxed);
         }
@@ -480,11 +486,31 @@ impl Store for FaultStore {
     async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
         self.inner.release_slots(bucket, holder, slots).await
     }
+    async fn start_holder(&self, holder: &str, ttl: Micros) -> Result<()> {
+        self.inner.start_holder(holder, ttl).await
+    }
+    async fn renew_holder(&self, holder: &str, ttl: Micros) -> Result<bool> {
+        self.inner.renew_holder(holder, ttl).await
+    }
+    async fn end_holder(&self, holder: &str) -> Result<()> {
+        self.inner.end_holder(holder).await
+    }
+    async fn acquire_buckets(
+        &self,
+        app_id: &str,
+        holder: &str,
+        buckets: &[i32],
+    ) -> Result<Vec<BucketLease>> {
+        self.inner.acquire_buckets(app_id, holder, buckets).await
+    }
+    async fn release_buckets(&self, app_id: &str, holder: &str, buckets: &[i32]) -> Result<()> {
+        self.inner.release_buckets(app_id, holder, buckets).await
+    }
     async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage> {
         faulty!(self, "list_instances", self.inner.list_instances(filter))
     }
-    async fn purge(&self, id: &str, force: bool) -> Result<bool> {
-        faulty!(self, "purge", self.inner.purge(id, force))
+    async fn purge(&self, id: &str, force: bool, fence: Option<&Fence>) -> Result<bool> {
+        faulty!(self, "purge", self.inner.purge(id, force, fence))
     }
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {
         self.inner.subscribe()

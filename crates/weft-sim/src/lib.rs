@@ -9,8 +9,10 @@
 //! with it which call a planned fault hits — can differ between two runs of one seed; a failing
 //! seed usually, not always, fails again.
 
+pub mod cluster;
 pub mod driver;
 pub mod faults;
+pub mod fence;
 pub mod invariants;
 pub mod known_bugs;
 pub mod model;
@@ -108,6 +110,29 @@ impl SeedReport {
             }
         )
     }
+}
+
+/// The invariants over every execution's history as the worker saw it, and the SDK's
+/// replay violations.
+pub fn observed_problems(obs: &Observed, client: &ScenarioStats) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (inst, exec, events) in obs.histories() {
+        let who = format!("{inst} execution {exec} (as the worker saw it)");
+        let found = check_history(
+            &who,
+            false,
+            Some(&exec),
+            salt_of(&events).as_deref(),
+            &events,
+            &client.retried,
+        );
+        if !found.is_empty() {
+            problems.extend(found);
+            problems.push(format!("{who}: {}", describe(&events)));
+        }
+    }
+    problems.extend(obs.violations());
+    problems
 }
 
 /// Runs one seed to the end.
@@ -214,22 +239,7 @@ pub async fn run_seed(cfg: SeedConfig) -> SeedReport {
         problems.push(format!("{id}: in the database: {d}"));
     }
     let client = stats.lock().expect("not poisoned").clone();
-    for (inst, exec, events) in obs.histories() {
-        let who = format!("{inst} execution {exec} (as the worker saw it)");
-        let found = check_history(
-            &who,
-            false,
-            Some(&exec),
-            salt_of(&events).as_deref(),
-            &events,
-            &client.retried,
-        );
-        if !found.is_empty() {
-            problems.extend(found);
-            problems.push(format!("{who}: {}", describe(&events)));
-        }
-    }
-    problems.extend(obs.violations());
+    problems.extend(observed_problems(&obs, &client));
     stop.cancel();
     let node = match node.await {
         Ok(Ok(s)) => s,

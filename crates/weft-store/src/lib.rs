@@ -43,6 +43,14 @@ pub enum StoreError {
     /// sidecar or the bucket's new owner) claimed the task for a new dispatch, which completes it.
     #[error("activity task {task_id} of '{instance_id}' was claimed for another dispatch")]
     Reclaimed { instance_id: String, task_id: i32 },
+    /// An owner write carried a lease epoch that is no longer current: another holder has taken
+    /// the bucket since (or the lease was released). Nothing was written.
+    #[error("bucket {bucket} of app '{app_id}' is no longer leased at epoch {epoch}")]
+    Fenced {
+        app_id: String,
+        bucket: i32,
+        epoch: i64,
+    },
 }
 
 impl StoreError {
@@ -69,6 +77,24 @@ impl StoreError {
                 instance_id: instance_id.clone(),
                 task_id: *task_id,
             },
+            Self::Fenced {
+                app_id,
+                bucket,
+                epoch,
+            } => Self::Fenced {
+                app_id: app_id.clone(),
+                bucket: *bucket,
+                epoch: *epoch,
+            },
+        }
+    }
+
+    /// The error of a write refused by `fence`.
+    pub fn fenced(fence: &Fence) -> Self {
+        Self::Fenced {
+            app_id: fence.app_id.clone(),
+            bucket: fence.bucket,
+            epoch: fence.epoch,
         }
     }
 }
@@ -165,8 +191,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Reminder>>;
 
     /// Fires a claimed reminder: moves its event into the instance's inbox and deletes it, in
-    /// one transaction. `Ok(false)` if it no longer exists (cancelled or fired by someone else).
-    async fn fire_reminder(&self, reminder_id: i64) -> Result<bool>;
+    /// one transaction. `Ok(false)` if it no longer exists (cancelled or fired by someone else);
+    /// [`StoreError::Fenced`] (and no change) if `fence` is given and no longer current.
+    async fn fire_reminder(&self, reminder_id: i64, fence: Option<&Fence>) -> Result<bool>;
 
     /// When the next reminder of an instance in `scope` may be claimed, for sleeping until
     /// then: the earliest due time among unleased reminders and `max(due_at, lease_until)` among
@@ -185,7 +212,8 @@ pub trait Store: Send + Sync + 'static {
     /// not exist; `Err(NotTerminal)` (and no change) if it is still active and `force` is false.
     /// Its generation and version are remembered, so a re-created instance with that ID
     /// continues both sequences (no stale owner or late result can mistake it for the old one).
-    async fn purge(&self, instance_id: &str, force: bool) -> Result<bool>;
+    /// With `fence`, refused with [`StoreError::Fenced`] (and no change) unless it is current.
+    async fn purge(&self, instance_id: &str, force: bool, fence: Option<&Fence>) -> Result<bool>;
 
     /// Leases up to `want` free slots among `0..limit` of `bucket` for `holder` until `until`
     /// (a slot is free if nobody holds it or its lease ended before `now`). Returns the slots
@@ -207,6 +235,34 @@ pub trait Store: Send + Sync + 'static {
 
     /// Gives back slots of `bucket` held by `holder` (others' slots are left alone).
     async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()>;
+
+    /// Starts the lease of a new holder (one incarnation of a sidecar) for `ttl` micros of the
+    /// store's clock. A holder name is never reused: an existing one is refused
+    /// ([`StoreError::AlreadyExists`]).
+    async fn start_holder(&self, holder: &str, ttl: Micros) -> Result<()>;
+
+    /// Extends a holder's lease to `ttl` from now. `Ok(false)` if it had already run out or was
+    /// ended: such a holder is dead for good (others may have taken its buckets) and must start
+    /// again under a new name.
+    async fn renew_holder(&self, holder: &str, ttl: Micros) -> Result<bool>;
+
+    /// Ends a holder's lease now (clean shutdown): every bucket it held is free at once.
+    async fn end_holder(&self, holder: &str) -> Result<()>;
+
+    /// Takes the leases of those `buckets` of `app_id` that are free for `holder`: never held,
+    /// released, held by a holder whose lease ran out, or held by `holder` itself (epoch kept).
+    /// A bucket taken from anyone else gets a higher epoch. Nothing is taken while `holder`'s
+    /// own lease has run out. Returns the leases now held, ascending; a bucket a live holder
+    /// keeps is left out (ask again after it is released or that lease runs out).
+    async fn acquire_buckets(
+        &self,
+        app_id: &str,
+        holder: &str,
+        buckets: &[i32],
+    ) -> Result<Vec<BucketLease>>;
+
+    /// Gives up `holder`'s leases of `buckets` (others' are left alone): free for the next owner.
+    async fn release_buckets(&self, app_id: &str, holder: &str, buckets: &[i32]) -> Result<()>;
 
     /// Hints that other processes changed something (PostgreSQL LISTEN/NOTIFY). `None` when the
     /// backend has no cross-process notifications (SQLite: one process owns the file, so the

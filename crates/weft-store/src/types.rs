@@ -137,6 +137,10 @@ pub struct Checkpoint {
     /// `meta.generation` or, when the instance became terminal, all of them.
     pub cancel_pending: bool,
     pub outbound: Vec<Outbound>,
+    /// The writer's lease of the instance's bucket: the checkpoint commits only while that lease
+    /// still has this epoch ([`crate::StoreError::Fenced`] otherwise). `None`: unfenced (tests,
+    /// tools; an engine always fences).
+    pub fence: Option<Fence>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -188,6 +192,10 @@ pub struct SlotLease {
 pub struct Scope {
     pub app_id: String,
     pub buckets: Vec<i32>,
+    /// The epoch of this holder's lease of each of `buckets` (same order). Set on an owner's
+    /// claims (activities, reminders): only buckets whose lease still has that epoch are
+    /// claimed, the others are skipped. `None`: unfenced (reads, tests).
+    pub epochs: Option<Vec<i64>>,
 }
 
 impl Scope {
@@ -196,6 +204,38 @@ impl Scope {
         Self {
             app_id: app_id.to_string(),
             buckets: weft_core::bucket::all_buckets(),
+            epochs: None,
         }
     }
+
+    /// The buckets a fenced claim may touch: those whose lease epoch is unchanged. `None` when
+    /// the scope is unfenced (every bucket).
+    pub fn fenced_pairs(&self) -> Option<Vec<(i32, i64)>> {
+        let epochs = self.epochs.as_ref()?;
+        Some(
+            self.buckets
+                .iter()
+                .copied()
+                .zip(epochs.iter().copied())
+                .collect(),
+        )
+    }
+}
+
+/// An owner's proof for one write: the lease of `bucket` of `app_id` must still have `epoch` when
+/// the write commits (the fencing token of the lease literature). Every take-over of a bucket
+/// raises its epoch, so a writer that lost the lease — paused, cut off, or simply late — can no
+/// longer change anything in that bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Fence {
+    pub app_id: String,
+    pub bucket: i32,
+    pub epoch: i64,
+}
+
+/// A bucket lease taken by [`crate::Store::acquire_buckets`]: the epoch to fence writes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BucketLease {
+    pub bucket: i32,
+    pub epoch: i64,
 }

@@ -61,6 +61,7 @@ async fn turn<S: Store>(s: &S, id: &str, step: i32) -> Checkpoint {
         new_reminders: vec![],
         cancel_pending: last,
         outbound: vec![],
+        fence: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! A real Weft cluster on loopback, as processes: N `weft placement` nodes (one raft group), M
 //! `weft sidecar`s on a throwaway PostgreSQL, optionally HAProxy in front; each can be SIGKILLed,
-//! paused, SIGTERMed and restarted. Pure process plumbing: it knows flags and ready lines only.
+//! paused, SIGTERMed and restarted, and (with `placement_proxies`) cut from placement alone
+//! through per-sidecar TCP proxies. Pure process plumbing: it knows flags and ready lines only.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,7 +12,10 @@ use serde_json::{Value, json};
 use crate::error::TestkitError;
 use crate::haproxy::Haproxy;
 use crate::postgres::PgServer;
-use crate::process::{Proc, Signal};
+use crate::process::Proc;
+use crate::proxy::TcpProxy;
+
+mod faults;
 
 type Result<T, E = TestkitError> = std::result::Result<T, E>;
 
@@ -43,6 +47,9 @@ pub struct ClusterConfig {
     pub tls: bool,
     /// Extra flags for `weft cluster` commands (set by `tls`: the operator's certificate).
     pub admin_args: Vec<String>,
+    /// Give each sidecar its own TCP proxy in front of every placement node (its `--placement`
+    /// names the proxies), so that `cut_placement` can cut one sidecar from placement alone.
+    pub placement_proxies: bool,
 }
 
 impl ClusterConfig {
@@ -62,6 +69,7 @@ impl ClusterConfig {
             ready_timeout: Duration::from_secs(60),
             tls: false,
             admin_args: Vec::new(),
+            placement_proxies: false,
         }
     }
 }
@@ -127,6 +135,19 @@ struct SidecarNode {
     addrs: Option<SidecarAddrs>,
     proc: Option<Proc>,
     starts: u32,
+    /// Its proxies in front of the placement nodes, in node order (kept across restarts).
+    proxies: Vec<TcpProxy>,
+}
+
+impl SidecarNode {
+    fn new() -> Self {
+        Self {
+            addrs: None,
+            proc: None,
+            starts: 0,
+            proxies: Vec::new(),
+        }
+    }
 }
 
 /// Where the logs and data live: our temp dir or the caller's directory.
@@ -153,6 +174,8 @@ pub struct Cluster {
     placement: Vec<PlacementNode>,
     sidecars: Vec<SidecarNode>,
     haproxy: Option<Haproxy>,
+    /// Runs the placement proxies (one worker thread), when configured.
+    proxy_rt: Option<tokio::runtime::Runtime>,
     database_url: String,
     // Declared last: dropped after every process that uses them.
     pg: Option<PgServer>,
@@ -209,6 +232,7 @@ impl Cluster {
             placement: Vec::new(),
             sidecars: Vec::new(),
             haproxy: None,
+            proxy_rt: None,
             database_url,
             pg,
             dir,
@@ -218,13 +242,7 @@ impl Cluster {
         }
         c.start_placement()?;
         let n = c.cfg.sidecars;
-        c.sidecars = (0..n)
-            .map(|_| SidecarNode {
-                addrs: None,
-                proc: None,
-                starts: 0,
-            })
-            .collect();
+        c.sidecars = (0..n).map(|_| SidecarNode::new()).collect();
         // Spawn all, then wait: the sidecars start in parallel.
         for i in 0..n {
             c.spawn_sidecar(i, false)?;
@@ -493,9 +511,10 @@ impl Cluster {
             (Some(a), true) => (port_of(&a.grpc)?, port_of(&a.http)?, port_of(&a.internal)?),
             _ => (0, 0, 0),
         };
+        let placement = self.sidecar_placement_addrs(i)?;
         let mut cmd = self.weft();
         cmd.args(["sidecar", "--database-url", &self.database_url])
-            .args(["--placement", &self.placement_addrs()])
+            .args(["--placement", &placement])
             .args(["--app-id", &self.cfg.app_id])
             .args(["--grpc-port", &grpc.to_string()])
             .args(["--http-port", &http.to_string()])
@@ -508,6 +527,36 @@ impl Cluster {
         self.sidecars[i].proc = Some(proc);
         self.sidecars[i].starts += 1;
         Ok(())
+    }
+
+    /// The `--placement` list of sidecar `i`: the nodes themselves, or its own proxies in front
+    /// of them (created on its first start).
+    fn sidecar_placement_addrs(&mut self, i: usize) -> Result<String> {
+        if !self.cfg.placement_proxies {
+            return Ok(self.placement_addrs());
+        }
+        if self.sidecars[i].proxies.is_empty() {
+            if self.proxy_rt.is_none() {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("placement-proxy")
+                    .enable_all()
+                    .build()?;
+                self.proxy_rt = Some(rt);
+            }
+            let rt = self.proxy_rt.as_ref().expect("just set").handle().clone();
+            self.sidecars[i].proxies = self
+                .placement
+                .iter()
+                .map(|n| TcpProxy::start(&rt, &n.addr))
+                .collect::<Result<_>>()?;
+        }
+        Ok(self.sidecars[i]
+            .proxies
+            .iter()
+            .map(TcpProxy::addr)
+            .collect::<Vec<_>>()
+            .join(","))
     }
 
     fn await_sidecar(&mut self, i: usize) -> Result<()> {
@@ -539,11 +588,7 @@ impl Cluster {
                 self.cfg.haproxy_slots
             )));
         }
-        self.sidecars.push(SidecarNode {
-            addrs: None,
-            proc: None,
-            starts: 0,
-        });
+        self.sidecars.push(SidecarNode::new());
         self.spawn_sidecar(i, false)?;
         self.await_sidecar(i)?;
         self.publish(i)?;
@@ -586,97 +631,6 @@ impl Cluster {
         self.dir.path()
     }
 
-    // ------------------------------------------------------------------------- faults
-
-    fn proc_mut(&mut self, t: Target) -> Result<&mut Proc> {
-        let slot = match t {
-            Target::Placement(i) => self.placement.get_mut(i).map(|n| &mut n.proc),
-            Target::Sidecar(i) => self.sidecars.get_mut(i).map(|n| &mut n.proc),
-            Target::Haproxy => {
-                return self
-                    .haproxy
-                    .as_mut()
-                    .map(Haproxy::proc)
-                    .ok_or_else(|| TestkitError::Invalid("no haproxy in this cluster".into()));
-            }
-        };
-        slot.ok_or_else(|| TestkitError::Invalid(format!("no {t}")))?
-            .as_mut()
-            .ok_or_else(|| TestkitError::NotRunning(t.to_string()))
-    }
-
-    pub fn pid(&mut self, t: Target) -> Result<u32> {
-        let p = self.proc_mut(t)?;
-        p.pid()
-            .ok_or_else(|| TestkitError::NotRunning(t.to_string()))
-    }
-
-    pub fn running(&mut self, t: Target) -> bool {
-        self.proc_mut(t).is_ok_and(|p| p.running())
-    }
-
-    /// SIGKILL (a crash) and reap.
-    pub fn kill(&mut self, t: Target) -> Result<()> {
-        let p = self.proc_mut(t)?;
-        if !p.running() {
-            return Err(TestkitError::NotRunning(t.to_string()));
-        }
-        p.kill()
-    }
-
-    /// SIGSTOP: the process keeps its sockets but does nothing.
-    pub fn pause(&mut self, t: Target) -> Result<()> {
-        self.proc_mut(t)?.signal(Signal::Stop)
-    }
-
-    /// SIGCONT after `pause`.
-    pub fn resume(&mut self, t: Target) -> Result<()> {
-        self.proc_mut(t)?.signal(Signal::Cont)
-    }
-
-    /// SIGTERM and wait up to `timeout` for the exit; returns the exit code (None = by signal).
-    /// On timeout the process is SIGKILLed and this fails.
-    pub fn terminate(&mut self, t: Target, timeout: Duration) -> Result<Option<i32>> {
-        Ok(self.proc_mut(t)?.terminate(timeout)?.code())
-    }
-
-    /// Starts a stopped placement node or sidecar again, on the same addresses (a sidecar on the
-    /// same ports, so its direct workers reconnect; `fresh_ports` picks new ones). A port still
-    /// held by the dying process is retried until the ready deadline.
-    pub fn restart(&mut self, t: Target, fresh_ports: bool) -> Result<()> {
-        if self.running(t) {
-            return Err(TestkitError::AlreadyRunning(t.to_string()));
-        }
-        let deadline = self.deadline();
-        loop {
-            let attempt = match t {
-                Target::Placement(i) if i < self.placement.len() => self
-                    .spawn_placement(i)
-                    .and_then(|()| self.await_placement(i)),
-                Target::Sidecar(i) if i < self.sidecars.len() => self
-                    .spawn_sidecar(i, !fresh_ports)
-                    .and_then(|()| self.await_sidecar(i))
-                    .and_then(|()| self.publish(i)),
-                Target::Haproxy => {
-                    return Err(TestkitError::Invalid(
-                        "haproxy is not restarted (its ports would change)".into(),
-                    ));
-                }
-                _ => return Err(TestkitError::Invalid(format!("no {t}"))),
-            };
-            match attempt {
-                Ok(()) => return Ok(()),
-                Err(e @ TestkitError::Command { .. }) if Instant::now() < deadline => {
-                    // exited before its ready line (e.g. address in use): try again shortly
-                    let _ = self.proc_mut(t).map(|p| p.kill());
-                    note_retry(&e);
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
     // ------------------------------------------------------------------------- reporting
 
     /// Everything a test needs to know, as JSON (the `weft-cluster` driver's `status` reply).
@@ -702,6 +656,7 @@ impl Cluster {
                 "grpc": n.addrs.as_ref().map(|a| a.grpc.clone()),
                 "http": n.addrs.as_ref().map(|a| a.http.clone()),
                 "internal": n.addrs.as_ref().map(|a| a.internal.clone()),
+                "placement_proxies": n.proxies.iter().map(TcpProxy::describe).collect::<Vec<_>>(),
                 "log": self.dir.path().join(format!("{t}.stderr.log")),
             }));
         }
@@ -786,6 +741,9 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.shutdown();
+        if let Some(rt) = self.proxy_rt.take() {
+            rt.shutdown_background(); // may be dropped inside another runtime
+        }
     }
 }
 

@@ -210,6 +210,7 @@ fn registry_from(status: &serde_json::Value) -> Registry {
         version: status["table_version"].as_u64().unwrap(),
         hosts,
         vnodes_per_host: 0,
+        cluster_id: status["cluster_id"].as_str().unwrap_or_default().into(),
     })
     .unwrap();
     let r = Registry::placed("observer");

@@ -140,6 +140,19 @@ class Cluster:
     def restart(self, target: str, index: int = 0, fresh_ports: bool = False):
         return self._fault("restart", target, index, fresh_ports=fresh_ports, timeout=READY_TIMEOUT * 2)
 
+    def wipe(self, target: str, index: int = 0):
+        """Deletes a stopped placement node's data directory (it lost its disk)."""
+        return self._fault("wipe", target, index)
+
+    def cut_placement(self, index: int, mode: str = "refuse") -> None:
+        """Cuts sidecar `index` from every placement node through its proxies (the cluster must be
+        started with placement_proxies=True): `refuse` resets its placement connections and refuses
+        new ones, `blackhole` stalls them. PostgreSQL, its peers and its workers stay reachable."""
+        self.status = self.cmd("cut_placement", index=index, mode=mode)["status"]
+
+    def heal_placement(self, index: int) -> None:
+        self.status = self.cmd("heal_placement", index=index)["status"]
+
     def add_sidecar(self) -> int:
         r = self.cmd("add_sidecar", timeout=READY_TIMEOUT * 2)
         self.status = r["status"]

@@ -1,14 +1,19 @@
-"""Acceptance 3 — scale 1 → 3 → 1 sidecars (the leavers by SIGTERM) while 300 workflows run: none
-is lost, each completes once, and no activity whose result had been delivered runs again (the
-workers log every execution and every accepted result). Also measures throughput on 1 sidecar."""
+"""Acceptance 3 and issue 15 fault (c) — scale 1 → 3 → 1 sidecars (the leavers by SIGTERM) while 300
+workflows run, arriving before, during and after: none is lost, each completes once, no activity
+whose result had been delivered runs again (the workers log every execution and every accepted
+result), and — issue 15: hand-offs between live sidecars repeat nothing — no activity runs twice.
+Also measures throughput on 1 sidecar."""
 
 from __future__ import annotations
 
 import pytest
 
+import time
+
 from conftest import direct_cluster, wait_settled
-from workload import (check_activities, check_completed_once, events_by_pid, start_many, throughput,
-                      wait_done)
+from faults import Issue15, longest_stall, refused_results
+from workload import (ActivityLog, check_activities, check_completed_once, events_by_pid, start_many,
+                      throughput, wait_done)
 
 # A hang guard above the test's own deadlines (every wait in it has one).
 pytestmark = pytest.mark.timeout(480)
@@ -36,7 +41,11 @@ def test_scale_one_three_one_while_running(rig, report):
     wait_settled(c, 3)
     # Wave B through all three, then the two leave by SIGTERM while A and B run.
     b = start_many([c.sidecar(i)["grpc"] for i in (0, *joined)], "scale-b-", WAVE)
+    # the leavers' refusals, read just before their SIGTERM (a drain may add a few more)
+    refused = refused_results(c)
+    t_term = time.monotonic()
     codes = {i: c.terminate("sidecar", i, timeout=60) for i in joined}
+    drain_s = time.monotonic() - t_term
     assert codes == {i: 0 for i in joined}, f"a draining sidecar exits 0 after SIGTERM: {codes}"
     # Wave C on the one sidecar left.
     cc = start_many([s0["grpc"]], "scale-c-", WAVE)
@@ -48,6 +57,13 @@ def test_scale_one_three_one_while_running(rig, report):
         figures[run.prefix] = check_activities(run, rig.side_dir)
     execs = events_by_pid(rig.side_dir, "scale-", "exec")
     ran = {w.name: len(execs.get(w.pid, [])) for w in rig.workers}
-    report(f"scale 1->3->1 with {3 * WAVE} workflows: activity executions per worker {ran}; {figures}")
+    refused += refused_results(c)
+    repeats = ActivityLog.read(rig.side_dir, "scale-").repeats()
+    report(f"scale 1->3->1 with {3 * WAVE} workflows: activity executions per worker {ran}; {figures}; "
+           f"repeats {sum(repeats.values())}; refused results {refused:.0f}; SIGTERM of both leavers took "
+           f"{drain_s:.2f}s; longest stall {longest_stall([a, b, cc]):.2f}s")
     for i in joined:
         assert ran[f"w{i}"] > 0, f"sidecar{i} joined but its worker ran nothing: no work moved to it ({ran})"
+    if repeats:
+        raise Issue15(f"{len(repeats)} activities ran more than once across hand-offs between live sidecars "
+                      f"({sum(repeats.values())} extra runs): {sorted(repeats.items())[:10]}")

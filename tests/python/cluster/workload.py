@@ -24,6 +24,7 @@ class Run:
     seeds: dict[str, int]
     started_at: float = 0.0  # wall clock
     start_secs: float = 0.0
+    started: dict[str, int] = field(default_factory=dict)  # instance -> monotonic ns of its first start call
     done: dict[str, dict] = field(default_factory=dict)
 
 
@@ -33,10 +34,13 @@ def _client(grpc_addr: str):
     return wf.DaprWorkflowClient(host=host, port=port)
 
 
-def start_many(grpc_addrs: list[str], prefix: str, n: int, threads: int = 16, deadline_s: float = 120) -> Run:
+def start_many(grpc_addrs: list[str], prefix: str, n: int, threads: int = 16, deadline_s: float = 120,
+               over_s: float = 0.0) -> Run:
     """Starts n workflows `{prefix}{i}` (seed i), spreading the calls over `grpc_addrs`. A start that
     fails with UNAVAILABLE (its sidecar just died) is retried with the same ID; ALREADY_EXISTS on a
-    retry means the first attempt went through."""
+    retry means the first attempt went through. With `over_s`, the starts are paced evenly over that
+    many seconds (the i-th no earlier than i * over_s / n after the first): a steady arrival rate.
+    `run.started[i]` is the CLOCK_MONOTONIC ns at which start i was first sent."""
     clients = [_client(a) for a in grpc_addrs]
     run = Run(prefix, {f"{prefix}{i}": i for i in range(n)})
     deadline = time.monotonic() + deadline_s
@@ -44,6 +48,9 @@ def start_many(grpc_addrs: list[str], prefix: str, n: int, threads: int = 16, de
     def start(i: int):
         iid = f"{prefix}{i}"
         attempt = 0
+        if over_s:
+            time.sleep(max(0.0, t0 + i * over_s / n - time.monotonic()))  # pacing the arrivals
+        run.started[iid] = time.monotonic_ns()
         while True:
             c = clients[(i + attempt) % len(clients)]
             try:
@@ -120,39 +127,72 @@ def check_completed_once(run: Run, grpc_addr: str, http_addr: str) -> None:
     assert not problems, f"{len(problems)} instances wrong:\n" + "\n".join(problems[:20])
 
 
+Key = tuple  # (instance, task id)
+
+
+@dataclass
+class ActivityLog:
+    """The workers' activity events of one run, per (instance, task id): when and where each
+    dispatch arrived (`recv`), each execution started (`exec`), and when a sidecar first accepted
+    its result (`delivered`). Times are CLOCK_MONOTONIC ns; pids are the workers'."""
+    execs: dict = field(default_factory=lambda: defaultdict(list))  # key -> [(t, pid)]
+    recvs: dict = field(default_factory=lambda: defaultdict(list))  # key -> [(t, pid)]
+    delivered: dict = field(default_factory=dict)  # key -> first t
+
+    @classmethod
+    def read(cls, side_dir: Path, prefixes) -> "ActivityLog":
+        prefixes = tuple([prefixes] if isinstance(prefixes, str) else prefixes)
+        log = cls()
+        for kind, iid, task, pid, t in read_events(side_dir):
+            if not iid.startswith(prefixes):
+                continue
+            key = (iid, task)
+            if kind == "exec":
+                log.execs[key].append((t, pid))
+            elif kind == "recv":
+                log.recvs[key].append((t, pid))
+            elif kind == "delivered":
+                log.delivered[key] = min(t, log.delivered.get(key, t))
+        return log
+
+    def missing_steps(self, instances) -> list[str]:
+        """Instances without STEPS distinct executed steps."""
+        per_instance = defaultdict(int)
+        for (iid, _task) in self.execs:
+            per_instance[iid] += 1
+        return [i for i in instances if per_instance.get(i, 0) != STEPS]
+
+    def dispatched_after_delivery(self) -> dict:
+        """{key: (recv times, first delivery)} of activities that reached a worker again after a
+        sidecar had accepted their result."""
+        return {k: (sorted(t for t, _ in v), self.delivered[k]) for k, v in self.recvs.items()
+                if k in self.delivered and any(t > self.delivered[k] for t, _ in v)}
+
+    def repeats(self) -> dict:
+        """{key: extra executions} of every activity that ran more than once."""
+        return {k: len(v) - 1 for k, v in self.execs.items() if len(v) > 1}
+
+    def figures(self) -> dict:
+        overlapping = sum(1 for k, v in self.recvs.items() if len(v) > 1 and k in self.delivered
+                          and sorted(v)[1][0] < self.delivered[k])
+        return {"executions": sum(len(v) for v in self.execs.values()),
+                "reruns": sum(self.repeats().values()), "overlapping_dispatches": overlapping,
+                "dispatched_after_delivery": len(self.dispatched_after_delivery())}
+
+
 def check_activities(run: Run, side_dir: Path) -> dict:
     """Every step of every instance ran at least once, and no activity was dispatched again after
     its result had been delivered (accepted by a sidecar): no `recv` of a (instance, task) later
     than its first `delivered`. Returns figures: executions, re-runs (all extra executions), and
     overlapping ones (a second dispatch that reached a worker while the first was still running,
     e.g. the old owner's in-flight dispatch and the new owner's re-dispatch during a hand-off)."""
-    execs: dict[tuple, list[int]] = defaultdict(list)
-    recvs: dict[tuple, list[int]] = defaultdict(list)
-    delivered: dict[tuple, int] = {}
-    for kind, iid, task, _pid, t in read_events(side_dir):
-        if not iid.startswith(run.prefix):
-            continue
-        key = (iid, task)
-        if kind == "exec":
-            execs[key].append(t)
-        elif kind == "recv":
-            recvs[key].append(t)
-        elif kind == "delivered":
-            delivered[key] = min(t, delivered.get(key, t))
-    per_instance = defaultdict(int)
-    for (iid, _task) in execs:
-        per_instance[iid] += 1
-    missing = [i for i in run.seeds if per_instance.get(i, 0) != STEPS]
+    log = ActivityLog.read(side_dir, run.prefix)
+    missing = log.missing_steps(run.seeds)
     assert not missing, f"{len(missing)} instances without {STEPS} distinct executed steps: {missing[:10]}"
-    again = {k: (sorted(recvs[k]), delivered[k]) for k in recvs
-             if k in delivered and any(t > delivered[k] for t in recvs[k])}
+    again = log.dispatched_after_delivery()
     assert not again, (f"{len(again)} activities were dispatched again after their result had been "
                        f"delivered (recv times, first delivery; ns): {list(again.items())[:5]}")
-    reruns = sum(len(v) - 1 for v in execs.values())
-    overlapping = sum(1 for k, v in recvs.items() if len(v) > 1 and k in delivered
-                      and sorted(v)[1] < delivered[k])
-    return {"executions": sum(len(v) for v in execs.values()), "reruns": reruns,
-            "overlapping_dispatches": overlapping, "dispatched_after_delivery": len(again)}
+    return log.figures()
 
 
 class Background:

@@ -4,6 +4,7 @@
 pub mod registry;
 
 pub use registry::{ActorKind, Owner, Registry};
+pub(crate) mod lease;
 pub mod membership;
 pub(crate) mod ownership;
 

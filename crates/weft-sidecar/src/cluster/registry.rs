@@ -152,7 +152,8 @@ impl Registry {
         self.shared.local_only
     }
 
-    /// Applies a newer table (older or equal versions are ignored: placement resends).
+    /// Applies a newer table (older or equal versions of the same placement cluster are ignored:
+    /// placement resends; a table of another cluster is applied whatever its version).
     pub fn apply(&self, table: Arc<PlacementTable>) {
         if self.shared.local_only {
             return;
@@ -164,7 +165,7 @@ impl Registry {
                 .snapshot
                 .write()
                 .unwrap_or_else(|p| p.into_inner());
-            if cur.table.is_some() && cur.version >= version {
+            if cur.table.as_ref().is_some_and(|c| !table.replaces(c)) {
                 return;
             }
             *cur = Arc::new(Snapshot {

@@ -22,12 +22,50 @@ fn host(id: &str, app: &str, registered: bool) -> HostInfo {
 }
 
 fn table(version: u64, hosts: Vec<HostInfo>) -> Arc<PlacementTable> {
+    cluster_table("", version, hosts)
+}
+
+fn cluster_table(cluster_id: &str, version: u64, hosts: Vec<HostInfo>) -> Arc<PlacementTable> {
     PlacementTable::from_proto(Table {
         version,
         hosts,
         vnodes_per_host: 100,
+        cluster_id: cluster_id.into(),
     })
     .unwrap()
+}
+
+#[test]
+fn a_table_of_another_placement_cluster_is_applied_whatever_its_version() {
+    let r = Registry::placed("a");
+    r.apply(cluster_table(
+        "old",
+        7,
+        vec![host("a", APP, true), host("b", APP, true)],
+    ));
+    r.apply(cluster_table("old", 6, vec![host("a", APP, true)]));
+    assert_eq!(
+        r.version(),
+        7,
+        "an older version of the same cluster is ignored"
+    );
+    // Placement lost its data: a new cluster, versions from 1 again.
+    r.apply(cluster_table("new", 2, vec![host("a", APP, true)]));
+    assert_eq!(r.version(), 2);
+    assert_eq!(
+        r.owned_buckets(APP, ActorKind::Workflow).len(),
+        BUCKETS as usize
+    );
+    r.apply(cluster_table(
+        "new",
+        2,
+        vec![host("a", APP, true), host("b", APP, true)],
+    ));
+    assert_eq!(
+        r.owned_buckets(APP, ActorKind::Workflow).len(),
+        BUCKETS as usize,
+        "a resend"
+    );
 }
 
 #[test]

@@ -359,3 +359,34 @@ async fn a_new_execution_frees_the_slots_of_older_generations() {
         "the new execution's activity gets the slot"
     );
 }
+
+/// A hand-off withdraws what waits for a slot as well as what is queued, and keeps the slots of
+/// activities a worker is running (freeing them would admit more than the limit).
+#[tokio::test]
+async fn a_hand_off_withdraws_slot_waiting_work_and_keeps_running_slots() {
+    let hub = limited(2);
+    hub.push(act("moved", 0, 0));
+    hub.push(act("moved", 1, 0));
+    hub.push(act("moved", 2, 0));
+    hub.push(act("stays", 0, 0));
+    let (_running, _) = hub.take(1).await; // "moved" task 0 is at a worker
+    assert_eq!(
+        hub.queued(),
+        1,
+        "moved/1 queued; moved/2 and stays/0 wait for a slot"
+    );
+    hub.withdraw_queued(|id| id == "moved");
+    assert!(
+        !hub.waiting_for_slot().contains("moved"),
+        "work waiting for a slot is withdrawn too"
+    );
+    // The running activity still holds one slot; the freed one admits the other instance only.
+    assert_eq!(hub.queued(), 1, "stays/0 took the freed slot");
+    hub.push(act("other", 0, 0));
+    assert_eq!(
+        hub.queued(),
+        1,
+        "the running activity's slot was not freed: the limit of 2 holds"
+    );
+    assert!(hub.waiting_for_slot().contains("other"));
+}

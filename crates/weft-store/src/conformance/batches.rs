@@ -313,7 +313,7 @@ pub async fn create_batch_answers_each<F: Fixture>(fx: &F) {
         s.checkpoint(cp).await.unwrap();
     }
     let gone_before = row(&s, "gone").await;
-    assert!(s.purge("gone", false).await.unwrap());
+    assert!(s.purge("gone", false, None).await.unwrap());
 
     let mut later = create_req("later", ReusePolicy::Error);
     later.meta.scheduled_start_at = Some(now() + 3_600_000_000);

@@ -270,12 +270,12 @@ pub async fn fire_reminder_is_idempotent<F: Fixture>(fx: &F) {
     s.checkpoint(cp).await.unwrap();
     let got = s.claim_due_reminders(&all(), 10, 20, 10).await.unwrap();
     assert_eq!(got.len(), 1);
-    assert!(s.fire_reminder(got[0].id).await.unwrap());
+    assert!(s.fire_reminder(got[0].id, None).await.unwrap());
     assert!(
-        !s.fire_reminder(got[0].id).await.unwrap(),
+        !s.fire_reminder(got[0].id, None).await.unwrap(),
         "second fire is a no-op"
     );
-    assert!(!s.fire_reminder(987_654_321).await.unwrap());
+    assert!(!s.fire_reminder(987_654_321, None).await.unwrap());
     let inbox = s.read_inbox("fr").await.unwrap();
     assert_eq!(inbox.len(), inbox0 + 1);
     assert_eq!(inbox.last().unwrap().event, raised("fired", 3));

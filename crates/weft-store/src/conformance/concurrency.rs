@@ -107,11 +107,11 @@ pub async fn reminder_claims_never_overlap<F: Fixture>(fx: &F) {
     let (ra, rb) = tokio::join!(
         tokio::spawn({
             let a = a.clone();
-            async move { a.fire_reminder(id).await.unwrap() }
+            async move { a.fire_reminder(id, None).await.unwrap() }
         }),
         tokio::spawn({
             let b = b.clone();
-            async move { b.fire_reminder(id).await.unwrap() }
+            async move { b.fire_reminder(id, None).await.unwrap() }
         })
     );
     assert!(

@@ -77,7 +77,7 @@ pub async fn inbox_rows_name_their_generation<F: Fixture>(fx: &F) {
         .await
         .unwrap();
     assert_eq!(due.len(), 1);
-    assert!(s.fire_reminder(due[0].id).await.unwrap());
+    assert!(s.fire_reminder(due[0].id, None).await.unwrap());
     // A child result addressed to x's current execution, and one to an execution x never had.
     let p = row(&s, "peer").await;
     let mut cp = empty_cp(&p);
@@ -163,7 +163,7 @@ pub async fn recreation_continues_generation_and_version<F: Fixture>(fx: &F) {
 
     // Purged, then created again: still continuing.
     let ended = finish(&s, "r").await;
-    assert!(s.purge("r", false).await.unwrap());
+    assert!(s.purge("r", false, None).await.unwrap());
     assert!(s.get_instance("r").await.unwrap().is_none());
     let out = s
         .create_instance(create_req("r", ReusePolicy::Error))
@@ -189,7 +189,7 @@ pub async fn recreation_continues_generation_and_version<F: Fixture>(fx: &F) {
 
     // A scheduled start after a purge: its reminder is for the new generation.
     finish(&s, "r").await;
-    assert!(s.purge("r", false).await.unwrap());
+    assert!(s.purge("r", false, None).await.unwrap());
     let mut later = create_req("r", ReusePolicy::Error);
     later.meta.scheduled_start_at = Some(now() + 3_600_000_000);
     s.create_instance(later).await.unwrap();
@@ -200,7 +200,7 @@ pub async fn recreation_continues_generation_and_version<F: Fixture>(fx: &F) {
         .unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].generation, 5);
-    assert!(s.fire_reminder(due[0].id).await.unwrap());
+    assert!(s.fire_reminder(due[0].id, None).await.unwrap());
     assert_eq!(stamps(&s, "r").await, [("start".into(), Some(5))]);
 }
 
@@ -209,13 +209,13 @@ pub async fn purge_refuses_active_instances<F: Fixture>(fx: &F) {
     create(&s, "a").await;
     let before = s.load("a").await.unwrap().unwrap();
     assert!(matches!(
-        s.purge("a", false).await,
+        s.purge("a", false, None).await,
         Err(StoreError::NotTerminal(id)) if id == "a"
     ));
     let m = row(&s, "a").await;
     s.checkpoint(empty_cp(&m)).await.unwrap(); // Running
     assert!(matches!(
-        s.purge("a", false).await,
+        s.purge("a", false, None).await,
         Err(StoreError::NotTerminal(_))
     ));
     let after = s
@@ -224,13 +224,16 @@ pub async fn purge_refuses_active_instances<F: Fixture>(fx: &F) {
         .unwrap()
         .expect("refused purge changes nothing");
     assert_eq!(after.inbox.len(), before.inbox.len());
-    assert!(s.purge("a", true).await.unwrap(), "force purges anyway");
+    assert!(
+        s.purge("a", true, None).await.unwrap(),
+        "force purges anyway"
+    );
     assert!(s.get_instance("a").await.unwrap().is_none());
 
     create(&s, "b").await;
     finish(&s, "b").await;
-    assert!(s.purge("b", false).await.unwrap());
-    assert!(!s.purge("b", false).await.unwrap());
+    assert!(s.purge("b", false, None).await.unwrap());
+    assert!(!s.purge("b", false, None).await.unwrap());
 }
 
 pub async fn purge_racing_deliveries_leaves_no_orphans<F: Fixture>(fx: &F) {
@@ -259,7 +262,7 @@ pub async fn purge_racing_deliveries_leaves_no_orphans<F: Fixture>(fx: &F) {
             })
         };
         first_rx.await.expect("the raiser started");
-        assert!(a.purge(&id, false).await.unwrap());
+        assert!(a.purge(&id, false, None).await.unwrap());
         raiser.await.unwrap();
         assert!(
             a.read_inbox(&id).await.unwrap().is_empty(),

@@ -233,7 +233,7 @@ pub async fn purge_removes_everything<F: Fixture>(fx: &F) {
     }];
     s.checkpoint(cp).await.unwrap();
     // Still running, so only a forced purge takes it (see `purge_refuses_active_instances`).
-    assert!(s.purge("p", true).await.unwrap());
+    assert!(s.purge("p", true, None).await.unwrap());
     assert!(s.get_instance("p").await.unwrap().is_none());
     assert!(s.load("p").await.unwrap().is_none());
     assert!(s.get_history("p").await.unwrap().is_none());
@@ -245,7 +245,7 @@ pub async fn purge_removes_everything<F: Fixture>(fx: &F) {
         vec!["keep".to_string()]
     );
     assert!(
-        !s.purge("p", false).await.unwrap(),
+        !s.purge("p", false, None).await.unwrap(),
         "second purge finds nothing"
     );
     assert!(s.get_instance("keep").await.unwrap().is_some());
@@ -442,7 +442,7 @@ pub async fn scheduled_start_becomes_reminder<F: Fixture>(fx: &F) {
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].instance_id, "later");
     assert_eq!(due[0].event, started("wf"));
-    assert!(s.fire_reminder(due[0].id).await.unwrap());
+    assert!(s.fire_reminder(due[0].id, None).await.unwrap());
     let inbox = s.read_inbox("later").await.unwrap();
     assert_eq!(inbox.len(), 1);
     assert_eq!(inbox[0].event, started("wf"));

@@ -7,6 +7,7 @@ mod claims;
 mod concurrency;
 mod executions;
 mod fold;
+mod leases;
 mod lifecycle;
 mod scope;
 mod slots;
@@ -18,6 +19,7 @@ pub use claims::*;
 pub use concurrency::*;
 pub use executions::*;
 pub use fold::*;
+pub use leases::*;
 pub use lifecycle::*;
 pub use scope::*;
 pub use slots::*;
@@ -88,6 +90,12 @@ macro_rules! conformance_tests {
             batch_equals_one_by_one,
             batch_losers_anywhere_fail_alone,
             create_batch_answers_each,
+            holders_start_renew_and_end,
+            buckets_pass_on_with_higher_epochs,
+            an_expired_holder_is_taken_over,
+            a_stale_epoch_changes_nothing,
+            checkpoint_batch_fences_each_member,
+            no_owner_write_lands_after_a_takeover,
         );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {
@@ -207,6 +215,7 @@ pub fn empty_cp(m: &InstanceMeta) -> Checkpoint {
         new_reminders: vec![],
         cancel_pending: false,
         outbound: vec![],
+        fence: None,
     }
 }
 

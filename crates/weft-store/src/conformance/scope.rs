@@ -54,6 +54,7 @@ pub async fn scans_return_only_the_given_buckets<F: Fixture>(fx: &F) {
     let scope = Scope {
         app_id: APP.to_string(),
         buckets: buckets.iter().copied().collect(),
+        epochs: None,
     };
     let inside: BTreeSet<String> = ids
         .iter()
@@ -104,6 +105,7 @@ pub async fn scans_return_only_the_given_buckets<F: Fixture>(fx: &F) {
         buckets: (0..i32::from(weft_core::bucket::BUCKETS))
             .filter(|b| !buckets.contains(b))
             .collect(),
+        epochs: None,
     };
     let outside: BTreeSet<String> = s
         .instances_with_inbox(&rest)
@@ -116,6 +118,7 @@ pub async fn scans_return_only_the_given_buckets<F: Fixture>(fx: &F) {
     let none = Scope {
         app_id: APP.to_string(),
         buckets: vec![],
+        epochs: None,
     };
     assert!(s.instances_with_inbox(&none).await.unwrap().is_empty());
     assert!(pending(&s, &none).await.is_empty());
@@ -163,6 +166,7 @@ async fn found<S: Store>(s: &S, id: &str) -> bool {
     let scope = Scope {
         app_id: APP.to_string(),
         buckets: vec![bucket_of(id)],
+        epochs: None,
     };
     s.instances_with_inbox(&scope)
         .await
@@ -252,10 +256,11 @@ pub async fn every_inbox_write_is_found_in_its_bucket<F: Fixture>(fx: &F) {
     let scope = Scope {
         app_id: APP.to_string(),
         buckets: vec![bucket_of(id)],
+        epochs: None,
     };
     let due = s.claim_due_reminders(&scope, 200, 1_000, 10).await.unwrap();
     let mine = due.iter().find(|r| r.instance_id == id).expect("claimed");
-    assert!(s.fire_reminder(mine.id).await.unwrap());
+    assert!(s.fire_reminder(mine.id, None).await.unwrap());
     assert!(found(&s, id).await, "fired timer");
 
     // Delivered by another instance's turn (a child's result), and a child it creates.

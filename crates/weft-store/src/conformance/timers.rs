@@ -59,7 +59,7 @@ pub async fn next_due_waits_for_leases<F: Fixture>(fx: &F) {
     }];
     s.checkpoint(cp).await.unwrap();
     for r in got.iter().chain(&third).chain(&again) {
-        s.fire_reminder(r.id).await.unwrap();
+        s.fire_reminder(r.id, None).await.unwrap();
     }
     assert_eq!(s.next_reminder_due(&all()).await.unwrap(), Some(7_000));
     let far = s

@@ -10,7 +10,7 @@ use weft_core::Micros;
 use weft_core::bucket::bucket_of;
 
 use super::R;
-use super::ops;
+use super::{leases, ops};
 use crate::codec::{encode_event, start_due_at};
 use crate::{
     ActivityCompletion, Checkpoint, CreateInstance, CreateOutcome, Outbound, Result, StoreError,
@@ -70,8 +70,20 @@ pub(crate) async fn checkpoints(
 ) -> R<Vec<Result<()>>> {
     let n = cps.len();
     let mut results: Vec<Result<()>> = (0..n).map(|_| Ok(())).collect();
+    // Lease rows first (in lease order), then instance rows: every owner write locks in this
+    // order, so concurrent batches and take-overs cannot deadlock.
+    let epochs = leases::lock_epochs(tx, cps.iter().filter_map(|c| c.fence.as_ref())).await?;
+    let mut fenced = vec![false; n];
+    for (i, cp) in cps.iter().enumerate() {
+        if let Some(f) = &cp.fence
+            && epochs.get(&(f.app_id.clone(), f.bucket)) != Some(&f.epoch)
+        {
+            fenced[i] = true;
+            results[i] = Err(StoreError::fenced(f));
+        }
+    }
     // Instance-ID order: rows are locked in it, so concurrent batches cannot deadlock.
-    let mut order: Vec<usize> = (0..n).collect();
+    let mut order: Vec<usize> = (0..n).filter(|i| !fenced[*i]).collect();
     order.sort_by(|&a, &b| cps[a].instance_id.cmp(&cps[b].instance_id));
     let mut seen = HashSet::new();
     let (mut simple, mut single) = (Vec::new(), Vec::new());

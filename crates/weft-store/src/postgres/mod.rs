@@ -3,6 +3,7 @@
 //! in `batch`), `SKIP LOCKED` reminder claims, and LISTEN/NOTIFY wake-ups on a dedicated connection.
 
 mod batch;
+mod leases;
 mod listen;
 mod ops;
 mod scans;
@@ -23,9 +24,9 @@ use weft_proto::durabletask::HistoryEvent;
 
 use crate::codec::now_micros;
 use crate::{
-    ActivityCompletion, ActivityTask, Checkpoint, CreateInstance, CreateOutcome, InboxEntry,
-    InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope, SlotLease, Store,
-    StoreError, Wakeup,
+    ActivityCompletion, ActivityTask, BucketLease, Checkpoint, CreateInstance, CreateOutcome,
+    Fence, InboxEntry, InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope,
+    SlotLease, Store, StoreError, Wakeup,
 };
 
 const RETRY_MIN: Duration = Duration::from_millis(50);
@@ -553,7 +554,10 @@ impl Store for PgStore {
     }
 
     async fn claim_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
-        write_tx!(self, tx => scans::claim_activities(&tx, scope).await)
+        write_tx!(self, tx => {
+            let scope = leases::current(&tx, scope).await?;
+            scans::claim_activities(&tx, &scope).await
+        })
     }
 
     async fn complete_activity(
@@ -592,11 +596,17 @@ impl Store for PgStore {
         lease_until: Micros,
         limit: usize,
     ) -> Result<Vec<Reminder>> {
-        write_tx!(self, tx => scans::claim_reminders(&tx, scope, now, lease_until, limit).await)
+        write_tx!(self, tx => {
+            let scope = leases::current(&tx, scope).await?;
+            scans::claim_reminders(&tx, &scope, now, lease_until, limit).await
+        })
     }
 
-    async fn fire_reminder(&self, reminder_id: i64) -> Result<bool> {
-        write_tx!(self, tx => scans::fire_reminder(&tx, reminder_id).await)
+    async fn fire_reminder(&self, reminder_id: i64, fence: Option<&Fence>) -> Result<bool> {
+        write_tx!(self, tx => {
+            leases::check(&tx, fence).await?;
+            scans::fire_reminder(&tx, reminder_id).await
+        })
     }
 
     async fn next_reminder_due(&self, scope: &Scope) -> Result<Option<Micros>> {
@@ -611,8 +621,11 @@ impl Store for PgStore {
         read!(self, c => ops::list(&c, &filter).await)
     }
 
-    async fn purge(&self, instance_id: &str, force: bool) -> Result<bool> {
-        write_tx!(self, tx => ops::purge(&tx, instance_id, force).await)
+    async fn purge(&self, instance_id: &str, force: bool, fence: Option<&Fence>) -> Result<bool> {
+        write_tx!(self, tx => {
+            leases::check(&tx, fence).await?;
+            ops::purge(&tx, instance_id, force).await
+        })
     }
 
     async fn acquire_slots(
@@ -638,6 +651,31 @@ impl Store for PgStore {
 
     async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
         write_tx!(self, tx => ops::release_slots(&tx, bucket, holder, slots).await)
+    }
+
+    async fn start_holder(&self, holder: &str, ttl: Micros) -> Result<()> {
+        write_tx!(self, tx => leases::start_holder(&tx, holder, ttl).await)
+    }
+
+    async fn renew_holder(&self, holder: &str, ttl: Micros) -> Result<bool> {
+        write_tx!(self, tx => leases::renew_holder(&tx, holder, ttl).await)
+    }
+
+    async fn end_holder(&self, holder: &str) -> Result<()> {
+        write_tx!(self, tx => leases::end_holder(&tx, holder).await)
+    }
+
+    async fn acquire_buckets(
+        &self,
+        app_id: &str,
+        holder: &str,
+        buckets: &[i32],
+    ) -> Result<Vec<BucketLease>> {
+        write_tx!(self, tx => leases::acquire(&tx, app_id, holder, buckets).await)
+    }
+
+    async fn release_buckets(&self, app_id: &str, holder: &str, buckets: &[i32]) -> Result<()> {
+        write_tx!(self, tx => leases::release(&tx, app_id, holder, buckets).await)
     }
 
     fn subscribe(&self) -> Option<broadcast::Receiver<Wakeup>> {

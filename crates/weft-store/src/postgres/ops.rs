@@ -332,6 +332,7 @@ pub(crate) async fn inbox(
 /// same-instance checkpoints serialise on it. If it matched no row the caller's transaction is
 /// rolled back, so nothing the later statements did survives.
 pub(crate) async fn checkpoint(tx: &Transaction<'_>, cp: &Checkpoint, now: Micros) -> R<()> {
+    super::leases::check(tx, cp.fence.as_ref()).await?;
     let m = &cp.meta;
     let id = cp.instance_id.as_str();
     // Prepared once per connection; after that these cost no round trip.

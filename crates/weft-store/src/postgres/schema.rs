@@ -158,6 +158,24 @@ RETURN NULL; END $$;
     r#"
 ALTER TABLE activities ADD COLUMN claim BIGINT NOT NULL DEFAULT 0;
 "#,
+    // 8: ownership leases (cluster-safety issue). A holder is one incarnation of a sidecar,
+    // alive while `expires_at` (the database's clock, micros) lies ahead; a bucket lease names
+    // its holder and an epoch raised by every take-over. Owner writes carry the epoch they were
+    // granted and commit only while it is current (the fencing token).
+    r#"
+CREATE TABLE lease_holders (
+    holder     TEXT COLLATE "C" PRIMARY KEY,
+    expires_at BIGINT NOT NULL
+);
+CREATE TABLE bucket_leases (
+    app_id TEXT COLLATE "C" NOT NULL,
+    bucket INTEGER NOT NULL,
+    holder TEXT COLLATE "C",
+    epoch  BIGINT NOT NULL,
+    PRIMARY KEY (app_id, bucket)
+);
+CREATE INDEX bucket_leases_by_holder ON bucket_leases (holder);
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -2,6 +2,7 @@
 //! read-only WAL connections (reads never wait behind the writer's fsync), every operation a
 //! transaction run on the blocking pool (SQLite serialises writers anyway).
 
+mod leases;
 mod ops;
 mod schema;
 
@@ -20,9 +21,9 @@ use weft_proto::durabletask::HistoryEvent;
 
 use crate::codec::now_micros;
 use crate::{
-    ActivityCompletion, ActivityTask, Checkpoint, CreateInstance, CreateOutcome, InboxEntry,
-    InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope, SlotLease, Store,
-    StoreError,
+    ActivityCompletion, ActivityTask, BucketLease, Checkpoint, CreateInstance, CreateOutcome,
+    Fence, InboxEntry, InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope,
+    SlotLease, Store, StoreError,
 };
 
 /// How long a writer waits for another process's write lock before giving up with `Unavailable`.
@@ -338,19 +339,26 @@ impl Store for SqliteStore {
     }
 
     async fn checkpoint(&self, cp: Checkpoint) -> Result<()> {
-        self.write(move |c| ops::checkpoint(c, &cp, now_micros()))
-            .await
+        self.write(move |c| {
+            leases::check(c, cp.fence.as_ref())?;
+            ops::checkpoint(c, &cp, now_micros())
+        })
+        .await
     }
 
     async fn checkpoint_batch(&self, cps: Vec<Checkpoint>) -> Vec<Result<()>> {
         let now = now_micros();
-        self.write_each(cps, move |c, cp| ops::checkpoint(c, cp, now))
-            .await
+        self.write_each(cps, move |c, cp| {
+            leases::check(c, cp.fence.as_ref())?;
+            ops::checkpoint(c, cp, now)
+        })
+        .await
     }
 
     async fn claim_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
         let scope = scope.clone();
-        self.write(move |c| ops::claim_activities(c, &scope)).await
+        self.write(move |c| ops::claim_activities(c, &leases::current(c, &scope)?))
+            .await
     }
 
     async fn complete_activity(
@@ -413,13 +421,19 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Reminder>> {
         let scope = scope.clone();
-        self.write(move |c| ops::claim_reminders(c, &scope, now, lease_until, limit))
-            .await
+        self.write(move |c| {
+            ops::claim_reminders(c, &leases::current(c, &scope)?, now, lease_until, limit)
+        })
+        .await
     }
 
-    async fn fire_reminder(&self, reminder_id: i64) -> Result<bool> {
-        self.write(move |c| ops::fire_reminder(c, reminder_id))
-            .await
+    async fn fire_reminder(&self, reminder_id: i64, fence: Option<&Fence>) -> Result<bool> {
+        let fence = fence.cloned();
+        self.write(move |c| {
+            leases::check(c, fence.as_ref())?;
+            ops::fire_reminder(c, reminder_id)
+        })
+        .await
     }
 
     async fn next_reminder_due(&self, scope: &Scope) -> Result<Option<Micros>> {
@@ -437,9 +451,13 @@ impl Store for SqliteStore {
         self.read(move |c| ops::list(c, &filter)).await
     }
 
-    async fn purge(&self, instance_id: &str, force: bool) -> Result<bool> {
-        let id = instance_id.to_string();
-        self.write(move |c| ops::purge(c, &id, force)).await
+    async fn purge(&self, instance_id: &str, force: bool, fence: Option<&Fence>) -> Result<bool> {
+        let (id, fence) = (instance_id.to_string(), fence.cloned());
+        self.write(move |c| {
+            leases::check(c, fence.as_ref())?;
+            ops::purge(c, &id, force)
+        })
+        .await
     }
 
     async fn acquire_slots(
@@ -470,6 +488,40 @@ impl Store for SqliteStore {
     async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
         let (bucket, holder, slots) = (bucket.to_string(), holder.to_string(), slots.to_vec());
         self.write(move |c| ops::release_slots(c, &bucket, &holder, &slots))
+            .await
+    }
+
+    async fn start_holder(&self, holder: &str, ttl: Micros) -> Result<()> {
+        let holder = holder.to_string();
+        self.write(move |c| leases::start_holder(c, &holder, now_micros(), ttl))
+            .await
+    }
+
+    async fn renew_holder(&self, holder: &str, ttl: Micros) -> Result<bool> {
+        let holder = holder.to_string();
+        self.write(move |c| leases::renew_holder(c, &holder, now_micros(), ttl))
+            .await
+    }
+
+    async fn end_holder(&self, holder: &str) -> Result<()> {
+        let holder = holder.to_string();
+        self.write(move |c| leases::end_holder(c, &holder)).await
+    }
+
+    async fn acquire_buckets(
+        &self,
+        app_id: &str,
+        holder: &str,
+        buckets: &[i32],
+    ) -> Result<Vec<BucketLease>> {
+        let (app, holder, buckets) = (app_id.to_string(), holder.to_string(), buckets.to_vec());
+        self.write(move |c| leases::acquire(c, &app, &holder, &buckets, now_micros()))
+            .await
+    }
+
+    async fn release_buckets(&self, app_id: &str, holder: &str, buckets: &[i32]) -> Result<()> {
+        let (app, holder, buckets) = (app_id.to_string(), holder.to_string(), buckets.to_vec());
+        self.write(move |c| leases::release(c, &app, &holder, &buckets))
             .await
     }
 }

@@ -124,6 +124,21 @@ SELECT 1;
     r#"
 ALTER TABLE activities ADD COLUMN claim INTEGER NOT NULL DEFAULT 0;
 "#,
+    // 8: ownership leases (see PostgreSQL's migration 8).
+    r#"
+CREATE TABLE lease_holders (
+    holder     TEXT PRIMARY KEY NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE bucket_leases (
+    app_id TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    holder TEXT,
+    epoch  INTEGER NOT NULL,
+    PRIMARY KEY (app_id, bucket)
+);
+CREATE INDEX bucket_leases_by_holder ON bucket_leases (holder);
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -3,7 +3,10 @@
 //!
 //! Commands (`{"cmd": ...}`): `start` (first; fields of `ClusterConfig`), `status`,
 //! `cluster_status`, `leader`, `kill` / `pause` / `resume` / `terminate` / `restart` / `pid`
-//! (with `target`: placement|sidecar|haproxy and `index`), `add_sidecar`, `logs`, `shutdown`.
+//! (with `target`: placement|sidecar|haproxy and `index`), `wipe` (a stopped placement node's
+//! data directory), `add_sidecar`, `logs`, `shutdown`;
+//! with `"placement_proxies": true` at start, `cut_placement` (`index`, `mode`: refuse|blackhole,
+//! default refuse) and `heal_placement` (`index`) cut one sidecar from placement and heal it.
 //! Replies: `{"ok": true, "result": ...}` or `{"ok": false, "error": "..."}`. End of input, like
 //! `shutdown`, SIGKILLs every process the launcher started.
 
@@ -12,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use weft_testkit::{Cluster, ClusterConfig, Target, TestkitError};
+use weft_testkit::{Cluster, ClusterConfig, ProxyMode, Target, TestkitError};
 
 fn main() {
     let stdin = std::io::stdin();
@@ -71,10 +74,21 @@ fn handle(cluster: &mut Option<Cluster>, req: &Value) -> Result<Value, String> {
             let i = c.add_sidecar().map_err(e)?;
             Ok(json!({"index": i, "status": c.describe()}))
         }
+        "cut_placement" | "heal_placement" => {
+            let i = req["index"].as_u64().ok_or("missing \"index\"")? as usize;
+            let r = if cmd == "cut_placement" {
+                let mode = ProxyMode::parse(req["mode"].as_str().unwrap_or("refuse")).map_err(e)?;
+                c.cut_placement(i, mode)
+            } else {
+                c.heal_placement(i)
+            };
+            r.map_err(e)?;
+            Ok(json!({"index": i, "status": c.describe()}))
+        }
         "logs" => Ok(json!(
             c.logs(req["bytes"].as_u64().unwrap_or(6000) as usize)
         )),
-        "kill" | "pause" | "resume" | "terminate" | "restart" | "pid" => {
+        "kill" | "pause" | "resume" | "terminate" | "restart" | "pid" | "wipe" => {
             let t = target(req)?;
             let r = match cmd {
                 "kill" => c.kill(t).map(|()| Value::Null),
@@ -86,6 +100,10 @@ fn handle(cluster: &mut Option<Cluster>, req: &Value) -> Result<Value, String> {
                 "restart" => c
                     .restart(t, req["fresh_ports"].as_bool().unwrap_or(false))
                     .map(|()| Value::Null),
+                "wipe" => match t {
+                    Target::Placement(i) => c.wipe_placement(i).map(|()| Value::Null),
+                    _ => return Err("only a placement node's data can be wiped".into()),
+                },
                 _ => c.pid(t).map(|p| json!(p)),
             };
             let r = r.map_err(e)?;
@@ -137,6 +155,7 @@ fn config(req: &Value) -> Result<ClusterConfig, String> {
     cfg.haproxy = req["haproxy"].as_bool().unwrap_or(false);
     cfg.tls = req["tls"].as_bool().unwrap_or(false);
     cfg.haproxy_slots = count("haproxy_slots", cfg.haproxy_slots);
+    cfg.placement_proxies = req["placement_proxies"].as_bool().unwrap_or(false);
     if let Some(a) = req["app_id"].as_str() {
         cfg.app_id = a.to_string();
     }

@@ -97,6 +97,11 @@ pub struct ConfigArgs {
     /// slots come back after this long).
     #[arg(long, env = "WEFT_SLOT_LEASE", default_value = "10s", value_parser = weft_config::parse_go_duration)]
     pub slot_lease: Duration,
+    /// Length of a sidecar's ownership lease in the database (cluster roles): a sidecar that
+    /// cannot renew it stops acting as owner after 3/4 of it, and its buckets move once it ran
+    /// out (see docs/cluster.md, "Leases and fencing").
+    #[arg(long, env = "WEFT_LEASE_TTL", default_value = "4s", value_parser = weft_config::parse_go_duration)]
+    pub lease_ttl: Duration,
 }
 
 impl ConfigArgs {
@@ -228,6 +233,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut cluster = ClusterConfig::new(placement);
     cluster.advertise_host = args.advertise_address.clone().unwrap_or_default();
+    if role == "weft sidecar" && args.fold_activity_results == Some(true) {
+        // Issue 15, point 8: folded results live only in the owner's memory until their turn
+        // commits, so a SIGKILL or hand-off runs those activities again.
+        tracing::warn!(
+            "--fold-activity-results is on in a cluster: activity results held in memory are \
+             lost (and their activities run again) when this sidecar dies or hands off"
+        );
+    }
     let cfg = SidecarConfig {
         grpc_addr: SocketAddr::new(args.listen_address, args.grpc_port),
         http_addr: SocketAddr::new(args.listen_address, args.http_port),
@@ -239,6 +252,7 @@ pub async fn run(
             max_work_item_bytes: args.max_work_item_bytes,
             workflow,
             slot_lease: args.config.slot_lease,
+            lease_ttl: args.config.lease_ttl,
             idle_timeout: args.idle_timeout,
             fold_activity_results: args.fold_activity_results.unwrap_or(role == "weft dev"),
             ..Default::default()

@@ -1,0 +1,633 @@
+//! The cluster simulation's view of ownership at the store boundary: a [`Store`] wrapper per
+//! engine that
+//!
+//! - records, in one global order shared by every engine, each lease grant (`acquire_buckets`
+//!   results) and each *successful* owner write with the fence it carried — checkpoints,
+//!   activity and reminder claims (the buckets of the rows they returned), reminder fires and
+//!   purges — so [`FenceLog::violations`] can find a write that committed under an epoch lower
+//!   than one already granted for its bucket: a write by a stale owner;
+//! - can **pause** its engine: armed with an owner-write kind, the next such call (carrying a
+//!   fence) freezes every store call of that engine, renewals included, until the driver lets
+//!   it go — a process stopped between checking its lease and sending a write;
+//! - can **cut** its engine off the database (every call fails as unreachable);
+//! - for the mutation check only, can **strip** the fence from one kind of owner write before
+//!   forwarding it, to show the invariant catches a missing fencing condition.
+//!
+//! Order: a grant is numbered after `acquire_buckets` returned (it has committed), a write just
+//! before it is forwarded (it commits later). A write numbered after a grant of a higher epoch
+//! for its bucket therefore committed after that grant: no false alarms, whatever the threads do.
+
+use async_trait::async_trait;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use weft_core::bucket::bucket_of;
+use weft_core::{InstanceMeta, Micros};
+use weft_proto::durabletask::HistoryEvent;
+use weft_store::{
+    ActivityCompletion, ActivityTask, BucketLease, Checkpoint, CreateInstance, CreateOutcome,
+    Fence, InboxEntry, InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope,
+    SlotLease, Store, StoreError, Wakeup,
+};
+
+/// A kind of owner write (the fenced store operations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Op {
+    Checkpoint,
+    ClaimActivities,
+    ClaimReminders,
+    FireReminder,
+    Purge,
+}
+
+impl Op {
+    pub const ALL: [Op; 5] = [
+        Op::Checkpoint,
+        Op::ClaimActivities,
+        Op::ClaimReminders,
+        Op::FireReminder,
+        Op::Purge,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Checkpoint => "checkpoint",
+            Op::ClaimActivities => "claim_activities",
+            Op::ClaimReminders => "claim_due_reminders",
+            Op::FireReminder => "fire_reminder",
+            Op::Purge => "purge",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Op> {
+        Op::ALL.into_iter().find(|o| o.name() == s)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Grant {
+    seq: u64,
+    engine: usize,
+    holder: String,
+    epoch: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Write {
+    seq: u64,
+    engine: usize,
+    op: Op,
+    bucket: i32,
+    epoch: i64,
+    what: String,
+}
+
+#[derive(Default)]
+struct LogState {
+    grants: HashMap<i32, Vec<Grant>>,
+    writes: Vec<Write>,
+    /// Owner-write calls that carried no fence, per kind.
+    unfenced: BTreeMap<Op, u64>,
+    /// Owner writes refused as fenced, per kind.
+    refused: BTreeMap<Op, u64>,
+}
+
+/// Figures of the lease history of one run.
+#[derive(Debug, Default, Clone)]
+pub struct FenceStats {
+    pub grants: u64,
+    pub writes: u64,
+    pub refused: BTreeMap<Op, u64>,
+    pub unfenced: BTreeMap<Op, u64>,
+}
+
+/// The lease grants and owner writes of every engine of one run, in one order.
+#[derive(Default)]
+pub struct FenceLog {
+    seq: AtomicU64,
+    state: Mutex<LogState>,
+    /// Bumped on every grant, for a driver waiting for a take-over.
+    granted: watch::Sender<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl FenceLog {
+    fn next(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::SeqCst)
+    }
+
+    fn grant(&self, engine: usize, holder: &str, leases: &[BucketLease]) {
+        let seq = self.next();
+        let mut s = lock(&self.state);
+        for l in leases {
+            s.grants.entry(l.bucket).or_default().push(Grant {
+                seq,
+                engine,
+                holder: holder.to_string(),
+                epoch: l.epoch,
+            });
+        }
+        drop(s);
+        self.granted.send_modify(|n| *n += 1);
+    }
+
+    fn wrote(&self, seq: u64, engine: usize, op: Op, fence: (i32, i64), what: String) {
+        lock(&self.state).writes.push(Write {
+            seq,
+            engine,
+            op,
+            bucket: fence.0,
+            epoch: fence.1,
+            what,
+        });
+    }
+
+    fn count(&self, op: Op, refused: bool) {
+        let mut s = lock(&self.state);
+        let m = if refused {
+            &mut s.refused
+        } else {
+            &mut s.unfenced
+        };
+        *m.entry(op).or_default() += 1;
+    }
+
+    /// The highest epoch granted for `bucket` so far (to wait for a take-over).
+    pub fn epoch_of(&self, bucket: i32) -> Option<i64> {
+        lock(&self.state)
+            .grants
+            .get(&bucket)
+            .and_then(|g| g.iter().map(|g| g.epoch).max())
+    }
+
+    /// A receiver that changes on every grant.
+    pub fn grants_changed(&self) -> watch::Receiver<u64> {
+        self.granted.subscribe()
+    }
+
+    pub fn stats(&self) -> FenceStats {
+        let s = lock(&self.state);
+        FenceStats {
+            grants: s.grants.values().map(|g| g.len() as u64).sum(),
+            writes: s.writes.len() as u64,
+            refused: s.refused.clone(),
+            unfenced: s.unfenced.clone(),
+        }
+    }
+
+    /// "No write by a stale owner": every successful owner write numbered after a grant of a
+    /// higher epoch for its bucket. Also: one epoch of a bucket belongs to one holder.
+    pub fn violations(&self) -> Vec<String> {
+        let s = lock(&self.state);
+        let mut out = Vec::new();
+        for w in &s.writes {
+            let Some(gs) = s.grants.get(&w.bucket) else {
+                out.push(format!(
+                    "engine {} {} under epoch {} of bucket {} that was never granted: {}",
+                    w.engine,
+                    w.op.name(),
+                    w.epoch,
+                    w.bucket,
+                    w.what
+                ));
+                continue;
+            };
+            if let Some(g) = gs.iter().find(|g| g.seq < w.seq && g.epoch > w.epoch) {
+                out.push(format!(
+                    "stale owner write: engine {} committed {} under epoch {} of bucket {} (at \
+                     #{}) after engine {} ({}) was granted epoch {} (at #{}): {}",
+                    w.engine,
+                    w.op.name(),
+                    w.epoch,
+                    w.bucket,
+                    w.seq,
+                    g.engine,
+                    g.holder,
+                    g.epoch,
+                    g.seq,
+                    w.what
+                ));
+            }
+        }
+        for (b, gs) in &s.grants {
+            let mut by_epoch: HashMap<i64, &str> = HashMap::new();
+            for g in gs {
+                if let Some(h) = by_epoch.insert(g.epoch, &g.holder)
+                    && h != g.holder
+                {
+                    out.push(format!(
+                        "bucket {b}: epoch {} granted to both {h} and {}",
+                        g.epoch, g.holder
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A pause in progress: the kind of write it froze at and that write's `(bucket, epoch)` fences.
+pub type Paused = Option<(Op, Vec<(i32, i64)>)>;
+
+/// What the driver does to one engine's store calls.
+#[derive(Default)]
+pub struct Control {
+    /// Freeze at the next fenced call of this kind.
+    armed: Mutex<Option<Op>>,
+    /// While true every call waits (the engine is paused). Set to `Some((op, fences))` when a
+    /// pause began, for the driver.
+    frozen: watch::Sender<Paused>,
+    /// While set every call fails as unreachable.
+    cut: AtomicBool,
+}
+
+impl Control {
+    pub fn arm(&self, op: Op) {
+        *lock(&self.armed) = Some(op);
+    }
+    pub fn disarm(&self) {
+        *lock(&self.armed) = None;
+    }
+    pub fn frozen(&self) -> watch::Receiver<Paused> {
+        self.frozen.subscribe()
+    }
+    pub fn thaw(&self) {
+        self.frozen.send_replace(None);
+    }
+    pub fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, Ordering::SeqCst);
+    }
+
+    /// Starts a pause if armed for `op` and the call is fenced.
+    fn trigger(&self, op: Op, fences: &[(i32, i64)]) {
+        if fences.is_empty() {
+            return;
+        }
+        let mut armed = lock(&self.armed);
+        if *armed == Some(op) {
+            *armed = None;
+            self.frozen.send_replace(Some((op, fences.to_vec())));
+        }
+    }
+
+    /// Waits while paused; fails while cut off.
+    async fn pass(&self) -> Result<()> {
+        let mut rx = self.frozen.subscribe();
+        // Bounded by the driver, which always thaws a pause it saw begin.
+        let _ = rx.wait_for(|f| f.is_none()).await;
+        if self.cut.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("simulated partition".into()));
+        }
+        Ok(())
+    }
+}
+
+/// One engine's store handle, recording into the run's [`FenceLog`].
+pub struct FenceStore {
+    inner: Arc<dyn Store>,
+    engine: usize,
+    log: Arc<FenceLog>,
+    ctl: Arc<Control>,
+    /// Mutation check only: forward this kind of owner write without its fence.
+    strip: Option<Op>,
+}
+
+impl FenceStore {
+    pub fn new(
+        inner: Arc<dyn Store>,
+        engine: usize,
+        log: Arc<FenceLog>,
+        ctl: Arc<Control>,
+        strip: Option<Op>,
+    ) -> Self {
+        Self {
+            inner,
+            engine,
+            log,
+            ctl,
+            strip,
+        }
+    }
+
+    fn stripped(&self, op: Op) -> bool {
+        self.strip == Some(op)
+    }
+
+    /// Before forwarding an owner write: maybe pause, then wait/fail, then number it.
+    async fn owner(&self, op: Op, fences: &[(i32, i64)], fenced: bool) -> Result<u64> {
+        if !fenced {
+            self.log.count(op, false);
+        }
+        self.ctl.trigger(op, fences);
+        self.ctl.pass().await?;
+        Ok(self.log.next())
+    }
+
+    fn outcome<T>(&self, op: Op, r: &Result<T>) {
+        if matches!(r, Err(StoreError::Fenced { .. })) {
+            self.log.count(op, true);
+        }
+    }
+
+    /// Claims: the rows returned, each a write in its instance's bucket under the scope's epoch.
+    fn claimed<'a>(
+        &self,
+        seq: u64,
+        op: Op,
+        scope: &Scope,
+        ids: impl Iterator<Item = (&'a str, String)>,
+    ) {
+        let Some(epochs) = &scope.epochs else { return };
+        for (id, what) in ids {
+            let b = bucket_of(id);
+            if let Some(i) = scope.buckets.iter().position(|x| *x == b)
+                && let Some(e) = epochs.get(i)
+            {
+                self.log.wrote(seq, self.engine, op, (b, *e), what);
+            }
+        }
+    }
+}
+
+fn pairs(scope: &Scope) -> Vec<(i32, i64)> {
+    scope.fenced_pairs().unwrap_or_default()
+}
+
+fn fence_pair(f: Option<&Fence>) -> Vec<(i32, i64)> {
+    f.map(|f| vec![(f.bucket, f.epoch)]).unwrap_or_default()
+}
+
+#[async_trait]
+impl Store for FenceStore {
+    async fn create_instance(&self, req: CreateInstance) -> Result<CreateOutcome> {
+        self.ctl.pass().await?;
+        self.inner.create_instance(req).await
+    }
+    async fn get_instance(&self, id: &str) -> Result<Option<InstanceMeta>> {
+        self.ctl.pass().await?;
+        self.inner.get_instance(id).await
+    }
+    async fn load(&self, id: &str) -> Result<Option<LoadedInstance>> {
+        self.ctl.pass().await?;
+        self.inner.load(id).await
+    }
+    async fn get_history(&self, id: &str) -> Result<Option<Vec<HistoryEvent>>> {
+        self.ctl.pass().await?;
+        self.inner.get_history(id).await
+    }
+    async fn read_inbox(&self, id: &str) -> Result<Vec<InboxEntry>> {
+        self.ctl.pass().await?;
+        self.inner.read_inbox(id).await
+    }
+    async fn append_inbox(&self, id: &str, event: HistoryEvent) -> Result<bool> {
+        self.ctl.pass().await?;
+        self.inner.append_inbox(id, event).await
+    }
+    async fn checkpoint(&self, cp: Checkpoint) -> Result<()> {
+        self.checkpoint_batch(vec![cp])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Unavailable("empty batch".into())))
+    }
+    async fn checkpoint_batch(&self, mut cps: Vec<Checkpoint>) -> Vec<Result<()>> {
+        let fences: Vec<_> = cps
+            .iter()
+            .map(|c| c.fence.as_ref().map(|f| (f.bucket, f.epoch)))
+            .collect();
+        let all: Vec<_> = fences.iter().flatten().copied().collect();
+        if fences.iter().any(Option::is_none) {
+            self.log.count(Op::Checkpoint, false);
+        }
+        self.ctl.trigger(Op::Checkpoint, &all);
+        if let Err(e) = self.ctl.pass().await {
+            return cps.iter().map(|_| Err(e.duplicate_public())).collect();
+        }
+        let seq = self.log.next();
+        let what: Vec<_> = cps
+            .iter()
+            .map(|c| format!("checkpoint of {} v{}", c.instance_id, c.expected_version))
+            .collect();
+        if self.stripped(Op::Checkpoint) {
+            for c in &mut cps {
+                c.fence = None;
+            }
+        }
+        let out = self.inner.checkpoint_batch(cps).await;
+        for ((r, f), w) in out.iter().zip(&fences).zip(what) {
+            self.outcome(Op::Checkpoint, r);
+            if let (Ok(()), Some(f)) = (r, f) {
+                self.log.wrote(seq, self.engine, Op::Checkpoint, *f, w);
+            }
+        }
+        out
+    }
+    async fn claim_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
+        let seq = self
+            .owner(Op::ClaimActivities, &pairs(scope), scope.epochs.is_some())
+            .await?;
+        let r = if self.stripped(Op::ClaimActivities) {
+            let mut s = scope.clone();
+            s.epochs = None;
+            self.inner.claim_activities(&s).await
+        } else {
+            self.inner.claim_activities(scope).await
+        };
+        self.outcome(Op::ClaimActivities, &r);
+        if let Ok(tasks) = &r {
+            let ids = tasks.iter().map(|t| {
+                (
+                    t.instance_id.as_str(),
+                    format!("claim of task {} of {}", t.task_id, t.instance_id),
+                )
+            });
+            self.claimed(seq, Op::ClaimActivities, scope, ids);
+        }
+        r
+    }
+    async fn complete_activity(
+        &self,
+        instance_id: &str,
+        task_id: i32,
+        generation: i64,
+        event: HistoryEvent,
+    ) -> Result<bool> {
+        self.ctl.pass().await?;
+        self.inner
+            .complete_activity(instance_id, task_id, generation, event)
+            .await
+    }
+    async fn complete_activity_batch(&self, items: Vec<ActivityCompletion>) -> Vec<Result<bool>> {
+        if let Err(e) = self.ctl.pass().await {
+            return items.iter().map(|_| Err(e.duplicate_public())).collect();
+        }
+        self.inner.complete_activity_batch(items).await
+    }
+    async fn instances_with_inbox(&self, scope: &Scope) -> Result<Vec<String>> {
+        self.ctl.pass().await?;
+        self.inner.instances_with_inbox(scope).await
+    }
+    async fn claim_due_reminders(
+        &self,
+        scope: &Scope,
+        now: Micros,
+        lease_until: Micros,
+        limit: usize,
+    ) -> Result<Vec<Reminder>> {
+        let seq = self
+            .owner(Op::ClaimReminders, &pairs(scope), scope.epochs.is_some())
+            .await?;
+        let r = if self.stripped(Op::ClaimReminders) {
+            let mut s = scope.clone();
+            s.epochs = None;
+            self.inner
+                .claim_due_reminders(&s, now, lease_until, limit)
+                .await
+        } else {
+            self.inner
+                .claim_due_reminders(scope, now, lease_until, limit)
+                .await
+        };
+        self.outcome(Op::ClaimReminders, &r);
+        if let Ok(rs) = &r {
+            let ids = rs.iter().map(|r| {
+                (
+                    r.instance_id.as_str(),
+                    format!("claim of reminder {} of {}", r.id, r.instance_id),
+                )
+            });
+            self.claimed(seq, Op::ClaimReminders, scope, ids);
+        }
+        r
+    }
+    async fn fire_reminder(&self, reminder_id: i64, fence: Option<&Fence>) -> Result<bool> {
+        let seq = self
+            .owner(Op::FireReminder, &fence_pair(fence), fence.is_some())
+            .await?;
+        let f = if self.stripped(Op::FireReminder) {
+            None
+        } else {
+            fence
+        };
+        let r = self.inner.fire_reminder(reminder_id, f).await;
+        self.outcome(Op::FireReminder, &r);
+        if let (Ok(true), Some(f)) = (&r, fence) {
+            let what = format!("fire of reminder {reminder_id}");
+            self.log.wrote(
+                seq,
+                self.engine,
+                Op::FireReminder,
+                (f.bucket, f.epoch),
+                what,
+            );
+        }
+        r
+    }
+    async fn next_reminder_due(&self, scope: &Scope) -> Result<Option<Micros>> {
+        self.ctl.pass().await?;
+        self.inner.next_reminder_due(scope).await
+    }
+    async fn stalled_instances(&self, scope: &Scope, limit: usize) -> Result<Vec<String>> {
+        self.ctl.pass().await?;
+        self.inner.stalled_instances(scope, limit).await
+    }
+    async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage> {
+        self.ctl.pass().await?;
+        self.inner.list_instances(filter).await
+    }
+    async fn purge(&self, id: &str, force: bool, fence: Option<&Fence>) -> Result<bool> {
+        let seq = self
+            .owner(Op::Purge, &fence_pair(fence), fence.is_some())
+            .await?;
+        let f = if self.stripped(Op::Purge) {
+            None
+        } else {
+            fence
+        };
+        let r = self.inner.purge(id, force, f).await;
+        self.outcome(Op::Purge, &r);
+        if let (Ok(true), Some(f)) = (&r, fence) {
+            let what = format!("purge of {id}");
+            self.log
+                .wrote(seq, self.engine, Op::Purge, (f.bucket, f.epoch), what);
+        }
+        r
+    }
+    async fn acquire_slots(
+        &self,
+        bucket: &str,
+        limit: u32,
+        holder: &str,
+        want: u32,
+        now: Micros,
+        until: Micros,
+    ) -> Result<Vec<u32>> {
+        self.ctl.pass().await?;
+        self.inner
+            .acquire_slots(bucket, limit, holder, want, now, until)
+            .await
+    }
+    async fn renew_slots(
+        &self,
+        holder: &str,
+        now: Micros,
+        until: Micros,
+    ) -> Result<Vec<SlotLease>> {
+        self.ctl.pass().await?;
+        self.inner.renew_slots(holder, now, until).await
+    }
+    async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
+        self.ctl.pass().await?;
+        self.inner.release_slots(bucket, holder, slots).await
+    }
+    async fn start_holder(&self, holder: &str, ttl: Micros) -> Result<()> {
+        self.ctl.pass().await?;
+        self.inner.start_holder(holder, ttl).await
+    }
+    async fn renew_holder(&self, holder: &str, ttl: Micros) -> Result<bool> {
+        self.ctl.pass().await?;
+        self.inner.renew_holder(holder, ttl).await
+    }
+    async fn end_holder(&self, holder: &str) -> Result<()> {
+        self.ctl.pass().await?;
+        self.inner.end_holder(holder).await
+    }
+    async fn acquire_buckets(
+        &self,
+        app_id: &str,
+        holder: &str,
+        buckets: &[i32],
+    ) -> Result<Vec<BucketLease>> {
+        self.ctl.pass().await?;
+        let r = self.inner.acquire_buckets(app_id, holder, buckets).await;
+        if let Ok(leases) = &r {
+            self.log.grant(self.engine, holder, leases);
+        }
+        r
+    }
+    async fn release_buckets(&self, app_id: &str, holder: &str, buckets: &[i32]) -> Result<()> {
+        self.ctl.pass().await?;
+        self.inner.release_buckets(app_id, holder, buckets).await
+    }
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {
+        self.inner.subscribe()
+    }
+    async fn health(&self) -> Result<()> {
+        self.ctl.pass().await?;
+        self.inner.health().await
+    }
+}
+
+/// A copy of a pass error for each member of a batch.
+trait DuplicatePublic {
+    fn duplicate_public(&self) -> StoreError;
+}
+
+impl DuplicatePublic for StoreError {
+    fn duplicate_public(&self) -> StoreError {
+        StoreError::Unavailable(self.to_string())
+    }
+}
