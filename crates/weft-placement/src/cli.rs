@@ -67,6 +67,10 @@ pub struct PlacementArgs {
     /// Virtual nodes per host on the ring (sent to every sidecar with the table).
     #[arg(long, env = "WEFT_PLACEMENT_VNODES", default_value_t = weft_ring::DEFAULT_VNODES)]
     pub vnodes: u32,
+    /// Also serve `grpc.health.v1` alone, plaintext, on this address: a Kubernetes `grpc`
+    /// probe has no client certificate for the placement port once TLS is on.
+    #[arg(long, env = "WEFT_PLACEMENT_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
     /// Mutual TLS for sidecars, operators and raft peers (the certificate must name
     /// spiffe://TD/ns/NS/weft-placement).
     #[command(flatten)]
@@ -115,6 +119,7 @@ impl PlacementArgs {
         cfg.join = self.join;
         cfg.liveness_timeout = Duration::from_millis(self.liveness_timeout_ms);
         cfg.vnodes_per_host = self.vnodes.max(1);
+        cfg.health_listen = self.health_listen;
         cfg.tls = self.tls.load()?;
         if let Some(t) = &cfg.tls
             && !t.identity().is_placement()

@@ -40,6 +40,9 @@ pub struct NodeConfig {
     pub vnodes_per_host: u32,
     /// Mutual TLS for every connection in and out (`None`: plaintext, unauthenticated).
     pub tls: Option<Arc<TlsContext>>,
+    /// A plaintext port serving only `grpc.health.v1`: with TLS on, a kubelet's `grpc` probe
+    /// (which has no client certificate) cannot ask the placement port.
+    pub health_listen: Option<SocketAddr>,
 }
 
 impl NodeConfig {
@@ -55,6 +58,7 @@ impl NodeConfig {
             liveness_timeout: Duration::from_secs(3),
             vnodes_per_host: weft_ring::DEFAULT_VNODES,
             tls: None,
+            health_listen: None,
         }
     }
 }
@@ -62,6 +66,7 @@ impl NodeConfig {
 /// A started node; dropping it does not stop it, call [`PlacementNode::shutdown`].
 pub struct PlacementNode {
     local_addr: SocketAddr,
+    health_addr: Option<SocketAddr>,
     advertise: String,
     raft: RaftNode,
     service: Arc<PlacementService>,
@@ -128,6 +133,10 @@ impl PlacementNode {
             .add_service(LeaderHealth::server(&raft))
             .serve_with_incoming_shutdown(incoming, cancel.clone().cancelled_owned());
         let server = tokio::spawn(server);
+        let health_addr = match config.health_listen {
+            Some(addr) => Some(serve_health(addr, &raft, &cancel).await?),
+            None => None,
+        };
 
         bootstrap(&raft, &config, &advertise).await?;
 
@@ -140,6 +149,7 @@ impl PlacementNode {
         tracing::info!(id = config.id, %local_addr, %advertise, "placement node started");
         Ok(Self {
             local_addr,
+            health_addr,
             advertise,
             raft,
             service,
@@ -151,6 +161,11 @@ impl PlacementNode {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the plaintext health port is bound (with `health_listen`).
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_addr
     }
 
     pub fn advertise(&self) -> &str {
@@ -191,6 +206,33 @@ impl PlacementNode {
         }
         self.raft.shutdown().await;
     }
+}
+
+/// Binds the health-only port and serves [`LeaderHealth`] on it until `cancel`. It tells no more
+/// than whether this node knows a leader, so it needs no authentication.
+async fn serve_health(
+    addr: SocketAddr,
+    raft: &RaftNode,
+    cancel: &CancellationToken,
+) -> Result<SocketAddr, PlacementError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| PlacementError::Transport(format!("bind health port {addr}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| PlacementError::Transport(e.to_string()))?;
+    let server = tonic::transport::Server::builder()
+        .add_service(LeaderHealth::server(raft))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            cancel.clone().cancelled_owned(),
+        );
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::warn!(error = %e, "placement health port stopped");
+        }
+    });
+    Ok(bound)
 }
 
 /// Initialises a brand-new cluster exactly once: only on the lowest id of the initial cluster,
