@@ -5,9 +5,10 @@ Exactly the rendered `command`, `args` and `env` are used, with these substituti
   own address instead (on one host the wildcard would make pods collide). DNS names of the
   headless Service's pods (`pod.svc.ns.svc.cluster.local`) and of Services are replaced by those
   addresses in env values and args, longest name first.
-- Volumes: every volumeMount's path is a directory under the test's temp dir; ConfigMap volumes
-  hold one file per key; emptyDir and PVCs are empty directories. Mount paths in env values and
-  args are rewritten to those directories.
+- Volumes: every volumeMount's path is a directory under the test's temp dir (one per volume, shared
+  by the pod's containers); ConfigMap and Secret volumes hold one file per key; emptyDir and PVCs
+  are empty directories. Mount paths in env values and args are rewritten to those directories.
+- Init containers run first, one after the other, each to exit 0 (else the pod does not start).
 - The image: `weft` on PATH (and /usr/local/bin/weft, the image's path) is the binary under test;
   /bin/sh is the host's.
 Env follows Kubernetes rules: entries in order, `$(VAR)` expands earlier entries, `$$` is a
@@ -132,14 +133,15 @@ class Pod:
         self.weft_bin = weft_bin
         self.proc: Optional[subprocess.Popen] = None
         self.log_path = self.dir / "container.log"
-        self.mounts = self._mount_volumes()
+        self.init_containers = self.spec.get("initContainers", [])
+        self.mounts = self._mount_volumes(self.container)
 
     # ---- volumes
-    def _mount_volumes(self) -> dict[str, Path]:
+    def _mount_volumes(self, container: dict) -> dict[str, Path]:
         volumes = {v["name"]: v for v in self.spec.get("volumes", [])}
         claims = {c["metadata"]["name"] for c in self.workload["spec"].get("volumeClaimTemplates", [])}
         mounts: dict[str, Path] = {}
-        for m in self.container.get("volumeMounts", []):
+        for m in container.get("volumeMounts", []):
             host = self.dir / "volumes" / m["name"]
             host.mkdir(parents=True, exist_ok=True)
             v = volumes.get(m["name"])
@@ -152,29 +154,33 @@ class Pod:
                     (host / key).write_text(text)
             elif "secret" in v:
                 s = self.cluster.find("Secret", v["secret"]["secretName"])
-                for key in (s or {}).get("data", {}):
+                assert s is not None, f"{self.name}: secret {v['secret']['secretName']} not rendered"
+                for key in s.get("data", {}):
                     (host / key).write_text(self.cluster.secret_value(v["secret"]["secretName"], key))
             else:
                 assert "emptyDir" in v, f"{self.name}: unsupported volume {v}"
             mounts[m["mountPath"]] = host
         return mounts
 
-    def remap_paths(self, s: str) -> str:
+    def remap_paths(self, s: str, mounts: Optional[dict[str, Path]] = None) -> str:
         """One pass over all mount paths (longest first), so a host directory that itself lies
         under a mounted path (e.g. /tmp) is never rewritten again."""
-        if not self.mounts:
+        mounts = self.mounts if mounts is None else mounts
+        if not mounts:
             return s
-        alts = "|".join(re.escape(p) for p in sorted(self.mounts, key=len, reverse=True))
-        return re.sub(rf"(?<![\w/])({alts})(?=/|$|[\s\"'])", lambda m: str(self.mounts[m.group(1)]), s)
+        alts = "|".join(re.escape(p) for p in sorted(mounts, key=len, reverse=True))
+        return re.sub(rf"(?<![\w/])({alts})(?=/|$|[\s\"'])", lambda m: str(mounts[m.group(1)]), s)
 
     # ---- env, command
     def _field(self, path: str) -> str:
         return {"metadata.name": self.name, "metadata.namespace": self.cluster.namespace,
                 "status.podIP": self.ip, "spec.nodeName": "local"}[path]
 
-    def env(self) -> dict[str, str]:
+    def env(self, container: Optional[dict] = None) -> dict[str, str]:
+        container = self.container if container is None else container
+        mounts = self._mount_volumes(container)
         env: dict[str, str] = {}
-        for e in self.container.get("env", []):
+        for e in container.get("env", []):
             if "value" in e:
                 v = expand(str(e["value"]), env)
             elif "valueFrom" in e:
@@ -190,18 +196,20 @@ class Pod:
             else:
                 v = ""
             env[e["name"]] = v
-        return {k: self.localize(v) for k, v in env.items()}
+        return {k: self.localize(v, mounts) for k, v in env.items()}
 
-    def localize(self, s: str) -> str:
+    def localize(self, s: str, mounts: Optional[dict[str, Path]] = None) -> str:
         s = self.cluster.resolve_names(s)
         s = re.sub(r"(?<![\d.])0\.0\.0\.0(?![\d.])", self.ip, s)
-        return self.remap_paths(s)
+        return self.remap_paths(s, mounts)
 
-    def argv(self, env: dict[str, str]) -> list[str]:
-        command = self.container.get("command")
+    def argv(self, env: dict[str, str], container: Optional[dict] = None) -> list[str]:
+        container = self.container if container is None else container
+        mounts = self._mount_volumes(container)
+        command = container.get("command")
         assert command, f"{self.name}: the chart must set command (the test does not guess ENTRYPOINT)"
-        argv = [expand(str(a), env) for a in [*command, *self.container.get("args", [])]]
-        argv = [self.localize(a) for a in argv]
+        argv = [expand(str(a), env) for a in [*command, *container.get("args", [])]]
+        argv = [self.localize(a, mounts) for a in argv]
         if argv[0] == IMAGE_BINARY:
             argv[0] = str(self.weft_bin)
         return argv
@@ -213,8 +221,16 @@ class Pod:
         link = bindir / "weft"
         if not link.exists():
             link.symlink_to(self.weft_bin)
-        full_env = {"PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin", "HOSTNAME": self.hostname,
-                    "HOME": str(self.dir), **env}
+        base = {"PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin", "HOSTNAME": self.hostname,
+                "HOME": str(self.dir)}
+        for init in self.init_containers:
+            init_env = self.env(init)
+            p = subprocess.run(self.argv(init_env, init), env={**base, **init_env}, cwd=self.dir,
+                               capture_output=True, text=True, timeout=60)
+            with open(self.log_path, "a") as log:
+                log.write(f"[init {init['name']}] {p.stdout}{p.stderr}")
+            assert p.returncode == 0, f"{self.name}: init container {init['name']} exited {p.returncode}:\n{p.stderr}"
+        full_env = {**base, **env}
         self.launched = (self.argv(env), full_env)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.launched[0], env=full_env, cwd=self.dir, stdout=log,

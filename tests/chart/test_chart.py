@@ -68,11 +68,13 @@ def test_lint_ci_values(helm, values):
 def test_ci_values_cover_the_cases():
     names = {p.name for p in CI_VALUES}
     assert {"ha-placement-values.yaml", "autoscaling-values.yaml", "bundled-postgresql-values.yaml",
-            "external-database-token-values.yaml"} <= names, names
+            "external-database-token-values.yaml", "cert-manager-values.yaml",
+            "existing-tls-secrets-values.yaml"} <= names, names
 
 
-# A minimal schema for the one CRD the chart renders (the Kubernetes schemas do not include it).
+# Minimal schemas for the CRDs the chart renders (the Kubernetes schemas do not include them).
 SERVICE_MONITOR_REQUIRED = {"selector", "endpoints"}
+CERTIFICATE_REQUIRED = {"secretName", "uris", "issuerRef"}
 
 
 def validate_all(docs: list[dict]) -> list[str]:
@@ -80,6 +82,12 @@ def validate_all(docs: list[dict]) -> list[str]:
     errors = []
     for doc in docs:
         name = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+        if doc.get("apiVersion") == "cert-manager.io/v1" and doc.get("kind") == "Certificate":
+            spec = doc.get("spec", {})
+            missing = CERTIFICATE_REQUIRED - set(spec)
+            if missing:
+                errors.append(f"{name}: missing spec fields {sorted(missing)}")
+            continue
         if doc.get("apiVersion") == "monitoring.coreos.com/v1" and doc.get("kind") == "ServiceMonitor":
             spec = doc.get("spec", {})
             missing = SERVICE_MONITOR_REQUIRED - set(spec)
@@ -131,7 +139,9 @@ def test_defaults_shape():
     pod = sts["spec"]["template"]["spec"]
     assert "podAntiAffinity" in pod["affinity"]
     c = pod["containers"][0]
-    assert c["readinessProbe"]["grpc"]["port"] == 50005
+    # The probes use the plaintext health port: the placement port asks for a client certificate.
+    assert c["readinessProbe"]["grpc"]["port"] == 50006
+    assert env_of(c)["WEFT_PLACEMENT_HEALTH_LISTEN"]["value"] == "0.0.0.0:50006"
     initial = env_of(c)["WEFT_PLACEMENT_INITIAL_CLUSTER"]["value"]
     assert initial.count("=") == 3 and initial.startswith("1=weft-placement-0.weft-placement.weft.svc.cluster.local:50005")
 
@@ -152,7 +162,7 @@ def test_defaults_shape():
     # bundled PostgreSQL by default: the URL comes from its Secret
     pg = one(docs, "StatefulSet", "postgresql")
     assert env["WEFT_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == pg["metadata"]["name"]
-    assert "DAPR_API_TOKEN" not in env
+    assert env["DAPR_API_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "weft-api-token"
     assert not by_kind(docs, "HorizontalPodAutoscaler") and not by_kind(docs, "ServiceMonitor")
 
     svc = [s for s in by_kind(docs, "Service") if s["metadata"]["labels"]["app.kubernetes.io/component"] == "sidecar"]
@@ -172,6 +182,96 @@ def test_defaults_shape():
     conf = yaml.safe_load(cm["data"]["config.yaml"])
     assert conf["apiVersion"] == "dapr.io/v1alpha1" and conf["kind"] == "Configuration"
     assert conf["spec"]["workflow"] == {}
+
+
+# --------------------------------------------------------------------------------- closed by default
+
+
+def secret(docs: list[dict], name: str) -> dict:
+    found = [s for s in by_kind(docs, "Secret") if s["metadata"]["name"] == name]
+    assert len(found) == 1, (name, [s["metadata"]["name"] for s in by_kind(docs, "Secret")])
+    return found[0]
+
+
+def weft_pods(docs: list[dict]) -> dict[str, dict]:
+    return {"placement": one(docs, "StatefulSet", "placement")["spec"]["template"]["spec"],
+            "sidecar": one(docs, "Deployment", "sidecar")["spec"]["template"]["spec"]}
+
+
+TLS_FILES = {"WEFT_TLS_CERT": "/var/run/weft/tls/tls.crt", "WEFT_TLS_KEY": "/var/run/weft/tls/tls.key",
+             "WEFT_TLS_CA": "/var/run/weft/tls/ca.crt"}
+
+
+def test_defaults_are_closed():
+    """Acceptance 6 (static half): TLS, a generated token Secret and NetworkPolicies by default
+    (tests/chart/test_rendered.py runs them)."""
+    import base64
+    docs = template([])
+    # TLS: the chart's CA (ca.crt, ca.key) in a Secret mounted only into the init containers,
+    # which issue each pod's leaf for its SPIFFE ID into memory; the main containers get WEFT_TLS_*.
+    ca = secret(docs, "weft-tls-ca")
+    assert base64.b64decode(ca["data"]["ca.crt"]).startswith(b"-----BEGIN CERTIFICATE-----")
+    assert base64.b64decode(ca["data"]["ca.key"]).startswith(b"-----BEGIN PRIVATE KEY-----")
+    for component, pod in weft_pods(docs).items():
+        c = pod["containers"][0]
+        env = env_of(c)
+        assert {k: env[k]["value"] for k in TLS_FILES} == TLS_FILES, component
+        assert env["WEFT_TLS_NAMESPACE"]["value"] == "weft" and env["WEFT_TLS_TRUST_DOMAIN"]["value"] == "cluster.local"
+        assert {m["name"] for m in c["volumeMounts"]} >= {"tls"} and "tls-ca" not in {m["name"] for m in c["volumeMounts"]}
+        [init] = pod["initContainers"]
+        assert init["args"][:2] == ["certs", component] and "/var/run/weft/tls" in init["args"], init["args"]
+        assert init["securityContext"]["readOnlyRootFilesystem"] is True
+        vols = {v["name"]: v for v in pod["volumes"]}
+        assert vols["tls"]["emptyDir"]["medium"] == "Memory"
+        assert vols["tls-ca"]["secret"]["secretName"] == "weft-tls-ca"
+    assert "--app-id" in weft_pods(docs)["sidecar"]["initContainers"][0]["args"]
+    # A generated token in a Secret the sidecars read (kept across upgrades by lookup, and by
+    # `helm uninstall` through resource-policy keep).
+    tok = secret(docs, "weft-api-token")
+    assert len(base64.b64decode(tok["data"]["token"])) == 40
+    assert tok["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    # NetworkPolicies for placement, sidecars and the bundled PostgreSQL.
+    nps = {n["metadata"]["labels"]["app.kubernetes.io/component"]: n["spec"] for n in by_kind(docs, "NetworkPolicy")}
+    assert set(nps) == {"placement", "sidecar", "postgresql"}, set(nps)
+    sel = lambda comp: {"matchLabels": {"app.kubernetes.io/name": "weft", "app.kubernetes.io/instance": "weft",
+                                        "app.kubernetes.io/component": comp}}
+    pl = nps["placement"]
+    assert pl["policyTypes"] == ["Ingress", "Egress"]
+    assert [p["podSelector"] for p in pl["ingress"][0]["from"]] == [sel("sidecar"), sel("placement")]
+    assert pl["ingress"][0]["ports"] == [{"port": 50005, "protocol": "TCP"}]
+    assert pl["egress"][0]["to"] == [{"podSelector": sel("placement")}]
+    internal = [r for r in nps["sidecar"]["ingress"] if {"port": 50002, "protocol": "TCP"} in r["ports"]]
+    assert len(internal) == 1 and internal[0]["from"] == [{"podSelector": sel("sidecar")}]
+    assert nps["postgresql"]["ingress"] == [{"from": [{"podSelector": sel("sidecar")}],
+                                             "ports": [{"port": 5432, "protocol": "TCP"}]}]
+
+
+def test_tls_from_cert_manager():
+    docs = template(["-f", str(CHART / "ci" / "cert-manager-values.yaml")])
+    certs = {c["metadata"]["labels"]["app.kubernetes.io/component"]: c["spec"] for c in by_kind(docs, "Certificate")}
+    assert {k: v["uris"] for k, v in certs.items()} == {
+        "placement": ["spiffe://weft.example/ns/weft/weft-placement"],
+        "sidecar": ["spiffe://weft.example/ns/weft/weft"]}
+    assert all(c["issuerRef"]["name"] == "weft-ca-issuer" for c in certs.values())
+    assert not [s for s in by_kind(docs, "Secret") if s["metadata"]["name"] == "weft-tls-ca"]
+    for component, pod in weft_pods(docs).items():
+        assert "initContainers" not in pod, component
+        vols = {v["name"]: v for v in pod["volumes"]}
+        assert vols["tls"]["secret"]["secretName"] == certs[component]["secretName"]
+        assert env_of(pod["containers"][0])["WEFT_TLS_TRUST_DOMAIN"]["value"] == "weft.example"
+
+
+def test_tls_from_existing_secrets_and_opt_outs():
+    docs = template(["-f", str(CHART / "ci" / "existing-tls-secrets-values.yaml")])
+    pods = weft_pods(docs)
+    assert {c: {v["name"]: v for v in p["volumes"]}["tls"]["secret"]["secretName"] for c, p in pods.items()} == {
+        "placement": "weft-placement-certs", "sidecar": "weft-sidecar-certs"}
+    assert not by_kind(docs, "NetworkPolicy") and not by_kind(docs, "Certificate")
+    assert "DAPR_API_TOKEN" not in env_of(pods["sidecar"]["containers"][0])
+    off = weft_pods(template(["--set", "tls.enabled=false"]))
+    for component, pod in off.items():
+        assert not [k for k in env_of(pod["containers"][0]) if k.startswith("WEFT_TLS_")], component
+        assert "initContainers" not in pod
 
 
 def test_scale_with_set():

@@ -1,9 +1,12 @@
 """Runs what the chart renders: the placement StatefulSet and the sidecar Deployment become local
 processes with exactly their rendered command, args and env (see kube_local.py for the address,
 DNS and volume substitutions), on a throwaway PostgreSQL, with HAProxy standing in for the sidecar
-Service. The pods must pass their own rendered readiness probes, then a dapr-ext-workflow worker
-and client, connected only through the Service, run workflows to completion with the token from
-the rendered Secret. A wrong flag, env name, Secret key, port or probe path in a template fails it.
+Service. The chart's defaults are closed: the pods' init containers issue their certificates from
+the rendered CA Secret, and every Weft port between them is mutual TLS. The pods must pass their own
+rendered readiness probes, present certificates with their SPIFFE IDs chained to that CA, then a
+dapr-ext-workflow worker and client, connected only through the Service, run workflows to
+completion with the token from the rendered, generated Secret. A wrong flag, env name, Secret key,
+path, port or probe in a template fails it.
 
 Runs in the SDK venv (.venv); the manifests are rendered by render.py in the chart venv
 (WEFT_CHART_PYTHON, default .venv-chart/bin/python), which has PyYAML.
@@ -22,6 +25,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import ssl
+
 import pytest
 
 HERE = Path(__file__).resolve().parent
@@ -30,7 +35,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 
 import pg  # noqa: E402  (tests/python/pg.py: throwaway PostgreSQL)
-from kube_local import Cluster, Pod, haproxy_for, wait_for  # noqa: E402
+from kube_local import Cluster, Pod, grpc_health_serving, haproxy_for, wait_for  # noqa: E402
 
 NAMESPACE = "weft"
 RELEASE = "weft"
@@ -144,12 +149,29 @@ def test_rendered_cluster_runs_a_workflow(cluster):
     print(f"ready: {len(c.placement)} placement pods after {t_placement:.1f}s, "
           f"{len(c.sidecars)} sidecars after {t_sidecars:.1f}s")
 
-    # What NOTES.txt tells the user to run: every sidecar is in placement's table.
+    # TLS is on: every pod presents a certificate of the rendered CA with its own SPIFFE ID, the
+    # placement port does not answer a plaintext probe, and no process warns it is plaintext.
+    ca_secret = next(d for d in c.docs if d["kind"] == "Secret"
+                     and d["metadata"]["labels"].get("app.kubernetes.io/component") == "tls")
+    ca_pem = c.secret_value(ca_secret["metadata"]["name"], "ca.crt")
     pl = c.placement[0]
+    td_ns = f"spiffe://cluster.local/ns/{NAMESPACE}"
+    for pod, port, want in [*((p, c.ports["placement.port"], f"{td_ns}/weft-placement") for p in c.placement),
+                            *((p, c.ports["sidecar.ports.internal"], f"{td_ns}/chart-test") for p in c.sidecars)]:
+        assert _served_spiffe_ids(pod, port, ca_pem, pl) == [want], pod.name
+    assert not grpc_health_serving(pl.ip, c.ports["placement.port"], "", 2)
+    for p in c.placement + c.sidecars:
+        assert "runs without --tls" not in p.log(10**6), p.name
+
+    # What NOTES.txt tells the user to run (in a placement pod, whose WEFT_TLS_* it uses): every
+    # sidecar is in placement's table.
+    tls_env = {k: v for k, v in pl.env().items() if k.startswith("WEFT_TLS_")}
+    assert set(tls_env) >= {"WEFT_TLS_CERT", "WEFT_TLS_KEY", "WEFT_TLS_CA"}, tls_env
     def hosts():
         st = subprocess.run([str(weft_bin()), "cluster", "status", "--placement",
                              f"{pl.ip}:{c.ports['placement.port']}", "--output", "json"],
-                            capture_output=True, text=True, timeout=30)
+                            capture_output=True, text=True, timeout=30,
+                            env={"PATH": "/usr/bin:/bin", **tls_env})
         return json.loads(st.stdout) if st.returncode == 0 else None
     wait_for(lambda: (h := hosts()) and h["leader"] and len(h["hosts"]) == len(c.sidecars), 30,
              "both sidecars in placement's table (weft cluster status)", c.sidecars)
@@ -165,7 +187,8 @@ def test_rendered_cluster_runs_a_workflow(cluster):
     token = c.secret_value(c.sidecars[0].container["env"][
         [e["name"] for e in c.sidecars[0].container["env"]].index("DAPR_API_TOKEN")]["valueFrom"]
         ["secretKeyRef"]["name"], "token")
-    assert token == "chart-test-token"
+    # Generated into the rendered Secret (no apiToken.value given).
+    assert len(token) >= 32 and token.isalnum(), token
 
     # Token wiring: through the Service, the HTTP API refuses a call without it.
     base = f"http://{c.service_ip}:{http_port}"
@@ -202,6 +225,19 @@ def test_rendered_cluster_runs_a_workflow(cluster):
         code = p.stop(timeout=grace)
         assert code == 0, f"{p.name}: exit {code} after SIGTERM\n{p.log()}"
         print(f"{p.name}: SIGTERM -> exit 0 in {time.monotonic() - t:.1f}s (grace {grace}s)")
+
+
+def _served_spiffe_ids(pod: Pod, port: int, ca_pem: str, client: Pod) -> list[str]:
+    """The URI SANs of the certificate `pod` serves on `port`, verified against the rendered CA,
+    dialled with `client`'s certificate (the ports ask for one)."""
+    files = {k: v for k, v in client.env().items() if k.startswith("WEFT_TLS_")}
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False  # Weft checks SPIFFE IDs, not host names
+    ctx.load_verify_locations(cadata=ca_pem)
+    ctx.load_cert_chain(files["WEFT_TLS_CERT"], files["WEFT_TLS_KEY"])
+    ctx.set_alpn_protocols(["h2"])
+    with socket.create_connection((pod.ip, port), 5) as raw, ctx.wrap_socket(raw) as tls:
+        return [v for k, v in tls.getpeercert().get("subjectAltName", ()) if k == "URI"]
 
 
 def _dockerfile_healthcheck() -> list[str]:

@@ -53,7 +53,13 @@ impl Sidecar {
         rt.block_on(engine.start(shutdown.clone()))
             .map_err(|e| FuzzError::Setup(e.to_string()))?;
         let ownership: Arc<dyn Ownership> = Arc::new(engine.registry().clone());
-        let router = Router::new(engine.clone(), ownership.clone(), 4 * MAX_PAYLOAD, None);
+        let router = Router::new(
+            engine.clone(),
+            ownership.clone(),
+            4 * MAX_PAYLOAD,
+            None,
+            None,
+        );
         Ok(Self {
             rt,
             engine,

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use weft_tls::{Dial, Expect, TlsArgs};
 
 /// `weft placement`: run one placement node.
 #[derive(Args, Debug, Clone)]
@@ -66,6 +67,14 @@ pub struct PlacementArgs {
     /// Virtual nodes per host on the ring (sent to every sidecar with the table).
     #[arg(long, env = "WEFT_PLACEMENT_VNODES", default_value_t = weft_ring::DEFAULT_VNODES)]
     pub vnodes: u32,
+    /// Also serve `grpc.health.v1` alone, plaintext, on this address: a Kubernetes `grpc`
+    /// probe has no client certificate for the placement port once TLS is on.
+    #[arg(long, env = "WEFT_PLACEMENT_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+    /// Mutual TLS for sidecars, operators and raft peers (the certificate must name
+    /// spiffe://TD/ns/NS/weft-placement).
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// Parsed `--initial-cluster`.
@@ -113,6 +122,23 @@ impl PlacementArgs {
             bail!("--vnodes must be at most {}", weft_ring::MAX_VNODES);
         }
         cfg.vnodes_per_host = self.vnodes.max(1);
+        cfg.health_listen = self.health_listen;
+        cfg.tls = self.tls.load()?;
+        if let Some(t) = &cfg.tls
+            && !t.identity().is_placement()
+        {
+            bail!(
+                "{}: a placement node's certificate must name spiffe://{}/ns/NAMESPACE/{}; it names {}",
+                self.tls
+                    .tls_cert
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(""))
+                    .display(),
+                t.trust_domain(),
+                weft_tls::PLACEMENT,
+                t.identity()
+            );
+        }
         cfg.tuning = RaftTuning {
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             election_min: Duration::from_millis(self.election_min_ms),
@@ -158,7 +184,11 @@ pub async fn run_placement_until(
     args: PlacementArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
-    let node = PlacementNode::start(args.node_config()?)
+    let config = args.node_config()?;
+    if config.tls.is_none() {
+        weft_tls::args::warn_unauthenticated("weft placement");
+    }
+    let node = PlacementNode::start(config)
         .await
         .context("starting placement node")?;
     println!(
@@ -206,6 +236,15 @@ pub struct PlacementAddrs {
     /// add-node/remove-node: give up retrying (no leader, unreachable) after this long.
     #[arg(long, env = "WEFT_CLUSTER_TIMEOUT_MS", default_value_t = 10_000)]
     pub timeout_ms: u64,
+    /// An operator's certificate (spiffe://TD/ns/NS/weft-admin) when placement runs with TLS.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+impl PlacementAddrs {
+    fn dial(&self) -> anyhow::Result<Dial> {
+        Ok(Dial::new(self.tls.load()?, Expect::Placement))
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -245,7 +284,7 @@ pub struct RemoveNodeArgs {
 pub async fn run_cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         ClusterCommand::Status(a) => {
-            let status = cluster_status(&a.addrs.placement).await?;
+            let status = cluster_status_with(&a.addrs.placement, &a.addrs.dial()?).await?;
             match a.output {
                 OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&status)?),
                 OutputFormat::Text => print_status(&status),
@@ -287,15 +326,16 @@ where
             >,
         >,
 {
+    let dial = addrs.dial()?;
     let deadline = Instant::now() + Duration::from_millis(addrs.timeout_ms);
     let mut last = String::from("no address given");
     loop {
         for addr in &addrs.placement {
-            match connect(addr).await {
+            match connect(addr, &dial).await {
                 Ok(c) => match call(c).await {
                     Ok(r) => return Ok(r.into_inner().voters),
                     Err(s) if s.code() == tonic::Code::Unavailable => last = s.message().into(),
-                    Err(s) => bail!("{addr}: {}", s.message()),
+                    Err(s) => bail!("{addr}: {:?}: {}", s.code(), s.message()),
                 },
                 Err(e) => last = format!("{addr}: {e}"),
             }
@@ -307,45 +347,83 @@ where
     }
 }
 
-async fn connect(addr: &str) -> anyhow::Result<PbClient<tonic::transport::Channel>> {
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+async fn connect(addr: &str, dial: &Dial) -> anyhow::Result<PbClient<tonic::transport::Channel>> {
+    let endpoint = Dial::endpoint(addr)?
         .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(30))
-        .connect()
-        .await?;
+        .timeout(Duration::from_secs(30));
+    let ch = dial.connect(endpoint).await.map_err(|e| {
+        // tonic's Display stops at "transport error"; the TLS reason is in the source chain.
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg = format!("{msg}: {s}");
+            src = s.source();
+        }
+        anyhow::anyhow!(msg)
+    })?;
     Ok(PbClient::new(ch))
 }
 
-async fn query(addr: String) -> (String, Option<ClusterStatusResponse>) {
+/// One node's status, or why it could not be had.
+async fn query(addr: String, dial: Dial) -> (String, Result<ClusterStatusResponse, String>) {
     let fut = async {
-        let mut c = connect(&addr).await.ok()?;
+        let mut c = connect(&addr, &dial).await.map_err(|e| e.to_string())?;
         c.cluster_status(ClusterStatusRequest {})
             .await
-            .ok()
             .map(|r| r.into_inner())
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
     };
-    let r = tokio::time::timeout(Duration::from_secs(2), fut)
-        .await
-        .ok()
-        .flatten();
+    let r = match tokio::time::timeout(Duration::from_secs(2), fut).await {
+        Ok(r) => r,
+        Err(_) => Err("timed out".into()),
+    };
     (addr, r)
 }
 
-/// Queries the given nodes and the raft members they report, and merges their views.
+/// Queries the given nodes (plaintext) and the raft members they report, and merges their views.
 pub async fn cluster_status(addrs: &[String]) -> anyhow::Result<serde_json::Value> {
+    cluster_status_with(addrs, &Dial::plain(Expect::Placement)).await
+}
+
+/// [`cluster_status`] over `dial` (mutual TLS with an operator's certificate).
+pub async fn cluster_status_with(
+    addrs: &[String],
+    dial: &Dial,
+) -> anyhow::Result<serde_json::Value> {
+    let ask = |a: String| query(a, dial.clone());
+    let mut errors: Vec<String> = Vec::new();
+    let mut keep = |all: Vec<(String, Result<ClusterStatusResponse, String>)>| {
+        all.into_iter()
+            .map(|(a, r)| {
+                let r = r.map_err(|e| errors.push(format!("{a}: {e}"))).ok();
+                (a, r)
+            })
+            .collect::<Vec<_>>()
+    };
     let mut replies: BTreeMap<String, Option<ClusterStatusResponse>> = BTreeMap::new();
-    let first = futures::future::join_all(addrs.iter().cloned().map(query)).await;
-    replies.extend(first);
+    let first = futures::future::join_all(addrs.iter().cloned().map(ask)).await;
+    replies.extend(keep(first));
     let discovered: BTreeSet<String> = replies
         .values()
         .flatten()
         .flat_map(|r| r.members.iter().map(|m| m.address.clone()))
         .filter(|a| !replies.contains_key(a))
         .collect();
-    replies.extend(futures::future::join_all(discovered.into_iter().map(query)).await);
+    replies.extend(keep(
+        futures::future::join_all(discovered.into_iter().map(ask)).await,
+    ));
     let ok: Vec<&ClusterStatusResponse> = replies.values().flatten().collect();
     if ok.is_empty() {
-        bail!("no placement node reachable at {}", addrs.join(","));
+        let hint = if dial.tls.is_none() {
+            "; if placement runs with TLS, pass an operator's --tls-cert, --tls-key and --tls-ca"
+        } else {
+            ""
+        };
+        bail!(
+            "no placement node reachable at {} ({}){hint}",
+            addrs.join(","),
+            errors.join("; ")
+        );
     }
     // A node's claim to lead counts most; otherwise the most common leader id.
     let leader = ok

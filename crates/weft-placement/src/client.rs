@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
+use weft_tls::{Dial, Expect, TlsContext};
 
 /// How a sidecar reaches placement and describes itself.
 #[derive(Debug, Clone)]
@@ -25,6 +25,8 @@ pub struct ClientConfig {
     pub heartbeat_interval: Duration,
     /// Pause before retrying when no leader is reachable.
     pub retry_backoff: Duration,
+    /// Mutual TLS to placement (`None`: plaintext).
+    pub tls: Option<Arc<TlsContext>>,
 }
 
 impl ClientConfig {
@@ -34,6 +36,7 @@ impl ClientConfig {
             host,
             heartbeat_interval: Duration::from_millis(500),
             retry_backoff: Duration::from_millis(50),
+            tls: None,
         }
     }
 }
@@ -46,6 +49,8 @@ pub struct ClientStatus {
     pub tables_received: u64,
     pub version: u64,
     pub connected: bool,
+    /// Why placement refused this sidecar, while it does (identity checks).
+    pub refused: Option<String>,
 }
 
 struct Shared {
@@ -83,8 +88,13 @@ pub struct PlacementClient {
 enum SessionEnd {
     Redirect(Option<String>),
     Failed(String),
+    /// PERMISSION_DENIED or UNAUTHENTICATED: the identity checks said no.
+    Refused(String),
     Left,
 }
+
+/// Pause between registrations placement refused.
+const REFUSED_BACKOFF: Duration = Duration::from_secs(1);
 
 impl PlacementClient {
     /// Starts the background session; returns at once (the table arrives on [`Self::table`]).
@@ -195,6 +205,13 @@ struct Worker {
     leave: CancellationToken,
 }
 
+fn is_refusal(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+    )
+}
+
 impl Worker {
     async fn run(mut self) {
         let addrs = self.config.placement_addrs.clone();
@@ -249,6 +266,19 @@ impl Worker {
                     unlisted = 0;
                     tracing::debug!(%addr, error = %e, "placement session ended")
                 }
+                SessionEnd::Refused(why) => {
+                    unlisted = 0;
+                    // Retrying cannot help until the certificate or the app id changes: say
+                    // so once per distinct reason, and retry slowly.
+                    if self.status_tx.borrow().refused.as_deref() != Some(why.as_str()) {
+                        tracing::error!(%addr, reason = %why, "placement refused this sidecar");
+                        self.status_tx.send_modify(|s| s.refused = Some(why));
+                    }
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return,
+                        _ = tokio::time::sleep(REFUSED_BACKOFF) => {}
+                    }
+                }
             }
             tokio::select! {
                 _ = self.cancel.cancelled() => return,
@@ -258,7 +288,7 @@ impl Worker {
     }
 
     async fn session(&mut self, addr: &str) -> SessionEnd {
-        let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
+        let endpoint = match Dial::endpoint(addr) {
             Ok(e) => e
                 .connect_timeout(Duration::from_millis(300))
                 .tcp_nodelay(true)
@@ -266,7 +296,8 @@ impl Worker {
                 .keep_alive_timeout(Duration::from_secs(5)),
             Err(e) => return SessionEnd::Failed(e.to_string()),
         };
-        let channel = match endpoint.connect().await {
+        let dial = Dial::new(self.config.tls.clone(), Expect::Placement);
+        let channel = match dial.connect(endpoint).await {
             Ok(c) => c,
             Err(e) => return SessionEnd::Failed(e.to_string()),
         };
@@ -283,6 +314,9 @@ impl Worker {
         }
         let mut inbound = match client.report_status(ReceiverStream::new(out_rx)).await {
             Ok(r) => r.into_inner(),
+            Err(e) if is_refusal(&e) => {
+                return SessionEnd::Refused(format!("{:?}: {}", e.code(), e.message()));
+            }
             Err(e) => return SessionEnd::Failed(e.to_string()),
         };
         let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
@@ -316,6 +350,9 @@ impl Worker {
                 msg = inbound.next() => {
                     let msg = match msg {
                         None => return SessionEnd::Failed("stream ended".into()),
+                        Some(Err(e)) if is_refusal(&e) => {
+                            return SessionEnd::Refused(format!("{:?}: {}", e.code(), e.message()));
+                        }
                         Some(Err(e)) => return SessionEnd::Failed(e.to_string()),
                         Some(Ok(m)) => m,
                     };
@@ -376,6 +413,7 @@ impl Worker {
             s.tables_received += 1;
             s.version = s.version.max(version);
             s.connected = true;
+            s.refused = None;
         });
     }
 }

@@ -17,7 +17,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
+use weft_tls::authz::rules;
+use weft_tls::{Dial, Expect, Mode, PeerCheck, TlsContext};
 
 /// Everything needed to run one placement node.
 #[derive(Debug, Clone)]
@@ -37,6 +38,11 @@ pub struct NodeConfig {
     /// Silence after which the leader removes a sidecar host.
     pub liveness_timeout: Duration,
     pub vnodes_per_host: u32,
+    /// Mutual TLS for every connection in and out (`None`: plaintext, unauthenticated).
+    pub tls: Option<Arc<TlsContext>>,
+    /// A plaintext port serving only `grpc.health.v1`: with TLS on, a kubelet's `grpc` probe
+    /// (which has no client certificate) cannot ask the placement port.
+    pub health_listen: Option<SocketAddr>,
 }
 
 impl NodeConfig {
@@ -51,6 +57,8 @@ impl NodeConfig {
             tuning: RaftTuning::default(),
             liveness_timeout: Duration::from_secs(3),
             vnodes_per_host: weft_ring::DEFAULT_VNODES,
+            tls: None,
+            health_listen: None,
         }
     }
 }
@@ -58,6 +66,7 @@ impl NodeConfig {
 /// A started node; dropping it does not stop it, call [`PlacementNode::shutdown`].
 pub struct PlacementNode {
     local_addr: SocketAddr,
+    health_addr: Option<SocketAddr>,
     advertise: String,
     raft: RaftNode,
     service: Arc<PlacementService>,
@@ -88,24 +97,46 @@ impl PlacementNode {
             .clone()
             .or_else(|| config.initial_cluster.get(&config.id).cloned())
             .unwrap_or_else(|| local_addr.to_string());
-        let raft = RaftNode::open(config.id, &config.data_dir, &config.tuning).await?;
+        let raft = RaftNode::open(
+            config.id,
+            &config.data_dir,
+            &config.tuning,
+            config.tls.clone(),
+        )
+        .await?;
         let service = PlacementService::new(
             raft.clone(),
             config.vnodes_per_host,
             config.liveness_timeout,
+            config.tls.clone(),
         );
         let cancel = CancellationToken::new();
-        let incoming = TcpIncoming::from(listener)
-            .with_nodelay(Some(true))
-            .with_keepalive(Some(Duration::from_secs(10)));
+        let mode = match &config.tls {
+            Some(ctx) => Mode::Mutual(ctx.clone()),
+            None => Mode::Plain,
+        };
+        let incoming = weft_tls::incoming(listener, mode, "placement");
+        // Raft messages (votes, entries, snapshots that install a whole table) only from peers.
+        let raft_check = PeerCheck {
+            port: "placement",
+            action: "send raft messages",
+            allow: rules::placement,
+        };
         let server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(5)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
             .add_service(PlacementServer::new(PlacementApi(service.clone())))
-            .add_service(RaftRpcServer::into_service(raft.raft().clone()))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                RaftRpcServer::into_service(raft.raft().clone()),
+                raft_check,
+            ))
             .add_service(LeaderHealth::server(&raft))
             .serve_with_incoming_shutdown(incoming, cancel.clone().cancelled_owned());
         let server = tokio::spawn(server);
+        let health_addr = match config.health_listen {
+            Some(addr) => Some(serve_health(addr, &raft, &cancel).await?),
+            None => None,
+        };
 
         bootstrap(&raft, &config, &advertise).await?;
 
@@ -118,6 +149,7 @@ impl PlacementNode {
         tracing::info!(id = config.id, %local_addr, %advertise, "placement node started");
         Ok(Self {
             local_addr,
+            health_addr,
             advertise,
             raft,
             service,
@@ -129,6 +161,11 @@ impl PlacementNode {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the plaintext health port is bound (with `health_listen`).
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_addr
     }
 
     pub fn advertise(&self) -> &str {
@@ -171,6 +208,33 @@ impl PlacementNode {
     }
 }
 
+/// Binds the health-only port and serves [`LeaderHealth`] on it until `cancel`. It tells no more
+/// than whether this node knows a leader, so it needs no authentication.
+async fn serve_health(
+    addr: SocketAddr,
+    raft: &RaftNode,
+    cancel: &CancellationToken,
+) -> Result<SocketAddr, PlacementError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| PlacementError::Transport(format!("bind health port {addr}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| PlacementError::Transport(e.to_string()))?;
+    let server = tonic::transport::Server::builder()
+        .add_service(LeaderHealth::server(raft))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            cancel.clone().cancelled_owned(),
+        );
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::warn!(error = %e, "placement health port stopped");
+        }
+    });
+    Ok(bound)
+}
+
 /// Initialises a brand-new cluster exactly once: only on the lowest id of the initial cluster,
 /// only if its own log is empty, and only if no peer already belongs to a cluster (so a node
 /// whose data directory was wiped cannot fork a second cluster).
@@ -191,7 +255,7 @@ async fn bootstrap(
         return Ok(());
     }
     for (id, addr) in &members {
-        if *id != config.id && peer_initialized(addr).await {
+        if *id != config.id && peer_initialized(addr, &config.tls).await {
             tracing::warn!(peer = id, "peer already in a cluster; not initialising");
             return Ok(());
         }
@@ -200,9 +264,13 @@ async fn bootstrap(
     raft.initialize(members).await
 }
 
-async fn peer_initialized(addr: &str) -> bool {
+async fn peer_initialized(addr: &str, tls: &Option<Arc<TlsContext>>) -> bool {
     let probe = async {
-        let mut c = PbClient::connect(format!("http://{addr}")).await.ok()?;
+        let ch = Dial::new(tls.clone(), Expect::Placement)
+            .connect(Dial::endpoint(addr).ok()?)
+            .await
+            .ok()?;
+        let mut c = PbClient::new(ch);
         let r = c.cluster_status(ClusterStatusRequest {}).await.ok()?;
         Some(r.into_inner().initialized)
     };

@@ -15,6 +15,11 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
+use weft_tls::authz::{authorize, rules};
+use weft_tls::{Dial, Expect, Peer, TlsContext};
+
+/// The port name in refusal counters.
+const PORT: &str = "placement";
 
 /// What the leader knows about one sidecar's session.
 #[derive(Debug, Clone)]
@@ -44,6 +49,8 @@ pub struct PlacementService {
     /// Upserts proposed but not yet applied, so heartbeats do not repeat the same write.
     pending: Mutex<HashMap<String, Member>>,
     next_stream: std::sync::atomic::AtomicU64,
+    /// For forwarding admin calls to the leader.
+    tls: Option<Arc<TlsContext>>,
 }
 
 type PbStream = Pin<Box<dyn Stream<Item = Result<pb::PlacementMessage, Status>> + Send>>;
@@ -68,7 +75,12 @@ fn redirect_msg(view: &RaftView) -> pb::PlacementMessage {
 }
 
 impl PlacementService {
-    pub fn new(raft: RaftNode, vnodes_per_host: u32, liveness_timeout: Duration) -> Arc<Self> {
+    pub fn new(
+        raft: RaftNode,
+        vnodes_per_host: u32,
+        liveness_timeout: Duration,
+        tls: Option<Arc<TlsContext>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             raft,
             vnodes_per_host,
@@ -76,6 +88,7 @@ impl PlacementService {
             sessions: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             next_stream: Default::default(),
+            tls,
         })
     }
 
@@ -151,6 +164,7 @@ impl PlacementService {
         out: mpsc::Sender<Result<pb::PlacementMessage, Status>>,
     ) {
         let host_id = first.host_id.clone();
+        let app_id = first.app_id.clone();
         let stream_id = self
             .next_stream
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -187,7 +201,9 @@ impl PlacementService {
                     match msg.msg {
                         Some(sidecar_message::Msg::Register(h)) | Some(sidecar_message::Msg::Heartbeat(h)) => {
                             self.touch(&host_id, stream_id, term, acked);
-                            if h.host_id == host_id {
+                            // A session speaks for one host of one app (the one it was
+                            // authorised to register) for its whole life.
+                            if h.host_id == host_id && h.app_id == app_id {
                                 self.upsert_if_changed(Member::from_proto(h));
                             }
                         }
@@ -400,6 +416,40 @@ impl PlacementService {
         }
     }
 
+    /// A sidecar registers only as the app its certificate names, and never under the host id
+    /// of another app's sidecar (which would take over that host's place on the rings).
+    fn authorize_registration(&self, peer: &Peer, first: &pb::HostInfo) -> Result<(), Status> {
+        let app = first.app_id.as_str();
+        authorize(
+            peer,
+            PORT,
+            &format!("register a sidecar of app `{app}`"),
+            |id| id.app() == Some(app),
+        )?;
+        if matches!(peer, Peer::Plain) {
+            return Ok(());
+        }
+        let holder = self
+            .raft
+            .publisher()
+            .latest
+            .borrow()
+            .members
+            .get(&first.host_id)
+            .map(|m| m.app_id.clone());
+        match holder {
+            Some(other) if other != app => {
+                metrics::counter!("weft_auth_refused_total", "port" => PORT, "code" => "permission_denied").increment(1);
+                Err(Status::permission_denied(format!(
+                    "{}: host id `{}` belongs to a sidecar of app `{other}`",
+                    peer.describe(),
+                    first.host_id
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Runs an admin call on the leader: locally if we lead, else forwarded one hop.
     async fn on_leader<F, Fut>(
         &self,
@@ -424,9 +474,14 @@ impl PlacementService {
         let Some((_, addr)) = view.leader else {
             return Err(Status::unavailable("no placement leader yet; retry"));
         };
-        let mut client = PbClient::connect(format!("http://{addr}"))
+        let unreachable =
+            |e: String| Status::unavailable(format!("leader {addr} unreachable: {e}"));
+        let endpoint = Dial::endpoint(&addr).map_err(|e| unreachable(e.to_string()))?;
+        let channel = Dial::new(self.tls.clone(), Expect::Placement)
+            .connect(endpoint)
             .await
-            .map_err(|e| Status::unavailable(format!("leader {addr} unreachable: {e}")))?;
+            .map_err(|e| unreachable(e.to_string()))?;
+        let mut client = PbClient::new(channel);
         let resp = match forward {
             AdminForward::Add(r) => client.add_node(r).await?,
             AdminForward::Remove(r) => client.remove_node(r).await?,
@@ -447,6 +502,7 @@ impl Placement for PlacementApi {
         &self,
         request: Request<Streaming<pb::SidecarMessage>>,
     ) -> Result<Response<Self::ReportStatusStream>, Status> {
+        let peer = weft_tls::caller(&request);
         let mut inbound = request.into_inner();
         let first = match inbound.next().await {
             Some(Ok(pb::SidecarMessage {
@@ -458,6 +514,7 @@ impl Placement for PlacementApi {
         if first.host_id.is_empty() {
             return Err(Status::invalid_argument("host_id must not be empty"));
         }
+        self.0.authorize_registration(&peer, &first)?;
         let (tx, rx) = mpsc::channel(64);
         let view = self.0.raft.view();
         if !view.is_leader {
@@ -472,8 +529,14 @@ impl Placement for PlacementApi {
 
     async fn cluster_status(
         &self,
-        _request: Request<pb::ClusterStatusRequest>,
+        request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        authorize(
+            &weft_tls::caller(&request),
+            PORT,
+            "read the cluster status",
+            rules::anyone,
+        )?;
         Ok(Response::new(self.0.status()))
     }
 
@@ -481,6 +544,12 @@ impl Placement for PlacementApi {
         &self,
         request: Request<pb::AddNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        authorize(
+            &weft_tls::caller(&request),
+            PORT,
+            "add placement nodes",
+            rules::placement_or_admin,
+        )?;
         let r = request.into_inner();
         if r.id == 0 || r.address.is_empty() {
             return Err(Status::invalid_argument(
@@ -502,6 +571,12 @@ impl Placement for PlacementApi {
         &self,
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        authorize(
+            &weft_tls::caller(&request),
+            PORT,
+            "remove placement nodes",
+            rules::placement_or_admin,
+        )?;
         let r = request.into_inner();
         let raft = self.0.raft.clone();
         let id = r.id;

@@ -11,6 +11,8 @@ use tonic::{Request, Response, Status};
 use weft_proto::durabletask::{ActivityResponse, WorkflowResponse};
 use weft_proto::internal::internal_server::Internal;
 use weft_proto::internal::*;
+use weft_tls::authz::authorize;
+use weft_tls::{Peer, caller};
 
 type Answer<T> = std::result::Result<Response<T>, Status>;
 
@@ -29,12 +31,19 @@ impl InternalService {
 
     /// Runs a forwarded call if this sidecar owns its instance (or nobody does: then the store
     /// write is all there is and the future owner picks it up).
-    async fn run(&self, call: Call) -> std::result::Result<Reply, Status> {
+    async fn run(&self, peer: &Peer, call: Call) -> std::result::Result<Reply, Status> {
         let app = if call.app().is_empty() {
             self.engine.inner.app_id.clone()
         } else {
             call.app().to_string()
         };
+        // A forwarded client call acts for its app: only that app's sidecars may send it.
+        authorize(
+            peer,
+            "internal",
+            &format!("forward calls for app `{app}`"),
+            |id| id.app() == Some(app.as_str()),
+        )?;
         if let Owner::Remote { host_id, address } =
             self.ownership.owner(&app, ActorKind::Workflow, call.key())
         {
@@ -46,8 +55,8 @@ impl InternalService {
         Ok(execute(&self.engine, call).await?)
     }
 
-    async fn changed(&self, call: Call) -> Answer<Changed> {
-        match self.run(call).await? {
+    async fn changed(&self, peer: &Peer, call: Call) -> Answer<Changed> {
+        match self.run(peer, call).await? {
             Reply::Changed(changed) => Ok(Response::new(Changed { changed })),
             other => Err(unexpected(other)),
         }
@@ -61,38 +70,51 @@ fn unexpected(r: Reply) -> Status {
 #[tonic::async_trait]
 impl Internal for InternalService {
     async fn start(&self, req: Request<StartCall>) -> Answer<StartReply> {
-        match self.run(Call::Start(req.into_inner())).await? {
+        match self
+            .run(&caller(&req), Call::Start(req.into_inner()))
+            .await?
+        {
             Reply::Id(instance_id) => Ok(Response::new(StartReply { instance_id })),
             other => Err(unexpected(other)),
         }
     }
 
     async fn raise_event(&self, req: Request<RaiseEventCall>) -> Answer<Ack> {
-        self.run(Call::Raise(req.into_inner())).await?;
+        self.run(&caller(&req), Call::Raise(req.into_inner()))
+            .await?;
         Ok(Response::new(Ack {}))
     }
 
     async fn terminate(&self, req: Request<TerminateCall>) -> Answer<Changed> {
-        self.changed(Call::Terminate(req.into_inner())).await
+        self.changed(&caller(&req), Call::Terminate(req.into_inner()))
+            .await
     }
 
     async fn suspend(&self, req: Request<SuspendCall>) -> Answer<Changed> {
-        self.changed(Call::Suspend(req.into_inner())).await
+        self.changed(&caller(&req), Call::Suspend(req.into_inner()))
+            .await
     }
 
     async fn resume(&self, req: Request<ResumeCall>) -> Answer<Changed> {
-        self.changed(Call::Resume(req.into_inner())).await
+        self.changed(&caller(&req), Call::Resume(req.into_inner()))
+            .await
     }
 
     async fn purge(&self, req: Request<PurgeCall>) -> Answer<PurgeReply> {
-        match self.run(Call::Purge(req.into_inner())).await? {
+        match self
+            .run(&caller(&req), Call::Purge(req.into_inner()))
+            .await?
+        {
             Reply::Purged(deleted) => Ok(Response::new(PurgeReply { deleted })),
             other => Err(unexpected(other)),
         }
     }
 
     async fn rerun(&self, req: Request<RerunCall>) -> Answer<RerunReply> {
-        match self.run(Call::Rerun(req.into_inner())).await? {
+        match self
+            .run(&caller(&req), Call::Rerun(req.into_inner()))
+            .await?
+        {
             Reply::Id(new_instance_id) => Ok(Response::new(RerunReply { new_instance_id })),
             other => Err(unexpected(other)),
         }

@@ -33,6 +33,7 @@ pub mod telemetry;
 #[cfg(test)]
 mod testing;
 mod timers;
+mod tls_listener;
 #[cfg(test)]
 mod transit_tests;
 mod worker_ops;

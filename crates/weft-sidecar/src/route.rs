@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 use weft_proto::durabletask::{ActivityResponse, RerunWorkflowFromEventRequest, WorkflowResponse};
 use weft_proto::internal::{self as pb, internal_client::InternalClient};
 use weft_store::ReusePolicy;
+use weft_tls::{Dial, Expect};
 
 /// How long a routed client call may look for its owner when the caller set no deadline.
 pub const DEFAULT_ROUTE_DEADLINE: Duration = Duration::from_secs(30);
@@ -22,6 +23,12 @@ pub const DEFAULT_ROUTE_DEADLINE: Duration = Duration::from_secs(30);
 pub const MAX_ROUTE_DEADLINE: Duration = Duration::from_secs(120);
 /// Longest single forwarded call (a completion waits for the owner's commit).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most peer channels kept open: a sidecar talks to the other sidecars of the table, so this
+/// only bounds what addresses from elsewhere could make it hold.
+pub const MAX_PEER_CHANNELS: usize = 256;
+/// How long an answer whose token names a host missing from our table waits for a newer table
+/// (the dispatcher may have joined in a table that has not reached us yet).
+const TOKEN_TABLE_WAIT: Duration = Duration::from_secs(2);
 
 /// Who owns which key. The cluster's [`Registry`] in production; tests may stub it.
 pub trait Ownership: Send + Sync + 'static {
@@ -203,6 +210,7 @@ struct RouterInner {
     peers: Mutex<HashMap<String, InternalClient<Channel>>>,
     max_msg: usize,
     api_token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    dial: Dial,
 }
 
 /// The edge's view of the cluster: every API handler asks it instead of the engine for the calls
@@ -218,6 +226,7 @@ impl Router {
         ownership: Arc<dyn Ownership>,
         max_msg: usize,
         api_token: Option<&str>,
+        tls: Option<Arc<weft_tls::TlsContext>>,
     ) -> Self {
         Self {
             inner: Arc::new(RouterInner {
@@ -226,6 +235,7 @@ impl Router {
                 peers: Mutex::default(),
                 max_msg,
                 api_token: api_token.and_then(|t| t.parse().ok()),
+                dial: Dial::new(tls, Expect::Sidecar),
             }),
         }
     }
@@ -256,13 +266,19 @@ impl Router {
         if let Some(c) = peers.get(addr) {
             return Ok(c.clone());
         }
-        let ch = Channel::from_shared(format!("http://{addr}"))
+        let endpoint = Dial::endpoint(addr)
             .map_err(|e| EngineError::Internal(format!("bad peer address '{addr}': {e}")))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
+            .keep_alive_timeout(Duration::from_secs(5));
+        let ch = self.inner.dial.connect_lazy(endpoint);
+        if peers.len() >= MAX_PEER_CHANNELS {
+            // Dropping a channel only costs a reconnect on its next use.
+            if let Some(victim) = peers.keys().next().cloned() {
+                peers.remove(&victim);
+            }
+        }
         let c = InternalClient::new(ch)
             .max_decoding_message_size(self.inner.max_msg)
             .max_encoding_message_size(self.inner.max_msg);
@@ -538,13 +554,8 @@ impl Router {
             if host == own.host_id() {
                 return Ok(None);
             }
-            // A token is client input: forward only to a sidecar the placement table names
-            // there, never to an address a caller made up.
-            return if own.is_peer(host, addr) {
-                Ok(Some(addr.to_string()))
-            } else {
-                Err(unknown_dispatcher(host, addr))
-            };
+            self.known_sidecar(host, addr).await?;
+            return Ok(Some(addr.to_string()));
         }
         // No token (the JS SDK sends none): if the item is not in flight here, it was dispatched
         // by the owner of its executor actor, which lives with the actor it serves.
@@ -565,6 +576,27 @@ impl Router {
             Owner::Remote { address, .. } => Some(address),
             Owner::Local | Owner::Nobody => None,
         })
+    }
+
+    /// Refuses to route to a token's `host@addr` unless it is a sidecar of the placement table
+    /// (waiting briefly for a newer table), so a forged token cannot make us dial anywhere.
+    async fn known_sidecar(&self, host: &str, addr: &str) -> Result<()> {
+        let own = &self.inner.ownership;
+        let mut tables = own.watch();
+        let deadline = Instant::now() + TOKEN_TABLE_WAIT;
+        loop {
+            if own.is_peer(host, addr) {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, tables.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => break,
+            }
+        }
+        metrics::counter!("weft_completion_tokens_refused_total").increment(1);
+        Err(EngineError::NotFound(format!(
+            "the completion token names {host}@{addr}, which is not a sidecar of the placement table; the answer is not routed"
+        )))
     }
 
     fn routed<T>(&self, addr: &str, kind: &'static str, r: Forwarded<T>) -> Result<()> {
@@ -620,10 +652,8 @@ impl Router {
     pub async fn abandon(&self, token: &str, workflow: bool) -> Result<()> {
         let own = &self.inner.ownership;
         match token_origin(token) {
-            Some((host, addr)) if host != own.host_id() && !own.is_peer(host, addr) => {
-                Err(unknown_dispatcher(host, addr))
-            }
             Some((host, addr)) if host != own.host_id() => {
+                self.known_sidecar(host, addr).await?;
                 let mut c = self.client(addr)?;
                 let call = pb::AbandonCall {
                     completion_token: token.to_string(),
@@ -635,7 +665,6 @@ impl Router {
             _ => abandon_here(&self.inner.engine, token),
         }
     }
-
 }
 
 /// Puts an abandoned work item back in this sidecar's queue.
@@ -655,11 +684,6 @@ pub(crate) fn abandon_here(engine: &Engine, token: &str) -> Result<()> {
 }
 
 /// A completion token naming a sidecar that is not in the placement table (gone, or made up).
-fn unknown_dispatcher(host: &str, addr: &str) -> EngineError {
-    EngineError::NotFound(format!(
-        "the work item's completion token names sidecar '{host}' at '{addr}', which is not in this cluster"
-    ))
-}
 
 fn changed(r: Reply) -> Result<bool> {
     match r {

@@ -17,6 +17,8 @@ use tonic::transport::Server;
 use weft_proto::durabletask::task_hub_sidecar_service_server::TaskHubSidecarServiceServer;
 use weft_proto::internal::internal_server::InternalServer;
 use weft_store::Store;
+use weft_tls::authz::rules;
+use weft_tls::{Mode, PeerCheck, TlsContext};
 
 #[derive(Debug, Clone)]
 pub struct SidecarConfig {
@@ -28,6 +30,10 @@ pub struct SidecarConfig {
     pub engine: EngineConfig,
     /// Placement to join; `None`: this sidecar owns every instance of its app (tests, bench).
     pub cluster: Option<ClusterConfig>,
+    /// Mutual TLS on the internal port and to placement and peers (`None`: plaintext).
+    pub tls: Option<Arc<TlsContext>>,
+    /// Serve the public gRPC and HTTP ports with TLS too (server certificate only).
+    pub public_tls: bool,
 }
 
 impl Default for SidecarConfig {
@@ -41,6 +47,8 @@ impl Default for SidecarConfig {
             api_token: None,
             engine: EngineConfig::default(),
             cluster: None,
+            tls: None,
+            public_tls: false,
         }
     }
 }
@@ -235,8 +243,12 @@ async fn serve_inner(
             let engine = Engine::with_registry(store, cfg.engine, registry.clone());
             let address = advertised(cluster, internal_addr);
             tracing::info!(host_id = %host_id, %address, placement = ?cluster.placement, "joining placement");
+            let cluster = ClusterConfig {
+                tls: cfg.tls.clone(),
+                ..cluster.clone()
+            };
             let m = Membership::start(
-                cluster,
+                &cluster,
                 &host_id,
                 address,
                 &app_id,
@@ -266,17 +278,33 @@ async fn serve_inner(
         ownership.clone(),
         max_msg,
         cfg.api_token.as_deref(),
+        cfg.tls.clone(),
     );
     let svc = TaskHubSidecarServiceServer::new(Service::new(router.clone(), shutdown.clone()))
         .max_decoding_message_size(max_msg)
         .max_encoding_message_size(max_msg);
     let token = TokenCheck(cfg.api_token.clone().map(Arc::from));
-    let internal_token = token.clone();
+    let internal_check = InternalCheck {
+        token: token.clone(),
+        peer: PeerCheck {
+            port: "internal",
+            action: "call the internal API",
+            allow: rules::sidecar,
+        },
+    };
+    let public_mode = match (&cfg.tls, cfg.public_tls) {
+        (Some(ctx), true) => Mode::Public(ctx.clone()),
+        _ => Mode::Plain,
+    };
+    let internal_mode = match &cfg.tls {
+        Some(ctx) => Mode::Mutual(ctx.clone()),
+        None => Mode::Plain,
+    };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(weft_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .ok();
-    let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
+    let incoming = weft_tls::incoming(grpc, public_mode.clone(), "grpc");
     let sd = shutdown.clone();
     let grpc_task =
         tokio::spawn(async move {
@@ -298,17 +326,27 @@ async fn serve_inner(
     let app = crate::http::router(router, cfg.api_token.clone(), max_payload);
     let sd = shutdown.clone();
     let http_task = tokio::spawn(async move {
-        axum::serve(http, app)
-            .with_graceful_shutdown(sd.cancelled_owned())
-            .await
+        match public_mode {
+            Mode::Plain => {
+                axum::serve(http, app)
+                    .with_graceful_shutdown(sd.cancelled_owned())
+                    .await
+            }
+            tls => {
+                let listener = crate::tls_listener::TlsListener::new(http, tls)?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(sd.cancelled_owned())
+                    .await
+            }
+        }
     });
     let internal_svc = InternalServer::new(InternalService::new(engine.clone(), ownership))
         .max_decoding_message_size(max_msg)
         .max_encoding_message_size(max_msg);
-    let routes = internal_routes().add_service(
-        tonic::service::interceptor::InterceptedService::new(internal_svc, internal_token),
+    let routes = internal_routes(internal_check.clone()).add_service(
+        tonic::service::interceptor::InterceptedService::new(internal_svc, internal_check),
     );
-    let incoming = tonic::transport::server::TcpIncoming::from(internal).with_nodelay(Some(true));
+    let incoming = weft_tls::incoming(internal, internal_mode, "internal");
     let sd = shutdown.clone();
     let internal_task = tokio::spawn(async move {
         Server::builder()
@@ -338,15 +376,32 @@ async fn serve_inner(
     })
 }
 
-/// Reflection on the internal port (the `Internal` service itself is added by `serve_inner`).
-fn internal_routes() -> tonic::service::Routes {
+/// The internal port's checks: the API token (when set) and a sidecar identity (with TLS).
+#[derive(Clone)]
+struct InternalCheck {
+    token: TokenCheck,
+    peer: PeerCheck,
+}
+
+impl Interceptor for InternalCheck {
+    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let req = self.peer.call(req)?;
+        self.token.call(req)
+    }
+}
+
+/// Reflection on the internal port, behind the same checks as the API it describes (the
+/// `Internal` service itself is added by `serve_inner`).
+fn internal_routes(check: InternalCheck) -> tonic::service::Routes {
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(weft_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .ok();
     let mut routes = tonic::service::Routes::default();
     if let Some(r) = reflection {
-        routes = routes.add_service(r);
+        routes = routes.add_service(tonic::service::interceptor::InterceptedService::new(
+            r, check,
+        ));
     }
     routes
 }

@@ -20,7 +20,7 @@ pub(crate) fn local_router() -> crate::route::Router {
         crate::cluster::Registry::local_only("me"),
     );
     let ownership = Arc::new(engine.registry().clone());
-    crate::route::Router::new(engine, ownership, 1 << 20, None)
+    crate::route::Router::new(engine, ownership, 1 << 20, None, None)
 }
 
 /// How checkpoints of one instance fail.

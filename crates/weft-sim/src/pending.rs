@@ -26,7 +26,11 @@ impl Effect {
         Self {
             instance: cp.instance_id.clone(),
             cancel,
-            completed: cp.completed_activities.clone(),
+            completed: cp
+                .completed_activities
+                .iter()
+                .map(|&(task, generation, _claim)| (task, generation))
+                .collect(),
             new_tasks: cp
                 .new_activities
                 .iter()

@@ -42,6 +42,11 @@ pub struct ClusterConfig {
     pub env: Vec<(String, String)>,
     /// Deadline of every start (ready line, leader election, HAProxy serving).
     pub ready_timeout: Duration,
+    /// Mutual TLS everywhere: `weft certs` makes a CA and the certificates under
+    /// `DIR/certs/` (`ca`, `placement`, `sidecar`, `admin`) and every process gets its `--tls-*`.
+    pub tls: bool,
+    /// Extra flags for `weft cluster` commands (set by `tls`: the operator's certificate).
+    pub admin_args: Vec<String>,
     /// Give each sidecar its own TCP proxy in front of every placement node (its `--placement`
     /// names the proxies), so that `cut_placement` can cut one sidecar from placement alone.
     pub placement_proxies: bool,
@@ -62,6 +67,8 @@ impl ClusterConfig {
             sidecar_args: Vec::new(),
             env: Vec::new(),
             ready_timeout: Duration::from_secs(60),
+            tls: false,
+            admin_args: Vec::new(),
             placement_proxies: false,
         }
     }
@@ -230,6 +237,9 @@ impl Cluster {
             pg,
             dir,
         };
+        if c.cfg.tls {
+            c.make_certs()?;
+        }
         c.start_placement()?;
         let n = c.cfg.sidecars;
         c.sidecars = (0..n).map(|_| SidecarNode::new()).collect();
@@ -248,6 +258,67 @@ impl Cluster {
             }
         }
         Ok(c)
+    }
+
+    /// Where `tls` put the certificates (`ca/` holds the CA's key, for issuing more).
+    pub fn certs_dir(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    /// Runs `weft certs …` (e.g. to issue a certificate for a test's own identity).
+    pub fn certs(&self, args: &[&str]) -> Result<()> {
+        let out = self
+            .weft()
+            .arg("certs")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            return Err(TestkitError::Command {
+                what: format!("weft certs {}", args.join(" ")),
+                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The `--tls-*` flags of the identity in `DIR/certs/NAME`.
+    pub fn tls_flags(&self, name: &str) -> Vec<String> {
+        let d = self.certs_dir().join(name);
+        let f = |file: &str| d.join(file).display().to_string();
+        vec![
+            "--tls-cert".into(),
+            f("tls.crt"),
+            "--tls-key".into(),
+            f("tls.key"),
+            "--tls-ca".into(),
+            f("ca.crt"),
+        ]
+    }
+
+    fn make_certs(&mut self) -> Result<()> {
+        let base = self.certs_dir();
+        let ca = base.join("ca").display().to_string();
+        let out = |n: &str| base.join(n).display().to_string();
+        self.certs(&["ca", "--out", &ca])?;
+        self.certs(&["placement", "--ca", &ca, "--out", &out("placement")])?;
+        let app = self.cfg.app_id.clone();
+        self.certs(&[
+            "sidecar",
+            "--app-id",
+            &app,
+            "--ca",
+            &ca,
+            "--out",
+            &out("sidecar"),
+        ])?;
+        self.certs(&["admin", "--ca", &ca, "--out", &out("admin")])?;
+        let placement = self.tls_flags("placement");
+        self.cfg.placement_args.extend(placement);
+        let sidecar = self.tls_flags("sidecar");
+        self.cfg.sidecar_args.extend(sidecar);
+        self.cfg.admin_args = self.tls_flags("admin");
+        Ok(())
     }
 
     fn deadline(&self) -> Instant {
@@ -378,6 +449,7 @@ impl Cluster {
             .args(["cluster", "status", "--output", "json", "--placement"])
             .arg(addrs.join(","))
             .args(["--timeout-ms", "2000"])
+            .args(&self.cfg.admin_args)
             .stdin(std::process::Stdio::null())
             .output()?;
         if !out.status.success() {
@@ -603,6 +675,8 @@ impl Cluster {
             "placement": placement,
             "sidecars": sidecars,
             "haproxy": haproxy,
+            "app_id": self.cfg.app_id,
+            "certs_dir": self.cfg.tls.then(|| self.certs_dir()),
         })
     }
 

@@ -56,11 +56,23 @@ pub struct PgServer {
     port: u16,
     as_postgres: bool,
     watchdog: Option<Child>,
+    /// Serves TLS (`ssl=on`) with `server.crt`/`server.key` in the data directory.
+    ssl: bool,
 }
 
 impl PgServer {
     /// Initialises and starts a new server (≈ 1 s). Blocking.
     pub fn start() -> Result<Self> {
+        Self::start_inner(None)
+    }
+
+    /// Like [`PgServer::start`], with `ssl=on` and this certificate and key (PEM). Plaintext
+    /// connections are still accepted: the client's `sslmode` decides.
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Result<Self> {
+        Self::start_inner(Some((cert_pem, key_pem)))
+    }
+
+    fn start_inner(tls: Option<(&str, &str)>) -> Result<Self> {
         let bin = postgres_bin_dir().ok_or(TestkitError::NoPostgres)?;
         let tmp = tempfile::Builder::new().prefix("weft-pg-").tempdir()?;
         let dir = tmp.keep();
@@ -71,6 +83,7 @@ impl PgServer {
             port: 0,
             as_postgres,
             watchdog: None,
+            ssl: tls.is_some(),
         };
         if as_postgres {
             let (uid, gid) = postgres_ids()?;
@@ -92,6 +105,9 @@ impl PgServer {
                 "--no-instructions",
             ],
         )?;
+        if let Some((cert, key)) = tls {
+            server.write_tls_files(cert, key)?;
+        }
         server.watchdog = Some(server.spawn_watchdog()?);
         // The port is free when we look but another process may take it before PostgreSQL binds:
         // retry with a new one.
@@ -104,6 +120,22 @@ impl PgServer {
             }
         }
         Err(last.unwrap_or(TestkitError::NoPostgres))
+    }
+
+    /// PostgreSQL refuses a key file others can read, or one not owned by its user.
+    fn write_tls_files(&self, cert: &str, key: &str) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.dir.join("data");
+        for (name, text, mode) in [("server.crt", cert, 0o644), ("server.key", key, 0o600)] {
+            let path = data.join(name);
+            std::fs::write(&path, text)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+            if self.as_postgres {
+                let (uid, gid) = postgres_ids()?;
+                chown(&path, Some(uid), Some(gid))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn port(&self) -> u16 {
@@ -126,12 +158,15 @@ impl PgServer {
 
     /// Starts the (stopped) server again on the same port and data directory.
     pub fn start_again(&self) -> Result<()> {
-        let opts = format!(
+        let mut opts = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
              -c fsync=off -c full_page_writes=off -c max_connections=400",
             self.port,
             self.dir.display()
         );
+        if self.ssl {
+            opts.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         let log = self.dir.join("server.log");
         let r = self.run(
             "pg_ctl",

@@ -109,7 +109,7 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 
 {{- define "weft.apiToken.enabled" -}}
-{{- if or .Values.apiToken.value .Values.apiToken.existingSecret }}true{{ end }}
+{{- if or .Values.apiToken.value .Values.apiToken.existingSecret .Values.apiToken.generate }}true{{ end }}
 {{- end }}
 
 {{/* Pod anti-affinity spreading one component over nodes: (list $ "sidecar" "soft") */}}
@@ -132,5 +132,121 @@ podAntiAffinity:
         labelSelector:
           matchLabels:
             {{- include "weft.selectorLabels" (list $root $component) | nindent 12 }}
+{{- end }}
+{{- end }}
+
+{{/* ---- TLS (docs/security.md) ---- */}}
+
+{{/* Where certificates come from: certManager, existing, generated, or "" (TLS off). */}}
+{{- define "weft.tls.mode" -}}
+{{- if .Values.tls.enabled -}}
+{{- if .Values.tls.certManager.enabled -}}certManager
+{{- else if or .Values.tls.existingSecrets.placement .Values.tls.existingSecrets.sidecar -}}existing
+{{- else -}}generated
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{- define "weft.tls.caSecretName" -}}
+{{- printf "%s-tls-ca" (include "weft.fullname" .) }}
+{{- end }}
+
+{{/* The Secret holding a component's tls.crt, tls.key and ca.crt: (list $ "sidecar") */}}
+{{- define "weft.tls.secretName" -}}
+{{- $root := index . 0 -}}
+{{- $component := index . 1 -}}
+{{- if eq (include "weft.tls.mode" $root) "existing" -}}
+{{- required (printf "tls.existingSecrets.%s is required with the other one" $component) (index $root.Values.tls.existingSecrets $component) }}
+{{- else -}}
+{{- printf "%s-%s-tls" (include "weft.fullname" $root) $component }}
+{{- end -}}
+{{- end }}
+
+{{/* SPIFFE ID of a name in this release's namespace: (list $ "weft-placement") */}}
+{{- define "weft.tls.spiffeId" -}}
+{{- $root := index . 0 -}}
+{{- printf "spiffe://%s/ns/%s/%s" $root.Values.tls.trustDomain $root.Release.Namespace (index . 1) }}
+{{- end }}
+
+{{/* The WEFT_TLS_* variables of a weft container (the files are under /var/run/weft/tls). */}}
+{{- define "weft.tls.env" -}}
+{{- if include "weft.tls.mode" . }}
+- name: WEFT_TLS_CERT
+  value: /var/run/weft/tls/tls.crt
+- name: WEFT_TLS_KEY
+  value: /var/run/weft/tls/tls.key
+- name: WEFT_TLS_CA
+  value: /var/run/weft/tls/ca.crt
+- name: WEFT_TLS_TRUST_DOMAIN
+  value: {{ .Values.tls.trustDomain | quote }}
+- name: WEFT_TLS_NAMESPACE
+  value: {{ .Release.Namespace | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "weft.tls.volumeMounts" -}}
+{{- if include "weft.tls.mode" . }}
+- name: tls
+  mountPath: /var/run/weft/tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* Generated mode: an init container issues this pod's leaf from the chart's CA into memory;
+the CA key is mounted into the init container only. (list $ "sidecar" ARGS) */}}
+{{- define "weft.tls.initContainers" -}}
+{{- $root := index . 0 -}}
+{{- if eq (include "weft.tls.mode" $root) "generated" }}
+- name: certs
+  image: {{ include "weft.image" $root | quote }}
+  imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+  command: ["weft"]
+  args:
+    - certs
+    {{- range index . 2 }}
+    - {{ . | quote }}
+    {{- end }}
+    - --ca
+    - /var/run/weft/ca
+    - --out
+    - /var/run/weft/tls
+    - --trust-domain
+    - {{ $root.Values.tls.trustDomain | quote }}
+    - --namespace
+    - {{ $root.Release.Namespace | quote }}
+    - --days
+    - {{ $root.Values.tls.generated.leafDays | quote }}
+  securityContext:
+    {{- toYaml $root.Values.securityContext | nindent 4 }}
+  resources:
+    requests: {cpu: 10m, memory: 16Mi}
+    limits: {memory: 64Mi}
+  volumeMounts:
+    - name: tls-ca
+      mountPath: /var/run/weft/ca
+      readOnly: true
+    - name: tls
+      mountPath: /var/run/weft/tls
+{{- end }}
+{{- end }}
+
+{{/* (list $ "sidecar") */}}
+{{- define "weft.tls.volumes" -}}
+{{- $root := index . 0 -}}
+{{- $mode := include "weft.tls.mode" $root -}}
+{{- if eq $mode "generated" }}
+- name: tls
+  emptyDir:
+    medium: Memory
+    sizeLimit: 1Mi
+- name: tls-ca
+  secret:
+    secretName: {{ include "weft.tls.caSecretName" $root }}
+    defaultMode: 0440
+{{- else if $mode }}
+- name: tls
+  secret:
+    secretName: {{ include "weft.tls.secretName" (list $root (index . 1)) }}
+    defaultMode: 0440
 {{- end }}
 {{- end }}

@@ -180,6 +180,7 @@ impl RaftNode {
         id: NodeId,
         data_dir: &Path,
         tuning: &RaftTuning,
+        tls: Option<std::sync::Arc<weft_tls::TlsContext>>,
     ) -> Result<Self, PlacementError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| PlacementError::Storage(format!("create {}: {e}", data_dir.display())))?;
@@ -202,7 +203,7 @@ impl RaftNode {
         let raft = PlacementRaft::new(
             id,
             Arc::new(config),
-            network::NetworkFactory,
+            network::NetworkFactory(tls),
             log,
             sm.clone(),
         )

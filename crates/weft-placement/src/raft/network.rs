@@ -15,9 +15,11 @@ use openraft::raft::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+use weft_tls::{Dial, Expect, TlsContext};
 
 /// Raft messages carry whole snapshots; the member table is small but allow generous room.
 pub(crate) const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
@@ -61,15 +63,19 @@ pub fn decode_request(rpc: RaftRpc, p: &RaftPayload) -> Result<(), Status> {
 /// `InstallSnapshot`'s payload: the leader's vote, the snapshot's meta and its data.
 type SnapshotRequest = (Vote, super::SnapshotMeta, Vec<u8>);
 
-/// Creates one lazily connected client per peer.
+/// Creates one lazily connected client per peer (over mutual TLS when the node has a context).
 #[derive(Clone, Default)]
-pub struct NetworkFactory;
+pub struct NetworkFactory(pub Option<Arc<TlsContext>>);
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
-        PeerClient::new(target, &node.addr)
+        PeerClient::new(
+            target,
+            &node.addr,
+            &Dial::new(self.0.clone(), Expect::Placement),
+        )
     }
 }
 
@@ -81,14 +87,13 @@ pub struct PeerClient {
 }
 
 impl PeerClient {
-    fn new(target: NodeId, addr: &str) -> Self {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .ok()
-            .map(|e| {
+    fn new(target: NodeId, addr: &str, dial: &Dial) -> Self {
+        let channel = Dial::endpoint(addr).ok().map(|e| {
+            dial.connect_lazy(
                 e.connect_timeout(Duration::from_millis(500))
-                    .tcp_nodelay(true)
-                    .connect_lazy()
-            });
+                    .tcp_nodelay(true),
+            )
+        });
         Self {
             target,
             channel,

@@ -20,6 +20,8 @@ pub struct ClusterConfig {
     /// After the last worker disconnects, keep the actor types this long before withdrawing
     /// them (a quick reconnect then moves nothing).
     pub withdraw_delay: Duration,
+    /// Mutual TLS to placement (`None`: plaintext).
+    pub tls: Option<std::sync::Arc<weft_tls::TlsContext>>,
 }
 
 impl ClusterConfig {
@@ -29,6 +31,7 @@ impl ClusterConfig {
             advertise_host: String::new(),
             host_id: String::new(),
             withdraw_delay: Duration::from_secs(2),
+            tls: None,
         }
     }
 }
@@ -57,7 +60,9 @@ impl Membership {
             weight: 1,
             zone: String::new(),
         };
-        let client = PlacementClient::start(ClientConfig::new(cfg.placement.clone(), host));
+        let mut config = ClientConfig::new(cfg.placement.clone(), host);
+        config.tls = cfg.tls.clone();
+        let client = PlacementClient::start(config);
         let stop = CancellationToken::new();
         tokio::spawn(follow_tables(client.table(), registry, stop.clone()));
         let types: Vec<String> = ActorKind::ALL

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::{broadcast, mpsc};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use crate::Wakeup;
 
@@ -39,6 +39,7 @@ pub(crate) fn hint(channel: &str, payload: &str, writer: &str) -> Option<Wakeup>
 
 pub(crate) fn spawn(
     cfg: tokio_postgres::Config,
+    tls: super::tls::Connector,
     writer: String,
     wake: broadcast::Sender<Wakeup>,
     listening: Arc<AtomicBool>,
@@ -46,7 +47,7 @@ pub(crate) fn spawn(
     tokio::spawn(async move {
         let mut backoff = MIN_BACKOFF;
         loop {
-            match cfg.connect(NoTls).await {
+            match cfg.connect(tls.clone()).await {
                 Ok((client, mut conn)) => {
                     let (ntx, mut nrx) = mpsc::unbounded_channel();
                     // Notifications only surface while the connection itself is polled.

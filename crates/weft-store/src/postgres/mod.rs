@@ -8,6 +8,7 @@ mod listen;
 mod ops;
 mod scans;
 mod schema;
+pub mod tls;
 
 pub use schema::SCHEMA_VERSION;
 
@@ -18,7 +19,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::broadcast;
-use tokio_postgres::NoTls;
 use weft_core::{InstanceMeta, Micros};
 use weft_proto::durabletask::HistoryEvent;
 
@@ -62,6 +62,8 @@ impl PgErr {
         match self {
             Self::Pool(_) => true,
             Self::Store(_) => false,
+            // A wrong CA or a server without TLS does not heal by waiting.
+            Self::Db(e) if tls::is_tls_failure(e) => false,
             Self::Db(e) => match e.code() {
                 None => true, // I/O or closed connection: no statement outcome to respect
                 Some(c) => {
@@ -98,6 +100,10 @@ impl PgErr {
                         StoreError::Unavailable(msg)
                     }
                 }
+                None if tls::is_tls_failure(&e) => StoreError::Unavailable(format!(
+                    "postgres: {} (TLS: check sslmode, and that the server's certificate chains to sslrootcert)",
+                    tls::describe(&e)
+                )),
                 None => StoreError::Unavailable(format!("postgres: {e}")),
             },
         }
@@ -295,8 +301,8 @@ macro_rules! read {
 
 /// Applies migrations on a connection of their own: closing it releases the advisory lock even
 /// if we fail half-way.
-async fn migrate_once(cfg: &tokio_postgres::Config) -> R<()> {
-    let (mut client, conn) = cfg.connect(NoTls).await?;
+async fn migrate_once(cfg: &tokio_postgres::Config, tls: &tls::Connector) -> R<()> {
+    let (mut client, conn) = cfg.connect(tls.clone()).await?;
     let driver = tokio::spawn(conn);
     let mut migrated = schema::migrate(&mut client).await;
     if migrated.is_ok() {
@@ -322,9 +328,12 @@ impl PgStore {
 
     pub async fn connect_with(opts: PgOptions) -> Result<Self> {
         let redacted = redact_url(&opts.url);
-        let mut cfg: tokio_postgres::Config = opts.url.parse().map_err(|e| {
+        let prepared = tls::prepare(&opts.url)?;
+        let connector = prepared.connector()?;
+        let mut cfg: tokio_postgres::Config = prepared.url.parse().map_err(|e| {
             StoreError::Unavailable(format!("invalid database URL {redacted}: {e}"))
         })?;
+        cfg.ssl_mode(prepared.ssl_mode());
         cfg.connect_timeout(opts.connect_timeout)
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30));
@@ -342,7 +351,7 @@ impl PgStore {
         let deadline = tokio::time::Instant::now() + opts.retry_for;
         let mut backoff = RETRY_MIN;
         loop {
-            match migrate_once(&cfg).await {
+            match migrate_once(&cfg, &connector).await {
                 Ok(()) => break,
                 Err(e) if e.retryable() && tokio::time::Instant::now() + backoff < deadline => {
                     tracing::warn!(url = %redacted, error = ?e, "database not reachable yet; retrying");
@@ -362,7 +371,7 @@ impl PgStore {
 
         let mgr = Manager::from_config(
             cfg.clone(),
-            NoTls,
+            connector.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -379,7 +388,7 @@ impl PgStore {
         let listening = Arc::new(AtomicBool::new(false));
         let listener = opts
             .listen
-            .then(|| listen::spawn(cfg, writer, wake.clone(), listening.clone()));
+            .then(|| listen::spawn(cfg, connector, writer, wake.clone(), listening.clone()));
         tracing::info!(url = %redacted, "connected to PostgreSQL store");
         Ok(Self {
             inner: Arc::new(Inner {

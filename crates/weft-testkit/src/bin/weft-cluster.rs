@@ -153,6 +153,7 @@ fn config(req: &Value) -> Result<ClusterConfig, String> {
     cfg.placement_nodes = count("placement", cfg.placement_nodes);
     cfg.sidecars = count("sidecars", cfg.sidecars);
     cfg.haproxy = req["haproxy"].as_bool().unwrap_or(false);
+    cfg.tls = req["tls"].as_bool().unwrap_or(false);
     cfg.haproxy_slots = count("haproxy_slots", cfg.haproxy_slots);
     cfg.placement_proxies = req["placement_proxies"].as_bool().unwrap_or(false);
     if let Some(a) = req["app_id"].as_str() {

@@ -65,6 +65,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         workflow,
         vec![join.to_string()],
         &extra,
+        serve::Security::default(),
     )
     .await;
     // Ordered shutdown: the engine first (above), then placement.

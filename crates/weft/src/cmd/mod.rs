@@ -34,6 +34,8 @@ pub enum Command {
     Placement(weft_placement::cli::PlacementArgs),
     /// Inspect and change the placement cluster (status, add-node, remove-node).
     Cluster(weft_placement::cli::ClusterArgs),
+    /// Make a development CA and issue certificates for placement, sidecars and operators.
+    Certs(weft_tls::certs::CertsArgs),
 }
 
 /// Logs go to stderr (stdout carries the ready line and command output); `RUST_LOG` filters.
@@ -79,5 +81,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Workflow(args) => workflow::run(args).await,
         Command::Placement(args) => weft_placement::cli::run_placement(args).await,
         Command::Cluster(args) => weft_placement::cli::run_cluster(args).await,
+        Command::Certs(args) => {
+            println!("{}", weft_tls::certs::run(&args)?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -211,6 +211,13 @@ pub async fn postgres(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     Ok(Arc::new(store))
 }
 
+/// TLS of a serving role (none for `weft dev`).
+#[derive(Default)]
+pub struct Security {
+    pub tls: Option<Arc<weft_tls::TlsContext>>,
+    pub public_tls: bool,
+}
+
 /// Joins placement at `placement`, serves until SIGINT/SIGTERM, printing
 /// `<role> ready grpc=… http=… internal=…` (plus `extra`) on stdout once every port serves and
 /// the first placement table arrived. The first signal drains and leaves in order; a second
@@ -222,6 +229,7 @@ pub async fn run(
     workflow: WorkflowConfig,
     placement: Vec<String>,
     extra: &str,
+    security: Security,
 ) -> anyhow::Result<()> {
     let mut cluster = ClusterConfig::new(placement);
     cluster.advertise_host = args.advertise_address.clone().unwrap_or_default();
@@ -250,6 +258,8 @@ pub async fn run(
             ..Default::default()
         },
         cluster: Some(cluster),
+        tls: security.tls,
+        public_tls: security.public_tls,
     };
     let mut signals = crate::cmd::Signals::install().context("installing signal handlers")?;
     let shutdown = CancellationToken::new();

@@ -15,6 +15,14 @@ pub struct SidecarArgs {
     pub placement: Vec<String>,
     #[command(flatten)]
     pub serve: ServeArgs,
+    /// Mutual TLS on the internal port and to placement and peers (the certificate must name
+    /// spiffe://TD/ns/NS/APP_ID).
+    #[command(flatten)]
+    pub tls: weft_tls::TlsArgs,
+    /// Serve the public gRPC and HTTP ports with TLS too (needs --tls-*; no client certificate
+    /// is asked of SDKs).
+    #[arg(long, env = "WEFT_PUBLIC_TLS")]
+    pub public_tls: bool,
 }
 
 pub async fn run(args: SidecarArgs) -> anyhow::Result<ExitCode> {
@@ -26,6 +34,20 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(serve::BAD_CONFIG));
         }
     };
+    let tls = args.tls.load()?;
+    match &tls {
+        None if args.public_tls => {
+            anyhow::bail!("--public-tls needs --tls-cert, --tls-key and --tls-ca")
+        }
+        None => weft_tls::args::warn_unauthenticated("weft sidecar"),
+        Some(t) => {
+            let id = t.identity();
+            if id.app() != Some(args.serve.app_id.as_str()) {
+                // Placement will refuse the registration; say so here too.
+                tracing::error!(identity = %id, app_id = %args.serve.app_id, "this sidecar's certificate is not for its --app-id; placement will refuse it");
+            }
+        }
+    }
     let store = serve::postgres(&args.database_url).await?;
     let placement: Vec<String> = args
         .placement
@@ -37,6 +59,19 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<ExitCode> {
         !placement.is_empty(),
         "--placement needs at least one host:port"
     );
-    serve::run("weft sidecar", store, args.serve, workflow, placement, "").await?;
+    let security = serve::Security {
+        tls,
+        public_tls: args.public_tls,
+    };
+    serve::run(
+        "weft sidecar",
+        store,
+        args.serve,
+        workflow,
+        placement,
+        "",
+        security,
+    )
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
