@@ -683,8 +683,6 @@ pub(crate) fn abandon_here(engine: &Engine, token: &str) -> Result<()> {
     }
 }
 
-/// A completion token naming a sidecar that is not in the placement table (gone, or made up).
-
 fn changed(r: Reply) -> Result<bool> {
     match r {
         Reply::Changed(c) => Ok(c),
