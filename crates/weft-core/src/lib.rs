@@ -2,6 +2,7 @@
 //! that turns a worker's actions into new history events and effects.
 
 pub mod bucket;
+pub mod clock;
 pub mod history;
 pub mod ids;
 pub mod rerun;

@@ -1,14 +1,15 @@
 //! The workflow actor: one task per active instance that runs its turns one at a time — read the
 //! inbox, dispatch a work item, apply the worker's answer, commit one checkpoint, then act.
 
-use crate::engine::Inner;
 use crate::error::{EngineError, Result};
-use crate::fold::{self, ActivityResult};
 use crate::hub::{Job, WorkflowTurn};
+use crate::mailbox::{ActivityResult, ActorMsg};
+use crate::parts::Parts;
+use crate::recovery;
 use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use weft_core::turn::{
     self, Effect, InboxItem, PendingTurn, Prepared, TurnContext, TurnError, TurnOutcome,
 };
@@ -19,39 +20,8 @@ use weft_store::{
     StoreError,
 };
 
-pub(crate) enum ActorMsg {
-    /// The inbox may have new events.
-    Wake,
-    /// Also dispatch if the instance is stalled (a new worker connected).
-    Retry,
-    /// The instance was replaced behind the actor's back (ID reuse): drop cached state.
-    Reload,
-    /// The instance was purged: its pending turn is gone from the hub (and the answer to it
-    /// would be refused), so forget it too, or a re-created instance would never run.
-    Purged,
-    /// A worker answered the pending turn. Boxed: a mailbox allocates room for 32 messages at
-    /// once, so the largest variant sets what every idle actor's mailbox costs (5 KB unboxed).
-    Complete(Box<WorkflowResponse>, oneshot::Sender<Result<()>>),
-    /// An activity result for the next turn; answered with `None` once held, or with the
-    /// result itself if it must be recorded through the durable path instead.
-    Fold(Box<ActivityResult>, FoldReply),
-    /// The pending turn, as a stream would send it, is larger than workers accept.
-    Oversize { size: usize, limit: usize },
-    /// The instance moved to another sidecar: finish the turn in flight (within the hand-off
-    /// deadline) and stop.
-    Handoff,
-    /// This sidecar's ownership lease lapsed: stop at once, abandoning a turn in flight (the
-    /// next owner runs it again; nothing may be committed here any more).
-    Lapsed,
-    /// Tests only: the actor panics, as a bug in a turn would make it.
-    #[cfg(test)]
-    Panic,
-}
-
 /// The most waiting messages an actor takes in before preparing its next turn.
 const MAX_BATCHED_MESSAGES: usize = 256;
-
-pub(crate) type FoldReply = oneshot::Sender<Option<Box<ActivityResult>>>;
 
 /// An activity result held in memory until a turn's checkpoint commits it; `seq` is negative
 /// and stands in for an inbox sequence number in that turn's `consumed` list.
@@ -68,7 +38,7 @@ struct Cached {
 
 pub(crate) struct Actor {
     id: String,
-    inner: Arc<Inner>,
+    inner: Arc<Parts>,
     rx: mpsc::UnboundedReceiver<ActorMsg>,
     state: Option<Cached>,
     pending: Option<PendingTurn>,
@@ -108,7 +78,7 @@ pub(crate) struct Actor {
 impl Actor {
     pub(crate) fn new(
         id: String,
-        inner: Arc<Inner>,
+        inner: Arc<Parts>,
         rx: mpsc::UnboundedReceiver<ActorMsg>,
         fence: Option<Fence>,
     ) -> Self {
@@ -136,7 +106,7 @@ impl Actor {
     /// Stops serving the instance: leaves the registry and answers what is still queued for it
     /// (a wake that raced the hand-off goes to a new actor if the instance is ours again).
     fn leave(mut self) {
-        self.inner.remove_actor(&self.id);
+        self.inner.actors.remove(&self.id);
         self.rx.close();
         let mut rewake = self.missed_wake;
         while let Ok(m) = self.rx.try_recv() {
@@ -163,9 +133,9 @@ impl Actor {
         // Results accepted here go through the durable path; the new owner (or a fresh actor)
         // finds them in the inbox.
         let held = std::mem::take(&mut self.held);
-        fold::spill(&self.inner, held.into_iter().map(|h| h.result).collect());
-        if rewake && !self.foreign && self.inner.owns(&self.id) {
-            self.inner.wake(&self.id);
+        recovery::spill(&self.inner, held.into_iter().map(|h| h.result).collect());
+        if rewake && !self.foreign && self.inner.view.owns(&self.id) {
+            self.inner.actors.wake(&self.id);
         }
     }
 
@@ -209,7 +179,7 @@ impl Actor {
             st.meta.status == RuntimeStatus::Running
                 && st.meta.generation == r.completion.generation
         });
-        if !running || leaving || self.foreign || !self.inner.owns(&self.id) {
+        if !running || leaving || self.foreign || !self.inner.view.owns(&self.id) {
             return Some(r);
         }
         if self.pending.is_some() {
@@ -225,7 +195,7 @@ impl Actor {
         }
         let seq = self.next_held_seq;
         self.next_held_seq -= 1;
-        if fold::test_delay().is_some() {
+        if recovery::test_delay().is_some() {
             tracing::info!(instance = %self.id, task_id = r.completion.task_id, "activity result held for the next turn");
         }
         self.held.push(Held { seq, result: *r });
@@ -253,7 +223,7 @@ impl Actor {
                     tokio::time::sleep_until(at).await;
                 }
                 if !self.held.is_empty()
-                    && let Some(delay) = fold::test_delay()
+                    && let Some(delay) = recovery::test_delay()
                 {
                     tokio::time::sleep(delay).await;
                 }
@@ -276,10 +246,11 @@ impl Actor {
                 batched += 1;
             }
             let msg = if self.pending.is_none() {
-                match tokio::time::timeout(self.inner.idle_timeout, self.rx.recv()).await {
+                match tokio::time::timeout(self.inner.settings.idle_timeout, self.rx.recv()).await {
                     Ok(m) => m,
                     Err(_) => {
-                        if self.held.is_empty() && self.inner.try_retire(&self.id, &self.rx) {
+                        if self.held.is_empty() && self.inner.actors.try_retire(&self.id, &self.rx)
+                        {
                             return;
                         }
                         continue;
@@ -318,7 +289,8 @@ impl Actor {
                         self.pending = None;
                         return self.leave();
                     }
-                    leaving = Some(tokio::time::Instant::now() + self.inner.handoff_timeout);
+                    leaving =
+                        Some(tokio::time::Instant::now() + self.inner.settings.handoff_timeout);
                 }
                 Some(ActorMsg::Fold(r, reply)) => {
                     if let Some(r) = self.accept(r, leaving.is_some()) {
@@ -381,7 +353,7 @@ impl Actor {
                     self.fed_itself = false;
                     self.fenced_out = false;
                     let mut result = Box::pin(self.complete(*resp)).await;
-                    if self.fenced_out && !self.inner.owns(&self.id) {
+                    if self.fenced_out && !self.inner.view.owns(&self.id) {
                         // A late commit after the instance moved: the new owner runs the turn
                         // again, so the worker has done nothing wrong.
                         tracing::debug!(instance = %self.id, "late commit after hand-off fenced out");
@@ -408,7 +380,7 @@ impl Actor {
             // start): record them durably rather than keep them only here.
             self.inbox_stale = true;
             let held = std::mem::take(&mut self.held);
-            fold::spill(&self.inner, held.into_iter().map(|h| h.result).collect());
+            recovery::spill(&self.inner, held.into_iter().map(|h| h.result).collect());
         }
         Ok(())
     }
@@ -427,7 +399,7 @@ impl Actor {
                 }
                 // Another app's instance (sharing the database and a bucket): its own app's
                 // sidecars run it; this one's workers must never see it.
-                Some(l) if !l.meta.app_id.is_empty() && l.meta.app_id != self.inner.app_id => {
+                Some(l) if !l.meta.app_id.is_empty() && l.meta.app_id != self.inner.app_id() => {
                     self.foreign = true;
                     return Ok(());
                 }
@@ -456,7 +428,7 @@ impl Actor {
             event: h.result.completion.event.clone(),
             generation: Some(h.result.completion.generation),
         }));
-        let prepared = turn::prepare_turn(&st.meta, &st.history, &items, now());
+        let prepared = turn::prepare_turn(&st.meta, &st.history, &items, self.inner.now());
         let unconsumed = match &prepared {
             Prepared::Idle { consumed } => consumed.iter().filter(|s| **s >= 0).count() < stored,
             Prepared::Dispatch(_) => st.meta.status == RuntimeStatus::Stalled && !retry_stalled,
@@ -492,8 +464,10 @@ impl Actor {
                 // The stream checks what it actually sends (a warm stateful worker gets only the
                 // delta); the new events alone are a lower bound every worker would get.
                 let least = turn::work_item(&self.id, &[], &t).encoded_len() + 16;
-                if least > self.inner.max_work_item {
-                    return self.stall_oversize(least, self.inner.max_work_item).await;
+                if least > self.inner.settings.max_work_item {
+                    return self
+                        .stall_oversize(least, self.inner.settings.max_work_item)
+                        .await;
                 }
                 self.pending = Some(t);
                 self.carried = inbox;
@@ -518,7 +492,7 @@ impl Actor {
             &st.history,
             StalledReason::PayloadSizeExceeded,
             why,
-            now(),
+            self.inner.now(),
         );
         self.commit(out).await
     }
@@ -533,8 +507,8 @@ impl Actor {
         let applied = {
             let mut new_id = || uuid::Uuid::new_v4().to_string();
             let mut ctx = TurnContext {
-                app_id: &self.inner.app_id,
-                now: now(),
+                app_id: self.inner.app_id(),
+                now: self.inner.now(),
                 new_id: &mut new_id,
             };
             turn::apply_response(&st.meta, &st.history, &turn, &resp, &mut ctx)
@@ -549,7 +523,7 @@ impl Actor {
             Err(e) => {
                 tracing::warn!(instance = %self.id, error = %e, "invalid workflow response; failing the instance");
                 (
-                    turn::fail_turn(&st.meta, &st.history, &turn, &e, now()),
+                    turn::fail_turn(&st.meta, &st.history, &turn, &e, self.inner.now()),
                     Err(EngineError::InvalidArgument(e.to_string())),
                 )
             }
@@ -593,7 +567,7 @@ impl Actor {
             outbound: vec![],
             fence: self.fence.clone(),
         };
-        if !self.inner.lease_valid() {
+        if !self.inner.view.lease_valid() {
             // Acting as owner stopped with the lease; the next owner runs the turn again.
             return Err(EngineError::Unavailable(
                 "this sidecar's ownership lease lapsed".into(),
@@ -727,7 +701,7 @@ impl Actor {
         // Waiters only wait on status, so only a status change is announced (and a turn that
         // changes nothing else never clones the row's payloads).
         if st.meta.status != status_before {
-            self.inner.committed(&st.meta);
+            self.inner.actors.committed(&st.meta);
         }
         for id in wake {
             if id == self.id {
@@ -735,15 +709,8 @@ impl Actor {
                 self.inbox_stale = true;
                 continue;
             }
-            self.inner.wake(&id);
+            self.inner.actors.wake(&id);
         }
         Ok(())
     }
-}
-
-pub(crate) fn now() -> weft_core::Micros {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }

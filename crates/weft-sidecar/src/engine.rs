@@ -1,30 +1,29 @@
 //! The engine: the client operations behind the gRPC and HTTP APIs, the registry of workflow
 //! actors and recovery after a restart (worker answers: `worker_ops.rs`; loops: `loops.rs`).
 
-use crate::actor::{Actor, ActorMsg, now};
-use crate::cluster::lease::Lease;
-use crate::cluster::ownership::{Owned, ownership_loop};
-use crate::cluster::{ActorKind, Registry};
+use crate::actor::Actor;
+use crate::cluster::Registry;
+use crate::cluster::owned::OwnershipView;
 use crate::commit::Committer;
+use crate::directory::Directory;
 use crate::error::{EngineError, Result};
-use crate::fold::ActivityResult;
-use crate::hub::{Hub, Job};
-use prost::Message;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use crate::hub::Hub;
+use crate::mailbox::ActorMsg;
+use crate::parts::{Parts, Settings};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Notify, broadcast, mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{Notify, broadcast, mpsc};
+use weft_core::clock::{Clock, SystemClock};
 use weft_core::history::{all_children, event};
 use weft_core::ids::{self, validate_instance_id};
 use weft_core::turn::new_instance;
 use weft_core::{InstanceMeta, RuntimeStatus};
 use weft_proto::durabletask::{
-    ActivityRequest, EventRaisedEvent, ExecutionResumedEvent, ExecutionSuspendedEvent,
-    ExecutionTerminatedEvent, HistoryEvent, history_event::EventType,
+    EventRaisedEvent, ExecutionResumedEvent, ExecutionSuspendedEvent, ExecutionTerminatedEvent,
+    HistoryEvent, history_event::EventType,
 };
 use weft_store::{
-    CreateInstance, CreateOutcome, Fence, InstancePage, ListFilter, ReusePolicy, Scope, Store,
+    CreateInstance, CreateOutcome, Fence, InstancePage, ListFilter, ReusePolicy, Store,
 };
 
 /// Default limit on one payload (input, output, event data, result): 4 MiB less 64 KiB, so a
@@ -56,6 +55,8 @@ pub struct EngineConfig {
     /// that could not renew it stops acting as owner after 3/4 of it, and its buckets may be
     /// taken over once it ran out.
     pub lease_ttl: Duration,
+    /// The wall clock history and due times are stamped with.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +71,7 @@ impl Default for EngineConfig {
             handoff_timeout: Duration::from_secs(3),
             fold_activity_results: true,
             lease_ttl: Duration::from_secs(4),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -85,288 +87,23 @@ pub struct StartRequest {
     pub policy: ReusePolicy,
 }
 
-pub(crate) struct Inner {
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) committer: Committer,
-    pub(crate) hub: Hub,
-    pub(crate) app_id: String,
-    pub(crate) idle_timeout: Duration,
-    pub(crate) handoff_timeout: Duration,
-    fold_results: bool,
-    /// Shutdown drain began: results take the durable path (no actor holds them any more).
-    pub(crate) draining: std::sync::atomic::AtomicBool,
-    /// Who owns what (placement); asked by everything that touches an instance.
-    pub(crate) registry: Registry,
-    /// The buckets this engine serves now (follows the registry and the lease, see
-    /// `cluster::ownership`).
-    owned: RwLock<Arc<Owned>>,
-    /// This sidecar's ownership lease (with placement only; without, it owns all unfenced).
-    pub(crate) lease: Option<Lease>,
-    /// Serialises taking and releasing bucket leases with the changes of `owned`.
-    pub(crate) lease_ops: tokio::sync::Mutex<()>,
-    /// When each bucket's tasks were last claimed again after a refused result (rate limit).
-    reclaimed: Mutex<HashMap<i32, tokio::time::Instant>>,
-    /// Claims begun after refused results (`weft_activity_reclaims_total`).
-    pub(crate) reclaims: std::sync::atomic::AtomicUsize,
-    pub(crate) timers_changed: Notify,
-    /// Asks the resync loop for a recovery scan (after a commit with an unknown outcome).
-    pub(crate) resync_needed: Notify,
-    pub(crate) max_work_item: usize,
-    slot_lease: Duration,
-    pub(crate) retention: weft_config::RetentionPolicy,
-    max_payload: usize,
-    actors: Mutex<HashMap<String, mpsc::UnboundedSender<ActorMsg>>>,
-    /// Instance rows that changed: with the committed row when the writer has it (so waiters
-    /// need no store read), without it when they must re-read (create, purge, other processes).
-    changes: broadcast::Sender<(String, Option<Arc<InstanceMeta>>)>,
-}
-
-impl Inner {
-    /// Sends a message to an instance's actor, activating it if needed — only for instances
-    /// this sidecar serves (their owner hears of the change from the store).
-    pub(crate) fn send(self: &Arc<Self>, id: &str, msg: ActorMsg) {
-        let mut actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
-        let msg = match actors.get(id) {
-            Some(tx) => match tx.send(msg) {
-                Ok(()) => return,
-                Err(mpsc::error::SendError(m)) => m,
-            },
-            None => msg,
-        };
-        let Some(fence) = self.owner_fence(id) else {
-            tracing::debug!(instance = %id, "not owned here: not activated");
-            return;
-        };
-        tracing::debug!(instance = %id, "activating");
-        let (tx, rx) = mpsc::unbounded_channel();
-        let _ = tx.send(msg);
-        actors.insert(id.to_string(), tx);
-        let (inner, id) = (self.clone(), id.to_string());
-        tokio::spawn(async move {
-            let run = std::panic::AssertUnwindSafe(
-                Actor::new(id.clone(), inner.clone(), rx, fence).run(),
-            );
-            if futures::FutureExt::catch_unwind(run).await.is_err() {
-                inner.actor_panicked(&id);
-            }
-        });
-    }
-
-    /// An actor panicked (a bug): what it held in memory — results folded into a turn not yet
-    /// committed, the turn itself — is gone, so recover as after a restart: a recovery scan claims
-    /// and dispatches the pending activities again, and a fresh actor reloads the instance.
-    fn actor_panicked(self: &Arc<Self>, id: &str) {
-        tracing::error!(instance = %id, "workflow actor panicked; recovering the instance from the store");
-        metrics::counter!("weft_actor_panics_total").increment(1);
-        {
-            let mut actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
-            // Only the entry of the dead actor (its mailbox is closed); a fresh one may exist.
-            if actors.get(id).is_some_and(|tx| tx.is_closed()) {
-                self.forget_actor(&mut actors, id);
-            }
-        }
-        // Its held results are gone: the scan must dispatch their tasks again.
-        self.hub.transit_lost(id);
-        self.resync_needed.notify_one();
-        self.wake(id);
-    }
-
-    /// Offers an activity result to its instance's actor, to be committed by the next turn.
-    /// `None` once the actor accepted it; the result back if it must take the durable path
-    /// (no actor in memory, not owned here, or the actor refused: see `Actor::accept`).
-    pub(crate) async fn fold(&self, r: ActivityResult) -> Option<ActivityResult> {
-        let id = r.completion.instance_id.as_str();
-        if !self.fold_results
-            || self.draining.load(std::sync::atomic::Ordering::SeqCst)
-            || !self.owns(id)
-        {
-            return Some(r);
-        }
-        let tx = {
-            let actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
-            match actors.get(id) {
-                Some(tx) => tx.clone(),
-                None => return Some(r),
-            }
-        };
-        let (reply, answer) = oneshot::channel();
-        if let Err(mpsc::error::SendError(m)) = tx.send(ActorMsg::Fold(Box::new(r), reply)) {
-            return match m {
-                ActorMsg::Fold(r, _) => Some(*r),
-                _ => None,
-            };
-        }
-        // An actor always answers (refusing from its mailbox drain when it stops); should it
-        // vanish anyway, the result is lost with it and the task row makes it run again.
-        answer.await.unwrap_or(None).map(|r| *r)
-    }
-
-    /// Tells an active actor its instance was purged (an idle one has nothing to forget).
-    fn purged(&self, id: &str) {
-        let actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = actors.get(id) {
-            let _ = tx.send(ActorMsg::Purged);
-        }
-    }
-
-    pub(crate) fn wake(self: &Arc<Self>, id: &str) {
-        self.send(id, ActorMsg::Wake);
-    }
-
-    /// Sends to a running actor only (never activates one).
-    pub(crate) fn send_existing(&self, id: &str, msg: ActorMsg) {
-        let actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = actors.get(id) {
-            let _ = tx.send(msg);
-        }
-    }
-
-    /// IDs of the actors in memory now.
-    pub(crate) fn active_actors(&self) -> Vec<String> {
-        let actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
-        actors.keys().cloned().collect()
-    }
-
-    /// Removes an actor that handed its instance off (it is gone whatever its mailbox holds).
-    pub(crate) fn remove_actor(&self, id: &str) {
-        let mut actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
-        self.forget_actor(&mut actors, id);
-    }
-
-    /// Drops an actor and every record that lived only as long as it (under the actors lock,
-    /// so a new actor for the same instance cannot slip in between).
-    fn forget_actor(
-        &self,
-        actors: &mut HashMap<String, mpsc::UnboundedSender<ActorMsg>>,
-        id: &str,
-    ) {
-        actors.remove(id);
-        crate::census::shrink_after_burst(actors);
-        self.hub.actor_gone(id);
-    }
-
-    /// Whether this sidecar may act as owner now (always, without placement).
-    pub(crate) fn lease_valid(&self) -> bool {
-        self.lease.as_ref().is_none_or(Lease::valid)
-    }
-
-    /// The fence an owner write to `id` carries: `None` if it is not served here (the write
-    /// must not happen), `Some(None)` without leases, `Some(Some(fence))` otherwise.
-    pub(crate) fn owner_fence(&self, id: &str) -> Option<Option<Fence>> {
-        self.owned().fence(id)
-    }
-
-    /// Whether a bucket's tasks may be claimed again after a refused result: at most once a
-    /// second per bucket, so two views of a bucket can never make claims bounce.
-    pub(crate) fn may_reclaim(&self, bucket: i32) -> bool {
-        let mut last = self.reclaimed.lock().unwrap_or_else(|p| p.into_inner());
-        let now = tokio::time::Instant::now();
-        if last
-            .get(&bucket)
-            .is_some_and(|t| now < *t + Duration::from_secs(1))
-        {
-            return false;
-        }
-        if last.len() > 4096 {
-            last.clear();
-        }
-        last.insert(bucket, now);
-        true
-    }
-
-    /// Whether this sidecar serves the instance now.
-    pub(crate) fn owns(&self, id: &str) -> bool {
-        self.owned().contains(id)
-    }
-
-    pub(crate) fn owned(&self) -> Arc<Owned> {
-        self.owned.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub(crate) fn update_owned(&self, f: impl FnOnce(&Owned) -> Owned) {
-        let mut cur = self.owned.write().unwrap_or_else(|p| p.into_inner());
-        *cur = Arc::new(f(&cur));
-    }
-
-    /// The scans' scope: this app's instances in the buckets served now.
-    pub(crate) fn scope(&self) -> Scope {
-        self.owned().scope.clone()
-    }
-
-    /// Removes an idle actor unless a message slipped in; senders hold the same lock.
-    pub(crate) fn try_retire(&self, id: &str, rx: &mpsc::UnboundedReceiver<ActorMsg>) -> bool {
-        let mut actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
-        if rx.is_empty() {
-            self.forget_actor(&mut actors, id);
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Claims and re-queues every pending activity and wakes every instance with inbox events: the start-up
-    /// recovery, also run after a commit whose outcome is unknown (it may have landed, and then
-    /// its effects were never carried out).
-    pub(crate) async fn resync(self: &Arc<Self>) -> Result<()> {
-        let scope = self.scope();
-        self.resync_scope(&scope).await
-    }
-
-    /// The recovery scan limited to `scope` (all that is owned, or buckets just taken over).
-    pub(crate) async fn resync_scope(self: &Arc<Self>, scope: &Scope) -> Result<()> {
-        for a in self.store.claim_activities(scope).await? {
-            if !self.owns(&a.instance_id) {
-                continue; // handed off while the scan ran
-            }
-            let request = ActivityRequest::decode(a.request.as_slice())
-                .map_err(|e| EngineError::Internal(format!("stored activity request: {e}")))?;
-            let job = Job::Activity {
-                generation: a.generation,
-                claim: a.claim,
-                request,
-            };
-            if let crate::hub::Absorb::Rerecord(r) = self.hub.push_claimed(job) {
-                // Refused under its old claim before this scan got here: recorded under the
-                // scan's claim rather than run again.
-                crate::fold::spill(self, vec![*r]);
-            }
-        }
-        for id in self.store.instances_with_inbox(scope).await? {
-            self.wake(&id);
-        }
-        self.timers_changed.notify_one();
-        Ok(())
-    }
-
-    /// Gives stalled instances in `scope` another chance (a worker connected, or the buckets
-    /// were just taken over).
-    pub(crate) async fn retry_stalled(self: &Arc<Self>, scope: &Scope) {
-        match self.store.stalled_instances(scope, 1000).await {
-            Ok(ids) => {
-                for id in ids {
-                    self.send(&id, ActorMsg::Retry);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "listing stalled instances failed"),
-        }
-    }
-
-    pub(crate) fn changed(&self, id: &str) {
-        let _ = self.changes.send((id.to_string(), None));
-    }
-
-    /// A commit of this engine changed the row's status; `meta` is the committed row.
-    pub(crate) fn committed(&self, meta: &InstanceMeta) {
-        let _ = self
-            .changes
-            .send((meta.instance_id.clone(), Some(Arc::new(meta.clone()))));
+/// One actor's life; a panic (a bug) is contained to its instance.
+async fn run_actor(
+    parts: Arc<Parts>,
+    id: String,
+    rx: mpsc::UnboundedReceiver<ActorMsg>,
+    fence: Option<Fence>,
+) {
+    let run = std::panic::AssertUnwindSafe(Actor::new(id.clone(), parts.clone(), rx, fence).run());
+    if futures::FutureExt::catch_unwind(run).await.is_err() {
+        parts.actors.actor_panicked(&id);
     }
 }
 
 /// Cheap to clone; every API handler holds one.
 #[derive(Clone)]
 pub struct Engine {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) inner: Arc<Parts>,
 }
 
 impl Engine {
@@ -378,43 +115,42 @@ impl Engine {
 
     /// An engine that serves what `registry` says this sidecar owns.
     pub fn with_registry(store: Arc<dyn Store>, cfg: EngineConfig, registry: Registry) -> Self {
-        // Without placement everything is ours, unfenced; with it, nothing until leases are
-        // granted (`cluster::ownership`).
-        let (owned, lease) = if registry.is_local_only() {
-            let all = registry.owned_buckets(&cfg.app_id, ActorKind::Workflow);
-            (Owned::new(&cfg.app_id, &all), None)
-        } else {
-            (
-                Owned::leased(&cfg.app_id, "", &[]),
-                Some(Lease::new(cfg.lease_ttl)),
-            )
-        };
-        Self {
-            inner: Arc::new(Inner {
-                committer: Committer::new(store.clone()),
-                store,
-                hub: Hub::configured(cfg.max_work_item_bytes, &cfg.workflow),
-                registry,
-                owned: RwLock::new(Arc::new(owned)),
-                lease,
-                lease_ops: Default::default(),
-                reclaimed: Mutex::default(),
-                reclaims: Default::default(),
-                handoff_timeout: cfg.handoff_timeout,
-                fold_results: cfg.fold_activity_results,
-                draining: Default::default(),
+        let view = Arc::new(OwnershipView::new(&cfg.app_id, registry, cfg.lease_ttl));
+        let hub = Arc::new(Hub::configured(cfg.max_work_item_bytes, &cfg.workflow));
+        let resync_needed = Arc::new(Notify::new());
+        let actors = Directory::new(
+            view.clone(),
+            hub.clone(),
+            resync_needed.clone(),
+            cfg.fold_activity_results,
+        );
+        let inner = Arc::new(Parts {
+            committer: Committer::new(store.clone()),
+            store,
+            clock: cfg.clock.clone(),
+            hub,
+            view,
+            actors,
+            settings: Settings {
                 app_id: cfg.app_id,
                 idle_timeout: cfg.idle_timeout,
-                timers_changed: Notify::new(),
-                resync_needed: Notify::new(),
-                max_payload: cfg.max_payload_bytes,
+                handoff_timeout: cfg.handoff_timeout,
                 max_work_item: cfg.max_work_item_bytes,
+                max_payload: cfg.max_payload_bytes,
                 slot_lease: cfg.slot_lease,
                 retention: cfg.workflow.state_retention_policy,
-                actors: Mutex::default(),
-                changes: broadcast::channel(4096).0,
-            }),
-        }
+            },
+            timers_changed: Notify::new(),
+            resync_needed,
+        });
+        // Weak: the directory lives inside what the actors hold.
+        let weak = Arc::downgrade(&inner);
+        inner.actors.set_spawner(Box::new(move |id, rx, fence| {
+            if let Some(parts) = weak.upgrade() {
+                tokio::spawn(run_actor(parts, id, rx, fence));
+            }
+        }));
+        Self { inner }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -423,12 +159,12 @@ impl Engine {
 
     /// The ownership registry this engine follows.
     pub fn registry(&self) -> &Registry {
-        &self.inner.registry
+        &self.inner.view.registry
     }
 
     /// The app whose instances this engine runs.
     pub fn app_id(&self) -> &str {
-        &self.inner.app_id
+        self.inner.app_id()
     }
 
     /// Number of connected worker streams, observable (membership registers actor types only
@@ -439,8 +175,7 @@ impl Engine {
 
     /// Number of actors in memory (idle ones are dropped after `idle_timeout`).
     pub fn actors_in_memory(&self) -> usize {
-        let actors = self.inner.actors.lock().unwrap_or_else(|p| p.into_inner());
-        actors.len()
+        self.inner.actors.len()
     }
 
     /// Every per-instance record in memory, counted (see `docs/architecture.md`, idle memory).
@@ -453,57 +188,15 @@ impl Engine {
         c
     }
 
-    /// Re-activates unfinished work after a restart and starts the background loops.
-    pub async fn start(&self, shutdown: CancellationToken) -> Result<()> {
-        let store = &self.inner.store;
-        self.inner.resync().await?;
-        if let Some(rx) = store.subscribe() {
-            tokio::spawn(crate::loops::follow_store(
-                self.inner.clone(),
-                rx,
-                shutdown.clone(),
-            ));
-        }
-        tokio::spawn(crate::timers::timer_loop(
-            self.inner.clone(),
-            shutdown.clone(),
-        ));
-        if let Some(rx) = self.inner.hub.oversize_reports() {
-            tokio::spawn(crate::loops::oversize_loop(self.inner.clone(), rx));
-        }
-        tokio::spawn(crate::loops::resync_loop(
-            self.inner.clone(),
-            shutdown.clone(),
-        ));
-        if self.inner.hub.has_cluster_wide_limits() {
-            let lease = self.inner.slot_lease;
-            tokio::spawn(crate::slots::slot_loop(
-                self.inner.clone(),
-                lease,
-                shutdown.clone(),
-            ));
-        }
-        tokio::spawn(crate::retention::retention_loop(
-            self.inner.clone(),
-            shutdown.clone(),
-        ));
-        tokio::spawn(ownership_loop(self.inner.clone(), shutdown.clone()));
-        tokio::spawn(crate::loops::stalled_retry_loop(
-            self.inner.clone(),
-            shutdown,
-        ));
-        Ok(())
-    }
-
     pub fn check_payload(&self, what: &str, value: Option<&str>) -> Result<()> {
         self.check_payload_len(what, value.map_or(0, str::len))
     }
 
     pub(crate) fn check_payload_len(&self, what: &str, len: usize) -> Result<()> {
-        if len > self.inner.max_payload {
+        if len > self.inner.settings.max_payload {
             return Err(EngineError::PayloadTooLarge(format!(
                 "{what} is {len} bytes; the limit is {} bytes",
-                self.inner.max_payload
+                self.inner.settings.max_payload
             )));
         }
         Ok(())
@@ -523,7 +216,7 @@ impl Engine {
         ids::check_name("workflow name", &req.name)?;
         ids::check_opt("workflow version", req.version.as_deref())?;
         self.check_payload("input", req.input.as_deref())?;
-        let now = now();
+        let now = self.inner.now();
         let exec = uuid::Uuid::new_v4().to_string();
         let (mut meta, start) = new_instance(
             &req.instance_id,
@@ -532,7 +225,7 @@ impl Engine {
             req.input,
             None,
             exec,
-            &self.inner.app_id,
+            self.inner.app_id(),
             now,
         );
         meta.scheduled_start_at = req.scheduled_start_at.filter(|t| *t > now);
@@ -552,21 +245,21 @@ impl Engine {
             Err(e @ weft_store::StoreError::OutcomeUnknown(_)) => {
                 // The row may have landed: a wake (or a timer re-check) lets its owner find it,
                 // so a client retry answered ALREADY_EXISTS does not leave it PENDING forever.
-                self.inner.wake(&req.instance_id);
+                self.inner.actors.wake(&req.instance_id);
                 self.inner.timers_changed.notify_one();
                 return Err(e.into());
             }
             Err(e) => return Err(e.into()),
         };
         if outcome == CreateOutcome::Replaced {
-            self.inner.send(&req.instance_id, ActorMsg::Reload);
+            self.inner.actors.send(&req.instance_id, ActorMsg::Reload);
         }
         if outcome != CreateOutcome::Existing {
-            self.inner.changed(&req.instance_id);
+            self.inner.actors.changed(&req.instance_id);
             if scheduled {
                 self.inner.timers_changed.notify_one();
             } else {
-                self.inner.wake(&req.instance_id);
+                self.inner.actors.wake(&req.instance_id);
             }
         }
         metrics::counter!("weft_workflows_started_total").increment(1);
@@ -585,7 +278,7 @@ impl Engine {
         pred: impl Fn(&InstanceMeta) -> bool,
     ) -> Result<Option<InstanceMeta>> {
         ids::check_instance_ref("instance ID", id)?;
-        let mut rx = self.inner.changes.subscribe();
+        let mut rx = self.inner.actors.subscribe();
         loop {
             match self.inner.store.get_instance(id).await? {
                 None => return Ok(None),
@@ -625,7 +318,7 @@ impl Engine {
             if !inner.store.append_inbox(&id, ev).await? {
                 return Err(EngineError::no_such_instance(&id));
             }
-            inner.wake(&id);
+            inner.actors.wake(&id);
             Ok(())
         })
         .await
@@ -644,7 +337,7 @@ impl Engine {
             )));
         }
         let ev = event(
-            now(),
+            self.inner.now(),
             EventType::EventRaised(EventRaisedEvent {
                 name: name.to_string(),
                 input,
@@ -666,7 +359,7 @@ impl Engine {
             return Ok(false);
         }
         let ev = event(
-            now(),
+            self.inner.now(),
             EventType::ExecutionTerminated(ExecutionTerminatedEvent {
                 input: output,
                 recurse: recursive,
@@ -683,7 +376,7 @@ impl Engine {
             return Ok(false);
         }
         let ev = event(
-            now(),
+            self.inner.now(),
             EventType::ExecutionSuspended(ExecutionSuspendedEvent { input: reason }),
         );
         self.deliver(id, ev).await?;
@@ -702,7 +395,7 @@ impl Engine {
             return Ok(false);
         }
         let ev = event(
-            now(),
+            self.inner.now(),
             EventType::ExecutionResumed(ExecutionResumedEvent { input: reason }),
         );
         self.deliver(id, ev).await?;
@@ -758,7 +451,7 @@ impl Engine {
         for member in tree.iter().rev() {
             // Fenced when this sidecar serves the member (a child elsewhere is its owner's
             // instance: the store's row lock orders this delete with that owner's writes).
-            let fence = self.inner.owner_fence(member).flatten();
+            let fence = self.inner.view.owner_fence(member).flatten();
             if self
                 .inner
                 .store
@@ -767,8 +460,8 @@ impl Engine {
             {
                 count += 1;
                 self.inner.hub.forget_instance(member);
-                self.inner.purged(member);
-                self.inner.changed(member);
+                self.inner.actors.purged(member);
+                self.inner.actors.changed(member);
             }
         }
         Ok(count)

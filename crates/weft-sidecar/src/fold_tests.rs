@@ -251,7 +251,8 @@ async fn a_panicking_actor_loses_its_held_result_but_not_the_instance() {
     assert_eq!(spy.counts.results.load(Ordering::SeqCst), 0, "folded");
     engine
         .inner
-        .send_existing("f", crate::actor::ActorMsg::Panic);
+        .actors
+        .send_existing("f", crate::mailbox::ActorMsg::Panic);
     // The activity comes back (its task row was never deleted); turns meanwhile get no actions.
     let again = tokio::time::timeout(DEADLINE, async {
         loop {

@@ -159,7 +159,7 @@ async fn healthz(State(st): State<AppState>) -> StatusCode {
 async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(token) = &st.token {
         let given = req.headers().get("dapr-api-token");
-        if !given.is_some_and(|v| crate::server::token_matches(v.as_bytes(), token.as_bytes())) {
+        if !given.is_some_and(|v| crate::auth::token_matches(v.as_bytes(), token.as_bytes())) {
             return ApiError::from(EngineError::Unauthenticated("invalid api token".into()))
                 .into_response();
         }

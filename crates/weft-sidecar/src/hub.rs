@@ -1,11 +1,12 @@
 //! The worker hub: a queue of work items shared by every connected `GetWorkItems` stream, and the
 //! record of which stream holds which item, so items on a stream that dies go back to the queue.
 
+mod limits;
 mod queue;
 mod transit;
 mod warm;
 
-use crate::limits::Limits;
+use limits::Limits;
 use queue::JobQueue;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

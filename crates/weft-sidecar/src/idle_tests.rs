@@ -142,7 +142,7 @@ async fn retired_idle_actors_leave_no_per_instance_record() {
 /// not a turn's (the turn's futures are boxed; unboxed the task was 3.6 KB in a debug build).
 #[tokio::test]
 async fn a_waiting_actor_holds_little() {
-    use crate::actor::ActorMsg;
+    use crate::mailbox::ActorMsg;
     assert!(
         std::mem::size_of::<ActorMsg>() <= 32,
         "{}",
@@ -170,7 +170,7 @@ async fn actors_of_unknown_instances_leave_at_once() {
     let engine = Engine::new(store, cfg);
     engine.start(shutdown.clone()).await.unwrap();
     for i in 0..200 {
-        engine.inner.wake(&format!("never-created-{i}"));
+        engine.inner.actors.wake(&format!("never-created-{i}"));
     }
     let c = census_until(&engine, |c| c.actors == 0).await;
     assert_eq!(c.actors, 0, "{c:?}");

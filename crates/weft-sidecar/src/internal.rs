@@ -33,7 +33,7 @@ impl InternalService {
     /// write is all there is and the future owner picks it up).
     async fn run(&self, peer: &Peer, call: Call) -> std::result::Result<Reply, Status> {
         let app = if call.app().is_empty() {
-            self.engine.inner.app_id.clone()
+            self.engine.inner.app_id().to_string()
         } else {
             call.app().to_string()
         };
@@ -157,13 +157,13 @@ impl Internal for InternalService {
             return Err(EngineError::InvalidInstanceId(e.to_string()).into());
         }
         let app = if h.app_id.is_empty() {
-            self.engine.inner.app_id.clone()
+            self.engine.inner.app_id().to_string()
         } else {
             h.app_id
         };
         for id in &h.instance_ids {
             if self.ownership.owner(&app, ActorKind::Workflow, id) == Owner::Local {
-                self.engine.inner.wake(id);
+                self.engine.inner.actors.wake(id);
             }
         }
         Ok(Response::new(Ack {}))

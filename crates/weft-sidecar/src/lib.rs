@@ -2,14 +2,17 @@
 //! feeds connected SDK workers, the durabletask gRPC service and the Dapr HTTP workflow API.
 
 mod actor;
+mod auth;
 #[cfg(test)]
 mod cancel_tests;
 pub mod census;
+#[cfg(test)]
+mod clock_tests;
 pub mod cluster;
 mod commit;
+mod directory;
 pub mod engine;
 pub mod error;
-mod fold;
 #[cfg(test)]
 mod fold_tests;
 pub mod grpc;
@@ -19,8 +22,10 @@ mod hub;
 #[cfg(test)]
 mod idle_tests;
 pub mod internal;
-mod limits;
 mod loops;
+mod mailbox;
+mod parts;
+mod recovery;
 mod rerun;
 #[cfg(test)]
 mod resync_tests;

@@ -1,6 +1,5 @@
 //! `RerunWorkflowFromEvent`: a new instance from a finished one's history up to an activity.
 
-use crate::actor::now;
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::hub::Job;
@@ -53,7 +52,7 @@ impl Engine {
         let input = r.overwrite_input.then_some(r.input);
         let plan = rerun::plan(&history, r.event_id, &new_id, &exec, input)
             .map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
-        let t = now();
+        let t = inner.now();
         let (meta, start) = new_instance(
             &new_id,
             &src.name,
@@ -61,7 +60,7 @@ impl Engine {
             src.input.clone(),
             None,
             exec,
-            &inner.app_id,
+            inner.app_id(),
             t,
         );
         inner
@@ -104,7 +103,7 @@ impl Engine {
             new_reminders: vec![],
             cancel_pending: false,
             outbound: vec![],
-            fence: inner.owner_fence(&new_id).flatten(),
+            fence: inner.view.owner_fence(&new_id).flatten(),
         };
         inner.store.checkpoint(cp).await?;
         for request in plan.activities {
@@ -114,7 +113,7 @@ impl Engine {
                 request,
             });
         }
-        inner.changed(&new_id);
+        inner.actors.changed(&new_id);
         Ok(new_id)
     }
 }

@@ -2,9 +2,8 @@
 //! background retention purge of `stateRetentionPolicy`. Both go through the single-instance
 //! purge, which never deletes an unfinished instance, in batches that yield between them.
 
-use crate::engine::{Engine, Inner};
+use crate::engine::Engine;
 use crate::error::{EngineError, Result};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use weft_config::RetentionPolicy;
@@ -31,7 +30,7 @@ impl Engine {
     /// Purges every finished instance that matches `filter` (and, if `recursive`, the children
     /// each created); returns how many instances were deleted.
     pub async fn purge_by_filter(&self, filter: PurgeFilter, recursive: bool) -> Result<i32> {
-        purge_matching(&self.inner, &filter, recursive, None).await
+        purge_matching(self, &filter, recursive, None).await
     }
 
     /// Instances with work waiting for a concurrency slot (for `list`).
@@ -48,7 +47,7 @@ const TERMINAL: [RuntimeStatus; 4] = [
 ];
 
 async fn purge_matching(
-    inner: &Arc<Inner>,
+    engine: &Engine,
     filter: &PurgeFilter,
     recursive: bool,
     shutdown: Option<&CancellationToken>,
@@ -66,9 +65,7 @@ async fn purge_matching(
     if statuses.is_empty() {
         return Ok(0);
     }
-    let engine = Engine {
-        inner: inner.clone(),
-    };
+    let inner = &engine.inner;
     let mut deleted = 0;
     let mut after = None;
     loop {
@@ -86,14 +83,14 @@ async fn purge_matching(
             .await?;
         for m in &page.items {
             // Another app's instances are its own sidecars' business, even in a shared bucket.
-            let foreign = !m.app_id.is_empty() && m.app_id != inner.app_id;
+            let foreign = !m.app_id.is_empty() && m.app_id != inner.app_id();
             // The background purge covers what this sidecar serves (every sidecar runs it); a
             // client's purge by filter covers every matching instance of the app, wherever it
             // is served (each single purge locks its row and refuses an unfinished instance).
-            if foreign || (shutdown.is_some() && !inner.owns(&m.instance_id)) {
+            if foreign || (shutdown.is_some() && !inner.view.owns(&m.instance_id)) {
                 continue;
             }
-            deleted += purge_finished_tree(&engine, &m.instance_id, recursive).await?;
+            deleted += purge_finished_tree(engine, &m.instance_id, recursive).await?;
         }
         match page.next {
             Some(next) => after = Some(next),
@@ -145,8 +142,8 @@ fn keep_for(policy: &RetentionPolicy, status: RuntimeStatus) -> Option<Duration>
 
 /// The background retention purge: every `period`, deletes finished instances kept longer than
 /// the policy says (children with their parent).
-pub(crate) async fn retention_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
-    let policy = inner.retention;
+pub(crate) async fn retention_loop(engine: Engine, shutdown: CancellationToken) {
+    let policy = engine.inner.settings.retention;
     let shortest = TERMINAL.iter().filter_map(|s| keep_for(&policy, *s)).min();
     let Some(shortest) = shortest else { return };
     let period = (shortest / 2).clamp(Duration::from_millis(500), Duration::from_secs(60));
@@ -158,10 +155,10 @@ pub(crate) async fn retention_loop(inner: Arc<Inner>, shutdown: CancellationToke
             };
             let filter = PurgeFilter {
                 statuses: vec![status],
-                completed_to: Some(crate::actor::now() - keep.as_micros() as i64),
+                completed_to: Some(engine.inner.now() - keep.as_micros() as i64),
                 ..Default::default()
             };
-            match purge_matching(&inner, &filter, true, Some(&shutdown)).await {
+            match purge_matching(&engine, &filter, true, Some(&shutdown)).await {
                 Ok(0) => {}
                 Ok(n) => {
                     metrics::counter!("weft_retention_purged_total").increment(n as u64);
@@ -181,6 +178,7 @@ pub(crate) async fn retention_loop(inner: Arc<Inner>, shutdown: CancellationToke
 mod tests {
     use super::*;
     use crate::{Engine, EngineConfig};
+    use std::sync::Arc;
     use weft_store::{CreateInstance, ReusePolicy, SqliteStore, Store, conformance};
 
     /// A finished instance of app `app` in `store`.

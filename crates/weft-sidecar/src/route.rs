@@ -249,7 +249,7 @@ impl Router {
     }
 
     fn app(&self) -> String {
-        self.inner.engine.inner.app_id.clone()
+        self.inner.engine.inner.app_id().to_string()
     }
 
     /// The app an existing instance belongs to (its row says; an unknown instance is looked up

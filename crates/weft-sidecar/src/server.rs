@@ -1,9 +1,9 @@
 //! Binds the gRPC, HTTP and internal ports, joins placement (when clustered), and runs the
 //! servers until the shutdown token fires; [`Running::shutdown`] is the ordered way out.
 
+use crate::auth::TokenCheck;
 use crate::cluster::{ClusterConfig, Membership, Registry};
 use crate::engine::{Engine, EngineConfig};
-use crate::error::EngineError;
 use crate::grpc::Service;
 use crate::internal::InternalService;
 use crate::route::{Ownership, Router, token_suffix};
@@ -105,38 +105,6 @@ pub enum ServeError {
     Recover(#[from] crate::error::EngineError),
     #[error("shut down before placement sent a table")]
     Stopped,
-}
-
-/// Checks `dapr-api-token` on every gRPC call, unary and streaming, as daprd does.
-#[derive(Clone)]
-struct TokenCheck(Option<Arc<str>>);
-
-impl Interceptor for TokenCheck {
-    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let Some(want) = &self.0 else { return Ok(req) };
-        match req.metadata().get("dapr-api-token") {
-            None => Err(EngineError::Unauthenticated(
-                "missing api token in request metadata".into(),
-            )
-            .into()),
-            Some(v) if token_matches(v.as_bytes(), want.as_bytes()) => Ok(req),
-            Some(_) => Err(EngineError::Unauthenticated(
-                "authentication error: api token mismatch".into(),
-            )
-            .into()),
-        }
-    }
-}
-
-/// Compares a presented API token with the configured one in time that depends only on the
-/// configured token's length, not on where the two differ (no timing oracle for guessing it).
-pub(crate) fn token_matches(given: &[u8], want: &[u8]) -> bool {
-    let mut diff = given.len() ^ want.len();
-    for (i, w) in want.iter().enumerate() {
-        let g = given.get(i).copied().unwrap_or(!w);
-        diff = std::hint::black_box(diff | usize::from(g ^ w));
-    }
-    diff == 0
 }
 
 pub async fn serve(
@@ -426,26 +394,4 @@ fn advertised(cluster: &ClusterConfig, bound: SocketAddr) -> String {
         bound.ip()
     };
     SocketAddr::new(ip, bound.port()).to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::token_matches;
-
-    #[test]
-    fn tokens_match_only_when_equal() {
-        assert!(token_matches(b"secret", b"secret"));
-        assert!(token_matches(b"", b""));
-        for other in [
-            &b""[..],
-            b"secre",
-            b"secret!",
-            b"Secret",
-            b"xxxxxx",
-            b"\0ecret",
-        ] {
-            assert!(!token_matches(other, b"secret"), "{other:?}");
-        }
-        assert!(!token_matches(b"a", b""));
-    }
 }

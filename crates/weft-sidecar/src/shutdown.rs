@@ -2,7 +2,7 @@
 //! workers answer and records every result held in memory, then the end of the ownership lease.
 
 use crate::Engine;
-use crate::actor::ActorMsg;
+use crate::mailbox::ActorMsg;
 use std::time::Duration;
 
 impl Engine {
@@ -15,14 +15,15 @@ impl Engine {
         let end = tokio::time::Instant::now() + deadline;
         self.inner.hub.pause();
         self.inner
+            .actors
             .draining
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let mut rx = self.inner.hub.inflight();
         let _ = tokio::time::timeout_at(end, rx.wait_for(|n| *n == 0)).await;
         let left = *rx.borrow();
         // Actors leave, recording the results they hold (`Actor::leave`).
-        for id in self.inner.active_actors() {
-            self.inner.send_existing(&id, ActorMsg::Handoff);
+        for id in self.inner.actors.active() {
+            self.inner.actors.send_existing(&id, ActorMsg::Handoff);
         }
         while self.inner.hub.results_in_transit() > 0 && tokio::time::Instant::now() < end {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -33,7 +34,7 @@ impl Engine {
     /// Ends this sidecar's ownership lease (clean shutdown, after the drain): it acts as owner
     /// no more, and every bucket it held is free for the next owner at once.
     pub async fn end_lease(&self) {
-        if let Some(lease) = &self.inner.lease {
+        if let Some(lease) = &self.inner.view.lease {
             lease.end(self.inner.store.as_ref()).await;
         }
     }

@@ -2,18 +2,17 @@
 //! cluster-wide or per-name limit, renews them while held, and gives back what is not needed.
 //! A sidecar that dies stops renewing, so its slots return to the pool after one lease period.
 
-use crate::actor::now;
-use crate::engine::Inner;
+use crate::parts::Parts;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) async fn slot_loop(inner: Arc<Inner>, lease: Duration, shutdown: CancellationToken) {
+pub(crate) async fn slot_loop(inner: Arc<Parts>, lease: Duration, shutdown: CancellationToken) {
     // A slot grant is an owner write: with an ownership lease, slots are held under its holder
     // (the current incarnation), which the store grants and renews only while that lease is
     // live. Without one (a single engine owning all), under a name of this process.
-    let own = format!("{}-{}", inner.app_id, uuid::Uuid::new_v4().simple());
-    let holder_now = || match &inner.lease {
+    let own = format!("{}-{}", inner.app_id(), uuid::Uuid::new_v4().simple());
+    let holder_now = || match &inner.view.lease {
         Some(l) => l.state().holder,
         None => own.clone(),
     };
@@ -40,7 +39,7 @@ pub(crate) async fn slot_loop(inner: Arc<Inner>, lease: Duration, shutdown: Canc
         }
         if !holder.is_empty() && (renew_now || last_renew.elapsed() >= renew_every) {
             renew_now = false;
-            let t = now();
+            let t = inner.now();
             match inner.store.renew_slots(&holder, t, t + lease_us).await {
                 Ok(held) => {
                     last_renew = tokio::time::Instant::now();
@@ -66,7 +65,7 @@ pub(crate) async fn slot_loop(inner: Arc<Inner>, lease: Duration, shutdown: Canc
 
 /// One round: per-name buckets first, then global ones, then give back surplus.
 async fn pass(
-    inner: &Arc<Inner>,
+    inner: &Arc<Parts>,
     holder: &str,
     lease_us: i64,
     waiting: &mut bool,
@@ -75,7 +74,7 @@ async fn pass(
     for names in [true, false] {
         let plan = hub.limiter(|l| (l.lease_plan(names), Vec::new()));
         for need in plan.iter().filter(|n| n.want > 0) {
-            let t = now();
+            let t = inner.now();
             let got = inner
                 .store
                 .acquire_slots(&need.key, need.limit, holder, need.want, t, t + lease_us)

@@ -1,8 +1,7 @@
 //! The durable-timer loop: claims due reminders, moves their events into inboxes, and sleeps until
 //! the next one may be claimed.
 
-use crate::actor::now;
-use crate::engine::Inner;
+use crate::parts::Parts;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -13,12 +12,12 @@ const MAX_SLEEP: Duration = Duration::from_secs(2);
 const LEASE: i64 = 30_000_000;
 
 /// Fires due durable timers until `shutdown`.
-pub(crate) async fn timer_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
+pub(crate) async fn timer_loop(inner: Arc<Parts>, shutdown: CancellationToken) {
     loop {
-        let t = now();
+        let t = inner.now();
         let mut next = MAX_SLEEP;
         // Only the reminders of instances this sidecar owns.
-        let scope = inner.scope();
+        let scope = inner.view.scope();
         match inner
             .store
             .claim_due_reminders(&scope, t, t + LEASE, 256)
@@ -28,11 +27,11 @@ pub(crate) async fn timer_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
                 for r in due {
                     // Fenced by the lease the claim was made under; handed off meanwhile, the
                     // reminder waits out its claim and fires on the new owner.
-                    let Some(fence) = inner.owner_fence(&r.instance_id) else {
+                    let Some(fence) = inner.view.owner_fence(&r.instance_id) else {
                         continue;
                     };
                     match inner.store.fire_reminder(r.id, fence.as_ref()).await {
-                        Ok(true) => inner.wake(&r.instance_id),
+                        Ok(true) => inner.actors.wake(&r.instance_id),
                         Ok(false) => {}
                         Err(e) => {
                             tracing::warn!(error = %e, "firing a timer failed; it will be retried")
@@ -43,7 +42,7 @@ pub(crate) async fn timer_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
                     // Leases count (a leased reminder is claimable once its lease is *past*), so
                     // a reminder another node holds, or one whose fire failed, is not "due now".
                     Ok(Some(at)) => {
-                        let wait = at.saturating_add(1).saturating_sub(now()).max(0) as u64;
+                        let wait = at.saturating_add(1).saturating_sub(inner.now()).max(0) as u64;
                         next = next.min(Duration::from_micros(wait));
                     }
                     Ok(None) => {}
@@ -82,7 +81,7 @@ mod tests {
             .unwrap();
         let m = row(db.as_ref(), "t").await;
         let mut cp = empty_cp(&m);
-        let wall = crate::actor::now();
+        let wall = weft_core::clock::Clock::now(&weft_core::clock::SystemClock);
         cp.new_reminders = vec![Reminder {
             id: 0,
             instance_id: "t".into(),

@@ -43,7 +43,7 @@ async fn scan_while_a_result_is_in_transit(fold: bool) {
         // Held by the actor for the turn it dispatches now, committed when that is answered.
         complete(&engine, &act).await;
         let turn = next(&mut rx).await;
-        engine.inner.resync().await.unwrap();
+        crate::recovery::resync(&engine.inner).await.unwrap();
         assert!(
             !activity_out(&engine),
             "the scan dispatched the activity again"
@@ -60,7 +60,7 @@ async fn scan_while_a_result_is_in_transit(fold: bool) {
         tokio::time::timeout(DEADLINE, spy.activity_arrived.notified())
             .await
             .expect("the result reaches the store");
-        engine.inner.resync().await.unwrap();
+        crate::recovery::resync(&engine.inner).await.unwrap();
         assert!(
             !activity_out(&engine),
             "the scan dispatched the activity again"
@@ -118,7 +118,7 @@ async fn refused_results(
         acts.push(next(&mut rx).await);
     }
     assert_eq!(
-        spy.claim_as_another(&engine.inner.app_id).await.len(),
+        spy.claim_as_another(engine.inner.app_id()).await.len(),
         n as usize
     );
     // The stream stays open (returned): a closed one gives its items back to the queue.
@@ -133,7 +133,7 @@ async fn answer_all(
     acts: &[WorkItem],
 ) -> (usize, usize) {
     let scans = spy.counts.scans.load(Ordering::SeqCst);
-    let begun = engine.inner.reclaims.load(Ordering::SeqCst);
+    let begun = engine.inner.view.reclaims.load(Ordering::SeqCst);
     let calls = acts.iter().map(|item| {
         let Some(Request::ActivityRequest(a)) = &item.request else {
             panic!("expected an activity, got {item:?}");
@@ -148,7 +148,7 @@ async fn answer_all(
     });
     let out = futures::future::join_all(calls).await;
     let refused = out.iter().filter(|r| r.is_err()).count();
-    let claims = engine.inner.reclaims.load(Ordering::SeqCst) - begun;
+    let claims = engine.inner.view.reclaims.load(Ordering::SeqCst) - begun;
     let end = tokio::time::Instant::now() + DEADLINE;
     while spy.counts.scans.load(Ordering::SeqCst) - scans < claims {
         assert!(
@@ -166,10 +166,11 @@ async fn answer_all(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_holder_never_claims_after_a_refused_result() {
     let (spy, engine, acts, shutdown, _rx) = refused_results(5).await;
-    let app = engine.inner.app_id.clone();
+    let app = engine.inner.app_id().to_string();
     engine
         .inner
-        .update_owned(|_| crate::cluster::ownership::Owned::new(&app, &[]));
+        .view
+        .update_owned(|_| crate::cluster::owned::Owned::new(&app, &[]));
     let (refused, claims) = answer_all(&spy, &engine, &acts).await;
     assert_eq!(refused, 5, "all refused");
     assert_eq!(claims, 0, "a non-holder claimed");
@@ -197,7 +198,7 @@ async fn a_burst_of_refused_results_claims_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fold_under_an_old_claim_leaves_the_task_to_its_claimer() {
     let (spy, engine, mut rx, shutdown, act) = one_activity(EngineConfig::default()).await;
-    let claimed = spy.claim_as_another(&engine.inner.app_id).await;
+    let claimed = spy.claim_as_another(engine.inner.app_id()).await;
     assert_eq!(claimed.len(), 1);
     complete(&engine, &act).await; // held by the actor
     let turn = next(&mut rx).await;
@@ -235,7 +236,7 @@ async fn a_fold_under_an_old_claim_leaves_the_task_to_its_claimer() {
         "the claimer's result was not recorded: {:?}",
         out[0]
     );
-    engine.inner.wake("f");
+    engine.inner.actors.wake("f");
     let turn = next(&mut rx).await;
     answer(&engine, turn, vec![]).await;
     let h = engine.history("f").await.unwrap().unwrap();
@@ -260,7 +261,7 @@ async fn the_drain_records_results_held_in_memory() {
     );
     assert_eq!(engine.drain(DEADLINE).await, 0);
     assert!(
-        spy.claim_as_another(&engine.inner.app_id).await.is_empty(),
+        spy.claim_as_another(engine.inner.app_id()).await.is_empty(),
         "the task is still pending: its activity would run again"
     );
     let inbox = engine.inner.store.read_inbox("f").await.unwrap();

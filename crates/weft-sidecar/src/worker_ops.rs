@@ -1,10 +1,11 @@
 //! The worker side of the engine: a worker's answers to turns and activities, recorded or
 //! folded into the instance's next turn.
 
-use crate::actor::{ActorMsg, now};
 use crate::engine::{Engine, to_completion};
 use crate::error::{EngineError, Result};
-use crate::fold::{self, ActivityResult};
+use crate::mailbox::ActivityResult;
+use crate::mailbox::ActorMsg;
+use crate::recovery;
 use prost::Message;
 use tokio::sync::oneshot;
 use weft_core::history::event;
@@ -29,7 +30,9 @@ impl Engine {
             return Err(EngineError::NotFound(format!("unknown instance ID: {id}")));
         }
         let (tx, rx) = oneshot::channel();
-        self.inner.send(&id, ActorMsg::Complete(Box::new(resp), tx));
+        self.inner
+            .actors
+            .send(&id, ActorMsg::Complete(Box::new(resp), tx));
         rx.await
             .unwrap_or_else(|_| Err(EngineError::Unavailable("workflow actor stopped".into())))
     }
@@ -75,7 +78,7 @@ impl Engine {
                 task_id: resp.task_id,
                 generation,
                 claim: Some(claim),
-                event: event(now(), ty),
+                event: event(self.inner.now(), ty),
             },
             request,
         };
@@ -86,9 +89,9 @@ impl Engine {
         let finish = tokio::spawn(async move {
             // Folded into the instance's next turn if its actor takes it (one commit per step;
             // a crash before that commit re-runs the activity, as at-least-once allows).
-            match inner.fold(result).await {
+            match inner.actors.fold(result).await {
                 None => Ok(()),
-                Some(result) => fold::record_durably(&inner, result).await,
+                Some(result) => recovery::record_durably(&inner, result).await,
             }
         });
         finish

@@ -6,6 +6,7 @@ pub mod registry;
 pub use registry::{ActorKind, Owner, Registry};
 pub(crate) mod lease;
 pub mod membership;
+pub(crate) mod owned;
 pub(crate) mod ownership;
 
 pub use membership::{ClusterConfig, Membership};

@@ -3,7 +3,7 @@
 //! under its old claim, is recorded under the scan's claim instead.
 
 use super::{Hub, Job};
-use crate::fold::ActivityResult;
+use crate::mailbox::ActivityResult;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

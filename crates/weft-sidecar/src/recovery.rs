@@ -1,30 +1,19 @@
-//! Activity results folded into the turn they wake: handed to the instance's actor in memory and
-//! committed by that turn's checkpoint, or recorded durably (task row deleted, result in the
-//! inbox) whenever folding is not safe or not useful.
+//! Recovery: the durable path of activity results (task row deleted, result in the inbox)
+//! whenever folding one into its actor's turn is not safe or not useful, and the recovery scan
+//! that claims pending tasks again (start-up, unknown outcomes, take-overs, refused results).
 
-use crate::engine::Inner;
 use crate::error::{EngineError, Result};
-use crate::hub::Job;
 use crate::hub::transit_key as task_key;
+use crate::hub::{Absorb, Job};
+use crate::mailbox::ActivityResult;
+use crate::mailbox::ActorMsg;
+use crate::parts::Parts;
+use prost::Message;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use weft_core::bucket::bucket_of;
 use weft_proto::durabletask::ActivityRequest;
 use weft_store::{ActivityCompletion, Scope, StoreError};
-
-/// One activity result taken from the hub: what to record, and the request to hand out again
-/// should recording fail.
-#[derive(Debug)]
-pub(crate) struct ActivityResult {
-    pub(crate) completion: ActivityCompletion,
-    pub(crate) request: ActivityRequest,
-}
-
-impl ActivityResult {
-    pub(crate) fn key(&self) -> (i32, i64) {
-        (self.completion.task_id, self.completion.generation)
-    }
-}
 
 /// Test hook (`WEFT_TEST_FOLD_DELAY_MS`): how long an actor waits before the turn that carries a
 /// folded result, so a process test can SIGKILL the sidecar between the result's arrival and the
@@ -42,7 +31,7 @@ pub(crate) fn test_delay() -> Option<Duration> {
 
 /// The durable path: deletes the task row and appends the result to the inbox in one (group)
 /// commit, then wakes the instance; on failure the task is handed out again.
-pub(crate) async fn record_durably(inner: &Arc<Inner>, mut r: ActivityResult) -> Result<()> {
+pub(crate) async fn record_durably(inner: &Arc<Parts>, mut r: ActivityResult) -> Result<()> {
     let id = r.completion.instance_id.clone();
     let key = task_key(&r);
     loop {
@@ -61,7 +50,7 @@ pub(crate) async fn record_durably(inner: &Arc<Inner>, mut r: ActivityResult) ->
                 }
                 // Not recorded: a late or duplicate result (the task is no longer pending). An
                 // earlier copy may have landed with its reply lost, so wake the instance anyway.
-                inner.wake(&id);
+                inner.actors.wake(&id);
                 return Ok(());
             }
             // Claimed since by a recovery scan (here or on the bucket's new owner): that
@@ -87,11 +76,11 @@ pub(crate) async fn record_durably(inner: &Arc<Inner>, mut r: ActivityResult) ->
 }
 
 /// A result refused because its task was claimed for another dispatch.
-fn refused(inner: &Arc<Inner>, id: &str, e: StoreError) -> EngineError {
+fn refused(inner: &Arc<Parts>, id: &str, e: StoreError) -> EngineError {
     metrics::counter!("weft_activity_results_refused_total").increment(1);
     tracing::debug!(instance = %id, error = %e, "activity result refused: task reclaimed");
     let bucket = bucket_of(id);
-    if inner.owns(id) && inner.may_reclaim(bucket) {
+    if inner.view.owns(id) && inner.view.may_reclaim(bucket) {
         // The owner's own dispatch lost to a claim (a recovery scan of one that held the
         // bucket before): claim the bucket's tasks again so one dispatch that can complete the
         // task exists; tasks this sidecar already runs only take the newer claim (`Hub::push`).
@@ -99,10 +88,11 @@ fn refused(inner: &Arc<Inner>, id: &str, e: StoreError) -> EngineError {
         // owner's results in turn), and the fenced scope makes a claim under a lost lease
         // change nothing.
         inner
+            .view
             .reclaims
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         metrics::counter!("weft_activity_reclaims_total").increment(1);
-        let scope = inner.owned().scope.clone();
+        let scope = inner.view.owned().scope.clone();
         let pos = scope.buckets.iter().position(|b| *b == bucket);
         let scope = Scope {
             app_id: scope.app_id,
@@ -111,7 +101,7 @@ fn refused(inner: &Arc<Inner>, id: &str, e: StoreError) -> EngineError {
         };
         let inner = inner.clone();
         tokio::spawn(async move {
-            if let Err(e) = inner.resync_scope(&scope).await {
+            if let Err(e) = resync_scope(&inner, &scope).await {
                 tracing::warn!(error = %e, "claiming a refused task again failed");
             }
         });
@@ -127,7 +117,7 @@ const RECORD_RETRY_FOR: Duration = Duration::from_secs(10);
 /// unknown: the write is idempotent under the task's claim (a landed copy makes the next attempt
 /// find the task completed), so the worker's work is kept instead of dispatched again.
 async fn record_with_retries(
-    inner: &Arc<Inner>,
+    inner: &Arc<Parts>,
     completion: &ActivityCompletion,
 ) -> std::result::Result<bool, StoreError> {
     let deadline = tokio::time::Instant::now() + RECORD_RETRY_FOR;
@@ -151,7 +141,7 @@ async fn record_with_retries(
 
 /// Records results an actor accepted in memory but will not commit (it retires, hands off or
 /// its instance stalled), each through the durable path, on a task of its own.
-pub(crate) fn spill(inner: &Arc<Inner>, results: Vec<ActivityResult>) {
+pub(crate) fn spill(inner: &Arc<Parts>, results: Vec<ActivityResult>) {
     if results.is_empty() {
         return;
     }
@@ -163,4 +153,51 @@ pub(crate) fn spill(inner: &Arc<Inner>, results: Vec<ActivityResult>) {
             }
         }
     });
+}
+
+/// Claims and re-queues every pending activity and wakes every instance with inbox events: the
+/// start-up recovery, also run after a commit whose outcome is unknown (it may have landed, and
+/// then its effects were never carried out).
+pub(crate) async fn resync(inner: &Arc<Parts>) -> Result<()> {
+    let scope = inner.view.scope();
+    resync_scope(inner, &scope).await
+}
+
+/// The recovery scan limited to `scope` (all that is owned, or buckets just taken over).
+pub(crate) async fn resync_scope(inner: &Arc<Parts>, scope: &Scope) -> Result<()> {
+    for a in inner.store.claim_activities(scope).await? {
+        if !inner.view.owns(&a.instance_id) {
+            continue; // handed off while the scan ran
+        }
+        let request = ActivityRequest::decode(a.request.as_slice())
+            .map_err(|e| EngineError::Internal(format!("stored activity request: {e}")))?;
+        let job = Job::Activity {
+            generation: a.generation,
+            claim: a.claim,
+            request,
+        };
+        if let Absorb::Rerecord(r) = inner.hub.push_claimed(job) {
+            // Refused under its old claim before this scan got here: recorded under the
+            // scan's claim rather than run again.
+            spill(inner, vec![*r]);
+        }
+    }
+    for id in inner.store.instances_with_inbox(scope).await? {
+        inner.actors.wake(&id);
+    }
+    inner.timers_changed.notify_one();
+    Ok(())
+}
+
+/// Gives stalled instances in `scope` another chance (a worker connected, or the buckets
+/// were just taken over).
+pub(crate) async fn retry_stalled(inner: &Arc<Parts>, scope: &Scope) {
+    match inner.store.stalled_instances(scope, 1000).await {
+        Ok(ids) => {
+            for id in ids {
+                inner.actors.send(&id, ActorMsg::Retry);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "listing stalled instances failed"),
+    }
 }

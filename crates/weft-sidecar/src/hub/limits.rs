@@ -5,7 +5,7 @@
 //! The hub calls in at four places only: `admit` (push), `release` (completion), `withdraw` (a
 //! turn taken back) and `forget` (purge / finished instance). Nothing here does I/O.
 
-use crate::hub::{Job, Key};
+use super::{Job, Key};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use weft_config::WorkflowConfig;
 use weft_proto::durabletask::history_event::EventType;
