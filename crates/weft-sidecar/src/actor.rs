@@ -4,6 +4,8 @@
 use crate::error::{EngineError, Result};
 use crate::hub::{Job, WorkflowTurn};
 use crate::mailbox::{ActivityResult, ActorMsg};
+mod commit;
+
 use crate::parts::Parts;
 use crate::recovery;
 use prost::Message;
@@ -11,14 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use weft_core::turn::{
-    self, Effect, InboxItem, PendingTurn, Prepared, TurnContext, TurnError, TurnOutcome,
+    self, InboxItem, PendingTurn, Prepared, TurnContext, TurnError, TurnOutcome,
 };
 use weft_core::{InstanceMeta, RuntimeStatus};
 use weft_proto::durabletask::{HistoryEvent, StalledReason, WorkflowResponse};
-use weft_store::{
-    ActivityTask, Checkpoint, CreateInstance, Fence, InboxEntry, Outbound, Reminder, ReusePolicy,
-    StoreError,
-};
+use weft_store::{Fence, InboxEntry};
 
 /// The most waiting messages an actor takes in before preparing its next turn.
 const MAX_BATCHED_MESSAGES: usize = 256;
@@ -34,6 +33,30 @@ struct Cached {
     meta: InstanceMeta,
     /// Shared with the work item of the turn in flight (see [`WorkflowTurn`]).
     history: Arc<Vec<HistoryEvent>>,
+}
+
+/// The run loop's own state between messages.
+#[derive(Default)]
+struct Looping {
+    /// Something changed since the last turn was prepared.
+    dirty: bool,
+    /// The next step also dispatches a stalled instance (a new worker connected).
+    retry_stalled: bool,
+    /// Set by a hand-off while a worker holds the turn: when to give up on it.
+    leaving: Option<tokio::time::Instant>,
+    /// Messages taken in since the last step while more were waiting.
+    batched: usize,
+}
+
+/// What the run loop does next.
+enum Flow {
+    Go,
+    /// Back to the top of the loop.
+    Again,
+    /// Hand the instance back and stop (`Actor::leave`).
+    Leave,
+    /// Stop at once (retired, or the mailbox closed).
+    Stop,
 }
 
 pub(crate) struct Actor {
@@ -203,173 +226,201 @@ impl Actor {
     }
 
     pub(crate) async fn run(mut self) {
-        let mut dirty = true;
-        let mut retry_stalled = false;
-        // Set by a hand-off while a worker holds the turn: when to give up on it.
-        let mut leaving: Option<tokio::time::Instant> = None;
-        // Messages taken in since the last step while more were waiting (see below).
-        let mut batched = 0usize;
+        let mut s = Looping {
+            dirty: true,
+            ..Default::default()
+        };
         loop {
-            if (leaving.is_some() || self.foreign) && self.pending.is_none() {
-                return self.leave();
-            }
-            // Messages already waiting (results of a fan-out arriving together) are taken in
-            // before the next turn is prepared, so one preparation serves them all instead of
-            // one each; bounded, so a steady stream of messages cannot hold the turn back.
-            let more_waiting = !self.rx.is_empty() && batched < MAX_BATCHED_MESSAGES;
-            if dirty && self.pending.is_none() && !more_waiting {
-                batched = 0;
-                if let Some(at) = self.retry_at.take() {
-                    tokio::time::sleep_until(at).await;
-                }
-                if !self.held.is_empty()
-                    && let Some(delay) = recovery::test_delay()
-                {
-                    tokio::time::sleep(delay).await;
-                }
-                dirty = false;
-                // The turn's futures are boxed so that the actor's own task, alive for as long
-                // as the instance is in memory, holds only the loop's state while it waits.
-                if let Err(e) = Box::pin(self.step(std::mem::take(&mut retry_stalled))).await {
-                    // Usually the store is unreachable: back off and reload.
-                    if self.retry_at.is_none() {
-                        self.failed(&e);
-                    }
-                    dirty = true;
-                    continue;
-                }
-                if self.foreign || self.gone {
-                    return self.leave();
-                }
-            }
-            if dirty && self.pending.is_none() {
-                batched += 1;
-            }
-            let msg = if self.pending.is_none() {
-                match tokio::time::timeout(self.inner.settings.idle_timeout, self.rx.recv()).await {
-                    Ok(m) => m,
-                    Err(_) => {
-                        if self.held.is_empty() && self.inner.actors.try_retire(&self.id, &self.rx)
-                        {
-                            return;
-                        }
-                        continue;
-                    }
-                }
-            } else if let Some(deadline) = leaving {
-                match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                    Ok(m) => m,
-                    Err(_) => {
-                        // The new owner runs the turn again from the unchanged inbox.
-                        tracing::debug!(instance = %self.id, "hand-off deadline passed; abandoning the turn in flight");
-                        self.inner.hub.forget_workflow(&self.id);
-                        return self.leave();
-                    }
-                }
-            } else {
-                self.rx.recv().await
+            let flow = match self.prepare(&mut s).await {
+                Flow::Go => match self.receive(&s).await {
+                    Ok(Some(msg)) => self.handle(msg, &mut s).await,
+                    Ok(None) => Flow::Stop,
+                    Err(flow) => flow,
+                },
+                flow => flow,
             };
-            match msg {
-                None => return,
-                #[cfg(test)]
-                Some(ActorMsg::Panic) => panic!("actor of '{}' panics (test)", self.id),
-                Some(ActorMsg::Lapsed) => {
-                    if self.pending.take().is_some() && !self.inner.hub.withdraw_workflow(&self.id)
-                    {
-                        self.inner.hub.forget_workflow(&self.id);
-                    }
-                    return self.leave();
-                }
-                Some(ActorMsg::Handoff) => {
-                    // Only a turn a worker holds now is worth waiting for.
-                    if self.pending.is_none()
-                        || self.inner.hub.withdraw_workflow(&self.id)
-                        || !self.inner.hub.workflow_in_flight(&self.id)
-                    {
-                        self.pending = None;
-                        return self.leave();
-                    }
-                    leaving =
-                        Some(tokio::time::Instant::now() + self.inner.settings.handoff_timeout);
-                }
-                Some(ActorMsg::Fold(r, reply)) => {
-                    if let Some(r) = self.accept(r, leaving.is_some()) {
-                        let _ = reply.send(Some(r));
-                    } else {
-                        let _ = reply.send(None);
-                        dirty = true;
-                    }
-                }
-                Some(_) if leaving.is_some() && !matches!(msg, Some(ActorMsg::Complete(..))) => {
-                    // Handing off: nothing new starts here (a new actor will, if the instance
-                    // is ours again when this one stops).
-                    self.missed_wake = true;
-                }
-                Some(ActorMsg::Wake) => {
-                    self.inbox_stale = true;
-                    // A turn no worker has taken yet is re-prepared with the new events (this
-                    // batches them, and lets a terminate end an instance no worker ever ran).
-                    if self.pending.is_some() && self.inner.hub.withdraw_workflow(&self.id) {
-                        self.pending = None;
-                    }
-                    dirty = true;
-                }
-                Some(ActorMsg::Reload) => {
-                    self.inbox_stale = true;
-                    if self.pending.is_none() || self.inner.hub.withdraw_workflow(&self.id) {
-                        self.pending = None;
-                        self.state = None;
-                        // Nothing queued for the replaced instance may run.
-                        self.inner.hub.new_execution(&self.id, i64::MAX);
-                    }
-                    dirty = true;
-                }
-                Some(ActorMsg::Oversize { size, limit }) => {
-                    self.inbox_stale = true;
-                    if self.pending.take().is_some()
-                        && let Err(e) = Box::pin(self.stall_oversize(size, limit)).await
-                    {
-                        self.failed(&e);
-                    }
-                    dirty = true;
-                }
-                Some(ActorMsg::Purged) => {
-                    self.pending = None;
-                    self.state = None;
-                    // Their task rows went with the instance.
-                    for h in self.held.drain(..) {
-                        self.inner
-                            .hub
-                            .transit_end(&crate::hub::transit_key(&h.result));
-                    }
-                    dirty = true;
-                }
-                Some(ActorMsg::Retry) => {
-                    self.inbox_stale = true;
-                    dirty = true;
-                    retry_stalled = true;
-                }
-                Some(ActorMsg::Complete(resp, reply)) => {
-                    self.fed_itself = false;
-                    self.fenced_out = false;
-                    let mut result = Box::pin(self.complete(*resp)).await;
-                    if self.fenced_out && !self.inner.view.owns(&self.id) {
-                        // A late commit after the instance moved: the new owner runs the turn
-                        // again, so the worker has done nothing wrong.
-                        tracing::debug!(instance = %self.id, "late commit after hand-off fenced out");
-                        result = Ok(());
-                    }
-                    // The turn consumed everything the inbox held when it was prepared, and any
-                    // event that arrived since sent a Wake (already noted in `dirty`); so the
-                    // inbox is read again only if this turn wrote to it or did not commit.
-                    if result.is_err() || self.state.is_none() || self.fed_itself {
-                        self.inbox_stale = true;
-                        dirty = true;
-                    }
-                    let _ = reply.send(result);
-                }
+            match flow {
+                Flow::Go | Flow::Again => {}
+                Flow::Leave => return self.leave(),
+                Flow::Stop => return,
             }
         }
+    }
+
+    /// Prepares the next turn when there is work and nothing is in flight.
+    async fn prepare(&mut self, s: &mut Looping) -> Flow {
+        if (s.leaving.is_some() || self.foreign) && self.pending.is_none() {
+            return Flow::Leave;
+        }
+        // Messages already waiting (results of a fan-out arriving together) are taken in
+        // before the next turn is prepared, so one preparation serves them all instead of
+        // one each; bounded, so a steady stream of messages cannot hold the turn back.
+        let more_waiting = !self.rx.is_empty() && s.batched < MAX_BATCHED_MESSAGES;
+        if s.dirty && self.pending.is_none() && !more_waiting {
+            s.batched = 0;
+            if let Some(at) = self.retry_at.take() {
+                tokio::time::sleep_until(at).await;
+            }
+            if !self.held.is_empty()
+                && let Some(delay) = recovery::test_delay()
+            {
+                tokio::time::sleep(delay).await;
+            }
+            s.dirty = false;
+            // The turn's futures are boxed so that the actor's own task, alive for as long
+            // as the instance is in memory, holds only the loop's state while it waits.
+            if let Err(e) = Box::pin(self.step(std::mem::take(&mut s.retry_stalled))).await {
+                // Usually the store is unreachable: back off and reload.
+                if self.retry_at.is_none() {
+                    self.failed(&e);
+                }
+                s.dirty = true;
+                return Flow::Again;
+            }
+            if self.foreign || self.gone {
+                return Flow::Leave;
+            }
+        }
+        if s.dirty && self.pending.is_none() {
+            s.batched += 1;
+        }
+        Flow::Go
+    }
+
+    /// The next message: idle actors retire after `idle_timeout`, and one handing off gives
+    /// up on its turn in flight at the hand-off deadline. `Ok(None)`: the mailbox closed.
+    async fn receive(&mut self, s: &Looping) -> std::result::Result<Option<ActorMsg>, Flow> {
+        if self.pending.is_none() {
+            match tokio::time::timeout(self.inner.settings.idle_timeout, self.rx.recv()).await {
+                Ok(m) => Ok(m),
+                Err(_) => {
+                    if self.held.is_empty() && self.inner.actors.try_retire(&self.id, &self.rx) {
+                        return Err(Flow::Stop);
+                    }
+                    Err(Flow::Again)
+                }
+            }
+        } else if let Some(deadline) = s.leaving {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(m) => Ok(m),
+                Err(_) => {
+                    // The new owner runs the turn again from the unchanged inbox.
+                    tracing::debug!(instance = %self.id, "hand-off deadline passed; abandoning the turn in flight");
+                    self.inner.hub.forget_workflow(&self.id);
+                    Err(Flow::Leave)
+                }
+            }
+        } else {
+            Ok(self.rx.recv().await)
+        }
+    }
+
+    /// One message: how it changes the turn in flight and the state the next turn starts from.
+    async fn handle(&mut self, msg: ActorMsg, s: &mut Looping) -> Flow {
+        match msg {
+            #[cfg(test)]
+            ActorMsg::Panic => panic!("actor of '{}' panics (test)", self.id),
+            ActorMsg::Lapsed => {
+                if self.pending.take().is_some() && !self.inner.hub.withdraw_workflow(&self.id) {
+                    self.inner.hub.forget_workflow(&self.id);
+                }
+                return Flow::Leave;
+            }
+            ActorMsg::Handoff => {
+                // Only a turn a worker holds now is worth waiting for.
+                if self.pending.is_none()
+                    || self.inner.hub.withdraw_workflow(&self.id)
+                    || !self.inner.hub.workflow_in_flight(&self.id)
+                {
+                    self.pending = None;
+                    return Flow::Leave;
+                }
+                s.leaving = Some(tokio::time::Instant::now() + self.inner.settings.handoff_timeout);
+            }
+            ActorMsg::Fold(r, reply) => {
+                if let Some(r) = self.accept(r, s.leaving.is_some()) {
+                    let _ = reply.send(Some(r));
+                } else {
+                    let _ = reply.send(None);
+                    s.dirty = true;
+                }
+            }
+            ActorMsg::Complete(resp, reply) => {
+                let result = self.completed(*resp, s).await;
+                let _ = reply.send(result);
+            }
+            _ if s.leaving.is_some() => {
+                // Handing off: nothing new starts here (a new actor will, if the instance
+                // is ours again when this one stops).
+                self.missed_wake = true;
+            }
+            ActorMsg::Wake => {
+                self.inbox_stale = true;
+                // A turn no worker has taken yet is re-prepared with the new events (this
+                // batches them, and lets a terminate end an instance no worker ever ran).
+                if self.pending.is_some() && self.inner.hub.withdraw_workflow(&self.id) {
+                    self.pending = None;
+                }
+                s.dirty = true;
+            }
+            ActorMsg::Reload => {
+                self.inbox_stale = true;
+                if self.pending.is_none() || self.inner.hub.withdraw_workflow(&self.id) {
+                    self.pending = None;
+                    self.state = None;
+                    // Nothing queued for the replaced instance may run.
+                    self.inner.hub.new_execution(&self.id, i64::MAX);
+                }
+                s.dirty = true;
+            }
+            ActorMsg::Oversize { size, limit } => {
+                self.inbox_stale = true;
+                if self.pending.take().is_some()
+                    && let Err(e) = Box::pin(self.stall_oversize(size, limit)).await
+                {
+                    self.failed(&e);
+                }
+                s.dirty = true;
+            }
+            ActorMsg::Purged => {
+                self.pending = None;
+                self.state = None;
+                // Their task rows went with the instance.
+                for h in self.held.drain(..) {
+                    self.inner
+                        .hub
+                        .transit_end(&crate::hub::transit_key(&h.result));
+                }
+                s.dirty = true;
+            }
+            ActorMsg::Retry => {
+                self.inbox_stale = true;
+                s.dirty = true;
+                s.retry_stalled = true;
+            }
+        }
+        Flow::Go
+    }
+
+    /// A worker's answer to the pending turn, applied and committed.
+    async fn completed(&mut self, resp: WorkflowResponse, s: &mut Looping) -> Result<()> {
+        self.fed_itself = false;
+        self.fenced_out = false;
+        let mut result = Box::pin(self.complete(resp)).await;
+        if self.fenced_out && !self.inner.view.owns(&self.id) {
+            // A late commit after the instance moved: the new owner runs the turn
+            // again, so the worker has done nothing wrong.
+            tracing::debug!(instance = %self.id, "late commit after hand-off fenced out");
+            result = Ok(());
+        }
+        // The turn consumed everything the inbox held when it was prepared, and any
+        // event that arrived since sent a Wake (already noted in `dirty`); so the
+        // inbox is read again only if this turn wrote to it or did not commit.
+        if result.is_err() || self.state.is_none() || self.fed_itself {
+            self.inbox_stale = true;
+            s.dirty = true;
+        }
+        result
     }
 
     /// Looks at the inbox and starts a turn if there is work.
@@ -532,185 +583,5 @@ impl Actor {
         self.commit(out).await?;
         metrics::counter!("weft_workflow_turns_total").increment(1);
         reply
-    }
-
-    /// Commits a turn, then updates the cache and carries out its effects.
-    async fn commit(&mut self, out: TurnOutcome) -> Result<()> {
-        let st = self.state.as_ref().expect("commit needs loaded state");
-        let generation = out.meta.generation;
-        let mut cp = Checkpoint {
-            instance_id: self.id.clone(),
-            expected_version: st.meta.version,
-            meta: out.meta.clone(),
-            reset_history: out.reset_history,
-            append: out.append.clone(),
-            consumed_inbox: out.consumed.iter().copied().filter(|s| *s >= 0).collect(),
-            completed_activities: self
-                .held
-                .iter()
-                .filter(|h| out.consumed.contains(&h.seq))
-                .map(|h| {
-                    let (task, generation) = h.result.key();
-                    // The claim it was dispatched under, or the newer one of this sidecar's
-                    // own scan, which dispatched nothing for it (`hub/transit.rs`).
-                    let claim = self
-                        .inner
-                        .hub
-                        .transit_claim(&crate::hub::transit_key(&h.result))
-                        .or(h.result.completion.claim);
-                    (task, generation, claim)
-                })
-                .collect(),
-            new_activities: vec![],
-            new_reminders: vec![],
-            cancel_pending: out.cancel_pending,
-            outbound: vec![],
-            fence: self.fence.clone(),
-        };
-        if !self.inner.view.lease_valid() {
-            // Acting as owner stopped with the lease; the next owner runs the turn again.
-            return Err(EngineError::Unavailable(
-                "this sidecar's ownership lease lapsed".into(),
-            ));
-        }
-        let mut wake = Vec::new();
-        let mut activities = Vec::new();
-        for effect in &out.effects {
-            match effect {
-                Effect::ScheduleActivity { task_id, request } => {
-                    cp.new_activities.push(ActivityTask {
-                        claim: 0,
-                        instance_id: self.id.clone(),
-                        generation,
-                        task_id: *task_id,
-                        request: request.encode_to_vec(),
-                    });
-                    activities.push(Job::Activity {
-                        generation,
-                        claim: 0,
-                        request: request.clone(),
-                    });
-                }
-                Effect::Timer { due_at, event } => cp.new_reminders.push(Reminder {
-                    id: 0,
-                    instance_id: self.id.clone(),
-                    generation,
-                    due_at: *due_at,
-                    event: event.clone(),
-                }),
-                Effect::StartInstance {
-                    meta,
-                    start_event,
-                    on_conflict,
-                } => {
-                    wake.push(meta.instance_id.clone());
-                    if let Some((to, _)) = on_conflict {
-                        wake.push(to.clone());
-                    }
-                    cp.outbound.push(Outbound::Create {
-                        create: CreateInstance {
-                            meta: meta.clone(),
-                            start_event: start_event.clone(),
-                            policy: ReusePolicy::Error,
-                        },
-                        on_conflict: on_conflict.clone(),
-                    });
-                }
-                Effect::Deliver {
-                    instance_id,
-                    execution_id,
-                    event,
-                } => {
-                    wake.push(instance_id.clone());
-                    cp.outbound.push(Outbound::Deliver {
-                        instance_id: instance_id.clone(),
-                        execution_id: execution_id.clone(),
-                        event: event.clone(),
-                    });
-                }
-            }
-        }
-        let timers = !cp.new_reminders.is_empty();
-        let folded = cp.completed_activities.len();
-        match self.inner.committer.checkpoint(cp).await {
-            Ok(()) => {
-                self.failures = 0;
-                // The turn consumed what it carried.
-                self.carried.clear();
-            }
-            Err(e) => {
-                // Nothing was written (or, on a conflict, someone else owns the instance now):
-                // reload and back off before the next attempt. Only if the commit may have
-                // landed are its effects recovered by a scan; a scan never disturbs work in
-                // flight (re-pushing a dispatched activity is a no-op).
-                if matches!(e, StoreError::OutcomeUnknown(_)) {
-                    self.inner.resync_needed.notify_one();
-                }
-                if matches!(e, StoreError::Conflict { .. }) {
-                    metrics::counter!("weft_checkpoint_conflicts_total").increment(1);
-                    self.fenced_out = true;
-                }
-                if matches!(e, StoreError::Fenced { .. }) {
-                    metrics::counter!("weft_fenced_writes_total", "op" => "checkpoint")
-                        .increment(1);
-                    self.fenced_out = true;
-                }
-                if let StoreError::Reclaimed { task_id, .. } = &e {
-                    self.drop_reclaimed(*task_id);
-                }
-                let e = EngineError::from(e);
-                self.failed(&e);
-                return Err(e);
-            }
-        }
-        if folded > 0 {
-            for h in self.held.iter().filter(|h| out.consumed.contains(&h.seq)) {
-                self.inner
-                    .hub
-                    .transit_end(&crate::hub::transit_key(&h.result));
-            }
-            self.held.retain(|h| !out.consumed.contains(&h.seq));
-            metrics::counter!("weft_activities_completed_total").increment(folded as u64);
-            metrics::counter!("weft_activity_results_folded_total").increment(folded as u64);
-        }
-        let st = self.state.as_mut().expect("still loaded");
-        if out.reset_history {
-            st.history = Arc::new(out.append);
-        } else {
-            // Unshared by now (the answered turn's record is gone), so this copies nothing.
-            Arc::make_mut(&mut st.history).extend(out.append);
-        }
-        let status_before = st.meta.status;
-        st.meta = InstanceMeta {
-            version: st.meta.version + 1,
-            ..out.meta
-        };
-        if st.meta.status.is_terminal() {
-            // Queued activities of a finished instance would only be run and thrown away.
-            self.inner.hub.forget_instance(&self.id);
-        } else if out.reset_history {
-            // Continue-as-new: the same for the finished generation's queued activities.
-            self.inner.hub.new_execution(&self.id, generation);
-        }
-        for job in activities {
-            self.inner.hub.push(job);
-        }
-        if timers {
-            self.inner.timers_changed.notify_one();
-        }
-        // Waiters only wait on status, so only a status change is announced (and a turn that
-        // changes nothing else never clones the row's payloads).
-        if st.meta.status != status_before {
-            self.inner.actors.committed(&st.meta);
-        }
-        for id in wake {
-            if id == self.id {
-                self.fed_itself = true; // the run loop re-reads our own inbox
-                self.inbox_stale = true;
-                continue;
-            }
-            self.inner.actors.wake(&id);
-        }
-        Ok(())
     }
 }

@@ -138,6 +138,16 @@ pub async fn serve_with(
     serve_inner(store, cfg, Some(edge), None, shutdown).await
 }
 
+/// Where a sidecar's ownership answers come from.
+enum Owners {
+    /// `weft dev` and single sidecars: everything of the app is ours.
+    Local,
+    /// Tests of routing between sidecars: the API edge asks `edge`.
+    Edge(Arc<dyn Ownership>),
+    /// The simulation: a registry the caller feeds tables to.
+    Placed(Registry),
+}
+
 async fn serve_inner(
     store: Arc<dyn Store>,
     cfg: SidecarConfig,
@@ -145,90 +155,22 @@ async fn serve_inner(
     placed: Option<Registry>,
     shutdown: CancellationToken,
 ) -> Result<Running, ServeError> {
-    let grpc = TcpListener::bind(cfg.grpc_addr)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: cfg.grpc_addr,
-            source,
-        })?;
-    let http = TcpListener::bind(cfg.http_addr)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: cfg.http_addr,
-            source,
-        })?;
-    let grpc_addr = grpc.local_addr().map_err(|source| ServeError::Bind {
-        addr: cfg.grpc_addr,
-        source,
-    })?;
-    let http_addr = http.local_addr().map_err(|source| ServeError::Bind {
-        addr: cfg.http_addr,
-        source,
-    })?;
-    let internal = TcpListener::bind(cfg.internal_addr)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: cfg.internal_addr,
-            source,
-        })?;
-    let internal_addr = internal.local_addr().map_err(|source| ServeError::Bind {
-        addr: cfg.internal_addr,
-        source,
-    })?;
-
-    let max_payload = cfg.engine.max_payload_bytes;
-    let app_id = cfg.engine.app_id.clone();
-    let host_id = match cfg.cluster.as_ref().map(|c| c.host_id.as_str()) {
-        _ if placed.is_some() => placed
-            .as_ref()
-            .map(|r| r.host_id().to_string())
-            .unwrap_or_default(),
-        Some(id) if !id.is_empty() => id.to_string(),
-        _ if edge.is_some() => edge
-            .as_ref()
-            .map(|e| e.host_id().to_string())
-            .unwrap_or_default(),
-        _ => format!(
-            "{app_id}-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        ),
+    let owners = match (edge, placed) {
+        (_, Some(r)) => Owners::Placed(r),
+        (Some(e), None) => Owners::Edge(e),
+        (None, None) => Owners::Local,
     };
+    let (grpc, grpc_addr) = bind(cfg.grpc_addr).await?;
+    let (http, http_addr) = bind(cfg.http_addr).await?;
+    let (internal, internal_addr) = bind(cfg.internal_addr).await?;
+    let host_id = host_id(&cfg, &owners);
     let internal_advertised = match &cfg.cluster {
         Some(cluster) => advertised(cluster, internal_addr),
         None => internal_addr.to_string(),
     };
-    let (engine, membership) = match &cfg.cluster {
-        _ if placed.is_some() => {
-            let registry = placed.unwrap_or_else(|| Registry::placed(&host_id));
-            (Engine::with_registry(store, cfg.engine, registry), None)
-        }
-        None => (
-            Engine::with_registry(store, cfg.engine, Registry::local_only(&host_id)),
-            None,
-        ),
-        Some(cluster) => {
-            let registry = Registry::placed(&host_id);
-            let engine = Engine::with_registry(store, cfg.engine, registry.clone());
-            let address = advertised(cluster, internal_addr);
-            tracing::info!(host_id = %host_id, %address, placement = ?cluster.placement, "joining placement");
-            let cluster = ClusterConfig {
-                tls: cfg.tls.clone(),
-                ..cluster.clone()
-            };
-            let m = Membership::start(
-                &cluster,
-                &host_id,
-                address,
-                &app_id,
-                registry,
-                engine.workers_connected(),
-            );
-            if !m.first_table(&shutdown).await {
-                return Err(ServeError::Stopped);
-            }
-            (engine, Some(m))
-        }
-    };
+    let max_payload = cfg.engine.max_payload_bytes;
+    let (engine, membership, edge) =
+        build_engine(store, &cfg, owners, &host_id, internal_addr, &shutdown).await?;
     // Completion tokens name this sidecar, so an answer that reaches another one comes back.
     engine
         .inner
@@ -248,82 +190,29 @@ async fn serve_inner(
         cfg.api_token.as_deref(),
         cfg.tls.clone(),
     );
-    let svc = TaskHubSidecarServiceServer::new(Service::new(router.clone(), shutdown.clone()))
-        .max_decoding_message_size(max_msg)
-        .max_encoding_message_size(max_msg);
     let token = TokenCheck(cfg.api_token.clone().map(Arc::from));
-    let internal_check = InternalCheck {
-        token: token.clone(),
-        peer: PeerCheck {
-            port: "internal",
-            action: "call the internal API",
-            allow: rules::sidecar,
-        },
-    };
     let public_mode = match (&cfg.tls, cfg.public_tls) {
         (Some(ctx), true) => Mode::Public(ctx.clone()),
         _ => Mode::Plain,
     };
-    let internal_mode = match &cfg.tls {
-        Some(ctx) => Mode::Mutual(ctx.clone()),
-        None => Mode::Plain,
-    };
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(weft_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .ok();
-    let incoming = weft_tls::incoming(grpc, public_mode.clone(), "grpc");
-    let sd = shutdown.clone();
-    let grpc_task =
-        tokio::spawn(async move {
-            Server::builder()
-                // The SDKs ping every 30 s even without calls; keepalive keeps dead peers visible.
-                .http2_keepalive_interval(Some(Duration::from_secs(10)))
-                .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-                .add_service(tonic::service::interceptor::InterceptedService::new(
-                    svc,
-                    token.clone(),
-                ))
-                // Reflection describes the API, so it needs the token like every other call.
-                .add_optional_service(reflection.map(|r| {
-                    tonic::service::interceptor::InterceptedService::new(r, token.clone())
-                }))
-                .serve_with_incoming_shutdown(incoming, sd.cancelled_owned())
-                .await
-        });
-    let app = crate::http::router(router, cfg.api_token.clone(), max_payload);
-    let sd = shutdown.clone();
-    let http_task = tokio::spawn(async move {
-        match public_mode {
-            Mode::Plain => {
-                axum::serve(http, app)
-                    .with_graceful_shutdown(sd.cancelled_owned())
-                    .await
-            }
-            tls => {
-                let listener = crate::tls_listener::TlsListener::new(http, tls)?;
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(sd.cancelled_owned())
-                    .await
-            }
-        }
-    });
-    let internal_svc = InternalServer::new(InternalService::new(engine.clone(), ownership))
-        .max_decoding_message_size(max_msg)
-        .max_encoding_message_size(max_msg);
-    let routes = internal_routes(internal_check.clone()).add_service(
-        tonic::service::interceptor::InterceptedService::new(internal_svc, internal_check),
+    let grpc_task = spawn_grpc(
+        grpc,
+        public_mode.clone(),
+        &router,
+        token.clone(),
+        max_msg,
+        &shutdown,
     );
-    let incoming = weft_tls::incoming(internal, internal_mode, "internal");
-    let sd = shutdown.clone();
-    let internal_task = tokio::spawn(async move {
-        Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming, sd.cancelled_owned())
-            .await
-    });
+    let app = crate::http::router(router, cfg.api_token.clone(), max_payload);
+    let http_task = spawn_http(http, public_mode, app, &shutdown);
+    let internal_task = spawn_internal(
+        internal,
+        &cfg,
+        InternalService::new(engine.clone(), ownership),
+        token,
+        max_msg,
+        &shutdown,
+    );
     let done = tokio::spawn(async move {
         let g = grpc_task.await.map_err(std::io::Error::other)?;
         let h = http_task.await.map_err(std::io::Error::other)?;
@@ -341,6 +230,180 @@ async fn serve_inner(
         done,
         membership,
         shutdown,
+    })
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
+    let err = |source| ServeError::Bind { addr, source };
+    let l = TcpListener::bind(addr).await.map_err(err)?;
+    let bound = l.local_addr().map_err(err)?;
+    Ok((l, bound))
+}
+
+/// This sidecar's name in placement: the registry's or edge's in tests, the configured one, or
+/// the app ID with a random suffix.
+fn host_id(cfg: &SidecarConfig, owners: &Owners) -> String {
+    match (owners, cfg.cluster.as_ref().map(|c| c.host_id.as_str())) {
+        (Owners::Placed(r), _) => r.host_id().to_string(),
+        (_, Some(id)) if !id.is_empty() => id.to_string(),
+        (Owners::Edge(e), _) => e.host_id().to_string(),
+        _ => format!(
+            "{}-{}",
+            cfg.engine.app_id,
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ),
+    }
+}
+
+type Built = (Engine, Option<Membership>, Option<Arc<dyn Ownership>>);
+
+/// The engine over the registry its ownership comes from; with placement, joins it and waits
+/// for the first table (so nothing is served before this sidecar knows what it owns).
+async fn build_engine(
+    store: Arc<dyn Store>,
+    cfg: &SidecarConfig,
+    owners: Owners,
+    host_id: &str,
+    internal_addr: SocketAddr,
+    shutdown: &CancellationToken,
+) -> Result<Built, ServeError> {
+    let ecfg = cfg.engine.clone();
+    let (edge, placed) = match owners {
+        Owners::Placed(registry) => (None, Some(registry)),
+        Owners::Edge(e) => (Some(e), None),
+        Owners::Local => (None, None),
+    };
+    if let Some(registry) = placed {
+        return Ok((Engine::with_registry(store, ecfg, registry), None, None));
+    }
+    let Some(cluster) = &cfg.cluster else {
+        let engine = Engine::with_registry(store, ecfg, Registry::local_only(host_id));
+        return Ok((engine, None, edge));
+    };
+    let registry = Registry::placed(host_id);
+    let engine = Engine::with_registry(store, ecfg, registry.clone());
+    let address = advertised(cluster, internal_addr);
+    tracing::info!(host_id = %host_id, %address, placement = ?cluster.placement, "joining placement");
+    let cluster = ClusterConfig {
+        tls: cfg.tls.clone(),
+        ..cluster.clone()
+    };
+    let m = Membership::start(
+        &cluster,
+        host_id,
+        address,
+        &cfg.engine.app_id,
+        registry,
+        engine.workers_connected(),
+    );
+    if !m.first_table(shutdown).await {
+        return Err(ServeError::Stopped);
+    }
+    Ok((engine, Some(m), edge))
+}
+
+type ServerTask<E> = tokio::task::JoinHandle<Result<(), E>>;
+
+/// The public durabletask gRPC port: the API behind the token check, and reflection.
+fn spawn_grpc(
+    listener: TcpListener,
+    mode: Mode,
+    router: &Router,
+    token: TokenCheck,
+    max_msg: usize,
+    shutdown: &CancellationToken,
+) -> ServerTask<tonic::transport::Error> {
+    let svc = TaskHubSidecarServiceServer::new(Service::new(router.clone(), shutdown.clone()))
+        .max_decoding_message_size(max_msg)
+        .max_encoding_message_size(max_msg);
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(weft_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .ok();
+    let incoming = weft_tls::incoming(listener, mode, "grpc");
+    let sd = shutdown.clone();
+    tokio::spawn(async move {
+        Server::builder()
+            // The SDKs ping every 30 s even without calls; keepalive keeps dead peers visible.
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                svc,
+                token.clone(),
+            ))
+            // Reflection describes the API, so it needs the token like every other call.
+            .add_optional_service(
+                reflection.map(|r| {
+                    tonic::service::interceptor::InterceptedService::new(r, token.clone())
+                }),
+            )
+            .serve_with_incoming_shutdown(incoming, sd.cancelled_owned())
+            .await
+    })
+}
+
+/// The public Dapr HTTP port.
+fn spawn_http(
+    listener: TcpListener,
+    mode: Mode,
+    app: axum::Router,
+    shutdown: &CancellationToken,
+) -> ServerTask<std::io::Error> {
+    let sd = shutdown.clone();
+    tokio::spawn(async move {
+        match mode {
+            Mode::Plain => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(sd.cancelled_owned())
+                    .await
+            }
+            tls => {
+                let listener = crate::tls_listener::TlsListener::new(listener, tls)?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(sd.cancelled_owned())
+                    .await
+            }
+        }
+    })
+}
+
+/// The internal (sidecar-to-sidecar) port: mutual TLS when configured, a sidecar identity and
+/// the API token on every call.
+fn spawn_internal(
+    listener: TcpListener,
+    cfg: &SidecarConfig,
+    svc: InternalService,
+    token: TokenCheck,
+    max_msg: usize,
+    shutdown: &CancellationToken,
+) -> ServerTask<tonic::transport::Error> {
+    let check = InternalCheck {
+        token,
+        peer: PeerCheck {
+            port: "internal",
+            action: "call the internal API",
+            allow: rules::sidecar,
+        },
+    };
+    let mode = match &cfg.tls {
+        Some(ctx) => Mode::Mutual(ctx.clone()),
+        None => Mode::Plain,
+    };
+    let svc = InternalServer::new(svc)
+        .max_decoding_message_size(max_msg)
+        .max_encoding_message_size(max_msg);
+    let routes = internal_routes(check.clone()).add_service(
+        tonic::service::interceptor::InterceptedService::new(svc, check),
+    );
+    let incoming = weft_tls::incoming(listener, mode, "internal");
+    let sd = shutdown.clone();
+    tokio::spawn(async move {
+        Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, sd.cancelled_owned())
+            .await
     })
 }
 
