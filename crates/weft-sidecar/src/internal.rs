@@ -5,7 +5,7 @@
 use crate::cluster::{ActorKind, Owner};
 use crate::engine::Engine;
 use crate::error::EngineError;
-use crate::route::{Call, Ownership, Reply, abandon_here, execute};
+use crate::route::{Call, Ownership, Reply, WireReply, abandon_here, execute};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use weft_proto::durabletask::{ActivityResponse, WorkflowResponse};
@@ -55,69 +55,51 @@ impl InternalService {
         Ok(execute(&self.engine, call).await?)
     }
 
-    async fn changed(&self, peer: &Peer, call: Call) -> Answer<Changed> {
-        match self.run(peer, call).await? {
-            Reply::Changed(changed) => Ok(Response::new(Changed { changed })),
-            other => Err(unexpected(other)),
-        }
+    /// Runs a forwarded call and answers with its reply message.
+    async fn serve<W: WireReply>(&self, peer: &Peer, call: Call) -> Answer<W> {
+        let reply = self.run(peer, call).await?;
+        let what = format!("{reply:?}");
+        W::from_reply(reply)
+            .map(Response::new)
+            .ok_or_else(|| EngineError::Internal(format!("unexpected engine reply {what}")).into())
     }
-}
-
-fn unexpected(r: Reply) -> Status {
-    EngineError::Internal(format!("unexpected engine reply {r:?}")).into()
 }
 
 #[tonic::async_trait]
 impl Internal for InternalService {
     async fn start(&self, req: Request<StartCall>) -> Answer<StartReply> {
-        match self
-            .run(&caller(&req), Call::Start(req.into_inner()))
-            .await?
-        {
-            Reply::Id(instance_id) => Ok(Response::new(StartReply { instance_id })),
-            other => Err(unexpected(other)),
-        }
+        self.serve(&caller(&req), Call::Start(req.into_inner()))
+            .await
     }
 
     async fn raise_event(&self, req: Request<RaiseEventCall>) -> Answer<Ack> {
-        self.run(&caller(&req), Call::Raise(req.into_inner()))
-            .await?;
-        Ok(Response::new(Ack {}))
+        self.serve(&caller(&req), Call::Raise(req.into_inner()))
+            .await
     }
 
     async fn terminate(&self, req: Request<TerminateCall>) -> Answer<Changed> {
-        self.changed(&caller(&req), Call::Terminate(req.into_inner()))
+        self.serve(&caller(&req), Call::Terminate(req.into_inner()))
             .await
     }
 
     async fn suspend(&self, req: Request<SuspendCall>) -> Answer<Changed> {
-        self.changed(&caller(&req), Call::Suspend(req.into_inner()))
+        self.serve(&caller(&req), Call::Suspend(req.into_inner()))
             .await
     }
 
     async fn resume(&self, req: Request<ResumeCall>) -> Answer<Changed> {
-        self.changed(&caller(&req), Call::Resume(req.into_inner()))
+        self.serve(&caller(&req), Call::Resume(req.into_inner()))
             .await
     }
 
     async fn purge(&self, req: Request<PurgeCall>) -> Answer<PurgeReply> {
-        match self
-            .run(&caller(&req), Call::Purge(req.into_inner()))
-            .await?
-        {
-            Reply::Purged(deleted) => Ok(Response::new(PurgeReply { deleted })),
-            other => Err(unexpected(other)),
-        }
+        self.serve(&caller(&req), Call::Purge(req.into_inner()))
+            .await
     }
 
     async fn rerun(&self, req: Request<RerunCall>) -> Answer<RerunReply> {
-        match self
-            .run(&caller(&req), Call::Rerun(req.into_inner()))
-            .await?
-        {
-            Reply::Id(new_instance_id) => Ok(Response::new(RerunReply { new_instance_id })),
-            other => Err(unexpected(other)),
-        }
+        self.serve(&caller(&req), Call::Rerun(req.into_inner()))
+            .await
     }
 
     // A routed answer is applied to this sidecar's in-flight records and never forwarded again,

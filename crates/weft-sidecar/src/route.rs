@@ -17,6 +17,10 @@ use weft_proto::internal::{self as pb, internal_client::InternalClient};
 use weft_store::ReusePolicy;
 use weft_tls::{Dial, Expect};
 
+mod calls;
+
+pub use calls::{Call, WireReply};
+
 /// How long a routed client call may look for its owner when the caller set no deadline.
 pub const DEFAULT_ROUTE_DEADLINE: Duration = Duration::from_secs(30);
 /// Upper bound on a caller's deadline for finding the owner.
@@ -69,18 +73,6 @@ pub fn token_origin(token: &str) -> Option<(&str, &str)> {
     (!host.is_empty() && !addr.is_empty()).then_some((host, addr))
 }
 
-/// A client operation that must run on the owner of its instance.
-#[derive(Debug, Clone)]
-pub enum Call {
-    Start(pb::StartCall),
-    Raise(pb::RaiseEventCall),
-    Terminate(pb::TerminateCall),
-    Suspend(pb::SuspendCall),
-    Resume(pb::ResumeCall),
-    Purge(pb::PurgeCall),
-    Rerun(pb::RerunCall),
-}
-
 /// What a [`Call`] answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
@@ -88,37 +80,6 @@ pub enum Reply {
     Done,
     Changed(bool),
     Purged(i32),
-}
-
-impl Call {
-    pub fn app(&self) -> &str {
-        match self {
-            Call::Start(c) => &c.app_id,
-            Call::Raise(c) => &c.app_id,
-            Call::Terminate(c) => &c.app_id,
-            Call::Suspend(c) => &c.app_id,
-            Call::Resume(c) => &c.app_id,
-            Call::Purge(c) => &c.app_id,
-            Call::Rerun(c) => &c.app_id,
-        }
-    }
-
-    /// The instance whose owner runs the call (a rerun: the new instance).
-    pub fn key(&self) -> &str {
-        match self {
-            Call::Start(c) => &c.instance_id,
-            Call::Raise(c) => &c.instance_id,
-            Call::Terminate(c) => &c.instance_id,
-            Call::Suspend(c) => &c.instance_id,
-            Call::Resume(c) => &c.instance_id,
-            Call::Purge(c) => &c.instance_id,
-            Call::Rerun(c) => c
-                .request
-                .as_ref()
-                .and_then(|r| r.new_instance_id.as_deref())
-                .unwrap_or(""),
-        }
-    }
 }
 
 fn policy_to_wire(p: ReusePolicy) -> pb::ReusePolicy {
@@ -300,22 +261,7 @@ impl Router {
             Ok(c) => c,
             Err(e) => return Err(Miss::Unreachable(e.to_string())),
         };
-        match call {
-            Call::Start(m) => classify(c.start(self.request(m, timeout)).await)
-                .map(|r| r.map(|r| Reply::Id(r.instance_id))),
-            Call::Raise(m) => classify(c.raise_event(self.request(m, timeout)).await)
-                .map(|r| r.map(|_| Reply::Done)),
-            Call::Terminate(m) => classify(c.terminate(self.request(m, timeout)).await)
-                .map(|r| r.map(|r| Reply::Changed(r.changed))),
-            Call::Suspend(m) => classify(c.suspend(self.request(m, timeout)).await)
-                .map(|r| r.map(|r| Reply::Changed(r.changed))),
-            Call::Resume(m) => classify(c.resume(self.request(m, timeout)).await)
-                .map(|r| r.map(|r| Reply::Changed(r.changed))),
-            Call::Purge(m) => classify(c.purge(self.request(m, timeout)).await)
-                .map(|r| r.map(|r| Reply::Purged(r.deleted))),
-            Call::Rerun(m) => classify(c.rerun(self.request(m, timeout)).await)
-                .map(|r| r.map(|r| Reply::Id(r.new_instance_id))),
-        }
+        self.send(&mut c, call, timeout).await
     }
 
     /// Runs `call` on the owner of its instance: here, or forwarded. A peer that is not (or no
