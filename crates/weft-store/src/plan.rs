@@ -15,7 +15,7 @@ use crate::codec::encode_event;
 use crate::{Checkpoint, CreateInstance, Outbound, Reminder, ReusePolicy};
 
 /// One checkpoint as rows and operations, in the order they are applied.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub(crate) struct CheckpointPlan<'a> {
     /// The instance whose turn this is.
     pub id: &'a str,
@@ -136,25 +136,6 @@ pub(crate) enum Outgoing<'a> {
         create: CreateInstance,
         on_conflict: Option<Delivery<'a>>,
     },
-}
-
-impl PartialEq for Outgoing<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Self::Deliver(a), Self::Deliver(b)) => a == b,
-            (
-                Self::Create {
-                    create: a,
-                    on_conflict: ca,
-                },
-                Self::Create {
-                    create: b,
-                    on_conflict: cb,
-                },
-            ) => a.meta == b.meta && a.policy == b.policy && ca == cb,
-            _ => false,
-        }
-    }
 }
 
 impl<'a> MetaRow<'a> {
