@@ -1,11 +1,28 @@
 //! Durable state of the engine behind one [`Store`] trait, with an embedded SQLite backend and a
 //! PostgreSQL backend; both must pass the same conformance suite (`conformance`).
+//!
+//! **Owns** every row the engine keeps: instances (with their fencing `version`), history,
+//! inboxes, activity tasks (with their dispatch `claim`), reminders, bucket leases and their
+//! holders, and cluster-wide concurrency slots — and the rule that each [`Store`] method is one
+//! transaction. **Main types**: [`Store`] (the trait), [`SqliteStore`] (`weft dev`), [`PgStore`]
+//! (production, set-based group commit), [`Checkpoint`] (one turn's writes), [`Fence`] and
+//! [`Scope`] (what an owner may write and scan), [`StoreError`]. Internally a checkpoint is
+//! planned once, without SQL (`plan`: the rows and the order of the steps in docs/storage.md),
+//! and executed by each backend with its own statements (`sqlite/checkpoint.rs`,
+//! `postgres/checkpoint.rs`, `postgres/batch.rs`).
+//!
+//! **Never**: commit an owner write without checking its [`Fence`] in the same transaction, before
+//! its other statements (docs/cluster.md, "Leases and fencing"); commit a checkpoint whose
+//! `version` no longer matches; lock out of the PostgreSQL lock order (lease rows, child advisory
+//! locks, instance rows by ID, then their tasks, inbox and reminders); panic on stored bytes
+//! (corrupt data is [`StoreError::Corrupt`]); decide anything about workflows — the engine does.
 
 mod codec;
 /// The suite every backend must pass (and fixtures other crates' tests use); compiled only for
 /// tests and the `testing` feature, never into the production binary.
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+mod plan;
 pub mod postgres;
 pub mod sqlite;
 pub mod types;

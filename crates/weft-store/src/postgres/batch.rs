@@ -5,104 +5,55 @@
 use std::collections::HashSet;
 
 use deadpool_postgres::Transaction;
-use tokio_postgres::types::ToSql;
 use weft_core::Micros;
 use weft_core::bucket::bucket_of;
 
-use super::R;
-use super::{leases, ops};
+use super::checkpoint::{self, Pending, Rows, Writes, pipeline};
+use super::ops::Arg;
+use super::{R, leases, ops};
 use crate::codec::{encode_event, start_due_at};
-use crate::{
-    ActivityCompletion, Checkpoint, CreateInstance, CreateOutcome, Outbound, Result, StoreError,
-};
-
-type Arg<'a> = &'a (dyn ToSql + Sync);
-
-fn bytes(s: &Option<String>) -> Option<&[u8]> {
-    s.as_deref().map(str::as_bytes)
-}
-
-/// Whether a checkpoint can go through the set-based statements. An outbound `Create` (child
-/// workflows: its outcome decides whether `on_conflict` is delivered, and it may replace an
-/// instance) and work filed under another instance are rare; those members take the
-/// per-member path (`ops::checkpoint` under a savepoint) inside the same transaction.
-fn set_based(cp: &Checkpoint) -> bool {
-    cp.outbound
-        .iter()
-        .all(|o| matches!(o, Outbound::Deliver { .. }))
-        && cp
-            .new_activities
-            .iter()
-            .all(|a| a.instance_id == cp.instance_id)
-        && cp
-            .new_reminders
-            .iter()
-            .all(|r| r.instance_id == cp.instance_id)
-}
-
-/// One statement's answer, boxed so statements of different shapes share one pipeline.
-type Pending<'a> = std::pin::Pin<
-    Box<
-        dyn std::future::Future<Output = std::result::Result<u64, tokio_postgres::Error>>
-            + Send
-            + 'a,
-    >,
->;
-
-/// Runs `futs` pipelined (sent together, answered in order) and returns the first error.
-async fn pipeline(futs: Vec<Pending<'_>>) -> R<()> {
-    for r in futures::future::join_all(futs).await {
-        r?;
-    }
-    Ok(())
-}
+use crate::plan::{CheckpointPlan, MetaRow};
+use crate::{ActivityCompletion, Checkpoint, CreateInstance, CreateOutcome, Result, StoreError};
 
 /// `Store::checkpoint_batch` inside the caller's transaction. Members are answered by index; a
 /// member whose fence failed gets `Conflict` and none of its writes are issued.
 ///
 /// Round trips: row locks + fenced UPDATE (one pipeline), then every other write of the winners
-/// (one pipeline), then the rare per-member members. A statement error (not a fence) fails the
-/// whole transaction; the caller then falls back to the per-member path to isolate it.
+/// (one pipeline), then the rare members that are not local ([`CheckpointPlan::is_local`]:
+/// child creates, work filed under another instance), each by `checkpoint::checkpoint` under a
+/// savepoint. A statement error (not a fence) fails the whole transaction; the caller then
+/// falls back to the per-member path to isolate it.
 pub(crate) async fn checkpoints(
     tx: &mut Transaction<'_>,
     cps: &[Checkpoint],
     now: Micros,
 ) -> R<Vec<Result<()>>> {
-    let n = cps.len();
-    let mut results: Vec<Result<()>> = (0..n).map(|_| Ok(())).collect();
+    let mut results: Vec<Result<()>> = (0..cps.len()).map(|_| Ok(())).collect();
     // Lease rows first (in lease order), then the children to create, then instance rows: every
     // owner write locks in this order, so concurrent batches and take-overs cannot deadlock.
     let epochs = leases::lock_epochs(tx, cps.iter().filter_map(|c| c.fence.as_ref())).await?;
     ops::lock_children(tx, cps).await?;
-    let mut fenced = vec![false; n];
-    for (i, cp) in cps.iter().enumerate() {
-        if let Some(f) = &cp.fence
+    let plans: Vec<CheckpointPlan> = cps.iter().map(CheckpointPlan::of).collect();
+    let (mut simple, mut single) = (Vec::new(), Vec::new());
+    let mut seen = HashSet::new();
+    for i in in_id_order(cps, |c| &c.instance_id) {
+        if let Some(f) = &cps[i].fence
             && epochs.get(&(f.app_id.clone(), f.bucket)) != Some(&f.epoch)
         {
-            fenced[i] = true;
             results[i] = Err(StoreError::fenced(f));
-        }
-    }
-    // Instance-ID order: rows are locked in it, so concurrent batches cannot deadlock.
-    let mut order: Vec<usize> = (0..n).filter(|i| !fenced[*i]).collect();
-    order.sort_by(|&a, &b| cps[a].instance_id.cmp(&cps[b].instance_id));
-    let mut seen = HashSet::new();
-    let (mut simple, mut single) = (Vec::new(), Vec::new());
-    for &i in &order {
-        // A second turn of the same instance in one batch (never sent by the engine) is fenced
-        // after the first, as sequential commits would be.
-        if set_based(&cps[i]) && seen.insert(cps[i].instance_id.as_str()) {
+        } else if plans[i].is_local() && seen.insert(plans[i].id) {
             simple.push(i);
         } else {
+            // A second turn of the same instance in one batch (never sent by the engine) is
+            // fenced after the first, as sequential commits would be.
             single.push(i);
         }
     }
-
     if !simple.is_empty() {
-        let winners = fenced_update(tx, cps, &simple).await?;
+        let winners = fenced_update(tx, &plans, &simple).await?;
         let mut won = Vec::with_capacity(winners.len());
         for &i in &simple {
-            if winners.contains(cps[i].instance_id.as_str()) {
+            if winners.contains(plans[i].id) {
                 won.push(i);
             } else {
                 results[i] = Err(StoreError::Conflict {
@@ -111,13 +62,12 @@ pub(crate) async fn checkpoints(
                 });
             }
         }
-        write_winners(tx, cps, &won).await?;
+        write_winners(tx, &plans, &won).await?;
     }
-
     for i in single {
         // A savepoint per member: its failure rolls back only its own writes.
         let sp = tx.savepoint("weft_cp").await?;
-        match ops::checkpoint(&sp, &cps[i], now).await {
+        match checkpoint::checkpoint(&sp, &cps[i], now).await {
             Ok(()) => sp.commit().await?,
             Err(e) if e.retryable() => return Err(e),
             Err(e) => {
@@ -129,11 +79,19 @@ pub(crate) async fn checkpoints(
     Ok(results)
 }
 
+/// Indexes of `items` in the order of their instance IDs: rows are locked in it, so concurrent
+/// batches cannot deadlock.
+fn in_id_order<T>(items: &[T], id: impl Fn(&T) -> &str) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by(|&a, &b| id(&items[a]).cmp(id(&items[b])));
+    order
+}
+
 /// Locks the members' rows in ID order, then applies every fenced row update in one statement;
 /// returns the IDs whose `version` matched (the winners).
 async fn fenced_update(
     tx: &Transaction<'_>,
-    cps: &[Checkpoint],
+    plans: &[CheckpointPlan<'_>],
     members: &[usize],
 ) -> R<HashSet<String>> {
     let lock = tx
@@ -151,53 +109,30 @@ async fn fenced_update(
                  updated_at = u.updated_at, started_at = u.started_at, \
                  completed_at = u.completed_at, scheduled_start_at = u.scheduled_start_at, \
                  version = i.version + 1 \
-             FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::text[], \
-                 $6::bigint[], $7::bytea[], $8::bytea[], $9::bytea[], $10::bytea[], $11::text[], \
-                 $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[]) \
-                 AS u(id, expected, name, status, execution_id, generation, input, output, \
+             FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bigint[], \
+                 $6::bytea[], $7::bytea[], $8::bytea[], $9::bytea[], $10::text[], \
+                 $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], \
+                 $16::bigint[]) \
+                 AS u(id, name, status, execution_id, generation, input, output, \
                       custom_status, failure, parent, created_at, updated_at, started_at, \
-                      completed_at, scheduled_start_at) \
+                      completed_at, scheduled_start_at, expected) \
              WHERE i.instance_id = u.id AND i.version = u.expected \
              RETURNING i.instance_id",
         )
         .await?;
-    let cp = |i: &usize| &cps[*i];
-    let ids: Vec<&str> = members.iter().map(|i| cp(i).instance_id.as_str()).collect();
-    let expected: Vec<i64> = members.iter().map(|i| cp(i).expected_version).collect();
-    let names: Vec<&str> = members.iter().map(|i| cp(i).meta.name.as_str()).collect();
-    let status: Vec<i32> = members.iter().map(|i| cp(i).meta.status.code()).collect();
-    let exec: Vec<&str> = members
-        .iter()
-        .map(|i| cp(i).meta.execution_id.as_str())
-        .collect();
-    let gens: Vec<i64> = members.iter().map(|i| cp(i).meta.generation).collect();
-    let input: Vec<Option<&[u8]>> = members.iter().map(|i| bytes(&cp(i).meta.input)).collect();
-    let output: Vec<Option<&[u8]>> = members.iter().map(|i| bytes(&cp(i).meta.output)).collect();
-    let custom: Vec<Option<&[u8]>> = members
-        .iter()
-        .map(|i| bytes(&cp(i).meta.custom_status))
-        .collect();
-    let failure: Vec<Option<&[u8]>> = members
-        .iter()
-        .map(|i| cp(i).meta.failure.as_deref())
-        .collect();
-    let parent: Vec<Option<&str>> = members
-        .iter()
-        .map(|i| cp(i).meta.parent_instance_id.as_deref())
-        .collect();
-    let created: Vec<i64> = members.iter().map(|i| cp(i).meta.created_at).collect();
-    let updated: Vec<i64> = members.iter().map(|i| cp(i).meta.updated_at).collect();
-    let started: Vec<Option<i64>> = members.iter().map(|i| cp(i).meta.started_at).collect();
-    let completed: Vec<Option<i64>> = members.iter().map(|i| cp(i).meta.completed_at).collect();
-    let sched: Vec<Option<i64>> = members
-        .iter()
-        .map(|i| cp(i).meta.scheduled_start_at)
-        .collect();
-    let lock_args: [Arg; 1] = [&ids];
-    let args: [Arg; 16] = [
-        &ids, &expected, &names, &status, &exec, &gens, &input, &output, &custom, &failure,
-        &parent, &created, &updated, &started, &completed, &sched,
-    ];
+    let mut cols = MetaColumns::default();
+    let mut expected: Vec<i64> = Vec::with_capacity(members.len());
+    for &i in members {
+        // The row is the checkpoint's, whatever ID its meta carries.
+        cols.push(&MetaRow {
+            instance_id: plans[i].id,
+            ..plans[i].row.clone()
+        });
+        expected.push(plans[i].expected_version);
+    }
+    let lock_args: [Arg; 1] = [&cols.ids];
+    let mut args = cols.args();
+    args.push(&expected);
     // Pipelined: the lock statement is sent first and runs first.
     let (locked, rows) = futures::join!(tx.query(&lock, &lock_args), tx.query(&update, &args));
     locked?;
@@ -208,202 +143,23 @@ async fn fenced_update(
     Ok(out)
 }
 
-/// Every write of the winning members other than the row: one multi-row statement per kind, all
-/// pipelined. The statements run in the order of `ops::checkpoint` (reset before append, cancel
-/// before schedule, deliveries last) and each member only touches its own instance's rows, so
-/// the outcome equals the members committed one by one.
-async fn write_winners(tx: &Transaction<'_>, cps: &[Checkpoint], won: &[usize]) -> R<()> {
+/// Every write of the winning members other than the row: one multi-row statement per step,
+/// all pipelined, in the order of the single checkpoint (deliveries last). Each member only
+/// touches its own instance's rows, so the outcome equals the members committed one by one.
+/// A folded result whose task was claimed since refuses the whole batch, which the caller then
+/// runs member by member to refuse that turn alone.
+async fn write_winners(tx: &Transaction<'_>, plans: &[CheckpointPlan<'_>], won: &[usize]) -> R<()> {
     if won.is_empty() {
         return Ok(());
     }
-    let reset = tx
-        .prepare_cached("DELETE FROM history WHERE instance_id = ANY($1::text[])")
-        .await?;
-    // Each member's events continue after the highest seq its instance has (its whole history,
-    // as in `ops::checkpoint`); the subquery sees the table as it was before this statement.
-    let append = tx
-        .prepare_cached(
-            "WITH u AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[]) \
-                 AS u(id, generation, ord, ev)), \
-             b AS (SELECT d.id, COALESCE((SELECT MAX(h.seq) + 1 FROM history h \
-                     WHERE h.instance_id = d.id), 0) AS base \
-                   FROM (SELECT DISTINCT id FROM u) AS d) \
-             INSERT INTO history (instance_id, generation, seq, event) \
-             SELECT u.id, u.generation, b.base + u.ord, u.ev FROM u JOIN b ON b.id = u.id",
-        )
-        .await?;
-    let consume = tx
-        .prepare_cached(
-            "DELETE FROM inbox AS b USING unnest($1::text[], $2::bigint[]) AS u(id, seq) \
-             WHERE b.seq = u.seq AND b.instance_id = u.id",
-        )
-        .await?;
-    // Activity results folded into the turn: their task rows go with it (no row: recorded
-    // durably meanwhile, nothing to do — as in `ops::checkpoint`).
-    // (One claimed since refuses the batch, which is then run member by member to refuse that
-    // turn alone.)
-    let fold = tx.prepare_cached(ops::FOLD).await?;
-    let cancel_tasks = tx
-        .prepare_cached(
-            "DELETE FROM activities AS a USING unnest($1::text[], $2::bigint[]) AS u(id, below) \
-             WHERE a.instance_id = u.id AND a.generation < u.below",
-        )
-        .await?;
-    let cancel_timers = tx
-        .prepare_cached(
-            "DELETE FROM reminders AS r USING unnest($1::text[], $2::bigint[]) AS u(id, below) \
-             WHERE r.instance_id = u.id AND r.generation < u.below",
-        )
-        .await?;
-    // Upsert: a task ID re-used by a newer generation replaces the stale task.
-    let schedule = tx
-        .prepare_cached(
-            "INSERT INTO activities (instance_id, task_id, generation, request, bucket) \
-             SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[], $5::int[]) \
-             ON CONFLICT (instance_id, task_id) DO UPDATE \
-             SET generation = excluded.generation, request = excluded.request, claim = 0",
-        )
-        .await?;
-    let timers = tx
-        .prepare_cached(
-            "INSERT INTO reminders (instance_id, generation, due_at, event, bucket) \
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[], $5::int[])",
-        )
-        .await?;
-    // As `ops::deliver`, many at once, in member then outbound order (inbox seqs follow it).
-    let deliver = tx
-        .prepare_cached(
-            "INSERT INTO inbox (instance_id, event, generation, bucket) \
-             SELECT i.instance_id, u.ev, \
-                 CASE WHEN u.exec IS NULL THEN NULL ELSE i.generation END, u.bucket \
-             FROM unnest($1::text[], $2::bytea[], $3::text[], $4::int[]) \
-                 WITH ORDINALITY AS u(id, ev, exec, bucket, ord) \
-             JOIN (SELECT instance_id, generation, execution_id FROM instances \
-                   WHERE instance_id = ANY($1::text[]) FOR KEY SHARE) AS i \
-               ON i.instance_id = u.id AND (u.exec IS NULL OR i.execution_id = u.exec) \
-             ORDER BY u.ord",
-        )
-        .await?;
-
-    let mut reset_ids: Vec<&str> = Vec::new();
-    let (mut h_ids, mut h_gens, mut h_ord, mut h_ev) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut c_ids, mut c_seqs): (Vec<&str>, Vec<i64>) = (Vec::new(), Vec::new());
-    let (mut x_ids, mut x_below): (Vec<&str>, Vec<i64>) = (Vec::new(), Vec::new());
-    let (mut f_ids, mut f_tasks, mut f_gens): (Vec<&str>, Vec<i32>, Vec<i64>) =
-        (Vec::new(), Vec::new(), Vec::new());
-    let mut f_claims: Vec<Option<i64>> = Vec::new();
-    let (mut a_ids, mut a_tasks, mut a_gens, mut a_reqs, mut a_buckets) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut r_ids, mut r_gens, mut r_due, mut r_ev, mut r_buckets) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut d_ids, mut d_ev, mut d_exec, mut d_buckets) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let st = Writes::prepare(tx).await?;
+    let mut rows = Rows::default();
     for &i in won {
-        let cp = &cps[i];
-        let id = cp.instance_id.as_str();
-        if cp.reset_history {
-            reset_ids.push(id);
-        }
-        for (k, ev) in cp.append.iter().enumerate() {
-            h_ids.push(id);
-            h_gens.push(cp.meta.generation);
-            h_ord.push(k as i64);
-            h_ev.push(encode_event(ev));
-        }
-        for seq in &cp.consumed_inbox {
-            c_ids.push(id);
-            c_seqs.push(*seq);
-        }
-        for (task, generation, claim) in &cp.completed_activities {
-            f_ids.push(id);
-            f_tasks.push(*task);
-            f_gens.push(*generation);
-            f_claims.push(*claim);
-        }
-        if cp.cancel_pending {
-            // A terminal instance drops everything; otherwise only older generations' leftovers.
-            x_ids.push(id);
-            x_below.push(if cp.meta.status.is_terminal() {
-                i64::MAX
-            } else {
-                cp.meta.generation
-            });
-        }
-        for t in &cp.new_activities {
-            a_ids.push(t.instance_id.as_str());
-            a_tasks.push(t.task_id);
-            a_gens.push(t.generation);
-            a_reqs.push(t.request.as_slice());
-            a_buckets.push(bucket_of(&t.instance_id));
-        }
-        for r in &cp.new_reminders {
-            r_ids.push(r.instance_id.as_str());
-            r_gens.push(r.generation);
-            r_due.push(r.due_at);
-            r_ev.push(encode_event(&r.event));
-            r_buckets.push(bucket_of(&r.instance_id));
-        }
-        for o in &cp.outbound {
-            if let Outbound::Deliver {
-                instance_id,
-                execution_id,
-                event,
-            } = o
-            {
-                d_ids.push(instance_id.as_str());
-                d_ev.push(encode_event(event));
-                d_exec.push(execution_id.as_deref());
-                d_buckets.push(bucket_of(instance_id));
-            }
-        }
+        rows.add(&plans[i]);
+        rows.add_deliveries(&plans[i]);
     }
-    let reset_args: [Arg; 1] = [&reset_ids];
-    let append_args: [Arg; 4] = [&h_ids, &h_gens, &h_ord, &h_ev];
-    let consume_args: [Arg; 2] = [&c_ids, &c_seqs];
-    let cancel_args: [Arg; 2] = [&x_ids, &x_below];
-    let fold_args: [Arg; 4] = [&f_ids, &f_tasks, &f_gens, &f_claims];
-    let schedule_args: [Arg; 5] = [&a_ids, &a_tasks, &a_gens, &a_reqs, &a_buckets];
-    let timer_args: [Arg; 5] = [&r_ids, &r_gens, &r_due, &r_ev, &r_buckets];
-    let deliver_args: [Arg; 4] = [&d_ids, &d_ev, &d_exec, &d_buckets];
-
-    // Futures are polled (so sent) in this order, and the server runs them in that order.
-    let mut batch: Vec<Pending<'_>> = Vec::new();
-    if !reset_ids.is_empty() {
-        batch.push(Box::pin(tx.execute(&reset, &reset_args)));
-    }
-    if !h_ids.is_empty() {
-        batch.push(Box::pin(tx.execute(&append, &append_args)));
-    }
-    if !c_ids.is_empty() {
-        batch.push(Box::pin(tx.execute(&consume, &consume_args)));
-    }
-    let fold_at = batch.len();
-    if !f_ids.is_empty() {
-        batch.push(Box::pin(tx.execute(&fold, &fold_args)));
-    }
-    if !x_ids.is_empty() {
-        batch.push(Box::pin(tx.execute(&cancel_tasks, &cancel_args)));
-        batch.push(Box::pin(tx.execute(&cancel_timers, &cancel_args)));
-    }
-    if !a_ids.is_empty() {
-        batch.push(Box::pin(tx.execute(&schedule, &schedule_args)));
-    }
-    if !r_ids.is_empty() {
-        batch.push(Box::pin(tx.execute(&timers, &timer_args)));
-    }
-    if !d_ids.is_empty() {
-        batch.push(Box::pin(tx.execute(&deliver, &deliver_args)));
-    }
-    let mut reclaimed = false;
-    for (k, r) in futures::future::join_all(batch)
-        .await
-        .into_iter()
-        .enumerate()
-    {
-        reclaimed |= r? > 0 && k == fold_at && !f_ids.is_empty();
-    }
-    if reclaimed {
+    let (batch, fold_at) = rows.send(tx, &st);
+    if checkpoint::reclaimed(futures::future::join_all(batch).await.into_iter(), fold_at)? {
         return Err(StoreError::Reclaimed {
             instance_id: String::new(),
             task_id: -1,
@@ -411,6 +167,71 @@ async fn write_winners(tx: &Transaction<'_>, cps: &[Checkpoint], won: &[usize]) 
         .into());
     }
     Ok(())
+}
+
+/// The columns of instance rows as `unnest` arrays, in the order the statements here take them.
+#[derive(Default)]
+struct MetaColumns<'a> {
+    ids: Vec<&'a str>,
+    names: Vec<&'a str>,
+    status: Vec<i32>,
+    exec: Vec<&'a str>,
+    gens: Vec<i64>,
+    input: Vec<Option<&'a [u8]>>,
+    output: Vec<Option<&'a [u8]>>,
+    custom: Vec<Option<&'a [u8]>>,
+    failure: Vec<Option<&'a [u8]>>,
+    parent: Vec<Option<&'a str>>,
+    created: Vec<i64>,
+    updated: Vec<i64>,
+    started: Vec<Option<i64>>,
+    completed: Vec<Option<i64>>,
+    sched: Vec<Option<i64>>,
+    apps: Vec<&'a str>,
+    buckets: Vec<i32>,
+}
+
+impl<'a> MetaColumns<'a> {
+    fn push(&mut self, m: &MetaRow<'a>) {
+        self.ids.push(m.instance_id);
+        self.names.push(m.name);
+        self.status.push(m.status);
+        self.exec.push(m.execution_id);
+        self.gens.push(m.generation);
+        self.input.push(m.input);
+        self.output.push(m.output);
+        self.custom.push(m.custom_status);
+        self.failure.push(m.failure);
+        self.parent.push(m.parent_instance_id);
+        self.created.push(m.created_at);
+        self.updated.push(m.updated_at);
+        self.started.push(m.started_at);
+        self.completed.push(m.completed_at);
+        self.sched.push(m.scheduled_start_at);
+        self.apps.push(m.app_id);
+        self.buckets.push(m.bucket);
+    }
+
+    /// `$1`–`$15`: the ID and the columns a checkpoint rewrites.
+    fn args(&self) -> Vec<Arg<'_>> {
+        vec![
+            &self.ids,
+            &self.names,
+            &self.status,
+            &self.exec,
+            &self.gens,
+            &self.input,
+            &self.output,
+            &self.custom,
+            &self.failure,
+            &self.parent,
+            &self.created,
+            &self.updated,
+            &self.started,
+            &self.completed,
+            &self.sched,
+        ]
+    }
 }
 
 /// `Store::complete_activity_batch` as one statement: delete the matching tasks, and for each
@@ -507,21 +328,58 @@ pub(crate) async fn creates(
     reqs: &[CreateInstance],
     now: Micros,
 ) -> R<Vec<Result<CreateOutcome>>> {
-    let n = reqs.len();
-    let mut results: Vec<Option<Result<CreateOutcome>>> = (0..n).map(|_| None).collect();
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| reqs[a].meta.instance_id.cmp(&reqs[b].meta.instance_id));
-    let mut seen = HashSet::new();
-    let mut first = Vec::with_capacity(n);
+    let mut results: Vec<Option<Result<CreateOutcome>>> = (0..reqs.len()).map(|_| None).collect();
+    let mut first = Vec::with_capacity(reqs.len());
     let mut single = Vec::new();
-    for &i in &order {
+    let mut seen = HashSet::new();
+    for i in in_id_order(reqs, |r| &r.meta.instance_id) {
         if seen.insert(reqs[i].meta.instance_id.as_str()) {
             first.push(i);
         } else {
             single.push(i);
         }
     }
+    let inserted = insert_new(tx, reqs, &first).await?;
+    // Start events in the callers' order.
+    first.sort_unstable();
+    let mut created = Vec::with_capacity(first.len());
+    for i in first {
+        if inserted.contains(reqs[i].meta.instance_id.as_str()) {
+            results[i] = Some(Ok(CreateOutcome::Created));
+            created.push(i);
+        } else {
+            single.push(i); // exists already: its policy decides
+        }
+    }
+    start_events(tx, reqs, &created, now).await?;
+    single.sort_by(|&a, &b| (&reqs[a].meta.instance_id, a).cmp(&(&reqs[b].meta.instance_id, b)));
+    for i in single {
+        let sp = tx.savepoint("weft_create").await?;
+        match ops::create(&sp, &reqs[i], now).await {
+            Ok(o) => {
+                sp.commit().await?;
+                results[i] = Some(Ok(o));
+            }
+            Err(e) if e.retryable() => return Err(e),
+            Err(e) => {
+                sp.rollback().await?;
+                results[i] = Some(Err(e.into_store()));
+            }
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(StoreError::Unavailable("create not attempted".into()))))
+        .collect())
+}
 
+/// Inserts the rows of `members` (distinct IDs) that do not exist yet, continuing a purged
+/// instance's generation and version; returns the IDs inserted.
+async fn insert_new(
+    tx: &Transaction<'_>,
+    reqs: &[CreateInstance],
+    members: &[usize],
+) -> R<HashSet<String>> {
     let insert = tx
         .prepare_cached(
             "INSERT INTO instances (instance_id, name, status, execution_id, generation, input, \
@@ -546,36 +404,32 @@ pub(crate) async fn creates(
              RETURNING instance_id, generation, version",
         )
         .await?;
-    let m = |i: &usize| &reqs[*i].meta;
-    let ids: Vec<&str> = first.iter().map(|i| m(i).instance_id.as_str()).collect();
-    let names: Vec<&str> = first.iter().map(|i| m(i).name.as_str()).collect();
-    let status: Vec<i32> = first.iter().map(|i| m(i).status.code()).collect();
-    let exec: Vec<&str> = first.iter().map(|i| m(i).execution_id.as_str()).collect();
-    let gens: Vec<i64> = first.iter().map(|i| m(i).generation).collect();
-    let input: Vec<Option<&[u8]>> = first.iter().map(|i| bytes(&m(i).input)).collect();
-    let output: Vec<Option<&[u8]>> = first.iter().map(|i| bytes(&m(i).output)).collect();
-    let custom: Vec<Option<&[u8]>> = first.iter().map(|i| bytes(&m(i).custom_status)).collect();
-    let failure: Vec<Option<&[u8]>> = first.iter().map(|i| m(i).failure.as_deref()).collect();
-    let parent: Vec<Option<&str>> = first
+    let rows: Vec<MetaRow> = members
         .iter()
-        .map(|i| m(i).parent_instance_id.as_deref())
+        .map(|&i| MetaRow::of(&reqs[i].meta))
         .collect();
-    let created: Vec<i64> = first.iter().map(|i| m(i).created_at).collect();
-    let updated: Vec<i64> = first.iter().map(|i| m(i).updated_at).collect();
-    let started: Vec<Option<i64>> = first.iter().map(|i| m(i).started_at).collect();
-    let completed: Vec<Option<i64>> = first.iter().map(|i| m(i).completed_at).collect();
-    let sched: Vec<Option<i64>> = first.iter().map(|i| m(i).scheduled_start_at).collect();
-    let apps: Vec<&str> = first.iter().map(|i| m(i).app_id.as_str()).collect();
-    let buckets: Vec<i32> = first.iter().map(|i| bucket_of(&m(i).instance_id)).collect();
-    let args: [Arg; 17] = [
-        &ids, &names, &status, &exec, &gens, &input, &output, &custom, &failure, &parent, &created,
-        &updated, &started, &completed, &sched, &apps, &buckets,
-    ];
+    let mut cols = MetaColumns::default();
+    for r in &rows {
+        cols.push(r);
+    }
+    let mut args = cols.args();
+    args.push(&cols.apps);
+    args.push(&cols.buckets);
     let mut inserted = HashSet::new();
     for r in tx.query(&insert, &args).await? {
         inserted.insert(r.try_get::<_, String>(0)?);
     }
+    Ok(inserted)
+}
 
+/// The start events of the instances `created` just inserted (one pipeline), after taking
+/// over any purge record of theirs.
+async fn start_events(
+    tx: &Transaction<'_>,
+    reqs: &[CreateInstance],
+    created: &[usize],
+    now: Micros,
+) -> R<()> {
     // The INSERT read `purged_instances` in its own snapshot; a purge of the same ID that
     // committed while the INSERT waited for its row is seen only now (a new statement, a new
     // snapshot): this statement consumes every record of the created IDs and continues their
@@ -595,22 +449,15 @@ pub(crate) async fn creates(
             "INSERT INTO reminders (instance_id, generation, due_at, event, bucket)              SELECT u.id, i.generation, u.due_at, u.ev, u.bucket              FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::int[])                  AS u(id, due_at, ev, bucket)              JOIN instances AS i ON i.instance_id = u.id",
         )
         .await?;
-    let mut created: Vec<&str> = Vec::new();
+    let ids: Vec<&str> = created
+        .iter()
+        .map(|&i| reqs[i].meta.instance_id.as_str())
+        .collect();
     let (mut b_ids, mut b_ev, mut b_buckets) = (Vec::new(), Vec::new(), Vec::new());
     let (mut r_ids, mut r_due, mut r_ev, mut r_buckets) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    // Start events in the callers' order.
-    let mut firsts = first.clone();
-    firsts.sort_unstable();
-    for i in firsts {
+    for (&i, &id) in created.iter().zip(&ids) {
         let req = &reqs[i];
-        let id = req.meta.instance_id.as_str();
-        if !inserted.contains(id) {
-            single.push(i); // exists already: its policy decides
-            continue;
-        }
-        results[i] = Some(Ok(CreateOutcome::Created));
-        created.push(id);
         match start_due_at(req.meta.scheduled_start_at, now) {
             Some(due_at) => {
                 r_ids.push(id);
@@ -625,11 +472,11 @@ pub(crate) async fn creates(
             }
         }
     }
-    let unpurge_args: [Arg; 1] = [&created];
+    let unpurge_args: [Arg; 1] = [&ids];
     let inbox_args: [Arg; 3] = [&b_ids, &b_ev, &b_buckets];
     let timer_args: [Arg; 4] = [&r_ids, &r_due, &r_ev, &r_buckets];
     let mut batch: Vec<Pending<'_>> = Vec::new();
-    if !created.is_empty() {
+    if !ids.is_empty() {
         batch.push(Box::pin(tx.execute(&unpurge, &unpurge_args)));
     }
     if !b_ids.is_empty() {
@@ -638,25 +485,5 @@ pub(crate) async fn creates(
     if !r_ids.is_empty() {
         batch.push(Box::pin(tx.execute(&timers, &timer_args)));
     }
-    pipeline(batch).await?;
-
-    single.sort_by(|&a, &b| (&reqs[a].meta.instance_id, a).cmp(&(&reqs[b].meta.instance_id, b)));
-    for i in single {
-        let sp = tx.savepoint("weft_create").await?;
-        match ops::create(&sp, &reqs[i], now).await {
-            Ok(o) => {
-                sp.commit().await?;
-                results[i] = Some(Ok(o));
-            }
-            Err(e) if e.retryable() => return Err(e),
-            Err(e) => {
-                sp.rollback().await?;
-                results[i] = Some(Err(e.into_store()));
-            }
-        }
-    }
-    Ok(results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(StoreError::Unavailable("create not attempted".into()))))
-        .collect())
+    pipeline(batch).await
 }

@@ -3,6 +3,7 @@
 //! in `batch`), `SKIP LOCKED` reminder claims, and LISTEN/NOTIFY wake-ups on a dedicated connection.
 
 mod batch;
+mod checkpoint;
 mod leases;
 mod listen;
 mod ops;
@@ -23,6 +24,7 @@ use weft_core::{InstanceMeta, Micros};
 use weft_proto::durabletask::HistoryEvent;
 
 use crate::codec::now_micros;
+use crate::plan::Delivery;
 use crate::{
     ActivityCompletion, ActivityTask, BucketLease, Checkpoint, CreateInstance, CreateOutcome,
     Fence, InboxEntry, InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope,
@@ -429,7 +431,7 @@ impl PgStore {
             let mut results: Vec<Result<()>> = (0..cps.len()).map(|_| Ok(())).collect();
             for &i in &order {
                 let sp = tx.savepoint("weft_cp").await?;
-                match ops::checkpoint(&sp, &cps[i], now).await {
+                match checkpoint::checkpoint(&sp, &cps[i], now).await {
                     Ok(()) => sp.commit().await?,
                     Err(e) if e.retryable() => return Err(e),
                     Err(e) => {
@@ -508,12 +510,12 @@ impl Store for PgStore {
     }
 
     async fn append_inbox(&self, instance_id: &str, event: HistoryEvent) -> Result<bool> {
-        write_tx!(self, tx => ops::deliver(&tx, instance_id, &event, None).await)
+        write_tx!(self, tx => ops::deliver(&tx, &Delivery::new(instance_id, None, &event)).await)
     }
 
     async fn checkpoint(&self, cp: Checkpoint) -> Result<()> {
         let now = now_micros();
-        write_tx!(self, tx => ops::checkpoint(&tx, &cp, now).await)
+        write_tx!(self, tx => checkpoint::checkpoint(&tx, &cp, now).await)
     }
 
     async fn checkpoint_batch(&self, cps: Vec<Checkpoint>) -> Vec<Result<()>> {

@@ -1,4 +1,5 @@
-//! The SQL behind every `PgStore` operation but the scoped scans (`scans.rs`), each running
+//! The SQL behind every `PgStore` operation but the scoped scans (`scans.rs`), checkpoints
+//! (`checkpoint.rs`, group commit in `batch.rs`) and leases (`leases.rs`), each running
 //! inside the caller's transaction (or savepoint) so several compose into one atomic unit.
 //! Statements are prepared once per connection (`prepare_cached`); multi-row writes go through
 //! `unnest` to stay one round trip.
@@ -12,6 +13,7 @@ use weft_proto::durabletask::HistoryEvent;
 
 use super::R;
 use crate::codec::{decode_event, encode_event, start_due_at, status_from_code, text_from_bytes};
+use crate::plan::{Delivery, MetaRow, ReminderRow, rewritten_columns};
 use crate::{
     Checkpoint, CreateInstance, CreateOutcome, InboxEntry, InstancePage, ListFilter, Outbound,
     Reminder, ReusePolicy, StoreError,
@@ -21,27 +23,13 @@ const META_COLS: &str = "instance_id, name, status, execution_id, generation, in
      custom_status, failure, parent_instance_id, created_at, updated_at, started_at, \
      completed_at, scheduled_start_at, version, app_id";
 
-const INSERT_REMINDERS: &str = "INSERT INTO reminders (instance_id, generation, due_at, event, bucket) \
+pub(super) const INSERT_REMINDERS: &str = "INSERT INTO reminders (instance_id, generation, due_at, event, bucket) \
      SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[], $5::int[])";
 
 /// Rows of one app (or written before instances recorded their app) in the given buckets.
 pub(super) const IN_SCOPE: &str = "bucket = ANY($1::int[]) AND instance_id IN \
      (SELECT instance_id FROM instances WHERE bucket = ANY($1::int[]) \
       AND (app_id = $2 OR app_id = ''))";
-
-/// Deletes the task rows of activity results folded into turns (`Checkpoint::completed_activities`,
-/// as `(instance, task, generation, claim)` arrays) unless claimed since, and returns the tasks
-/// that were (their turn must be refused). `l` locks the rows and reads their latest committed
-/// claim, as `batch::complete_activities` does.
-pub(super) const FOLD: &str = "WITH u AS (SELECT * FROM unnest($1::text[], $2::int[], \
-         $3::bigint[], $4::bigint[]) AS u(id, task, generation, claim)), \
-     l AS (SELECT a.instance_id, a.task_id, (u.claim IS NULL OR a.claim = u.claim) AS ok \
-           FROM activities AS a JOIN u ON a.instance_id = u.id AND a.task_id = u.task \
-             AND a.generation = u.generation \
-           ORDER BY a.instance_id, a.task_id FOR UPDATE OF a), \
-     d AS (DELETE FROM activities AS a USING l \
-           WHERE l.ok AND a.instance_id = l.instance_id AND a.task_id = l.task_id) \
-     SELECT instance_id, task_id FROM l WHERE NOT ok";
 
 /// Page size when a `ListFilter` asks for 0.
 const DEFAULT_PAGE: usize = 100;
@@ -90,8 +78,12 @@ pub(crate) async fn get_meta(
     }
 }
 
-fn bytes(s: &Option<String>) -> Option<&[u8]> {
-    s.as_deref().map(str::as_bytes)
+pub(super) type Arg<'a> = &'a (dyn ToSql + Sync);
+
+/// `$2`–`$15` of the statements that write one instance row (`$1` is its ID): the columns a
+/// checkpoint rewrites.
+pub(super) fn row_args<'a>(m: &'a MetaRow<'a>) -> [Arg<'a>; 14] {
+    rewritten_columns!(m)
 }
 
 /// Inserts a row unless one exists (then nothing happens and `false` is returned).
@@ -103,32 +95,11 @@ async fn insert_meta(tx: &Transaction<'_>, m: &InstanceMeta, version: i64) -> R<
              ON CONFLICT (instance_id) DO NOTHING"
         ))
         .await?;
-    let n = tx
-        .execute(
-            &st,
-            &[
-                &m.instance_id,
-                &m.name,
-                &m.status.code(),
-                &m.execution_id,
-                &m.generation,
-                &bytes(&m.input),
-                &bytes(&m.output),
-                &bytes(&m.custom_status),
-                &m.failure,
-                &m.parent_instance_id,
-                &m.created_at,
-                &m.updated_at,
-                &m.started_at,
-                &m.completed_at,
-                &m.scheduled_start_at,
-                &version,
-                &m.app_id,
-                &bucket_of(&m.instance_id),
-            ],
-        )
-        .await?;
-    Ok(n == 1)
+    let m = MetaRow::of(m);
+    let mut args: Vec<Arg> = vec![&m.instance_id];
+    args.extend(row_args(&m));
+    args.extend([&version as Arg, &m.app_id, &m.bucket]);
+    Ok(tx.execute(&st, &args).await? == 1)
 }
 
 /// Deletes an instance for good (see `Store::purge`). The row is locked first (`FOR UPDATE`),
@@ -190,18 +161,16 @@ pub(super) async fn insert_inbox(
     Ok(())
 }
 
-async fn insert_reminders(tx: &Transaction<'_>, rs: &[Reminder]) -> R<()> {
-    if rs.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<&str> = rs.iter().map(|r| r.instance_id.as_str()).collect();
-    let gens: Vec<i64> = rs.iter().map(|r| r.generation).collect();
-    let due: Vec<i64> = rs.iter().map(|r| r.due_at).collect();
-    let events: Vec<Vec<u8>> = rs.iter().map(|r| encode_event(&r.event)).collect();
-    let buckets: Vec<i32> = rs.iter().map(|r| bucket_of(&r.instance_id)).collect();
+async fn insert_reminder(tx: &Transaction<'_>, r: &ReminderRow) -> R<()> {
     let st = tx.prepare_cached(INSERT_REMINDERS).await?;
-    tx.execute(&st, &[&ids, &gens, &due, &events, &buckets])
-        .await?;
+    let args: [&(dyn ToSql + Sync); 5] = [
+        &vec![r.instance_id.as_str()],
+        &vec![r.generation],
+        &vec![r.due_at],
+        &vec![r.event.as_slice()],
+        &vec![r.bucket],
+    ];
+    tx.execute(&st, &args).await?;
     Ok(())
 }
 
@@ -209,12 +178,7 @@ async fn insert_reminders(tx: &Transaction<'_>, rs: &[Reminder]) -> R<()> {
 /// still in that execution (the row is then stamped with its generation). The key-share lock
 /// on the instance row waits for a concurrent purge (or replacement) and does not block
 /// checkpoints.
-pub(crate) async fn deliver(
-    tx: &Transaction<'_>,
-    id: &str,
-    event: &HistoryEvent,
-    execution_id: Option<&str>,
-) -> R<bool> {
+pub(crate) async fn deliver(tx: &Transaction<'_>, d: &Delivery<'_>) -> R<bool> {
     let st = tx
         .prepare_cached(
             "INSERT INTO inbox (instance_id, event, generation, bucket) \
@@ -224,13 +188,8 @@ pub(crate) async fn deliver(
                    FOR KEY SHARE) AS i",
         )
         .await?;
-    Ok(tx
-        .execute(
-            &st,
-            &[&id, &encode_event(event), &execution_id, &bucket_of(id)],
-        )
-        .await?
-        > 0)
+    let args: [&(dyn ToSql + Sync); 4] = [&d.target, &d.event, &d.execution_id, &d.bucket];
+    Ok(tx.execute(&st, &args).await? > 0)
 }
 
 /// `create_instance` inside the caller's transaction.
@@ -294,7 +253,7 @@ pub(crate) async fn create(
                 due_at,
                 event: req.start_event.clone(),
             };
-            insert_reminders(tx, std::slice::from_ref(&r)).await?;
+            insert_reminder(tx, &ReminderRow::of(&r)).await?;
         }
         None => insert_inbox(tx, id, &req.start_event, Some(meta.generation)).await?,
     }
@@ -366,198 +325,6 @@ pub(crate) async fn lock_children(tx: &Transaction<'_>, cps: &[Checkpoint]) -> R
         )
         .await?;
     tx.query(&st, &[&ids]).await?;
-    Ok(())
-}
-
-/// One checkpoint inside the caller's transaction. Its statements are pipelined (sent together,
-/// answered in order, one round trip); the fenced UPDATE goes first and takes the row lock, so
-/// same-instance checkpoints serialise on it. If it matched no row the caller's transaction is
-/// rolled back, so nothing the later statements did survives.
-pub(crate) async fn checkpoint(tx: &Transaction<'_>, cp: &Checkpoint, now: Micros) -> R<()> {
-    super::leases::check(tx, cp.fence.as_ref()).await?;
-    lock_children(tx, std::slice::from_ref(cp)).await?;
-    let m = &cp.meta;
-    let id = cp.instance_id.as_str();
-    // Prepared once per connection; after that these cost no round trip.
-    let update = tx
-        .prepare_cached(
-            "UPDATE instances SET name = $3, status = $4, execution_id = $5, generation = $6, \
-             input = $7, output = $8, custom_status = $9, failure = $10, \
-             parent_instance_id = $11, created_at = $12, updated_at = $13, started_at = $14, \
-             completed_at = $15, scheduled_start_at = $16, version = version + 1 \
-             WHERE instance_id = $1 AND version = $2",
-        )
-        .await?;
-    let reset = tx
-        .prepare_cached("DELETE FROM history WHERE instance_id = $1")
-        .await?;
-    let append = tx
-        .prepare_cached(
-            "INSERT INTO history (instance_id, generation, seq, event) \
-             SELECT $1, $2, \
-                 (SELECT COALESCE(MAX(seq) + 1, 0) FROM history WHERE instance_id = $1) \
-                 + t.ord - 1, t.ev \
-             FROM unnest($3::bytea[]) WITH ORDINALITY AS t(ev, ord)",
-        )
-        .await?;
-    let consume = tx
-        .prepare_cached("DELETE FROM inbox WHERE instance_id = $1 AND seq = ANY($2::bigint[])")
-        .await?;
-    let fold = tx.prepare_cached(FOLD).await?;
-    let cancel_tasks = tx
-        .prepare_cached("DELETE FROM activities WHERE instance_id = $1 AND generation < $2")
-        .await?;
-    let cancel_timers = tx
-        .prepare_cached("DELETE FROM reminders WHERE instance_id = $1 AND generation < $2")
-        .await?;
-    // Upsert: a task ID re-used by a newer generation replaces the stale task.
-    let schedule = tx
-        .prepare_cached(
-            "INSERT INTO activities (instance_id, task_id, generation, request, bucket) \
-             SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[], $5::int[]) \
-             ON CONFLICT (instance_id, task_id) DO UPDATE \
-             SET generation = excluded.generation, request = excluded.request, claim = 0",
-        )
-        .await?;
-    let timers = tx.prepare_cached(INSERT_REMINDERS).await?;
-
-    let (input, output, custom) = (bytes(&m.input), bytes(&m.output), bytes(&m.custom_status));
-    let status = m.status.code();
-    let update_args: [&(dyn ToSql + Sync); 16] = [
-        &id,
-        &cp.expected_version,
-        &m.name,
-        &status,
-        &m.execution_id,
-        &m.generation,
-        &input,
-        &output,
-        &custom,
-        &m.failure,
-        &m.parent_instance_id,
-        &m.created_at,
-        &m.updated_at,
-        &m.started_at,
-        &m.completed_at,
-        &m.scheduled_start_at,
-    ];
-    let events: Vec<Vec<u8>> = cp.append.iter().map(encode_event).collect();
-    // A terminal instance drops everything; otherwise only older generations' leftovers.
-    let below = if m.status.is_terminal() {
-        i64::MAX
-    } else {
-        m.generation
-    };
-    let a = &cp.new_activities;
-    let task_ids: Vec<&str> = a.iter().map(|t| t.instance_id.as_str()).collect();
-    let tasks: Vec<i32> = a.iter().map(|t| t.task_id).collect();
-    let task_gens: Vec<i64> = a.iter().map(|t| t.generation).collect();
-    let reqs: Vec<&[u8]> = a.iter().map(|t| t.request.as_slice()).collect();
-    let task_buckets: Vec<i32> = a.iter().map(|t| bucket_of(&t.instance_id)).collect();
-    let r = &cp.new_reminders;
-    let timer_ids: Vec<&str> = r.iter().map(|t| t.instance_id.as_str()).collect();
-    let timer_gens: Vec<i64> = r.iter().map(|t| t.generation).collect();
-    let due: Vec<i64> = r.iter().map(|t| t.due_at).collect();
-    let timer_events: Vec<Vec<u8>> = r.iter().map(|t| encode_event(&t.event)).collect();
-    let timer_buckets: Vec<i32> = r.iter().map(|t| bucket_of(&t.instance_id)).collect();
-
-    let id_arg: [&(dyn ToSql + Sync); 1] = [&id];
-    let append_args: [&(dyn ToSql + Sync); 3] = [&id, &m.generation, &events];
-    let consume_args: [&(dyn ToSql + Sync); 2] = [&id, &cp.consumed_inbox];
-    let folded_ids: Vec<&str> = cp.completed_activities.iter().map(|_| id).collect();
-    let folded_tasks: Vec<i32> = cp.completed_activities.iter().map(|c| c.0).collect();
-    let folded_gens: Vec<i64> = cp.completed_activities.iter().map(|c| c.1).collect();
-    let folded_claims: Vec<Option<i64>> = cp.completed_activities.iter().map(|c| c.2).collect();
-    let fold_args: [&(dyn ToSql + Sync); 4] =
-        [&folded_ids, &folded_tasks, &folded_gens, &folded_claims];
-    let cancel_args: [&(dyn ToSql + Sync); 2] = [&id, &below];
-    let schedule_args: [&(dyn ToSql + Sync); 5] =
-        [&task_ids, &tasks, &task_gens, &reqs, &task_buckets];
-    let timer_args: [&(dyn ToSql + Sync); 5] =
-        [&timer_ids, &timer_gens, &due, &timer_events, &timer_buckets];
-
-    // Futures are polled (so sent) in this order, and the server runs them in that order.
-    let mut batch = vec![tx.execute(&update, &update_args)];
-    if cp.reset_history {
-        batch.push(tx.execute(&reset, &id_arg));
-    }
-    if !events.is_empty() {
-        batch.push(tx.execute(&append, &append_args));
-    }
-    if !cp.consumed_inbox.is_empty() {
-        batch.push(tx.execute(&consume, &consume_args));
-    }
-    let fold_at = batch.len();
-    if !folded_tasks.is_empty() {
-        batch.push(tx.execute(&fold, &fold_args));
-    }
-    if cp.cancel_pending {
-        batch.push(tx.execute(&cancel_tasks, &cancel_args));
-        batch.push(tx.execute(&cancel_timers, &cancel_args));
-    }
-    if !a.is_empty() {
-        batch.push(tx.execute(&schedule, &schedule_args));
-    }
-    if !r.is_empty() {
-        batch.push(tx.execute(&timers, &timer_args));
-    }
-    let mut results = futures::future::join_all(batch).await.into_iter();
-    if results.next().transpose()? != Some(1) {
-        return Err(StoreError::Conflict {
-            instance_id: id.to_string(),
-            expected: cp.expected_version,
-        }
-        .into());
-    }
-    let mut reclaimed = false;
-    for (k, r) in results.enumerate() {
-        let n = r?;
-        reclaimed |= k + 1 == fold_at && !folded_tasks.is_empty() && n > 0;
-    }
-    if reclaimed {
-        // Rare: which task, for the error (the rows are locked by now, so this is exact).
-        let task_id = match tx.query(&fold, &fold_args).await?.first() {
-            Some(row) => col(row, 1)?,
-            None => -1,
-        };
-        return Err(StoreError::Reclaimed {
-            instance_id: id.to_string(),
-            task_id,
-        }
-        .into());
-    }
-    for out in &cp.outbound {
-        match out {
-            Outbound::Deliver {
-                instance_id,
-                execution_id,
-                event,
-            } => {
-                deliver(tx, instance_id, event, execution_id.as_deref()).await?;
-            }
-            Outbound::Create {
-                create: req,
-                on_conflict,
-            } => {
-                // Only `Terminate` may replace an active target; with `Error` or `Ignore` an active
-                // target is a conflict the parent must hear about.
-                let req = CreateInstance {
-                    policy: match req.policy {
-                        ReusePolicy::Terminate => ReusePolicy::Terminate,
-                        _ => ReusePolicy::Ignore,
-                    },
-                    ..req.clone()
-                };
-                if create(tx, &req, now).await? == CreateOutcome::Existing
-                    && let Some((target, event)) = on_conflict
-                {
-                    // Addressed to the execution this checkpoint writes, when it is our own.
-                    let exec = (target == id).then_some(m.execution_id.as_str());
-                    deliver(tx, target, event, exec).await?;
-                }
-            }
-        }
-    }
     Ok(())
 }
 

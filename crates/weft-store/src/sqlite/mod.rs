@@ -2,6 +2,7 @@
 //! read-only WAL connections (reads never wait behind the writer's fsync), every operation a
 //! transaction run on the blocking pool (SQLite serialises writers anyway).
 
+mod checkpoint;
 mod leases;
 mod ops;
 mod schema;
@@ -21,6 +22,7 @@ use weft_core::{InstanceMeta, Micros};
 use weft_proto::durabletask::HistoryEvent;
 
 use crate::codec::now_micros;
+use crate::plan::Delivery;
 use crate::{
     ActivityCompletion, ActivityTask, BucketLease, Checkpoint, CreateInstance, CreateOutcome,
     Fence, InboxEntry, InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope,
@@ -335,14 +337,14 @@ impl Store for SqliteStore {
 
     async fn append_inbox(&self, instance_id: &str, event: HistoryEvent) -> Result<bool> {
         let id = instance_id.to_string();
-        self.write(move |c| ops::deliver(c, &id, &event, None))
+        self.write(move |c| ops::deliver(c, &Delivery::new(&id, None, &event)))
             .await
     }
 
     async fn checkpoint(&self, cp: Checkpoint) -> Result<()> {
         self.write(move |c| {
             leases::check(c, cp.fence.as_ref())?;
-            ops::checkpoint(c, &cp, now_micros())
+            checkpoint::checkpoint(c, &cp, now_micros())
         })
         .await
     }
@@ -351,7 +353,7 @@ impl Store for SqliteStore {
         let now = now_micros();
         self.write_each(cps, move |c, cp| {
             leases::check(c, cp.fence.as_ref())?;
-            ops::checkpoint(c, cp, now)
+            checkpoint::checkpoint(c, cp, now)
         })
         .await
     }

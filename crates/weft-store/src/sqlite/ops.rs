@@ -1,16 +1,18 @@
-//! The synchronous SQL behind every `SqliteStore` operation. Each function runs inside a
+//! The synchronous SQL behind every `SqliteStore` operation but checkpoints (`checkpoint.rs`).
+//! Each function runs inside a
 //! transaction (or savepoint) the caller opened, so several compose into one atomic unit.
 
-use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter, types::Value};
+use rusqlite::{Connection, OptionalExtension, Row, ToSql, params, params_from_iter, types::Value};
 use weft_core::bucket::bucket_of;
 use weft_core::{InstanceMeta, Micros};
 use weft_proto::durabletask::HistoryEvent;
 
 use super::map_err;
 use crate::codec::{decode_event, encode_event, start_due_at, status_from_code, text_from_bytes};
+use crate::plan::{Delivery, MetaRow, ReminderRow, rewritten_columns};
 use crate::{
-    ActivityTask, Checkpoint, CreateInstance, CreateOutcome, InboxEntry, InstancePage, ListFilter,
-    Outbound, Reminder, Result, ReusePolicy, Scope, StoreError,
+    ActivityTask, CreateInstance, CreateOutcome, InboxEntry, InstancePage, ListFilter, Reminder,
+    Result, ReusePolicy, Scope, StoreError,
 };
 
 const META_COLS: &str = "instance_id, name, status, execution_id, generation, input, output, \
@@ -67,32 +69,22 @@ pub(crate) fn get_meta(c: &Connection, id: &str) -> Result<Option<InstanceMeta>>
     }
 }
 
-fn insert_meta(c: &Connection, m: &InstanceMeta, version: i64) -> Result<()> {
+/// `?2`–`?15` of the statements that write one instance row (`?1` is its ID): the columns a
+/// checkpoint rewrites.
+pub(super) fn row_params<'a>(m: &'a MetaRow<'a>) -> [&'a dyn ToSql; 14] {
+    rewritten_columns!(m)
+}
+
+fn insert_meta(c: &Connection, m: &MetaRow<'_>, version: i64) -> Result<()> {
+    let mut p: Vec<&dyn ToSql> = vec![&m.instance_id];
+    p.extend(row_params(m));
+    p.extend([&version as &dyn ToSql, &m.app_id, &m.bucket]);
     c.prepare_cached(&format!(
         "INSERT INTO instances ({META_COLS}, bucket) VALUES \
          (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
     ))
     .map_err(map_err)?
-    .execute(params![
-        m.instance_id,
-        m.name,
-        m.status.code(),
-        m.execution_id,
-        m.generation,
-        m.input.as_deref().map(str::as_bytes),
-        m.output.as_deref().map(str::as_bytes),
-        m.custom_status.as_deref().map(str::as_bytes),
-        m.failure,
-        m.parent_instance_id,
-        m.created_at,
-        m.updated_at,
-        m.started_at,
-        m.completed_at,
-        m.scheduled_start_at,
-        version,
-        m.app_id,
-        bucket_of(&m.instance_id),
-    ])
+    .execute(params_from_iter(p))
     .map_err(map_err)?;
     Ok(())
 }
@@ -153,7 +145,7 @@ fn insert_inbox(
     Ok(c.last_insert_rowid())
 }
 
-fn insert_reminder(c: &Connection, r: &Reminder) -> Result<()> {
+pub(super) fn insert_reminder(c: &Connection, r: &ReminderRow) -> Result<()> {
     c.prepare_cached(
         "INSERT INTO reminders (instance_id, generation, due_at, event, bucket) \
          VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -163,8 +155,8 @@ fn insert_reminder(c: &Connection, r: &Reminder) -> Result<()> {
         r.instance_id,
         r.generation,
         r.due_at,
-        encode_event(&r.event),
-        bucket_of(&r.instance_id)
+        r.event,
+        r.bucket
     ])
     .map_err(map_err)?;
     Ok(())
@@ -172,12 +164,7 @@ fn insert_reminder(c: &Connection, r: &Reminder) -> Result<()> {
 
 /// Appends to an instance's inbox if the instance exists and, when `execution_id` is given, is
 /// still in that execution (the row is then stamped with its generation).
-pub(crate) fn deliver(
-    c: &Connection,
-    id: &str,
-    event: &HistoryEvent,
-    execution_id: Option<&str>,
-) -> Result<bool> {
+pub(crate) fn deliver(c: &Connection, d: &Delivery<'_>) -> Result<bool> {
     let n = c
         .prepare_cached(
             "INSERT INTO inbox (instance_id, event, generation, bucket) \
@@ -185,12 +172,7 @@ pub(crate) fn deliver(
              FROM instances WHERE instance_id = ?1 AND (?3 IS NULL OR execution_id = ?3)",
         )
         .map_err(map_err)?
-        .execute(params![
-            id,
-            encode_event(event),
-            execution_id,
-            bucket_of(id)
-        ])
+        .execute(params![d.target, d.event, d.execution_id, d.bucket])
         .map_err(map_err)?;
     Ok(n > 0)
 }
@@ -237,17 +219,17 @@ pub(crate) fn create(c: &Connection, req: &CreateInstance, now: Micros) -> Resul
     if existing.is_some() {
         delete_instance(c, id)?;
     }
-    insert_meta(c, &meta, version)?;
+    insert_meta(c, &MetaRow::of(&meta), version)?;
     match start_due_at(req.meta.scheduled_start_at, now) {
         Some(due_at) => insert_reminder(
             c,
-            &Reminder {
+            &ReminderRow::of(&Reminder {
                 id: 0,
                 instance_id: id.to_string(),
                 generation: meta.generation,
                 due_at,
                 event: req.start_event.clone(),
-            },
+            }),
         )?,
         None => {
             insert_inbox(c, id, &req.start_event, Some(meta.generation))?;
@@ -288,178 +270,6 @@ pub(crate) fn inbox(c: &Connection, id: &str) -> Result<Vec<InboxEntry>> {
         });
     }
     Ok(out)
-}
-
-/// One checkpoint inside the caller's transaction. The fenced UPDATE runs first, so a conflict
-/// returns before anything was written.
-pub(crate) fn checkpoint(c: &Connection, cp: &Checkpoint, now: Micros) -> Result<()> {
-    let m = &cp.meta;
-    let id = cp.instance_id.as_str();
-    let n = c
-        .prepare_cached(
-            "UPDATE instances SET name = ?3, status = ?4, execution_id = ?5, generation = ?6, \
-             input = ?7, output = ?8, custom_status = ?9, failure = ?10, \
-             parent_instance_id = ?11, created_at = ?12, updated_at = ?13, started_at = ?14, \
-             completed_at = ?15, scheduled_start_at = ?16, version = version + 1 \
-             WHERE instance_id = ?1 AND version = ?2",
-        )
-        .map_err(map_err)?
-        .execute(params![
-            id,
-            cp.expected_version,
-            m.name,
-            m.status.code(),
-            m.execution_id,
-            m.generation,
-            m.input.as_deref().map(str::as_bytes),
-            m.output.as_deref().map(str::as_bytes),
-            m.custom_status.as_deref().map(str::as_bytes),
-            m.failure,
-            m.parent_instance_id,
-            m.created_at,
-            m.updated_at,
-            m.started_at,
-            m.completed_at,
-            m.scheduled_start_at,
-        ])
-        .map_err(map_err)?;
-    if n == 0 {
-        return Err(StoreError::Conflict {
-            instance_id: id.to_string(),
-            expected: cp.expected_version,
-        });
-    }
-    if cp.reset_history {
-        c.prepare_cached("DELETE FROM history WHERE instance_id = ?1")
-            .map_err(map_err)?
-            .execute([id])
-            .map_err(map_err)?;
-    }
-    if !cp.append.is_empty() {
-        let first: i64 = c
-            .prepare_cached("SELECT COALESCE(MAX(seq) + 1, 0) FROM history WHERE instance_id = ?1")
-            .map_err(map_err)?
-            .query_row([id], |r| r.get(0))
-            .map_err(map_err)?;
-        let mut ins = c
-            .prepare_cached(
-                "INSERT INTO history (instance_id, generation, seq, event) VALUES (?1, ?2, ?3, ?4)",
-            )
-            .map_err(map_err)?;
-        for (seq, ev) in (first..).zip(&cp.append) {
-            ins.execute(params![id, m.generation, seq, encode_event(ev)])
-                .map_err(map_err)?;
-        }
-    }
-    if !cp.consumed_inbox.is_empty() {
-        let mut del = c
-            .prepare_cached("DELETE FROM inbox WHERE instance_id = ?1 AND seq = ?2")
-            .map_err(map_err)?;
-        for seq in &cp.consumed_inbox {
-            del.execute(params![id, seq]).map_err(map_err)?;
-        }
-    }
-    if !cp.completed_activities.is_empty() {
-        // Results folded into this turn: their rows go with it (none left is fine, see the type;
-        // one claimed since refuses the turn).
-        let mut claim_of = c
-            .prepare_cached(
-                "SELECT claim FROM activities WHERE instance_id = ?1 AND task_id = ?2 \
-                 AND generation = ?3",
-            )
-            .map_err(map_err)?;
-        let mut del = c
-            .prepare_cached(
-                "DELETE FROM activities WHERE instance_id = ?1 AND task_id = ?2 AND generation = ?3",
-            )
-            .map_err(map_err)?;
-        for (task_id, generation, claim) in &cp.completed_activities {
-            if let Some(claim) = claim {
-                let now: Option<i64> = claim_of
-                    .query_row(params![id, task_id, generation], |r| r.get(0))
-                    .optional()
-                    .map_err(map_err)?;
-                if now.is_some_and(|n| n != *claim) {
-                    return Err(StoreError::Reclaimed {
-                        instance_id: id.to_string(),
-                        task_id: *task_id,
-                    });
-                }
-            }
-            del.execute(params![id, task_id, generation])
-                .map_err(map_err)?;
-        }
-    }
-    if cp.cancel_pending {
-        // A terminal instance drops everything; otherwise only older generations' leftovers.
-        let below = if m.status.is_terminal() {
-            i64::MAX
-        } else {
-            m.generation
-        };
-        for sql in [
-            "DELETE FROM activities WHERE instance_id = ?1 AND generation < ?2",
-            "DELETE FROM reminders WHERE instance_id = ?1 AND generation < ?2",
-        ] {
-            c.prepare_cached(sql)
-                .map_err(map_err)?
-                .execute(params![id, below])
-                .map_err(map_err)?;
-        }
-    }
-    for a in &cp.new_activities {
-        // Upsert: a task ID re-used by a newer generation replaces the stale task.
-        c.prepare_cached(
-            "INSERT INTO activities (instance_id, task_id, generation, request, bucket) \
-             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (instance_id, task_id) DO UPDATE \
-             SET generation = excluded.generation, request = excluded.request, claim = 0",
-        )
-        .map_err(map_err)?
-        .execute(params![
-            a.instance_id,
-            a.task_id,
-            a.generation,
-            a.request,
-            bucket_of(&a.instance_id)
-        ])
-        .map_err(map_err)?;
-    }
-    for r in &cp.new_reminders {
-        insert_reminder(c, r)?;
-    }
-    for out in &cp.outbound {
-        match out {
-            Outbound::Deliver {
-                instance_id,
-                execution_id,
-                event,
-            } => {
-                deliver(c, instance_id, event, execution_id.as_deref())?;
-            }
-            Outbound::Create {
-                create: req,
-                on_conflict,
-            } => {
-                // Only `Terminate` may replace an active target; with `Error` or `Ignore` an active
-                // target is a conflict the parent must hear about.
-                let req = CreateInstance {
-                    policy: match req.policy {
-                        ReusePolicy::Terminate => ReusePolicy::Terminate,
-                        _ => ReusePolicy::Ignore,
-                    },
-                    ..req.clone()
-                };
-                if create(c, &req, now)? == CreateOutcome::Existing
-                    && let Some((target, event)) = on_conflict
-                {
-                    // Addressed to the execution this checkpoint writes, when it is our own.
-                    let exec = (target == id).then_some(m.execution_id.as_str());
-                    deliver(c, target, event, exec)?;
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 pub(crate) fn claim_activities(c: &Connection, scope: &Scope) -> Result<Vec<ActivityTask>> {
