@@ -1,5 +1,16 @@
 //! The Weft sidecar: workflow actors over a durable [`weft_store::Store`], the worker hub that
 //! feeds connected SDK workers, the durabletask gRPC service and the Dapr HTTP workflow API.
+//!
+//! **Owns:** the engine ([`Engine`]: client operations, recovery, background loops), its
+//! components (`parts`: committer, clock, hub, ownership view, actor directory), the API edges
+//! (`grpc`, `http`, the internal node-to-node API) and routing to owners (`route`), and its part
+//! in the cluster (`cluster`: registry, membership, leases, the ownership reconciler).
+//! [`server::serve`] binds the ports and runs it all; [`server::Running::shutdown`] is the
+//! ordered way out.
+//!
+//! **Never:** writes as owner without the fence of a lease it holds (`cluster::owned`), acts on
+//! a worker's answer before the checkpoint that records it has committed, or trusts input from
+//! a port before the edge validated it. Workflow semantics live in `weft-core`, not here.
 
 mod actor;
 mod auth;
