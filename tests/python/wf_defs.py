@@ -100,7 +100,20 @@ def register_all(rt: wf.WorkflowRuntime, state: SharedState) -> dict:
         ev.wait(30)
         return f"gated:{key}"
 
+    @activity("metric_step")
+    def metric_step(ctx: wf.WorkflowActivityContext, x: int) -> int:
+        return x + 1
+
     # ---------------------------------------------------------------- workflows
+    @workflow("metrics_probe")
+    def metrics_probe(ctx: wf.DaprWorkflowContext, x: int):
+        # Used only by test_metrics.py: its names label the series that test counts exactly.
+        for _ in range(3):
+            x = yield ctx.call_activity(metric_step, input=x)
+        yield ctx.create_timer(timedelta(milliseconds=200))
+        extra = yield ctx.wait_for_external_event("go")
+        return x + extra
+
     @workflow("chain")
     def chain(ctx: wf.DaprWorkflowContext, x: int):
         a = yield ctx.call_activity(add_one, input=x)

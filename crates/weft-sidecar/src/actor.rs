@@ -8,6 +8,7 @@ mod commit;
 
 use crate::parts::Parts;
 use crate::recovery;
+use crate::telemetry::workflow::{self as workflow_metrics, Stage, stage};
 use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
@@ -479,7 +480,10 @@ impl Actor {
             event: h.result.completion.event.clone(),
             generation: Some(h.result.completion.generation),
         }));
-        let prepared = turn::prepare_turn(&st.meta, &st.history, &items, self.inner.now());
+        let now = self.inner.now();
+        let preparing = std::time::Instant::now();
+        let prepared = turn::prepare_turn(&st.meta, &st.history, &items, now);
+        stage(Stage::TurnPrepare, None, preparing.elapsed());
         let unconsumed = match &prepared {
             Prepared::Idle { consumed } => consumed.iter().filter(|s| **s >= 0).count() < stored,
             Prepared::Dispatch(_) => st.meta.status == RuntimeStatus::Stalled && !retry_stalled,
@@ -523,6 +527,16 @@ impl Actor {
                 self.pending = Some(t);
                 self.carried = inbox;
                 tracing::debug!(instance = %self.id, "dispatching a turn");
+                if st.meta.started_at.is_none() {
+                    // The execution's first turn: how long after it was due.
+                    let due = st.meta.scheduled_start_at.unwrap_or(st.meta.created_at);
+                    let late = u64::try_from(now.saturating_sub(due)).unwrap_or(0);
+                    workflow_metrics::scheduling(
+                        self.inner.app_id(),
+                        &st.meta.name,
+                        Duration::from_micros(late),
+                    );
+                }
                 self.inner.hub.push(Job::Workflow(req));
                 Ok(())
             }

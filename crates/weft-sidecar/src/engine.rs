@@ -94,7 +94,12 @@ async fn run_actor(
     rx: mpsc::UnboundedReceiver<ActorMsg>,
     fence: Option<Fence>,
 ) {
-    let run = std::panic::AssertUnwindSafe(Actor::new(id.clone(), parts.clone(), rx, fence).run());
+    // Every line the actor logs names its instance and app (JSON logs: in `spans`).
+    let span = tracing::info_span!("actor", instance = %id, app_id = %parts.app_id());
+    let run = std::panic::AssertUnwindSafe(tracing::Instrument::instrument(
+        Actor::new(id.clone(), parts.clone(), rx, fence).run(),
+        span,
+    ));
     if futures::FutureExt::catch_unwind(run).await.is_err() {
         parts.actors.actor_panicked(&id);
     }

@@ -33,11 +33,6 @@ impl Service {
         }
     }
 
-    async fn state(&self, id: &str, with_payloads: bool) -> Result<GetInstanceResponse> {
-        let meta = self.engine.get_instance(id).await?;
-        Ok(Response::new(instance_response(meta, with_payloads)))
-    }
-
     /// Waits (within the caller's deadline) until `pred` holds for the instance.
     async fn wait_until(
         &self,
@@ -173,7 +168,11 @@ impl TaskHubSidecarService for Service {
 
     async fn get_instance(&self, req: Request<GetInstanceRequest>) -> Result<GetInstanceResponse> {
         let r = req.into_inner();
-        self.state(&r.instance_id, r.get_inputs_and_outputs).await
+        let meta = self.router.get_instance(&r.instance_id).await?;
+        Ok(Response::new(instance_response(
+            meta,
+            r.get_inputs_and_outputs,
+        )))
     }
 
     async fn wait_for_instance_start(

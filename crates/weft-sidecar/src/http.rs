@@ -244,7 +244,7 @@ async fn get_workflow(
     ApiPath((ver, _c, id)): ApiPath<(String, String, String)>,
 ) -> ApiResult {
     check_version(&ver)?;
-    match st.engine.get_instance(&id).await {
+    match st.router.get_instance(&id).await {
         Ok(Some(m)) => Ok(Json(instance_json(&m)).into_response()),
         Ok(None) => Err(not_found(&id)),
         Err(e) => Err(ApiError::new("ERR_GET_WORKFLOW", e)),

@@ -6,6 +6,7 @@ mod queue;
 mod transit;
 mod warm;
 
+use crate::telemetry::workflow::{Stage, stage};
 use limits::Limits;
 use queue::JobQueue;
 use std::collections::{HashMap, HashSet};
@@ -105,6 +106,18 @@ struct InFlight {
     stream: u64,
     job: Job,
     token: String,
+    /// When a worker took it (`weft_worker_round_trip_seconds`, activity execution latency).
+    since: std::time::Instant,
+}
+
+/// An activity's in-flight record, taken when its worker answered.
+#[derive(Debug)]
+pub struct TakenActivity {
+    pub generation: i64,
+    pub claim: i64,
+    pub request: ActivityRequest,
+    /// From dispatch to the answer.
+    pub held_for: std::time::Duration,
 }
 
 /// A workflow turn too large for the worker whose stream took it (reported to the engine, which
@@ -358,12 +371,12 @@ impl Hub {
     /// token (the Python SDKs do) must echo the one of the current dispatch: a late answer to
     /// an earlier dispatch of the same key (re-dispatched after its stream died) is refused and
     /// leaves the record alone. Workers without tokens (JS) are matched by key, as daprd does.
-    fn take_inflight(&self, key: Key, token: &str) -> Option<Job> {
+    fn take_inflight(&self, key: Key, token: &str) -> Option<(Job, std::time::Duration)> {
         let mut st = self.lock();
         let taken = match st.inflight.get(&key) {
             Some(f) if token.is_empty() || f.token == token => {
-                let job = st.drop_inflight(&key).map(|f| f.job);
-                if let (Key::Activity(id, task), Some(Job::Activity { generation, .. })) =
+                let job = st.drop_inflight(&key).map(|f| (f.job, f.since.elapsed()));
+                if let (Key::Activity(id, task), Some((Job::Activity { generation, .. }, _))) =
                     (&key, &job)
                 {
                     st.transit.begin((id.clone(), *task, *generation));
@@ -376,6 +389,13 @@ impl Hub {
             _ => None,
         };
         self.count_inflight(&st);
+        if let Some((job, held)) = &taken {
+            let kind = match job {
+                Job::Workflow(_) => "workflow",
+                Job::Activity { .. } => "activity",
+            };
+            stage(Stage::WorkerRoundTrip, Some(kind), *held);
+        }
         taken
     }
 
@@ -453,24 +473,32 @@ impl Hub {
     /// Removes a workflow turn's in-flight record; `None` if no such turn is pending.
     pub fn take_workflow(&self, instance_id: &str, token: &str) -> Option<WorkflowTurn> {
         match self.take_inflight(Key::Workflow(instance_id.to_string()), token) {
-            Some(Job::Workflow(r)) => Some(r),
+            Some((Job::Workflow(r), _)) => Some(r),
             _ => None,
         }
     }
 
-    /// Removes an activity's in-flight record, returning its generation, claim and request.
+    /// Removes an activity's in-flight record.
     pub fn take_activity(
         &self,
         instance_id: &str,
         task_id: i32,
         token: &str,
-    ) -> Option<(i64, i64, ActivityRequest)> {
+    ) -> Option<TakenActivity> {
         match self.take_inflight(Key::Activity(instance_id.to_string(), task_id), token) {
-            Some(Job::Activity {
+            Some((
+                Job::Activity {
+                    generation,
+                    claim,
+                    request,
+                },
+                held_for,
+            )) => Some(TakenActivity {
                 generation,
                 claim,
                 request,
-            }) => Some((generation, claim, request)),
+                held_for,
+            }),
             _ => None,
         }
     }
@@ -632,6 +660,7 @@ impl Hub {
                             stream,
                             job: job.clone(),
                             token: token.clone(),
+                            since: std::time::Instant::now(),
                         },
                     );
                     self.count_inflight(&st);

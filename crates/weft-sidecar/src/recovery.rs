@@ -8,6 +8,7 @@ use crate::hub::{Absorb, Job};
 use crate::mailbox::ActivityResult;
 use crate::mailbox::ActorMsg;
 use crate::parts::Parts;
+use crate::telemetry::workflow::{Stage, stage};
 use prost::Message;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -165,7 +166,10 @@ pub(crate) async fn resync(inner: &Arc<Parts>) -> Result<()> {
 
 /// The recovery scan limited to `scope` (all that is owned, or buckets just taken over).
 pub(crate) async fn resync_scope(inner: &Arc<Parts>, scope: &Scope) -> Result<()> {
-    for a in inner.store.claim_activities(scope).await? {
+    let scanning = std::time::Instant::now();
+    let claimed = inner.store.claim_activities(scope).await?;
+    stage(Stage::ClaimScan, None, scanning.elapsed());
+    for a in claimed {
         if !inner.view.owns(&a.instance_id) {
             continue; // handed off while the scan ran
         }

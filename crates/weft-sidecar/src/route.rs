@@ -6,6 +6,7 @@ use crate::cluster::registry::activity_key;
 use crate::cluster::{ActorKind, Owner, Registry};
 use crate::engine::{Engine, StartRequest};
 use crate::error::{EngineError, KIND_HEADER, Result};
+use crate::telemetry::workflow::{self as workflow_metrics, Op, Stage, stage};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -261,7 +262,10 @@ impl Router {
             Ok(c) => c,
             Err(e) => return Err(Miss::Unreachable(e.to_string())),
         };
-        self.send(&mut c, call, timeout).await
+        let started = std::time::Instant::now();
+        let r = self.send(&mut c, call, timeout).await;
+        stage(Stage::Forward, None, started.elapsed());
+        r
     }
 
     /// Runs `call` on the owner of its instance: here, or forwarded. A peer that is not (or no
@@ -366,6 +370,23 @@ impl Router {
     // ------------------------------------------------------------------------------------------
     // Client operations (the edge calls these instead of the engine)
 
+    /// Routes a call and counts it as daprd does (`dapr_runtime_workflow_operation_*`), once
+    /// at the edge that received it.
+    async fn timed(&self, op: Op, call: Call, limit: Option<Duration>) -> Result<Reply> {
+        let app = if call.app().is_empty() {
+            self.app()
+        } else {
+            call.app().to_string()
+        };
+        workflow_metrics::timed(&app, op, self.route(call, limit)).await
+    }
+
+    /// Reads an instance's row, counted as daprd's `get_workflow`.
+    pub async fn get_instance(&self, id: &str) -> Result<Option<weft_core::InstanceMeta>> {
+        let app = self.app();
+        workflow_metrics::timed(&app, Op::Get, self.inner.engine.get_instance(id)).await
+    }
+
     pub async fn start_instance(
         &self,
         req: StartRequest,
@@ -380,7 +401,7 @@ impl Router {
             scheduled_start_at: req.scheduled_start_at,
             policy: policy_to_wire(req.policy) as i32,
         });
-        match self.route(call, limit).await? {
+        match self.timed(Op::Create, call, limit).await? {
             Reply::Id(id) => Ok(id),
             other => Err(unexpected(other)),
         }
@@ -399,7 +420,7 @@ impl Router {
             name: name.to_string(),
             input,
         });
-        self.route(call, limit).await.map(|_| ())
+        self.timed(Op::AddEvent, call, limit).await.map(|_| ())
     }
 
     pub async fn terminate(
@@ -415,7 +436,7 @@ impl Router {
             output,
             recursive,
         });
-        changed(self.route(call, limit).await?)
+        changed(self.timed(Op::AddEvent, call, limit).await?)
     }
 
     pub async fn suspend(
@@ -429,7 +450,7 @@ impl Router {
             instance_id: id.to_string(),
             reason,
         });
-        changed(self.route(call, limit).await?)
+        changed(self.timed(Op::AddEvent, call, limit).await?)
     }
 
     pub async fn resume(
@@ -443,7 +464,7 @@ impl Router {
             instance_id: id.to_string(),
             reason,
         });
-        changed(self.route(call, limit).await?)
+        changed(self.timed(Op::AddEvent, call, limit).await?)
     }
 
     pub async fn purge(
@@ -459,7 +480,7 @@ impl Router {
             recursive,
             force,
         });
-        match self.route(call, limit).await? {
+        match self.timed(Op::Purge, call, limit).await? {
             Reply::Purged(n) => Ok(n),
             other => Err(unexpected(other)),
         }
@@ -478,7 +499,7 @@ impl Router {
             app_id: self.app(),
             request: Some(r),
         });
-        match self.route(call, limit).await? {
+        match self.timed(Op::Create, call, limit).await? {
             Reply::Id(id) => Ok(id),
             other => Err(unexpected(other)),
         }

@@ -1,6 +1,9 @@
-//! Process-wide Prometheus metrics: one global recorder, rendered at `GET /metrics`.
+//! Process-wide Prometheus metrics: one global recorder, rendered at `GET /metrics`; Dapr's
+//! workflow metrics and Weft's stage histograms are in `workflow`.
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+pub mod workflow;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -11,7 +14,19 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 pub fn metrics_handle() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Prefix("dapr_runtime_workflow_".into()),
+                    &workflow::DAPR_LATENCY_BUCKETS_MS,
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Suffix("_seconds".into()),
+                        &workflow::STAGE_BUCKETS_SECONDS,
+                    )
+                })
+                .ok()?
+                .build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
             describe();

@@ -6,6 +6,7 @@ use crate::error::{EngineError, Result};
 use crate::mailbox::ActivityResult;
 use crate::mailbox::ActorMsg;
 use crate::recovery;
+use crate::telemetry::workflow as workflow_metrics;
 use prost::Message;
 use tokio::sync::oneshot;
 use weft_core::history::event;
@@ -48,16 +49,23 @@ impl Engine {
             self.check_payload_len("activity failure details", f.encoded_len())?;
         }
         let id = resp.instance_id.clone();
-        let Some((generation, claim, request)) =
-            self.inner
-                .hub
-                .take_activity(&id, resp.task_id, &resp.completion_token)
+        let Some(taken) = self
+            .inner
+            .hub
+            .take_activity(&id, resp.task_id, &resp.completion_token)
         else {
             return Err(EngineError::NotFound(format!(
                 "unknown instance ID/task ID combo: {id}/{}",
                 resp.task_id
             )));
         };
+        let (generation, claim, request) = (taken.generation, taken.claim, taken.request);
+        workflow_metrics::activity_execution(
+            self.inner.app_id(),
+            &request.name,
+            resp.failure_details.is_none(),
+            taken.held_for,
+        );
         let ty = match resp.failure_details {
             Some(f) => EventType::TaskFailed(TaskFailedEvent {
                 task_scheduled_id: resp.task_id,

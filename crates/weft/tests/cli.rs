@@ -520,3 +520,27 @@ fn ready_line_parsing() {
     );
     assert_eq!(parse_ready_line("starting http=1"), None);
 }
+
+#[test]
+fn json_log_format_writes_one_object_per_line() {
+    let dev = Dev::start_with_env(&[
+        ("WEFT_LOG_FORMAT", "json"),
+        ("RUST_LOG", "info,weft_sidecar=debug"),
+    ]);
+    dev.wf(&["start", "wf", "--id", "json-log"]).ok();
+    let log = dev.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "too few log lines:\n{log}");
+    for line in &lines {
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        for key in ["timestamp", "level", "message", "target"] {
+            assert!(v.get(key).is_some(), "no `{key}` in {line}");
+        }
+    }
+    // Lines about an instance carry its ID as a field of their own.
+    assert!(
+        lines.iter().any(|l| l.contains(r#""instance":"json-log""#)),
+        "no line names the instance as a field:\n{log}"
+    );
+}

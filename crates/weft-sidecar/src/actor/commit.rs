@@ -4,10 +4,11 @@
 use super::Actor;
 use crate::error::{EngineError, Result};
 use crate::hub::Job;
+use crate::telemetry::workflow::{self as workflow_metrics, Ended};
 use prost::Message;
 use std::sync::Arc;
-use weft_core::InstanceMeta;
 use weft_core::turn::{Effect, TurnOutcome};
+use weft_core::{InstanceMeta, RuntimeStatus};
 use weft_store::{
     ActivityTask, Checkpoint, CreateInstance, Outbound, Reminder, ReusePolicy, StoreError,
 };
@@ -32,7 +33,15 @@ impl Actor {
         let (cp, follow) = self.plan(&out);
         let timers = !cp.new_reminders.is_empty();
         let folded = cp.completed_activities.len();
-        match self.inner.committer.checkpoint(cp).await {
+        let started = std::time::Instant::now();
+        let written = self.inner.committer.checkpoint(cp).await;
+        for job in &follow.activities {
+            if let Job::Activity { request, .. } = job {
+                let (app, ok) = (self.inner.app_id(), written.is_ok());
+                workflow_metrics::activity_operation(app, &request.name, ok, started.elapsed());
+            }
+        }
+        match written {
             Ok(()) => {
                 self.failures = 0;
                 // The turn consumed what it carried.
@@ -216,6 +225,15 @@ impl Actor {
         // changes nothing else never clones the row's payloads).
         if st.meta.status != status_before {
             self.inner.actors.committed(&st.meta);
+            if let Some(ended) = ended(st.meta.status) {
+                let age = u64::try_from(self.inner.now().saturating_sub(st.meta.created_at));
+                workflow_metrics::execution(
+                    self.inner.app_id(),
+                    &st.meta.name,
+                    ended,
+                    std::time::Duration::from_micros(age.unwrap_or(0)),
+                );
+            }
         }
         for id in follow.wake {
             if id == self.id {
@@ -225,5 +243,16 @@ impl Actor {
             }
             self.inner.actors.wake(&id);
         }
+    }
+}
+
+/// How daprd counts an execution that reached `status` (`None`: still going).
+fn ended(status: RuntimeStatus) -> Option<Ended> {
+    match status {
+        RuntimeStatus::Completed => Some(Ended::Success),
+        RuntimeStatus::Failed => Some(Ended::Failed),
+        RuntimeStatus::Terminated | RuntimeStatus::Canceled => Some(Ended::Terminated),
+        RuntimeStatus::Stalled => Some(Ended::Recoverable),
+        _ => None,
     }
 }

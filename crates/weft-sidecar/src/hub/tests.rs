@@ -156,7 +156,7 @@ async fn a_repush_leaves_an_activity_with_its_worker() {
     hub.push(claimed("a", 1, 0, 1));
     assert_eq!(hub.queued(), 0, "not queued a second time");
     assert_eq!(
-        hub.take_activity("a", 1, &token).map(|(_, claim, _)| claim),
+        hub.take_activity("a", 1, &token).map(|t| t.claim),
         Some(1),
         "the running worker's answer is still accepted, under the scan's claim"
     );
@@ -166,7 +166,7 @@ async fn a_repush_leaves_an_activity_with_its_worker() {
     assert_eq!(hub.queued(), 1, "a queued copy is not duplicated");
     let (_, token) = hub.take(1).await;
     assert_eq!(
-        hub.take_activity("b", 1, &token).map(|(_, claim, _)| claim),
+        hub.take_activity("b", 1, &token).map(|t| t.claim),
         Some(3),
         "the queued copy took the newest claim"
     );
@@ -182,7 +182,10 @@ async fn a_newer_generation_supersedes_an_older_dispatch() {
     assert!(hub.take_activity("a", 0, &old).is_none());
     let (job, new) = hub.take(1).await;
     assert_eq!(job.generation(), Some(1));
-    assert_eq!(hub.take_activity("a", 0, &new).map(|(g, _, _)| g), Some(1));
+    assert_eq!(
+        hub.take_activity("a", 0, &new).map(|t| t.generation),
+        Some(1)
+    );
 }
 
 #[tokio::test]

@@ -18,7 +18,25 @@ use std::process::ExitCode;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log line format on stderr: `text` for people, `json` (one object per line) for log
+    /// pipelines.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "WEFT_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
 }
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -39,13 +57,23 @@ pub enum Command {
 }
 
 /// Logs go to stderr (stdout carries the ready line and command output); `RUST_LOG` filters.
+/// In JSON, each line is one object with the event's fields at the top level (`instance`,
+/// `app_id`, … where the event has them) and the spans it happened in.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match LOG_FORMAT.get().copied().unwrap_or(LogFormat::Text) {
+        LogFormat::Text => fmt.try_init(),
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .try_init(),
+    };
 }
 
 /// SIGINT/SIGTERM handlers, installed when created: make one before announcing readiness so a
@@ -74,6 +102,7 @@ impl Signals {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let _ = LOG_FORMAT.set(cli.log_format);
     match cli.command {
         Command::Dev(args) => dev::run(args).await,
         Command::Sidecar(args) => sidecar::run(args).await,
