@@ -1,18 +1,37 @@
-//! Compiles `proto/*.proto` with protox (pure Rust; no `protoc` on the build machines).
+//! Compiles every `proto/*.proto` with protox (pure Rust; no `protoc` on the build machines), in
+//! two sets with a descriptor each: the sidecar's protocols, and the placement port's.
 use prost::Message;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Read at run time: a build script binary copied with a target dir from another checkout
     // must not compile that checkout's protos.
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let files = ["durabletask.proto", "internal.proto"];
-    for f in &files {
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    compile(
+        &root,
+        &["durabletask.proto", "internal.proto"],
+        &out.join("descriptor.bin"),
+    )?;
+    // A set of its own: the sidecar's reflection lists only the sidecar's services.
+    compile(
+        &root,
+        &["placement.proto", "raft.proto", "health.proto"],
+        &out.join("placement_descriptor.bin"),
+    )?;
+    Ok(())
+}
+
+fn compile(
+    root: &Path,
+    files: &[&str],
+    descriptor: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    for f in files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }
-    let fds = protox::compile(files, [&root])?;
-    let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out.join("descriptor.bin"), fds.encode_to_vec())?;
+    let fds = protox::compile(files, [root])?;
+    std::fs::write(descriptor, fds.encode_to_vec())?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

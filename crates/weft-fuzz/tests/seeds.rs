@@ -2,7 +2,7 @@
 //! `cargo test -p weft-fuzz --test seeds -- --ignored`. The normal run checks the seeds decode.
 
 use weft_placement::proto::raft::RaftPayload;
-use weft_placement::raft::{RaftRpc, decode_request};
+use weft_placement_server::raft::{RaftRpc, decode_request};
 
 #[test]
 #[ignore = "writes files: run it to regenerate corpus/"]

@@ -1,6 +1,7 @@
 //! Sidecar-side placement client: keeps one stream to the placement leader, registers and
 //! heartbeats, acknowledges tables and exposes the live table (with its rings) on a watch.
 
+use crate::error::PlacementError;
 use crate::proto::placement::{
     self as pb, placement_client::PlacementClient as PbClient, placement_message, sidecar_message,
 };
@@ -205,11 +206,14 @@ struct Worker {
     leave: CancellationToken,
 }
 
-fn is_refusal(s: &tonic::Status) -> bool {
-    matches!(
-        s.code(),
-        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
-    )
+impl SessionEnd {
+    /// A session ended by a status: a refusal waits for a new identity, anything else retries.
+    fn from_status(s: &tonic::Status) -> Self {
+        match PlacementError::from_status(s) {
+            PlacementError::Refused(why) => Self::Refused(why),
+            other => Self::Failed(other.to_string()),
+        }
+    }
 }
 
 impl Worker {
@@ -314,10 +318,7 @@ impl Worker {
         }
         let mut inbound = match client.report_status(ReceiverStream::new(out_rx)).await {
             Ok(r) => r.into_inner(),
-            Err(e) if is_refusal(&e) => {
-                return SessionEnd::Refused(format!("{:?}: {}", e.code(), e.message()));
-            }
-            Err(e) => return SessionEnd::Failed(e.to_string()),
+            Err(e) => return SessionEnd::from_status(&e),
         };
         let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
         heartbeat.reset();
@@ -350,10 +351,7 @@ impl Worker {
                 msg = inbound.next() => {
                     let msg = match msg {
                         None => return SessionEnd::Failed("stream ended".into()),
-                        Some(Err(e)) if is_refusal(&e) => {
-                            return SessionEnd::Refused(format!("{:?}: {}", e.code(), e.message()));
-                        }
-                        Some(Err(e)) => return SessionEnd::Failed(e.to_string()),
+                        Some(Err(e)) => return SessionEnd::from_status(&e),
                         Some(Ok(m)) => m,
                     };
                     match msg.msg {

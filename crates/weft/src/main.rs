@@ -1,7 +1,8 @@
 //! Entry point: parse the command line and hand over to one role or client command.
 
 mod alloc;
-mod cmd;
+
+use weft::cmd;
 
 use clap::Parser;
 

@@ -249,7 +249,7 @@ async fn restart_all_keeps_membership_and_version() {
         );
     }
     drop((a, b));
-    let before = weft_placement::cli::cluster_status(&cluster.addrs())
+    let before = weft::cmd::cluster::cluster_status(&cluster.addrs())
         .await
         .unwrap();
     assert_eq!(before["table_version"], 6, "{before:#}");
@@ -261,7 +261,7 @@ async fn restart_all_keeps_membership_and_version() {
         cluster.spawn(i);
     }
     cluster.wait_leader(Duration::from_secs(15)).await;
-    let after = weft_placement::cli::cluster_status(&cluster.addrs())
+    let after = weft::cmd::cluster::cluster_status(&cluster.addrs())
         .await
         .unwrap();
     println!("after restart: {after:#}");

@@ -368,7 +368,7 @@ fn mtls_cluster_admits_identities_and_refuses_everyone_else() {
 async fn c_hosts(placement: &str, certs: &Path) -> Vec<(String, String)> {
     let dial = Dial::new(Some(context(&certs.join("admin"))), Expect::Placement);
     let addrs: Vec<String> = placement.split(',').map(String::from).collect();
-    let s = weft_placement::cli::cluster_status_with(&addrs, &dial)
+    let s = weft::cmd::cluster::cluster_status_with(&addrs, &dial)
         .await
         .unwrap();
     let field = |h: &serde_json::Value, k: &str| h[k].as_str().unwrap().to_string();

@@ -7,8 +7,8 @@ use crate::input::Input;
 use crate::sidecar::decode_checked;
 use weft_placement::proto::placement::{self as pb, placement_message, sidecar_message};
 use weft_placement::proto::raft::RaftPayload;
-use weft_placement::raft::{RaftRpc, decode_request};
 use weft_placement::{Command, Member, MemberTable, PlacementTable};
+use weft_placement_server::raft::{RaftRpc, decode_request};
 
 /// The inputs, in selector order.
 pub const MESSAGES: &[&str] = &[

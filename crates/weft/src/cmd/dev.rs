@@ -6,7 +6,7 @@ use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use weft_placement::{NodeConfig, PlacementNode};
+use weft_placement_server::{NodeConfig, PlacementNode};
 use weft_store::{SqliteStore, Store};
 
 use super::serve::{self, ServeArgs};

@@ -1,7 +1,9 @@
 //! Command-line surface of `weft`: one subcommand per role or client command.
 
+pub mod cluster;
 mod config;
 mod dev;
+pub mod placement;
 mod serve;
 mod sidecar;
 mod workflow;
@@ -49,9 +51,9 @@ pub enum Command {
     /// Manage workflow instances through a sidecar's HTTP API.
     Workflow(workflow::WorkflowArgs),
     /// Run a placement node (raft member that replicates the actor placement table).
-    Placement(weft_placement::cli::PlacementArgs),
+    Placement(placement::PlacementArgs),
     /// Inspect and change the placement cluster (status, add-node, remove-node).
-    Cluster(weft_placement::cli::ClusterArgs),
+    Cluster(cluster::ClusterArgs),
     /// Make a development CA and issue certificates for placement, sidecars and operators.
     Certs(weft_tls::certs::CertsArgs),
 }
@@ -108,8 +110,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sidecar(args) => sidecar::run(args).await,
         Command::Config(args) => config::run(args),
         Command::Workflow(args) => workflow::run(args).await,
-        Command::Placement(args) => weft_placement::cli::run_placement(args).await,
-        Command::Cluster(args) => weft_placement::cli::run_cluster(args).await,
+        Command::Placement(args) => placement::run_placement(args).await,
+        Command::Cluster(args) => cluster::run_cluster(args).await,
         Command::Certs(args) => {
             println!("{}", weft_tls::certs::run(&args)?);
             Ok(ExitCode::SUCCESS)

@@ -2,7 +2,7 @@
 
 use openraft::StorageError;
 use openraft::testing::log::{StoreBuilder, Suite};
-use weft_placement::raft::{SqliteLogStore, StateMachine, TablePublisher, TypeConfig};
+use weft_placement_server::raft::{SqliteLogStore, StateMachine, TablePublisher, TypeConfig};
 
 struct SqliteBuilder;
 

@@ -3,7 +3,6 @@
 
 use super::log_store::{blocking, io_err, open_db};
 use super::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
-use crate::table::{CommandResult, MemberTable};
 use futures::{Stream, StreamExt};
 use openraft::EntryPayload;
 use openraft::entry::RaftEntry;
@@ -14,6 +13,7 @@ use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, watch};
+use weft_placement::table::{CommandResult, MemberTable};
 
 /// Everything the state machine persists.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -1,14 +1,15 @@
 //! `grpc.health.v1.Health` on the placement port: SERVING once this node knows a raft leader,
 //! so a Kubernetes `grpc` readiness probe holds a node back until the cluster has elected one.
 
-use crate::proto::health::health_check_response::ServingStatus;
-use crate::proto::health::health_server::{Health, HealthServer};
-use crate::proto::health::{HealthCheckRequest, HealthCheckResponse};
+use crate::error::ServerError;
 use crate::raft::{Leadership, RaftNode};
 use std::pin::Pin;
 use tokio::sync::watch;
 use tokio_stream::{Stream, StreamExt, wrappers::WatchStream};
 use tonic::{Request, Response, Status};
+use weft_placement::proto::health::health_check_response::ServingStatus;
+use weft_placement::proto::health::health_server::{Health, HealthServer};
+use weft_placement::proto::health::{HealthCheckRequest, HealthCheckResponse};
 
 /// Service names this node answers for; "" is the whole server (what probes ask by default).
 const KNOWN: [&str; 2] = ["", "weft.placement.v1.Placement"];
@@ -37,11 +38,11 @@ fn status_of(l: &Leadership) -> HealthCheckResponse {
     }
 }
 
-fn check_name(req: &HealthCheckRequest) -> Result<(), Status> {
+fn check_name(req: &HealthCheckRequest) -> Result<(), ServerError> {
     if KNOWN.contains(&req.service.as_str()) {
         Ok(())
     } else {
-        Err(Status::not_found(format!(
+        Err(ServerError::NotFound(format!(
             "unknown service `{}`",
             req.service
         )))

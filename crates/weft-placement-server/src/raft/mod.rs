@@ -11,8 +11,7 @@ pub use network::RaftRpcServer;
 pub use network::{RaftRpc, decode_request};
 pub use state_machine::{StateMachine, TablePublisher};
 
-use crate::error::PlacementError;
-use crate::table::{Command, CommandResult};
+use crate::error::ServerError;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
@@ -21,6 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use weft_placement::table::{Command, CommandResult, MemberTable};
 
 openraft::declare_raft_types!(
     /// Placement's raft types: commands are member-table changes, responses the new version.
@@ -148,29 +148,18 @@ fn view_of(m: &openraft::RaftMetrics<TypeConfig>) -> RaftView {
     }
 }
 
-/// Why a write did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    #[error("not the leader (leader: {leader:?})")]
-    NotLeader { leader: Option<(NodeId, String)> },
-    /// Transient: a membership change is still in progress or the entry was lost to a leader
-    /// change; retrying later is safe (our commands are idempotent).
-    #[error("retry later: {0}")]
-    Retry(String),
-    #[error("raft: {0}")]
-    Raft(String),
-}
-
-fn write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> WriteError {
+/// Why a write did not happen: [`ServerError::NotLeader`], [`ServerError::Retry`] or
+/// [`ServerError::Raft`].
+fn write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ServerError {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => WriteError::NotLeader {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ServerError::NotLeader {
             leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
         },
         RaftError::APIError(e @ ClientWriteError::LogEntryDiscarded(_))
         | RaftError::APIError(
             e @ ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(_)),
-        ) => WriteError::Retry(e.to_string()),
-        other => WriteError::Raft(other.to_string()),
+        ) => ServerError::Retry(e.to_string()),
+        other => ServerError::Raft(other.to_string()),
     }
 }
 
@@ -181,11 +170,11 @@ impl RaftNode {
         data_dir: &Path,
         tuning: &RaftTuning,
         tls: Option<std::sync::Arc<weft_tls::TlsContext>>,
-    ) -> Result<Self, PlacementError> {
+    ) -> Result<Self, ServerError> {
         std::fs::create_dir_all(data_dir)
-            .map_err(|e| PlacementError::Storage(format!("create {}: {e}", data_dir.display())))?;
+            .map_err(|e| ServerError::Storage(format!("create {}: {e}", data_dir.display())))?;
         let db = data_dir.join("placement-raft.db");
-        let storage = |e: std::io::Error| PlacementError::Storage(e.to_string());
+        let storage = |e: std::io::Error| ServerError::Storage(e.to_string());
         let log = SqliteLogStore::open(&db).map_err(storage)?;
         let publisher = TablePublisher::new();
         let sm = StateMachine::open(&db, publisher.clone()).map_err(storage)?;
@@ -199,7 +188,7 @@ impl RaftNode {
             ..Default::default()
         }
         .validate()
-        .map_err(|e| PlacementError::Config(e.to_string()))?;
+        .map_err(|e| ServerError::Config(e.to_string()))?;
         let raft = PlacementRaft::new(
             id,
             Arc::new(config),
@@ -208,7 +197,7 @@ impl RaftNode {
             sm.clone(),
         )
         .await
-        .map_err(|e| PlacementError::Raft(e.to_string()))?;
+        .map_err(|e| ServerError::Raft(e.to_string()))?;
         let mut metrics = raft.metrics();
         let first = view_of(&metrics.borrow_watched());
         let lead = |v: &RaftView| Leadership {
@@ -263,20 +252,20 @@ impl RaftNode {
         &self.publisher
     }
 
-    pub fn table(&self) -> crate::table::MemberTable {
+    pub fn table(&self) -> MemberTable {
         self.sm.table()
     }
 
     /// Whether the log/vote show the node was ever part of a cluster.
-    pub async fn is_initialized(&self) -> Result<bool, PlacementError> {
+    pub async fn is_initialized(&self) -> Result<bool, ServerError> {
         self.raft
             .is_initialized()
             .await
-            .map_err(|e| PlacementError::Raft(e.to_string()))
+            .map_err(|e| ServerError::Raft(e.to_string()))
     }
 
     /// Initialises a fresh cluster with these voters. Callers must check `is_initialized` first.
-    pub async fn initialize(&self, voters: BTreeMap<NodeId, String>) -> Result<(), PlacementError> {
+    pub async fn initialize(&self, voters: BTreeMap<NodeId, String>) -> Result<(), ServerError> {
         let nodes: BTreeMap<NodeId, BasicNode> = voters
             .into_iter()
             .map(|(id, addr)| (id, BasicNode { addr }))
@@ -284,11 +273,11 @@ impl RaftNode {
         self.raft
             .initialize(nodes)
             .await
-            .map_err(|e| PlacementError::Raft(e.to_string()))
+            .map_err(|e| ServerError::Raft(e.to_string()))
     }
 
     /// Proposes a table change; only succeeds on the leader.
-    pub async fn write(&self, cmd: Command) -> Result<CommandResult, WriteError> {
+    pub async fn write(&self, cmd: Command) -> Result<CommandResult, ServerError> {
         self.raft
             .client_write(cmd)
             .await
@@ -297,7 +286,7 @@ impl RaftNode {
     }
 
     /// Adds a placement node: learner first (catches up), then voter.
-    pub async fn add_node(&self, id: NodeId, addr: String) -> Result<Vec<NodeId>, WriteError> {
+    pub async fn add_node(&self, id: NodeId, addr: String) -> Result<Vec<NodeId>, ServerError> {
         self.raft
             .add_learner(id, BasicNode { addr }, true)
             .await
@@ -313,7 +302,7 @@ impl RaftNode {
     }
 
     /// Removes a placement node from the voters and forgets it.
-    pub async fn remove_node(&self, id: NodeId) -> Result<Vec<NodeId>, WriteError> {
+    pub async fn remove_node(&self, id: NodeId) -> Result<Vec<NodeId>, ServerError> {
         let r = self
             .raft
             .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use weft_placement::proto::health::health_check_response::ServingStatus;
 use weft_placement::proto::health::{HealthCheckRequest, health_client::HealthClient};
-use weft_placement::{NodeConfig, PlacementNode};
+use weft_placement_server::{NodeConfig, PlacementNode};
 
 async fn check(addr: &str, service: &str) -> Result<ServingStatus, tonic::Status> {
     let mut c = HealthClient::connect(format!("http://{addr}"))

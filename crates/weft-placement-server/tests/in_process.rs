@@ -187,9 +187,9 @@ async fn add_and_remove_a_placement_node() {
     let cluster = start_cluster(3, Duration::from_secs(3)).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut cfg = weft_placement::NodeConfig::new(4, addr, cluster.dir.path().join("n4"));
+    let mut cfg = weft_placement_server::NodeConfig::new(4, addr, cluster.dir.path().join("n4"));
     cfg.join = true;
-    let fourth = weft_placement::PlacementNode::start_with_listener(cfg, listener)
+    let fourth = weft_placement_server::PlacementNode::start_with_listener(cfg, listener)
         .await
         .unwrap();
     assert!(

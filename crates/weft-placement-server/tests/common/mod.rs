@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use weft_placement::proto::placement::HostInfo;
-use weft_placement::raft::RaftTuning;
-use weft_placement::{ClientConfig, NodeConfig, PlacementClient, PlacementNode};
+use weft_placement::{ClientConfig, PlacementClient};
+use weft_placement_server::raft::RaftTuning;
+use weft_placement_server::{NodeConfig, PlacementNode};
 
 pub struct Cluster {
     pub nodes: Vec<PlacementNode>,

@@ -1,12 +1,8 @@
 //! A running placement node: raft, one gRPC port for sidecars, admins and peers, the one-time
 //! cluster bootstrap, and the leader's liveness loop.
 
-use crate::error::PlacementError;
+use crate::error::ServerError;
 use crate::health::LeaderHealth;
-use crate::proto::placement::placement_server::PlacementServer;
-use crate::proto::placement::{
-    ClusterStatusRequest, placement_client::PlacementClient as PbClient,
-};
 use crate::raft::{NodeId, RaftNode, RaftRpcServer, RaftTuning};
 use crate::service::{PlacementApi, PlacementService};
 use std::collections::BTreeMap;
@@ -17,6 +13,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use weft_placement::proto::placement::placement_server::PlacementServer;
+use weft_placement::proto::placement::{
+    ClusterStatusRequest, placement_client::PlacementClient as PbClient,
+};
 use weft_tls::authz::rules;
 use weft_tls::{Dial, Expect, Mode, PeerCheck, TlsContext};
 
@@ -77,10 +77,10 @@ pub struct PlacementNode {
 
 impl PlacementNode {
     /// Binds `config.listen` and starts the node.
-    pub async fn start(config: NodeConfig) -> Result<Self, PlacementError> {
+    pub async fn start(config: NodeConfig) -> Result<Self, ServerError> {
         let listener = TcpListener::bind(config.listen)
             .await
-            .map_err(|e| PlacementError::Transport(format!("bind {}: {e}", config.listen)))?;
+            .map_err(|e| ServerError::Transport(format!("bind {}: {e}", config.listen)))?;
         Self::start_with_listener(config, listener).await
     }
 
@@ -88,10 +88,10 @@ impl PlacementNode {
     pub async fn start_with_listener(
         config: NodeConfig,
         listener: TcpListener,
-    ) -> Result<Self, PlacementError> {
+    ) -> Result<Self, ServerError> {
         let local_addr = listener
             .local_addr()
-            .map_err(|e| PlacementError::Transport(e.to_string()))?;
+            .map_err(|e| ServerError::Transport(e.to_string()))?;
         let advertise = config
             .advertise
             .clone()
@@ -214,13 +214,13 @@ async fn serve_health(
     addr: SocketAddr,
     raft: &RaftNode,
     cancel: &CancellationToken,
-) -> Result<SocketAddr, PlacementError> {
+) -> Result<SocketAddr, ServerError> {
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|e| PlacementError::Transport(format!("bind health port {addr}: {e}")))?;
+        .map_err(|e| ServerError::Transport(format!("bind health port {addr}: {e}")))?;
     let bound = listener
         .local_addr()
-        .map_err(|e| PlacementError::Transport(e.to_string()))?;
+        .map_err(|e| ServerError::Transport(e.to_string()))?;
     let server = tonic::transport::Server::builder()
         .add_service(LeaderHealth::server(raft))
         .serve_with_incoming_shutdown(
@@ -242,7 +242,7 @@ async fn bootstrap(
     raft: &RaftNode,
     config: &NodeConfig,
     advertise: &str,
-) -> Result<(), PlacementError> {
+) -> Result<(), ServerError> {
     if config.join || raft.is_initialized().await? {
         return Ok(());
     }

@@ -1,12 +1,8 @@
 //! The `weft.placement.v1.Placement` gRPC service: sidecar sessions (register, heartbeat, ack,
 //! table push), leader-side liveness, cluster status and placement-node admin.
 
-use crate::proto::placement::{
-    self as pb, placement_client::PlacementClient as PbClient, placement_message,
-    placement_server::Placement, sidecar_message,
-};
-use crate::raft::{RaftNode, RaftView, WriteError};
-use crate::table::{Command, Member, MemberTable};
+use crate::error::ServerError;
+use crate::raft::{RaftNode, RaftView};
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -15,6 +11,11 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
+use weft_placement::proto::placement::{
+    self as pb, placement_client::PlacementClient as PbClient, placement_message,
+    placement_server::Placement, sidecar_message,
+};
+use weft_placement::table::{Command, Member, MemberTable};
 use weft_tls::authz::{authorize, rules};
 use weft_tls::{Dial, Expect, Peer, TlsContext};
 
@@ -418,14 +419,15 @@ impl PlacementService {
 
     /// A sidecar registers only as the app its certificate names, and never under the host id
     /// of another app's sidecar (which would take over that host's place on the rings).
-    fn authorize_registration(&self, peer: &Peer, first: &pb::HostInfo) -> Result<(), Status> {
+    fn authorize_registration(&self, peer: &Peer, first: &pb::HostInfo) -> Result<(), ServerError> {
         let app = first.app_id.as_str();
         authorize(
             peer,
             PORT,
             &format!("register a sidecar of app `{app}`"),
             |id| id.app() == Some(app),
-        )?;
+        )
+        .map_err(|s| ServerError::from_status(&s))?;
         if matches!(peer, Peer::Plain) {
             return Ok(());
         }
@@ -440,7 +442,7 @@ impl PlacementService {
         match holder {
             Some(other) if other != app => {
                 metrics::counter!("weft_auth_refused_total", "port" => PORT, "code" => "permission_denied").increment(1);
-                Err(Status::permission_denied(format!(
+                Err(ServerError::PermissionDenied(format!(
                     "{}: host id `{}` belongs to a sidecar of app `{other}`",
                     peer.describe(),
                     first.host_id
@@ -450,32 +452,35 @@ impl PlacementService {
         }
     }
 
-    /// Runs an admin call on the leader: locally if we lead, else forwarded one hop.
+    /// Runs an admin call on the leader: locally if we lead, else forwarded one hop (the
+    /// leader's answer is passed on as it came).
     async fn on_leader<F, Fut>(
         &self,
         local: F,
         forward: AdminForward,
-    ) -> Result<pb::MembershipResponse, Status>
+    ) -> Result<pb::MembershipResponse, ServerError>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Vec<u64>, WriteError>>,
+        Fut: std::future::Future<Output = Result<Vec<u64>, ServerError>>,
     {
         let view = self.raft.view();
         if view.is_leader {
             return match local().await {
                 Ok(voters) => Ok(pb::MembershipResponse { voters }),
-                Err(WriteError::NotLeader { .. }) => {
-                    Err(Status::unavailable("leadership changed; retry"))
+                Err(ServerError::NotLeader { .. }) => {
+                    Err(ServerError::Unavailable("leadership changed; retry".into()))
                 }
-                Err(WriteError::Retry(e)) => Err(Status::unavailable(e)),
-                Err(e) => Err(Status::failed_precondition(e.to_string())),
+                Err(ServerError::Retry(e)) => Err(ServerError::Unavailable(e)),
+                Err(e) => Err(e),
             };
         }
         let Some((_, addr)) = view.leader else {
-            return Err(Status::unavailable("no placement leader yet; retry"));
+            return Err(ServerError::Unavailable(
+                "no placement leader yet; retry".into(),
+            ));
         };
         let unreachable =
-            |e: String| Status::unavailable(format!("leader {addr} unreachable: {e}"));
+            |e: String| ServerError::Unavailable(format!("leader {addr} unreachable: {e}"));
         let endpoint = Dial::endpoint(&addr).map_err(|e| unreachable(e.to_string()))?;
         let channel = Dial::new(self.tls.clone(), Expect::Placement)
             .connect(endpoint)
@@ -483,10 +488,11 @@ impl PlacementService {
             .map_err(|e| unreachable(e.to_string()))?;
         let mut client = PbClient::new(channel);
         let resp = match forward {
-            AdminForward::Add(r) => client.add_node(r).await?,
-            AdminForward::Remove(r) => client.remove_node(r).await?,
+            AdminForward::Add(r) => client.add_node(r).await,
+            AdminForward::Remove(r) => client.remove_node(r).await,
         };
-        Ok(resp.into_inner())
+        resp.map(|r| r.into_inner())
+            .map_err(|s| ServerError::from_status(&s))
     }
 }
 
@@ -509,10 +515,15 @@ impl Placement for PlacementApi {
                 msg: Some(sidecar_message::Msg::Register(h)),
             })) => h,
             Some(Err(e)) => return Err(e),
-            _ => return Err(Status::invalid_argument("first message must be `register`")),
+            _ => {
+                return Err(ServerError::InvalidArgument(
+                    "first message must be `register`".into(),
+                )
+                .into());
+            }
         };
         if first.host_id.is_empty() {
-            return Err(Status::invalid_argument("host_id must not be empty"));
+            return Err(ServerError::InvalidArgument("host_id must not be empty".into()).into());
         }
         self.0.authorize_registration(&peer, &first)?;
         let (tx, rx) = mpsc::channel(64);
@@ -552,9 +563,9 @@ impl Placement for PlacementApi {
         )?;
         let r = request.into_inner();
         if r.id == 0 || r.address.is_empty() {
-            return Err(Status::invalid_argument(
-                "id (> 0) and address are required",
-            ));
+            return Err(
+                ServerError::InvalidArgument("id (> 0) and address are required".into()).into(),
+            );
         }
         let raft = self.0.raft.clone();
         let (id, addr) = (r.id, r.address.clone());
@@ -565,6 +576,7 @@ impl Placement for PlacementApi {
             )
             .await
             .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn remove_node(
@@ -587,5 +599,6 @@ impl Placement for PlacementApi {
             )
             .await
             .map(Response::new)
+            .map_err(Status::from)
     }
 }

@@ -2,11 +2,7 @@
 //! openraft's messages travel as JSON inside `weft.raft.v1.RaftPayload`.
 
 use super::{NodeId, PlacementRaft, Snapshot, TypeConfig, Vote};
-use crate::proto::raft::{
-    RaftPayload,
-    raft_client::RaftClient,
-    raft_server::{Raft as RaftService, RaftServer},
-};
+use crate::error::ServerError;
 use openraft::BasicNode;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
@@ -19,6 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+use weft_placement::proto::raft::{
+    RaftPayload,
+    raft_client::RaftClient,
+    raft_server::{Raft as RaftService, RaftServer},
+};
 use weft_tls::{Dial, Expect, TlsContext};
 
 /// Raft messages carry whole snapshots; the member table is small but allow generous room.
@@ -28,15 +29,15 @@ pub(crate) const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
 #[error("{0}")]
 struct WireError(String);
 
-fn encode<T: Serialize>(v: &T) -> Result<RaftPayload, Status> {
+fn encode<T: Serialize>(v: &T) -> Result<RaftPayload, ServerError> {
     serde_json::to_vec(v)
         .map(|json| RaftPayload { json })
-        .map_err(|e| Status::internal(format!("encode raft message: {e}")))
+        .map_err(|e| ServerError::Internal(format!("encode raft message: {e}")))
 }
 
-fn decode<T: DeserializeOwned>(p: &RaftPayload) -> Result<T, Status> {
+fn decode<T: DeserializeOwned>(p: &RaftPayload) -> Result<T, ServerError> {
     serde_json::from_slice(&p.json)
-        .map_err(|e| Status::invalid_argument(format!("decode raft message: {e}")))
+        .map_err(|e| ServerError::InvalidArgument(format!("decode raft message: {e}")))
 }
 
 /// The raft RPCs a placement node serves.
@@ -52,7 +53,7 @@ pub enum RaftRpc {
 /// Decodes an RPC's payload exactly as the server does before handing it to raft (the fuzz
 /// targets call this; nothing runs behind it).
 #[doc(hidden)]
-pub fn decode_request(rpc: RaftRpc, p: &RaftPayload) -> Result<(), Status> {
+pub fn decode_request(rpc: RaftRpc, p: &RaftPayload) -> Result<(), ServerError> {
     match rpc {
         RaftRpc::AppendEntries => decode::<AppendEntriesRequest<TypeConfig>>(p).map(drop),
         RaftRpc::Vote | RaftRpc::PreVote => decode::<VoteRequest<TypeConfig>>(p).map(drop),
@@ -227,7 +228,7 @@ impl RaftRpcServer {
 fn reply<T: Serialize, E: std::fmt::Display>(
     r: Result<T, E>,
 ) -> Result<Response<RaftPayload>, Status> {
-    encode(&r.map_err(|e| e.to_string())).map(Response::new)
+    Ok(Response::new(encode(&r.map_err(|e| e.to_string()))?))
 }
 
 #[tonic::async_trait]
