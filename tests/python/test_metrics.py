@@ -71,3 +71,28 @@ def test_dapr_workflow_metrics_count_what_ran(runtime, client, weft, uid):
     ]:
         n = value(m, name, **labels)
         assert n is not None and n > 0, (name, labels)
+
+
+def test_the_dashboard_queries_only_metrics_that_exist(runtime, client, weft, uid):
+    """deploy/observability's Grafana dashboard: every series it queries is documented in
+    docs/operations.md, and the Dapr ones are on /metrics once a workflow ran."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    dash = json.loads((repo / "deploy/observability/grafana-weft-workflows.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    names = {n for e in exprs for n in re.findall(r"\b((?:dapr_runtime_workflow|weft)_[a-z_]+)\b", e)}
+    assert names, "the dashboard queries nothing"
+    ops_doc = (repo / "docs/operations.md").read_text()
+    for n in sorted(names):
+        base = re.sub(r"_bucket$", "", n)
+        assert f"`{base}" in ops_doc or f"`{n}" in ops_doc, f"{n} is not documented in docs/operations.md"
+
+    client.schedule_new_workflow("metrics_probe", input=1, instance_id=uid)
+    client.wait_for_workflow_start(uid, timeout_in_seconds=30)
+    client.raise_workflow_event(uid, "go", data=1)
+    client.wait_for_workflow_completion(uid, timeout_in_seconds=60)
+    scraped = {line.split("{")[0].split(" ")[0] for line in scrape(weft) if not line.startswith("#")}
+    for n in sorted(x for x in names if x.startswith("dapr_")):
+        assert n in scraped, f"the dashboard queries {n}, which /metrics does not have"
