@@ -1,5 +1,9 @@
 //! Weft's configuration file: Dapr's `Configuration` resource (`spec.workflow`), parsed and
 //! validated without I/O so every mistake is reported with its key and line before anything starts.
+//!
+//! **Owns:** [`parse`] → [`Parsed`] with its [`WorkflowConfig`] (concurrency limits, retention), Go
+//! duration strings. **Never:** reads files or the environment (callers pass the text), or
+//! accepts a key it does not know without saying so.
 
 mod duration;
 

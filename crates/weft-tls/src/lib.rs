@@ -1,6 +1,9 @@
 //! Mutual TLS between Weft's own processes: SPIFFE workload identities in X.509 certificates,
 //! rustls configurations that follow certificate rotation on disk, the tonic server and client
 //! plumbing, per-call authorisation, and issuing development certificates with rcgen.
+//!
+//! **Never:** accepts a peer without checking its identity against the rule of the port it
+//! called (`authz`), or keeps serving a certificate that rotated on disk.
 
 pub mod args;
 pub mod authz;
