@@ -1,13 +1,18 @@
-//! Weft's configuration file: Dapr's `Configuration` resource (`spec.workflow`), parsed and
+//! Weft's configuration file: Dapr's `Configuration` resource (`spec.workflow`, `spec.tracing`), parsed and
 //! validated without I/O so every mistake is reported with its key and line before anything starts.
 //!
-//! **Owns:** [`parse`] → [`Parsed`] with its [`WorkflowConfig`] (concurrency limits, retention), Go
+//! **Owns:** [`parse`] → [`Parsed`] with its [`WorkflowConfig`] (concurrency limits, retention)
+//! and `spec.tracing` ([`resolve_tracing`] adds the `OTEL_*` variables the caller passes in), Go
 //! duration strings. **Never:** reads files or the environment (callers pass the text), or
 //! accepts a key it does not know without saying so.
 
 mod duration;
+mod tracing;
 
 pub use duration::{format_go_duration, parse_go_duration};
+pub use tracing::{
+    OtelSection, OtlpProtocol, SamplingRate, TracingSection, TracingSettings, resolve_tracing,
+};
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny};
@@ -92,7 +97,6 @@ pub const IGNORED_DAPR_SECTIONS: &[&str] = &[
     "mtls",
     "nameResolution",
     "secrets",
-    "tracing",
     "wasm",
 ];
 
@@ -108,7 +112,7 @@ struct File {
     spec: Option<Spec>,
 }
 
-/// `spec`: `workflow` is read; the other Dapr sections are accepted and ignored (listed in
+/// `spec`: `workflow` and `tracing` are read; the other Dapr sections are accepted and ignored (listed in
 /// [`IGNORED_DAPR_SECTIONS`]); anything else is refused with its line. Explicit fields rather
 /// than `#[serde(flatten)]`, which would buffer the input and lose the line numbers.
 #[derive(Deserialize, Default)]
@@ -141,7 +145,7 @@ struct Spec {
     #[serde(default)]
     secrets: Option<IgnoredAny>,
     #[serde(default)]
-    tracing: Option<IgnoredAny>,
+    tracing: Option<TracingSection>,
     #[serde(default)]
     wasm: Option<IgnoredAny>,
 }
@@ -161,20 +165,25 @@ impl Spec {
             ("mtls", self.mtls.is_some()),
             ("nameResolution", self.name_resolution.is_some()),
             ("secrets", self.secrets.is_some()),
-            ("tracing", self.tracing.is_some()),
             ("wasm", self.wasm.is_some()),
         ];
-        all.iter()
+        let mut v: Vec<String> = all
+            .iter()
             .filter(|(_, p)| *p)
             .map(|(n, _)| n.to_string())
-            .collect()
+            .collect();
+        v.extend(self.tracing.iter().flat_map(TracingSection::ignored_keys));
+        v
     }
 }
 
-/// A parsed file: the workflow settings plus the Dapr sections that were present and ignored.
+/// A parsed file: the workflow and tracing settings plus the Dapr sections that were present
+/// and ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Parsed {
     pub workflow: WorkflowConfig,
+    /// `spec.tracing` as written; [`resolve_tracing`] lays the `OTEL_*` variables over it.
+    pub tracing: Option<TracingSection>,
     pub ignored_sections: Vec<String>,
 }
 
@@ -200,6 +209,7 @@ pub fn parse(text: &str, source: &str) -> Result<Parsed, ConfigError> {
     let ignored_sections = spec.present_ignored();
     Ok(Parsed {
         workflow: spec.workflow.unwrap_or_default(),
+        tracing: spec.tracing,
         ignored_sections,
     })
 }
@@ -331,6 +341,10 @@ const CHECKED_KEYS: &[&str] = &[
     "failed",
     "terminated",
     "name",
+    "samplingRate",
+    "endpointAddress",
+    "isSecure",
+    "protocol",
 ];
 
 /// The parser's message with the line of the offending key. For a value our own checks refuse,

@@ -65,7 +65,10 @@ fn parses_every_key() {
     assert_eq!(r.completed, Some(Duration::from_secs(2)));
     assert_eq!(r.failed, Some(Duration::from_secs(5400)));
     assert_eq!(r.terminated, None);
-    assert_eq!(p.ignored_sections, vec!["tracing".to_string()]);
+    assert!(p.ignored_sections.is_empty());
+    let t = p.tracing.unwrap();
+    assert_eq!(t.sampling_rate, Some(SamplingRate::ALWAYS));
+    assert_eq!(t.otel, None);
 }
 
 #[test]
@@ -181,4 +184,113 @@ fn limits_from_flags() {
     assert!(parse_limit("-3").is_err());
     assert!(parse_limit("0").is_err());
     assert!(parse_limit("x").is_err());
+}
+
+fn tracing_yaml(body: &str) -> String {
+    format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nspec:\n  tracing:\n{}",
+        body.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    )
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+#[test]
+fn tracing_section_resolves_to_an_exporter() {
+    let p = parse(
+        &tracing_yaml(
+            "samplingRate: \"0.5\"\notel:\n  endpointAddress: collector:4317\n  isSecure: false\n  protocol: grpc\nzipkin:\n  endpointAddress: http://z\n",
+        ),
+        "c.yaml",
+    )
+    .unwrap();
+    assert_eq!(p.ignored_sections, vec!["tracing.zipkin".to_string()]);
+    let s = resolve_tracing(p.tracing.as_ref(), no_env, "app")
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.endpoint, "http://collector:4317");
+    assert_eq!(s.protocol, OtlpProtocol::Grpc);
+    assert_eq!(s.sampling_rate.get(), 0.5);
+    assert_eq!(s.service_name, "app");
+
+    let http = parse(
+        &tracing_yaml("otel:\n  endpointAddress: c:4318\n  isSecure: true\n  protocol: http\n"),
+        "c.yaml",
+    )
+    .unwrap();
+    let s = resolve_tracing(http.tracing.as_ref(), no_env, "app")
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.endpoint, "https://c:4318/v1/traces");
+    assert_eq!(s.protocol, OtlpProtocol::Http);
+    assert_eq!(s.sampling_rate, SamplingRate::ALWAYS);
+}
+
+#[test]
+fn tracing_is_off_without_an_endpoint_or_at_rate_zero() {
+    assert_eq!(resolve_tracing(None, no_env, "app").unwrap(), None);
+    let p = parse(
+        &tracing_yaml("samplingRate: \"0\"\notel:\n  endpointAddress: c:4317\n"),
+        "c.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        resolve_tracing(p.tracing.as_ref(), no_env, "app").unwrap(),
+        None
+    );
+}
+
+#[test]
+fn otel_variables_override_the_file() {
+    let p = parse(
+        &tracing_yaml("samplingRate: \"1\"\notel:\n  endpointAddress: c:4317\n"),
+        "c.yaml",
+    )
+    .unwrap();
+    let env = |k: &str| match k {
+        "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://other:4318/".to_string()),
+        "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("http/protobuf".to_string()),
+        "OTEL_TRACES_SAMPLER_ARG" => Some("0.25".to_string()),
+        "OTEL_SERVICE_NAME" => Some("svc".to_string()),
+        _ => None,
+    };
+    let s = resolve_tracing(p.tracing.as_ref(), env, "app")
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.endpoint, "http://other:4318/v1/traces");
+    assert_eq!(s.protocol, OtlpProtocol::Http);
+    assert_eq!(s.sampling_rate.get(), 0.25);
+    assert_eq!(s.service_name, "svc");
+    let bad = |k: &str| (k == "OTEL_TRACES_SAMPLER_ARG").then(|| "2".to_string());
+    let e = resolve_tracing(p.tracing.as_ref(), bad, "app").unwrap_err();
+    assert!(
+        e.starts_with("OTEL_TRACES_SAMPLER_ARG: 2 is out of range"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_tracing_values_name_their_key_and_line() {
+    let e = err(&tracing_yaml("samplingRate: \"lots\"\n"));
+    assert!(
+        e.contains("samplingRate: 'lots' is not a number") && e.contains("line 5"),
+        "{e}"
+    );
+    let e = err(&tracing_yaml("samplingRate: \"1.5\"\n"));
+    assert!(e.contains("samplingRate: 1.5 is out of range"), "{e}");
+    let e = err(&tracing_yaml(
+        "otel:\n  endpointAddress: c:4317\n  protocol: udp\n",
+    ));
+    assert!(
+        e.contains("protocol: 'udp' is not supported") && e.contains("line 7"),
+        "{e}"
+    );
+    let e = err(&tracing_yaml("otel:\n  isSecure: maybe\n"));
+    assert!(e.contains("isSecure: 'maybe' is not true or false"), "{e}");
+    let e = err(&tracing_yaml("otel:\n  endpoint: c:4317\n"));
+    assert!(e.contains("endpoint"), "{e}");
 }
