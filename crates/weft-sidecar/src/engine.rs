@@ -10,6 +10,7 @@ use crate::error::{EngineError, Result};
 use crate::hub::Hub;
 use crate::mailbox::ActorMsg;
 use crate::parts::{Parts, Settings};
+use crate::telemetry::spans;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, broadcast, mpsc};
@@ -85,6 +86,8 @@ pub struct StartRequest {
     pub input: Option<String>,
     pub scheduled_start_at: Option<weft_core::Micros>,
     pub policy: ReusePolicy,
+    /// The client's trace context: the root of the instance's spans when tracing is on.
+    pub parent_trace: Option<weft_proto::durabletask::TraceContext>,
 }
 
 /// One actor's life; a panic (a bug) is contained to its instance.
@@ -223,7 +226,13 @@ impl Engine {
         self.check_payload("input", req.input.as_deref())?;
         let now = self.inner.now();
         let exec = uuid::Uuid::new_v4().to_string();
-        let (mut meta, start) = new_instance(
+        let span = spans::on()
+            .then(|| {
+                let (name, version) = (&req.name, req.version.as_deref());
+                spans::start_create(name, version, &req.instance_id, req.parent_trace.as_ref())
+            })
+            .flatten();
+        let (mut meta, mut start) = new_instance(
             &req.instance_id,
             &req.name,
             req.version,
@@ -233,6 +242,9 @@ impl Engine {
             self.inner.app_id(),
             now,
         );
+        if let Some(span) = &span {
+            span.stamp(&mut start);
+        }
         meta.scheduled_start_at = req.scheduled_start_at.filter(|t| *t > now);
         let scheduled = meta.scheduled_start_at.is_some();
         // Group-committed with other starts that arrive while a commit runs.
@@ -245,6 +257,9 @@ impl Engine {
                 policy: req.policy,
             })
             .await;
+        if let Some(span) = span {
+            span.end(outcome.as_ref().err().map(|e| e.to_string()));
+        }
         let outcome = match outcome {
             Ok(o) => o,
             Err(e @ weft_store::StoreError::OutcomeUnknown(_)) => {

@@ -140,6 +140,17 @@ impl TaskHubSidecarService for Service {
         req: Request<CreateInstanceRequest>,
     ) -> Result<CreateInstanceResponse> {
         let limit = deadline(&req);
+        // The SDK's own trace context wins over a `traceparent` header on the call.
+        let header = crate::telemetry::spans::on()
+            .then(|| {
+                let m = req.metadata();
+                let get = |k: &str| m.get(k).and_then(|v| v.to_str().ok());
+                crate::telemetry::trace_context::from_headers(
+                    get("traceparent")?,
+                    get("tracestate"),
+                )
+            })
+            .flatten();
         let r = req.into_inner();
         // JS sends epoch 0 for "now"; only a future time schedules the start.
         let scheduled = r.scheduled_start_timestamp.as_ref().map(to_micros);
@@ -154,6 +165,7 @@ impl TaskHubSidecarService for Service {
                     input: r.input,
                     scheduled_start_at: scheduled,
                     policy: reuse_policy(r.orchestration_id_reuse_policy.as_ref()),
+                    parent_trace: r.parent_trace_context.or(header),
                 },
                 limit,
             )

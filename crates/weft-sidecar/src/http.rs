@@ -263,6 +263,7 @@ async fn workflow_op(
     State(st): State<AppState>,
     ApiPath((ver, _c, target, op)): ApiPath<(String, String, String, String)>,
     ApiQuery(q): ApiQuery<OpQuery>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> ApiResult {
     check_version(&ver)?;
@@ -279,6 +280,15 @@ async fn workflow_op(
                 instance_id: id,
                 name: target,
                 input: Some(input),
+                parent_trace: crate::telemetry::spans::on()
+                    .then(|| {
+                        let get = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
+                        crate::telemetry::trace_context::from_headers(
+                            get("traceparent")?,
+                            get("tracestate"),
+                        )
+                    })
+                    .flatten(),
                 ..Default::default()
             };
             let id = e

@@ -6,6 +6,7 @@ mod queue;
 mod transit;
 mod warm;
 
+use crate::telemetry::spans::activity_dispatched;
 use crate::telemetry::workflow::{Stage, stage};
 use limits::Limits;
 use queue::JobQueue;
@@ -782,7 +783,7 @@ impl StreamHandle<'_> {
                     ..Default::default()
                 })
             }
-            Job::Activity { request, .. } => Request::ActivityRequest(request),
+            Job::Activity { request, .. } => Request::ActivityRequest(activity_dispatched(request)),
         };
         let item = WorkItem {
             request: Some(request),

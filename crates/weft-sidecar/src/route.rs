@@ -111,6 +111,9 @@ pub(crate) async fn execute(engine: &Engine, call: Call) -> Result<Reply> {
                 input: c.input,
                 scheduled_start_at: c.scheduled_start_at,
                 policy: policy_from_wire(c.policy),
+                parent_trace: c.traceparent.as_deref().and_then(|tp| {
+                    crate::telemetry::trace_context::from_headers(tp, c.tracestate.as_deref())
+                }),
             })
             .await
             .map(Reply::Id),
@@ -400,6 +403,8 @@ impl Router {
             input: req.input,
             scheduled_start_at: req.scheduled_start_at,
             policy: policy_to_wire(req.policy) as i32,
+            traceparent: req.parent_trace.as_ref().map(|t| t.trace_parent.clone()),
+            tracestate: req.parent_trace.and_then(|t| t.trace_state),
         });
         match self.timed(Op::Create, call, limit).await? {
             Reply::Id(id) => Ok(id),

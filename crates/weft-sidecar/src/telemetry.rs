@@ -1,6 +1,9 @@
 //! Process-wide Prometheus metrics: one global recorder, rendered at `GET /metrics`; Dapr's
-//! workflow metrics and Weft's stage histograms are in `workflow`.
+//! workflow metrics and Weft's stage histograms are in `workflow`, Dapr's OTLP spans in `spans`.
 
+pub mod spans;
+pub mod trace_context;
+pub(crate) mod turn_spans;
 pub mod workflow;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};

@@ -6,6 +6,7 @@ use crate::error::{EngineError, Result};
 use crate::mailbox::ActivityResult;
 use crate::mailbox::ActorMsg;
 use crate::recovery;
+use crate::telemetry::spans;
 use crate::telemetry::workflow as workflow_metrics;
 use prost::Message;
 use tokio::sync::oneshot;
@@ -60,6 +61,7 @@ impl Engine {
             )));
         };
         let (generation, claim, request) = (taken.generation, taken.claim, taken.request);
+        spans::activity_answered(&id, resp.task_id, resp.failure_details.as_ref());
         workflow_metrics::activity_execution(
             self.inner.app_id(),
             &request.name,

@@ -5,6 +5,7 @@ use super::Actor;
 use crate::error::{EngineError, Result};
 use crate::hub::Job;
 use crate::telemetry::workflow::{self as workflow_metrics, Ended};
+use crate::telemetry::{spans, turn_spans};
 use prost::Message;
 use std::sync::Arc;
 use weft_core::turn::{Effect, TurnOutcome};
@@ -23,13 +24,20 @@ struct Followups {
 
 impl Actor {
     /// Commits a turn, then updates the cache and carries out its effects.
-    pub(super) async fn commit(&mut self, out: TurnOutcome) -> Result<()> {
+    pub(super) async fn commit(&mut self, mut out: TurnOutcome) -> Result<()> {
         if !self.inner.view.lease_valid() {
             // Acting as owner stopped with the lease; the next owner runs the turn again.
             return Err(EngineError::Unavailable(
                 "this sidecar's ownership lease lapsed".into(),
             ));
         }
+        let spans_done = if spans::on() {
+            let st = self.state.as_ref().expect("commit needs loaded state");
+            let now = self.inner.now();
+            turn_spans::prepare_turn(&mut out, &st.history, st.meta.status, now)
+        } else {
+            Vec::new()
+        };
         let (cp, follow) = self.plan(&out);
         let timers = !cp.new_reminders.is_empty();
         let folded = cp.completed_activities.len();
@@ -43,6 +51,7 @@ impl Actor {
         }
         match written {
             Ok(()) => {
+                spans::export(spans_done);
                 self.failures = 0;
                 // The turn consumed what it carried.
                 self.carried.clear();

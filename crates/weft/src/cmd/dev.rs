@@ -28,7 +28,7 @@ pub struct DevArgs {
 
 pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     crate::cmd::init_logging();
-    let workflow = match args.serve.config.load() {
+    let loaded = match args.serve.config.load(&args.serve.app_id) {
         Ok(w) => w,
         Err(e) => {
             eprintln!("error: {e}");
@@ -62,7 +62,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         "weft dev",
         store,
         args.serve,
-        workflow,
+        loaded,
         vec![join.to_string()],
         &extra,
         serve::Security::default(),

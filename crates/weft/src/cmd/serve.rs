@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use weft_config::WorkflowConfig;
+use weft_config::{TracingSettings, WorkflowConfig};
 use weft_sidecar::cluster::ClusterConfig;
 use weft_sidecar::engine::{DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_WORK_ITEM};
 use weft_sidecar::{EngineConfig, SidecarConfig};
@@ -66,7 +66,8 @@ pub struct ServeArgs {
 #[derive(Args, Debug, Clone, Default)]
 pub struct ConfigArgs {
     /// Dapr Configuration YAML (kind: Configuration); Weft reads spec.workflow (concurrency
-    /// limits, stateRetentionPolicy). Flags and environment variables below override it.
+    /// limits, stateRetentionPolicy) and spec.tracing (OTLP export; the OTEL_* variables
+    /// override it). Flags and environment variables below override it.
     #[arg(long = "config", env = "WEFT_CONFIG")]
     pub file: Option<PathBuf>,
     /// Workflow turns in flight to this sidecar's workers at once (unset: unlimited).
@@ -104,20 +105,30 @@ pub struct ConfigArgs {
     pub lease_ttl: Duration,
 }
 
+/// The settings a serving role starts with.
+pub struct Loaded {
+    pub workflow: WorkflowConfig,
+    /// Where spans go; `None`: tracing is off.
+    pub tracing: Option<TracingSettings>,
+}
+
 impl ConfigArgs {
     /// The file (if any) with flags and environment variables applied over it. Errors name the
-    /// file, the key and its line.
-    pub fn load(&self) -> Result<WorkflowConfig, weft_config::ConfigError> {
-        let mut w = match &self.file {
-            None => WorkflowConfig::default(),
+    /// file, the key and its line. `app_id` is the spans' default `service.name`.
+    pub fn load(&self, app_id: &str) -> Result<Loaded, weft_config::ConfigError> {
+        let (mut w, section) = match &self.file {
+            None => (WorkflowConfig::default(), None),
             Some(path) => {
                 let parsed = read_config(path)?;
                 for section in &parsed.ignored_sections {
                     tracing::info!(file = %path.display(), section = %section, "ignoring a Dapr configuration section Weft does not use");
                 }
-                parsed.workflow
+                (parsed.workflow, parsed.tracing)
             }
         };
+        let tracing =
+            weft_config::resolve_tracing(section.as_ref(), |k| std::env::var(k).ok(), app_id)
+                .map_err(weft_config::ConfigError)?;
         let over = |dst: &mut Option<u32>, src: Option<u32>| {
             if src.is_some() {
                 *dst = src;
@@ -150,7 +161,10 @@ impl ConfigArgs {
                 *dst = src;
             }
         }
-        Ok(w)
+        Ok(Loaded {
+            workflow: w,
+            tracing,
+        })
     }
 }
 
@@ -226,11 +240,16 @@ pub async fn run(
     role: &str,
     store: Arc<dyn Store>,
     args: ServeArgs,
-    workflow: WorkflowConfig,
+    loaded: Loaded,
     placement: Vec<String>,
     extra: &str,
     security: Security,
 ) -> anyhow::Result<()> {
+    if let Some(t) = &loaded.tracing {
+        weft_sidecar::telemetry::spans::install(t).map_err(anyhow::Error::msg)?;
+        tracing::info!(endpoint = %t.endpoint, protocol = ?t.protocol, sampling_rate = t.sampling_rate.get(), "exporting workflow spans over OTLP");
+    }
+    let workflow = loaded.workflow;
     let mut cluster = ClusterConfig::new(placement);
     cluster.advertise_host = args.advertise_address.clone().unwrap_or_default();
     if role == "weft sidecar" && args.fold_activity_results == Some(true) {
@@ -288,6 +307,7 @@ pub async fn run(
             if let Err(e) = r {
                 tracing::warn!(error = %e, "server ended with an error");
             }
+            weft_sidecar::telemetry::spans::flush();
         }
         _ = signals.recv() => {
             tracing::warn!("second signal: exiting at once");

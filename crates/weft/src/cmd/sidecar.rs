@@ -27,7 +27,7 @@ pub struct SidecarArgs {
 
 pub async fn run(args: SidecarArgs) -> anyhow::Result<ExitCode> {
     crate::cmd::init_logging();
-    let workflow = match args.serve.config.load() {
+    let loaded = match args.serve.config.load(&args.serve.app_id) {
         Ok(w) => w,
         Err(e) => {
             eprintln!("error: {e}");
@@ -67,7 +67,7 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<ExitCode> {
         "weft sidecar",
         store,
         args.serve,
-        workflow,
+        loaded,
         placement,
         "",
         security,
