@@ -82,7 +82,8 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         let otel = t.otel.clone().unwrap_or_default();
         println!(
             "  tracing: samplingRate={} endpointAddress={} isSecure={} protocol={:?} (OTEL_* variables override these)",
-            t.sampling_rate.map_or("1".to_string(), |r| r.get().to_string()),
+            t.sampling_rate
+                .map_or("1".to_string(), |r| r.get().to_string()),
             otel.endpoint_address.as_deref().unwrap_or("unset (off)"),
             otel.is_secure.unwrap_or(false),
             otel.protocol.unwrap_or_default(),
