@@ -7,6 +7,8 @@ gRPC `TraceService` started by the test on a free port."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import threading
 from concurrent import futures
@@ -70,12 +72,26 @@ def collector():
     r.server.stop(grace=None)
 
 
-@pytest.fixture
-def traced(weft_factory, collector, tmp_path, wf_state):
-    """A `weft dev` exporting to `collector`, with a worker of wf_defs' workflows."""
+@contextlib.contextmanager
+def sdk(weft, wf_state):
+    """A worker of wf_defs' workflows on `weft`, and a client."""
     import dapr.ext.workflow as wf
     from wf_defs import register_all
 
+    rt = wf.WorkflowRuntime(host=weft.grpc_host, port=str(weft.grpc_port), worker_ready_timeout=30)
+    register_all(rt, wf_state)
+    rt.start()
+    client = wf.DaprWorkflowClient(host=weft.grpc_host, port=str(weft.grpc_port))
+    try:
+        yield client
+    finally:
+        client.close()
+        rt.shutdown()
+
+
+@pytest.fixture
+def traced(weft_factory, collector, tmp_path, wf_state):
+    """A `weft dev` exporting to `collector` (configured by `spec.tracing`), with the SDK on it."""
     cfg = tmp_path / "config.yaml"
     cfg.write_text(
         "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: traced\nspec:\n"
@@ -84,13 +100,8 @@ def traced(weft_factory, collector, tmp_path, wf_state):
     )
     # A short batch delay so spans arrive within the test, not after the SDK's default 5 s.
     weft = weft_factory(env={"WEFT_CONFIG": str(cfg), "OTEL_BSP_SCHEDULE_DELAY": "100"}, app_id="traced-app")
-    rt = wf.WorkflowRuntime(host=weft.grpc_host, port=str(weft.grpc_port), worker_ready_timeout=30)
-    register_all(rt, wf_state)
-    rt.start()
-    client = wf.DaprWorkflowClient(host=weft.grpc_host, port=str(weft.grpc_port))
-    yield weft, client
-    client.close()
-    rt.shutdown()
+    with sdk(weft, wf_state) as client:
+        yield weft, client
 
 
 def run_probe(client, uid):
@@ -164,16 +175,21 @@ def test_one_workflow_yields_daprs_spans_in_one_trace(traced, collector, uid):
     assert services == {"traced-app"}
 
 
-def test_a_clients_traceparent_becomes_the_root(traced, collector, uid):
-    """A start through the Dapr HTTP API with a W3C `traceparent` joins the caller's trace."""
-    weft, client = traced
+def start_with_traceparent(weft, uid: str, flags: str):
+    """Starts `metrics_probe` through the Dapr HTTP API with the caller's W3C `traceparent`."""
     status, _, _ = weft.http(
         "POST",
         f"/v1.0/workflows/dapr/metrics_probe/start?instanceID={uid}",
         body=b"1",
-        headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01", "content-type": "application/json"},
+        headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-{flags}", "content-type": "application/json"},
     )
     assert status == 202
+
+
+def test_a_clients_traceparent_becomes_the_root(traced, collector, uid):
+    """A start with a W3C `traceparent` joins the caller's trace."""
+    weft, client = traced
+    start_with_traceparent(weft, uid, "01")
     run_probe(client, uid)
     by = probe_spans(collector, uid)
     (create,) = by["create_orchestration||metrics_probe"]
@@ -187,13 +203,7 @@ def test_a_clients_traceparent_becomes_the_root(traced, collector, uid):
 def test_an_unsampled_client_trace_exports_nothing(traced, collector, uid):
     """Parent-based sampling: a caller that did not sample its trace gets no workflow spans."""
     weft, client = traced
-    status, _, _ = weft.http(
-        "POST",
-        f"/v1.0/workflows/dapr/metrics_probe/start?instanceID={uid}",
-        body=b"1",
-        headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-00", "content-type": "application/json"},
-    )
-    assert status == 202
+    start_with_traceparent(weft, uid, "00")
     run_probe(client, uid)
     # A traced run after it: once its spans are in, the batch that would hold ours has gone out.
     later = uid + "-later"
@@ -201,3 +211,52 @@ def test_an_unsampled_client_trace_exports_nothing(traced, collector, uid):
     run_probe(client, later)
     probe_spans(collector, later)
     assert collector.of_instance(uid) == []
+
+
+class HttpReceiver(http.server.ThreadingHTTPServer):
+    """An OTLP/HTTP (protobuf) collector: POST /v1/traces, spans into `sink`."""
+
+    def __init__(self, sink: Receiver):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers["content-length"]))
+                assert self.path == "/v1/traces", self.path
+                sink.Export(trace_service_pb2.ExportTraceServiceRequest.FromString(body), None)
+                out = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def test_otlp_http_and_the_otel_variables(weft_factory, collector, wf_state, uid):
+    """The same spans over OTLP/HTTP, configured only by the standard OTEL_* variables."""
+    receiver = HttpReceiver(collector)
+    try:
+        weft = weft_factory(env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.server_address[1]}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_SERVICE_NAME": "from-env",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        })
+        with sdk(weft, wf_state) as client:
+            client.schedule_new_workflow("metrics_probe", input=1, instance_id=uid)
+            run_probe(client, uid)
+            by = probe_spans(collector, uid)
+        assert {n: len(v) for n, v in by.items()} == {
+            "create_orchestration||metrics_probe": 1,
+            "orchestration||metrics_probe": 1,
+            "activity||metric_step": 3,
+            "timer": 1,
+        }
+        assert {svc for svc, _ in collector.spans} == {"from-env"}
+    finally:
+        receiver.shutdown()
+        receiver.server_close()

@@ -51,36 +51,25 @@ pub fn install(s: &TracingSettings) -> Result<(), String> {
     if EXPORTER.get().is_some() {
         return Ok(());
     }
+    if s.endpoint.starts_with("https://") {
+        return Err(format!(
+            "{}: TLS to an OTLP collector is not built in; use a plain (isSecure: false) \
+             collector or agent address",
+            s.endpoint
+        ));
+    }
     let built = match s.protocol {
-        OtlpProtocol::Grpc => {
-            if s.endpoint.starts_with("https://") {
-                return Err(format!(
-                    "{}: TLS to an OTLP collector over gRPC is not built in; use a plain \
-                     (isSecure: false) collector or agent address",
-                    s.endpoint
-                ));
-            }
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(s.endpoint.clone())
-                .with_timeout(Duration::from_secs(10))
-                .build()
-        }
-        OtlpProtocol::Http => {
-            if s.endpoint.starts_with("https://") {
-                return Err(format!(
-                    "{}: TLS to an OTLP collector over HTTP is not built in; use a plain \
-                     (isSecure: false) collector or agent address",
-                    s.endpoint
-                ));
-            }
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(s.endpoint.clone())
-                .with_timeout(Duration::from_secs(10))
-                .build()
-        }
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(s.endpoint.clone())
+            .with_timeout(Duration::from_secs(10))
+            .build(),
+        OtlpProtocol::Http => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(s.endpoint.clone())
+            .with_timeout(Duration::from_secs(10))
+            .build(),
     };
     let exporter = built.map_err(|e| format!("OTLP exporter for {}: {e}", s.endpoint))?;
     let mut processor = BatchSpanProcessor::builder(exporter).build();
