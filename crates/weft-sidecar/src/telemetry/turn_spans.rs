@@ -202,3 +202,130 @@ fn timer_span(
         attributes,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_core::history::{event, event_with_id};
+    use weft_core::turn::new_instance;
+    use weft_core::{InstanceMeta, time::from_micros};
+    use weft_proto::durabletask::{
+        ActivityRequest, TaskScheduledEvent, TimerCreatedEvent, TimerFiredEvent, TraceContext,
+    };
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const ORCH: &str = "1111111111111111";
+    const SECOND: Micros = 1_000_000;
+
+    fn started(traced: bool) -> (InstanceMeta, HistoryEvent) {
+        let (meta, mut ev) = new_instance("i1", "wf", None, None, None, "e1".into(), "app", SECOND);
+        if let (true, Some(EventType::ExecutionStarted(es))) = (traced, &mut ev.event_type) {
+            es.parent_trace_context = Some(TraceContext {
+                trace_parent: TP.into(),
+                ..Default::default()
+            });
+            es.workflow_span_id = Some(ORCH.into());
+        }
+        (meta, ev)
+    }
+
+    fn turn(meta: InstanceMeta, status: RuntimeStatus) -> TurnOutcome {
+        TurnOutcome {
+            meta: InstanceMeta { status, ..meta },
+            reset_history: false,
+            append: vec![
+                event_with_id(
+                    2,
+                    3 * SECOND,
+                    EventType::TaskScheduled(TaskScheduledEvent::default()),
+                ),
+                event(
+                    3 * SECOND,
+                    EventType::TimerFired(TimerFiredEvent {
+                        timer_id: 1,
+                        fire_at: Some(from_micros(3 * SECOND)),
+                    }),
+                ),
+            ],
+            consumed: vec![],
+            cancel_pending: false,
+            effects: vec![Effect::ScheduleActivity {
+                task_id: 2,
+                request: ActivityRequest::default(),
+            }],
+        }
+    }
+
+    fn history(traced: bool) -> (InstanceMeta, Vec<HistoryEvent>) {
+        let (meta, es) = started(traced);
+        let timer = event_with_id(
+            1,
+            2 * SECOND,
+            EventType::TimerCreated(TimerCreatedEvent::default()),
+        );
+        (meta, vec![es, timer])
+    }
+
+    fn stamped(out: &TurnOutcome) -> (Option<String>, Option<String>) {
+        let Some(EventType::TaskScheduled(t)) = &out.append[0].event_type else {
+            unreachable!()
+        };
+        let Effect::ScheduleActivity { request, .. } = &out.effects[0] else {
+            unreachable!()
+        };
+        let tp = |c: &Option<TraceContext>| c.as_ref().map(|c| c.trace_parent.clone());
+        (
+            tp(&t.parent_trace_context),
+            tp(&request.parent_trace_context),
+        )
+    }
+
+    #[test]
+    fn a_turn_stamps_what_it_schedules_and_ends_its_timers() {
+        let (meta, h) = history(true);
+        let mut out = turn(meta, RuntimeStatus::Running);
+        let done = prepare_turn(&mut out, &h, RuntimeStatus::Running, 4 * SECOND);
+        let want = format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{ORCH}-01");
+        assert_eq!(stamped(&out), (Some(want.clone()), Some(want)));
+        assert_eq!(done.len(), 1);
+        let (timer, end, _) = &done[0];
+        assert_eq!(timer.name, "timer");
+        assert_eq!(timer.kind, SpanKind::Internal);
+        assert_eq!(timer.parent.as_ref().unwrap().span_id().to_string(), ORCH);
+        assert_eq!(timer.start, micros_time(2 * SECOND));
+        assert_eq!(*end, micros_time(4 * SECOND));
+    }
+
+    #[test]
+    fn the_last_turn_ends_the_one_orchestration_span() {
+        let (meta, h) = history(true);
+        let mut out = turn(meta, RuntimeStatus::Completed);
+        let done = prepare_turn(&mut out, &h, RuntimeStatus::Running, 4 * SECOND);
+        let (orch, _, _) = done
+            .iter()
+            .find(|(s, ..)| s.name == "orchestration||wf")
+            .unwrap();
+        assert_eq!(orch.kind, SpanKind::Server);
+        assert_eq!(orch.context.span_id().to_string(), ORCH);
+        let parent = orch.parent.as_ref().unwrap();
+        assert_eq!(parent.span_id().to_string(), "00f067aa0ba902b7");
+        assert_eq!(orch.start, micros_time(SECOND));
+        assert!(
+            orch.attributes
+                .contains(&KeyValue::new("durabletask.runtime_status", "COMPLETED"))
+        );
+        // A turn after the end (already terminal) does not export it again.
+        let (meta, h) = history(true);
+        let mut again = turn(meta, RuntimeStatus::Completed);
+        let done = prepare_turn(&mut again, &h, RuntimeStatus::Completed, 5 * SECOND);
+        assert!(done.iter().all(|(s, ..)| s.name != "orchestration||wf"));
+    }
+
+    #[test]
+    fn untraced_instances_are_left_alone() {
+        let (meta, h) = history(false);
+        let mut out = turn(meta, RuntimeStatus::Completed);
+        assert!(prepare_turn(&mut out, &h, RuntimeStatus::Running, 4 * SECOND).is_empty());
+        assert_eq!(stamped(&out), (None, None));
+    }
+}
