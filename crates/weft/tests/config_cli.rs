@@ -143,7 +143,10 @@ fn a_good_file_checks_ok_and_lists_what_it_sets() {
     );
     assert!(stdout.contains("charge=1"), "{stdout}");
     assert!(stdout.contains("completed=1h30m0s"), "{stdout}");
-    assert!(stdout.contains("spec.tracing"), "{stdout}");
+    assert!(
+        stdout.contains("tracing: samplingRate=1 endpointAddress=unset (off)"),
+        "{stdout}"
+    );
 }
 
 #[test]
