@@ -226,6 +226,8 @@ fn internal() -> Vec<Vec<u8>> {
                 input: Some("1".into()),
                 scheduled_start_at: Some(1_800_000_000_000_000),
                 policy: int::ReusePolicy::Ignore as i32,
+                traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+                tracestate: None,
             },
         ),
         sel(
