@@ -18,10 +18,12 @@ pub mod invariants;
 pub mod known_bugs;
 pub mod model;
 pub mod node;
+pub mod op;
 pub mod pending;
 pub mod probe;
 pub mod program;
 pub mod rng;
+pub mod schedule;
 pub mod sdk;
 pub mod worker;
 

@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::time::Duration;
 use weft_sim::cluster::{ClusterReport, ClusterSeed, run_cluster_seed};
-use weft_sim::fence::Op;
+use weft_sim::op::Op;
 use weft_sim::node::Backend;
 
 const DEFAULT_SEEDS: u64 = 3;
