@@ -281,7 +281,8 @@ impl Database {
 impl Args {
     /// What to run, from the flags; the rss and python workloads need `process`.
     fn plan(&self, process: bool) -> anyhow::Result<Plan> {
-        let has = |w: Workload| self.workload.contains(&w) || self.workload.contains(&Workload::All);
+        let has =
+            |w: Workload| self.workload.contains(&w) || self.workload.contains(&Workload::All);
         let only = |w: Workload| self.workload.contains(&w);
         anyhow::ensure!(
             process || !(only(Workload::Rss) || only(Workload::Python)),

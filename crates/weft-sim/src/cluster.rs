@@ -12,9 +12,9 @@
 use crate::control::Control;
 use crate::driver::{Api, ScenarioStats, run_scenario};
 use crate::fence::{FenceLog, FenceStats, FenceStore};
-use crate::op::Op;
 use crate::known_bugs::Enabled;
 use crate::node::Backend;
+use crate::op::Op;
 use crate::rng::Rng;
 use crate::schedule::{Placement, ScheduleStats, seeded};
 use crate::worker::{Observed, WorkerOpts};

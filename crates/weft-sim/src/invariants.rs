@@ -164,12 +164,18 @@ impl Ledger {
                     bad(format!("timer {t} fired twice"));
                 }
             }
-            Some(EventType::ChildWorkflowInstanceCompleted(c)) => {
-                child_result(bad, &self.children, &mut self.child_done, c.task_scheduled_id)
-            }
-            Some(EventType::ChildWorkflowInstanceFailed(c)) => {
-                child_result(bad, &self.children, &mut self.child_done, c.task_scheduled_id)
-            }
+            Some(EventType::ChildWorkflowInstanceCompleted(c)) => child_result(
+                bad,
+                &self.children,
+                &mut self.child_done,
+                c.task_scheduled_id,
+            ),
+            Some(EventType::ChildWorkflowInstanceFailed(c)) => child_result(
+                bad,
+                &self.children,
+                &mut self.child_done,
+                c.task_scheduled_id,
+            ),
             Some(EventType::EventRaised(r)) => {
                 self.raised(bad, r.input.clone().unwrap_or_default(), salt, retried)
             }

@@ -235,7 +235,11 @@ fn read_input(instance_id: &str, all: &[&HistoryEvent], d: &mut Decision) -> Opt
 }
 
 /// The scheduling events of earlier turns by ID; an ID used twice is a violation.
-fn scheduled_by(instance_id: &str, past: &[HistoryEvent], violations: &mut Vec<String>) -> Scheduled {
+fn scheduled_by(
+    instance_id: &str,
+    past: &[HistoryEvent],
+    violations: &mut Vec<String>,
+) -> Scheduled {
     let mut scheduled = Scheduled::new();
     for e in past {
         let (exp, at) = match &e.event_type {
@@ -487,11 +491,7 @@ impl Run<'_> {
     fn finish(&self, id: i32, delivered: &Delivered<'_>) -> WorkflowAction {
         let input = self.input;
         if input.generation + 1 >= input.program.gens.len() {
-            return complete(
-                id,
-                OrchestrationStatus::Completed,
-                Some(self.acc.join(",")),
-            );
+            return complete(id, OrchestrationStatus::Completed, Some(self.acc.join(",")));
         }
         let next = Input {
             generation: input.generation + 1,
