@@ -268,12 +268,17 @@ async fn run_incarnation(
     stats: &Mutex<ScenarioStats>,
 ) -> Result<Vec<String>, Status> {
     start(api, id, inc).await?;
-    let t0 = Instant::now();
+    let later = Interventions {
+        api,
+        id,
+        t0: Instant::now(),
+        stats,
+    };
     let retried: Mutex<HashSet<String>> = Mutex::default();
     let (a, b, c) = tokio::join!(
         raise_events(api, id, inc, stats, &retried),
-        terminate(api, id, inc, t0, stats),
-        suspend(api, id, inc, t0, stats)
+        later.terminate(inc.terminate),
+        later.suspend(inc.suspend)
     );
     a?;
     b?;
@@ -345,68 +350,71 @@ async fn raise_events(
     Ok(())
 }
 
-/// Terminates the instance at its planned time after `t0`, if the incarnation plans it.
-async fn terminate(
-    api: &Api,
-    id: &str,
-    inc: &Incarnation,
+/// The client's planned interventions on one incarnation's instance, timed from its start.
+struct Interventions<'a> {
+    api: &'a Api,
+    id: &'a str,
     t0: Instant,
-    stats: &Mutex<ScenarioStats>,
-) -> Result<(), Status> {
-    let Some((after, recursive)) = inc.terminate else {
-        return Ok(());
-    };
-    tokio::time::sleep_until(t0 + Duration::from_millis(after)).await;
-    api.call(&mut false, |mut c| async move {
-        let mut req = tonic::Request::new(TerminateRequest {
-            instance_id: id.to_string(),
-            output: Some(TERMINATE_REASON.into()),
-            recursive,
-            router: None,
-        });
-        req.set_timeout(Duration::from_secs(3));
-        c.terminate_instance(req).await
-    })
-    .await?;
-    stats.lock().expect("not poisoned").terminated += 1;
-    Ok(())
+    stats: &'a Mutex<ScenarioStats>,
 }
 
-/// Suspends the instance at its planned time after `t0` and resumes it after the planned hold.
-async fn suspend(
-    api: &Api,
-    id: &str,
-    inc: &Incarnation,
-    t0: Instant,
-    stats: &Mutex<ScenarioStats>,
-) -> Result<(), Status> {
-    let Some((after, hold)) = inc.suspend else {
-        return Ok(());
-    };
-    tokio::time::sleep_until(t0 + Duration::from_millis(after)).await;
-    api.call(&mut false, |mut c| async move {
-        let mut req = tonic::Request::new(SuspendRequest {
-            instance_id: id.to_string(),
-            reason: Some("sim".into()),
-            router: None,
-        });
-        req.set_timeout(Duration::from_secs(3));
-        c.suspend_instance(req).await
-    })
-    .await?;
-    stats.lock().expect("not poisoned").suspended += 1;
-    tokio::time::sleep(Duration::from_millis(hold)).await;
-    api.call(&mut false, |mut c| async move {
-        let mut req = tonic::Request::new(ResumeRequest {
-            instance_id: id.to_string(),
-            reason: Some("sim".into()),
-            router: None,
-        });
-        req.set_timeout(Duration::from_secs(3));
-        c.resume_instance(req).await
-    })
-    .await?;
-    Ok(())
+impl Interventions<'_> {
+    /// Terminates the instance `after` ms, if planned.
+    async fn terminate(&self, plan: Option<(u64, bool)>) -> Result<(), Status> {
+        let Some((after, recursive)) = plan else {
+            return Ok(());
+        };
+        tokio::time::sleep_until(self.t0 + Duration::from_millis(after)).await;
+        let id = self.id;
+        self.api
+            .call(&mut false, |mut c| async move {
+                let mut req = tonic::Request::new(TerminateRequest {
+                    instance_id: id.to_string(),
+                    output: Some(TERMINATE_REASON.into()),
+                    recursive,
+                    router: None,
+                });
+                req.set_timeout(Duration::from_secs(3));
+                c.terminate_instance(req).await
+            })
+            .await?;
+        self.stats.lock().expect("not poisoned").terminated += 1;
+        Ok(())
+    }
+
+    /// Suspends the instance `after` ms, if planned, and resumes it `hold` ms later.
+    async fn suspend(&self, plan: Option<(u64, u64)>) -> Result<(), Status> {
+        let Some((after, hold)) = plan else {
+            return Ok(());
+        };
+        tokio::time::sleep_until(self.t0 + Duration::from_millis(after)).await;
+        let id = self.id;
+        self.api
+            .call(&mut false, |mut c| async move {
+                let mut req = tonic::Request::new(SuspendRequest {
+                    instance_id: id.to_string(),
+                    reason: Some("sim".into()),
+                    router: None,
+                });
+                req.set_timeout(Duration::from_secs(3));
+                c.suspend_instance(req).await
+            })
+            .await?;
+        self.stats.lock().expect("not poisoned").suspended += 1;
+        tokio::time::sleep(Duration::from_millis(hold)).await;
+        self.api
+            .call(&mut false, |mut c| async move {
+                let mut req = tonic::Request::new(ResumeRequest {
+                    instance_id: id.to_string(),
+                    reason: Some("sim".into()),
+                    router: None,
+                });
+                req.set_timeout(Duration::from_secs(3));
+                c.resume_instance(req).await
+            })
+            .await?;
+        Ok(())
+    }
 }
 
 /// Waits for the instance to finish and checks its outcome against the model and its history
