@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use crate::control::Control;
+use crate::op::Op;
 use crate::pending::{Effect, Pending};
 use weft_core::bucket::bucket_of;
 use weft_core::{InstanceMeta, Micros};
@@ -36,40 +37,6 @@ use weft_store::{
     Fence, InboxEntry, InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope,
     SlotLease, Store, StoreError, Wakeup,
 };
-
-/// A kind of owner write (the fenced store operations).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Op {
-    Checkpoint,
-    ClaimActivities,
-    ClaimReminders,
-    FireReminder,
-    Purge,
-}
-
-impl Op {
-    pub const ALL: [Op; 5] = [
-        Op::Checkpoint,
-        Op::ClaimActivities,
-        Op::ClaimReminders,
-        Op::FireReminder,
-        Op::Purge,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Op::Checkpoint => "checkpoint",
-            Op::ClaimActivities => "claim_activities",
-            Op::ClaimReminders => "claim_due_reminders",
-            Op::FireReminder => "fire_reminder",
-            Op::Purge => "purge",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Op> {
-        Op::ALL.into_iter().find(|o| o.name() == s)
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Grant {
