@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use weft_store::layer::{Call, InnerCall, Layer};
-use weft_store::{Result, Store};
+use weft_store::Store;
+use weft_store::layer::{Answer, Call, InnerCall, Layer};
 
 #[derive(Default)]
 struct Stat {
@@ -100,21 +100,10 @@ impl Layer for Probed {
     fn inner(&self) -> &dyn Store {
         &*self.inner
     }
-    async fn around<T: Send>(&self, call: Call, inner: InnerCall<'_, Result<T>>) -> Result<T> {
+    async fn around<A: Answer>(&self, call: Call, n: usize, inner: InnerCall<'_, A>) -> A {
         if !probed(call) {
             return inner.await;
         }
-        let t = Instant::now();
-        let out = inner.await;
-        self.probe.record(call, 1, t);
-        out
-    }
-    async fn around_batch<T: Send>(
-        &self,
-        call: Call,
-        n: usize,
-        inner: InnerCall<'_, Vec<Result<T>>>,
-    ) -> Vec<Result<T>> {
         let t = Instant::now();
         let out = inner.await;
         self.probe.record(call, n as u64, t);

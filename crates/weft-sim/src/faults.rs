@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use weft_core::Micros;
-use weft_store::layer::{self, Call, InnerCall, Layer};
+use weft_store::layer::{self, Answer, Call, InnerCall, Layer};
 use weft_store::{
     CreateInstance, CreateOutcome, Fence, Reminder, Result, Scope, Store, StoreError,
 };
@@ -299,14 +299,14 @@ impl FaultStore {
     }
 }
 
-// Every call is numbered and may fault (`around`, `around_batch`), except lease calls; the
+// Every call is numbered and may fault (`around`), except lease calls; the
 // reminder calls also track what is claimed.
 #[async_trait]
 impl Layer for FaultStore {
     fn inner(&self) -> &dyn Store {
         &*self.inner
     }
-    async fn around<T: Send>(&self, call: Call, inner: InnerCall<'_, Result<T>>) -> Result<T> {
+    async fn around<A: Answer>(&self, call: Call, n: usize, inner: InnerCall<'_, A>) -> A {
         // Concurrency-limit and ownership leases are not part of the simulated fault model (no
         // limits configured).
         if call.is_lease() {
@@ -314,30 +314,18 @@ impl Layer for FaultStore {
         }
         if call == Call::Health {
             if self.dead() {
-                return Err(Self::refuse("this engine process has crashed"));
+                return A::failed(n, Self::refuse("this engine process has crashed"));
             }
             return inner.await;
         }
-        let planned = self.before(call.name())?;
+        let planned = match self.before(call.name()) {
+            Ok(planned) => planned,
+            Err(e) => return A::failed(n, e),
+        };
         let out = inner.await;
-        self.after(call.name(), planned)?;
-        out
-    }
-    async fn around_batch<T: Send>(
-        &self,
-        call: Call,
-        n: usize,
-        inner: InnerCall<'_, Vec<Result<T>>>,
-    ) -> Vec<Result<T>> {
-        match self.before(call.name()) {
-            Err(e) => (0..n).map(|_| Err(Self::refuse(&e.to_string()))).collect(),
-            Ok(planned) => {
-                let out = inner.await;
-                match self.after(call.name(), planned) {
-                    Ok(()) => out,
-                    Err(_) => (0..n).map(|_| Err(Self::lost_reply())).collect(),
-                }
-            }
+        match self.after(call.name(), planned) {
+            Ok(()) => out,
+            Err(e) => A::failed(n, e),
         }
     }
     // One by one, as `Store`'s default does: the fault plan numbers `create_instance` calls.
@@ -356,7 +344,7 @@ impl Layer for FaultStore {
         let inner = self
             .inner
             .claim_due_reminders(scope, now, lease_until, limit);
-        let due = self.around(Call::ClaimDueReminders, inner).await;
+        let due = self.around(Call::ClaimDueReminders, 1, inner).await;
         if !self.dead() {
             self.faults.claimed.fetch_sub(1, Ordering::Relaxed);
         }
@@ -384,7 +372,7 @@ impl Layer for FaultStore {
     }
     async fn fire_reminder(&self, reminder_id: i64, fence: Option<&Fence>) -> Result<bool> {
         let inner = self.inner.fire_reminder(reminder_id, fence);
-        let fired = self.around(Call::FireReminder, inner).await;
+        let fired = self.around(Call::FireReminder, 1, inner).await;
         if !self.dead() {
             self.faults.claimed.fetch_sub(1, Ordering::Relaxed);
         }

@@ -31,7 +31,7 @@ use crate::pending::{Effect, Pending};
 use weft_core::Micros;
 use weft_core::bucket::bucket_of;
 use weft_proto::durabletask::HistoryEvent;
-use weft_store::layer::{self, Call, InnerCall, Layer};
+use weft_store::layer::{self, Answer, Call, InnerCall, Layer};
 use weft_store::{
     ActivityCompletion, ActivityTask, BucketLease, Checkpoint, CreateInstance, CreateOutcome,
     Fence, Reminder, Result, Scope, Store, StoreError,
@@ -421,18 +421,9 @@ impl Layer for FenceStore {
     fn inner(&self) -> &dyn Store {
         &*self.inner
     }
-    async fn around<T: Send>(&self, _: Call, inner: InnerCall<'_, Result<T>>) -> Result<T> {
-        self.ctl.pass().await?;
-        inner.await
-    }
-    async fn around_batch<T: Send>(
-        &self,
-        _: Call,
-        n: usize,
-        inner: InnerCall<'_, Vec<Result<T>>>,
-    ) -> Vec<Result<T>> {
+    async fn around<A: Answer>(&self, _: Call, n: usize, inner: InnerCall<'_, A>) -> A {
         if let Err(e) = self.ctl.pass().await {
-            return (0..n).map(|_| Err(e.duplicate_public())).collect();
+            return A::failed(n, e);
         }
         inner.await
     }
@@ -515,7 +506,7 @@ impl Layer for FenceStore {
         let inner = self
             .inner
             .complete_activity(instance_id, task_id, generation, event);
-        let r = self.around(Call::CompleteActivity, inner).await;
+        let r = self.around(Call::CompleteActivity, 1, inner).await;
         if let Ok(true) = r {
             self.log
                 .pending()
@@ -530,9 +521,7 @@ impl Layer for FenceStore {
             .collect();
         let n = items.len();
         let inner = self.inner.complete_activity_batch(items);
-        let out = self
-            .around_batch(Call::CompleteActivityBatch, n, inner)
-            .await;
+        let out = self.around(Call::CompleteActivityBatch, n, inner).await;
         let mut p = self.log.pending();
         for (r, (id, task, generation)) in out.iter().zip(keys) {
             if let Ok(true) = r {
@@ -631,7 +620,7 @@ impl Layer for FenceStore {
         buckets: &[i32],
     ) -> Result<Vec<BucketLease>> {
         let inner = self.inner.acquire_buckets(app_id, holder, buckets);
-        let r = self.around(Call::AcquireBuckets, inner).await;
+        let r = self.around(Call::AcquireBuckets, 1, inner).await;
         if let Ok(leases) = &r {
             self.log.grant(self.engine, holder, leases);
             self.log.hold_if_taking_over(leases, &self.ctl);

@@ -2,12 +2,12 @@
 //! wrapper (call counting, fault injection, timing, ...) writes only the calls it intercepts.
 //!
 //! Every type implementing [`Layer`] is a [`Store`]. Each store method has a [`Layer`] method of
-//! the same name whose default forwards to [`Layer::inner`] through one of two hooks:
-//! [`Layer::around`] for calls with one result and [`Layer::around_batch`] for the batch calls,
-//! both told which [`Call`] it is. A layer overrides a hook to act on every call (time it, fail
-//! it), and a method to act on one (look at its arguments or result). Batch calls are forwarded
-//! as batches, so the inner store's group commit runs (the [`Store`] trait's own defaults would
-//! split them); a layer that must see each item as its own call splits them with [`one_by_one`].
+//! the same name whose default forwards to [`Layer::inner`] through the hook [`Layer::around`],
+//! told which [`Call`] it is and how many items it carries. A layer overrides the hook to act on
+//! every call (time it, fail it: [`Answer::failed`]) and a method to act on one (look at its
+//! arguments or result). Batch calls are forwarded as batches, so the inner store's group commit
+//! runs (the [`Store`] trait's own defaults would split them); a layer that must see each item as
+//! its own call splits them with [`one_by_one`].
 //!
 //! Inside an `impl Layer`, name the trait when calling a sibling method
 //! (`Layer::checkpoint(self, cp)`): the type is both a [`Layer`] and a [`Store`].
@@ -23,7 +23,7 @@ use weft_proto::durabletask::HistoryEvent;
 use crate::{
     ActivityCompletion, ActivityTask, BucketLease, Checkpoint, CreateInstance, CreateOutcome,
     Fence, InboxEntry, InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope,
-    SlotLease, Store, Wakeup,
+    SlotLease, Store, StoreError, Wakeup,
 };
 
 /// The inner store's answer to one call, not yet awaited (what every [`Store`] method returns).
@@ -146,6 +146,25 @@ impl Call {
     }
 }
 
+/// What a store call answers: one result, or one per item of a batch (so one hook serves both).
+pub trait Answer: Send {
+    /// The answer of a call of `n` items that failed with `err` before or after reaching the
+    /// inner store (every item fails alike).
+    fn failed(n: usize, err: StoreError) -> Self;
+}
+
+impl<T: Send> Answer for Result<T> {
+    fn failed(_: usize, err: StoreError) -> Self {
+        Err(err)
+    }
+}
+
+impl<T: Send> Answer for Vec<Result<T>> {
+    fn failed(n: usize, err: StoreError) -> Self {
+        (0..n).map(|_| Err(err.duplicate())).collect()
+    }
+}
+
 /// Answers a batch by making each item's own call in order, as the [`Store`] trait's defaults
 /// do: for a layer that counts, fails or faults items one at a time.
 pub async fn one_by_one<I, T, F>(items: Vec<I>, mut call: impl FnMut(I) -> F) -> Vec<T>
@@ -166,19 +185,9 @@ pub trait Layer: Send + Sync + 'static {
     /// The store calls are forwarded to.
     fn inner(&self) -> &dyn Store;
 
-    /// Runs the inner store's answer to `call` (a call with one result). The default awaits it.
-    async fn around<T: Send>(&self, call: Call, inner: InnerCall<'_, Result<T>>) -> Result<T> {
-        let _ = call;
-        inner.await
-    }
-
-    /// Runs the inner store's answer to the batch `call` of `n` items. The default awaits it.
-    async fn around_batch<T: Send>(
-        &self,
-        call: Call,
-        n: usize,
-        inner: InnerCall<'_, Vec<Result<T>>>,
-    ) -> Vec<Result<T>> {
+    /// Runs the inner store's answer to `call`, a call of `n` items (1 unless it is a batch);
+    /// fail it with [`Answer::failed`]. The default just awaits it.
+    async fn around<A: Answer>(&self, call: Call, n: usize, inner: InnerCall<'_, A>) -> A {
         let _ = (call, n);
         inner.await
     }
@@ -188,55 +197,59 @@ pub trait Layer: Send + Sync + 'static {
     }
 
     async fn create_instance(&self, req: CreateInstance) -> Result<CreateOutcome> {
-        self.around(Call::CreateInstance, self.inner().create_instance(req))
+        self.around(Call::CreateInstance, 1, self.inner().create_instance(req))
             .await
     }
 
     async fn create_instance_batch(&self, reqs: Vec<CreateInstance>) -> Vec<Result<CreateOutcome>> {
         let n = reqs.len();
         let inner = self.inner().create_instance_batch(reqs);
-        self.around_batch(Call::CreateInstanceBatch, n, inner).await
+        self.around(Call::CreateInstanceBatch, n, inner).await
     }
 
     async fn get_instance(&self, instance_id: &str) -> Result<Option<InstanceMeta>> {
-        self.around(Call::GetInstance, self.inner().get_instance(instance_id))
+        self.around(Call::GetInstance, 1, self.inner().get_instance(instance_id))
             .await
     }
 
     async fn load(&self, instance_id: &str) -> Result<Option<LoadedInstance>> {
-        self.around(Call::Load, self.inner().load(instance_id))
+        self.around(Call::Load, 1, self.inner().load(instance_id))
             .await
     }
 
     async fn get_history(&self, instance_id: &str) -> Result<Option<Vec<HistoryEvent>>> {
-        self.around(Call::GetHistory, self.inner().get_history(instance_id))
+        self.around(Call::GetHistory, 1, self.inner().get_history(instance_id))
             .await
     }
 
     async fn read_inbox(&self, instance_id: &str) -> Result<Vec<InboxEntry>> {
-        self.around(Call::ReadInbox, self.inner().read_inbox(instance_id))
+        self.around(Call::ReadInbox, 1, self.inner().read_inbox(instance_id))
             .await
     }
 
     async fn append_inbox(&self, instance_id: &str, event: HistoryEvent) -> Result<bool> {
         let inner = self.inner().append_inbox(instance_id, event);
-        self.around(Call::AppendInbox, inner).await
+        self.around(Call::AppendInbox, 1, inner).await
     }
 
     async fn checkpoint(&self, cp: Checkpoint) -> Result<()> {
-        self.around(Call::Checkpoint, self.inner().checkpoint(cp))
+        self.around(Call::Checkpoint, 1, self.inner().checkpoint(cp))
             .await
     }
 
     async fn checkpoint_batch(&self, cps: Vec<Checkpoint>) -> Vec<Result<()>> {
         let n = cps.len();
         let inner = self.inner().checkpoint_batch(cps);
-        self.around_batch(Call::CheckpointBatch, n, inner).await
+        self.around(Call::CheckpointBatch, n, inner).await
     }
 
     async fn claim_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
-        self.around(Call::ClaimActivities, self.inner().claim_activities(scope))
-            .await
+        self.around(
+            Call::ClaimActivities,
+            1,
+            self.inner().claim_activities(scope),
+        )
+        .await
     }
 
     async fn complete_activity(
@@ -249,19 +262,18 @@ pub trait Layer: Send + Sync + 'static {
         let inner = self
             .inner()
             .complete_activity(instance_id, task_id, generation, event);
-        self.around(Call::CompleteActivity, inner).await
+        self.around(Call::CompleteActivity, 1, inner).await
     }
 
     async fn complete_activity_batch(&self, items: Vec<ActivityCompletion>) -> Vec<Result<bool>> {
         let n = items.len();
         let inner = self.inner().complete_activity_batch(items);
-        self.around_batch(Call::CompleteActivityBatch, n, inner)
-            .await
+        self.around(Call::CompleteActivityBatch, n, inner).await
     }
 
     async fn instances_with_inbox(&self, scope: &Scope) -> Result<Vec<String>> {
         let inner = self.inner().instances_with_inbox(scope);
-        self.around(Call::InstancesWithInbox, inner).await
+        self.around(Call::InstancesWithInbox, 1, inner).await
     }
 
     async fn claim_due_reminders(
@@ -274,32 +286,32 @@ pub trait Layer: Send + Sync + 'static {
         let inner = self
             .inner()
             .claim_due_reminders(scope, now, lease_until, limit);
-        self.around(Call::ClaimDueReminders, inner).await
+        self.around(Call::ClaimDueReminders, 1, inner).await
     }
 
     async fn fire_reminder(&self, reminder_id: i64, fence: Option<&Fence>) -> Result<bool> {
         let inner = self.inner().fire_reminder(reminder_id, fence);
-        self.around(Call::FireReminder, inner).await
+        self.around(Call::FireReminder, 1, inner).await
     }
 
     async fn next_reminder_due(&self, scope: &Scope) -> Result<Option<Micros>> {
         let inner = self.inner().next_reminder_due(scope);
-        self.around(Call::NextReminderDue, inner).await
+        self.around(Call::NextReminderDue, 1, inner).await
     }
 
     async fn stalled_instances(&self, scope: &Scope, limit: usize) -> Result<Vec<String>> {
         let inner = self.inner().stalled_instances(scope, limit);
-        self.around(Call::StalledInstances, inner).await
+        self.around(Call::StalledInstances, 1, inner).await
     }
 
     async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage> {
         let inner = self.inner().list_instances(filter);
-        self.around(Call::ListInstances, inner).await
+        self.around(Call::ListInstances, 1, inner).await
     }
 
     async fn purge(&self, instance_id: &str, force: bool, fence: Option<&Fence>) -> Result<bool> {
         let inner = self.inner().purge(instance_id, force, fence);
-        self.around(Call::Purge, inner).await
+        self.around(Call::Purge, 1, inner).await
     }
 
     async fn acquire_slots(
@@ -314,7 +326,7 @@ pub trait Layer: Send + Sync + 'static {
         let inner = self
             .inner()
             .acquire_slots(bucket, limit, holder, want, now, until);
-        self.around(Call::AcquireSlots, inner).await
+        self.around(Call::AcquireSlots, 1, inner).await
     }
 
     async fn renew_slots(
@@ -324,27 +336,27 @@ pub trait Layer: Send + Sync + 'static {
         until: Micros,
     ) -> Result<Vec<SlotLease>> {
         let inner = self.inner().renew_slots(holder, now, until);
-        self.around(Call::RenewSlots, inner).await
+        self.around(Call::RenewSlots, 1, inner).await
     }
 
     async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
         let inner = self.inner().release_slots(bucket, holder, slots);
-        self.around(Call::ReleaseSlots, inner).await
+        self.around(Call::ReleaseSlots, 1, inner).await
     }
 
     async fn start_holder(&self, holder: &str, ttl: Micros) -> Result<()> {
         let inner = self.inner().start_holder(holder, ttl);
-        self.around(Call::StartHolder, inner).await
+        self.around(Call::StartHolder, 1, inner).await
     }
 
     async fn renew_holder(&self, holder: &str, ttl: Micros) -> Result<bool> {
         let inner = self.inner().renew_holder(holder, ttl);
-        self.around(Call::RenewHolder, inner).await
+        self.around(Call::RenewHolder, 1, inner).await
     }
 
     async fn end_holder(&self, holder: &str) -> Result<()> {
         let inner = self.inner().end_holder(holder);
-        self.around(Call::EndHolder, inner).await
+        self.around(Call::EndHolder, 1, inner).await
     }
 
     async fn acquire_buckets(
@@ -354,16 +366,16 @@ pub trait Layer: Send + Sync + 'static {
         buckets: &[i32],
     ) -> Result<Vec<BucketLease>> {
         let inner = self.inner().acquire_buckets(app_id, holder, buckets);
-        self.around(Call::AcquireBuckets, inner).await
+        self.around(Call::AcquireBuckets, 1, inner).await
     }
 
     async fn release_buckets(&self, app_id: &str, holder: &str, buckets: &[i32]) -> Result<()> {
         let inner = self.inner().release_buckets(app_id, holder, buckets);
-        self.around(Call::ReleaseBuckets, inner).await
+        self.around(Call::ReleaseBuckets, 1, inner).await
     }
 
     async fn health(&self) -> Result<()> {
-        self.around(Call::Health, self.inner().health()).await
+        self.around(Call::Health, 1, self.inner().health()).await
     }
 }
 
@@ -493,7 +505,7 @@ impl<L: Layer> Store for L {
 mod tests {
     use super::*;
     use crate::conformance::{create_req, empty_cp, row};
-    use crate::{ReusePolicy, SqliteStore, StoreError};
+    use crate::{ReusePolicy, SqliteStore};
     use std::sync::{Arc, Mutex};
     use weft_core::RuntimeStatus;
 
@@ -508,16 +520,7 @@ mod tests {
         fn inner(&self) -> &dyn Store {
             &*self.inner
         }
-        async fn around<T: Send>(&self, call: Call, inner: InnerCall<'_, Result<T>>) -> Result<T> {
-            self.seen.lock().unwrap().push((call, 1));
-            inner.await
-        }
-        async fn around_batch<T: Send>(
-            &self,
-            call: Call,
-            n: usize,
-            inner: InnerCall<'_, Vec<Result<T>>>,
-        ) -> Vec<Result<T>> {
+        async fn around<A: Answer>(&self, call: Call, n: usize, inner: InnerCall<'_, A>) -> A {
             self.seen.lock().unwrap().push((call, n));
             inner.await
         }

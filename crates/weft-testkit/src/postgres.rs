@@ -508,13 +508,13 @@ mod tests {
 
     #[test]
     fn launch_settings_replace_the_launchers_own() {
-        let get = |s: &[(String, String)], k: &str| {
+        fn get<'a>(s: &'a [(String, String)], k: &str) -> Vec<&'a str> {
             let v = s
                 .iter()
                 .filter(|(name, _)| name == k)
                 .map(|(_, v)| v.as_str());
-            v.collect::<Vec<_>>()
-        };
+            v.collect()
+        }
         let test = server_settings(Path::new("/d"), &PgLaunch::default());
         assert_eq!(get(&test, "fsync"), ["off"]);
         assert_eq!(get(&test, "unix_socket_directories"), ["/d"]);
