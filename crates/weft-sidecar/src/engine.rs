@@ -497,7 +497,9 @@ where
     T: Send + 'static,
     F: std::future::Future<Output = Result<T>> + Send + 'static,
 {
-    tokio::spawn(call).await.unwrap_or_else(|e| Err(join_failure(e)))
+    tokio::spawn(call)
+        .await
+        .unwrap_or_else(|e| Err(join_failure(e)))
 }
 
 /// A call's task that was cancelled died with the runtime (shutdown, a crash): the caller may
@@ -520,7 +522,10 @@ mod join_tests {
         let stuck = tokio::spawn(std::future::pending::<()>());
         stuck.abort();
         let cancelled = join_failure(stuck.await.unwrap_err());
-        assert!(matches!(cancelled, EngineError::Unavailable(_)), "{cancelled:?}");
+        assert!(
+            matches!(cancelled, EngineError::Unavailable(_)),
+            "{cancelled:?}"
+        );
         let panicked = join_failure(tokio::spawn(async { panic!("boom") }).await.unwrap_err());
         assert!(matches!(panicked, EngineError::Internal(_)), "{panicked:?}");
     }
