@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+use weft_proto::durabletask::CreateInstanceRequest;
 use weft_proto::durabletask::task_hub_sidecar_service_client::TaskHubSidecarServiceClient as Client;
 use weft_sidecar::{EngineConfig, SidecarConfig};
 use weft_store::{PgStore, SqliteStore, Store};
@@ -198,5 +199,22 @@ impl Sidecar {
         if let Some(p) = self.process.take() {
             let _ = tokio::task::spawn_blocking(move || drop(p)).await;
         }
+    }
+}
+
+/// A short random tag so several runs (or a reused database) never share instance IDs.
+pub fn run_tag() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
+}
+
+/// `StartInstance` of workflow `name` (a shape the worker knows) with `input`.
+pub fn start_request(id: &str, name: &str, input: &str) -> CreateInstanceRequest {
+    CreateInstanceRequest {
+        instance_id: id.to_string(),
+        name: name.into(),
+        input: Some(input.into()),
+        // A (past) scheduled start makes StartInstance return once the instance is durable.
+        scheduled_start_timestamp: Some(prost_types::Timestamp::default()),
+        ..Default::default()
     }
 }

@@ -6,6 +6,11 @@
 //!
 //! The binary (`src/main.rs`) parses flags and prints the table; everything it measures goes
 //! through [`workload::run`], which the smoke test calls too.
+//!
+//! Main types: [`Target`] (what is measured), [`Plan`] (which workloads, how big), [`Report`] and
+//! [`Row`] (the figures). A measuring tool only: it must never be a dependency of the engine's
+//! crates, and it must never point at a database it did not create or was not given with
+//! `--database-url` (its workloads fill the store with throwaway instances).
 
 pub mod harness;
 pub mod json;

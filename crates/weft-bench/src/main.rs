@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use weft_bench::python::PyPlan;
 use weft_bench::rss::RssPlan;
-use weft_bench::{BenchStore, Plan, Target, pg};
+use weft_bench::{BenchStore, Plan, Report, Target, pg};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Backend {
@@ -147,78 +147,11 @@ fn main() -> anyhow::Result<()> {
     let deadline = Duration::from_secs(args.deadline_secs);
     let started = std::time::Instant::now();
 
-    let postgres =
-        args.postgres || args.database_url.is_some() || args.backend == Backend::Postgres;
     // Declared before the runtime so it is dropped (server stopped) after the runtime is gone.
-    let mut server = None;
-    let mut setup = String::new();
-    let url = match (&args.database_url, postgres) {
-        (Some(u), _) => {
-            setup = format!("PostgreSQL at {}", weft_store::redact_url(u));
-            Some(u.clone())
-        }
-        (None, true) => {
-            let s = pg::PgServer::start(!args.pg_no_fsync).context("starting PostgreSQL")?;
-            let settings: Vec<String> = pg::settings(!args.pg_no_fsync)
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            setup = format!("throwaway PostgreSQL ({})", settings.join(", "));
-            let url = s.url();
-            server = Some(s);
-            Some(url)
-        }
-        (None, false) => None,
-    };
-    let tmp = tempfile::Builder::new().prefix("weft-bench-").tempdir()?;
-    let sqlite_path = args
-        .sqlite_dir
-        .clone()
-        .unwrap_or_else(|| tmp.path().to_path_buf())
-        .join(format!("bench-{}.db", weft_bench::workload::run_tag()));
-    if url.is_none() {
-        setup = format!("SQLite {} (WAL, synchronous=FULL)", sqlite_path.display());
-    }
-    let has = |w: Workload| args.workload.contains(&w) || args.workload.contains(&Workload::All);
-    let only = |w: Workload| args.workload.contains(&w);
+    let db = Database::choose(&args)?;
+    let mut setup = db.setup.clone();
     let process = args.sidecar == SidecarKind::Process;
-    anyhow::ensure!(
-        process || !(only(Workload::Rss) || only(Workload::Python)),
-        "the rss and python workloads need --sidecar process"
-    );
-    let plan = Plan {
-        workflows: args.workflows,
-        steps: args.steps,
-        concurrency: args.concurrency.max(1),
-        latency_runs: if has(Workload::Latency) {
-            args.latency_runs
-        } else {
-            0
-        },
-        throughput: has(Workload::Throughput),
-        warmup: args.warmup,
-        fanout: if has(Workload::Fanout) {
-            args.fanout_sizes.clone()
-        } else {
-            vec![]
-        },
-        fanout_runs: args.fanout_runs.max(1),
-        rss: only(Workload::Rss).then(|| RssPlan {
-            workflows: args.rss_workflows.max(1),
-            concurrency: args.concurrency.max(1),
-            idle_wait: Duration::from_secs(args.idle_wait_secs),
-            settle: Duration::from_secs(args.settle_secs),
-        }),
-        python: only(Workload::Python).then(|| PyPlan {
-            python: args.python.clone(),
-            script: args.python_script.clone(),
-            steps: args.steps,
-            workflows: args.py_workflows.max(1),
-            latency_runs: args.py_latency_runs,
-            clients: args.py_clients.max(1),
-            warmup: 10,
-        }),
-    };
+    let plan = args.plan(process)?;
     let weft_bin = match (&args.weft_bin, process) {
         (Some(b), _) => Some(b.clone()),
         (None, true) => Some(
@@ -243,6 +176,8 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let url = db.url.clone();
+    let sqlite_path = db.sqlite_path.clone();
     let outcome = rt.block_on(async {
         let remaining = deadline.saturating_sub(started.elapsed());
         tokio::time::timeout(remaining, async {
@@ -261,8 +196,7 @@ fn main() -> anyhow::Result<()> {
     });
     // Bounded: a blocking store call still running must not hold the process.
     rt.shutdown_timeout(Duration::from_secs(5));
-    drop(server);
-    drop(tmp);
+    drop(db);
 
     let report = match outcome {
         Ok(r) => r?,
@@ -271,6 +205,127 @@ fn main() -> anyhow::Result<()> {
             args.deadline_secs
         ),
     };
+    print_report(&report);
+    if let Some(path) = &args.json {
+        let v = weft_bench::json::report(&setup, &report);
+        std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    for r in &report.rows {
+        anyhow::ensure!(
+            r.completed == r.workflows,
+            "{}: only {} of {} workflows completed",
+            r.workload,
+            r.completed,
+            r.workflows
+        );
+    }
+    Ok(())
+}
+
+/// The database the run uses: a given PostgreSQL URL, a throwaway PostgreSQL server, or a SQLite
+/// file; dropping it stops the server and removes the temporary directory.
+struct Database {
+    url: Option<String>,
+    sqlite_path: PathBuf,
+    /// How the run's first line describes it.
+    setup: String,
+    // Field order is drop order: the server stops before the temp directory goes.
+    _server: Option<pg::PgServer>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Database {
+    fn choose(args: &Args) -> anyhow::Result<Database> {
+        let postgres =
+            args.postgres || args.database_url.is_some() || args.backend == Backend::Postgres;
+        let mut server = None;
+        let mut setup = String::new();
+        let url = match (&args.database_url, postgres) {
+            (Some(u), _) => {
+                setup = format!("PostgreSQL at {}", weft_store::redact_url(u));
+                Some(u.clone())
+            }
+            (None, true) => {
+                let s = pg::PgServer::start(!args.pg_no_fsync).context("starting PostgreSQL")?;
+                let settings: Vec<String> = pg::settings(!args.pg_no_fsync)
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                setup = format!("throwaway PostgreSQL ({})", settings.join(", "));
+                let url = s.url();
+                server = Some(s);
+                Some(url)
+            }
+            (None, false) => None,
+        };
+        let tmp = tempfile::Builder::new().prefix("weft-bench-").tempdir()?;
+        let sqlite_path = args
+            .sqlite_dir
+            .clone()
+            .unwrap_or_else(|| tmp.path().to_path_buf())
+            .join(format!("bench-{}.db", weft_bench::harness::run_tag()));
+        if url.is_none() {
+            setup = format!("SQLite {} (WAL, synchronous=FULL)", sqlite_path.display());
+        }
+        Ok(Database {
+            url,
+            sqlite_path,
+            setup,
+            _server: server,
+            _tmp: tmp,
+        })
+    }
+}
+
+impl Args {
+    /// What to run, from the flags; the rss and python workloads need `process`.
+    fn plan(&self, process: bool) -> anyhow::Result<Plan> {
+        let has =
+            |w: Workload| self.workload.contains(&w) || self.workload.contains(&Workload::All);
+        let only = |w: Workload| self.workload.contains(&w);
+        anyhow::ensure!(
+            process || !(only(Workload::Rss) || only(Workload::Python)),
+            "the rss and python workloads need --sidecar process"
+        );
+        Ok(Plan {
+            workflows: self.workflows,
+            steps: self.steps,
+            concurrency: self.concurrency.max(1),
+            latency_runs: if has(Workload::Latency) {
+                self.latency_runs
+            } else {
+                0
+            },
+            throughput: has(Workload::Throughput),
+            warmup: self.warmup,
+            fanout: if has(Workload::Fanout) {
+                self.fanout_sizes.clone()
+            } else {
+                vec![]
+            },
+            fanout_runs: self.fanout_runs.max(1),
+            rss: only(Workload::Rss).then(|| RssPlan {
+                workflows: self.rss_workflows.max(1),
+                concurrency: self.concurrency.max(1),
+                idle_wait: Duration::from_secs(self.idle_wait_secs),
+                settle: Duration::from_secs(self.settle_secs),
+            }),
+            python: only(Workload::Python).then(|| PyPlan {
+                python: self.python.clone(),
+                script: self.python_script.clone(),
+                steps: self.steps,
+                workflows: self.py_workflows.max(1),
+                latency_runs: self.py_latency_runs,
+                clients: self.py_clients.max(1),
+                warmup: 10,
+            }),
+        })
+    }
+}
+
+/// The tables of figures on stdout.
+fn print_report(report: &Report) {
     let rows = &report.rows;
     if let Some(k) = report.rss_at_start_kib {
         println!("sidecar RSS at start: {:.1} MB", k as f64 / 1024.0);
@@ -293,19 +348,4 @@ fn main() -> anyhow::Result<()> {
             weft_bench::probe::table(&r.store_calls, r.workflows as u64 * u64::from(r.steps))
         );
     }
-    if let Some(path) = &args.json {
-        let v = weft_bench::json::report(&setup, &report);
-        std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    for r in rows {
-        anyhow::ensure!(
-            r.completed == r.workflows,
-            "{}: only {} of {} workflows completed",
-            r.workload,
-            r.completed,
-            r.workflows
-        );
-    }
-    Ok(())
 }

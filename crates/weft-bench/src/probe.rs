@@ -1,45 +1,18 @@
-//! A transparent [`Store`] wrapper that counts the engine's store calls and the time each takes
+//! A transparent [`Store`] wrapper (a [`Layer`]) that counts the engine's store calls and the time each takes
 //! (as the caller sees it: queueing for the connection included). The benchmark reports these per
 //! activity step, which shows where an end-to-end step spends its store round trips. For the
 //! batch writes it also records the items per call (the group-commit batch size).
 //!
-//! The wrapper adds two clock reads and three relaxed atomic adds per call.
+//! The wrapper adds two clock reads, three relaxed atomic adds and the layer's boxed futures per
+//! call.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use weft_core::{InstanceMeta, Micros};
-use weft_proto::durabletask::HistoryEvent;
-use weft_store::{
-    ActivityCompletion, ActivityTask, BucketLease, Checkpoint, CreateInstance, CreateOutcome,
-    Fence, InboxEntry, InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope,
-    SlotLease, Store, Wakeup,
-};
-
-/// The store operations, in the order they are reported.
-const OPS: [&str; 19] = [
-    "create_instance",
-    "create_instance_batch",
-    "get_instance",
-    "load",
-    "get_history",
-    "read_inbox",
-    "append_inbox",
-    "checkpoint",
-    "checkpoint_batch",
-    "claim_activities",
-    "complete_activity",
-    "complete_activity_batch",
-    "instances_with_inbox",
-    "claim_due_reminders",
-    "fire_reminder",
-    "next_reminder_due",
-    "stalled_instances",
-    "list_instances",
-    "purge",
-];
+use weft_store::Store;
+use weft_store::layer::{Answer, Call, InnerCall, Layer};
 
 #[derive(Default)]
 struct Stat {
@@ -48,10 +21,11 @@ struct Stat {
     nanos: AtomicU64,
 }
 
-/// Counters shared by a [`Probed`] store and the benchmark.
+/// Counters shared by a [`Probed`] store and the benchmark, one per [`Call`] (lease calls and
+/// `health` are not counted).
 #[derive(Default)]
 pub struct Probe {
-    stats: [Stat; OPS.len()],
+    stats: [Stat; Call::ALL.len()],
 }
 
 /// One operation's figures over an interval.
@@ -65,8 +39,8 @@ pub struct OpStat {
 }
 
 impl Probe {
-    fn record(&self, op: usize, items: u64, since: Instant) {
-        let s = &self.stats[op];
+    fn record(&self, call: Call, items: u64, since: Instant) {
+        let s = &self.stats[call as usize];
         s.calls.fetch_add(1, Ordering::Relaxed);
         s.items.fetch_add(items, Ordering::Relaxed);
         let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -75,10 +49,12 @@ impl Probe {
 
     /// The counters now (cumulative since the store was opened).
     pub fn snapshot(&self) -> Vec<OpStat> {
-        OPS.iter()
+        Call::ALL
+            .iter()
             .zip(&self.stats)
-            .map(|(op, s)| OpStat {
-                op,
+            .filter(|(call, _)| probed(**call))
+            .map(|(call, s)| OpStat {
+                op: call.name(),
                 calls: s.calls.load(Ordering::Relaxed),
                 items: s.items.load(Ordering::Relaxed),
                 total: Duration::from_nanos(s.nanos.load(Ordering::Relaxed)),
@@ -114,255 +90,24 @@ impl Probed {
     }
 }
 
-/// Times `$call` as operation `$op` carrying `$items` items.
-macro_rules! timed {
-    ($self:ident, $op:literal, $items:expr, $call:expr) => {{
-        const IDX: usize = op_index($op);
-        let items = $items as u64;
-        let t = Instant::now();
-        let out = $call.await;
-        $self.probe.record(IDX, items, t);
-        out
-    }};
-}
-
-const fn op_index(name: &str) -> usize {
-    let mut i = 0;
-    while i < OPS.len() {
-        if const_eq(OPS[i], name) {
-            return i;
-        }
-        i += 1;
-    }
-    panic!("unknown store operation");
-}
-
-const fn const_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
+/// Whether `call` is counted: the engine's reads and writes of workflow state, not its leases.
+fn probed(call: Call) -> bool {
+    !call.is_lease() && call != Call::Health
 }
 
 #[async_trait]
-impl Store for Probed {
-    async fn create_instance(&self, req: CreateInstance) -> Result<CreateOutcome> {
-        timed!(self, "create_instance", 1, self.inner.create_instance(req))
+impl Layer for Probed {
+    fn inner(&self) -> &dyn Store {
+        &*self.inner
     }
-
-    // Forwarded, so the store's own group commit runs (the trait's default would split it).
-    async fn create_instance_batch(&self, reqs: Vec<CreateInstance>) -> Vec<Result<CreateOutcome>> {
-        timed!(
-            self,
-            "create_instance_batch",
-            reqs.len(),
-            self.inner.create_instance_batch(reqs)
-        )
-    }
-
-    async fn get_instance(&self, instance_id: &str) -> Result<Option<InstanceMeta>> {
-        timed!(
-            self,
-            "get_instance",
-            1,
-            self.inner.get_instance(instance_id)
-        )
-    }
-
-    async fn load(&self, instance_id: &str) -> Result<Option<LoadedInstance>> {
-        timed!(self, "load", 1, self.inner.load(instance_id))
-    }
-
-    async fn get_history(&self, instance_id: &str) -> Result<Option<Vec<HistoryEvent>>> {
-        timed!(self, "get_history", 1, self.inner.get_history(instance_id))
-    }
-
-    async fn read_inbox(&self, instance_id: &str) -> Result<Vec<InboxEntry>> {
-        timed!(self, "read_inbox", 1, self.inner.read_inbox(instance_id))
-    }
-
-    async fn append_inbox(&self, instance_id: &str, event: HistoryEvent) -> Result<bool> {
-        timed!(
-            self,
-            "append_inbox",
-            1,
-            self.inner.append_inbox(instance_id, event)
-        )
-    }
-
-    async fn checkpoint(&self, cp: Checkpoint) -> Result<()> {
-        timed!(self, "checkpoint", 1, self.inner.checkpoint(cp))
-    }
-
-    async fn checkpoint_batch(&self, cps: Vec<Checkpoint>) -> Vec<Result<()>> {
-        timed!(
-            self,
-            "checkpoint_batch",
-            cps.len(),
-            self.inner.checkpoint_batch(cps)
-        )
-    }
-
-    async fn claim_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
-        timed!(
-            self,
-            "claim_activities",
-            1,
-            self.inner.claim_activities(scope)
-        )
-    }
-
-    async fn complete_activity(
-        &self,
-        instance_id: &str,
-        task_id: i32,
-        generation: i64,
-        event: HistoryEvent,
-    ) -> Result<bool> {
-        timed!(
-            self,
-            "complete_activity",
-            1,
-            self.inner
-                .complete_activity(instance_id, task_id, generation, event)
-        )
-    }
-
-    async fn complete_activity_batch(&self, items: Vec<ActivityCompletion>) -> Vec<Result<bool>> {
-        timed!(
-            self,
-            "complete_activity_batch",
-            items.len(),
-            self.inner.complete_activity_batch(items)
-        )
-    }
-
-    async fn instances_with_inbox(&self, scope: &Scope) -> Result<Vec<String>> {
-        timed!(
-            self,
-            "instances_with_inbox",
-            1,
-            self.inner.instances_with_inbox(scope)
-        )
-    }
-
-    async fn claim_due_reminders(
-        &self,
-        scope: &Scope,
-        now: Micros,
-        lease_until: Micros,
-        limit: usize,
-    ) -> Result<Vec<Reminder>> {
-        timed!(
-            self,
-            "claim_due_reminders",
-            1,
-            self.inner
-                .claim_due_reminders(scope, now, lease_until, limit)
-        )
-    }
-
-    async fn fire_reminder(&self, reminder_id: i64, fence: Option<&Fence>) -> Result<bool> {
-        timed!(
-            self,
-            "fire_reminder",
-            1,
-            self.inner.fire_reminder(reminder_id, fence)
-        )
-    }
-
-    async fn next_reminder_due(&self, scope: &Scope) -> Result<Option<Micros>> {
-        timed!(
-            self,
-            "next_reminder_due",
-            1,
-            self.inner.next_reminder_due(scope)
-        )
-    }
-
-    async fn stalled_instances(&self, scope: &Scope, limit: usize) -> Result<Vec<String>> {
-        timed!(
-            self,
-            "stalled_instances",
-            1,
-            self.inner.stalled_instances(scope, limit)
-        )
-    }
-
-    async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage> {
-        timed!(self, "list_instances", 1, self.inner.list_instances(filter))
-    }
-
-    async fn purge(&self, instance_id: &str, force: bool, fence: Option<&Fence>) -> Result<bool> {
-        timed!(
-            self,
-            "purge",
-            1,
-            self.inner.purge(instance_id, force, fence)
-        )
-    }
-
-    async fn acquire_slots(
-        &self,
-        bucket: &str,
-        limit: u32,
-        holder: &str,
-        want: u32,
-        now: Micros,
-        until: Micros,
-    ) -> Result<Vec<u32>> {
-        self.inner
-            .acquire_slots(bucket, limit, holder, want, now, until)
-            .await
-    }
-
-    async fn renew_slots(
-        &self,
-        holder: &str,
-        now: Micros,
-        until: Micros,
-    ) -> Result<Vec<SlotLease>> {
-        self.inner.renew_slots(holder, now, until).await
-    }
-
-    async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
-        self.inner.release_slots(bucket, holder, slots).await
-    }
-    async fn start_holder(&self, holder: &str, ttl: Micros) -> Result<()> {
-        self.inner.start_holder(holder, ttl).await
-    }
-    async fn renew_holder(&self, holder: &str, ttl: Micros) -> Result<bool> {
-        self.inner.renew_holder(holder, ttl).await
-    }
-    async fn end_holder(&self, holder: &str) -> Result<()> {
-        self.inner.end_holder(holder).await
-    }
-    async fn acquire_buckets(
-        &self,
-        app_id: &str,
-        holder: &str,
-        buckets: &[i32],
-    ) -> Result<Vec<BucketLease>> {
-        self.inner.acquire_buckets(app_id, holder, buckets).await
-    }
-    async fn release_buckets(&self, app_id: &str, holder: &str, buckets: &[i32]) -> Result<()> {
-        self.inner.release_buckets(app_id, holder, buckets).await
-    }
-
-    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {
-        self.inner.subscribe()
-    }
-
-    async fn health(&self) -> Result<()> {
-        self.inner.health().await
+    async fn around<A: Answer>(&self, call: Call, n: usize, inner: InnerCall<'_, A>) -> A {
+        if !probed(call) {
+            return inner.await;
+        }
+        let t = Instant::now();
+        let out = inner.await;
+        self.probe.record(call, n as u64, t);
+        out
     }
 }
 

@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use futures::StreamExt as _;
 
-use crate::harness::Sidecar;
+use crate::harness::{Sidecar, run_tag, start_request};
 use crate::process::load_avg;
 use crate::worker::{Notice, Worker};
-use crate::workload::{run_tag, start_request};
 
 /// What to run.
 #[derive(Debug, Clone)]

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
-use weft_proto::durabletask::{CreateInstanceRequest, GetInstanceRequest, OrchestrationStatus};
+use weft_proto::durabletask::{GetInstanceRequest, OrchestrationStatus};
 
-use crate::harness::{Sidecar, Target};
+use crate::harness::{Sidecar, Target, run_tag, start_request};
 use crate::pgstat::{self, Counters, PgStat};
 use crate::probe::{OpStat, Probe};
 use crate::process::load_avg;
@@ -105,23 +105,6 @@ impl Meter {
             _ => None,
         };
         Ok((commits, calls, pg))
-    }
-}
-
-/// A short random tag so several runs (or a reused database) never share instance IDs.
-pub fn run_tag() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
-}
-
-/// `StartInstance` of workflow `name` (a shape the worker knows) with `input`.
-pub fn start_request(id: &str, name: &str, input: &str) -> CreateInstanceRequest {
-    CreateInstanceRequest {
-        instance_id: id.to_string(),
-        name: name.into(),
-        input: Some(input.into()),
-        // A (past) scheduled start makes StartInstance return once the instance is durable.
-        scheduled_start_timestamp: Some(prost_types::Timestamp::default()),
-        ..Default::default()
     }
 }
 

@@ -1,6 +1,11 @@
 //! Fuzzing on stable Rust: every port's decoders (durabletask gRPC, the internal API, the
 //! placement API and raft payloads, the HTTP API, the Configuration YAML) and weft-core's turn
 //! engine, each a [`harness::Target`] run for a bounded time by `cargo test -p weft-fuzz`.
+//!
+//! Owns the mutation loop ([`harness::fuzz`], [`harness::Rng`]), the targets ([`targets`]), the
+//! seed corpus generator ([`seeds`]) and an in-process sidecar for the gRPC targets
+//! ([`sidecar`]). It is test tooling: it must never be a dependency of production crates, nor
+//! need a nightly toolchain, network access beyond loopback or a run without a time budget.
 
 pub mod harness;
 pub mod input;

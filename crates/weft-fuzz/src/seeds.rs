@@ -67,6 +67,13 @@ fn activity_response() -> dt::ActivityResponse {
 }
 
 fn durabletask() -> Vec<Vec<u8>> {
+    let mut seeds = client_requests();
+    seeds.extend(worker_requests());
+    seeds
+}
+
+/// The client API's requests (selectors 0–8): start, query, raise, terminate, suspend, purge.
+fn client_requests() -> Vec<Vec<u8>> {
     let get = dt::GetInstanceRequest {
         instance_id: "wf-1".into(),
         get_inputs_and_outputs: true,
@@ -158,6 +165,12 @@ fn durabletask() -> Vec<Vec<u8>> {
                 router: None,
             },
         ),
+    ]
+}
+
+/// The worker API's and the remaining client requests (selectors 9–16).
+fn worker_requests() -> Vec<Vec<u8>> {
+    vec![
         sel(
             9,
             &dt::GetWorkItemsRequest {

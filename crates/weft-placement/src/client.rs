@@ -86,6 +86,7 @@ pub struct PlacementClient {
     task: Option<JoinHandle<()>>,
 }
 
+#[derive(Debug)]
 enum SessionEnd {
     Redirect(Option<String>),
     Failed(String),
@@ -245,6 +246,9 @@ impl Worker {
             self.status_tx.send_modify(|s| s.connected = false);
             if self.status_tx.borrow().tables_received > tables_before {
                 unlisted = 0; // this address led to the leader
+                // Only sessions that were up are logged at info: a cut-off sidecar retries every
+                // `retry_backoff`, and those attempts stay at debug.
+                tracing::info!(%addr, end = ?end, "placement session lost");
             }
             match end {
                 SessionEnd::Left => return,
@@ -406,6 +410,9 @@ impl Worker {
                 false
             }
         });
+        if !self.status_tx.borrow().connected {
+            tracing::info!(%addr, version, "placement session up");
+        }
         self.status_tx.send_modify(|s| {
             s.served_by = Some(addr.to_string());
             s.tables_received += 1;

@@ -514,5 +514,34 @@ where
 {
     tokio::spawn(call)
         .await
-        .unwrap_or_else(|e| Err(EngineError::Internal(format!("engine call failed: {e}"))))
+        .unwrap_or_else(|e| Err(join_failure(e)))
+}
+
+/// A call's task that was cancelled died with the runtime (shutdown, a crash): the caller may
+/// retry elsewhere or later, as with any call that failed before it was answered. A panic is a
+/// bug and says so.
+fn join_failure(e: tokio::task::JoinError) -> EngineError {
+    if e.is_cancelled() {
+        EngineError::Unavailable(format!("the engine stopped during the call: {e}"))
+    } else {
+        EngineError::Internal(format!("engine call failed: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod join_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cancelled_call_is_unavailable_and_a_panic_internal() {
+        let stuck = tokio::spawn(std::future::pending::<()>());
+        stuck.abort();
+        let cancelled = join_failure(stuck.await.unwrap_err());
+        assert!(
+            matches!(cancelled, EngineError::Unavailable(_)),
+            "{cancelled:?}"
+        );
+        let panicked = join_failure(tokio::spawn(async { panic!("boom") }).await.unwrap_err());
+        assert!(matches!(panicked, EngineError::Internal(_)), "{panicked:?}");
+    }
 }

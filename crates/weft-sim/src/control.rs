@@ -1,7 +1,7 @@
 //! What the cluster simulation's driver does to one engine's store calls: pause it at an owner
 //! write, hold it right after a take-over, cut it off the database.
 
-use crate::fence::Op;
+use crate::op::Op;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::watch;

@@ -267,113 +267,165 @@ async fn run_incarnation(
     api: &Api,
     stats: &Mutex<ScenarioStats>,
 ) -> Result<Vec<String>, Status> {
-    let input = serde_json::to_string(&inc.input).expect("serialisable");
-    let input = input.as_str();
-    let started = api
-        .call(&mut false, |mut c| async move {
-            let mut req = tonic::Request::new(CreateInstanceRequest {
-                instance_id: id.to_string(),
-                name: WORKFLOW_NAME.into(),
-                input: Some(input.to_string()),
-                ..Default::default()
-            });
-            req.set_timeout(Duration::from_secs(3));
-            match c.start_instance(req).await {
-                Ok(_) => Ok(()),
-                // A retry of a start whose reply was lost.
-                Err(s) if s.code() == Code::AlreadyExists => Ok(()),
-                Err(s) => Err(s),
-            }
-        })
-        .await;
-    started?;
-    let t0 = Instant::now();
+    start(api, id, inc).await?;
+    let later = Interventions {
+        api,
+        id,
+        t0: Instant::now(),
+        stats,
+    };
     let retried: Mutex<HashSet<String>> = Mutex::default();
-    let raise = async {
-        for (i, delay) in inc.event_delays.iter().enumerate() {
-            tokio::time::sleep(Duration::from_millis(*delay)).await;
-            if inc.gate && !wait_for_generation(api, id, inc.event_gens[i]).await? {
-                return Ok::<(), Status>(()); // finished (terminated) before it needed it
-            }
-            let payload = event_payload(&inc.input.salt, i);
-            let p = payload.as_str();
-            let mut again = false;
-            api.call(&mut again, |mut c| async move {
-                c.raise_event(RaiseEventRequest {
-                    instance_id: id.to_string(),
-                    name: EVENT_NAME.into(),
-                    input: Some(p.to_string()),
-                    router: None,
-                })
-                .await
-            })
-            .await?;
-            let mut st = stats.lock().expect("not poisoned");
-            st.raised += 1;
-            if again {
-                st.raise_retries += 1;
-                retried
-                    .lock()
-                    .expect("not poisoned")
-                    .insert(payload.clone());
-                st.retried.insert(payload);
-            }
-        }
-        Ok(())
-    };
-    let terminate = async {
-        let Some((after, recursive)) = inc.terminate else {
-            return Ok::<(), Status>(());
-        };
-        tokio::time::sleep_until(t0 + Duration::from_millis(after)).await;
-        api.call(&mut false, |mut c| async move {
-            let mut req = tonic::Request::new(TerminateRequest {
-                instance_id: id.to_string(),
-                output: Some(TERMINATE_REASON.into()),
-                recursive,
-                router: None,
-            });
-            req.set_timeout(Duration::from_secs(3));
-            c.terminate_instance(req).await
-        })
-        .await?;
-        stats.lock().expect("not poisoned").terminated += 1;
-        Ok(())
-    };
-    let suspend = async {
-        let Some((after, hold)) = inc.suspend else {
-            return Ok::<(), Status>(());
-        };
-        tokio::time::sleep_until(t0 + Duration::from_millis(after)).await;
-        api.call(&mut false, |mut c| async move {
-            let mut req = tonic::Request::new(SuspendRequest {
-                instance_id: id.to_string(),
-                reason: Some("sim".into()),
-                router: None,
-            });
-            req.set_timeout(Duration::from_secs(3));
-            c.suspend_instance(req).await
-        })
-        .await?;
-        stats.lock().expect("not poisoned").suspended += 1;
-        tokio::time::sleep(Duration::from_millis(hold)).await;
-        api.call(&mut false, |mut c| async move {
-            let mut req = tonic::Request::new(ResumeRequest {
-                instance_id: id.to_string(),
-                reason: Some("sim".into()),
-                router: None,
-            });
-            req.set_timeout(Duration::from_secs(3));
-            c.resume_instance(req).await
-        })
-        .await?;
-        Ok(())
-    };
-    let (a, b, c) = tokio::join!(raise, terminate, suspend);
+    let (a, b, c) = tokio::join!(
+        raise_events(api, id, inc, stats, &retried),
+        later.terminate(inc.terminate),
+        later.suspend(inc.suspend)
+    );
     a?;
     b?;
     c?;
+    let retried = retried.into_inner().expect("not poisoned");
+    check_outcome(api, id, who, inc, &retried).await
+}
 
+/// Starts the incarnation's instance (a start whose reply was lost counts as done).
+async fn start(api: &Api, id: &str, inc: &Incarnation) -> Result<(), Status> {
+    let input = serde_json::to_string(&inc.input).expect("serialisable");
+    let input = input.as_str();
+    api.call(&mut false, |mut c| async move {
+        let mut req = tonic::Request::new(CreateInstanceRequest {
+            instance_id: id.to_string(),
+            name: WORKFLOW_NAME.into(),
+            input: Some(input.to_string()),
+            ..Default::default()
+        });
+        req.set_timeout(Duration::from_secs(3));
+        match c.start_instance(req).await {
+            Ok(_) => Ok(()),
+            // A retry of a start whose reply was lost.
+            Err(s) if s.code() == Code::AlreadyExists => Ok(()),
+            Err(s) => Err(s),
+        }
+    })
+    .await
+}
+
+/// Raises the incarnation's events after their delays; `retried` collects the payloads whose
+/// raise was retried (they may land twice).
+async fn raise_events(
+    api: &Api,
+    id: &str,
+    inc: &Incarnation,
+    stats: &Mutex<ScenarioStats>,
+    retried: &Mutex<HashSet<String>>,
+) -> Result<(), Status> {
+    for (i, delay) in inc.event_delays.iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(*delay)).await;
+        if inc.gate && !wait_for_generation(api, id, inc.event_gens[i]).await? {
+            return Ok(()); // finished (terminated) before it needed it
+        }
+        let payload = event_payload(&inc.input.salt, i);
+        let p = payload.as_str();
+        let mut again = false;
+        api.call(&mut again, |mut c| async move {
+            c.raise_event(RaiseEventRequest {
+                instance_id: id.to_string(),
+                name: EVENT_NAME.into(),
+                input: Some(p.to_string()),
+                router: None,
+            })
+            .await
+        })
+        .await?;
+        let mut st = stats.lock().expect("not poisoned");
+        st.raised += 1;
+        if again {
+            st.raise_retries += 1;
+            retried
+                .lock()
+                .expect("not poisoned")
+                .insert(payload.clone());
+            st.retried.insert(payload);
+        }
+    }
+    Ok(())
+}
+
+/// The client's planned interventions on one incarnation's instance, timed from its start.
+struct Interventions<'a> {
+    api: &'a Api,
+    id: &'a str,
+    t0: Instant,
+    stats: &'a Mutex<ScenarioStats>,
+}
+
+impl Interventions<'_> {
+    /// Terminates the instance `after` ms, if planned.
+    async fn terminate(&self, plan: Option<(u64, bool)>) -> Result<(), Status> {
+        let Some((after, recursive)) = plan else {
+            return Ok(());
+        };
+        tokio::time::sleep_until(self.t0 + Duration::from_millis(after)).await;
+        let id = self.id;
+        self.api
+            .call(&mut false, |mut c| async move {
+                let mut req = tonic::Request::new(TerminateRequest {
+                    instance_id: id.to_string(),
+                    output: Some(TERMINATE_REASON.into()),
+                    recursive,
+                    router: None,
+                });
+                req.set_timeout(Duration::from_secs(3));
+                c.terminate_instance(req).await
+            })
+            .await?;
+        self.stats.lock().expect("not poisoned").terminated += 1;
+        Ok(())
+    }
+
+    /// Suspends the instance `after` ms, if planned, and resumes it `hold` ms later.
+    async fn suspend(&self, plan: Option<(u64, u64)>) -> Result<(), Status> {
+        let Some((after, hold)) = plan else {
+            return Ok(());
+        };
+        tokio::time::sleep_until(self.t0 + Duration::from_millis(after)).await;
+        let id = self.id;
+        self.api
+            .call(&mut false, |mut c| async move {
+                let mut req = tonic::Request::new(SuspendRequest {
+                    instance_id: id.to_string(),
+                    reason: Some("sim".into()),
+                    router: None,
+                });
+                req.set_timeout(Duration::from_secs(3));
+                c.suspend_instance(req).await
+            })
+            .await?;
+        self.stats.lock().expect("not poisoned").suspended += 1;
+        tokio::time::sleep(Duration::from_millis(hold)).await;
+        self.api
+            .call(&mut false, |mut c| async move {
+                let mut req = tonic::Request::new(ResumeRequest {
+                    instance_id: id.to_string(),
+                    reason: Some("sim".into()),
+                    router: None,
+                });
+                req.set_timeout(Duration::from_secs(3));
+                c.resume_instance(req).await
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// Waits for the instance to finish and checks its outcome against the model and its history
+/// against the invariants.
+async fn check_outcome(
+    api: &Api,
+    id: &str,
+    who: &str,
+    inc: &Incarnation,
+    retried: &HashSet<String>,
+) -> Result<Vec<String>, Status> {
     let mut problems = Vec::new();
     let Some(fin) = api.wait_terminal(id).await? else {
         problems.push(format!("{who}: the instance disappeared"));
@@ -400,7 +452,6 @@ async fn run_incarnation(
         .workflow_state
         .as_ref()
         .and_then(|s| s.execution_id.clone());
-    let retried = retried.into_inner().expect("not poisoned");
     if history.is_empty() && status == Some(RuntimeStatus::Terminated) && inc.terminate.is_some() {
         // Terminated before any worker ran it (the start's reply was lost, so the client did
         // not wait for the first turn): no execution ever started, nothing to check.
@@ -412,7 +463,7 @@ async fn run_incarnation(
         exec.as_deref(),
         Some(&inc.input.salt),
         &history,
-        &retried,
+        retried,
     ));
     if !problems.is_empty() {
         problems.push(format!(

@@ -11,12 +11,10 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
-use weft_core::{InstanceMeta, Micros};
-use weft_proto::durabletask::HistoryEvent;
+use weft_core::Micros;
+use weft_store::layer::{self, Answer, Call, InnerCall, Layer};
 use weft_store::{
-    ActivityCompletion, ActivityTask, BucketLease, Checkpoint, CreateInstance, CreateOutcome,
-    Fence, InboxEntry, InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope,
-    SlotLease, Store, StoreError, Wakeup,
+    CreateInstance, CreateOutcome, Fence, Reminder, Result, Scope, Store, StoreError,
 };
 
 /// What happens at a chosen store call.
@@ -301,94 +299,38 @@ impl FaultStore {
     }
 }
 
-macro_rules! faulty {
-    ($self:ident, $op:literal, $call:expr) => {{
-        let planned = $self.before($op)?;
-        let out = $call.await;
-        $self.after($op, planned)?;
-        out
-    }};
-}
-
-macro_rules! faulty_batch {
-    ($self:ident, $op:literal, $n:expr, $call:expr) => {{
-        let n = $n;
-        match $self.before($op) {
-            Err(e) => (0..n)
-                .map(|_| Err(FaultStore::refuse(&e.to_string())))
-                .collect(),
-            Ok(planned) => {
-                let out = $call.await;
-                match $self.after($op, planned) {
-                    Ok(()) => out,
-                    Err(_) => (0..n).map(|_| Err(FaultStore::lost_reply())).collect(),
-                }
-            }
-        }
-    }};
-}
-
+// Every call is numbered and may fault (`around`), except lease calls; the
+// reminder calls also track what is claimed.
 #[async_trait]
-impl Store for FaultStore {
-    async fn create_instance(&self, req: CreateInstance) -> Result<CreateOutcome> {
-        faulty!(self, "create_instance", self.inner.create_instance(req))
+impl Layer for FaultStore {
+    fn inner(&self) -> &dyn Store {
+        &*self.inner
     }
-    async fn get_instance(&self, id: &str) -> Result<Option<InstanceMeta>> {
-        faulty!(self, "get_instance", self.inner.get_instance(id))
+    async fn around<A: Answer>(&self, call: Call, n: usize, inner: InnerCall<'_, A>) -> A {
+        // Concurrency-limit and ownership leases are not part of the simulated fault model (no
+        // limits configured).
+        if call.is_lease() {
+            return inner.await;
+        }
+        if call == Call::Health {
+            if self.dead() {
+                return A::failed(n, Self::refuse("this engine process has crashed"));
+            }
+            return inner.await;
+        }
+        let planned = match self.before(call.name()) {
+            Ok(planned) => planned,
+            Err(e) => return A::failed(n, e),
+        };
+        let out = inner.await;
+        match self.after(call.name(), planned) {
+            Ok(()) => out,
+            Err(e) => A::failed(n, e),
+        }
     }
-    async fn load(&self, id: &str) -> Result<Option<LoadedInstance>> {
-        faulty!(self, "load", self.inner.load(id))
-    }
-    async fn get_history(&self, id: &str) -> Result<Option<Vec<HistoryEvent>>> {
-        faulty!(self, "get_history", self.inner.get_history(id))
-    }
-    async fn read_inbox(&self, id: &str) -> Result<Vec<InboxEntry>> {
-        faulty!(self, "read_inbox", self.inner.read_inbox(id))
-    }
-    async fn append_inbox(&self, id: &str, event: HistoryEvent) -> Result<bool> {
-        faulty!(self, "append_inbox", self.inner.append_inbox(id, event))
-    }
-    async fn checkpoint(&self, cp: Checkpoint) -> Result<()> {
-        faulty!(self, "checkpoint", self.inner.checkpoint(cp))
-    }
-    async fn checkpoint_batch(&self, cps: Vec<Checkpoint>) -> Vec<Result<()>> {
-        faulty_batch!(
-            self,
-            "checkpoint_batch",
-            cps.len(),
-            self.inner.checkpoint_batch(cps)
-        )
-    }
-    async fn claim_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
-        faulty!(self, "claim_activities", self.inner.claim_activities(scope))
-    }
-    async fn complete_activity(
-        &self,
-        id: &str,
-        task_id: i32,
-        generation: i64,
-        event: HistoryEvent,
-    ) -> Result<bool> {
-        faulty!(
-            self,
-            "complete_activity",
-            self.inner.complete_activity(id, task_id, generation, event)
-        )
-    }
-    async fn complete_activity_batch(&self, items: Vec<ActivityCompletion>) -> Vec<Result<bool>> {
-        faulty_batch!(
-            self,
-            "complete_activity_batch",
-            items.len(),
-            self.inner.complete_activity_batch(items)
-        )
-    }
-    async fn instances_with_inbox(&self, scope: &Scope) -> Result<Vec<String>> {
-        faulty!(
-            self,
-            "instances_with_inbox",
-            self.inner.instances_with_inbox(scope)
-        )
+    // One by one, as `Store`'s default does: the fault plan numbers `create_instance` calls.
+    async fn create_instance_batch(&self, reqs: Vec<CreateInstance>) -> Vec<Result<CreateOutcome>> {
+        layer::one_by_one(reqs, |r| Layer::create_instance(self, r)).await
     }
     async fn claim_due_reminders(
         &self,
@@ -399,15 +341,10 @@ impl Store for FaultStore {
     ) -> Result<Vec<Reminder>> {
         // Counted as claimed while in flight: a crash now may strand what it claims.
         self.faults.claimed.fetch_add(1, Ordering::Relaxed);
-        let due: Result<Vec<Reminder>> = async {
-            faulty!(
-                self,
-                "claim_due_reminders",
-                self.inner
-                    .claim_due_reminders(scope, now, lease_until, limit)
-            )
-        }
-        .await;
+        let inner = self
+            .inner
+            .claim_due_reminders(scope, now, lease_until, limit);
+        let due = self.around(Call::ClaimDueReminders, 1, inner).await;
         if !self.dead() {
             self.faults.claimed.fetch_sub(1, Ordering::Relaxed);
         }
@@ -434,91 +371,11 @@ impl Store for FaultStore {
         due
     }
     async fn fire_reminder(&self, reminder_id: i64, fence: Option<&Fence>) -> Result<bool> {
-        let fired = async {
-            faulty!(
-                self,
-                "fire_reminder",
-                self.inner.fire_reminder(reminder_id, fence)
-            )
-        }
-        .await;
+        let inner = self.inner.fire_reminder(reminder_id, fence);
+        let fired = self.around(Call::FireReminder, 1, inner).await;
         if !self.dead() {
             self.faults.claimed.fetch_sub(1, Ordering::Relaxed);
         }
         fired
-    }
-    async fn next_reminder_due(&self, scope: &Scope) -> Result<Option<Micros>> {
-        faulty!(
-            self,
-            "next_reminder_due",
-            self.inner.next_reminder_due(scope)
-        )
-    }
-    async fn stalled_instances(&self, scope: &Scope, limit: usize) -> Result<Vec<String>> {
-        faulty!(
-            self,
-            "stalled_instances",
-            self.inner.stalled_instances(scope, limit)
-        )
-    }
-    // Concurrency-limit leases are not part of the simulated fault model (no limits configured).
-    async fn acquire_slots(
-        &self,
-        bucket: &str,
-        limit: u32,
-        holder: &str,
-        want: u32,
-        now: Micros,
-        until: Micros,
-    ) -> Result<Vec<u32>> {
-        self.inner
-            .acquire_slots(bucket, limit, holder, want, now, until)
-            .await
-    }
-    async fn renew_slots(
-        &self,
-        holder: &str,
-        now: Micros,
-        until: Micros,
-    ) -> Result<Vec<SlotLease>> {
-        self.inner.renew_slots(holder, now, until).await
-    }
-    async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
-        self.inner.release_slots(bucket, holder, slots).await
-    }
-    async fn start_holder(&self, holder: &str, ttl: Micros) -> Result<()> {
-        self.inner.start_holder(holder, ttl).await
-    }
-    async fn renew_holder(&self, holder: &str, ttl: Micros) -> Result<bool> {
-        self.inner.renew_holder(holder, ttl).await
-    }
-    async fn end_holder(&self, holder: &str) -> Result<()> {
-        self.inner.end_holder(holder).await
-    }
-    async fn acquire_buckets(
-        &self,
-        app_id: &str,
-        holder: &str,
-        buckets: &[i32],
-    ) -> Result<Vec<BucketLease>> {
-        self.inner.acquire_buckets(app_id, holder, buckets).await
-    }
-    async fn release_buckets(&self, app_id: &str, holder: &str, buckets: &[i32]) -> Result<()> {
-        self.inner.release_buckets(app_id, holder, buckets).await
-    }
-    async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage> {
-        faulty!(self, "list_instances", self.inner.list_instances(filter))
-    }
-    async fn purge(&self, id: &str, force: bool, fence: Option<&Fence>) -> Result<bool> {
-        faulty!(self, "purge", self.inner.purge(id, force, fence))
-    }
-    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {
-        self.inner.subscribe()
-    }
-    async fn health(&self) -> Result<()> {
-        if self.dead() {
-            return Err(Self::refuse("this engine process has crashed"));
-        }
-        self.inner.health().await
     }
 }

@@ -27,49 +27,16 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use crate::control::Control;
+use crate::op::Op;
 use crate::pending::{Effect, Pending};
+use weft_core::Micros;
 use weft_core::bucket::bucket_of;
-use weft_core::{InstanceMeta, Micros};
 use weft_proto::durabletask::HistoryEvent;
+use weft_store::layer::{self, Answer, Call, InnerCall, Layer};
 use weft_store::{
     ActivityCompletion, ActivityTask, BucketLease, Checkpoint, CreateInstance, CreateOutcome,
-    Fence, InboxEntry, InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope,
-    SlotLease, Store, StoreError, Wakeup,
+    Fence, Reminder, Result, Scope, Store, StoreError,
 };
-
-/// A kind of owner write (the fenced store operations).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Op {
-    Checkpoint,
-    ClaimActivities,
-    ClaimReminders,
-    FireReminder,
-    Purge,
-}
-
-impl Op {
-    pub const ALL: [Op; 5] = [
-        Op::Checkpoint,
-        Op::ClaimActivities,
-        Op::ClaimReminders,
-        Op::FireReminder,
-        Op::Purge,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Op::Checkpoint => "checkpoint",
-            Op::ClaimActivities => "claim_activities",
-            Op::ClaimReminders => "claim_due_reminders",
-            Op::FireReminder => "fire_reminder",
-            Op::Purge => "purge",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Op> {
-        Op::ALL.into_iter().find(|o| o.name() == s)
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Grant {
@@ -414,34 +381,25 @@ fn fence_pair(f: Option<&Fence>) -> Vec<(i32, i64)> {
     f.map(|f| vec![(f.bucket, f.epoch)]).unwrap_or_default()
 }
 
+// Every call waits for (or fails with) the engine's pause or cut (`around`); owner writes,
+// activity results and grants are also recorded.
 #[async_trait]
-impl Store for FenceStore {
-    async fn create_instance(&self, req: CreateInstance) -> Result<CreateOutcome> {
-        self.ctl.pass().await?;
-        self.inner.create_instance(req).await
+impl Layer for FenceStore {
+    fn inner(&self) -> &dyn Store {
+        &*self.inner
     }
-    async fn get_instance(&self, id: &str) -> Result<Option<InstanceMeta>> {
-        self.ctl.pass().await?;
-        self.inner.get_instance(id).await
+    async fn around<A: Answer>(&self, _: Call, n: usize, inner: InnerCall<'_, A>) -> A {
+        if let Err(e) = self.ctl.pass().await {
+            return A::failed(n, e);
+        }
+        inner.await
     }
-    async fn load(&self, id: &str) -> Result<Option<LoadedInstance>> {
-        self.ctl.pass().await?;
-        self.inner.load(id).await
-    }
-    async fn get_history(&self, id: &str) -> Result<Option<Vec<HistoryEvent>>> {
-        self.ctl.pass().await?;
-        self.inner.get_history(id).await
-    }
-    async fn read_inbox(&self, id: &str) -> Result<Vec<InboxEntry>> {
-        self.ctl.pass().await?;
-        self.inner.read_inbox(id).await
-    }
-    async fn append_inbox(&self, id: &str, event: HistoryEvent) -> Result<bool> {
-        self.ctl.pass().await?;
-        self.inner.append_inbox(id, event).await
+    // One by one, as `Store`'s default does (each creation passes the engine's pause alone).
+    async fn create_instance_batch(&self, reqs: Vec<CreateInstance>) -> Vec<Result<CreateOutcome>> {
+        layer::one_by_one(reqs, |r| Layer::create_instance(self, r)).await
     }
     async fn checkpoint(&self, cp: Checkpoint) -> Result<()> {
-        self.checkpoint_batch(vec![cp])
+        Layer::checkpoint_batch(self, vec![cp])
             .await
             .pop()
             .unwrap_or_else(|| Err(StoreError::Unavailable("empty batch".into())))
@@ -512,11 +470,10 @@ impl Store for FenceStore {
         generation: i64,
         event: HistoryEvent,
     ) -> Result<bool> {
-        self.ctl.pass().await?;
-        let r = self
+        let inner = self
             .inner
-            .complete_activity(instance_id, task_id, generation, event)
-            .await;
+            .complete_activity(instance_id, task_id, generation, event);
+        let r = self.around(Call::CompleteActivity, 1, inner).await;
         if let Ok(true) = r {
             self.log
                 .pending()
@@ -525,14 +482,13 @@ impl Store for FenceStore {
         r
     }
     async fn complete_activity_batch(&self, items: Vec<ActivityCompletion>) -> Vec<Result<bool>> {
-        if let Err(e) = self.ctl.pass().await {
-            return items.iter().map(|_| Err(e.duplicate_public())).collect();
-        }
         let keys: Vec<_> = items
             .iter()
             .map(|i| (i.instance_id.clone(), i.task_id, i.generation))
             .collect();
-        let out = self.inner.complete_activity_batch(items).await;
+        let n = items.len();
+        let inner = self.inner.complete_activity_batch(items);
+        let out = self.around(Call::CompleteActivityBatch, n, inner).await;
         let mut p = self.log.pending();
         for (r, (id, task, generation)) in out.iter().zip(keys) {
             if let Ok(true) = r {
@@ -541,10 +497,6 @@ impl Store for FenceStore {
         }
         drop(p);
         out
-    }
-    async fn instances_with_inbox(&self, scope: &Scope) -> Result<Vec<String>> {
-        self.ctl.pass().await?;
-        self.inner.instances_with_inbox(scope).await
     }
     async fn claim_due_reminders(
         &self,
@@ -606,18 +558,6 @@ impl Store for FenceStore {
         }
         r
     }
-    async fn next_reminder_due(&self, scope: &Scope) -> Result<Option<Micros>> {
-        self.ctl.pass().await?;
-        self.inner.next_reminder_due(scope).await
-    }
-    async fn stalled_instances(&self, scope: &Scope, limit: usize) -> Result<Vec<String>> {
-        self.ctl.pass().await?;
-        self.inner.stalled_instances(scope, limit).await
-    }
-    async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage> {
-        self.ctl.pass().await?;
-        self.inner.list_instances(filter).await
-    }
     async fn purge(&self, id: &str, force: bool, fence: Option<&Fence>) -> Result<bool> {
         let (seq, paused) = self
             .owner(Op::Purge, &fence_pair(fence), fence.is_some(), true)
@@ -640,69 +580,19 @@ impl Store for FenceStore {
         }
         r
     }
-    async fn acquire_slots(
-        &self,
-        bucket: &str,
-        limit: u32,
-        holder: &str,
-        want: u32,
-        now: Micros,
-        until: Micros,
-    ) -> Result<Vec<u32>> {
-        self.ctl.pass().await?;
-        self.inner
-            .acquire_slots(bucket, limit, holder, want, now, until)
-            .await
-    }
-    async fn renew_slots(
-        &self,
-        holder: &str,
-        now: Micros,
-        until: Micros,
-    ) -> Result<Vec<SlotLease>> {
-        self.ctl.pass().await?;
-        self.inner.renew_slots(holder, now, until).await
-    }
-    async fn release_slots(&self, bucket: &str, holder: &str, slots: &[u32]) -> Result<()> {
-        self.ctl.pass().await?;
-        self.inner.release_slots(bucket, holder, slots).await
-    }
-    async fn start_holder(&self, holder: &str, ttl: Micros) -> Result<()> {
-        self.ctl.pass().await?;
-        self.inner.start_holder(holder, ttl).await
-    }
-    async fn renew_holder(&self, holder: &str, ttl: Micros) -> Result<bool> {
-        self.ctl.pass().await?;
-        self.inner.renew_holder(holder, ttl).await
-    }
-    async fn end_holder(&self, holder: &str) -> Result<()> {
-        self.ctl.pass().await?;
-        self.inner.end_holder(holder).await
-    }
     async fn acquire_buckets(
         &self,
         app_id: &str,
         holder: &str,
         buckets: &[i32],
     ) -> Result<Vec<BucketLease>> {
-        self.ctl.pass().await?;
-        let r = self.inner.acquire_buckets(app_id, holder, buckets).await;
+        let inner = self.inner.acquire_buckets(app_id, holder, buckets);
+        let r = self.around(Call::AcquireBuckets, 1, inner).await;
         if let Ok(leases) = &r {
             self.log.grant(self.engine, holder, leases);
             self.log.hold_if_taking_over(leases, &self.ctl);
         }
         r
-    }
-    async fn release_buckets(&self, app_id: &str, holder: &str, buckets: &[i32]) -> Result<()> {
-        self.ctl.pass().await?;
-        self.inner.release_buckets(app_id, holder, buckets).await
-    }
-    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {
-        self.inner.subscribe()
-    }
-    async fn health(&self) -> Result<()> {
-        self.ctl.pass().await?;
-        self.inner.health().await
     }
 }
 

@@ -28,6 +28,22 @@ pub fn check_history(
 ) -> Vec<String> {
     let mut v = Vec::new();
     let mut bad = |m: String| v.push(format!("{who}: {m}"));
+    check_framing(&mut bad, finished, execution, events);
+    let mut ledger = Ledger::default();
+    for e in events {
+        ledger.take(&mut bad, e, salt, retried);
+    }
+    v
+}
+
+/// One `ExecutionStarted` at the start (of `execution` when given); at most one
+/// `ExecutionCompleted` (one when `finished`), last.
+fn check_framing(
+    bad: &mut impl FnMut(String),
+    finished: bool,
+    execution: Option<&str>,
+    events: &[HistoryEvent],
+) {
     let started: Vec<usize> = positions(events, |t| matches!(t, EventType::ExecutionStarted(_)));
     match started.as_slice() {
         [i] if *i <= 1 => {}
@@ -63,40 +79,52 @@ pub fn check_history(
             events.len() - i - 1
         ));
     }
+}
 
-    let mut tasks: HashMap<i32, String> = HashMap::new();
-    let mut timers: HashMap<i32, i64> = HashMap::new();
-    let mut children: HashSet<i32> = HashSet::new();
-    let mut ids: HashSet<i32> = HashSet::new();
-    let mut task_done: HashSet<i32> = HashSet::new();
-    let mut timer_done: HashSet<i32> = HashSet::new();
-    let mut child_done: HashSet<i32> = HashSet::new();
-    let mut last_event: Option<usize> = None;
-    let mut payloads: HashSet<String> = HashSet::new();
-    for e in events {
+/// What a history has scheduled and answered so far, read event by event.
+#[derive(Default)]
+struct Ledger {
+    /// Activity ID → its input.
+    tasks: HashMap<i32, String>,
+    /// Timer ID → its due time (µs).
+    timers: HashMap<i32, i64>,
+    children: HashSet<i32>,
+    /// Every scheduling event ID.
+    ids: HashSet<i32>,
+    task_done: HashSet<i32>,
+    timer_done: HashSet<i32>,
+    child_done: HashSet<i32>,
+    /// The highest raise index delivered so far.
+    last_event: Option<usize>,
+    payloads: HashSet<String>,
+}
+
+impl Ledger {
+    fn take(
+        &mut self,
+        bad: &mut impl FnMut(String),
+        e: &HistoryEvent,
+        salt: Option<&str>,
+        retried: &HashSet<String>,
+    ) {
         let id = e.event_id;
         match &e.event_type {
             Some(EventType::TaskScheduled(t)) => {
-                if !ids.insert(id) {
-                    bad(format!("scheduling event ID {id} used twice"));
-                }
-                tasks.insert(id, t.input.clone().unwrap_or_default());
+                self.schedule(bad, id);
+                self.tasks.insert(id, t.input.clone().unwrap_or_default());
             }
             Some(EventType::TimerCreated(t)) => {
-                if !ids.insert(id) {
-                    bad(format!("scheduling event ID {id} used twice"));
-                }
-                timers.insert(id, t.fire_at.as_ref().map(to_micros).unwrap_or(0));
+                self.schedule(bad, id);
+                self.timers
+                    .insert(id, t.fire_at.as_ref().map(to_micros).unwrap_or(0));
             }
             Some(EventType::ChildWorkflowInstanceCreated(_)) => {
-                if !ids.insert(id) {
-                    bad(format!("scheduling event ID {id} used twice"));
-                }
-                children.insert(id);
+                self.schedule(bad, id);
+                self.children.insert(id);
             }
             Some(EventType::TaskCompleted(c)) => {
                 let t = c.task_scheduled_id;
-                match tasks.get(&t) {
+                match self.tasks.get(&t) {
                     None => bad(format!("TaskCompleted for task {t} that was not scheduled")),
                     Some(input) => {
                         let got = c.result.clone().unwrap_or_default();
@@ -108,23 +136,23 @@ pub fn check_history(
                         }
                     }
                 }
-                if !task_done.insert(t) {
+                if !self.task_done.insert(t) {
                     bad(format!("task {t} completed twice"));
                 }
             }
             Some(EventType::TaskFailed(c)) => {
                 let t = c.task_scheduled_id;
-                if !tasks.contains_key(&t) {
+                if !self.tasks.contains_key(&t) {
                     bad(format!("TaskFailed for task {t} that was not scheduled"));
                 }
-                if !task_done.insert(t) {
+                if !self.task_done.insert(t) {
                     bad(format!("task {t} completed twice"));
                 }
             }
             Some(EventType::TimerFired(f)) => {
                 let t = f.timer_id;
                 let at = f.fire_at.as_ref().map(to_micros).unwrap_or(0);
-                match timers.get(&t) {
+                match self.timers.get(&t) {
                     None => bad(format!("TimerFired for timer {t} that was not created")),
                     Some(want) if *want != at => bad(format!(
                         "TimerFired for timer {t} due {at}, created for {want}: \
@@ -132,39 +160,61 @@ pub fn check_history(
                     )),
                     Some(_) => {}
                 }
-                if !timer_done.insert(t) {
+                if !self.timer_done.insert(t) {
                     bad(format!("timer {t} fired twice"));
                 }
             }
-            Some(EventType::ChildWorkflowInstanceCompleted(c)) => {
-                child_result(&mut bad, &children, &mut child_done, c.task_scheduled_id)
-            }
-            Some(EventType::ChildWorkflowInstanceFailed(c)) => {
-                child_result(&mut bad, &children, &mut child_done, c.task_scheduled_id)
-            }
+            Some(EventType::ChildWorkflowInstanceCompleted(c)) => child_result(
+                bad,
+                &self.children,
+                &mut self.child_done,
+                c.task_scheduled_id,
+            ),
+            Some(EventType::ChildWorkflowInstanceFailed(c)) => child_result(
+                bad,
+                &self.children,
+                &mut self.child_done,
+                c.task_scheduled_id,
+            ),
             Some(EventType::EventRaised(r)) => {
-                let p = r.input.clone().unwrap_or_default();
-                let Some((s, i)) = parse_payload(&p) else {
-                    bad(format!("event with a foreign payload {p:?}"));
-                    continue;
-                };
-                if salt.is_some_and(|want| want != s) {
-                    bad(format!("event {p} of another incarnation"));
-                }
-                if !payloads.insert(p.clone()) && !retried.contains(&p) {
-                    bad(format!("event {p} delivered twice (raised once)"));
-                }
-                if let Some(last) = last_event
-                    && i < last
-                {
-                    bad(format!("event {p} after event #{last}: out of raise order"));
-                }
-                last_event = Some(last_event.map_or(i, |l| l.max(i)));
+                self.raised(bad, r.input.clone().unwrap_or_default(), salt, retried)
             }
             _ => {}
         }
     }
-    v
+
+    /// A scheduling event: its ID must be new.
+    fn schedule(&mut self, bad: &mut impl FnMut(String), id: i32) {
+        if !self.ids.insert(id) {
+            bad(format!("scheduling event ID {id} used twice"));
+        }
+    }
+
+    /// A raised event: of this incarnation, once unless retried, in raise order.
+    fn raised(
+        &mut self,
+        bad: &mut impl FnMut(String),
+        p: String,
+        salt: Option<&str>,
+        retried: &HashSet<String>,
+    ) {
+        let Some((s, i)) = parse_payload(&p) else {
+            bad(format!("event with a foreign payload {p:?}"));
+            return;
+        };
+        if salt.is_some_and(|want| want != s) {
+            bad(format!("event {p} of another incarnation"));
+        }
+        if !self.payloads.insert(p.clone()) && !retried.contains(&p) {
+            bad(format!("event {p} delivered twice (raised once)"));
+        }
+        if let Some(last) = self.last_event
+            && i < last
+        {
+            bad(format!("event {p} after event #{last}: out of raise order"));
+        }
+        self.last_event = Some(self.last_event.map_or(i, |l| l.max(i)));
+    }
 }
 
 fn child_result(

@@ -8,6 +8,14 @@
 //! scheduling is not simulated, so the order in which concurrent store calls are numbered — and
 //! with it which call a planned fault hits — can differ between two runs of one seed; a failing
 //! seed usually, not always, fails again.
+//!
+//! Owns the generator ([`program`]), the reference model ([`model`]), the replaying SDK
+//! ([`sdk`]), the history invariants ([`invariants`]), the fault-injecting store wrapper
+//! ([`faults`]) and the cluster simulation ([`cluster`], [`fence`], [`schedule`], [`probe`]).
+//! Main types: [`SeedConfig`] and [`SeedReport`] (one seed), [`cluster::ClusterSeed`] and
+//! [`cluster::ClusterReport`]. Test tooling only: it must never be a dependency of production
+//! crates, never weaken an invariant to make a seed pass (a known engine bug is switched by a
+//! [`known_bugs`] feature instead), and never run without a deadline.
 
 pub mod cluster;
 pub mod control;
@@ -18,10 +26,12 @@ pub mod invariants;
 pub mod known_bugs;
 pub mod model;
 pub mod node;
+pub mod op;
 pub mod pending;
 pub mod probe;
 pub mod program;
 pub mod rng;
+pub mod schedule;
 pub mod sdk;
 pub mod worker;
 
@@ -154,20 +164,7 @@ pub async fn run_seed(cfg: SeedConfig) -> SeedReport {
         &cfg.enabled,
     );
     if std::env::var("WEFT_SIM_VERBOSE").is_ok_and(|v| v == "1") {
-        for sc in &scenarios {
-            for (k, inc) in sc.incarnations.iter().enumerate() {
-                eprintln!(
-                    "seed {} {}#{k}: {:?} events {:?} gate {} terminate {:?} suspend {:?}",
-                    cfg.seed,
-                    sc.instance_id,
-                    inc.input.program,
-                    inc.event_delays,
-                    inc.gate,
-                    inc.terminate,
-                    inc.suspend
-                );
-            }
-        }
+        print_scenarios(cfg.seed, &scenarios);
     }
     let faults = Arc::new(Faults::plan(
         &mut rng.fork(),
@@ -176,16 +173,7 @@ pub async fn run_seed(cfg: SeedConfig) -> SeedReport {
         cfg.slow_faults,
         &cfg.enabled,
     ));
-    // A stream's record of what it has seen outlives an execution (bug 7.8): stateful streams
-    // only where no instance continues as new or is re-created, until that is fixed.
-    let new_executions = scenarios.iter().any(|sc| {
-        sc.incarnations.len() > 1
-            || sc
-                .incarnations
-                .iter()
-                .any(|i| i.input.program.gens.len() > 1)
-    });
-    let stateful = cfg.enabled.bug("7.8") || !new_executions;
+    let stateful = stateful_streams(&scenarios, &cfg.enabled);
 
     let (addr_tx, addr_rx) = watch::channel(None);
     let stop = CancellationToken::new();
@@ -213,34 +201,7 @@ pub async fn run_seed(cfg: SeedConfig) -> SeedReport {
     let stats = Mutex::new(ScenarioStats::default());
     let runs = futures::future::join_all(scenarios.iter().map(|sc| run_scenario(sc, &api, &stats)));
     let mut problems: Vec<String> = runs.await.into_iter().flatten().collect();
-
-    // Quiet system: nothing may be left unfinished (children included).
-    match api.list().await {
-        Ok(ids) => {
-            for id in ids {
-                match api.wait_terminal(&id).await {
-                    Ok(_) => {}
-                    Err(s) => problems.push(format!("{id}: stuck: {}", s.message())),
-                }
-            }
-        }
-        Err(s) => problems.push(format!("listing instances failed: {s}")),
-    }
-    // Instances that did not finish: show what the database holds for them.
-    let stuck: Vec<String> = problems
-        .iter()
-        .filter(|p| {
-            ["did not finish", "stuck", "deadline", "Timeout expired"]
-                .iter()
-                .any(|w| p.contains(w))
-        })
-        .filter(|p| p.starts_with(&format!("s{}-", cfg.seed)))
-        .filter_map(|p| p.split([' ', ':']).next().map(str::to_string))
-        .collect();
-    for id in stuck {
-        let d = node::diagnose(&cfg.backend, &id).await;
-        problems.push(format!("{id}: in the database: {d}"));
-    }
+    quiet_system(&cfg, &api, &mut problems).await;
     let client = stats.lock().expect("not poisoned").clone();
     problems.extend(observed_problems(&obs, &client));
     stop.cancel();
@@ -281,5 +242,67 @@ pub async fn run_seed(cfg: SeedConfig) -> SeedReport {
         worker,
         client,
         elapsed: started.elapsed(),
+    }
+}
+
+/// `WEFT_SIM_VERBOSE=1`: the seed's programs and scenario.
+fn print_scenarios(seed: u64, scenarios: &[program::Scenario]) {
+    for sc in scenarios {
+        for (k, inc) in sc.incarnations.iter().enumerate() {
+            eprintln!(
+                "seed {} {}#{k}: {:?} events {:?} gate {} terminate {:?} suspend {:?}",
+                seed,
+                sc.instance_id,
+                inc.input.program,
+                inc.event_delays,
+                inc.gate,
+                inc.terminate,
+                inc.suspend
+            );
+        }
+    }
+}
+
+/// Whether the worker's streams may keep what they have seen across work items.
+fn stateful_streams(scenarios: &[program::Scenario], enabled: &Enabled) -> bool {
+    // A stream's record of what it has seen outlives an execution (bug 7.8): stateful streams
+    // only where no instance continues as new or is re-created, until that is fixed.
+    let new_executions = scenarios.iter().any(|sc| {
+        sc.incarnations.len() > 1
+            || sc
+                .incarnations
+                .iter()
+                .any(|i| i.input.program.gens.len() > 1)
+    });
+    enabled.bug("7.8") || !new_executions
+}
+
+/// Quiet system: nothing may be left unfinished (children included); for an instance that did
+/// not finish, what the database holds for it.
+async fn quiet_system(cfg: &SeedConfig, api: &Api, problems: &mut Vec<String>) {
+    match api.list().await {
+        Ok(ids) => {
+            for id in ids {
+                match api.wait_terminal(&id).await {
+                    Ok(_) => {}
+                    Err(s) => problems.push(format!("{id}: stuck: {}", s.message())),
+                }
+            }
+        }
+        Err(s) => problems.push(format!("listing instances failed: {s}")),
+    }
+    let stuck: Vec<String> = problems
+        .iter()
+        .filter(|p| {
+            ["did not finish", "stuck", "deadline", "Timeout expired"]
+                .iter()
+                .any(|w| p.contains(w))
+        })
+        .filter(|p| p.starts_with(&format!("s{}-", cfg.seed)))
+        .filter_map(|p| p.split([' ', ':']).next().map(str::to_string))
+        .collect();
+    for id in stuck {
+        let d = node::diagnose(&cfg.backend, &id).await;
+        problems.push(format!("{id}: in the database: {d}"));
     }
 }

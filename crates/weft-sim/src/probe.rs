@@ -3,9 +3,10 @@
 //! write released while the new owners are held — so a write whose fence was stripped lands, every
 //! time, as a stale owner's write.
 
-use crate::cluster::{Placement, nap, taken_over};
 use crate::control::Control;
-use crate::fence::{FenceLog, Op};
+use crate::fence::FenceLog;
+use crate::op::Op;
+use crate::schedule::{Placement, nap, taken_over};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::{Instant, sleep, timeout};

@@ -114,29 +114,15 @@ fn complete(id: i32, status: OrchestrationStatus, result: Option<String>) -> Wor
     )
 }
 
+/// What earlier turns scheduled, by action ID, with a timer's due time (µs).
+type Scheduled = HashMap<i32, (Expect, Option<i64>)>;
+
 /// Runs the program over `past` + `new` and returns this turn's actions.
 pub fn decide(instance_id: &str, past: &[HistoryEvent], new: &[HistoryEvent]) -> Decision {
     let mut d = Decision::default();
     let all: Vec<&HistoryEvent> = past.iter().chain(new.iter()).collect();
-    let Some(started) = all.iter().find_map(|e| match &e.event_type {
-        Some(EventType::ExecutionStarted(s)) => Some(s),
-        _ => None,
-    }) else {
-        d.violations
-            .push(format!("{instance_id}: work item without ExecutionStarted"));
+    let Some(input) = read_input(instance_id, &all, &mut d) else {
         return d;
-    };
-    d.execution_id = started
-        .workflow_instance
-        .as_ref()
-        .and_then(|w| w.execution_id.clone());
-    let input: Input = match serde_json::from_str(started.input.as_deref().unwrap_or("")) {
-        Ok(i) => i,
-        Err(e) => {
-            d.violations
-                .push(format!("{instance_id}: undecodable workflow input: {e}"));
-            return d;
-        }
     };
     let Some(steps) = input.program.gens.get(input.generation) else {
         d.violations.push(format!(
@@ -148,7 +134,113 @@ pub fn decide(instance_id: &str, past: &[HistoryEvent], new: &[HistoryEvent]) ->
     d.custom_status = Some(format!("g{}", input.generation));
 
     // What earlier turns scheduled (checked against the program below).
-    let mut scheduled: HashMap<i32, (Expect, Option<i64>)> = HashMap::new();
+    let scheduled = scheduled_by(instance_id, past, &mut d.violations);
+    // The SDK's deterministic clock: the latest WorkflowStarted.
+    let now = all
+        .iter()
+        .rev()
+        .find(|e| matches!(e.event_type, Some(EventType::WorkflowStarted(_))))
+        .and_then(|e| e.timestamp.as_ref().map(to_micros))
+        .unwrap_or(0);
+    let delivered = deliver(&all, &input);
+    let seen = &delivered.seen;
+    if !seen.failed.is_empty() {
+        d.violations.push(format!(
+            "{instance_id}: activities never fail here, yet history has TaskFailed for {:?}",
+            seen.failed
+        ));
+    }
+
+    let mut run = Run {
+        instance_id,
+        input: &input,
+        now,
+        scheduled: &scheduled,
+        seen,
+        next_id: 1,
+        expected: HashMap::new(),
+        acc: input.acc.clone(),
+        cursor: 0,
+        failed: None,
+        actions: Vec::new(),
+        violations: Vec::new(),
+    };
+    let mut blocked = false;
+    for (s, step) in steps.iter().enumerate() {
+        let done = run.step(s, step);
+        if run.failed.is_some() || !done {
+            blocked = true;
+            break;
+        }
+    }
+    d.violations.append(&mut run.violations);
+
+    // Whatever history scheduled must be what the program schedules at that ID.
+    for (id, (exp, _)) in &scheduled {
+        match run.expected.get(id) {
+            Some(e) if e == exp => {}
+            other => d.violations.push(format!(
+                "{instance_id}: history has {exp:?} at ID {id}, the program has {other:?} \
+                 (non-determinism: history does not belong to this execution)"
+            )),
+        }
+    }
+
+    let id = run.alloc();
+    if let Some(reason) = seen.terminated.clone() {
+        d.actions = vec![complete(id, OrchestrationStatus::Terminated, reason)];
+        return d;
+    }
+    if let Some(why) = run.failed.take() {
+        let mut a = complete(id, OrchestrationStatus::Failed, None);
+        if let Some(A::CompleteWorkflow(c)) = &mut a.workflow_action_type {
+            c.failure_details = Some(TaskFailureDetails {
+                error_type: "SimChildFailed".into(),
+                error_message: why,
+                ..Default::default()
+            });
+        }
+        run.actions.push(a);
+    } else if !blocked {
+        let last = run.finish(id, &delivered);
+        run.actions.push(last);
+    }
+    d.actions = run.actions;
+    d
+}
+
+/// The execution ID and the program input from the history's `ExecutionStarted`; `None` (with
+/// a violation) if there is none or its input does not decode.
+fn read_input(instance_id: &str, all: &[&HistoryEvent], d: &mut Decision) -> Option<Input> {
+    let Some(started) = all.iter().find_map(|e| match &e.event_type {
+        Some(EventType::ExecutionStarted(s)) => Some(s),
+        _ => None,
+    }) else {
+        d.violations
+            .push(format!("{instance_id}: work item without ExecutionStarted"));
+        return None;
+    };
+    d.execution_id = started
+        .workflow_instance
+        .as_ref()
+        .and_then(|w| w.execution_id.clone());
+    match serde_json::from_str(started.input.as_deref().unwrap_or("")) {
+        Ok(i) => Some(i),
+        Err(e) => {
+            d.violations
+                .push(format!("{instance_id}: undecodable workflow input: {e}"));
+            None
+        }
+    }
+}
+
+/// The scheduling events of earlier turns by ID; an ID used twice is a violation.
+fn scheduled_by(
+    instance_id: &str,
+    past: &[HistoryEvent],
+    violations: &mut Vec<String>,
+) -> Scheduled {
+    let mut scheduled = Scheduled::new();
     for e in past {
         let (exp, at) = match &e.event_type {
             Some(EventType::TaskScheduled(t)) => {
@@ -164,27 +256,32 @@ pub fn decide(instance_id: &str, past: &[HistoryEvent], new: &[HistoryEvent]) ->
             _ => continue,
         };
         if scheduled.insert(e.event_id, (exp, at)).is_some() {
-            d.violations.push(format!(
+            violations.push(format!(
                 "{instance_id}: two scheduling events with ID {} in history",
                 e.event_id
             ));
         }
     }
-    // The SDK's deterministic clock: the latest WorkflowStarted.
-    let now = all
-        .iter()
-        .rev()
-        .find(|e| matches!(e.event_type, Some(EventType::WorkflowStarted(_))))
-        .and_then(|e| e.timestamp.as_ref().map(to_micros))
-        .unwrap_or(0);
+    scheduled
+}
 
-    // Deliver events in order, buffering them while suspended.
+/// The events as the program sees them, and what a suspension still holds back.
+struct Delivered<'a> {
+    seen: Seen,
+    /// Payloads seen, including those consumed by earlier generations.
+    dedup: HashSet<String>,
+    /// Events buffered by a suspension that was not resumed.
+    buffer: Vec<&'a HistoryEvent>,
+}
+
+/// Delivers events in order, buffering them while suspended.
+fn deliver<'a>(all: &[&'a HistoryEvent], input: &Input) -> Delivered<'a> {
     let mut seen = Seen::default();
     // Payloads consumed by earlier generations count as seen: a retried raise may land again.
     let mut dedup: HashSet<String> = input.acc.iter().cloned().collect();
     let mut suspended = false;
     let mut buffer: Vec<&HistoryEvent> = Vec::new();
-    for e in &all {
+    for &e in all {
         match &e.event_type {
             Some(EventType::ExecutionSuspended(_)) => suspended = true,
             Some(EventType::ExecutionResumed(_)) => {
@@ -200,244 +297,252 @@ pub fn decide(instance_id: &str, past: &[HistoryEvent], new: &[HistoryEvent]) ->
             _ => seen.take(e, &mut dedup),
         }
     }
-    if !seen.failed.is_empty() {
-        d.violations.push(format!(
-            "{instance_id}: activities never fail here, yet history has TaskFailed for {:?}",
-            seen.failed
-        ));
+    Delivered {
+        seen,
+        dedup,
+        buffer,
+    }
+}
+
+/// One run of the program's steps over what was delivered: the actions it takes, what it
+/// expects at each ID, and its accumulated outputs.
+struct Run<'a> {
+    instance_id: &'a str,
+    input: &'a Input,
+    now: i64,
+    scheduled: &'a Scheduled,
+    seen: &'a Seen,
+    next_id: i32,
+    expected: HashMap<i32, Expect>,
+    acc: Vec<String>,
+    /// The next delivered event a `Step::Event` consumes.
+    cursor: usize,
+    failed: Option<String>,
+    actions: Vec<WorkflowAction>,
+    violations: Vec<String>,
+}
+
+impl Run<'_> {
+    fn alloc(&mut self) -> i32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
     }
 
-    // Run the program.
-    let mut next_id = 1i32;
-    let mut alloc = || {
-        let id = next_id;
-        next_id += 1;
-        id
-    };
-    let mut expected: HashMap<i32, Expect> = HashMap::new();
-    let mut acc = input.acc.clone();
-    let mut cursor = 0usize;
-    let mut blocked = false;
-    let mut failed: Option<String> = None;
-    let mut actions = Vec::new();
-    for (s, step) in steps.iter().enumerate() {
-        let done = match step {
-            Step::Activity | Step::FanOut(_) => {
-                let k = match step {
-                    Step::FanOut(k) => *k as usize,
-                    _ => 1,
-                };
-                let mut results = Vec::new();
-                for j in 0..k {
-                    let id = alloc();
-                    let inp = activity_input(&input.salt, input.generation, s, j);
-                    expected.insert(id, Expect::Activity(inp.clone()));
-                    if !scheduled.contains_key(&id) {
-                        actions.push(action(
-                            id,
-                            A::ScheduleTask(ScheduleTaskAction {
-                                name: ACTIVITY_NAME.into(),
-                                input: Some(inp.clone()),
-                                task_execution_id: format!("{instance_id}/{id}"),
-                                ..Default::default()
-                            }),
-                        ));
-                    }
-                    if let Some(r) = seen.completed.get(&id) {
-                        let r = r.clone().unwrap_or_default();
-                        if r != activity_result(&inp) {
-                            d.violations.push(format!(
-                                "{instance_id}: task {id} (input {inp}) completed with {r}: \
-                                 a result of another execution"
-                            ));
-                        }
-                        results.push(r);
-                    }
-                }
-                if results.len() == k {
-                    acc.push(if k == 1 {
-                        results.remove(0)
-                    } else {
-                        fan_out_token(&results)
-                    });
-                    true
-                } else {
-                    false
-                }
-            }
+    /// Runs step `s`; true if it is done (the program goes on).
+    fn step(&mut self, s: usize, step: &Step) -> bool {
+        match step {
+            Step::Activity => self.activities(s, 1),
+            Step::FanOut(k) => self.activities(s, *k as usize),
             Step::Timer(ms) => {
-                let id = alloc();
-                timer(id, *ms, now, &scheduled, &mut expected, &mut actions);
-                let fired = check_fired(instance_id, id, &seen, &scheduled, &mut d);
+                let id = self.alloc();
+                let fired = self.timer(id, *ms);
                 if fired {
-                    acc.push(TIMER_TOKEN.into());
+                    self.acc.push(TIMER_TOKEN.into());
                 }
                 fired
             }
             Step::Event => {
-                if let Some(p) = seen.events.get(cursor) {
-                    acc.push(p.clone());
-                    cursor += 1;
+                if let Some(p) = self.seen.events.get(self.cursor) {
+                    self.acc.push(p.clone());
+                    self.cursor += 1;
                     true
                 } else {
                     false
                 }
             }
-            Step::Child(child_steps) => {
-                let id = alloc();
-                let child_id = weft_core::ids::default_child_id(instance_id, id);
-                expected.insert(id, Expect::Child(child_id.clone()));
-                if !scheduled.contains_key(&id) {
-                    let ci = child_input(&input, s, child_steps);
-                    actions.push(action(
-                        id,
-                        A::CreateChildWorkflow(CreateChildWorkflowAction {
-                            instance_id: child_id,
-                            name: WORKFLOW_NAME.into(),
-                            input: Some(serde_json::to_string(&ci).expect("serialisable")),
-                            ..Default::default()
-                        }),
-                    ));
-                }
-                match seen.child_done.get(&id) {
-                    Some(Ok(out)) => {
-                        acc.push(child_token(out.as_deref().unwrap_or("")));
-                        true
-                    }
-                    Some(Err(why)) => {
-                        failed = Some(format!("child {id} failed: {why}"));
-                        false
-                    }
-                    None => false,
-                }
-            }
-            Step::Race(ms) => {
-                let a = alloc();
-                let t = alloc();
-                let inp = activity_input(&input.salt, input.generation, s, 0);
-                expected.insert(a, Expect::Activity(inp.clone()));
-                if !scheduled.contains_key(&a) {
-                    actions.push(action(
-                        a,
-                        A::ScheduleTask(ScheduleTaskAction {
-                            name: ACTIVITY_NAME.into(),
-                            input: Some(inp.clone()),
-                            task_execution_id: format!("{instance_id}/{a}"),
-                            ..Default::default()
-                        }),
-                    ));
-                }
-                timer(t, *ms, now, &scheduled, &mut expected, &mut actions);
-                let fired = check_fired(instance_id, t, &seen, &scheduled, &mut d);
-                if let Some(r) = seen.completed.get(&a) {
-                    let r = r.clone().unwrap_or_default();
-                    if r != activity_result(&inp) {
-                        d.violations.push(format!(
-                            "{instance_id}: task {a} (input {inp}) completed with {r}: \
-                             a result of another execution"
-                        ));
-                    }
-                }
-                let won = fired || seen.completed.contains_key(&a);
-                if won {
-                    acc.push(RACE_TOKEN.into());
-                }
-                won
-            }
-        };
-        if failed.is_some() || !done {
-            blocked = true;
-            break;
+            Step::Child(child_steps) => self.child(s, child_steps),
+            Step::Race(ms) => self.race(s, *ms),
         }
     }
 
-    // Whatever history scheduled must be what the program schedules at that ID.
-    for (id, (exp, _)) in &scheduled {
-        match expected.get(id) {
-            Some(e) if e == exp => {}
-            other => d.violations.push(format!(
-                "{instance_id}: history has {exp:?} at ID {id}, the program has {other:?} \
-                 (non-determinism: history does not belong to this execution)"
-            )),
-        }
-    }
-
-    let id = alloc();
-    if let Some(reason) = seen.terminated {
-        d.actions = vec![complete(id, OrchestrationStatus::Terminated, reason)];
-        return d;
-    }
-    if let Some(why) = failed {
-        let mut a = complete(id, OrchestrationStatus::Failed, None);
-        if let Some(A::CompleteWorkflow(c)) = &mut a.workflow_action_type {
-            c.failure_details = Some(TaskFailureDetails {
-                error_type: "SimChildFailed".into(),
-                error_message: why,
-                ..Default::default()
-            });
-        }
-        actions.push(a);
-    } else if !blocked {
-        if input.generation + 1 < input.program.gens.len() {
-            let next = Input {
-                generation: input.generation + 1,
-                acc,
-                ..input.clone()
-            };
-            // Events still buffered by a suspension in this turn are carried over too.
-            let mut pending: Vec<String> = seen.events[cursor..].to_vec();
-            for b in &buffer {
-                if let Some(EventType::EventRaised(r)) = &b.event_type
-                    && r.name.eq_ignore_ascii_case(EVENT_NAME)
-                {
-                    let p = r.input.clone().unwrap_or_default();
-                    if !dedup.contains(&p) && !pending.contains(&p) {
-                        pending.push(p);
-                    }
-                }
-            }
-            let carryover_events = if input.program.carry {
-                pending
-                    .iter()
-                    .map(|p| HistoryEvent {
-                        event_id: -1,
-                        timestamp: Some(from_micros(now)),
-                        router: None,
-                        event_type: Some(EventType::EventRaised(EventRaisedEvent {
-                            name: EVENT_NAME.into(),
-                            input: Some(p.clone()),
-                        })),
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            actions.push(action(
+    /// Schedules activity `j` of step `s` (unless history did) and returns its result if done.
+    fn activity(&mut self, s: usize, j: usize) -> Option<String> {
+        let id = self.alloc();
+        let inp = activity_input(&self.input.salt, self.input.generation, s, j);
+        self.expected.insert(id, Expect::Activity(inp.clone()));
+        if !self.scheduled.contains_key(&id) {
+            self.actions.push(action(
                 id,
-                A::CompleteWorkflow(CompleteWorkflowAction {
-                    workflow_status: OrchestrationStatus::ContinuedAsNew as i32,
-                    result: Some(serde_json::to_string(&next).expect("serialisable")),
-                    carryover_events,
+                A::ScheduleTask(ScheduleTaskAction {
+                    name: ACTIVITY_NAME.into(),
+                    input: Some(inp.clone()),
+                    task_execution_id: format!("{}/{id}", self.instance_id),
                     ..Default::default()
                 }),
             ));
-        } else {
-            actions.push(complete(
-                id,
-                OrchestrationStatus::Completed,
-                Some(acc.join(",")),
+        }
+        let r = self.seen.completed.get(&id)?.clone().unwrap_or_default();
+        if r != activity_result(&inp) {
+            self.violations.push(format!(
+                "{}: task {id} (input {inp}) completed with {r}: \
+                 a result of another execution",
+                self.instance_id
             ));
         }
+        Some(r)
     }
-    d.actions = actions;
-    d
+
+    /// `k` activities (one, or a fan-out) whose results join into one output.
+    fn activities(&mut self, s: usize, k: usize) -> bool {
+        let mut results = Vec::new();
+        for j in 0..k {
+            if let Some(r) = self.activity(s, j) {
+                results.push(r);
+            }
+        }
+        if results.len() == k {
+            self.acc.push(if k == 1 {
+                results.remove(0)
+            } else {
+                fan_out_token(&results)
+            });
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Creates timer `id` (unless history did); true if it fired.
+    fn timer(&mut self, id: i32, ms: u32) -> bool {
+        timer(
+            id,
+            ms,
+            self.now,
+            self.scheduled,
+            &mut self.expected,
+            &mut self.actions,
+        );
+        match check_fired(self.instance_id, id, self.seen, self.scheduled) {
+            Ok(fired) => fired,
+            Err(v) => {
+                self.violations.push(v);
+                true
+            }
+        }
+    }
+
+    fn child(&mut self, s: usize, child_steps: &[Step]) -> bool {
+        let id = self.alloc();
+        let child_id = weft_core::ids::default_child_id(self.instance_id, id);
+        self.expected.insert(id, Expect::Child(child_id.clone()));
+        if !self.scheduled.contains_key(&id) {
+            let ci = child_input(self.input, s, child_steps);
+            self.actions.push(action(
+                id,
+                A::CreateChildWorkflow(CreateChildWorkflowAction {
+                    instance_id: child_id,
+                    name: WORKFLOW_NAME.into(),
+                    input: Some(serde_json::to_string(&ci).expect("serialisable")),
+                    ..Default::default()
+                }),
+            ));
+        }
+        match self.seen.child_done.get(&id) {
+            Some(Ok(out)) => {
+                self.acc.push(child_token(out.as_deref().unwrap_or("")));
+                true
+            }
+            Some(Err(why)) => {
+                self.failed = Some(format!("child {id} failed: {why}"));
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// An activity against a timer: done when either is.
+    fn race(&mut self, s: usize, ms: u32) -> bool {
+        let a = self.alloc();
+        let t = self.alloc();
+        let inp = activity_input(&self.input.salt, self.input.generation, s, 0);
+        self.expected.insert(a, Expect::Activity(inp.clone()));
+        if !self.scheduled.contains_key(&a) {
+            self.actions.push(action(
+                a,
+                A::ScheduleTask(ScheduleTaskAction {
+                    name: ACTIVITY_NAME.into(),
+                    input: Some(inp.clone()),
+                    task_execution_id: format!("{}/{a}", self.instance_id),
+                    ..Default::default()
+                }),
+            ));
+        }
+        let fired = self.timer(t, ms);
+        if let Some(r) = self.seen.completed.get(&a) {
+            let r = r.clone().unwrap_or_default();
+            if r != activity_result(&inp) {
+                self.violations.push(format!(
+                    "{}: task {a} (input {inp}) completed with {r}: \
+                     a result of another execution",
+                    self.instance_id
+                ));
+            }
+        }
+        let won = fired || self.seen.completed.contains_key(&a);
+        if won {
+            self.acc.push(RACE_TOKEN.into());
+        }
+        won
+    }
+
+    /// The closing action of a program that ran to its end: continue as new into the next
+    /// generation, or complete with the outputs.
+    fn finish(&self, id: i32, delivered: &Delivered<'_>) -> WorkflowAction {
+        let input = self.input;
+        if input.generation + 1 >= input.program.gens.len() {
+            return complete(id, OrchestrationStatus::Completed, Some(self.acc.join(",")));
+        }
+        let next = Input {
+            generation: input.generation + 1,
+            acc: self.acc.clone(),
+            ..input.clone()
+        };
+        // Events still buffered by a suspension in this turn are carried over too.
+        let mut pending: Vec<String> = self.seen.events[self.cursor..].to_vec();
+        for b in &delivered.buffer {
+            if let Some(EventType::EventRaised(r)) = &b.event_type
+                && r.name.eq_ignore_ascii_case(EVENT_NAME)
+            {
+                let p = r.input.clone().unwrap_or_default();
+                if !delivered.dedup.contains(&p) && !pending.contains(&p) {
+                    pending.push(p);
+                }
+            }
+        }
+        let carryover_events = if input.program.carry {
+            pending
+                .iter()
+                .map(|p| HistoryEvent {
+                    event_id: -1,
+                    timestamp: Some(from_micros(self.now)),
+                    router: None,
+                    event_type: Some(EventType::EventRaised(EventRaisedEvent {
+                        name: EVENT_NAME.into(),
+                        input: Some(p.clone()),
+                    })),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        action(
+            id,
+            A::CompleteWorkflow(CompleteWorkflowAction {
+                workflow_status: OrchestrationStatus::ContinuedAsNew as i32,
+                result: Some(serde_json::to_string(&next).expect("serialisable")),
+                carryover_events,
+                ..Default::default()
+            }),
+        )
+    }
 }
 
 fn timer(
     id: i32,
     ms: u32,
     now: i64,
-    scheduled: &HashMap<i32, (Expect, Option<i64>)>,
+    scheduled: &Scheduled,
     expected: &mut HashMap<i32, Expect>,
     actions: &mut Vec<WorkflowAction>,
 ) {
@@ -455,23 +560,21 @@ fn timer(
 }
 
 /// Whether timer `id` fired; a `TimerFired` whose due time is not the one its `TimerCreated`
-/// asked for belongs to another execution.
+/// asked for belongs to another execution (the violation; the timer did fire).
 fn check_fired(
     instance_id: &str,
     id: i32,
     seen: &Seen,
-    scheduled: &HashMap<i32, (Expect, Option<i64>)>,
-    d: &mut Decision,
-) -> bool {
+    scheduled: &Scheduled,
+) -> Result<bool, String> {
     let Some(at) = seen.fired.get(&id) else {
-        return false;
+        return Ok(false);
     };
     match scheduled.get(&id) {
-        Some((Expect::Timer, Some(want))) if want == at => {}
-        other => d.violations.push(format!(
+        Some((Expect::Timer, Some(want))) if want == at => Ok(true),
+        other => Err(format!(
             "{instance_id}: TimerFired for timer {id} due at {at} does not match its \
              TimerCreated ({other:?}): a timer of another execution"
         )),
     }
-    true
 }

@@ -9,8 +9,8 @@
 use std::io::Write;
 use std::time::Duration;
 use weft_sim::cluster::{ClusterReport, ClusterSeed, run_cluster_seed};
-use weft_sim::fence::Op;
 use weft_sim::node::Backend;
+use weft_sim::op::Op;
 
 const DEFAULT_SEEDS: u64 = 3;
 /// The seed whose workload the targeted schedule uses per kind: one with the work that kind

@@ -9,7 +9,8 @@
 //! [`Scope`] (what an owner may write and scan), [`StoreError`]. Internally a checkpoint is
 //! planned once, without SQL (`plan`: the rows and the order of the steps in docs/storage.md),
 //! and executed by each backend with its own statements (`sqlite/checkpoint.rs`,
-//! `postgres/checkpoint.rs`, `postgres/batch.rs`).
+//! `postgres/checkpoint.rs`, `postgres/batch.rs`). Store wrappers (test spies, fault injection,
+//! timing) are written as a [`layer::Layer`], which forwards every call they do not intercept.
 //!
 //! **Never**: commit an owner write without checking its [`Fence`] in the same transaction, before
 //! its other statements (docs/cluster.md, "Leases and fencing"); commit a checkpoint whose
@@ -22,6 +23,7 @@ mod codec;
 /// tests and the `testing` feature, never into the production binary.
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+pub mod layer;
 mod plan;
 pub mod postgres;
 pub mod sqlite;

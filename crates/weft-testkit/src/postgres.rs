@@ -47,6 +47,20 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// How [`PgServer::launch`] sets a server up. The default is a test server: fast, not durable.
+#[derive(Debug, Clone, Default)]
+pub struct PgLaunch {
+    /// Durable: `initdb` syncs its files and the server runs with `fsync` and `full_page_writes`
+    /// on (PostgreSQL's defaults). Off by default: tests need speed, and a machine crash takes
+    /// their throwaway data along anyway.
+    pub fsync: bool,
+    /// Further server settings (`-c name=value`); one the launcher sets itself is replaced.
+    pub settings: Vec<(String, String)>,
+    /// Serve TLS (`ssl=on`) with this certificate and key (PEM). Plaintext connections are still
+    /// accepted: the client's `sslmode` decides.
+    pub tls: Option<(String, String)>,
+}
+
 /// A running throwaway server. Dropping it stops the server and deletes its files; a watchdog
 /// process does the same if the test binary dies without running destructors.
 #[derive(Debug)]
@@ -56,23 +70,25 @@ pub struct PgServer {
     port: u16,
     as_postgres: bool,
     watchdog: Option<Child>,
-    /// Serves TLS (`ssl=on`) with `server.crt`/`server.key` in the data directory.
-    ssl: bool,
+    launch: PgLaunch,
 }
 
 impl PgServer {
-    /// Initialises and starts a new server (≈ 1 s). Blocking.
+    /// Initialises and starts a new test server (≈ 1 s). Blocking.
     pub fn start() -> Result<Self> {
-        Self::start_inner(None)
+        Self::launch(PgLaunch::default())
     }
 
-    /// Like [`PgServer::start`], with `ssl=on` and this certificate and key (PEM). Plaintext
-    /// connections are still accepted: the client's `sslmode` decides.
+    /// Like [`PgServer::start`], with `ssl=on` and this certificate and key (PEM).
     pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Result<Self> {
-        Self::start_inner(Some((cert_pem, key_pem)))
+        Self::launch(PgLaunch {
+            tls: Some((cert_pem.into(), key_pem.into())),
+            ..PgLaunch::default()
+        })
     }
 
-    fn start_inner(tls: Option<(&str, &str)>) -> Result<Self> {
+    /// Initialises and starts a new server as `launch` says. Blocking.
+    pub fn launch(launch: PgLaunch) -> Result<Self> {
         let bin = postgres_bin_dir().ok_or(TestkitError::NoPostgres)?;
         let tmp = tempfile::Builder::new().prefix("weft-pg-").tempdir()?;
         let dir = tmp.keep();
@@ -83,29 +99,30 @@ impl PgServer {
             port: 0,
             as_postgres,
             watchdog: None,
-            ssl: tls.is_some(),
+            launch,
         };
         if as_postgres {
             let (uid, gid) = postgres_ids()?;
             chown(&server.dir, Some(uid), Some(gid))?;
         }
-        server.run(
-            "initdb",
-            &[
-                "-D",
-                &server.data_dir(),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-                "--no-instructions",
-            ],
-        )?;
-        if let Some((cert, key)) = tls {
+        let data = server.data_dir();
+        let mut initdb = vec![
+            "-D",
+            &data,
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-instructions",
+        ];
+        if !server.launch.fsync {
+            initdb.push("--no-sync");
+        }
+        server.run("initdb", &initdb)?;
+        if let Some((cert, key)) = &server.launch.tls {
             server.write_tls_files(cert, key)?;
         }
         server.watchdog = Some(server.spawn_watchdog()?);
@@ -158,14 +175,9 @@ impl PgServer {
 
     /// Starts the (stopped) server again on the same port and data directory.
     pub fn start_again(&self) -> Result<()> {
-        let mut opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
-             -c fsync=off -c full_page_writes=off -c max_connections=400",
-            self.port,
-            self.dir.display()
-        );
-        if self.ssl {
-            opts.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        let mut opts = format!("-p {}", self.port);
+        for (k, v) in server_settings(&self.dir, &self.launch) {
+            opts.push_str(&format!(" -c {k}={v}"));
         }
         let log = self.dir.join("server.log");
         let r = self.run(
@@ -249,10 +261,37 @@ impl PgServer {
     }
 }
 
+/// The settings of a server in `dir`: the launcher's, then [`PgLaunch::settings`] (replacing
+/// same names).
+fn server_settings(dir: &Path, launch: &PgLaunch) -> Vec<(String, String)> {
+    let mut own = vec![
+        ("listen_addresses", "127.0.0.1".to_string()),
+        ("unix_socket_directories", dir.display().to_string()),
+        ("max_connections", "400".into()),
+    ];
+    if !launch.fsync {
+        own.extend([("fsync", "off".into()), ("full_page_writes", "off".into())]);
+    }
+    if launch.tls.is_some() {
+        own.extend([
+            ("ssl", "on".into()),
+            ("ssl_cert_file", "server.crt".into()),
+            ("ssl_key_file", "server.key".into()),
+        ]);
+    }
+    let mut all: Vec<(String, String)> = own.into_iter().map(|(k, v)| (k.into(), v)).collect();
+    for (k, v) in &launch.settings {
+        match all.iter_mut().find(|(name, _)| name == k) {
+            Some(same) => same.1.clone_from(v),
+            None => all.push((k.clone(), v.clone())),
+        }
+    }
+    all
+}
+
 /// A shell loop that outlives this process by at most half a second: once it is gone (even by
-/// SIGKILL) it stops the server in `data_dir` with `pg_ctl` and removes `dir`. Shared with the
-/// benchmark's durable server.
-pub fn spawn_watchdog(
+/// SIGKILL) it stops the server in `data_dir` with `pg_ctl` and removes `dir`.
+fn spawn_watchdog(
     pg_ctl: &Path,
     data_dir: &str,
     dir: &Path,
@@ -465,6 +504,32 @@ mod tests {
             with_database("host=h user=u", "t_1"),
             "host=h user=u dbname=t_1"
         );
+    }
+
+    #[test]
+    fn launch_settings_replace_the_launchers_own() {
+        fn get<'a>(s: &'a [(String, String)], k: &str) -> Vec<&'a str> {
+            let v = s
+                .iter()
+                .filter(|(name, _)| name == k)
+                .map(|(_, v)| v.as_str());
+            v.collect()
+        }
+        let test = server_settings(Path::new("/d"), &PgLaunch::default());
+        assert_eq!(get(&test, "fsync"), ["off"]);
+        assert_eq!(get(&test, "unix_socket_directories"), ["/d"]);
+        let durable = PgLaunch {
+            fsync: true,
+            settings: vec![
+                ("max_connections".into(), "100".into()),
+                ("shared_buffers".into(), "256MB".into()),
+            ],
+            tls: None,
+        };
+        let s = server_settings(Path::new("/d"), &durable);
+        assert!(get(&s, "fsync").is_empty() && get(&s, "full_page_writes").is_empty());
+        assert_eq!(get(&s, "max_connections"), ["100"]);
+        assert_eq!(get(&s, "shared_buffers"), ["256MB"]);
     }
 
     #[tokio::test]

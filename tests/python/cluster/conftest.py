@@ -119,11 +119,18 @@ def direct_cluster(rig, sidecars: int = 3, act_sleep: float = 0.05, **start):
 def wait_settled(c, hosts: int, timeout: float = 30) -> dict:
     """Waits until placement lists `hosts` sidecars that all registered the same (non-empty) actor
     types, i.e. each has a worker, and every one acked the current table version."""
+    last = {}
+
     def settled():
         s = c.cluster_status()
+        last["status"] = s
         hs = s["hosts"]
         types = {tuple(sorted(h["actor_types"])) for h in hs}
         ok = (len(hs) == hosts and len(types) == 1 and all(types)
               and all(h["acked_version"] == s["table_version"] for h in hs))
         return s if ok else None
-    return wait_until(settled, timeout, interval=0.2, what=f"{hosts} sidecars with workers in an acked table")
+    try:
+        return wait_until(settled, timeout, interval=0.2, what=f"{hosts} sidecars with workers in an acked table")
+    except AssertionError as e:
+        # What placement last said is the post-mortem: which host is missing, or which ack lags.
+        raise AssertionError(f"{e}; last status: {last.get('status')}") from None
