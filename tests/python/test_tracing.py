@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from dapr.ext.workflow import WorkflowStatus
+from weft_harness import wait_until
 
 KIND = trace_pb2.Span.SpanKind
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -99,7 +100,10 @@ def traced(weft_factory, collector, tmp_path, wf_state):
         f"      endpointAddress: 127.0.0.1:{collector.port}\n      isSecure: false\n      protocol: grpc\n"
     )
     # A short batch delay so spans arrive within the test, not after the SDK's default 5 s.
-    weft = weft_factory(env={"WEFT_CONFIG": str(cfg), "OTEL_BSP_SCHEDULE_DELAY": "100"}, app_id="traced-app")
+    # JSON logs with the actor's debug lines, so a test can read the trace ID off them.
+    weft = weft_factory(env={"WEFT_CONFIG": str(cfg), "OTEL_BSP_SCHEDULE_DELAY": "100",
+                             "WEFT_LOG_FORMAT": "json", "RUST_LOG": "info,weft_sidecar::actor=debug"},
+                        app_id="traced-app")
     with sdk(weft, wf_state) as client:
         yield weft, client
 
@@ -198,6 +202,30 @@ def test_a_clients_traceparent_becomes_the_root(traced, collector, uid):
     assert create.parent_span_id.hex() == CLIENT_SPAN
     assert orch.trace_id.hex() == CLIENT_TRACE and orch.parent_span_id == create.span_id
     assert all(a.trace_id.hex() == CLIENT_TRACE for a in by["activity||metric_step"])
+
+
+def actor_log_lines(weft, instance_id: str) -> list[dict]:
+    """The JSON log lines logged inside the actor of `instance_id` (its span in `spans`)."""
+    out = []
+    for line in weft.stderr_path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        actor = [s for s in rec.get("spans", []) if s.get("name") == "actor" and s.get("instance") == instance_id]
+        if actor:
+            out.append({**rec, "actor": actor[-1]})
+    return out
+
+
+def test_log_lines_of_a_traced_instance_carry_its_trace_id(traced, collector, uid):
+    """Every line the actor of a traced instance logs names the trace (JSON logs, issue 20)."""
+    weft, client = traced
+    start_with_traceparent(weft, uid, "01")
+    run_probe(client, uid)
+    lines = wait_until(lambda: actor_log_lines(weft, uid), 10, what=f"log lines of {uid}'s actor")
+    assert all(rec["actor"].get("trace_id") == CLIENT_TRACE for rec in lines), lines[:3]
+    assert all(rec["actor"].get("app_id") == "traced-app" for rec in lines), lines[:3]
 
 
 def test_an_unsampled_client_trace_exports_nothing(traced, collector, uid):

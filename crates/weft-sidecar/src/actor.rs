@@ -4,6 +4,7 @@
 use crate::error::{EngineError, Result};
 use crate::hub::{Job, WorkflowTurn};
 use crate::mailbox::{ActivityResult, ActorMsg};
+use crate::telemetry::trace_context::trace_id_of;
 mod commit;
 
 use crate::parts::Parts;
@@ -456,6 +457,12 @@ impl Actor {
                     return Ok(());
                 }
                 Some(l) => {
+                    // A new instance's ExecutionStarted is still in its inbox.
+                    if let Some(t) =
+                        trace_id_of(l.history.iter().chain(l.inbox.iter().map(|e| &e.event)))
+                    {
+                        tracing::Span::current().record("trace_id", t.as_str());
+                    }
                     self.state = Some(Cached {
                         meta: l.meta,
                         history: Arc::new(l.history),

@@ -97,8 +97,14 @@ async fn run_actor(
     rx: mpsc::UnboundedReceiver<ActorMsg>,
     fence: Option<Fence>,
 ) {
-    // Every line the actor logs names its instance and app (JSON logs: in `spans`).
-    let span = tracing::info_span!("actor", instance = %id, app_id = %parts.app_id());
+    // Every line the actor logs names its instance and app (JSON logs: in `spans`), and its
+    // trace once the instance is loaded (`trace_id`, when it was started with a trace context).
+    let span = tracing::info_span!(
+        "actor",
+        instance = %id,
+        app_id = %parts.app_id(),
+        trace_id = tracing::field::Empty
+    );
     let run = std::panic::AssertUnwindSafe(tracing::Instrument::instrument(
         Actor::new(id.clone(), parts.clone(), rx, fence).run(),
         span,

@@ -75,6 +75,22 @@ pub fn from_headers(traceparent: &str, tracestate: Option<&str>) -> Option<Trace
     })
 }
 
+/// The trace ID (32 hex digits) of the first `ExecutionStarted` among `events` that carries a
+/// trace context: what an actor's log lines name as `trace_id`.
+pub fn trace_id_of<'a>(
+    events: impl IntoIterator<Item = &'a weft_proto::durabletask::HistoryEvent>,
+) -> Option<String> {
+    use weft_proto::durabletask::history_event::EventType;
+    events.into_iter().find_map(|ev| match &ev.event_type {
+        Some(EventType::ExecutionStarted(es)) => es
+            .parent_trace_context
+            .as_ref()
+            .and_then(from_proto)
+            .map(|sc| sc.trace_id().to_string()),
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +155,29 @@ mod tests {
         assert_eq!(tc.trace_parent, TP);
         assert_eq!(tc.trace_state, None);
         assert!(from_headers("garbage", None).is_none());
+    }
+
+    #[test]
+    fn the_trace_id_of_a_history_is_its_execution_started_s() {
+        use weft_proto::durabletask::history_event::EventType;
+        use weft_proto::durabletask::{ExecutionStartedEvent, HistoryEvent};
+        let started = |tc: Option<TraceContext>| HistoryEvent {
+            event_type: Some(EventType::ExecutionStarted(ExecutionStartedEvent {
+                parent_trace_context: tc,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let tc = TraceContext {
+            trace_parent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            ..Default::default()
+        };
+        let history = [HistoryEvent::default(), started(Some(tc))];
+        assert_eq!(
+            trace_id_of(&history).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(trace_id_of(&[started(None)]), None);
+        assert_eq!(trace_id_of(&[]), None);
     }
 }
