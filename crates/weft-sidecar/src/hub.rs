@@ -3,24 +3,23 @@
 
 mod limits;
 mod queue;
+mod stream;
 mod transit;
 mod warm;
 
-use crate::telemetry::spans::activity_dispatched;
 use crate::telemetry::workflow::{Stage, stage};
 use limits::Limits;
 use queue::JobQueue;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+pub use stream::StreamHandle;
 use tokio::sync::{Notify, mpsc, watch};
 pub(crate) use transit::Absorb;
 use transit::Transit;
 pub(crate) use transit::task_key as transit_key;
 use warm::Warm;
-use weft_proto::durabletask::{
-    ActivityRequest, CachedHistory, HistoryEvent, WorkItem, WorkflowRequest, work_item::Request,
-};
+use weft_proto::durabletask::{ActivityRequest, HistoryEvent, WorkflowRequest};
 
 /// A workflow turn waiting for or held by a worker. The past events are the actor's cached
 /// history, shared rather than copied: queue, in-flight record and actor hold one `Vec`, and
@@ -716,99 +715,6 @@ impl Hub {
         self.ready.notify_one();
         self.connected.send_modify(|n| *n = n.saturating_sub(1));
         metrics::gauge!("weft_connected_workers").decrement(1.0);
-    }
-}
-
-/// One connected `GetWorkItems` stream.
-pub struct StreamHandle<'a> {
-    hub: &'a Hub,
-    id: u64,
-    stateful_history: bool,
-}
-
-impl StreamHandle<'_> {
-    /// Feeds work items into `tx` until the client goes away or `shutdown` fires.
-    pub async fn run(
-        self,
-        tx: mpsc::Sender<Result<WorkItem, tonic::Status>>,
-        shutdown: tokio_util::sync::CancellationToken,
-    ) {
-        loop {
-            let (job, token) = tokio::select! {
-                taken = self.hub.take(self.id) => taken,
-                _ = tx.closed() => return,
-                _ = shutdown.cancelled() => {
-                    let _ = tx.send(Err(tonic::Status::cancelled("shutting down"))).await;
-                    return;
-                }
-            };
-            let Some(item) = self.shape_for_worker(job, token) else {
-                continue;
-            };
-            if tx.send(Ok(item)).await.is_err() {
-                return;
-            }
-            metrics::counter!("weft_work_items_dispatched_total").increment(1);
-        }
-    }
-
-    /// The work item as this stream sends it (a delta for a warm stateful worker), or `None`
-    /// if it is larger than a worker accepts (then the engine is told and stalls the instance).
-    fn shape_for_worker(&self, job: Job, completion_token: String) -> Option<WorkItem> {
-        let mut instance = None;
-        let request = match job {
-            Job::Workflow(t) => {
-                let past = t.past_events.len();
-                let mut skip = 0;
-                let mut cached_history = None;
-                if self.stateful_history {
-                    let cached = self.hub.lock().warm.swap(self.id, &t.instance_id, past);
-                    if let Some(n) = cached
-                        && n > 0
-                        && n <= past
-                    {
-                        skip = n;
-                        cached_history = Some(CachedHistory {
-                            event_count: n as i32,
-                        });
-                    }
-                }
-                instance = Some(t.instance_id.clone());
-                // The one copy of the history a dispatch makes (the wire message owns its events).
-                Request::WorkflowRequest(WorkflowRequest {
-                    instance_id: t.instance_id,
-                    past_events: t.past_events[skip..].to_vec(),
-                    new_events: t.new_events,
-                    cached_history,
-                    ..Default::default()
-                })
-            }
-            Job::Activity { request, .. } => Request::ActivityRequest(activity_dispatched(request)),
-        };
-        let item = WorkItem {
-            request: Some(request),
-            completion_token,
-        };
-        if let Some(id) = instance {
-            use prost::Message;
-            let size = item.encoded_len();
-            if size > self.hub.max_work_item {
-                self.hub
-                    .refuse_oversize(self.id, &id, &item.completion_token, size);
-                return None;
-            }
-        }
-        Some(item)
-    }
-}
-
-impl Drop for StreamHandle<'_> {
-    fn drop(&mut self) {
-        tracing::info!(
-            stream = self.id,
-            "worker stream ended; its unanswered work items go back to the queue"
-        );
-        self.hub.release_stream(self.id);
     }
 }
 

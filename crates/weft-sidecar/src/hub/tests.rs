@@ -4,6 +4,7 @@
 use super::*;
 use tokio_util::sync::CancellationToken;
 use weft_proto::durabletask::HistoryEvent;
+use weft_proto::durabletask::work_item::Request;
 
 fn wf(id: &str, past: usize) -> Job {
     Job::Workflow(
