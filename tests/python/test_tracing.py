@@ -178,6 +178,10 @@ def test_one_workflow_yields_daprs_spans_in_one_trace(traced, collector, uid):
     services = {svc for svc, s in collector.spans if s in everything}
     assert services == {"traced-app"}
 
+    # durabletask-go's span events: the external event the run received, with its payload size.
+    assert [(e.name, attrs(e)) for e in orch.events] == [("Received external event", {"name": "go", "size": 2})]
+    assert orch.start_time_unix_nano <= orch.events[0].time_unix_nano <= orch.end_time_unix_nano
+
 
 def start_with_traceparent(weft, uid: str, flags: str):
     """Starts `metrics_probe` through the Dapr HTTP API with the caller's W3C `traceparent`."""

@@ -121,6 +121,8 @@ pub(crate) struct OpenSpan {
     pub parent: Option<SpanContext>,
     pub start: SystemTime,
     pub attributes: Vec<KeyValue>,
+    /// Span events (the orchestration span's notable history events).
+    pub events: Vec<opentelemetry::trace::Event>,
 }
 
 impl OpenSpan {
@@ -146,7 +148,11 @@ impl OpenSpan {
             end_time: end.max(self.start),
             attributes: self.attributes,
             dropped_attributes_count: 0,
-            events: SpanEvents::default(),
+            events: {
+                let mut events = SpanEvents::default();
+                events.events = self.events;
+                events
+            },
             links: SpanLinks::default(),
             status,
             instrumentation_scope: scope.clone(),
@@ -232,6 +238,7 @@ pub fn start_create(
             parent,
             start: SystemTime::now(),
             attributes,
+            events: Vec::new(),
         },
         orchestration: ex.ids.new_span_id(),
     })
@@ -292,6 +299,7 @@ pub fn activity_dispatched(mut request: ActivityRequest) -> ActivityRequest {
         parent: Some(parent),
         start: SystemTime::now(),
         attributes,
+        events: Vec::new(),
     };
     let mut open = ex.activities.lock().unwrap_or_else(|p| p.into_inner());
     if open.len() < MAX_OPEN_ACTIVITIES {

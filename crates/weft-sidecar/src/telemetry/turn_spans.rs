@@ -5,7 +5,7 @@
 use super::spans::{OpenSpan, child_of, new_span_id, span_name};
 use super::trace_context::{from_proto, to_proto};
 use opentelemetry::KeyValue;
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
+use opentelemetry::trace::{Event, SpanContext, SpanId, SpanKind, Status};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use weft_core::turn::{Effect, TurnOutcome};
 use weft_core::{Micros, RuntimeStatus};
@@ -142,11 +142,15 @@ pub fn prepare_turn(
                 .map(|f| format!("{}: {}", f.error_type, f.error_message))
                 .unwrap_or_else(|| "workflow failed".into())
         });
-        finished.push((
-            orchestration_span(&orch, &instance_id, status),
-            end,
-            error.map(Status::error).unwrap_or(Status::Unset),
-        ));
+        // This execution's events: on continue-as-new the appended ones belong to the next.
+        let appended = if out.reset_history {
+            &[][..]
+        } else {
+            &out.append[..]
+        };
+        let mut span = orchestration_span(&orch, &instance_id, status);
+        span.events = notable_events(history.iter().chain(appended));
+        finished.push((span, end, error.map(Status::error).unwrap_or(Status::Unset)));
     }
     finished
 }
@@ -171,7 +175,49 @@ fn orchestration_span(orch: &Orchestration, instance_id: &str, status: RuntimeSt
         parent: Some(orch.parent.clone()),
         start: orch.start,
         attributes,
+        events: Vec::new(),
     }
+}
+
+/// The history events durabletask-go reports on the orchestration span, with their times:
+/// external events received (name, payload size), suspensions and resumptions (reason), stalls
+/// (reason, description).
+fn notable_events<'a>(history: impl Iterator<Item = &'a HistoryEvent>) -> Vec<Event> {
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    history
+        .filter_map(|ev| {
+            let (name, attributes) = match ev.event_type.as_ref()? {
+                EventType::EventRaised(e) => (
+                    "Received external event",
+                    vec![
+                        KeyValue::new("name", e.name.clone()),
+                        KeyValue::new("size", e.input.as_ref().map_or(0, |i| i.len() as i64)),
+                    ],
+                ),
+                EventType::ExecutionSuspended(e) => (
+                    "Execution suspended",
+                    vec![KeyValue::new("reason", text(&e.input))],
+                ),
+                EventType::ExecutionResumed(e) => (
+                    "Execution resumed",
+                    vec![KeyValue::new("reason", text(&e.input))],
+                ),
+                EventType::ExecutionStalled(e) => (
+                    "Execution stalled",
+                    vec![
+                        KeyValue::new("reason", stalled_reason(e.reason)),
+                        KeyValue::new("description", text(&e.description)),
+                    ],
+                ),
+                _ => return None,
+            };
+            Some(Event::new(name, system_time(ev), attributes, 0))
+        })
+        .collect()
+}
+
+fn stalled_reason(reason: i32) -> &'static str {
+    weft_proto::durabletask::StalledReason::try_from(reason).map_or("UNKNOWN", |r| r.as_str_name())
 }
 
 fn timer_span(
@@ -200,6 +246,7 @@ fn timer_span(
         parent: Some(orch.context.clone()),
         start: system_time(created),
         attributes,
+        events: Vec::new(),
     }
 }
 
@@ -327,5 +374,64 @@ mod tests {
         let mut out = turn(meta, RuntimeStatus::Completed);
         assert!(prepare_turn(&mut out, &h, RuntimeStatus::Running, 4 * SECOND).is_empty());
         assert_eq!(stamped(&out), (None, None));
+    }
+
+    #[test]
+    fn notable_history_events_become_span_events() {
+        use weft_proto::durabletask::{
+            EventRaisedEvent, ExecutionResumedEvent, ExecutionStalledEvent,
+            ExecutionSuspendedEvent, StalledReason,
+        };
+        let ev = |t: EventType| HistoryEvent {
+            event_type: Some(t),
+            ..Default::default()
+        };
+        let history = [
+            ev(EventType::TimerCreated(TimerCreatedEvent::default())),
+            ev(EventType::EventRaised(EventRaisedEvent {
+                name: "go".into(),
+                input: Some("10".into()),
+            })),
+            ev(EventType::ExecutionSuspended(ExecutionSuspendedEvent {
+                input: Some("maintenance".into()),
+            })),
+            ev(EventType::ExecutionResumed(ExecutionResumedEvent {
+                input: None,
+            })),
+            ev(EventType::ExecutionStalled(ExecutionStalledEvent {
+                reason: StalledReason::PatchMismatch as i32,
+                description: Some("patch p1".into()),
+            })),
+        ];
+        let events = notable_events(history.iter());
+        let got: Vec<(&str, Vec<String>)> = events
+            .iter()
+            .map(|e| {
+                let attrs = e
+                    .attributes
+                    .iter()
+                    .map(|kv| format!("{}={}", kv.key, kv.value))
+                    .collect();
+                (e.name.as_ref(), attrs)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "Received external event",
+                    vec!["name=go".into(), "size=2".into()]
+                ),
+                ("Execution suspended", vec!["reason=maintenance".into()]),
+                ("Execution resumed", vec!["reason=".into()]),
+                (
+                    "Execution stalled",
+                    vec![
+                        "reason=PATCH_MISMATCH".into(),
+                        "description=patch p1".into()
+                    ]
+                ),
+            ]
+        );
     }
 }
