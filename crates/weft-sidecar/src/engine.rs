@@ -131,6 +131,11 @@ impl Engine {
     pub fn with_registry(store: Arc<dyn Store>, cfg: EngineConfig, registry: Registry) -> Self {
         let view = Arc::new(OwnershipView::new(&cfg.app_id, registry, cfg.lease_ttl));
         let hub = Arc::new(Hub::configured(cfg.max_work_item_bytes, &cfg.workflow));
+        // No work leaves the hub while the ownership lease is not valid (docs/cluster.md).
+        let lease = Arc::downgrade(&view);
+        hub.set_dispatch_gate(Box::new(move || {
+            lease.upgrade().is_none_or(|v| v.lease_valid())
+        }));
         let resync_needed = Arc::new(Notify::new());
         let actors = Directory::new(
             view.clone(),

@@ -21,6 +21,12 @@ pub(crate) use transit::task_key as transit_key;
 use warm::Warm;
 use weft_proto::durabletask::{ActivityRequest, HistoryEvent, WorkflowRequest};
 
+/// Whether work may be handed out now (see [`Hub::set_dispatch_gate`]).
+pub(crate) type DispatchGate = Box<dyn Fn() -> bool + Send + Sync>;
+
+/// How often a stream looks at a closed dispatch gate again.
+const GATE_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// A workflow turn waiting for or held by a worker. The past events are the actor's cached
 /// history, shared rather than copied: queue, in-flight record and actor hold one `Vec`, and
 /// only the stream copies what it actually sends (the delta, for a warm stateful worker).
@@ -237,6 +243,9 @@ pub struct Hub {
     connected: watch::Sender<usize>,
     /// Draining for shutdown: nothing new is handed out; answers to what is out are taken.
     paused: AtomicBool,
+    /// Whether this sidecar may hand out work at all (its ownership lease is valid), checked
+    /// at the moment an item leaves the queue: see [`Hub::set_dispatch_gate`].
+    gate: OnceLock<DispatchGate>,
     /// Number of dispatched, unanswered items (for the shutdown drain).
     inflight_count: watch::Sender<usize>,
     /// Largest work item a worker accepts, checked on what a stream actually sends.
@@ -274,6 +283,7 @@ impl Hub {
             origin: OnceLock::new(),
             connected: watch::channel(0).0,
             paused: AtomicBool::new(false),
+            gate: OnceLock::new(),
             inflight_count: watch::channel(0).0,
             max_work_item,
             oversize_tx,
@@ -504,6 +514,18 @@ impl Hub {
     }
 
     /// Sets the token suffix naming this sidecar (once, before workers connect).
+    /// Installs the check every hand-out makes first (the ownership lease's local validity).
+    /// A process that was paused (SIGSTOP, a stall) wakes with its streams ready to send what
+    /// was queued before the pause; the lease loop may notice the lapse only later, so the
+    /// stream itself must not hand out an item while the lease is not valid.
+    pub(crate) fn set_dispatch_gate(&self, gate: DispatchGate) {
+        let _ = self.gate.set(gate);
+    }
+
+    fn gate_open(&self) -> bool {
+        self.gate.get().is_none_or(|g| g())
+    }
+
     pub fn set_origin(&self, origin: String) {
         let _ = self.origin.set(origin);
     }
@@ -648,7 +670,8 @@ impl Hub {
     async fn take(&self, stream: u64) -> (Job, String) {
         loop {
             let notified = self.ready.notified();
-            if !self.paused.load(Ordering::SeqCst) {
+            let open = self.gate_open();
+            if open && !self.paused.load(Ordering::SeqCst) {
                 let mut st = self.lock();
                 if let Some((key, job)) = st.pop() {
                     let n = self.next_token.fetch_add(1, Ordering::Relaxed);
@@ -671,7 +694,13 @@ impl Hub {
                     return (job, token);
                 }
             }
-            notified.await;
+            if open {
+                notified.await;
+            } else {
+                // Closed until the lease is renewed or its buckets are withdrawn; nothing
+                // signals the former, so look again shortly.
+                let _ = tokio::time::timeout(GATE_RECHECK, notified).await;
+            }
         }
     }
 

@@ -394,3 +394,30 @@ async fn a_hand_off_withdraws_slot_waiting_work_and_keeps_running_slots() {
     );
     assert!(hub.waiting_for_slot().contains("other"));
 }
+
+/// A sidecar woken from a pause (SIGSTOP) past its lease must not hand out what was queued
+/// before it: the gate is checked when an item leaves the queue, not only by the lease loop.
+#[tokio::test]
+async fn a_closed_dispatch_gate_holds_queued_work_until_it_opens() {
+    let hub = Arc::new(Hub::new(usize::MAX));
+    let open = Arc::new(AtomicBool::new(false));
+    let gate = open.clone();
+    hub.set_dispatch_gate(Box::new(move || gate.load(Ordering::SeqCst)));
+    hub.push(wf("a", 0));
+    let h = hub.clone();
+    let taker = tokio::spawn(async move { h.take(1).await });
+    // Several re-checks of the closed gate pass while the item stays queued.
+    let held = tokio::time::timeout(GATE_RECHECK * 4, async {
+        while !taker.is_finished() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(held.is_err(), "work left the hub through a closed gate");
+    open.store(true, Ordering::SeqCst);
+    let (job, _) = tokio::time::timeout(std::time::Duration::from_secs(5), taker)
+        .await
+        .expect("the opened gate lets the queued item out")
+        .unwrap();
+    assert!(matches!(job.key(), Key::Workflow(id) if id == "a"));
+}
