@@ -75,20 +75,19 @@ pub fn from_headers(traceparent: &str, tracestate: Option<&str>) -> Option<Trace
     })
 }
 
-/// The trace ID (32 hex digits) of the first `ExecutionStarted` among `events` that carries a
-/// trace context: what an actor's log lines name as `trace_id`.
+/// The trace ID (32 hex digits) of the first `ExecutionStarted` among `events`, if it carries a
+/// trace context: what an actor's log lines name as `trace_id`. Stops at that event (it sits at
+/// the start of a history), so an untraced instance costs no walk over its whole history.
 pub fn trace_id_of<'a>(
     events: impl IntoIterator<Item = &'a weft_proto::durabletask::HistoryEvent>,
 ) -> Option<String> {
     use weft_proto::durabletask::history_event::EventType;
-    events.into_iter().find_map(|ev| match &ev.event_type {
-        Some(EventType::ExecutionStarted(es)) => es
-            .parent_trace_context
-            .as_ref()
-            .and_then(from_proto)
-            .map(|sc| sc.trace_id().to_string()),
+    let started = events.into_iter().find_map(|ev| match &ev.event_type {
+        Some(EventType::ExecutionStarted(es)) => Some(es),
         _ => None,
-    })
+    })?;
+    let tc = started.parent_trace_context.as_ref()?;
+    from_proto(tc).map(|sc| sc.trace_id().to_string())
 }
 
 #[cfg(test)]
