@@ -6,9 +6,11 @@
 //! duration strings. **Never:** reads files or the environment (callers pass the text), or
 //! accepts a key it does not know without saying so.
 
+mod access;
 mod duration;
 mod tracing;
 
+pub use access::{AccessPolicies, AccessPolicy, Operation, Target, glob};
 pub use duration::{format_go_duration, parse_go_duration};
 pub use tracing::{
     OtelSection, OtlpProtocol, SamplingRate, TracingSection, TracingSettings, resolve_tracing,
@@ -185,11 +187,73 @@ pub struct Parsed {
     /// `spec.tracing` as written; [`resolve_tracing`] lays the `OTEL_*` variables over it.
     pub tracing: Option<TracingSection>,
     pub ignored_sections: Vec<String>,
+    /// `kind: WorkflowAccessPolicy` documents of the same file (multi-app workflows).
+    pub access: AccessPolicies,
 }
 
-/// Parses and validates the text of a configuration file. `source` (the file name) prefixes
-/// every error so the operator sees which file, which key and which line.
+/// Parses and validates the text of a configuration file: a Dapr Configuration, optionally
+/// followed (or preceded) by `WorkflowAccessPolicy` documents separated by `---` lines. `source`
+/// (the file name) prefixes every error so the operator sees which file, which key and which line.
 pub fn parse(text: &str, source: &str) -> Result<Parsed, ConfigError> {
+    let docs = split_documents(text);
+    if docs.len() <= 1 {
+        return parse_configuration(text, source);
+    }
+    let mut parsed: Option<Parsed> = None;
+    let mut access = AccessPolicies::default();
+    for (first_line, doc) in docs {
+        let src = format!("{source} (document at line {first_line})");
+        if document_kind(doc).as_deref() == Some("WorkflowAccessPolicy") {
+            access.push(access::parse_policy(doc, &src)?);
+        } else if parsed.is_some() {
+            return Err(ConfigError(format!(
+                "{src}: a second Configuration document; a file holds one Configuration and any number of WorkflowAccessPolicy documents"
+            )));
+        } else {
+            parsed = Some(parse_configuration(doc, &src)?);
+        }
+    }
+    let mut parsed = parsed.unwrap_or_default();
+    parsed.access = access;
+    Ok(parsed)
+}
+
+/// The non-empty YAML documents of `text` (split on `---` lines) with their first line number.
+fn split_documents(text: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
+    let (mut start, mut start_line, mut offset) = (0usize, 1usize, 0usize);
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_end() == "---" {
+            out.push((start_line, &text[start..offset]));
+            start = offset + line.len();
+            start_line = i + 2;
+        }
+        offset += line.len();
+    }
+    out.push((start_line, &text[start..]));
+    out.retain(|(_, d)| {
+        d.lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+    });
+    out
+}
+
+/// A document's top-level `kind:` value, read without parsing the rest.
+fn document_kind(doc: &str) -> Option<String> {
+    doc.lines()
+        .find_map(|l| l.strip_prefix("kind:"))
+        .map(|k| k.trim().trim_matches(['"', '\'']).to_string())
+}
+
+fn parse_configuration(text: &str, source: &str) -> Result<Parsed, ConfigError> {
+    if document_kind(text).as_deref() == Some("WorkflowAccessPolicy") {
+        let mut access = AccessPolicies::default();
+        access.push(access::parse_policy(text, source)?);
+        return Ok(Parsed {
+            access,
+            ..Parsed::default()
+        });
+    }
     if text.trim().is_empty() {
         return Err(ConfigError(format!(
             "{source}: the file is empty; expected a Dapr Configuration \
@@ -211,6 +275,7 @@ pub fn parse(text: &str, source: &str) -> Result<Parsed, ConfigError> {
         workflow: spec.workflow.unwrap_or_default(),
         tracing: spec.tracing,
         ignored_sections,
+        access: AccessPolicies::default(),
     })
 }
 

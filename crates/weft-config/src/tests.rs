@@ -294,3 +294,29 @@ fn bad_tracing_values_name_their_key_and_line() {
     let e = err(&tracing_yaml("otel:\n  endpoint: c:4317\n"));
     assert!(e.contains("endpoint"), "{e}");
 }
+
+#[test]
+fn a_file_may_carry_access_policies_beside_the_configuration() {
+    let text = "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nspec:\n  workflow:\n    maxConcurrentActivityInvocations: 3\n---\napiVersion: dapr.io/v1alpha1\nkind: WorkflowAccessPolicy\nscopes: [appb]\nspec:\n  rules:\n    - callers: [{appID: appa}]\n      activities: [{name: bill}]\n";
+    let p = parse(text, "cfg.yaml").unwrap();
+    assert_eq!(p.workflow.max_concurrent_activity_invocations, Some(3));
+    assert_eq!(p.access.len(), 1);
+    assert!(p.access.allows(
+        "appb",
+        "appa",
+        crate::Operation::Schedule,
+        crate::Target::Activity("bill")
+    ));
+    // A policy-only file, and an error in the second document naming where it starts.
+    let only = parse(
+        &text[text
+            .find("apiVersion: dapr.io/v1alpha1\nkind: Workflow")
+            .unwrap()..],
+        "p.yaml",
+    )
+    .unwrap();
+    assert_eq!(only.access.len(), 1);
+    let bad = text.replace("appID: appa", "app: appa");
+    let e = parse(&bad, "cfg.yaml").unwrap_err().0;
+    assert!(e.starts_with("cfg.yaml (document at line 7): "), "{e}");
+}

@@ -531,6 +531,14 @@ impl Actor {
                         .stall_oversize(least, self.inner.settings.max_work_item)
                         .await;
                 }
+                if let Some(why) = crate::remote::denied_start(&self.inner, &t.new_events) {
+                    tracing::warn!(instance = %self.id, "{why}");
+                    self.pending = Some(t);
+                    self.carried = inbox;
+                    return self
+                        .complete(crate::remote::denied_answer(&self.id, why))
+                        .await;
+                }
                 self.pending = Some(t);
                 self.carried = inbox;
                 tracing::debug!(instance = %self.id, "dispatching a turn");

@@ -58,6 +58,9 @@ pub struct EngineConfig {
     pub lease_ttl: Duration,
     /// The wall clock history and due times are stamped with.
     pub clock: Arc<dyn Clock>,
+    /// Who may schedule and manage this app's workflows and activities from other apps
+    /// (`WorkflowAccessPolicy` documents; empty: everyone).
+    pub access: Arc<weft_config::AccessPolicies>,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +76,7 @@ impl Default for EngineConfig {
             fold_activity_results: true,
             lease_ttl: Duration::from_secs(4),
             clock: Arc::new(SystemClock),
+            access: Arc::default(),
         }
     }
 }
@@ -158,9 +162,11 @@ impl Engine {
                 max_payload: cfg.max_payload_bytes,
                 slot_lease: cfg.slot_lease,
                 retention: cfg.workflow.state_retention_policy,
+                access: cfg.access,
             },
             timers_changed: Notify::new(),
             resync_needed,
+            remote_tasks: Notify::new(),
         });
         // Weak: the directory lives inside what the actors hold.
         let weak = Arc::downgrade(&inner);

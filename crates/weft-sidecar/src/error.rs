@@ -44,6 +44,9 @@ pub enum EngineError {
     PayloadTooLarge(String),
     #[error("{0}")]
     Unauthenticated(String),
+    /// A cross-app call the target app's `WorkflowAccessPolicy` does not allow.
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("{0}")]
     Unimplemented(String),
     /// The caller's deadline passed while waiting.
@@ -116,6 +119,7 @@ error_kinds! {
     PayloadTooLarge => "payload-too-large", ResourceExhausted, PAYLOAD_TOO_LARGE,
         Some("ERR_PAYLOAD_TOO_LARGE");
     Unauthenticated => "unauthenticated", Unauthenticated, UNAUTHORIZED, Some("ERR_UNAUTHORIZED");
+    PermissionDenied => "permission-denied", PermissionDenied, FORBIDDEN, Some("ERR_PERMISSION_DENIED");
     Unimplemented => "unimplemented", Unimplemented, NOT_IMPLEMENTED, Some("ERR_NOT_IMPLEMENTED");
     DeadlineExceeded => "deadline-exceeded", DeadlineExceeded, GATEWAY_TIMEOUT, None;
     Unavailable => "unavailable", Unavailable, SERVICE_UNAVAILABLE, None;
@@ -149,6 +153,7 @@ impl EngineError {
             Self::FailedPrecondition(_) => K::FailedPrecondition,
             Self::PayloadTooLarge(_) => K::PayloadTooLarge,
             Self::Unauthenticated(_) => K::Unauthenticated,
+            Self::PermissionDenied(_) => K::PermissionDenied,
             Self::Unimplemented(_) => K::Unimplemented,
             Self::DeadlineExceeded(_) => K::DeadlineExceeded,
             Self::Unavailable(_) => K::Unavailable,
@@ -172,6 +177,7 @@ impl EngineError {
             K::FailedPrecondition => Self::FailedPrecondition(msg),
             K::PayloadTooLarge => Self::PayloadTooLarge(msg),
             K::Unauthenticated => Self::Unauthenticated(msg),
+            K::PermissionDenied => Self::PermissionDenied(msg),
             K::Unimplemented => Self::Unimplemented(msg),
             K::DeadlineExceeded => Self::DeadlineExceeded(msg),
             K::Unavailable => Self::Unavailable(msg),
@@ -247,7 +253,8 @@ impl EngineError {
             Grpc::AlreadyExists => Self::AlreadyExists(msg),
             Grpc::FailedPrecondition | Grpc::Aborted => Self::FailedPrecondition(msg),
             Grpc::ResourceExhausted => Self::PayloadTooLarge(msg),
-            Grpc::Unauthenticated | Grpc::PermissionDenied => Self::Unauthenticated(msg),
+            Grpc::Unauthenticated => Self::Unauthenticated(msg),
+            Grpc::PermissionDenied => Self::PermissionDenied(msg),
             Grpc::Unimplemented => Self::Unimplemented(msg),
             Grpc::DeadlineExceeded => Self::DeadlineExceeded(msg),
             Grpc::Internal | Grpc::DataLoss => Self::Internal(msg),

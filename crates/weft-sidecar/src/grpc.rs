@@ -33,6 +33,12 @@ impl Service {
         }
     }
 
+    /// The router for a call whose `router.targetAppID` names the app it is for (1.19 SDKs).
+    fn at(&self, router: Option<&TaskRouter>) -> Router {
+        self.router
+            .at(router.and_then(|r| r.target_app_id.as_deref()))
+    }
+
     /// Waits (within the caller's deadline) until `pred` holds for the instance.
     async fn wait_until(
         &self,
@@ -156,7 +162,7 @@ impl TaskHubSidecarService for Service {
         let scheduled = r.scheduled_start_timestamp.as_ref().map(to_micros);
         let wait = scheduled.is_none();
         let id = self
-            .router
+            .at(r.router.as_ref())
             .start_instance(
                 StartRequest {
                     instance_id: r.instance_id,
@@ -180,7 +186,10 @@ impl TaskHubSidecarService for Service {
 
     async fn get_instance(&self, req: Request<GetInstanceRequest>) -> Result<GetInstanceResponse> {
         let r = req.into_inner();
-        let meta = self.router.get_instance(&r.instance_id).await?;
+        let meta = self
+            .at(r.router.as_ref())
+            .get_instance(&r.instance_id)
+            .await?;
         Ok(Response::new(instance_response(
             meta,
             r.get_inputs_and_outputs,
@@ -204,7 +213,7 @@ impl TaskHubSidecarService for Service {
     async fn raise_event(&self, req: Request<RaiseEventRequest>) -> Result<RaiseEventResponse> {
         let limit = deadline(&req);
         let r = req.into_inner();
-        self.router
+        self.at(r.router.as_ref())
             .raise_event(&r.instance_id, &r.name, r.input, limit)
             .await?;
         Ok(Response::new(RaiseEventResponse {}))
@@ -216,7 +225,7 @@ impl TaskHubSidecarService for Service {
     ) -> Result<TerminateResponse> {
         let limit = deadline(&req);
         let r = req.into_inner();
-        self.router
+        self.at(r.router.as_ref())
             .terminate(&r.instance_id, r.output, r.recursive, limit)
             .await?;
         self.wait_until(limit, &r.instance_id, |m| m.status.is_terminal())
@@ -227,7 +236,9 @@ impl TaskHubSidecarService for Service {
     async fn suspend_instance(&self, req: Request<SuspendRequest>) -> Result<SuspendResponse> {
         let limit = deadline(&req);
         let r = req.into_inner();
-        self.router.suspend(&r.instance_id, r.reason, limit).await?;
+        self.at(r.router.as_ref())
+            .suspend(&r.instance_id, r.reason, limit)
+            .await?;
         self.wait_until(limit, &r.instance_id, |m| {
             m.status == RuntimeStatus::Suspended || m.status.is_terminal()
         })
@@ -238,7 +249,11 @@ impl TaskHubSidecarService for Service {
     async fn resume_instance(&self, req: Request<ResumeRequest>) -> Result<ResumeResponse> {
         let limit = deadline(&req);
         let r = req.into_inner();
-        if self.router.resume(&r.instance_id, r.reason, limit).await? {
+        let resumed = self
+            .at(r.router.as_ref())
+            .resume(&r.instance_id, r.reason, limit)
+            .await?;
+        if resumed {
             self.wait_until(limit, &r.instance_id, |m| {
                 m.status == RuntimeStatus::Running || m.status.is_terminal()
             })
@@ -281,7 +296,7 @@ impl TaskHubSidecarService for Service {
             }
         };
         let n = self
-            .router
+            .at(r.router.as_ref())
             .purge(&id, r.recursive, r.force.unwrap_or(false), limit)
             .await?;
         Ok(Response::new(PurgeInstancesResponse {
@@ -360,7 +375,8 @@ impl TaskHubSidecarService for Service {
     ) -> Result<RerunWorkflowFromEventResponse> {
         let limit = deadline(&req);
         let r = req.into_inner();
-        let id = self.router.rerun_from_event(r, limit).await?;
+        let at = self.at(r.router.as_ref());
+        let id = at.rerun_from_event(r, limit).await?;
         self.wait_until(limit, &id, |m| m.status != RuntimeStatus::Pending)
             .await?;
         Ok(Response::new(RerunWorkflowFromEventResponse {

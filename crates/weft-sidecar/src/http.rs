@@ -239,12 +239,20 @@ pub fn instance_json(m: &InstanceMeta) -> Value {
     })
 }
 
+/// The app a call is for (`?appID=`): another app's instance is reached through its owner.
+#[derive(Deserialize)]
+struct AppQuery {
+    #[serde(rename = "appID", alias = "appId", alias = "appid")]
+    app_id: Option<String>,
+}
+
 async fn get_workflow(
     State(st): State<AppState>,
     ApiPath((ver, _c, id)): ApiPath<(String, String, String)>,
+    ApiQuery(q): ApiQuery<AppQuery>,
 ) -> ApiResult {
     check_version(&ver)?;
-    match st.router.get_instance(&id).await {
+    match st.router.at(q.app_id.as_deref()).get_instance(&id).await {
         Ok(Some(m)) => Ok(Json(instance_json(&m)).into_response()),
         Ok(None) => Err(not_found(&id)),
         Err(e) => Err(ApiError::new("ERR_GET_WORKFLOW", e)),
@@ -257,6 +265,9 @@ struct OpQuery {
     instance_id: Option<String>,
     /// Not in Dapr's API; Weft's CLI sends it for suspend/resume.
     reason: Option<String>,
+    /// The app the instance belongs to (a cross-app call), or the app to start it in.
+    #[serde(rename = "appID", alias = "appId", alias = "appid")]
+    app_id: Option<String>,
 }
 
 async fn workflow_op(
@@ -267,7 +278,7 @@ async fn workflow_op(
     body: Bytes,
 ) -> ApiResult {
     check_version(&ver)?;
-    let e = &st.router;
+    let e = &st.router.at(q.app_id.as_deref());
     match op.as_str() {
         "start" => {
             let id = q
@@ -339,6 +350,7 @@ async fn workflow_op(
 async fn raise_event(
     State(st): State<AppState>,
     ApiPath((ver, _c, id, event)): ApiPath<(String, String, String, String)>,
+    ApiQuery(q): ApiQuery<AppQuery>,
     body: Bytes,
 ) -> ApiResult {
     check_version(&ver)?;
@@ -347,6 +359,7 @@ async fn raise_event(
     }
     let data = body_string(&st, &body, "event data")?;
     st.router
+        .at(q.app_id.as_deref())
         .raise_event(&id, &event, Some(data), None)
         .await
         .or_api("ERR_RAISE_EVENT_WORKFLOW")?;

@@ -37,13 +37,21 @@ impl InternalService {
         } else {
             call.app().to_string()
         };
-        // A forwarded client call acts for its app: only that app's sidecars may send it.
+        // A forwarded client call comes from a sidecar (of any app: cross-app calls are
+        // allowed or refused by the target app's access policy below, on this side).
         authorize(
             peer,
             "internal",
             &format!("forward calls for app `{app}`"),
-            |id| id.app() == Some(app.as_str()),
+            |id| id.app().is_some(),
         )?;
+        // The caller: the peer's certificate when there is one, else what the sender says
+        // (trusting the network, docs/multi-app.md).
+        let caller = match peer {
+            Peer::Verified(id) => id.app().unwrap_or_default().to_string(),
+            _ if call.caller().is_empty() => app.clone(),
+            _ => call.caller().to_string(),
+        };
         if let Owner::Remote { host_id, address } =
             self.ownership.owner(&app, ActorKind::Workflow, call.key())
         {
@@ -51,6 +59,9 @@ impl InternalService {
                 hint: Some(format!("{host_id}@{address}")),
             }
             .into());
+        }
+        if caller != app {
+            crate::remote::check_call(&self.engine, &caller, &call).await?;
         }
         Ok(execute(&self.engine, call).await?)
     }

@@ -37,6 +37,7 @@ mod loops;
 mod mailbox;
 mod parts;
 mod recovery;
+mod remote;
 mod rerun;
 #[cfg(test)]
 mod resync_tests;

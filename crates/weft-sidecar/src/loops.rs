@@ -44,6 +44,10 @@ impl Engine {
             self.inner.clone(),
             shutdown.clone(),
         ));
+        tokio::spawn(crate::remote::remote_task_loop(
+            self.inner.clone(),
+            shutdown.clone(),
+        ));
         tokio::spawn(stalled_retry_loop(self.inner.clone(), shutdown));
         Ok(())
     }
@@ -108,9 +112,15 @@ pub(crate) async fn follow_store(
             Ok(Wakeup::Inbox(id)) => inner.actors.wake(&id),
             Ok(Wakeup::Instance(id)) => inner.actors.changed(&id),
             Ok(Wakeup::Reminders) => inner.timers_changed.notify_one(),
+            Ok(Wakeup::RemoteTasks(app)) => {
+                if app == inner.app_id() {
+                    inner.remote_tasks.notify_one();
+                }
+            }
             Ok(Wakeup::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
                 // Hints were missed: poll everything once, as at start-up.
                 inner.timers_changed.notify_one();
+                inner.remote_tasks.notify_one();
                 if let Ok(ids) = inner.store.instances_with_inbox(&inner.view.scope()).await {
                     for id in ids {
                         inner.actors.wake(&id);

@@ -28,6 +28,8 @@ pub(crate) struct Parts {
     pub(crate) timers_changed: Notify,
     /// Asks the resync loop for a recovery scan (after a commit with an unknown outcome).
     pub(crate) resync_needed: Arc<Notify>,
+    /// Another app addressed new tasks to this one: the remote-task loop claims them.
+    pub(crate) remote_tasks: Notify,
 }
 
 /// The engine's fixed settings (from `EngineConfig`).
@@ -40,6 +42,8 @@ pub(crate) struct Settings {
     pub(crate) max_payload: usize,
     pub(crate) slot_lease: Duration,
     pub(crate) retention: weft_config::RetentionPolicy,
+    /// `WorkflowAccessPolicy`: enforced here, on the callee's side (`remote`).
+    pub(crate) access: Arc<weft_config::AccessPolicies>,
 }
 
 impl Parts {

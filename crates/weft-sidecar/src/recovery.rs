@@ -3,17 +3,15 @@
 //! that claims pending tasks again (start-up, unknown outcomes, take-overs, refused results).
 
 use crate::error::{EngineError, Result};
+use crate::hub::Job;
 use crate::hub::transit_key as task_key;
-use crate::hub::{Absorb, Job};
 use crate::mailbox::ActivityResult;
 use crate::mailbox::ActorMsg;
 use crate::parts::Parts;
 use crate::telemetry::workflow::{Stage, stage};
-use prost::Message;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use weft_core::bucket::bucket_of;
-use weft_proto::durabletask::ActivityRequest;
 use weft_store::{ActivityCompletion, Scope, StoreError};
 
 /// Test hook (`WEFT_TEST_FOLD_DELAY_MS`): how long an actor waits before the turn that carries a
@@ -170,21 +168,9 @@ pub(crate) async fn resync_scope(inner: &Arc<Parts>, scope: &Scope) -> Result<()
     let claimed = inner.store.claim_activities(scope).await?;
     stage(Stage::ClaimScan, None, scanning.elapsed());
     for a in claimed {
-        if !inner.view.owns(&a.instance_id) {
-            continue; // handed off while the scan ran
-        }
-        let request = ActivityRequest::decode(a.request.as_slice())
-            .map_err(|e| EngineError::Internal(format!("stored activity request: {e}")))?;
-        let job = Job::Activity {
-            generation: a.generation,
-            claim: a.claim,
-            request,
-        };
-        if let Absorb::Rerecord(r) = inner.hub.push_claimed(job) {
-            // Refused under its old claim before this scan got here: recorded under the
-            // scan's claim rather than run again.
-            spill(inner, vec![*r]);
-        }
+        // This app's own tasks and those other apps address to it (checked against the
+        // access policy); a task of a bucket handed off while the scan ran is skipped.
+        crate::remote::dispatch(inner, a).await?;
     }
     for id in inner.store.instances_with_inbox(scope).await? {
         inner.actors.wake(&id);

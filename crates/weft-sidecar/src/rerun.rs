@@ -93,6 +93,7 @@ impl Engine {
                 .activities
                 .iter()
                 .map(|a| ActivityTask {
+                    app_id: String::new(),
                     claim: 0,
                     instance_id: new_id.clone(),
                     generation,

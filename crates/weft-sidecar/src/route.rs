@@ -183,6 +183,9 @@ struct RouterInner {
 #[derive(Clone)]
 pub struct Router {
     inner: Arc<RouterInner>,
+    /// The app a client named for its call (`router.targetAppID`, the HTTP `appID` parameter);
+    /// `None`: the instance's own app (or, for a start, this sidecar's).
+    target: Option<Arc<str>>,
 }
 
 impl Router {
@@ -202,6 +205,16 @@ impl Router {
                 api_token: api_token.and_then(|t| t.parse().ok()),
                 dial: Dial::new(tls, Expect::Sidecar),
             }),
+            target: None,
+        }
+    }
+
+    /// This router for calls a client addressed to `app` (a cross-app call when it is not this
+    /// sidecar's app); `None` or empty: as [`Router`] itself.
+    pub fn at(&self, app: Option<&str>) -> Router {
+        Router {
+            inner: self.inner.clone(),
+            target: app.filter(|a| !a.is_empty()).map(Arc::from),
         }
     }
 
@@ -218,12 +231,29 @@ impl Router {
     }
 
     /// The app an existing instance belongs to (its row says; an unknown instance is looked up
-    /// in this sidecar's app, whose owner then answers NOT_FOUND from the store).
+    /// in the app the client named, else this sidecar's, whose owner then answers NOT_FOUND).
+    /// Instance IDs are unique across the apps sharing a store, so an instance of another app
+    /// than the one named is not found.
     async fn app_of(&self, instance_id: &str) -> Result<String> {
-        Ok(match self.inner.engine.get_instance(instance_id).await? {
-            Some(m) if !m.app_id.is_empty() => m.app_id,
-            _ => self.app(),
-        })
+        let row = match self.inner.engine.get_instance(instance_id).await? {
+            Some(m) if !m.app_id.is_empty() => Some(m.app_id),
+            _ => None,
+        };
+        match (self.target.as_deref(), row) {
+            (Some(want), Some(app)) if want != app => Err(EngineError::NotFound(format!(
+                "no workflow instance '{instance_id}' in app '{want}' (it belongs to app '{app}')"
+            ))),
+            (Some(want), _) => Ok(want.to_string()),
+            (None, Some(app)) => Ok(app),
+            (None, None) => Ok(self.app()),
+        }
+    }
+
+    /// The app a new instance is created in: the one the client named, else this sidecar's.
+    fn start_app(&self) -> String {
+        self.target
+            .as_deref()
+            .map_or_else(|| self.app(), str::to_string)
     }
 
     fn client(&self, addr: &str) -> Result<InternalClient<Channel>> {
@@ -309,15 +339,26 @@ impl Router {
         let mut hinted: Option<String> = None;
         let mut hint_used = false;
         let mut pause = Duration::from_millis(50);
+        let foreign = !call.app().is_empty() && call.app() != self.app();
         loop {
             let addr = match hinted.take() {
-                Some(a) => a,
+                Some(a) => Some(a),
                 None => match own.owner(call.app(), ActorKind::Workflow, call.key()) {
-                    Owner::Local | Owner::Nobody => {
-                        return execute(&self.inner.engine, call.clone()).await;
-                    }
-                    Owner::Remote { address, .. } => address,
+                    Owner::Local => return execute(&self.inner.engine, call.clone()).await,
+                    // Another app's call runs only on that app's sidecar, which enforces its
+                    // access policy: with none serving the instance now, wait for one.
+                    Owner::Nobody if foreign => None,
+                    Owner::Nobody => return execute(&self.inner.engine, call.clone()).await,
+                    Owner::Remote { address, .. } => Some(address),
                 },
+            };
+            let Some(addr) = addr else {
+                let why = format!("no sidecar of app '{}' serves it", call.app());
+                match wait_for_table(&mut table, &mut pause, deadline).await {
+                    Some(changed) => hint_used &= !changed,
+                    None => return Err(unreached(call, &why)),
+                }
+                continue;
             };
             let left = deadline.saturating_duration_since(Instant::now());
             let forwarded = self
@@ -351,21 +392,9 @@ impl Router {
                 }
             };
             tracing::debug!(instance = call.key(), %why, "owner not reached; waiting for a newer table");
-            tokio::select! {
-                r = table.changed() => {
-                    if r.is_err() {
-                        tokio::time::sleep(pause).await;
-                    }
-                    pause = Duration::from_millis(50);
-                    hint_used = false;
-                }
-                _ = tokio::time::sleep(pause) => pause = (pause * 2).min(Duration::from_secs(1)),
-                _ = tokio::time::sleep_until(deadline) => {
-                    return Err(EngineError::Unavailable(format!(
-                        "the owner of workflow instance '{}' could not be reached in time ({why}); retry",
-                        call.key()
-                    )));
-                }
+            match wait_for_table(&mut table, &mut pause, deadline).await {
+                Some(changed) => hint_used &= !changed,
+                None => return Err(unreached(call, &why)),
             }
         }
     }
@@ -385,9 +414,16 @@ impl Router {
     }
 
     /// Reads an instance's row, counted as daprd's `get_workflow`.
+    /// With a named app, an instance of another app is not found.
     pub async fn get_instance(&self, id: &str) -> Result<Option<weft_core::InstanceMeta>> {
         let app = self.app();
-        workflow_metrics::timed(&app, Op::Get, self.inner.engine.get_instance(id)).await
+        let meta =
+            workflow_metrics::timed(&app, Op::Get, self.inner.engine.get_instance(id)).await?;
+        Ok(meta.filter(|m| {
+            self.target
+                .as_deref()
+                .is_none_or(|want| m.app_id.is_empty() || m.app_id == want)
+        }))
     }
 
     pub async fn start_instance(
@@ -396,7 +432,8 @@ impl Router {
         limit: Option<Duration>,
     ) -> Result<String> {
         let call = Call::Start(pb::StartCall {
-            app_id: self.app(),
+            caller_app_id: self.app(),
+            app_id: self.start_app(),
             instance_id: req.instance_id,
             name: req.name,
             version: req.version,
@@ -420,6 +457,7 @@ impl Router {
         limit: Option<Duration>,
     ) -> Result<()> {
         let call = Call::Raise(pb::RaiseEventCall {
+            caller_app_id: self.app(),
             app_id: self.app_of(id).await?,
             instance_id: id.to_string(),
             name: name.to_string(),
@@ -436,6 +474,7 @@ impl Router {
         limit: Option<Duration>,
     ) -> Result<bool> {
         let call = Call::Terminate(pb::TerminateCall {
+            caller_app_id: self.app(),
             app_id: self.app_of(id).await?,
             instance_id: id.to_string(),
             output,
@@ -451,6 +490,7 @@ impl Router {
         limit: Option<Duration>,
     ) -> Result<bool> {
         let call = Call::Suspend(pb::SuspendCall {
+            caller_app_id: self.app(),
             app_id: self.app_of(id).await?,
             instance_id: id.to_string(),
             reason,
@@ -465,6 +505,7 @@ impl Router {
         limit: Option<Duration>,
     ) -> Result<bool> {
         let call = Call::Resume(pb::ResumeCall {
+            caller_app_id: self.app(),
             app_id: self.app_of(id).await?,
             instance_id: id.to_string(),
             reason,
@@ -480,6 +521,7 @@ impl Router {
         limit: Option<Duration>,
     ) -> Result<i32> {
         let call = Call::Purge(pb::PurgeCall {
+            caller_app_id: self.app(),
             app_id: self.app_of(id).await?,
             instance_id: id.to_string(),
             recursive,
@@ -501,7 +543,8 @@ impl Router {
             r.new_instance_id = Some(uuid::Uuid::new_v4().to_string());
         }
         let call = Call::Rerun(pb::RerunCall {
-            app_id: self.app(),
+            caller_app_id: self.app(),
+            app_id: self.start_app(),
             request: Some(r),
         });
         match self.timed(Op::Create, call, limit).await? {
@@ -653,6 +696,36 @@ pub(crate) fn abandon_here(engine: &Engine, token: &str) -> Result<()> {
             "no work item with completion token '{token}' is in flight"
         )))
     }
+}
+
+/// Waits for a newer placement table or the next backoff step: `Some(true)` if the table
+/// changed, `Some(false)` after the pause, `None` at the deadline.
+async fn wait_for_table(
+    table: &mut watch::Receiver<u64>,
+    pause: &mut Duration,
+    deadline: Instant,
+) -> Option<bool> {
+    tokio::select! {
+        r = table.changed() => {
+            if r.is_err() {
+                tokio::time::sleep(*pause).await;
+            }
+            *pause = Duration::from_millis(50);
+            Some(true)
+        }
+        _ = tokio::time::sleep(*pause) => {
+            *pause = (*pause * 2).min(Duration::from_secs(1));
+            Some(false)
+        }
+        _ = tokio::time::sleep_until(deadline) => None,
+    }
+}
+
+fn unreached(call: &Call, why: &str) -> EngineError {
+    EngineError::Unavailable(format!(
+        "the owner of workflow instance '{}' could not be reached in time ({why}); retry",
+        call.key()
+    ))
 }
 
 fn changed(r: Reply) -> Result<bool> {

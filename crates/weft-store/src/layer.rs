@@ -42,6 +42,7 @@ pub enum Call {
     Checkpoint,
     CheckpointBatch,
     ClaimActivities,
+    ClaimNewRemoteActivities,
     CompleteActivity,
     CompleteActivityBatch,
     InstancesWithInbox,
@@ -64,7 +65,7 @@ pub enum Call {
 
 impl Call {
     /// Every call, in the order of the [`Store`] trait (`ALL[c as usize] == c`).
-    pub const ALL: [Call; 28] = [
+    pub const ALL: [Call; 29] = [
         Call::CreateInstance,
         Call::CreateInstanceBatch,
         Call::GetInstance,
@@ -75,6 +76,7 @@ impl Call {
         Call::Checkpoint,
         Call::CheckpointBatch,
         Call::ClaimActivities,
+        Call::ClaimNewRemoteActivities,
         Call::CompleteActivity,
         Call::CompleteActivityBatch,
         Call::InstancesWithInbox,
@@ -108,6 +110,7 @@ impl Call {
             Call::Checkpoint => "checkpoint",
             Call::CheckpointBatch => "checkpoint_batch",
             Call::ClaimActivities => "claim_activities",
+            Call::ClaimNewRemoteActivities => "claim_new_remote_activities",
             Call::CompleteActivity => "complete_activity",
             Call::CompleteActivityBatch => "complete_activity_batch",
             Call::InstancesWithInbox => "instances_with_inbox",
@@ -248,6 +251,15 @@ pub trait Layer: Send + Sync + 'static {
             Call::ClaimActivities,
             1,
             self.inner().claim_activities(scope),
+        )
+        .await
+    }
+
+    async fn claim_new_remote_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
+        self.around(
+            Call::ClaimNewRemoteActivities,
+            1,
+            self.inner().claim_new_remote_activities(scope),
         )
         .await
     }
@@ -411,6 +423,9 @@ impl<L: Layer> Store for L {
     }
     async fn claim_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
         Layer::claim_activities(self, scope).await
+    }
+    async fn claim_new_remote_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
+        Layer::claim_new_remote_activities(self, scope).await
     }
     async fn complete_activity(
         &self,

@@ -181,6 +181,12 @@ pub trait Store: Send + Sync + 'static {
     /// before the claim is not returned.
     async fn claim_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>>;
 
+    /// Claims the cross-app tasks (`ActivityTask::app_id` = `scope.app_id`) of `scope`'s buckets
+    /// that were never claimed: the tasks other apps' turns addressed to this app since it last
+    /// looked. Fenced like [`Store::claim_activities`]; [`Store::claim_activities`] also claims
+    /// them (all of them, claimed or not) when a sidecar takes buckets over.
+    async fn claim_new_remote_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>>;
+
     /// Records an activity's result under any claim: deletes the task row and appends `event`
     /// to the instance's inbox in one transaction. `Ok(false)` (and no change) if no such task
     /// is pending: a duplicate or late completion.

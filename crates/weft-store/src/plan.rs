@@ -102,6 +102,8 @@ pub(crate) struct TaskRow<'a> {
     pub generation: i64,
     pub request: &'a [u8],
     pub bucket: i32,
+    /// The app whose workers run it (empty: the instance's own).
+    pub app_id: &'a str,
 }
 
 /// A new reminder row.
@@ -221,6 +223,7 @@ impl<'a> CheckpointPlan<'a> {
                     generation: t.generation,
                     request: &t.request,
                     bucket: bucket_of(&t.instance_id),
+                    app_id: &t.app_id,
                 })
                 .collect(),
             remind: cp.new_reminders.iter().map(ReminderRow::of).collect(),

@@ -27,6 +27,7 @@ fn reminder(id: &str, generation: i64) -> Reminder {
 
 fn task(id: &str, task_id: i32) -> ActivityTask {
     ActivityTask {
+        app_id: String::new(),
         instance_id: id.into(),
         generation: 3,
         task_id,

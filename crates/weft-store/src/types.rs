@@ -63,6 +63,11 @@ pub struct ActivityTask {
     /// Which dispatch of the task may complete it: 0 when a turn schedules it, raised by every
     /// [`crate::Store::claim_activities`] (ignored in `Checkpoint::new_activities`).
     pub claim: i64,
+    /// The app whose workers run the task when it is not the instance's own (a cross-app call,
+    /// `TaskRouter.targetAppID`); empty for the instance's own app. A cross-app task is claimed
+    /// and dispatched by the owner of the instance's bucket *on that app's ring*
+    /// ([`crate::Store::claim_new_remote_activities`]), never by the instance's owner.
+    pub app_id: String,
 }
 
 /// One activity result for [`crate::Store::complete_activity_batch`].
@@ -177,6 +182,9 @@ pub enum Wakeup {
     Reminders,
     /// This instance's status changed (for waiters on start/completion).
     Instance(String),
+    /// Another app's turn addressed new tasks to this app (its ID): claim them
+    /// ([`crate::Store::claim_new_remote_activities`]).
+    RemoteTasks(String),
     /// Notifications may have been missed (reconnected or lagged): re-poll everything.
     Resync,
 }

@@ -51,6 +51,7 @@ async fn turn<S: Store>(s: &S, id: &str, step: i32) -> Checkpoint {
             vec![]
         } else {
             vec![ActivityTask {
+                app_id: String::new(),
                 claim: 0,
                 instance_id: id.to_string(),
                 generation: l.meta.generation,

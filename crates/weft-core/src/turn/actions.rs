@@ -1,7 +1,7 @@
 //! One applier per workflow action: each turns an action of the worker's answer into the
 //! history events it records and the effects the caller carries out after the commit.
 
-use super::rules::{action_router, timer_origin};
+use super::rules::{action_router, remote_app, timer_origin};
 use super::{Effect, TurnContext, TurnOutcome};
 use crate::history::{event, event_with_id, failure};
 use crate::time::{is_never, to_micros};
@@ -52,9 +52,12 @@ impl Applier<'_, '_> {
                 history_propagation_scope: t.history_propagation_scope,
             }),
         );
-        ev.router = Some(action_router(action, &self.router));
+        let router = action_router(action, &self.router);
+        let app = remote_app(Some(&router), self.ctx.app_id);
+        ev.router = Some(router);
         out.append.push(ev);
         out.effects.push(Effect::ScheduleActivity {
+            app,
             task_id: id,
             request: ActivityRequest {
                 name: t.name.clone(),
@@ -99,16 +102,20 @@ impl Applier<'_, '_> {
     pub(super) fn create_child(
         &mut self,
         out: &mut TurnOutcome,
-        id: i32,
+        action: &WorkflowAction,
         c: &CreateChildWorkflowAction,
     ) {
-        let (meta, now) = (self.meta, self.now);
+        let (meta, now, id) = (self.meta, self.now, action.id);
         let child_id = if c.instance_id.is_empty() {
             crate::ids::default_child_id(&meta.instance_id, id)
         } else {
             c.instance_id.clone()
         };
-        out.append.push(event_with_id(
+        // A child of another app is that app's instance, owned on its ring and run by its
+        // workers; both events carry the router, as daprd records them.
+        let router = action_router(action, &self.router);
+        let child_app = remote_app(Some(&router), self.ctx.app_id);
+        let mut created = event_with_id(
             id,
             now,
             EventType::ChildWorkflowInstanceCreated(ChildWorkflowInstanceCreatedEvent {
@@ -121,7 +128,11 @@ impl Applier<'_, '_> {
                 history_propagation_scope: c.history_propagation_scope,
                 retry_parent_instance_info: c.retry_parent_instance_info.clone(),
             }),
-        ));
+        );
+        if child_app.is_some() {
+            created.router = Some(router.clone());
+        }
+        out.append.push(created);
         let parent = ParentInstanceInfo {
             task_scheduled_id: id,
             name: Some(meta.name.clone()),
@@ -131,16 +142,20 @@ impl Applier<'_, '_> {
             app_namespace: None,
         };
         let exec = (self.ctx.new_id)();
-        let (child, start) = super::new_instance(
+        let (child, mut start) = super::new_instance(
             &child_id,
             &c.name,
             c.version.clone(),
             c.input.clone(),
             Some(parent),
             exec,
-            self.ctx.app_id,
+            child_app.as_deref().unwrap_or(self.ctx.app_id),
             now,
         );
+        if child_app.is_some() {
+            // The SDKs take the child's app from `targetAppID` (else `sourceAppID`).
+            start.router = Some(router);
+        }
         // If the child's ID is taken by an active instance, the parent learns it as a failure.
         let conflict = event(
             now,

@@ -90,6 +90,9 @@ pub enum Effect {
     ScheduleActivity {
         task_id: i32,
         request: ActivityRequest,
+        /// The app whose workers run it when that is not this instance's app (a cross-app
+        /// call: `TaskRouter.targetAppID`); `None` for this app's own workers.
+        app: Option<String>,
     },
     /// A durable timer delivering `event` to this instance at `due_at`.
     Timer { due_at: Micros, event: HistoryEvent },
@@ -364,7 +367,7 @@ pub fn apply_response(
         match kind {
             WorkflowActionType::ScheduleTask(t) => apply.schedule_task(&mut out, action, t),
             WorkflowActionType::CreateTimer(t) => apply.create_timer(&mut out, id, t),
-            WorkflowActionType::CreateChildWorkflow(c) => apply.create_child(&mut out, id, c),
+            WorkflowActionType::CreateChildWorkflow(c) => apply.create_child(&mut out, action, c),
             WorkflowActionType::CreateDetachedWorkflow(d) => apply.create_detached(&mut out, id, d),
             WorkflowActionType::SendEvent(e) => apply.send_event(&mut out, id, e),
             WorkflowActionType::TerminateWorkflow(t) => apply.terminate_other(&mut out, t),

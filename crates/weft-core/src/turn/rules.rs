@@ -140,6 +140,15 @@ pub(super) fn action_router(action: &WorkflowAction, local: &TaskRouter) -> Task
     r
 }
 
+/// The app a routed action runs in when it is another app than `local` (a target naming this
+/// app, or none, is a local call).
+pub(super) fn remote_app(router: Option<&TaskRouter>, local: &str) -> Option<String> {
+    router
+        .and_then(|r| r.target_app_id.as_deref())
+        .filter(|t| !t.is_empty() && *t != local)
+        .map(str::to_string)
+}
+
 pub(super) fn timer_origin(
     o: weft_proto::durabletask::create_timer_action::Origin,
 ) -> weft_proto::durabletask::timer_created_event::Origin {

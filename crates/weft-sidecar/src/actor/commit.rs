@@ -124,14 +124,24 @@ impl Actor {
         f: &mut Followups,
     ) {
         match effect {
-            Effect::ScheduleActivity { task_id, request } => {
+            Effect::ScheduleActivity {
+                task_id,
+                request,
+                app,
+            } => {
                 cp.new_activities.push(ActivityTask {
+                    app_id: app.clone().unwrap_or_default(),
                     claim: 0,
                     instance_id: self.id.clone(),
                     generation,
                     task_id: *task_id,
                     request: request.encode_to_vec(),
                 });
+                if app.is_some() {
+                    // Another app's workers run it: that app's owner of this bucket claims it
+                    // (told by the store's hint, `remote.rs`); nothing is queued here.
+                    return;
+                }
                 f.activities.push(Job::Activity {
                     generation,
                     claim: 0,
@@ -150,7 +160,10 @@ impl Actor {
                 start_event,
                 on_conflict,
             } => {
-                f.wake.push(meta.instance_id.clone());
+                // Another app's instance is woken by its own owner (the store's inbox hint).
+                if meta.app_id == self.inner.app_id() {
+                    f.wake.push(meta.instance_id.clone());
+                }
                 if let Some((to, _)) = on_conflict {
                     f.wake.push(to.clone());
                 }

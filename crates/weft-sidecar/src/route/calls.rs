@@ -30,6 +30,13 @@ macro_rules! client_calls {
                 }
             }
 
+            /// The app of the sidecar the client called (empty: the call's own app).
+            pub fn caller(&self) -> &str {
+                match self {
+                    $( Call::$variant(c) => &c.caller_app_id, )*
+                }
+            }
+
             /// The instance whose owner runs the call (a rerun: the new instance).
             pub fn key(&self) -> &str {
                 match self {

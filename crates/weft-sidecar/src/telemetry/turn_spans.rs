@@ -297,6 +297,7 @@ mod tests {
             consumed: vec![],
             cancel_pending: false,
             effects: vec![Effect::ScheduleActivity {
+                app: None,
                 task_id: 2,
                 request: ActivityRequest::default(),
             }],

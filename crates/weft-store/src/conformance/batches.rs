@@ -16,6 +16,7 @@ const DUE: i64 = 1_000_000;
 
 fn task(id: &str, generation: i64, task_id: i32) -> ActivityTask {
     ActivityTask {
+        app_id: String::new(),
         claim: 0,
         instance_id: id.into(),
         generation,

@@ -126,6 +126,7 @@ pub async fn fencing_conflict_changes_nothing<F: Fixture>(fx: &F) {
     bad.append = vec![raised("stale", 5)];
     bad.consumed_inbox = before.inbox.iter().map(|e| e.seq).collect();
     bad.new_activities = vec![ActivityTask {
+        app_id: String::new(),
         claim: 0,
         instance_id: "f".into(),
         generation: stale.generation,

@@ -8,6 +8,7 @@ use crate::{ActivityCompletion, ActivityTask, Store, StoreError};
 
 fn task(id: &str, generation: i64, task_id: i32) -> ActivityTask {
     ActivityTask {
+        app_id: String::new(),
         instance_id: id.into(),
         generation,
         task_id,

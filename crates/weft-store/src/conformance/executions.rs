@@ -51,6 +51,7 @@ pub async fn inbox_rows_name_their_generation<F: Fixture>(fx: &F) {
         .map(|e| e.seq)
         .collect();
     cp.new_activities = vec![ActivityTask {
+        app_id: String::new(),
         claim: 0,
         instance_id: "x".into(),
         generation: 0,

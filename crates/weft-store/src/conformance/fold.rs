@@ -10,6 +10,7 @@ pub async fn checkpoint_folds_activity_results<F: Fixture>(fx: &F) {
     let m = row(&s, "f").await;
     let g = m.generation;
     let task = |task_id| ActivityTask {
+        app_id: String::new(),
         claim: 0,
         instance_id: "f".into(),
         generation: g,
@@ -79,6 +80,7 @@ pub async fn checkpoint_folds_activity_results<F: Fixture>(fx: &F) {
     let m2 = row(&s, "f2").await;
     let mut cp2 = empty_cp(&m2);
     cp2.new_activities = vec![ActivityTask {
+        app_id: String::new(),
         claim: 0,
         instance_id: "f2".into(),
         generation: m2.generation,
@@ -107,6 +109,7 @@ pub async fn a_fold_under_an_old_claim_refuses_the_turn<F: Fixture>(fx: &F) {
     let g = m.generation;
     let mut cp = empty_cp(&m);
     cp.new_activities = vec![ActivityTask {
+        app_id: String::new(),
         claim: 0,
         instance_id: "rf".into(),
         generation: g,

@@ -137,6 +137,7 @@ pub async fn a_stale_epoch_changes_nothing<F: Fixture>(fx: &F) {
     let mut cp = empty_cp(&m);
     cp.fence = Some(fence(b, old.epoch));
     cp.new_activities = vec![ActivityTask {
+        app_id: String::new(),
         instance_id: id.into(),
         generation: m.generation,
         task_id: 1,

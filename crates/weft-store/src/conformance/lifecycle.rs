@@ -124,6 +124,7 @@ pub async fn complete_activity_once<F: Fixture>(fx: &F) {
     create(&s, "a").await;
     let m = row(&s, "a").await;
     let task = ActivityTask {
+        app_id: String::new(),
         claim: 0,
         instance_id: "a".into(),
         generation: m.generation,
@@ -169,6 +170,7 @@ pub async fn cancel_pending_drops_old_work<F: Fixture>(fx: &F) {
     create(&s, "c").await;
     let m = row(&s, "c").await;
     let act = |task_id, generation| ActivityTask {
+        app_id: String::new(),
         claim: 0,
         instance_id: "c".into(),
         generation,
@@ -218,6 +220,7 @@ pub async fn purge_removes_everything<F: Fixture>(fx: &F) {
     let mut cp = empty_cp(&m);
     cp.append = vec![raised("h", 0)];
     cp.new_activities = vec![ActivityTask {
+        app_id: String::new(),
         claim: 0,
         instance_id: "p".into(),
         generation: m.generation,
@@ -384,6 +387,7 @@ pub async fn create_reuse_policies<F: Fixture>(fx: &F) {
     let mut cp = empty_cp(&same.meta);
     cp.append = vec![raised("h", 0)];
     cp.new_activities = vec![ActivityTask {
+        app_id: String::new(),
         claim: 0,
         instance_id: "u".into(),
         generation: 0,
@@ -494,6 +498,7 @@ pub async fn complete_activity_batch_answers_each<F: Fixture>(fx: &F) {
         let m = row(&s, id).await;
         let mut cp = empty_cp(&m);
         cp.new_activities = vec![ActivityTask {
+            app_id: String::new(),
             claim: 0,
             instance_id: id.into(),
             generation: m.generation,

@@ -21,6 +21,7 @@ async fn populate<S: Store>(s: &S, id: &str, app: &str, stalled: bool) {
         cp.meta.status = RuntimeStatus::Stalled;
     }
     cp.new_activities = vec![ActivityTask {
+        app_id: String::new(),
         claim: 0,
         instance_id: id.to_string(),
         generation: m.generation,
@@ -196,6 +197,7 @@ pub async fn every_inbox_write_is_found_in_its_bucket<F: Fixture>(fx: &F) {
                 .map(|e| e.seq)
                 .collect();
             cp.new_activities = vec![ActivityTask {
+                app_id: String::new(),
                 claim: 0,
                 instance_id: id.to_string(),
                 generation: m.generation,

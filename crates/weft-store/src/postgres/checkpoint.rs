@@ -103,11 +103,13 @@ impl Writes {
             // Upsert: a task ID re-used by a newer generation replaces the stale task.
             schedule: tx
                 .prepare_cached(
-                    "INSERT INTO activities (instance_id, task_id, generation, request, bucket) \
+                    "INSERT INTO activities (instance_id, task_id, generation, request, bucket, \
+                         app_id) \
                      SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[], \
-                         $5::int[]) \
+                         $5::int[], $6::text[]) \
                      ON CONFLICT (instance_id, task_id) DO UPDATE \
-                     SET generation = excluded.generation, request = excluded.request, claim = 0",
+                     SET generation = excluded.generation, request = excluded.request, claim = 0, \
+                         app_id = excluded.app_id",
                 )
                 .await?,
             remind: tx.prepare_cached(INSERT_REMINDERS).await?,
@@ -150,12 +152,13 @@ pub(super) struct Rows<'p> {
     /// Cancellations: instance, generation bound.
     x_ids: Vec<&'p str>,
     x_below: Vec<i64>,
-    /// New tasks: instance, task, generation, request, bucket.
+    /// New tasks: instance, task, generation, request, bucket, app.
     a_ids: Vec<&'p str>,
     a_tasks: Vec<i32>,
     a_gens: Vec<i64>,
     a_reqs: Vec<&'p [u8]>,
     a_buckets: Vec<i32>,
+    a_apps: Vec<&'p str>,
     /// New reminders: instance, generation, due time, event, bucket.
     r_ids: Vec<&'p str>,
     r_gens: Vec<i64>,
@@ -201,6 +204,7 @@ impl<'p> Rows<'p> {
             self.a_gens.push(t.generation);
             self.a_reqs.push(t.request);
             self.a_buckets.push(t.bucket);
+            self.a_apps.push(t.app_id);
         }
         for r in &p.remind {
             self.r_ids.push(&r.instance_id);
@@ -264,6 +268,7 @@ impl<'p> Rows<'p> {
                     &self.a_gens,
                     &self.a_reqs,
                     &self.a_buckets,
+                    &self.a_apps,
                 ],
             );
         }

@@ -33,6 +33,7 @@ pub(crate) fn hint(channel: &str, payload: &str, writer: &str) -> Option<Wakeup>
     Some(match channel {
         "weft_inbox" => Wakeup::Inbox(rest.to_string()),
         "weft_instance" => Wakeup::Instance(rest.to_string()),
+        "weft_remote" => Wakeup::RemoteTasks(rest.to_string()),
         _ => Wakeup::Reminders,
     })
 }
@@ -63,7 +64,8 @@ pub(crate) fn spawn(
                     });
                     let listened = client
                         .batch_execute(
-                            "LISTEN weft_inbox; LISTEN weft_reminders; LISTEN weft_instance",
+                            "LISTEN weft_inbox; LISTEN weft_reminders; LISTEN weft_instance; \
+                             LISTEN weft_remote",
                         )
                         .await;
                     if let Err(e) = listened {

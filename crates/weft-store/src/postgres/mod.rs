@@ -565,6 +565,13 @@ impl Store for PgStore {
         })
     }
 
+    async fn claim_new_remote_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
+        write_tx!(self, tx => {
+            let scope = leases::current(&tx, scope).await?;
+            scans::claim_new_remote(&tx, &scope).await
+        })
+    }
+
     async fn complete_activity(
         &self,
         instance_id: &str,

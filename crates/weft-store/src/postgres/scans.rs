@@ -12,11 +12,32 @@ use crate::codec::decode_event;
 use crate::{ActivityTask, Reminder, Scope};
 
 pub(crate) async fn claim_activities(tx: &Transaction<'_>, scope: &Scope) -> R<Vec<ActivityTask>> {
-    // A row being completed meanwhile is waited for: once deleted it is not claimed.
+    // A row being completed meanwhile is waited for: once deleted it is not claimed. The
+    // instances' own tasks, and the tasks other apps' instances address to this app.
+    claim(
+        tx,
+        &format!("(app_id = '' AND {IN_SCOPE}) OR (app_id = $2 AND bucket = ANY($1::int[]))"),
+        scope,
+    )
+    .await
+}
+
+/// Claims the cross-app tasks addressed to `scope`'s app in its buckets that nobody has claimed
+/// yet (claim 0: written by the calling instance's turn, never dispatched).
+pub(crate) async fn claim_new_remote(tx: &Transaction<'_>, scope: &Scope) -> R<Vec<ActivityTask>> {
+    claim(
+        tx,
+        "app_id = $2 AND bucket = ANY($1::int[]) AND claim = 0",
+        scope,
+    )
+    .await
+}
+
+async fn claim(tx: &Transaction<'_>, filter: &str, scope: &Scope) -> R<Vec<ActivityTask>> {
     let st = tx
         .prepare_cached(&format!(
-            "WITH c AS (UPDATE activities SET claim = claim + 1 WHERE {IN_SCOPE} \
-                 RETURNING instance_id, generation, task_id, request, claim) \
+            "WITH c AS (UPDATE activities SET claim = claim + 1 WHERE {filter} \
+                 RETURNING instance_id, generation, task_id, request, claim, app_id) \
              SELECT * FROM c ORDER BY instance_id, task_id"
         ))
         .await?;
@@ -29,6 +50,7 @@ pub(crate) async fn claim_activities(tx: &Transaction<'_>, scope: &Scope) -> R<V
                 task_id: col(r, 2)?,
                 request: col(r, 3)?,
                 claim: col(r, 4)?,
+                app_id: col(r, 5)?,
             })
         })
         .collect()

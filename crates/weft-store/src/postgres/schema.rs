@@ -176,6 +176,19 @@ CREATE TABLE bucket_leases (
 );
 CREATE INDEX bucket_leases_by_holder ON bucket_leases (holder);
 "#,
+    // 9: cross-app activities (multi-app issue). A task another app's workers run names that
+    // app; it is claimed by that app's owner of the instance's bucket, which learns of new ones
+    // from `weft_remote` (payload `writer/app_id`) and a slow poll.
+    r#"
+ALTER TABLE activities ADD COLUMN app_id TEXT COLLATE "C" NOT NULL DEFAULT '';
+CREATE INDEX activities_remote ON activities (app_id, bucket, claim) WHERE app_id <> '';
+CREATE OR REPLACE FUNCTION weft_notify_remote() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_notify('weft_remote',
+    COALESCE(current_setting('weft.writer', true), '') || '/' || NEW.app_id);
+RETURN NULL; END $$;
+CREATE TRIGGER activities_notify_remote AFTER INSERT OR UPDATE OF generation ON activities
+    FOR EACH ROW WHEN (NEW.app_id <> '') EXECUTE FUNCTION weft_notify_remote();
+"#,
 ];
 
 /// The schema version this binary writes.

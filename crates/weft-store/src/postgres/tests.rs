@@ -254,6 +254,7 @@ async fn results_racing_purges_and_replacements_never_deadlock() {
         let mut cp = empty_cp(&m);
         cp.new_activities = (1..=TASKS)
             .map(|task_id| ActivityTask {
+                app_id: String::new(),
                 instance_id: id.clone(),
                 generation: m.generation,
                 task_id,

@@ -146,9 +146,10 @@ fn cancel(c: &Connection, id: &str, below: i64) -> Result<()> {
 /// Upsert: a task ID re-used by a newer generation replaces the stale task.
 fn schedule(c: &Connection, t: &TaskRow<'_>) -> Result<()> {
     c.prepare_cached(
-        "INSERT INTO activities (instance_id, task_id, generation, request, bucket) \
-         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (instance_id, task_id) DO UPDATE \
-         SET generation = excluded.generation, request = excluded.request, claim = 0",
+        "INSERT INTO activities (instance_id, task_id, generation, request, bucket, app_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (instance_id, task_id) DO UPDATE \
+         SET generation = excluded.generation, request = excluded.request, claim = 0, \
+             app_id = excluded.app_id",
     )
     .map_err(map_err)?
     .execute(params![
@@ -156,7 +157,8 @@ fn schedule(c: &Connection, t: &TaskRow<'_>) -> Result<()> {
         t.task_id,
         t.generation,
         t.request,
-        t.bucket
+        t.bucket,
+        t.app_id
     ])
     .map_err(map_err)?;
     Ok(())

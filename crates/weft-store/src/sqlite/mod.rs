@@ -364,6 +364,12 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn claim_new_remote_activities(&self, scope: &Scope) -> Result<Vec<ActivityTask>> {
+        let scope = scope.clone();
+        self.write(move |c| ops::claim_new_remote(c, &leases::current(c, &scope)?))
+            .await
+    }
+
     async fn complete_activity(
         &self,
         instance_id: &str,

@@ -272,11 +272,32 @@ pub(crate) fn inbox(c: &Connection, id: &str) -> Result<Vec<InboxEntry>> {
     Ok(out)
 }
 
+/// The instances' own tasks, and the tasks other apps' instances address to this app.
 pub(crate) fn claim_activities(c: &Connection, scope: &Scope) -> Result<Vec<ActivityTask>> {
+    claim(
+        c,
+        &format!(
+            "(app_id = '' AND {IN_SCOPE}) OR \
+             (app_id = ?2 AND bucket IN (SELECT value FROM json_each(?1)))"
+        ),
+        scope,
+    )
+}
+
+/// The cross-app tasks addressed to `scope`'s app in its buckets that nobody has claimed yet.
+pub(crate) fn claim_new_remote(c: &Connection, scope: &Scope) -> Result<Vec<ActivityTask>> {
+    claim(
+        c,
+        "app_id = ?2 AND bucket IN (SELECT value FROM json_each(?1)) AND claim = 0",
+        scope,
+    )
+}
+
+fn claim(c: &Connection, filter: &str, scope: &Scope) -> Result<Vec<ActivityTask>> {
     let mut st = c
         .prepare_cached(&format!(
-            "UPDATE activities SET claim = claim + 1 WHERE {IN_SCOPE} \
-             RETURNING instance_id, generation, task_id, request, claim"
+            "UPDATE activities SET claim = claim + 1 WHERE {filter} \
+             RETURNING instance_id, generation, task_id, request, claim, app_id"
         ))
         .map_err(map_err)?;
     let rows = st
@@ -287,6 +308,7 @@ pub(crate) fn claim_activities(c: &Connection, scope: &Scope) -> Result<Vec<Acti
                 task_id: r.get(2)?,
                 request: r.get(3)?,
                 claim: r.get(4)?,
+                app_id: r.get(5)?,
             })
         })
         .map_err(map_err)?;

@@ -139,6 +139,11 @@ CREATE TABLE bucket_leases (
 );
 CREATE INDEX bucket_leases_by_holder ON bucket_leases (holder);
 "#,
+    // 9: cross-app activities (see PostgreSQL's migration 9; no notifications here).
+    r#"
+ALTER TABLE activities ADD COLUMN app_id TEXT NOT NULL DEFAULT '';
+CREATE INDEX activities_remote ON activities (app_id, bucket, claim) WHERE app_id <> '';
+"#,
 ];
 
 /// The schema version this binary writes.

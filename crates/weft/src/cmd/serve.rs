@@ -110,20 +110,25 @@ pub struct Loaded {
     pub workflow: WorkflowConfig,
     /// Where spans go; `None`: tracing is off.
     pub tracing: Option<TracingSettings>,
+    /// `WorkflowAccessPolicy` documents of the file (docs/multi-app.md).
+    pub access: weft_config::AccessPolicies,
 }
 
 impl ConfigArgs {
     /// The file (if any) with flags and environment variables applied over it. Errors name the
     /// file, the key and its line. `app_id` is the spans' default `service.name`.
     pub fn load(&self, app_id: &str) -> Result<Loaded, weft_config::ConfigError> {
-        let (mut w, section) = match &self.file {
-            None => (WorkflowConfig::default(), None),
+        let (mut w, section, access) = match &self.file {
+            None => (WorkflowConfig::default(), None, Default::default()),
             Some(path) => {
                 let parsed = read_config(path)?;
                 for section in &parsed.ignored_sections {
                     tracing::info!(file = %path.display(), section = %section, "ignoring a Dapr configuration section Weft does not use");
                 }
-                (parsed.workflow, parsed.tracing)
+                if !parsed.access.is_empty() {
+                    tracing::info!(file = %path.display(), policies = parsed.access.len(), "workflow access policies loaded");
+                }
+                (parsed.workflow, parsed.tracing, parsed.access)
             }
         };
         let tracing =
@@ -164,6 +169,7 @@ impl ConfigArgs {
         Ok(Loaded {
             workflow: w,
             tracing,
+            access,
         })
     }
 }
@@ -274,6 +280,7 @@ pub async fn run(
             lease_ttl: args.config.lease_ttl,
             idle_timeout: args.idle_timeout,
             fold_activity_results: args.fold_activity_results.unwrap_or(role == "weft dev"),
+            access: Arc::new(loaded.access),
             ..Default::default()
         },
         cluster: Some(cluster),
