@@ -87,6 +87,7 @@ fn rows_are_encoded_in_order_with_their_buckets() {
             generation: 3,
             request: &[8],
             bucket,
+            app_id: "",
         }]
     );
     assert_eq!(

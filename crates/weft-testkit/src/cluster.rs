@@ -31,6 +31,10 @@ pub struct ClusterConfig {
     /// Server slots per HAProxy backend: the most sidecars the cluster will ever have.
     pub haproxy_slots: usize,
     pub app_id: String,
+    /// The app of each sidecar by index (multi-app clusters); a sidecar beyond the list runs
+    /// `app_id`. With `tls`, every sidecar holds the certificate of `app_id`, so leave this
+    /// empty there.
+    pub sidecar_apps: Vec<String>,
     /// Use this database instead of starting a throwaway PostgreSQL.
     pub database_url: Option<String>,
     /// Where logs and placement data go (default: a temp dir removed on drop).
@@ -61,6 +65,7 @@ impl ClusterConfig {
             haproxy: false,
             haproxy_slots: 5,
             app_id: "cluster-app".into(),
+            sidecar_apps: Vec::new(),
             database_url: None,
             dir: None,
             placement_args: Vec::new(),
@@ -515,7 +520,7 @@ impl Cluster {
         let mut cmd = self.weft();
         cmd.args(["sidecar", "--database-url", &self.database_url])
             .args(["--placement", &placement])
-            .args(["--app-id", &self.cfg.app_id])
+            .args(["--app-id", &self.app_of(i)])
             .args(["--grpc-port", &grpc.to_string()])
             .args(["--http-port", &http.to_string()])
             .args(["--internal-port", &internal.to_string()])
@@ -580,6 +585,29 @@ impl Cluster {
     }
 
     /// Starts one more sidecar (scale up); returns its index.
+    /// The app sidecar `i` runs.
+    pub fn app_of(&self, i: usize) -> String {
+        self.cfg
+            .sidecar_apps
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| self.cfg.app_id.clone())
+    }
+
+    /// Starts one more sidecar, of `app` (default: the cluster's `app_id`).
+    pub fn add_sidecar_of(&mut self, app: Option<&str>) -> Result<usize> {
+        if let Some(a) = app {
+            let i = self.sidecars.len();
+            while self.cfg.sidecar_apps.len() < i {
+                let d = self.cfg.app_id.clone();
+                self.cfg.sidecar_apps.push(d);
+            }
+            self.cfg.sidecar_apps.truncate(i);
+            self.cfg.sidecar_apps.push(a.to_string());
+        }
+        self.add_sidecar()
+    }
+
     pub fn add_sidecar(&mut self) -> Result<usize> {
         let i = self.sidecars.len();
         if self.haproxy.is_some() && i >= self.cfg.haproxy_slots {
@@ -651,8 +679,11 @@ impl Cluster {
             let t = Target::Sidecar(i);
             let (running, paused, pid) = self.proc_state(t);
             let n = &self.sidecars[i];
+            let app = self.app_of(i);
+            let n = &self.sidecars[i];
             sidecars.push(json!({
-                "index": i, "running": running, "paused": paused, "pid": pid, "starts": n.starts,
+                "index": i, "app_id": app, "running": running, "paused": paused, "pid": pid,
+                "starts": n.starts,
                 "grpc": n.addrs.as_ref().map(|a| a.grpc.clone()),
                 "http": n.addrs.as_ref().map(|a| a.http.clone()),
                 "internal": n.addrs.as_ref().map(|a| a.internal.clone()),

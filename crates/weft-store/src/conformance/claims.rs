@@ -37,6 +37,80 @@ async fn schedule<S: Store>(s: &S, id: &str, n: i32) -> i64 {
     m.generation
 }
 
+/// A task addressed to another app (multi-app workflows) is claimed only by that app: never by
+/// a scan of the instance's own app, once by the target app's claim of new tasks (claim 0 → 1),
+/// again by its take-over scan; its result lands in the calling instance's inbox.
+pub async fn cross_app_tasks_are_claimed_by_their_app_only<F: Fixture>(fx: &F) {
+    let s = fx.handle().await;
+    create(&s, "x").await;
+    let m = row(&s, "x").await;
+    let mut cp = empty_cp(&m);
+    let mut remote = task("x", m.generation, 2);
+    remote.app_id = "billing".into();
+    cp.new_activities = vec![task("x", m.generation, 1), remote];
+    s.checkpoint(cp).await.unwrap();
+    let billing = crate::Scope::all("billing");
+    let tasks = |v: Vec<ActivityTask>| -> Vec<(i32, i64, String)> {
+        v.into_iter()
+            .map(|t| (t.task_id, t.claim, t.app_id))
+            .collect()
+    };
+
+    // The instance's own app claims its own task only; nothing is new for it.
+    assert_eq!(
+        tasks(s.claim_activities(&all()).await.unwrap()),
+        vec![(1, 1, String::new())]
+    );
+    assert!(
+        s.claim_new_remote_activities(&all())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The target app claims the new task once, with its app; a second look finds nothing new.
+    assert_eq!(
+        tasks(s.claim_new_remote_activities(&billing).await.unwrap()),
+        vec![(2, 1, "billing".into())]
+    );
+    assert!(
+        s.claim_new_remote_activities(&billing)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A take-over scan of the target app claims it again (and nothing of the caller's app).
+    assert_eq!(
+        tasks(s.claim_activities(&billing).await.unwrap()),
+        vec![(2, 2, "billing".into())]
+    );
+    // Outside the target app's scope it is not claimed.
+    let none = crate::Scope {
+        app_id: "billing".into(),
+        buckets: vec![],
+        epochs: None,
+    };
+    assert!(
+        s.claim_new_remote_activities(&none)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The target's result under its claim lands in the caller's inbox; the old claim's is refused.
+    let before = s.read_inbox("x").await.unwrap().len();
+    let r = s
+        .complete_activity_batch(vec![done("x", m.generation, 2, Some(1))])
+        .await;
+    assert!(
+        matches!(r.as_slice(), [Err(StoreError::Reclaimed { .. })]),
+        "{r:?}"
+    );
+    let r = s
+        .complete_activity_batch(vec![done("x", m.generation, 2, Some(2))])
+        .await;
+    assert!(matches!(r.as_slice(), [Ok(true)]), "{r:?}");
+    assert_eq!(s.read_inbox("x").await.unwrap().len(), before + 1);
+}
+
 /// A claim raises the task's claim; a result of the older dispatch is refused and changes
 /// nothing, the claimer's result lands once, a result without a claim is taken from anyone, and
 /// a task completed before a claim is not claimed.

@@ -64,6 +64,7 @@ macro_rules! conformance_tests {
             complete_activity_once,
             complete_activity_batch_answers_each,
             a_claim_refuses_the_older_dispatch,
+            cross_app_tasks_are_claimed_by_their_app_only,
             racing_claim_and_results_never_both_win,
             checkpoint_folds_activity_results,
             a_fold_under_an_old_claim_refuses_the_turn,

@@ -71,7 +71,7 @@ fn handle(cluster: &mut Option<Cluster>, req: &Value) -> Result<Value, String> {
         "cluster_status" => c.cluster_status().map_err(e),
         "leader" => c.leader(timeout(30_000)).map(|i| json!(i)).map_err(e),
         "add_sidecar" => {
-            let i = c.add_sidecar().map_err(e)?;
+            let i = c.add_sidecar_of(req["app_id"].as_str()).map_err(e)?;
             Ok(json!({"index": i, "status": c.describe()}))
         }
         "cut_placement" | "heal_placement" => {
@@ -159,6 +159,7 @@ fn config(req: &Value) -> Result<ClusterConfig, String> {
     if let Some(a) = req["app_id"].as_str() {
         cfg.app_id = a.to_string();
     }
+    cfg.sidecar_apps = strings(req, "sidecar_apps")?;
     cfg.database_url = req["database_url"].as_str().map(str::to_string);
     cfg.dir = req["dir"].as_str().map(PathBuf::from);
     cfg.placement_args = strings(req, "placement_args")?;
