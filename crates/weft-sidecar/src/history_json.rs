@@ -108,5 +108,14 @@ pub fn event_json(ev: &HistoryEvent) -> Value {
         }
         _ => {}
     }
+    // Which app scheduled the event and which runs its work (multi-app workflows).
+    if let Some(r) = &ev.router {
+        let mut router = Map::new();
+        router.insert("sourceAppID".into(), json!(r.source_app_id));
+        if let Some(t) = r.target_app_id.as_deref().filter(|t| !t.is_empty()) {
+            router.insert("targetAppID".into(), json!(t));
+        }
+        m.insert("router".into(), Value::Object(router));
+    }
     Value::Object(m)
 }

@@ -678,7 +678,6 @@ impl Cluster {
         for i in 0..self.sidecars.len() {
             let t = Target::Sidecar(i);
             let (running, paused, pid) = self.proc_state(t);
-            let n = &self.sidecars[i];
             let app = self.app_of(i);
             let n = &self.sidecars[i];
             sidecars.push(json!({

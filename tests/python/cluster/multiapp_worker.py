@@ -1,0 +1,95 @@
+"""A dapr-ext-workflow worker for the multi-app tests: APP_ROLE=caller registers app A's
+workflows (which call activities and child workflows of app B with `app_id=`), APP_ROLE=callee
+registers app B's activities and workflows. TARGET_APP names app B for the caller.
+
+Every execution of a callee activity appends `exec <instance> <taskId> <pid> <t_ns>` to
+SIDE_DIR/events-<pid>.log (one write per line: survives SIGKILL), so a test can count runs.
+Prints `WORKER READY pid=N` once the runtime started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import dapr.ext.workflow as wf
+
+SIDE = Path(os.environ["SIDE_DIR"])
+ROLE = os.environ["APP_ROLE"]
+TARGET = os.environ.get("TARGET_APP", "")
+ACT_SLEEP = float(os.environ.get("ACT_SLEEP", "0"))
+PID = os.getpid()
+SIDE.mkdir(parents=True, exist_ok=True)
+_log = open(SIDE / f"events-{PID}.log", "a", buffering=1)
+_lock = threading.Lock()
+
+
+def record(kind: str, instance: str, task_id: int) -> None:
+    with _lock:
+        _log.write(f"{kind} {instance} {task_id} {PID} {time.monotonic_ns()}\n")
+        _log.flush()
+
+
+rt = wf.WorkflowRuntime(worker_ready_timeout=30, maximum_thread_pool_workers=16)
+
+if ROLE == "caller":
+
+    @rt.workflow(name="order")
+    def order(ctx: wf.DaprWorkflowContext, x: int):
+        billed = yield ctx.call_activity("bill", input=x, app_id=TARGET)
+        shipped = yield ctx.call_child_workflow("ship", input=billed, app_id=TARGET)
+        return {"billed": billed, "shipped": shipped}
+
+    @rt.workflow(name="bill_only")
+    def bill_only(ctx: wf.DaprWorkflowContext, x: int):
+        return (yield ctx.call_activity("bill", input=x, app_id=TARGET))
+
+    @rt.workflow(name="ship_only")
+    def ship_only(ctx: wf.DaprWorkflowContext, x: int):
+        return (yield ctx.call_child_workflow("ship", input=x, app_id=TARGET))
+
+    @rt.workflow(name="fan")
+    def fan(ctx: wf.DaprWorkflowContext, n: int):
+        tasks = [ctx.call_activity("bill", input=i, app_id=TARGET) for i in range(n)]
+        results = yield wf.when_all(tasks)
+        return sum(results)
+
+else:
+
+    @rt.activity(name="bill")
+    def bill(ctx: wf.WorkflowActivityContext, x: int) -> int:
+        record("exec", ctx.workflow_id, ctx.task_id)
+        if ACT_SLEEP:
+            time.sleep(ACT_SLEEP)
+        return x * 2
+
+    @rt.activity(name="pack")
+    def pack(ctx: wf.WorkflowActivityContext, x: int) -> int:
+        return x + 1000
+
+    @rt.workflow(name="ship")
+    def ship(ctx: wf.DaprWorkflowContext, x: int):
+        return (yield ctx.call_activity(pack, input=x))
+
+    @rt.workflow(name="waiter")
+    def waiter(ctx: wf.DaprWorkflowContext, _):
+        got = yield ctx.wait_for_external_event("go")
+        return {"got": got}
+
+
+def main() -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    rt.start()
+    print(f"WORKER READY pid={PID}", flush=True)
+    stop.wait()
+    rt.shutdown()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
