@@ -213,6 +213,11 @@ impl Engine {
         c
     }
 
+    /// Sets the cross-app backlog gauge from the store (at `/metrics` scrape time).
+    pub async fn publish_cross_app_backlog(&self) {
+        crate::remote::publish_backlog(self).await;
+    }
+
     pub fn check_payload(&self, what: &str, value: Option<&str>) -> Result<()> {
         self.check_payload_len(what, value.map_or(0, str::len))
     }

@@ -133,6 +133,7 @@ pub fn router(router: Router, token: Option<String>, max_payload: usize) -> axum
             get(move || async move {
                 // Counted at scrape time: cheaper than a gauge update per activation.
                 census_of.memory_census().publish();
+                census_of.publish_cross_app_backlog().await;
                 metrics.map(|h| h.render()).unwrap_or_default()
             }),
         )

@@ -227,3 +227,23 @@ pub(crate) async fn check_call(engine: &Engine, caller: &str, call: &Call) -> Re
 async fn workflow_name(engine: &Engine, id: &str) -> Result<Option<String>> {
     Ok(engine.get_instance(id).await?.map(|m| m.name))
 }
+
+/// Publishes `weft_cross_app_tasks_waiting{target_app}`: cross-app tasks no sidecar of their
+/// app has claimed (the app has no serving sidecar, or none with a worker). Read from the store
+/// at scrape time, so any sidecar shows what waits for an app that has none running; an app
+/// whose backlog emptied is reported as 0 once.
+pub(crate) async fn publish_backlog(engine: &Engine) {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let Ok(now) = engine.inner.store.cross_app_backlog().await else {
+        return; // the store is down: the last values stay
+    };
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    for app in seen.iter().filter(|a| !now.iter().any(|(b, _)| b == *a)) {
+        metrics::gauge!("weft_cross_app_tasks_waiting", "target_app" => app.clone()).set(0.0);
+    }
+    seen.clear();
+    for (app, n) in now {
+        metrics::gauge!("weft_cross_app_tasks_waiting", "target_app" => app.clone()).set(n as f64);
+        seen.push(app);
+    }
+}

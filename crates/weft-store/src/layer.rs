@@ -60,12 +60,13 @@ pub enum Call {
     EndHolder,
     AcquireBuckets,
     ReleaseBuckets,
+    CrossAppBacklog,
     Health,
 }
 
 impl Call {
     /// Every call, in the order of the [`Store`] trait (`ALL[c as usize] == c`).
-    pub const ALL: [Call; 29] = [
+    pub const ALL: [Call; 30] = [
         Call::CreateInstance,
         Call::CreateInstanceBatch,
         Call::GetInstance,
@@ -94,6 +95,7 @@ impl Call {
         Call::EndHolder,
         Call::AcquireBuckets,
         Call::ReleaseBuckets,
+        Call::CrossAppBacklog,
         Call::Health,
     ];
 
@@ -128,6 +130,7 @@ impl Call {
             Call::EndHolder => "end_holder",
             Call::AcquireBuckets => "acquire_buckets",
             Call::ReleaseBuckets => "release_buckets",
+            Call::CrossAppBacklog => "cross_app_backlog",
             Call::Health => "health",
         }
     }
@@ -386,6 +389,11 @@ pub trait Layer: Send + Sync + 'static {
         self.around(Call::ReleaseBuckets, 1, inner).await
     }
 
+    async fn cross_app_backlog(&self) -> Result<Vec<(String, i64)>> {
+        self.around(Call::CrossAppBacklog, 1, self.inner().cross_app_backlog())
+            .await
+    }
+
     async fn health(&self) -> Result<()> {
         self.around(Call::Health, 1, self.inner().health()).await
     }
@@ -510,6 +518,9 @@ impl<L: Layer> Store for L {
     }
     fn subscribe(&self) -> Option<broadcast::Receiver<Wakeup>> {
         Layer::subscribe(self)
+    }
+    async fn cross_app_backlog(&self) -> Result<Vec<(String, i64)>> {
+        Layer::cross_app_backlog(self).await
     }
     async fn health(&self) -> Result<()> {
         Layer::health(self).await

@@ -306,6 +306,12 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// Cross-app tasks no sidecar of their app has claimed yet, counted per target app: the
+    /// work that waits for an app without a serving sidecar or worker (`/metrics`).
+    async fn cross_app_backlog(&self) -> Result<Vec<(String, i64)>> {
+        Ok(Vec::new())
+    }
+
     /// Whether the backend is reachable right now (for readiness probes). `Err(Unavailable)`
     /// while the database cannot be reached.
     async fn health(&self) -> Result<()> {

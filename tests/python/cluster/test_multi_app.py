@@ -8,13 +8,14 @@ a WorkflowAccessPolicy of B decides whether A may call; a SIGKILL of a B sidecar
 from __future__ import annotations
 
 import json
+import subprocess
 from collections import Counter
 from pathlib import Path
 
 import dapr.ext.workflow as wf
 import pytest
 
-from cluster_harness import http_get, wait_until
+from cluster_harness import cluster_bin, http_get, wait_until
 
 A, B = "appa", "appb"
 
@@ -126,6 +127,15 @@ def test_the_work_waits_while_the_target_app_has_no_worker(rig):
     state = cl.get_workflow_state(iid)
     assert state.runtime_status.name == "RUNNING", state.runtime_status
     assert execs(rig.side_dir) == []
+    # What waits for which app: `weft workflow get` and any sidecar's /metrics say so.
+    out = subprocess.run([str(cluster_bin().with_name("weft")), "workflow", "get", iid,
+                          "--endpoint", f"http://{sa['http']}"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert f"app {B}: activity 'bill' (task 1)" in out.stdout, out.stdout
+    for s in (sa, sb):
+        body = http_get(f"http://{s['http']}/metrics")[1].decode()
+        assert f'weft_cross_app_tasks_waiting{{target_app="{B}"}} 1' in body, body[-2000:]
     # B's worker connects: the waiting task runs, then the child, and the parent completes.
     worker(rig, sb, "callee", "b")
     st = completed(cl, iid)

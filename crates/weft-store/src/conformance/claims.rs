@@ -50,6 +50,11 @@ pub async fn cross_app_tasks_are_claimed_by_their_app_only<F: Fixture>(fx: &F) {
     cp.new_activities = vec![task("x", m.generation, 1), remote];
     s.checkpoint(cp).await.unwrap();
     let billing = crate::Scope::all("billing");
+    assert_eq!(
+        s.cross_app_backlog().await.unwrap(),
+        vec![("billing".to_string(), 1)],
+        "the unclaimed task waits for its app"
+    );
     let tasks = |v: Vec<ActivityTask>| -> Vec<(i32, i64, String)> {
         v.into_iter()
             .map(|t| (t.task_id, t.claim, t.app_id))
@@ -78,6 +83,7 @@ pub async fn cross_app_tasks_are_claimed_by_their_app_only<F: Fixture>(fx: &F) {
             .unwrap()
             .is_empty()
     );
+    assert!(s.cross_app_backlog().await.unwrap().is_empty());
     // A take-over scan of the target app claims it again (and nothing of the caller's app).
     assert_eq!(
         tasks(s.claim_activities(&billing).await.unwrap()),

@@ -711,6 +711,10 @@ impl Store for PgStore {
 
     /// One `SELECT 1` on a pooled connection, bounded by 3 s, no retries: readiness must flip
     /// to not-ready promptly while the database is down.
+    async fn cross_app_backlog(&self) -> Result<Vec<(String, i64)>> {
+        read!(self, c => scans::cross_app_backlog(&c).await)
+    }
+
     async fn health(&self) -> Result<()> {
         let probe = async {
             let c = self.client().await?;

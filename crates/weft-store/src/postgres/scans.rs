@@ -56,6 +56,19 @@ async fn claim(tx: &Transaction<'_>, filter: &str, scope: &Scope) -> R<Vec<Activ
         .collect()
 }
 
+pub(crate) async fn cross_app_backlog(
+    c: &impl deadpool_postgres::GenericClient,
+) -> R<Vec<(String, i64)>> {
+    let st = c
+        .prepare_cached(
+            "SELECT app_id, count(*) FROM activities WHERE app_id <> '' AND claim = 0 \
+             GROUP BY app_id ORDER BY app_id",
+        )
+        .await?;
+    let rows = c.query(&st, &[]).await?;
+    rows.iter().map(|r| Ok((col(r, 0)?, col(r, 1)?))).collect()
+}
+
 pub(crate) async fn complete_activity(
     tx: &Transaction<'_>,
     id: &str,

@@ -456,6 +456,10 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn cross_app_backlog(&self) -> Result<Vec<(String, i64)>> {
+        self.read(ops::cross_app_backlog).await
+    }
+
     async fn list_instances(&self, filter: ListFilter) -> Result<InstancePage> {
         self.read(move |c| ops::list(c, &filter)).await
     }

@@ -272,6 +272,19 @@ pub(crate) fn inbox(c: &Connection, id: &str) -> Result<Vec<InboxEntry>> {
     Ok(out)
 }
 
+pub(crate) fn cross_app_backlog(c: &Connection) -> Result<Vec<(String, i64)>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT app_id, count(*) FROM activities WHERE app_id <> '' AND claim = 0 \
+             GROUP BY app_id ORDER BY app_id",
+        )
+        .map_err(map_err)?;
+    let rows = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(map_err)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+}
+
 /// The instances' own tasks, and the tasks other apps' instances address to this app.
 pub(crate) fn claim_activities(c: &Connection, scope: &Scope) -> Result<Vec<ActivityTask>> {
     claim(

@@ -282,7 +282,18 @@ async fn execute(args: WorkflowArgs) -> Result<String, Failure> {
             )
         }
         WorkflowCommand::Get { id } => {
-            let v = api.get(&id).await?;
+            let mut v = api.get(&id).await?;
+            if v.get("runtimeStatus").and_then(Value::as_str) == Some("RUNNING") {
+                // What the instance waits for in other apps (multi-app workflows).
+                if let Ok(h) = api.history(&id).await {
+                    let waiting = render::waiting_on(&h);
+                    if !waiting.is_empty()
+                        && let Some(o) = v.as_object_mut()
+                    {
+                        o.insert("waitingOn".into(), Value::Array(waiting));
+                    }
+                }
+            }
             render(&v, render::instance(&v))
         }
         WorkflowCommand::List { status, limit } => {

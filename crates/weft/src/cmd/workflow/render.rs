@@ -61,6 +61,23 @@ pub fn instance(v: &Value) -> String {
             }
         }
     }
+    for w in v
+        .get("waitingOn")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        rows.push((
+            "Waiting on".into(),
+            format!(
+                "app {}: {} '{}' ({})",
+                str_field(w, "app"),
+                str_field(w, "kind"),
+                str_field(w, "name"),
+                str_field(w, "id")
+            ),
+        ));
+    }
     let mut out = aligned_pairs(&rows);
     if let Some(trace) = prop(PROP_STACK_TRACE).filter(|t| !t.trim().is_empty()) {
         out.push_str("Stack trace:\n");
@@ -68,6 +85,51 @@ pub fn instance(v: &Value) -> String {
             out.push_str("    ");
             out.push_str(line);
             out.push('\n');
+        }
+    }
+    out
+}
+
+/// The work of another app an instance's history scheduled and has no answer for yet: cross-app
+/// activities (`TaskScheduled` with a target app, no `TaskCompleted`/`TaskFailed`) and child
+/// workflows (`ChildWorkflowInstanceCreated` with a target app, no completion or failure).
+pub fn waiting_on(history: &Value) -> Vec<Value> {
+    let events = history
+        .get("events")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let answered: std::collections::HashSet<i64> = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                str_field(e, "type"),
+                "TaskCompleted"
+                    | "TaskFailed"
+                    | "ChildWorkflowInstanceCompleted"
+                    | "ChildWorkflowInstanceFailed"
+            )
+        })
+        .filter_map(|e| e.get("taskScheduledId").and_then(Value::as_i64))
+        .collect();
+    let mut out = Vec::new();
+    for e in events {
+        let target = e
+            .get("router")
+            .and_then(|r| r.get("targetAppID"))
+            .and_then(Value::as_str);
+        let (Some(app), Some(id)) = (target, e.get("eventId").and_then(Value::as_i64)) else {
+            continue;
+        };
+        let (kind, what) = match str_field(e, "type") {
+            "TaskScheduled" => ("activity", format!("task {id}")),
+            "ChildWorkflowInstanceCreated" => ("workflow", str_field(e, "instanceId").to_string()),
+            _ => continue,
+        };
+        if !answered.contains(&id) {
+            out.push(serde_json::json!({
+                "app": app, "kind": kind, "name": str_field(e, "name"), "id": what,
+            }));
         }
     }
     out

@@ -534,3 +534,34 @@ async fn bad_endpoint_is_a_usage_error() {
     let err = exec("https://h:1", &["get", "a"]).await.unwrap_err();
     assert_eq!(err.exit_code(), 2);
 }
+
+#[test]
+fn waiting_on_lists_unanswered_cross_app_work() {
+    let h = serde_json::json!({"events": [
+        {"eventId": -1, "type": "ExecutionStarted", "router": {"sourceAppID": "appa"}},
+        {"eventId": 1, "type": "TaskScheduled", "name": "bill",
+         "router": {"sourceAppID": "appa", "targetAppID": "appb"}},
+        {"eventId": 2, "type": "TaskScheduled", "name": "local", "router": {"sourceAppID": "appa"}},
+        {"eventId": 3, "type": "ChildWorkflowInstanceCreated", "name": "ship", "instanceId": "x:0003",
+         "router": {"sourceAppID": "appa", "targetAppID": "appc"}},
+        {"eventId": 4, "type": "TaskScheduled", "name": "done",
+         "router": {"sourceAppID": "appa", "targetAppID": "appb"}},
+        {"eventId": -1, "type": "TaskCompleted", "taskScheduledId": 4},
+    ]});
+    let w = super::render::waiting_on(&h);
+    assert_eq!(
+        w,
+        vec![
+            serde_json::json!({"app": "appb", "kind": "activity", "name": "bill", "id": "task 1"}),
+            serde_json::json!({"app": "appc", "kind": "workflow", "name": "ship", "id": "x:0003"}),
+        ]
+    );
+    let mut v = serde_json::json!({"instanceID": "x", "runtimeStatus": "RUNNING"});
+    v["waitingOn"] = serde_json::Value::Array(w);
+    let text = super::render::instance(&v);
+    assert!(text.contains("Waiting on:"), "{text}");
+    assert!(
+        text.contains("app appb: activity 'bill' (task 1)"),
+        "{text}"
+    );
+}
