@@ -97,6 +97,8 @@ struct Shared {
     local_only: bool,
     snapshot: RwLock<Arc<Snapshot>>,
     version_tx: watch::Sender<u64>,
+    /// The placement node that served the latest table (the leader), for the dashboard.
+    leader: RwLock<Option<String>>,
 }
 
 /// Cheap to clone (Arc inside).
@@ -138,6 +140,7 @@ impl Registry {
                     maps: Mutex::default(),
                 })),
                 version_tx: watch::channel(0).0,
+                leader: RwLock::new(None),
             }),
         }
     }
@@ -278,6 +281,29 @@ impl Registry {
         t.members
             .iter()
             .any(|m| m.host_id == host_id && m.actor_types.contains(&ty))
+    }
+
+    /// The latest table (`None` before the first one, and always in local-only mode).
+    pub fn table(&self) -> Option<Arc<PlacementTable>> {
+        self.snapshot().table.clone()
+    }
+
+    /// Records the placement node that serves this sidecar's tables (the leader).
+    pub fn set_placement_leader(&self, address: Option<String>) {
+        *self
+            .shared
+            .leader
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = address;
+    }
+
+    /// The placement node that served the latest table, if known.
+    pub fn placement_leader(&self) -> Option<String> {
+        self.shared
+            .leader
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Version of the table the answers come from (0 before the first table).
