@@ -10,66 +10,26 @@ Never runs `playwright install`: the browser is the system one (scripts/test.sh 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from pathlib import Path
 
 import httpx
 import pytest
 
-from weft_harness import REPO, in_ci, wait_until
+from browser import chromium, new_page, shoot
+from weft_harness import wait_until
 
-CHROMIUM = os.environ.get("WEFT_CHROMIUM", "/usr/bin/chromium")
-SHOTS = Path(os.environ.get("WEFT_SCREENSHOT_DIR") or (REPO / "target" / "dashboard-screenshots"))
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
 TOKEN = "d4shb0ard-t0ken"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def _need_browser():
-    missing = []
-    if not Path(CHROMIUM).exists():
-        missing.append(f"chromium at {CHROMIUM} (apt-get install chromium)")
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        missing.append("the playwright Python package (tests/python/requirements.txt)")
-    if missing:
-        msg = "THE DASHBOARD TESTS DID NOT RUN: missing " + "; ".join(missing)
-        if in_ci():
-            pytest.fail(msg)
-        pytest.skip(msg)
 
 
 @pytest.fixture(scope="module")
 def browser():
-    _need_browser()
-    from playwright.sync_api import sync_playwright
-
-    profile = tempfile.mkdtemp(prefix="weft-chromium-")
-    with sync_playwright() as p:
-        # A persistent context is the way to give Chromium a fresh user data dir of our own.
-        ctx = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=ARGS,
-                                                   headless=True, viewport=DESKTOP)
-        try:
-            yield ctx
-        finally:
-            ctx.close()
-            shutil.rmtree(profile, ignore_errors=True)
+    with chromium() as ctx:
+        yield ctx
 
 
 @pytest.fixture
 def page(browser):
-    pg = browser.new_page()
-    pg.set_default_timeout(20_000)
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    yield pg
-    pg.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    with new_page(browser) as pg:
+        yield pg
 
 
 @pytest.fixture
@@ -86,22 +46,6 @@ def dash(weft_factory):
     yield w, c
     c.close()
     rt.shutdown()
-
-
-def shoot(pg, name: str):
-    """Screenshots at desktop and phone widths (full page), then back to desktop."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
-        pg.set_viewport_size(size)
-        pg.wait_for_timeout(150)  # let the layout settle after the resize; no state is awaited
-        path = SHOTS / f"{name}-{label}.png"
-        pg.screenshot(path=str(path), full_page=True)
-        assert path.stat().st_size > 1000, path
-        if label == "phone":
-            # Usable at a phone's width: nothing forces the page wider than the screen.
-            width = pg.evaluate("document.documentElement.scrollWidth")
-            assert width <= PHONE["width"] + 1, f"{name}: page is {width}px wide at 390px"
-    pg.set_viewport_size(DESKTOP)
 
 
 def row_status(pg, iid: str) -> str:

@@ -34,21 +34,24 @@ fn invalid(msg: impl Into<String>) -> Response {
     fail("ERR_BAD_REQUEST", EngineError::InvalidArgument(msg.into()))
 }
 
-fn statuses(s: Option<&str>) -> Result<Vec<RuntimeStatus>, Response> {
+/// A malformed filter: the message for a 400 answer.
+type BadFilter = String;
+
+fn statuses(s: Option<&str>) -> Result<Vec<RuntimeStatus>, BadFilter> {
     s.into_iter()
         .flat_map(|s| s.split(','))
         .filter(|s| !s.is_empty())
-        .map(|s| RuntimeStatus::parse(s).ok_or_else(|| invalid(format!("unknown status '{s}'"))))
+        .map(|s| RuntimeStatus::parse(s).ok_or_else(|| format!("unknown status '{s}'")))
         .collect()
 }
 
-fn time(what: &str, v: Option<&str>) -> Result<Option<weft_core::Micros>, Response> {
+fn time(what: &str, v: Option<&str>) -> Result<Option<weft_core::Micros>, BadFilter> {
     let Some(v) = v.filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
     let ts: prost_types::Timestamp = v
         .parse()
-        .map_err(|_| invalid(format!("{what} '{v}' is not an RFC 3339 time")))?;
+        .map_err(|_| format!("{what} '{v}' is not an RFC 3339 time"))?;
     Ok(Some(weft_core::time::to_micros(&ts)))
 }
 
@@ -65,7 +68,7 @@ pub(super) struct ListQuery {
 }
 
 impl ListQuery {
-    fn filter(&self, limit: usize) -> Result<ListFilter, Response> {
+    fn filter(&self, limit: usize) -> Result<ListFilter, BadFilter> {
         Ok(ListFilter {
             statuses: statuses(self.status.as_deref())?,
             name: self.name.clone().filter(|n| !n.is_empty()),
@@ -103,7 +106,7 @@ pub(super) async fn instances(
     let prefix = q.prefix.clone().filter(|p| !p.is_empty());
     let mut filter = match q.filter(if prefix.is_some() { PAGE } else { want }) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(msg) => return invalid(msg),
     };
     if let Some(p) = &prefix {
         let start = before_prefix(p);
@@ -183,7 +186,7 @@ pub(super) async fn summary(
     };
     let mut filter = match q.filter(PAGE) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(msg) => return invalid(msg),
     };
     filter.after = None;
     let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();

@@ -50,3 +50,6 @@ where
             auth::check(token.clone(), req, next)
         }))
 }
+
+#[cfg(test)]
+mod tests;

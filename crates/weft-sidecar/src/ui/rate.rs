@@ -89,8 +89,11 @@ async fn sample_while_alive(rate: Weak<Rate>) {
     }
 }
 
+/// A series' labels, in order.
+type Labels = Vec<(String, String)>;
+
 /// One line of Prometheus text: name, labels, value.
-fn parse_line(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
+fn parse_line(line: &str) -> Option<(&str, Labels, f64)> {
     if line.starts_with('#') || line.trim().is_empty() {
         return None;
     }
@@ -104,7 +107,7 @@ fn parse_line(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
 }
 
 /// `k="v",k2="v2"` with the exposition format's escapes (`\\`, `\"`, `\n`).
-fn parse_labels(body: &str) -> Vec<(String, String)> {
+fn parse_labels(body: &str) -> Labels {
     let mut out = Vec::new();
     let mut chars = body.chars().peekable();
     loop {
