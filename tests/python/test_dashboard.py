@@ -239,3 +239,24 @@ def test_with_the_api_token_the_dashboard_refuses_a_browser_without_it(weft_fact
     assert page.url == f"{w.http_url}/ui/"
     page.locator("table.list").wait_for()
     page.locator("td.empty").wait_for()  # the page's API calls went through with the cookie
+
+
+def test_rerun_from_an_event_on_the_instance_page(dash, page):
+    w, c = dash
+    from dapr.ext.workflow import WorkflowStatus as S
+
+    iid = c.schedule_new_workflow("rerunnable", input=10, instance_id="dash-rerun-src")
+    assert c.wait_for_workflow_completion(iid, timeout_in_seconds=30).runtime_status == S.COMPLETED
+    page.goto(f"{w.http_url}/ui/instances/{iid}")
+    page.locator(".bar.activity").first.wait_for()
+    assert page.locator("#ev-name").is_hidden()  # a finished instance takes no events
+    option = page.locator("#rr-event option", has_text="add_one")
+    page.locator("#rr-event").select_option(option.get_attribute("value"))
+    page.get_by_label("New instance ID").fill("dash-rerun-new")
+    page.get_by_label("New input").fill("41")
+    page.get_by_role("button", name="Rerun").click()
+    page.get_by_role("dialog").get_by_role("button", name="Rerun").click()
+    page.wait_for_url(f"{w.http_url}/ui/instances/dash-rerun-new")
+    page.locator('#inst-status .badge[data-status="COMPLETED"]').wait_for(timeout=30_000)
+    st = c.wait_for_workflow_completion("dash-rerun-new", timeout_in_seconds=30)
+    assert json.loads(st.serialized_output) == ["step1", 42, "step3"]

@@ -144,6 +144,8 @@ export async function render(main, id) {
     resumeBtn.hidden = st !== 'SUSPENDED';
     terminateBtn.hidden = !live;
     purgeBtn.hidden = !FINISHED.has(st);
+    raiseForm.hidden = !live; // only a live instance can receive an event
+    rerunForm.hidden = !FINISHED.has(st); // a rerun starts from a finished instance
     if (key !== last) {
       replace(head, header(inst));
       const prev = rrEvent.value;
