@@ -158,5 +158,11 @@ export async function render(main, id) {
   }
 
   await refresh();
-  every(2000, refresh);
+  // Every 2 s while the instance lives; a finished one is only re-checked every 10 s.
+  let lastCheck = Date.now();
+  every(2000, async () => {
+    if (!liveNote.textContent && Date.now() - lastCheck < 10_000) return;
+    lastCheck = Date.now();
+    await refresh();
+  });
 }
