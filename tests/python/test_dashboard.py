@@ -142,6 +142,7 @@ def test_list_timeline_cluster_and_screenshots(dash, page):
     total.wait_for()
     assert total.inner_text().strip() == "4096 / 4096"
     assert page.locator("#sidecars tbody tr[data-host]").count() == 1
+    assert page.locator("#placement tbody tr[data-node]").count() == 1  # weft dev's embedded node
     shoot(page, "cluster")
     c.raise_workflow_event(waiting, "go", data="x")
 

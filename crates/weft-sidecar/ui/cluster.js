@@ -46,6 +46,19 @@ function sidecars(c) {
     h('tbody', {}, body, totals)));
 }
 
+function placement(c) {
+  const p = c.placement;
+  if (!p) return h('p', { class: 'muted' }, 'This sidecar runs without placement.');
+  if (p.error) return h('p', { class: 'error' }, `The placement leader did not answer: ${p.error}`);
+  return h('div', { class: 'table-wrap' }, h('table', { class: 'list', id: 'placement' },
+    h('caption', { class: 'sr-only' }, 'Placement nodes'),
+    h('thead', {}, h('tr', {}, ['Node', 'Address', 'Role', 'State', 'Term', 'Last applied'].map((t) => h('th', { scope: 'col' }, t)))),
+    h('tbody', {}, p.members.map((m) => h('tr', { 'data-node': m.id },
+      h('th', { scope: 'row' }, String(m.id), m.leader ? h('span', { class: 'pill' }, 'leader') : null),
+      h('td', {}, m.address), h('td', {}, m.role), h('td', {}, m.state || 'unreachable'),
+      h('td', { class: 'num' }, m.term ?? '—'), h('td', { class: 'num' }, m.lastApplied ?? '—'))))));
+}
+
 function limits(c) {
   if (!c.limits.length) return h('p', { class: 'muted' }, 'No work has been handed to workers yet.');
   const scopeName = { all: 'all work', sidecar: 'per sidecar', cluster: 'cluster-wide', name: 'per name' };
@@ -90,6 +103,7 @@ export async function render(main) {
     replace(body,
       facts(c),
       h('section', { 'aria-labelledby': 'sc-title' }, h('h2', { id: 'sc-title' }, 'Sidecars'), sidecars(c)),
+      h('section', { 'aria-labelledby': 'pl-title' }, h('h2', { id: 'pl-title' }, 'Placement nodes'), placement(c)),
       h('div', { class: 'two' },
         h('section', { 'aria-labelledby': 'lim-title' }, h('h2', { id: 'lim-title' }, 'Concurrency (this sidecar)'), limits(c)),
         h('section', { 'aria-labelledby': 'rate-title' }, h('h2', { id: 'rate-title' }, 'Steps per second (this sidecar)'), chart(c.rate))));

@@ -1,6 +1,7 @@
 """The dashboard's Cluster page on a 3-sidecar cluster (3 placement nodes, 3 `weft sidecar`s on
 PostgreSQL, one SDK worker each), in a real headless Chromium: whichever sidecar serves the page,
-it lists all three sidecars with their apps and actor types, and their owned buckets sum to 4096.
+it lists all three sidecars with their apps and actor types, and their owned buckets sum to 4096,
+and the three placement nodes with their leader.
 Screenshots at desktop and phone widths (see ../browser.py)."""
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ def test_cluster_page_lists_three_sidecars_owning_every_bucket(rig):
             leader = page.locator('[data-fact="Placement leader"]').inner_text()
             assert ":" in leader, leader
             assert "workflow" in page.locator("#sidecars .types").first.inner_text()
+            # The placement cluster's three raft members, one of them the leader.
+            assert page.locator("#placement tbody tr[data-node]").count() == 3
+            assert page.locator("#placement .pill").count() == 1
+            states = page.locator("#placement tbody td:nth-of-type(3)").all_inner_texts()
+            assert sorted(states) == ["Follower", "Follower", "Leader"], states
             if i == 0:
                 page.locator("figure.rate").wait_for(timeout=30_000)  # two samples, 5 s apart
                 page.locator("#limits").wait_for()

@@ -63,6 +63,10 @@ impl Membership {
         let mut config = ClientConfig::new(cfg.placement.clone(), host);
         config.tls = cfg.tls.clone();
         let client = PlacementClient::start(config);
+        registry.set_placement_dial(weft_tls::Dial::new(
+            cfg.tls.clone(),
+            weft_tls::Expect::Placement,
+        ));
         let stop = CancellationToken::new();
         tokio::spawn(follow_leader(
             client.status(),

@@ -99,6 +99,8 @@ struct Shared {
     version_tx: watch::Sender<u64>,
     /// The placement node that served the latest table (the leader), for the dashboard.
     leader: RwLock<Option<String>>,
+    /// How this sidecar dials placement (for the dashboard's status query).
+    placement_dial: std::sync::OnceLock<weft_tls::Dial>,
 }
 
 /// Cheap to clone (Arc inside).
@@ -141,6 +143,7 @@ impl Registry {
                 })),
                 version_tx: watch::channel(0).0,
                 leader: RwLock::new(None),
+                placement_dial: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -295,6 +298,16 @@ impl Registry {
             .leader
             .write()
             .unwrap_or_else(|p| p.into_inner()) = address;
+    }
+
+    /// Records how this sidecar dials placement (once; later calls are ignored).
+    pub fn set_placement_dial(&self, dial: weft_tls::Dial) {
+        let _ = self.shared.placement_dial.set(dial);
+    }
+
+    /// How this sidecar dials placement (`None` without placement).
+    pub fn placement_dial(&self) -> Option<weft_tls::Dial> {
+        self.shared.placement_dial.get().cloned()
     }
 
     /// The placement node that served the latest table, if known.

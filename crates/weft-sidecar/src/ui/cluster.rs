@@ -9,7 +9,10 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 use weft_core::bucket::BUCKETS;
+use weft_placement::proto::placement::ClusterStatusRequest;
+use weft_placement::proto::placement::placement_client::PlacementClient;
 
 /// Owned buckets per host for every app in the table, per actor kind.
 fn owned(st: &UiState, apps: &BTreeSet<String>) -> BTreeMap<(String, &'static str), usize> {
@@ -27,6 +30,67 @@ fn owned(st: &UiState, apps: &BTreeSet<String>) -> BTreeMap<(String, &'static st
         }
     }
     out
+}
+
+/// One placement node's status (its own view), with a deadline.
+async fn node_status(
+    addr: String,
+    dial: weft_tls::Dial,
+) -> Result<weft_placement::proto::placement::ClusterStatusResponse, String> {
+    let ask = async {
+        let endpoint = weft_tls::Dial::endpoint(&addr)
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(1));
+        let channel = dial.connect(endpoint).await.map_err(|e| e.to_string())?;
+        PlacementClient::new(channel)
+            .cluster_status(ClusterStatusRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+    };
+    match tokio::time::timeout(Duration::from_secs(2), ask).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("{addr} did not answer within 2 s")),
+    }
+}
+
+/// The placement cluster's raft members as its leader lists them, each with the state it reports
+/// itself (the same calls as `weft cluster status`), or why they could not be had.
+async fn placement_members(st: &UiState) -> Value {
+    let registry = st.router.engine().registry();
+    let (Some(leader), Some(dial)) = (registry.placement_leader(), registry.placement_dial())
+    else {
+        return Value::Null;
+    };
+    let status = match node_status(leader, dial.clone()).await {
+        Ok(s) => s,
+        Err(e) => return json!({"error": e}),
+    };
+    let own = futures::future::join_all(
+        status
+            .members
+            .iter()
+            .map(|m| node_status(m.address.clone(), dial.clone())),
+    )
+    .await;
+    let members: Vec<Value> = status
+        .members
+        .iter()
+        .zip(own)
+        .map(|(m, own)| {
+            let me = own.ok().and_then(|r| r.self_status);
+            json!({
+                "id": m.id,
+                "address": m.address,
+                "role": m.role,
+                "state": me.as_ref().map(|s| s.state.clone()),
+                "term": me.as_ref().map(|s| s.term),
+                "lastApplied": me.as_ref().map(|s| s.last_applied),
+                "leader": m.id == status.leader_id,
+            })
+        })
+        .collect();
+    json!({"leaderID": status.leader_id, "members": members})
 }
 
 pub(super) async fn cluster(State(st): State<UiState>) -> Json<Value> {
@@ -80,6 +144,7 @@ pub(super) async fn cluster(State(st): State<UiState>) -> Json<Value> {
         "tableVersion": registry.version(),
         "clusterID": table.as_ref().map(|t| t.cluster_id.clone()),
         "placementLeader": registry.placement_leader(),
+        "placement": placement_members(&st).await,
         "bucketsTotal": BUCKETS,
         "sidecars": sidecars,
         "workersConnected": *engine.workers_connected().borrow(),
