@@ -4,7 +4,8 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Seconds between samples, and how many are kept (ten minutes).
@@ -22,20 +23,41 @@ struct Sample {
     activities: f64,
 }
 
-/// The sample ring; its sampler task ends when the last handle is dropped.
+/// The sample ring. The counters are the process's (one metrics recorder per process), so there
+/// is one ring and one sampler per process, however many routers are built (the fuzzer builds
+/// one per request).
 pub(crate) struct Rate {
     ring: Mutex<VecDeque<Sample>>,
 }
 
+static RING: OnceLock<Arc<Rate>> = OnceLock::new();
+/// Whether a sampler task is alive (cleared when its runtime drops it, so a later runtime of the
+/// same process starts a new one).
+static SAMPLING: AtomicBool = AtomicBool::new(false);
+
+struct Sampling;
+
+impl Drop for Sampling {
+    fn drop(&mut self) {
+        SAMPLING.store(false, Ordering::SeqCst);
+    }
+}
+
 impl Rate {
-    /// A ring with its sampler running (on the current tokio runtime; with none, the ring stays
-    /// empty and the page says so).
+    /// The process's ring, with its sampler running on the current tokio runtime (with none,
+    /// the ring stays empty and the page says it is collecting samples).
     pub(crate) fn start() -> Arc<Rate> {
-        let rate = Arc::new(Rate {
-            ring: Mutex::new(VecDeque::with_capacity(KEEP)),
-        });
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(sample_while_alive(Arc::downgrade(&rate)));
+        let rate = RING
+            .get_or_init(|| {
+                Arc::new(Rate {
+                    ring: Mutex::new(VecDeque::with_capacity(KEEP)),
+                })
+            })
+            .clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current()
+            && !SAMPLING.swap(true, Ordering::SeqCst)
+        {
+            rt.spawn(sample(rate.clone()));
         }
         rate
     }
@@ -69,23 +91,25 @@ impl Rate {
     }
 }
 
-async fn sample_while_alive(rate: Weak<Rate>) {
+/// Samples the step counters every [`EVERY`] for as long as the runtime runs the task (it ends
+/// with the runtime: a process's sidecar runs until it exits).
+async fn sample(rate: Arc<Rate>) {
+    let _alive = Sampling;
     let mut tick = tokio::time::interval(EVERY);
-    // Bounded by the ring's owner: the loop ends once the router holding it is gone.
-    while let Some(rate) = rate.upgrade() {
-        if let Some(h) = crate::telemetry::metrics_handle() {
-            let text = h.render();
-            rate.push(Sample {
-                unix_ms: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0),
-                turns: counter_sum(&text, TURNS),
-                activities: counter_sum(&text, ACTIVITIES),
-            });
-        }
-        drop(rate);
+    loop {
         tick.tick().await;
+        let Some(h) = crate::telemetry::metrics_handle() else {
+            return;
+        };
+        let text = h.render();
+        rate.push(Sample {
+            unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            turns: counter_sum(&text, TURNS),
+            activities: counter_sum(&text, ACTIVITIES),
+        });
     }
 }
 
