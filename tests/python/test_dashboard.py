@@ -97,6 +97,10 @@ def test_list_timeline_cluster_and_screenshots(dash, page):
     bars.first.wait_for()
     assert bars.count() == 3
     assert page.locator('.bar.activity.failed[data-name="flaky"]').count() == 2
+    # Each bar is reachable with the keyboard and says what it is.
+    assert "flaky · attempt 2" in bars.nth(1).get_attribute("aria-label")
+    bars.nth(1).focus()
+    assert page.evaluate("document.activeElement.dataset.attempt") == "2"
     assert page.locator(".bar.timer").count() >= 2  # the retry delays
     assert page.locator("#inst-status .badge").inner_text() == "COMPLETED"
     shoot(page, "instance-retry")
@@ -169,7 +173,16 @@ def test_terminate_from_the_list_changes_its_status(dash, page):
     wait_until(lambda: row_status(page, iid) == "TERMINATED", 20, what="TERMINATED in the list")
     assert row_status(page, other) == "RUNNING"
     assert c.get_workflow_state(iid).runtime_status == S.TERMINATED
+
+    # The other one too, then purge every instance the filter matches (both), in bulk.
     c.terminate_workflow(other)
+    wait_until(lambda: row_status(page, other) == "TERMINATED", 20, what="the second one TERMINATED")
+    page.get_by_label("Act on").select_option("matching")
+    page.locator('[data-bulk="purge"]').click()
+    page.get_by_role("dialog").get_by_role("button", name="Purge 2 instances").click()
+    page.locator("#bulk-result[data-succeeded='2']").wait_for()
+    wait_until(lambda: page.locator("td.empty").count() == 1, 20, what="an empty list after the purge")
+    assert c.get_workflow_state(iid) is None and c.get_workflow_state(other) is None
 
 
 def test_raise_event_from_the_instance_page_lets_it_finish(dash, page):
