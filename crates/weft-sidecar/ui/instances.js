@@ -148,7 +148,13 @@ export async function render(main) {
     updateSelInfo();
   }
 
-  const refresh = () => Promise.all([loadCounts(), loadPage()]);
+  // Counting reads the whole list (up to the server's cap), so counts refresh less often.
+  let countedAt = 0;
+  const refresh = (force = false) => {
+    const counting = force === true || Date.now() - countedAt > 15_000;
+    if (counting) countedAt = Date.now();
+    return Promise.all([counting ? loadCounts() : null, loadPage()]);
+  };
 
   prev.addEventListener('click', () => { state.page = Math.max(0, state.page - 1); loadPage(); });
   next.addEventListener('click', () => {
@@ -186,10 +192,10 @@ export async function render(main) {
     } catch (e) {
       result.textContent = `${op} failed: ${e.message}`;
     }
-    await refresh();
+    await refresh(true);
   }
 
-  await refresh();
+  await refresh(true);
   let stop = every(3000, refresh);
   auto.addEventListener('change', () => { stop(); stop = auto.checked ? every(3000, refresh) : () => {}; });
 }

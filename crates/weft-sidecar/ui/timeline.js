@@ -131,8 +131,14 @@ function axis(start, span) {
   return h('div', { class: 'axis', 'aria-hidden': 'true' }, ticks);
 }
 
+// Bars drawn per execution at most: a history of thousands of activities stays usable (the raw
+// events below the timeline hold all of them).
+const MAX_BARS = 400;
+
 function section(model, title) {
-  const { items, marks, start } = model;
+  const { marks, start } = model;
+  const items = model.items.slice(0, MAX_BARS);
+  const hidden = model.items.length - items.length;
   const span = Math.max(model.end - start, 1);
   const rows = items.map((it) => {
     const name = it.kind === 'child'
@@ -160,7 +166,8 @@ function section(model, title) {
     h('h3', {}, title, h('span', { class: 'muted small' }, ` · ${fmtDuration(span)}`)),
     items.length || marks.length
       ? h('div', { class: 'timeline' }, axis(start, span), h('ol', { class: 'trows' }, rows, markRow))
-      : h('p', { class: 'muted' }, 'Nothing scheduled in this execution.'));
+      : h('p', { class: 'muted' }, 'Nothing scheduled in this execution.'),
+    hidden > 0 ? h('p', { class: 'note small' }, `${hidden} more bars not drawn (the first ${MAX_BARS} are); the raw events hold them all.`) : null);
 }
 
 export function renderTimeline(events, nowIso, live, generation = 0) {
