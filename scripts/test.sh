@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command (named in README.md; .ci/run calls it). On a fresh machine it:
-#   0. installs HAProxy (apt-get, when root) if missing: the cluster tests use it;
+#   0. installs HAProxy and Chromium (apt-get, when root) if missing: the cluster tests use HAProxy,
+#      the dashboard tests drive Chromium (through Playwright for Python, from the pinned venv);
 #   1. builds the workspace (cargo build --workspace --all-targets) and runs `cargo test --workspace`;
 #   2. creates .venv (dapr-ext-workflow 1.18.3 + durabletask-dapr 0.17.4) and .venv119 (dapr 1.19.0)
 #      from the pinned tests/python/requirements*.txt (re-installed only when a file changes);
@@ -50,6 +51,21 @@ if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
     die "haproxy is required by the cluster tests and cannot be installed without root: apt-get install haproxy"
   else
     printf '\n\033[1;33mWARNING: haproxy not installed (not root) — the cluster tests will SKIP. Install it: apt-get install haproxy\033[0m\n' >&2
+  fi
+fi
+
+# ------------------------------------------------------------------------------- Chromium
+# The dashboard tests (tests/python/test_dashboard.py, tests/python/cluster/test_dashboard_cluster.py)
+# drive Debian's chromium through Playwright for Python (never `playwright install`: no download).
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing chromium (apt-get)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+      || die "apt-get install chromium failed"
+  elif is_ci; then
+    die "chromium is required by the dashboard tests and cannot be installed without root: apt-get install chromium"
+  else
+    printf '\n\033[1;33mWARNING: chromium not installed (not root) — the dashboard tests will SKIP. Install it: apt-get install chromium\033[0m\n' >&2
   fi
 fi
 
@@ -128,12 +144,13 @@ if [ "$RUN_PY" = "1" ]; then
     "$ROOT/.venv/bin/python" -m pytest -c tests/python/pytest.ini --rootdir tests/python \
       tests/python examples/task-processing ${PYTEST_ARGS:-}
   # The same SDK suite with every `weft dev` on PostgreSQL (a throwaway server from the local
-  # binaries; see tests/python/pg.py). test_postgres.py starts its own server, so it runs once above.
+  # binaries; see tests/python/pg.py). test_postgres.py starts its own server, so it runs once above;
+  # the dashboard's browser tests run once too (the pages read the same API on either store).
   # shellcheck disable=SC2086
   run_suite "pytest on PostgreSQL (dapr-ext-workflow 1.18.3, durabletask-dapr 0.17.4)" \
     env WEFT_TEST_BACKEND=postgres "$ROOT/.venv/bin/python" -m pytest -c tests/python/pytest.ini \
       --rootdir tests/python tests/python --ignore=tests/python/v119 \
-      --ignore=tests/python/test_postgres.py ${PYTEST_ARGS:-}
+      --ignore=tests/python/test_postgres.py --ignore=tests/python/test_dashboard.py ${PYTEST_ARGS:-}
   # The cluster acceptance suite: 3 placement nodes + sidecars on PostgreSQL + HAProxy as processes,
   # started by crates/weft-testkit's weft-cluster; its own conftest (like v119).
   # Every test of it runs by default, the fault tests included (SIGKILL of a sidecar in direct and

@@ -123,8 +123,9 @@ pub fn router(router: Router, token: Option<String>, max_payload: usize) -> axum
         )
         .route("/weft/v1/instances", get(list_instances))
         .route("/weft/v1/purge", post(purge_by_filter))
-        .route("/weft/v1/instances/{instance}/history", get(history))
-        .layer(middleware::from_fn_with_state(state.clone(), auth));
+        .route("/weft/v1/instances/{instance}/history", get(history));
+    let dashboard = crate::ui::routes(state.router.clone(), state.token.clone(), api.clone());
+    let api = api.layer(middleware::from_fn_with_state(state.clone(), auth));
     let metrics = crate::telemetry::metrics_handle();
     let census_of = state.engine.clone();
     axum::Router::new()
@@ -140,6 +141,7 @@ pub fn router(router: Router, token: Option<String>, max_payload: usize) -> axum
         .route("/v1.0/healthz", get(healthz))
         .route("/v1.0/healthz/outbound", get(healthz))
         .merge(api)
+        .merge(dashboard)
         // Leave room above the payload limit so we can answer oversize bodies with our own 413.
         .layer(DefaultBodyLimit::max(max_payload.saturating_mul(2)))
         .fallback(|| async {

@@ -53,6 +53,7 @@ mod timers;
 mod tls_listener;
 #[cfg(test)]
 mod transit_tests;
+mod ui;
 mod worker_ops;
 
 pub use engine::{Engine, EngineConfig};

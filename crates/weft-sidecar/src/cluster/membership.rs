@@ -63,7 +63,16 @@ impl Membership {
         let mut config = ClientConfig::new(cfg.placement.clone(), host);
         config.tls = cfg.tls.clone();
         let client = PlacementClient::start(config);
+        registry.set_placement_dial(weft_tls::Dial::new(
+            cfg.tls.clone(),
+            weft_tls::Expect::Placement,
+        ));
         let stop = CancellationToken::new();
+        tokio::spawn(follow_leader(
+            client.status(),
+            registry.clone(),
+            stop.clone(),
+        ));
         tokio::spawn(follow_tables(client.table(), registry, stop.clone()));
         let types: Vec<String> = ActorKind::ALL
             .iter()
@@ -106,6 +115,22 @@ async fn follow_tables(
         if let Some(t) = table {
             registry.apply(t);
         }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = rx.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+/// Keeps the registry's note of the placement leader current (shown by the dashboard).
+async fn follow_leader(
+    mut rx: watch::Receiver<weft_placement::client::ClientStatus>,
+    registry: Registry,
+    stop: CancellationToken,
+) {
+    loop {
+        let served_by = rx.borrow_and_update().served_by.clone();
+        registry.set_placement_leader(served_by);
         tokio::select! {
             _ = stop.cancelled() => return,
             r = rx.changed() => if r.is_err() { return },

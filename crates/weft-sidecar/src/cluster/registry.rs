@@ -97,6 +97,10 @@ struct Shared {
     local_only: bool,
     snapshot: RwLock<Arc<Snapshot>>,
     version_tx: watch::Sender<u64>,
+    /// The placement node that served the latest table (the leader), for the dashboard.
+    leader: RwLock<Option<String>>,
+    /// How this sidecar dials placement (for the dashboard's status query).
+    placement_dial: std::sync::OnceLock<weft_tls::Dial>,
 }
 
 /// Cheap to clone (Arc inside).
@@ -138,6 +142,8 @@ impl Registry {
                     maps: Mutex::default(),
                 })),
                 version_tx: watch::channel(0).0,
+                leader: RwLock::new(None),
+                placement_dial: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -278,6 +284,39 @@ impl Registry {
         t.members
             .iter()
             .any(|m| m.host_id == host_id && m.actor_types.contains(&ty))
+    }
+
+    /// The latest table (`None` before the first one, and always in local-only mode).
+    pub fn table(&self) -> Option<Arc<PlacementTable>> {
+        self.snapshot().table.clone()
+    }
+
+    /// Records the placement node that serves this sidecar's tables (the leader).
+    pub fn set_placement_leader(&self, address: Option<String>) {
+        *self
+            .shared
+            .leader
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = address;
+    }
+
+    /// Records how this sidecar dials placement (once; later calls are ignored).
+    pub fn set_placement_dial(&self, dial: weft_tls::Dial) {
+        let _ = self.shared.placement_dial.set(dial);
+    }
+
+    /// How this sidecar dials placement (`None` without placement).
+    pub fn placement_dial(&self) -> Option<weft_tls::Dial> {
+        self.shared.placement_dial.get().cloned()
+    }
+
+    /// The placement node that served the latest table, if known.
+    pub fn placement_leader(&self) -> Option<String> {
+        self.shared
+            .leader
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Version of the table the answers come from (0 before the first table).
