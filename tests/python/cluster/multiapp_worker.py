@@ -52,6 +52,10 @@ if ROLE == "caller":
     def ship_only(ctx: wf.DaprWorkflowContext, x: int):
         return (yield ctx.call_child_workflow("ship", input=x, app_id=TARGET))
 
+    @rt.workflow(name="wait_child")
+    def wait_child(ctx: wf.DaprWorkflowContext, _):
+        return (yield ctx.call_child_workflow("waiter", input=None, app_id=TARGET))
+
     @rt.workflow(name="fan")
     def fan(ctx: wf.DaprWorkflowContext, n: int):
         tasks = [ctx.call_activity("bill", input=i, app_id=TARGET) for i in range(n)]

@@ -115,6 +115,23 @@ def test_cross_app_client_calls_reach_the_other_apps_instance(rig):
     status, _ = http_get_post(f"http://{sa['http']}/v1.0/workflows/dapr/wait-term/terminate?appID={A}", b"")
     assert status == 404
 
+    # Recursive terminate and purge cross the apps: A's parent and its child in B.
+    ca = client(sa)
+    ca.schedule_new_workflow(workflow="wait_child", input=None, instance_id="tree")
+    child = "tree:0001"
+
+    def child_running():
+        status, body = http_get(f"http://{sa['http']}/v1.0/workflows/dapr/{child}?appID={B}")
+        return status == 200 and json.loads(body)["runtimeStatus"] == "RUNNING"
+
+    wait_until(child_running, 60, what="the cross-app child running in app B")
+    ca.terminate_workflow("tree", recursive=True)
+    assert completed(ca, "tree").runtime_status.name == "TERMINATED"
+    assert completed(cb, child).runtime_status.name == "TERMINATED"
+    ca.purge_workflow("tree", recursive=True)
+    assert http_get(f"http://{sa['http']}/v1.0/workflows/dapr/{child}?appID={B}")[0] == 404
+    assert http_get(f"http://{sb['http']}/v1.0/workflows/dapr/tree")[0] == 404
+
 
 def test_the_work_waits_while_the_target_app_has_no_worker(rig):
     c, sa, (sb,) = two_apps(rig)
