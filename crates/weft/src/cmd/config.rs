@@ -89,6 +89,12 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
             otel.protocol.unwrap_or_default(),
         );
     }
+    if !parsed.access.is_empty() {
+        println!(
+            "  workflow access policies: {} (docs/multi-app.md)",
+            parsed.access.len()
+        );
+    }
     for s in &parsed.ignored_sections {
         println!("  (spec.{s}: a Dapr section Weft ignores)");
     }
