@@ -13,6 +13,7 @@ pub mod bucket;
 pub mod clock;
 pub mod history;
 pub mod ids;
+pub mod propagation;
 pub mod rerun;
 pub mod status;
 pub mod time;

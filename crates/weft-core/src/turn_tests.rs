@@ -74,6 +74,7 @@ pub(crate) fn ctx_apply(
         format!("exec-{n}")
     };
     let mut ctx = TurnContext {
+        inherited: None,
         app_id: "app",
         now: NOW + 5,
         new_id: &mut new_id,
@@ -635,6 +636,7 @@ fn version_is_recorded_and_a_missing_version_stalls() {
     let turn = dispatch(prepare_turn(&m, &[], &inbox(vec![started()]), NOW));
     let mut new_id = || "x".to_string();
     let mut ctx = TurnContext {
+        inherited: None,
         app_id: "app",
         now: NOW,
         new_id: &mut new_id,

@@ -18,7 +18,7 @@ use weft_core::turn::{
     self, InboxItem, PendingTurn, Prepared, TurnContext, TurnError, TurnOutcome,
 };
 use weft_core::{InstanceMeta, RuntimeStatus};
-use weft_proto::durabletask::{HistoryEvent, StalledReason, WorkflowResponse};
+use weft_proto::durabletask::{HistoryEvent, PropagatedHistory, StalledReason, WorkflowResponse};
 use weft_store::{Fence, InboxEntry};
 
 /// The most waiting messages an actor takes in before preparing its next turn.
@@ -98,6 +98,8 @@ pub(crate) struct Actor {
     /// folded result is prepared again from them without a read (a fan-out's join would
     /// otherwise read the inbox once per result).
     carried: Vec<InboxEntry>,
+    /// The history this instance was handed by its parent (`lineage`), once looked up.
+    inherited: Option<Option<Arc<PropagatedHistory>>>,
 }
 
 impl Actor {
@@ -125,6 +127,7 @@ impl Actor {
             next_held_seq: -1,
             inbox_stale: true,
             carried: Vec::new(),
+            inherited: None,
         }
     }
 
@@ -518,10 +521,15 @@ impl Actor {
                 Ok(())
             }
             Prepared::Dispatch(t) => {
+                let propagated = self.inherited(&t.new_events).await?;
+                let Some(st) = self.state.as_ref() else {
+                    return Ok(());
+                };
                 let req = WorkflowTurn {
                     instance_id: self.id.clone(),
                     past_events: st.history.clone(),
                     new_events: t.new_events.clone(),
+                    propagated,
                 };
                 // The stream checks what it actually sends (a warm stateful worker gets only the
                 // delta); the new events alone are a lower bound every worker would get.
@@ -558,6 +566,28 @@ impl Actor {
         }
     }
 
+    /// What this instance inherited from its parent (looked up once per actor).
+    async fn inherited(&mut self, new: &[HistoryEvent]) -> Result<Option<Arc<PropagatedHistory>>> {
+        if let Some(known) = &self.inherited {
+            return Ok(known.clone());
+        }
+        let started = self
+            .state
+            .as_ref()
+            .and_then(|st| weft_core::history::execution_started(&st.history).cloned())
+            .or_else(|| weft_core::history::execution_started(new).cloned());
+        let found = match started {
+            Some(s) if s.parent_instance.is_some() => {
+                crate::lineage::inherited(self.inner.store.as_ref(), &self.id, &s)
+                    .await?
+                    .map(Arc::new)
+            }
+            _ => None,
+        };
+        self.inherited = Some(found.clone());
+        Ok(found)
+    }
+
     /// Stalls the instance: its next work item cannot be delivered to a worker.
     async fn stall_oversize(&mut self, size: usize, limit: usize) -> Result<()> {
         tracing::warn!(instance = %self.id, size, "work item too large for the worker; stalling");
@@ -587,6 +617,7 @@ impl Actor {
         let applied = {
             let mut new_id = || uuid::Uuid::new_v4().to_string();
             let mut ctx = TurnContext {
+                inherited: self.inherited.as_ref().and_then(|i| i.as_deref()),
                 app_id: self.inner.app_id(),
                 now: self.inner.now(),
                 new_id: &mut new_id,

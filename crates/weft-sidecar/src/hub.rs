@@ -35,6 +35,8 @@ pub struct WorkflowTurn {
     pub instance_id: String,
     pub past_events: Arc<Vec<HistoryEvent>>,
     pub new_events: Vec<HistoryEvent>,
+    /// What the instance inherited from its parent (`propagation=`), sent with every turn.
+    pub propagated: Option<Arc<weft_proto::durabletask::PropagatedHistory>>,
 }
 
 impl From<WorkflowRequest> for WorkflowTurn {
@@ -43,6 +45,7 @@ impl From<WorkflowRequest> for WorkflowTurn {
             instance_id: r.instance_id,
             past_events: Arc::new(r.past_events),
             new_events: r.new_events,
+            propagated: r.propagated_history.map(Arc::new),
         }
     }
 }

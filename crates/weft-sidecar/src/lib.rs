@@ -33,6 +33,7 @@ mod hub;
 #[cfg(test)]
 mod idle_tests;
 pub mod internal;
+mod lineage;
 mod loops;
 mod mailbox;
 mod parts;

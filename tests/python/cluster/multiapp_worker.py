@@ -52,6 +52,14 @@ if ROLE == "caller":
     def ship_only(ctx: wf.DaprWorkflowContext, x: int):
         return (yield ctx.call_child_workflow("ship", input=x, app_id=TARGET))
 
+    @rt.workflow(name="propagate")
+    def propagate(ctx: wf.DaprWorkflowContext, x: int):
+        own = yield ctx.call_activity("inspect", input=x, app_id=TARGET,
+                                      propagation=wf.PropagationScope.OWN_HISTORY)
+        lineage = yield ctx.call_child_workflow("relay", input=x, app_id=TARGET,
+                                                propagation=wf.PropagationScope.LINEAGE)
+        return {"own": own, "lineage": lineage}
+
     @rt.workflow(name="wait_child")
     def wait_child(ctx: wf.DaprWorkflowContext, _):
         return (yield ctx.call_child_workflow("waiter", input=None, app_id=TARGET))
@@ -78,6 +86,25 @@ else:
     @rt.workflow(name="ship")
     def ship(ctx: wf.DaprWorkflowContext, x: int):
         return (yield ctx.call_activity(pack, input=x))
+
+    def seen(h) -> dict | None:
+        if h is None:
+            return None
+        return {"scope": h.scope.name, "apps": h.get_app_ids(),
+                "workflows": [w.name for w in h.get_workflows()],
+                "instances": [w.instance_id for w in h.get_workflows()],
+                "bills": [len(w.get_activities_by_name("bill")) for w in h.get_workflows()]}
+
+    @rt.activity(name="inspect")
+    def inspect(ctx: wf.WorkflowActivityContext, x: int):
+        return seen(ctx.get_propagated_history())
+
+    @rt.workflow(name="relay")
+    def relay(ctx: wf.DaprWorkflowContext, x: int):
+        mine = seen(ctx.get_propagated_history())
+        inner = yield ctx.call_activity("inspect", input=x,
+                                        propagation=wf.PropagationScope.LINEAGE)
+        return {"relay_saw": mine, "inspect_saw": inner}
 
     @rt.workflow(name="waiter")
     def waiter(ctx: wf.DaprWorkflowContext, _):

@@ -90,6 +90,27 @@ def test_a_workflow_calls_an_activity_and_a_child_workflow_of_another_app(rig):
     assert http_get(f"http://{sa['http']}/v1.0/workflows/dapr/{child_id}?appID={A}")[0] == 404
 
 
+def test_history_propagates_across_apps(rig):
+    """`propagation=` as the 1.18 SDK sends it: OWN_HISTORY hands B's activity A's events;
+    LINEAGE hands B's child A's chunk, and the child's own LINEAGE activity both chunks."""
+    c, sa, (sb,) = two_apps(rig)
+    worker(rig, sa, "caller", "a")
+    worker(rig, sb, "callee", "b")
+    cl = client(sa)
+    iid = cl.schedule_new_workflow(workflow="propagate", input=3, instance_id="prop-1")
+    st = completed(cl, iid)
+    assert st.runtime_status.name == "COMPLETED", st.failure_details
+    out = json.loads(st.serialized_output)
+    assert out["own"] == {"scope": "OWN_HISTORY", "apps": [A], "workflows": ["propagate"],
+                          "instances": [iid], "bills": [0]}, out
+    relay_id = f"{iid}:0002"
+    assert out["lineage"]["relay_saw"] == {"scope": "LINEAGE", "apps": [A], "workflows": ["propagate"],
+                                           "instances": [iid], "bills": [0]}, out
+    assert out["lineage"]["inspect_saw"] == {"scope": "LINEAGE", "apps": [A, B],
+                                             "workflows": ["propagate", "relay"],
+                                             "instances": [iid, relay_id], "bills": [0, 0]}, out
+
+
 def test_cross_app_client_calls_reach_the_other_apps_instance(rig):
     c, sa, (sb,) = two_apps(rig)
     worker(rig, sa, "caller", "a")

@@ -4,20 +4,23 @@
 use super::rules::{action_router, remote_app, timer_origin};
 use super::{Effect, TurnContext, TurnOutcome};
 use crate::history::{event, event_with_id, failure};
+use crate::propagation::Caller;
 use crate::time::{is_never, to_micros};
 use crate::{InstanceMeta, Micros};
 use weft_proto::durabletask::{
     ActivityRequest, ChildWorkflowInstanceCreatedEvent, ChildWorkflowInstanceFailedEvent,
     CreateChildWorkflowAction, CreateDetachedWorkflowAction, CreateTimerAction,
     DetachedWorkflowInstanceCreatedEvent, EventRaisedEvent, EventSentEvent,
-    ExecutionTerminatedEvent, ParentInstanceInfo, ScheduleTaskAction, SendEventAction, TaskRouter,
-    TaskScheduledEvent, TerminateWorkflowAction, TimerCreatedEvent, TimerFiredEvent,
-    WorkflowAction, WorkflowInstance, history_event::EventType,
+    ExecutionTerminatedEvent, ParentInstanceInfo, PropagatedHistory, ScheduleTaskAction,
+    SendEventAction, TaskRouter, TaskScheduledEvent, TerminateWorkflowAction, TimerCreatedEvent,
+    TimerFiredEvent, WorkflowAction, WorkflowInstance, history_event::EventType,
 };
 
 /// What every applier of one turn shares: the instance, the clock and the caller's context.
 pub(super) struct Applier<'a, 'c> {
     pub meta: &'a InstanceMeta,
+    /// The instance's history before this turn (with the turn's events in `out.append`).
+    pub history: &'a [weft_proto::durabletask::HistoryEvent],
     pub now: Micros,
     pub ctx: &'a mut TurnContext<'c>,
     /// This app, as the source of every task the turn schedules.
@@ -30,6 +33,22 @@ impl Applier<'_, '_> {
             instance_id: self.meta.instance_id.clone(),
             execution_id: Some(self.meta.execution_id.clone()),
         }
+    }
+
+    /// What an activity or child scheduled with `scope` is handed of this instance's history:
+    /// everything up to and including the event that schedules it (`out.append`'s last).
+    fn propagated(&self, scope: Option<i32>, out: &TurnOutcome) -> Option<PropagatedHistory> {
+        let caller = Caller {
+            app_id: self.ctx.app_id,
+            instance_id: &self.meta.instance_id,
+            workflow_name: &self.meta.name,
+        };
+        crate::propagation::build(
+            scope,
+            self.ctx.inherited,
+            caller,
+            self.history.iter().chain(out.append.iter()),
+        )
     }
 
     pub(super) fn schedule_task(
@@ -56,6 +75,7 @@ impl Applier<'_, '_> {
         let app = remote_app(Some(&router), self.ctx.app_id);
         ev.router = Some(router);
         out.append.push(ev);
+        let propagated_history = self.propagated(t.history_propagation_scope, out);
         out.effects.push(Effect::ScheduleActivity {
             app,
             task_id: id,
@@ -67,7 +87,7 @@ impl Applier<'_, '_> {
                 task_id: id,
                 parent_trace_context: None,
                 task_execution_id: t.task_execution_id.clone(),
-                propagated_history: None,
+                propagated_history,
             },
         });
     }

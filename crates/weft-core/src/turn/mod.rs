@@ -46,6 +46,9 @@ pub struct TurnContext<'a> {
     pub now: Micros,
     /// Returns a new unique execution ID (a UUID in production, a counter in tests).
     pub new_id: &'a mut dyn FnMut() -> String,
+    /// The history this instance was handed by its caller (a child workflow scheduled with
+    /// `propagation=`), which `LINEAGE` passes on.
+    pub inherited: Option<&'a weft_proto::durabletask::PropagatedHistory>,
 }
 
 /// What to do with an instance's inbox.
@@ -351,6 +354,7 @@ pub fn apply_response(
     let ctx_app_id = ctx.app_id.to_string();
     let mut apply = Applier {
         meta,
+        history,
         now,
         ctx,
         router: TaskRouter {

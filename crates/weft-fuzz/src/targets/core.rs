@@ -142,6 +142,7 @@ impl Instance {
                     format!("exec-{ids}")
                 };
                 let mut ctx = TurnContext {
+                    inherited: None,
                     app_id: "app",
                     now: self.now,
                     new_id: &mut new_id,

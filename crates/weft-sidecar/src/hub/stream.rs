@@ -67,6 +67,7 @@ impl StreamHandle<'_> {
                     past_events: t.past_events[skip..].to_vec(),
                     new_events: t.new_events,
                     cached_history,
+                    propagated_history: t.propagated.map(std::sync::Arc::unwrap_or_clone),
                     ..Default::default()
                 })
             }

@@ -103,6 +103,7 @@ async fn a_dispatched_turn_shares_the_history() {
         instance_id: "a".into(),
         past_events: past.clone(),
         new_events: vec![],
+        propagated: None,
     }));
     assert_eq!(std::sync::Arc::strong_count(&past), 2, "queued: shared");
     let shutdown = CancellationToken::new();
