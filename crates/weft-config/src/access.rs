@@ -5,6 +5,9 @@ use crate::ConfigError;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
+/// The error type of a task or start an access policy denied (in the caller's history).
+pub const DENIED_ERROR_TYPE: &str = "PermissionDenied";
+
 /// An operation a caller performs on a target app's workflow or activity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -10,7 +10,7 @@ mod access;
 mod duration;
 mod tracing;
 
-pub use access::{AccessPolicies, AccessPolicy, Operation, Target, glob};
+pub use access::{AccessPolicies, AccessPolicy, DENIED_ERROR_TYPE, Operation, Target, glob};
 pub use duration::{format_go_duration, parse_go_duration};
 pub use tracing::{
     OtelSection, OtlpProtocol, SamplingRate, TracingSection, TracingSettings, resolve_tracing,

@@ -232,6 +232,7 @@ fn internal() -> Vec<Vec<u8>> {
         sel(
             0,
             &int::StartCall {
+                caller_app_id: String::new(),
                 app_id: "fuzz".into(),
                 instance_id: "wf-1".into(),
                 name: "order".into(),
@@ -246,6 +247,7 @@ fn internal() -> Vec<Vec<u8>> {
         sel(
             1,
             &int::RaiseEventCall {
+                caller_app_id: String::new(),
                 app_id: "fuzz".into(),
                 instance_id: "wf-1".into(),
                 name: "approve".into(),
@@ -255,6 +257,7 @@ fn internal() -> Vec<Vec<u8>> {
         sel(
             2,
             &int::TerminateCall {
+                caller_app_id: String::new(),
                 app_id: String::new(),
                 instance_id: "wf-1".into(),
                 output: None,
@@ -264,6 +267,7 @@ fn internal() -> Vec<Vec<u8>> {
         sel(
             3,
             &int::SuspendCall {
+                caller_app_id: String::new(),
                 app_id: "fuzz".into(),
                 instance_id: "wf-1".into(),
                 reason: Some("r".into()),
@@ -272,6 +276,7 @@ fn internal() -> Vec<Vec<u8>> {
         sel(
             4,
             &int::ResumeCall {
+                caller_app_id: String::new(),
                 app_id: "fuzz".into(),
                 instance_id: "wf-1".into(),
                 reason: None,
@@ -280,6 +285,7 @@ fn internal() -> Vec<Vec<u8>> {
         sel(
             5,
             &int::PurgeCall {
+                caller_app_id: String::new(),
                 app_id: "fuzz".into(),
                 instance_id: "wf-1".into(),
                 recursive: true,
@@ -289,6 +295,7 @@ fn internal() -> Vec<Vec<u8>> {
         sel(
             6,
             &int::RerunCall {
+                caller_app_id: String::new(),
                 app_id: "fuzz".into(),
                 request: Some(dt::RerunWorkflowFromEventRequest {
                     source_instance_id: "wf-1".into(),

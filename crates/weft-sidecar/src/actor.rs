@@ -520,50 +520,59 @@ impl Actor {
             Prepared::Dispatch(_) if st.meta.status == RuntimeStatus::Stalled && !retry_stalled => {
                 Ok(())
             }
-            Prepared::Dispatch(t) => {
-                let propagated = self.inherited(&t.new_events).await?;
-                let Some(st) = self.state.as_ref() else {
-                    return Ok(());
-                };
-                let req = WorkflowTurn {
-                    instance_id: self.id.clone(),
-                    past_events: st.history.clone(),
-                    new_events: t.new_events.clone(),
-                    propagated,
-                };
-                // The stream checks what it actually sends (a warm stateful worker gets only the
-                // delta); the new events alone are a lower bound every worker would get.
-                let least = turn::work_item(&self.id, &[], &t).encoded_len() + 16;
-                if least > self.inner.settings.max_work_item {
-                    return self
-                        .stall_oversize(least, self.inner.settings.max_work_item)
-                        .await;
-                }
-                if let Some(why) = crate::remote::denied_start(&self.inner, &t.new_events) {
-                    tracing::warn!(instance = %self.id, "{why}");
-                    self.pending = Some(t);
-                    self.carried = inbox;
-                    return self
-                        .complete(crate::remote::denied_answer(&self.id, why))
-                        .await;
-                }
-                self.pending = Some(t);
-                self.carried = inbox;
-                tracing::debug!(instance = %self.id, "dispatching a turn");
-                if st.meta.started_at.is_none() {
-                    // The execution's first turn: how long after it was due.
-                    let due = st.meta.scheduled_start_at.unwrap_or(st.meta.created_at);
-                    let late = u64::try_from(now.saturating_sub(due)).unwrap_or(0);
-                    workflow_metrics::scheduling(
-                        self.inner.app_id(),
-                        &st.meta.name,
-                        Duration::from_micros(late),
-                    );
-                }
-                self.inner.hub.push(Job::Workflow(req));
-                Ok(())
-            }
+            Prepared::Dispatch(t) => self.dispatch(t, inbox, now).await,
         }
+    }
+
+    /// Hands the prepared turn to a worker (or, if the access policy denies a cross-app start,
+    /// answers it in the worker's place).
+    async fn dispatch(
+        &mut self,
+        t: PendingTurn,
+        inbox: Vec<InboxEntry>,
+        now: weft_core::Micros,
+    ) -> Result<()> {
+        let propagated = self.inherited(&t.new_events).await?;
+        let Some(st) = self.state.as_ref() else {
+            return Ok(());
+        };
+        let req = WorkflowTurn {
+            instance_id: self.id.clone(),
+            past_events: st.history.clone(),
+            new_events: t.new_events.clone(),
+            propagated,
+        };
+        // The stream checks what it actually sends (a warm stateful worker gets only the
+        // delta); the new events alone are a lower bound every worker would get.
+        let least = turn::work_item(&self.id, &[], &t).encoded_len() + 16;
+        if least > self.inner.settings.max_work_item {
+            return self
+                .stall_oversize(least, self.inner.settings.max_work_item)
+                .await;
+        }
+        if let Some(why) = crate::remote::denied_start(&self.inner, &t.new_events) {
+            tracing::warn!(instance = %self.id, "{why}");
+            self.pending = Some(t);
+            self.carried = inbox;
+            return self
+                .complete(crate::remote::denied_answer(&self.id, why))
+                .await;
+        }
+        self.pending = Some(t);
+        self.carried = inbox;
+        tracing::debug!(instance = %self.id, "dispatching a turn");
+        if st.meta.started_at.is_none() {
+            // The execution's first turn: how long after it was due.
+            let due = st.meta.scheduled_start_at.unwrap_or(st.meta.created_at);
+            let late = u64::try_from(now.saturating_sub(due)).unwrap_or(0);
+            workflow_metrics::scheduling(
+                self.inner.app_id(),
+                &st.meta.name,
+                Duration::from_micros(late),
+            );
+        }
+        self.inner.hub.push(Job::Workflow(req));
+        Ok(())
     }
 
     /// What this instance inherited from its parent (looked up once per actor).

@@ -215,7 +215,7 @@ impl Engine {
 
     /// Sets the cross-app backlog gauge from the store (at `/metrics` scrape time).
     pub async fn publish_cross_app_backlog(&self) {
-        crate::remote::publish_backlog(self).await;
+        crate::remote::publish_backlog(&self.inner).await;
     }
 
     pub fn check_payload(&self, what: &str, value: Option<&str>) -> Result<()> {

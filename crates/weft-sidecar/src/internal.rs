@@ -8,6 +8,7 @@ use crate::error::EngineError;
 use crate::route::{Call, Ownership, Reply, WireReply, abandon_here, execute};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
+use weft_config::{AccessPolicies, Operation, Target};
 use weft_proto::durabletask::{ActivityResponse, WorkflowResponse};
 use weft_proto::internal::internal_server::Internal;
 use weft_proto::internal::*;
@@ -61,7 +62,7 @@ impl InternalService {
             .into());
         }
         if caller != app {
-            crate::remote::check_call(&self.engine, &caller, &call).await?;
+            check_call(&self.engine, &caller, &call).await?;
         }
         Ok(execute(&self.engine, call).await?)
     }
@@ -161,4 +162,58 @@ impl Internal for InternalService {
         }
         Ok(Response::new(Ack {}))
     }
+}
+
+/// Refuses a client call forwarded from another app's sidecar unless this app's access policy
+/// lets `caller` perform it on the instance's workflow (`PERMISSION_DENIED`).
+async fn check_call(engine: &Engine, caller: &str, call: &Call) -> crate::error::Result<()> {
+    let me = engine.inner.app_id();
+    let access: &AccessPolicies = &engine.inner.settings.access;
+    if !access.governs(me) {
+        return Ok(());
+    }
+    let (op, name) = match call {
+        Call::Start(c) => (Operation::Schedule, Some(c.name.clone())),
+        Call::Rerun(c) => {
+            let source = c
+                .request
+                .as_ref()
+                .map_or("", |r| r.source_instance_id.as_str());
+            (Operation::Rerun, workflow_name(engine, source).await?)
+        }
+        Call::Raise(c) => (
+            Operation::Raise,
+            workflow_name(engine, &c.instance_id).await?,
+        ),
+        Call::Terminate(c) => (
+            Operation::Terminate,
+            workflow_name(engine, &c.instance_id).await?,
+        ),
+        Call::Suspend(c) => (
+            Operation::Pause,
+            workflow_name(engine, &c.instance_id).await?,
+        ),
+        Call::Resume(c) => (
+            Operation::Resume,
+            workflow_name(engine, &c.instance_id).await?,
+        ),
+        Call::Purge(c) => (
+            Operation::Purge,
+            workflow_name(engine, &c.instance_id).await?,
+        ),
+    };
+    // An unknown instance is answered NOT_FOUND by the call itself.
+    let Some(name) = name else { return Ok(()) };
+    let target = Target::Workflow(&name);
+    if access.allows(me, caller, op, target) {
+        return Ok(());
+    }
+    metrics::counter!("weft_access_denied_total", "kind" => "client_call").increment(1);
+    let why = AccessPolicies::denial(me, caller, op, target);
+    tracing::warn!(instance = call.key(), "{why}");
+    Err(EngineError::PermissionDenied(why))
+}
+
+async fn workflow_name(engine: &Engine, id: &str) -> crate::error::Result<Option<String>> {
+    Ok(engine.get_instance(id).await?.map(|m| m.name))
 }

@@ -3,16 +3,20 @@
 //! that claims pending tasks again (start-up, unknown outcomes, take-overs, refused results).
 
 use crate::error::{EngineError, Result};
-use crate::hub::Job;
 use crate::hub::transit_key as task_key;
+use crate::hub::{Absorb, Job};
 use crate::mailbox::ActivityResult;
 use crate::mailbox::ActorMsg;
 use crate::parts::Parts;
 use crate::telemetry::workflow::{Stage, stage};
+use prost::Message;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use weft_config::{AccessPolicies, Operation, Target};
 use weft_core::bucket::bucket_of;
-use weft_store::{ActivityCompletion, Scope, StoreError};
+use weft_core::history::{event, failure};
+use weft_proto::durabletask::{ActivityRequest, TaskFailedEvent, history_event::EventType};
+use weft_store::{ActivityCompletion, ActivityTask, Scope, StoreError};
 
 /// Test hook (`WEFT_TEST_FOLD_DELAY_MS`): how long an actor waits before the turn that carries a
 /// folded result, so a process test can SIGKILL the sidecar between the result's arrival and the
@@ -170,7 +174,7 @@ pub(crate) async fn resync_scope(inner: &Arc<Parts>, scope: &Scope) -> Result<()
     for a in claimed {
         // This app's own tasks and those other apps address to it (checked against the
         // access policy); a task of a bucket handed off while the scan ran is skipped.
-        crate::remote::dispatch(inner, a).await?;
+        dispatch(inner, a).await?;
     }
     for id in inner.store.instances_with_inbox(scope).await? {
         inner.actors.wake(&id);
@@ -190,4 +194,69 @@ pub(crate) async fn retry_stalled(inner: &Arc<Parts>, scope: &Scope) {
         }
         Err(e) => tracing::warn!(error = %e, "listing stalled instances failed"),
     }
+}
+
+/// Queues one claimed task (this app's own, or addressed to it by another app's instance) for
+/// this app's workers, unless the access policy denies its caller: then it fails at once.
+pub(crate) async fn dispatch(inner: &Arc<Parts>, t: ActivityTask) -> Result<()> {
+    if !inner.view.owns(&t.instance_id) {
+        return Ok(()); // handed off while the claim ran
+    }
+    let request = ActivityRequest::decode(t.request.as_slice())
+        .map_err(|e| EngineError::Internal(format!("stored activity request: {e}")))?;
+    if !t.app_id.is_empty() && !admitted(inner, &t, &request).await? {
+        return Ok(());
+    }
+    let job = Job::Activity {
+        generation: t.generation,
+        claim: t.claim,
+        request,
+    };
+    if let Absorb::Rerecord(r) = inner.hub.push_claimed(job) {
+        // Refused under its old claim before this claim got here: recorded under the new
+        // claim rather than run again.
+        spill(inner, vec![*r]);
+    }
+    Ok(())
+}
+
+/// Whether the app of the calling instance may have this app run the activity; a denied task is
+/// recorded as failed in the caller's history (under the claim just taken).
+async fn admitted(inner: &Arc<Parts>, t: &ActivityTask, request: &ActivityRequest) -> Result<bool> {
+    let access: &AccessPolicies = &inner.settings.access;
+    let me = inner.app_id();
+    if !access.governs(me) {
+        return Ok(true);
+    }
+    // The caller is the app recorded on the calling instance's row, which only that app's
+    // fenced owner writes (docs/multi-app.md, "Who is the caller").
+    let caller = match inner.store.get_instance(&t.instance_id).await? {
+        Some(m) => m.app_id,
+        None => return Ok(false), // purged: nothing to run or to tell
+    };
+    let target = Target::Activity(&request.name);
+    if access.allows(me, &caller, Operation::Schedule, target) {
+        return Ok(true);
+    }
+    let why = AccessPolicies::denial(me, &caller, Operation::Schedule, target);
+    tracing::warn!(instance = %t.instance_id, task_id = t.task_id, caller = %caller, "{why}");
+    metrics::counter!("weft_access_denied_total", "kind" => "activity").increment(1);
+    let details = failure(weft_config::DENIED_ERROR_TYPE, why);
+    let completion = ActivityCompletion {
+        instance_id: t.instance_id.clone(),
+        task_id: t.task_id,
+        generation: t.generation,
+        claim: Some(t.claim),
+        event: event(
+            inner.now(),
+            EventType::TaskFailed(TaskFailedEvent {
+                task_scheduled_id: t.task_id,
+                failure_details: Some(details),
+                task_execution_id: request.task_execution_id.clone(),
+                ..Default::default()
+            }),
+        ),
+    };
+    inner.committer.complete_activity(completion).await?;
+    Ok(false)
 }

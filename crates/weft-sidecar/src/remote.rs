@@ -1,32 +1,21 @@
-//! Cross-app tasks (multi-app workflows): activities that other apps' workflows address to this
-//! app are claimed by this app's owner of the calling instance's bucket, checked against the
-//! access policy, and dispatched to this app's workers; a denied one fails in the caller's
-//! history. Their results take the durable path into the caller's inbox (`worker_ops`).
+//! Cross-app work on the callee's side (multi-app workflows): the loop that claims activities
+//! other apps' workflows address to this app (dispatched by `recovery::dispatch`, which checks
+//! the access policy), the policy check of a cross-app child's start, and the backlog gauge.
 
-use crate::engine::Engine;
-use crate::error::{EngineError, Result};
-use crate::hub::{Absorb, Job};
 use crate::parts::Parts;
-use crate::route::Call;
-use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use weft_config::{AccessPolicies, Operation, Target};
-use weft_core::history::{event, failure};
+use weft_core::history::failure;
 use weft_proto::durabletask::{
-    ActivityRequest, CompleteWorkflowAction, HistoryEvent, OrchestrationStatus, TaskFailedEvent,
-    WorkflowAction, WorkflowResponse, history_event::EventType,
-    workflow_action::WorkflowActionType,
+    CompleteWorkflowAction, HistoryEvent, OrchestrationStatus, WorkflowAction, WorkflowResponse,
+    history_event::EventType, workflow_action::WorkflowActionType,
 };
-use weft_store::{ActivityCompletion, ActivityTask};
 
 /// How often new cross-app tasks are looked for without a hint (the store's notification is
 /// the fast path; this covers hints lost while its connection was down).
 const POLL: Duration = Duration::from_secs(2);
-
-/// The error type a task denied by the access policy fails with.
-pub(crate) const DENIED: &str = "PermissionDenied";
 
 /// Claims new cross-app tasks whenever the store hints at them (or every [`POLL`]), while this
 /// sidecar may act as owner.
@@ -47,7 +36,7 @@ pub(crate) async fn remote_task_loop(inner: Arc<Parts>, shutdown: CancellationTo
         match inner.store.claim_new_remote_activities(&scope).await {
             Ok(tasks) => {
                 for t in tasks {
-                    if let Err(e) = dispatch(&inner, t).await {
+                    if let Err(e) = crate::recovery::dispatch(&inner, t).await {
                         tracing::warn!(error = %e, "dispatching a cross-app task failed; a recovery scan retries it");
                         inner.resync_needed.notify_one();
                     }
@@ -56,71 +45,6 @@ pub(crate) async fn remote_task_loop(inner: Arc<Parts>, shutdown: CancellationTo
             Err(e) => tracing::warn!(error = %e, "claiming cross-app tasks failed"),
         }
     }
-}
-
-/// Queues one claimed task (this app's own, or addressed to it by another app's instance) for
-/// this app's workers, unless the access policy denies its caller: then it fails at once.
-pub(crate) async fn dispatch(inner: &Arc<Parts>, t: ActivityTask) -> Result<()> {
-    if !inner.view.owns(&t.instance_id) {
-        return Ok(()); // handed off while the claim ran
-    }
-    let request = ActivityRequest::decode(t.request.as_slice())
-        .map_err(|e| EngineError::Internal(format!("stored activity request: {e}")))?;
-    if !t.app_id.is_empty() && !admitted(inner, &t, &request).await? {
-        return Ok(());
-    }
-    let job = Job::Activity {
-        generation: t.generation,
-        claim: t.claim,
-        request,
-    };
-    if let Absorb::Rerecord(r) = inner.hub.push_claimed(job) {
-        // Refused under its old claim before this claim got here: recorded under the new
-        // claim rather than run again.
-        crate::recovery::spill(inner, vec![*r]);
-    }
-    Ok(())
-}
-
-/// Whether the app of the calling instance may have this app run the activity; a denied task is
-/// recorded as failed in the caller's history (under the claim just taken).
-async fn admitted(inner: &Arc<Parts>, t: &ActivityTask, request: &ActivityRequest) -> Result<bool> {
-    let access: &AccessPolicies = &inner.settings.access;
-    let me = inner.app_id();
-    if !access.governs(me) {
-        return Ok(true);
-    }
-    // The caller is the app recorded on the calling instance's row, which only that app's
-    // fenced owner writes (docs/multi-app.md, "Who is the caller").
-    let caller = match inner.store.get_instance(&t.instance_id).await? {
-        Some(m) => m.app_id,
-        None => return Ok(false), // purged: nothing to run or to tell
-    };
-    let target = Target::Activity(&request.name);
-    if access.allows(me, &caller, Operation::Schedule, target) {
-        return Ok(true);
-    }
-    let why = AccessPolicies::denial(me, &caller, Operation::Schedule, target);
-    tracing::warn!(instance = %t.instance_id, task_id = t.task_id, caller = %caller, "{why}");
-    metrics::counter!("weft_access_denied_total", "kind" => "activity").increment(1);
-    let details = failure(DENIED, why);
-    let completion = ActivityCompletion {
-        instance_id: t.instance_id.clone(),
-        task_id: t.task_id,
-        generation: t.generation,
-        claim: Some(t.claim),
-        event: event(
-            inner.now(),
-            EventType::TaskFailed(TaskFailedEvent {
-                task_scheduled_id: t.task_id,
-                failure_details: Some(details),
-                task_execution_id: request.task_execution_id.clone(),
-                ..Default::default()
-            }),
-        ),
-    };
-    inner.committer.complete_activity(completion).await?;
-    Ok(false)
 }
 
 /// Why the access policy refuses to run a new execution whose `ExecutionStarted` names a parent
@@ -164,7 +88,7 @@ pub(crate) fn denied_answer(instance_id: &str, why: String) -> WorkflowResponse 
             workflow_action_type: Some(WorkflowActionType::CompleteWorkflow(
                 CompleteWorkflowAction {
                     workflow_status: OrchestrationStatus::Failed as i32,
-                    failure_details: Some(failure(DENIED, why)),
+                    failure_details: Some(failure(weft_config::DENIED_ERROR_TYPE, why)),
                     ..Default::default()
                 },
             )),
@@ -174,67 +98,13 @@ pub(crate) fn denied_answer(instance_id: &str, why: String) -> WorkflowResponse 
     }
 }
 
-/// Refuses a client call forwarded from another app's sidecar unless this app's access policy
-/// lets `caller` perform it on the instance's workflow (`PERMISSION_DENIED`).
-pub(crate) async fn check_call(engine: &Engine, caller: &str, call: &Call) -> Result<()> {
-    let me = engine.inner.app_id();
-    let access: &AccessPolicies = &engine.inner.settings.access;
-    if !access.governs(me) {
-        return Ok(());
-    }
-    let (op, name) = match call {
-        Call::Start(c) => (Operation::Schedule, Some(c.name.clone())),
-        Call::Rerun(c) => {
-            let source = c
-                .request
-                .as_ref()
-                .map_or("", |r| r.source_instance_id.as_str());
-            (Operation::Rerun, workflow_name(engine, source).await?)
-        }
-        Call::Raise(c) => (
-            Operation::Raise,
-            workflow_name(engine, &c.instance_id).await?,
-        ),
-        Call::Terminate(c) => (
-            Operation::Terminate,
-            workflow_name(engine, &c.instance_id).await?,
-        ),
-        Call::Suspend(c) => (
-            Operation::Pause,
-            workflow_name(engine, &c.instance_id).await?,
-        ),
-        Call::Resume(c) => (
-            Operation::Resume,
-            workflow_name(engine, &c.instance_id).await?,
-        ),
-        Call::Purge(c) => (
-            Operation::Purge,
-            workflow_name(engine, &c.instance_id).await?,
-        ),
-    };
-    // An unknown instance is answered NOT_FOUND by the call itself.
-    let Some(name) = name else { return Ok(()) };
-    let target = Target::Workflow(&name);
-    if access.allows(me, caller, op, target) {
-        return Ok(());
-    }
-    metrics::counter!("weft_access_denied_total", "kind" => "client_call").increment(1);
-    let why = AccessPolicies::denial(me, caller, op, target);
-    tracing::warn!(instance = call.key(), "{why}");
-    Err(EngineError::PermissionDenied(why))
-}
-
-async fn workflow_name(engine: &Engine, id: &str) -> Result<Option<String>> {
-    Ok(engine.get_instance(id).await?.map(|m| m.name))
-}
-
 /// Publishes `weft_cross_app_tasks_waiting{target_app}`: cross-app tasks no sidecar of their
 /// app has claimed (the app has no serving sidecar, or none with a worker). Read from the store
 /// at scrape time, so any sidecar shows what waits for an app that has none running; an app
 /// whose backlog emptied is reported as 0 once.
-pub(crate) async fn publish_backlog(engine: &Engine) {
+pub(crate) async fn publish_backlog(inner: &Parts) {
     static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let Ok(now) = engine.inner.store.cross_app_backlog().await else {
+    let Ok(now) = inner.store.cross_app_backlog().await else {
         return; // the store is down: the last values stay
     };
     let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
