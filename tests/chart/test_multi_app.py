@@ -170,6 +170,19 @@ def test_existing_tls_secrets_name_one_per_app():
         assert {v["name"]: v for v in pod["volumes"]}["tls"]["secret"]["secretName"] == f"{app}-certs"
 
 
+def test_app_secrets_alone_still_need_the_placement_secret():
+    """An app's existingTlsSecret selects existing Secrets for the release: placement's is then
+    required too (not silently a generated CA for placement)."""
+    err = helm_template_error("--set-json", 'apps=[{"appId":"orders","existingTlsSecret":"orders-certs"}]')
+    assert "tls.existingSecrets.placement is required" in err, err
+
+
+def test_service_monitor_scrapes_every_apps_service():
+    docs = template(["-f", str(MULTI), "--set", "serviceMonitor.enabled=true"])
+    sel = tc.one(docs, "ServiceMonitor")["spec"]["selector"]["matchLabels"]
+    assert all(matches(sel, named(docs, "Service", f"weft-{a}")["metadata"]["labels"]) for a in ("orders", "billing"))
+
+
 def test_a_repeated_app_id_is_refused():
     err = helm_template_error("--set-json", 'apps=[{"appId":"orders"},{"appId":"billing"},{"appId":"orders"}]')
     assert 'apps[2].appId: "orders" is listed twice' in err, err

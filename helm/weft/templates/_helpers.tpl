@@ -208,10 +208,15 @@ app.kubernetes.io/component: sidecar
 {{- define "weft.tls.mode" -}}
 {{- if .Values.tls.enabled -}}
 {{- if .Values.tls.certManager.enabled -}}certManager
-{{- else if or .Values.tls.existingSecrets.placement .Values.tls.existingSecrets.sidecar -}}existing
+{{- else if or .Values.tls.existingSecrets.placement .Values.tls.existingSecrets.sidecar (include "weft.tls.appSecretsGiven" .) -}}existing
 {{- else -}}generated
 {{- end -}}
 {{- end -}}
+{{- end }}
+
+{{/* "true" when a listed app names its own existing TLS Secret. */}}
+{{- define "weft.tls.appSecretsGiven" -}}
+{{- range .Values.apps }}{{ if .existingTlsSecret }}true{{ end }}{{ end -}}
 {{- end }}
 
 {{- define "weft.tls.caSecretName" -}}
