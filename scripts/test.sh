@@ -186,12 +186,14 @@ if [ "$RUN_PY" = "1" ]; then
   ensure_haproxy
   run_suite "chart: helm lint, render, Kubernetes schemas, values schema" \
     "$ROOT/.venv-chart/bin/python" -m pytest -c tests/chart/pytest.ini --rootdir tests/chart \
-      tests/chart/test_chart.py
-  # The rendered placement StatefulSet and sidecar Deployment run as local processes; the SDK
+      tests/chart/test_chart.py tests/chart/test_multi_app.py
+  # The rendered placement StatefulSet and sidecar Deployment(s) (one app; two apps with the
+  # multi-app worker) run as local processes; the SDK
   # comes from .venv, PyYAML (to read the rendered manifests) from .venv-chart.
   run_suite "chart: rendered manifests as processes (dapr-ext-workflow 1.18.3)" \
     env WEFT_CHART_PYTHON="$ROOT/.venv-chart/bin/python" "$ROOT/.venv/bin/python" -m pytest \
-      -c tests/chart/pytest.ini --rootdir tests/chart tests/chart/test_rendered.py
+      -c tests/chart/pytest.ini --rootdir tests/chart tests/chart/test_rendered.py \
+      tests/chart/test_rendered_apps.py
 fi
 
 if [ "${#FAILED[@]}" -gt 0 ]; then

@@ -69,7 +69,7 @@ def test_ci_values_cover_the_cases():
     names = {p.name for p in CI_VALUES}
     assert {"ha-placement-values.yaml", "autoscaling-values.yaml", "bundled-postgresql-values.yaml",
             "external-database-token-values.yaml", "cert-manager-values.yaml",
-            "existing-tls-secrets-values.yaml"} <= names, names
+            "existing-tls-secrets-values.yaml", "multi-app-values.yaml"} <= names, names
 
 
 # Minimal schemas for the CRDs the chart renders (the Kubernetes schemas do not include them).

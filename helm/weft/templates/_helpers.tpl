@@ -112,18 +112,21 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- if or .Values.apiToken.value .Values.apiToken.existingSecret .Values.apiToken.generate }}true{{ end }}
 {{- end }}
 
-{{/* Pod anti-affinity spreading one component over nodes: (list $ "sidecar" "soft") */}}
+{{/* Pod anti-affinity spreading one component over nodes: (list $ "sidecar" "soft"), or with
+the selector labels given: (list $ "sidecar" "soft" LABELS) (one app's sidecars). */}}
 {{- define "weft.antiAffinity" -}}
 {{- $root := index . 0 -}}
 {{- $component := index . 1 -}}
 {{- $mode := index . 2 -}}
+{{- $labels := include "weft.selectorLabels" (list $root $component) -}}
+{{- if gt (len .) 3 }}{{ $labels = index . 3 }}{{ end -}}
 podAntiAffinity:
 {{- if eq $mode "hard" }}
   requiredDuringSchedulingIgnoredDuringExecution:
     - topologyKey: kubernetes.io/hostname
       labelSelector:
         matchLabels:
-          {{- include "weft.selectorLabels" (list $root $component) | nindent 10 }}
+          {{- $labels | nindent 10 }}
 {{- else }}
   preferredDuringSchedulingIgnoredDuringExecution:
     - weight: 100
@@ -131,7 +134,71 @@ podAntiAffinity:
         topologyKey: kubernetes.io/hostname
         labelSelector:
           matchLabels:
-            {{- include "weft.selectorLabels" (list $root $component) | nindent 12 }}
+            {{- $labels | nindent 12 }}
+{{- end }}
+{{- end }}
+
+{{/* ---- Apps: one sidecar Deployment (and Service, PDB, HPA, identity) per app ID ---- */}}
+
+{{/* The label naming a listed app's sidecars (Services select one app's pods by it). */}}
+{{- define "weft.appIdLabel" -}}weft.dev/app-id{{- end }}
+
+{{/* Fills (index . 1), a dict, with "apps": one entry per app the release runs. With `apps`
+empty that is `sidecar.appId` under the names of a single-app release (`FULLNAME-sidecar`, Service
+`FULLNAME`, no app-id label: existing installs render unchanged); else one per listed app, named
+`FULLNAME-APPID`, whose settings are `sidecar.*` with the app's overrides (maps merge key by key;
+resources, lists and other maps replace). A dict is filled rather than text returned so values
+keep their types. Entry: appId, name, serviceName, listed, selectorLabels, tlsSecret, settings. */}}
+{{- define "weft.apps" -}}
+{{- $root := index . 0 -}}
+{{- $out := index . 1 -}}
+{{- $fullname := include "weft.fullname" $root -}}
+{{- $sidecar := include "weft.selectorLabels" (list $root "sidecar") -}}
+{{- $apps := list -}}
+{{- if not $root.Values.apps -}}
+{{- $apps = append $apps (dict "appId" $root.Values.sidecar.appId "name" (printf "%s-sidecar" $fullname)
+    "serviceName" $fullname "listed" false "selectorLabels" $sidecar
+    "tlsSecret" (include "weft.tls.secretName" (list $root "sidecar")) "settings" $root.Values.sidecar) -}}
+{{- else -}}
+{{- $seen := dict -}}
+{{- $mode := include "weft.tls.mode" $root -}}
+{{- range $i, $a := $root.Values.apps -}}
+{{- if hasKey $seen $a.appId -}}
+{{- fail (printf "apps[%d].appId: %q is listed twice (each app ID once: it names the app's Deployment, Service and identity)" $i $a.appId) -}}
+{{- end -}}
+{{- $_ := set $seen $a.appId true -}}
+{{- $name := printf "%s-%s" $fullname $a.appId -}}
+{{- if gt (len $name) 63 -}}
+{{- fail (printf "apps[%d].appId: %q makes the name %q longer than 63 characters (shorten the app ID, the release name or fullnameOverride)" $i $a.appId $name) -}}
+{{- end -}}
+{{- $settings := deepCopy $root.Values.sidecar -}}
+{{- range $k, $v := omit $a "appId" "existingTlsSecret" -}}
+{{- if and (kindIs "map" $v) (has $k (list "autoscaling" "podDisruptionBudget" "service")) -}}
+{{- $_ := set $settings $k (mergeOverwrite (deepCopy (index $root.Values.sidecar $k)) $v) -}}
+{{- else -}}
+{{- $_ := set $settings $k $v -}}
+{{- end -}}
+{{- end -}}
+{{- $tlsSecret := printf "%s-%s-tls" $fullname $a.appId -}}
+{{- if eq $mode "existing" -}}
+{{- $tlsSecret = required (printf "apps[%d].existingTlsSecret is required with tls.existingSecrets (the Secret with app %s's certificate)" $i $a.appId) $a.existingTlsSecret -}}
+{{- end -}}
+{{- $labels := printf "%s\n%s: %s" $sidecar (include "weft.appIdLabel" $root) $a.appId -}}
+{{- $apps = append $apps (dict "appId" $a.appId "name" $name "serviceName" $name "listed" true
+    "selectorLabels" $labels "tlsSecret" $tlsSecret "settings" $settings) -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $out "apps" $apps -}}
+{{- end }}
+
+{{/* Labels of one app's objects (metadata and pod template): (list $ APP) */}}
+{{- define "weft.app.labels" -}}
+{{- $root := index . 0 -}}
+{{- $app := index . 1 -}}
+{{- include "weft.labels" $root }}
+app.kubernetes.io/component: sidecar
+{{- if $app.listed }}
+{{ include "weft.appIdLabel" $root }}: {{ $app.appId }}
 {{- end }}
 {{- end }}
 
@@ -141,10 +208,15 @@ podAntiAffinity:
 {{- define "weft.tls.mode" -}}
 {{- if .Values.tls.enabled -}}
 {{- if .Values.tls.certManager.enabled -}}certManager
-{{- else if or .Values.tls.existingSecrets.placement .Values.tls.existingSecrets.sidecar -}}existing
+{{- else if or .Values.tls.existingSecrets.placement .Values.tls.existingSecrets.sidecar (include "weft.tls.appSecretsGiven" .) -}}existing
 {{- else -}}generated
 {{- end -}}
 {{- end -}}
+{{- end }}
+
+{{/* "true" when a listed app names its own existing TLS Secret. */}}
+{{- define "weft.tls.appSecretsGiven" -}}
+{{- range .Values.apps }}{{ if .existingTlsSecret }}true{{ end }}{{ end -}}
 {{- end }}
 
 {{- define "weft.tls.caSecretName" -}}
@@ -230,7 +302,7 @@ the CA key is mounted into the init container only. (list $ "sidecar" ARGS) */}}
 {{- end }}
 {{- end }}
 
-{{/* (list $ "sidecar") */}}
+{{/* (list $ "placement"), or with the Secret named: (list $ "sidecar" SECRET) (one app's) */}}
 {{- define "weft.tls.volumes" -}}
 {{- $root := index . 0 -}}
 {{- $mode := include "weft.tls.mode" $root -}}
@@ -246,7 +318,7 @@ the CA key is mounted into the init container only. (list $ "sidecar" ARGS) */}}
 {{- else if $mode }}
 - name: tls
   secret:
-    secretName: {{ include "weft.tls.secretName" (list $root (index . 1)) }}
+    secretName: {{ if gt (len .) 2 }}{{ index . 2 }}{{ else }}{{ include "weft.tls.secretName" (list $root (index . 1)) }}{{ end }}
     defaultMode: 0440
 {{- end }}
 {{- end }}
