@@ -110,10 +110,16 @@ function pct(t, start, span) {
   return `${(((t - start) / span) * 100).toFixed(3)}%`;
 }
 
+// The app a cross-app activity or child runs in (multi-app workflows), as ` → app`.
+function target(it) {
+  const app = it.event && it.event.router && it.event.router.targetAppID;
+  return app ? ` → ${app}` : '';
+}
+
 function label(it) {
-  if (it.kind === 'activity') return `${it.name} · attempt ${it.attempt}`;
+  if (it.kind === 'activity') return `${it.name} · attempt ${it.attempt}${target(it)}`;
   if (it.kind === 'timer') return it.fireAt - it.from >= FOREVER_MS ? 'timer (wait without timeout)' : 'timer';
-  return `child ${it.name}`;
+  return `child ${it.name}${target(it)}`;
 }
 
 function describe(it) {
