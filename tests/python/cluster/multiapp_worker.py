@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import dapr.ext.workflow as wf
@@ -60,6 +61,17 @@ if ROLE == "caller":
                                                 propagation=wf.PropagationScope.LINEAGE)
         return {"own": own, "lineage": lineage}
 
+    @rt.workflow(name="retrying")
+    def retrying(ctx: wf.DaprWorkflowContext, key: str):
+        policy = wf.RetryPolicy(first_retry_interval=timedelta(milliseconds=200),
+                                max_number_of_attempts=3)
+        got = yield ctx.call_activity("flaky", input=key, app_id=TARGET, retry_policy=policy)
+        try:
+            yield ctx.call_activity("broken", input=key, app_id=TARGET)
+        except Exception as e:  # noqa: BLE001 - the failure details are what the test checks
+            return {"got": got, "caught": str(e)}
+        return {"got": got, "caught": None}
+
     @rt.workflow(name="wait_child")
     def wait_child(ctx: wf.DaprWorkflowContext, _):
         return (yield ctx.call_child_workflow("waiter", input=None, app_id=TARGET))
@@ -105,6 +117,19 @@ else:
         inner = yield ctx.call_activity("inspect", input=x,
                                         propagation=wf.PropagationScope.LINEAGE)
         return {"relay_saw": mine, "inspect_saw": inner}
+
+    _attempts: dict = {}
+
+    @rt.activity(name="flaky")
+    def flaky(ctx: wf.WorkflowActivityContext, key: str) -> int:
+        n = _attempts[key] = _attempts.get(key, 0) + 1
+        if n < 3:
+            raise RuntimeError(f"flaky attempt {n}")
+        return n
+
+    @rt.activity(name="broken")
+    def broken(ctx: wf.WorkflowActivityContext, key: str) -> int:
+        raise ValueError(f"broken for {key}")
 
     @rt.workflow(name="waiter")
     def waiter(ctx: wf.DaprWorkflowContext, _):

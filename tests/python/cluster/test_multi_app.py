@@ -90,6 +90,28 @@ def test_a_workflow_calls_an_activity_and_a_child_workflow_of_another_app(rig):
     assert http_get(f"http://{sa['http']}/v1.0/workflows/dapr/{child_id}?appID={A}")[0] == 404
 
 
+def test_failures_and_retries_cross_apps_as_within_one(rig):
+    """A cross-app activity's failure reaches the caller's code; a retry policy retries it in
+    the target app (each attempt a new cross-app task)."""
+    c, sa, (sb,) = two_apps(rig)
+    worker(rig, sa, "caller", "a")
+    worker(rig, sb, "callee", "b")
+    cl = client(sa)
+    iid = cl.schedule_new_workflow(workflow="retrying", input="k1", instance_id="retry-1")
+    st = completed(cl, iid)
+    assert st.runtime_status.name == "COMPLETED", st.failure_details
+    out = json.loads(st.serialized_output)
+    assert out["got"] == 3, out
+    assert "broken for k1" in out["caught"], out
+    events = history(sa, iid)
+    failed = [e for e in events if e["type"] == "TaskFailed"]
+    assert len(failed) == 3, events  # two flaky attempts and the broken one
+    assert failed[-1]["failure"]["errorType"] == "ValueError", failed[-1]
+    sched = [e for e in events if e["type"] == "TaskScheduled"]
+    assert [e["name"] for e in sched] == ["flaky"] * 3 + ["broken"], sched
+    assert all(e["router"]["targetAppID"] == B for e in sched), sched
+
+
 def test_history_propagates_across_apps(rig):
     """`propagation=` as the 1.18 SDK sends it: OWN_HISTORY hands B's activity A's events;
     LINEAGE hands B's child A's chunk, and the child's own LINEAGE activity both chunks."""
