@@ -13,21 +13,27 @@ use weft_proto::durabletask::{
     history_event::EventType, workflow_action::WorkflowActionType,
 };
 
-/// How often new cross-app tasks are looked for without a hint (the store's notification is
-/// the fast path; this covers hints lost while its connection was down).
-const POLL: Duration = Duration::from_secs(2);
+/// How often new cross-app tasks are looked for without a hint: a backstop where the store
+/// notifies (a reconnect also asks for a look), the only way where it does not.
+const POLL_NOTIFIED: Duration = Duration::from_secs(10);
+const POLL_UNNOTIFIED: Duration = Duration::from_secs(2);
 
-/// Claims new cross-app tasks whenever the store hints at them (or every [`POLL`]), while this
+/// Claims new cross-app tasks whenever the store hints at them (or every few seconds), while this
 /// sidecar may act as owner.
 pub(crate) async fn remote_task_loop(inner: Arc<Parts>, shutdown: CancellationToken) {
     if inner.view.registry.is_local_only() {
         return; // one sidecar serving one app: nobody else can address tasks to it
     }
+    let poll = if inner.store.subscribe().is_some() {
+        POLL_NOTIFIED
+    } else {
+        POLL_UNNOTIFIED
+    };
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = inner.remote_tasks.notified() => {}
-            _ = tokio::time::sleep(POLL) => {}
+            _ = tokio::time::sleep(poll) => {}
         }
         let scope = inner.view.scope();
         if scope.buckets.is_empty() || !inner.view.lease_valid() {

@@ -3,7 +3,9 @@ workflows (which call activities and child workflows of app B with `app_id=`), A
 registers app B's activities and workflows. TARGET_APP names app B for the caller.
 
 Every execution of a callee activity appends `exec <instance> <taskId> <pid> <t_ns>` to
-SIDE_DIR/events-<pid>.log (one write per line: survives SIGKILL), so a test can count runs.
+SIDE_DIR/events-<pid>.log (one write per line: survives SIGKILL), and `delivered ...` once the
+sidecar accepted its result, so a test can tell a permitted re-run (no result delivered yet)
+from a forbidden one.
 Prints `WORKER READY pid=N` once the runtime started.
 """
 
@@ -17,7 +19,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import dapr.ext.workflow as wf
+from dapr.ext.workflow._durabletask.internal import orchestrator_service_pb2_grpc as stubs
 
 SIDE = Path(os.environ["SIDE_DIR"])
 ROLE = os.environ["APP_ROLE"]
@@ -34,6 +36,25 @@ def record(kind: str, instance: str, task_id: int) -> None:
         _log.write(f"{kind} {instance} {task_id} {PID} {time.monotonic_ns()}\n")
         _log.flush()
 
+
+_orig_init = stubs.TaskHubSidecarServiceStub.__init__
+
+
+def _init(self, channel):
+    _orig_init(self, channel)
+    complete = self.CompleteActivityTask
+
+    def complete_activity(res, *args, **kwargs):
+        out = complete(res, *args, **kwargs)
+        record("delivered", res.instanceId, res.taskId)
+        return out
+
+    self.CompleteActivityTask = complete_activity
+
+
+stubs.TaskHubSidecarServiceStub.__init__ = _init
+
+import dapr.ext.workflow as wf  # noqa: E402  (after the stub is wrapped)
 
 rt = wf.WorkflowRuntime(worker_ready_timeout=30, maximum_thread_pool_workers=16)
 

@@ -32,15 +32,20 @@ def history(sidecar: dict, instance: str) -> list[dict]:
     return data["events"] if isinstance(data, dict) else data
 
 
-def execs(side_dir: Path) -> list[tuple[str, int, int]]:
-    """(instance, task id, worker pid) of every callee activity run."""
+def events(side_dir: Path, want: str) -> list[tuple[str, int, int, int]]:
+    """(instance, task id, worker pid, t_ns) of every `want` line of the callee workers."""
     out = []
     for p in sorted(side_dir.glob("events-*.log")):
         for line in p.read_text().splitlines():
-            kind, inst, task, pid, _ = line.split()
-            if kind == "exec":
-                out.append((inst, int(task), int(pid)))
+            kind, inst, task, pid, t = line.split()
+            if kind == want:
+                out.append((inst, int(task), int(pid), int(t)))
     return out
+
+
+def execs(side_dir: Path) -> list[tuple[str, int, int]]:
+    """(instance, task id, worker pid) of every callee activity run."""
+    return [(i, t, p) for i, t, p, _ in events(side_dir, "exec")]
 
 
 def worker(rig, sidecar: dict, role: str, name: str, **env):
@@ -284,6 +289,13 @@ def test_sigkill_of_a_callee_sidecar_loses_nothing(rig, run):
     for inst, task, pid in execs(rig.side_dir):
         first.setdefault((inst, task), pid)
     repeated = [k for k, n in runs.items() if n > 1]
+    # Never run again once its result was delivered (recorded in the caller's inbox).
+    delivered = {}
+    for inst, task, _, t in events(rig.side_dir, "delivered"):
+        delivered.setdefault((inst, task), t)
+    for inst, task, _, t in events(rig.side_dir, "exec"):
+        d = delivered.get((inst, task))
+        assert d is None or t < d, f"{inst}/{task} ran again after its result was delivered"
     print(f"\n{n_wf * fan} cross-app activities, {len(repeated)} run twice (all in flight on the killed sidecar)")
     assert all(first[k] == killed_worker for k in repeated), (repeated, first)
     assert max(runs.values()) <= 2, runs.most_common(3)
