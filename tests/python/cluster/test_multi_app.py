@@ -91,8 +91,16 @@ def test_a_workflow_calls_an_activity_and_a_child_workflow_of_another_app(rig):
     assert child_state["runtimeStatus"] == "COMPLETED", child_state
     started = history(sb, child_id)[0:3]
     assert any(e.get("router", {}).get("targetAppID") == B for e in started), started
-    # Named for another app, an instance is not found.
+    # Named for another app, an instance is not found; the CLI names the app with --app-id.
     assert http_get(f"http://{sa['http']}/v1.0/workflows/dapr/{child_id}?appID={A}")[0] == 404
+    weft = str(cluster_bin().with_name("weft"))
+    for app, code in ((B, 0), (A, 1)):
+        out = subprocess.run([weft, "workflow", "get", child_id, "--app-id", app,
+                              "--endpoint", f"http://{sa['http']}"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == code, (app, out.stdout, out.stderr)
+        if code == 0:
+            assert "COMPLETED" in out.stdout and "ship" in out.stdout, out.stdout
 
 
 def test_failures_and_retries_cross_apps_as_within_one(rig):

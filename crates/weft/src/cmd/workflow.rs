@@ -82,6 +82,11 @@ pub struct GlobalOpts {
         value_parser = parse_timeout
     )]
     pub timeout: Duration,
+
+    /// The app the instance belongs to (for `start`: the app to start it in), when it is not the
+    /// app of the sidecar at `--endpoint`: sent as `appID` (docs/multi-app.md).
+    #[arg(long, global = true, value_name = "APP_ID")]
+    pub app_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -262,7 +267,9 @@ async fn execute(args: WorkflowArgs) -> Result<String, Failure> {
         .api_token
         .or_else(|| std::env::var("DAPR_API_TOKEN").ok())
         .filter(|t| !t.is_empty());
-    let api = Api::new(base, token, global.timeout).map_err(Failure::Other)?;
+    let api = Api::new(base, token, global.timeout)
+        .map_err(Failure::Other)?
+        .for_app(global.app_id.filter(|a| !a.is_empty()));
     let human = global.output == OutputFormat::Human;
     let render = |v: &Value, human_text: String| {
         if human { human_text } else { render::json(v) }

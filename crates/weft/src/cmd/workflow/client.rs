@@ -106,6 +106,8 @@ pub struct Api {
     http: reqwest::Client,
     base: Url,
     token: Option<String>,
+    /// Sent as `appID` on Dapr's instance operations (a cross-app call).
+    app_id: Option<String>,
 }
 
 impl Api {
@@ -115,7 +117,20 @@ impl Api {
             .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
             .user_agent(concat!("weft-cli/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Api { http, base, token })
+        Ok(Api {
+            http,
+            base,
+            token,
+            app_id: None,
+        })
+    }
+
+    /// The same connection, naming `app` on every instance operation.
+    pub fn for_app(self, app: Option<String>) -> Self {
+        Api {
+            app_id: app,
+            ..self
+        }
     }
 
     /// The endpoint as shown in messages (no trailing slash, so it reads like what was typed).
@@ -143,7 +158,11 @@ impl Api {
     fn workflow_url(&self, tail: &[&str], query: &[(&str, &str)]) -> Url {
         let mut segments = vec!["v1.0", "workflows", "dapr"];
         segments.extend_from_slice(tail);
-        self.url(&segments, query)
+        let mut query = query.to_vec();
+        if let Some(app) = &self.app_id {
+            query.push(("appID", app));
+        }
+        self.url(&segments, &query)
     }
 
     /// `POST /v1.0/workflows/dapr/{name}/start[?instanceID=]` with the raw input as body.
@@ -371,6 +390,17 @@ mod tests {
             "http://h:1/prefix/weft/v1/instances?limit=5"
         );
         assert_eq!(a.endpoint(), "http://h:1/prefix");
+        // Another app's instance: every Dapr instance operation names it.
+        let b = api("http://h:1").for_app(Some("appb".into()));
+        assert_eq!(
+            b.workflow_url(&["x-1", "terminate"], &[]).as_str(),
+            "http://h:1/v1.0/workflows/dapr/x-1/terminate?appID=appb"
+        );
+        assert_eq!(
+            b.workflow_url(&["w", "start"], &[("instanceID", "a-1")])
+                .as_str(),
+            "http://h:1/v1.0/workflows/dapr/w/start?instanceID=a-1&appID=appb"
+        );
     }
 
     #[test]
