@@ -85,7 +85,7 @@ pub struct GlobalOpts {
 
     /// The app the instance belongs to (for `start`: the app to start it in), when it is not the
     /// app of the sidecar at `--endpoint`: sent as `appID` (docs/multi-app.md).
-    #[arg(long, global = true, value_name = "APP_ID")]
+    #[arg(long, global = true, env = "WEFT_APP_ID", value_name = "APP_ID")]
     pub app_id: Option<String>,
 }
 
