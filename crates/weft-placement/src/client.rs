@@ -59,6 +59,8 @@ struct Shared {
     versions: Mutex<Vec<u64>>,
 }
 
+/// How long a new session waits for the node's first answer (a table or a redirect).
+const FIRST_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 const VERSION_LOG_LIMIT: usize = 100_000;
 
 /// Changes the actor types a [`PlacementClient`] offers; cheap to clone, usable from any task.
@@ -320,10 +322,21 @@ impl Worker {
         {
             return SessionEnd::Failed("outbound closed".into());
         }
-        let mut inbound = match client.report_status(ReceiverStream::new(out_rx)).await {
-            Ok(r) => r.into_inner(),
-            Err(e) => return SessionEnd::from_status(&e),
+        // A node answers a registration at once (a table, or a redirect). A session that hears
+        // nothing is abandoned and dialled again: a connection made through a path that was cut
+        // and healed can stay open without ever reaching a node (seen once in the partition
+        // fault test: the healed sidecar never came back), and waiting on it would be forever.
+        let first_by = tokio::time::Instant::now() + FIRST_ANSWER_TIMEOUT;
+        let opened =
+            tokio::time::timeout_at(first_by, client.report_status(ReceiverStream::new(out_rx)));
+        let mut inbound = match opened.await {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(e)) => return SessionEnd::from_status(&e),
+            Err(_) => {
+                return SessionEnd::Failed("placement did not answer the registration".into());
+            }
         };
+        let mut answered = false;
         let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
         heartbeat.reset();
         // A killed leader resets the connection (stream error at once); a hung one is caught by
@@ -352,7 +365,11 @@ impl Worker {
                         }
                     }
                 }
+                _ = tokio::time::sleep_until(first_by), if !answered => {
+                    return SessionEnd::Failed("placement did not answer the registration".into());
+                }
                 msg = inbound.next() => {
+                    answered = true;
                     let msg = match msg {
                         None => return SessionEnd::Failed("stream ended".into()),
                         Some(Err(e)) => return SessionEnd::from_status(&e),

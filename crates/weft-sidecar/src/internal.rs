@@ -172,35 +172,27 @@ async fn check_call(engine: &Engine, caller: &str, call: &Call) -> crate::error:
     if !access.governs(me) {
         return Ok(());
     }
-    let (op, name) = match call {
-        Call::Start(c) => (Operation::Schedule, Some(c.name.clone())),
+    let op = match call {
+        Call::Start(_) => Operation::Schedule,
+        Call::Rerun(_) => Operation::Rerun,
+        Call::Raise(_) => Operation::Raise,
+        Call::Terminate(_) => Operation::Terminate,
+        Call::Suspend(_) => Operation::Pause,
+        Call::Resume(_) => Operation::Resume,
+        Call::Purge(_) => Operation::Purge,
+    };
+    // The workflow the call is about: a start names it; a rerun is of its source instance;
+    // the others act on the instance they are keyed by.
+    let name = match call {
+        Call::Start(c) => Some(c.name.clone()),
         Call::Rerun(c) => {
             let source = c
                 .request
                 .as_ref()
                 .map_or("", |r| r.source_instance_id.as_str());
-            (Operation::Rerun, workflow_name(engine, source).await?)
+            workflow_name(engine, source).await?
         }
-        Call::Raise(c) => (
-            Operation::Raise,
-            workflow_name(engine, &c.instance_id).await?,
-        ),
-        Call::Terminate(c) => (
-            Operation::Terminate,
-            workflow_name(engine, &c.instance_id).await?,
-        ),
-        Call::Suspend(c) => (
-            Operation::Pause,
-            workflow_name(engine, &c.instance_id).await?,
-        ),
-        Call::Resume(c) => (
-            Operation::Resume,
-            workflow_name(engine, &c.instance_id).await?,
-        ),
-        Call::Purge(c) => (
-            Operation::Purge,
-            workflow_name(engine, &c.instance_id).await?,
-        ),
+        _ => workflow_name(engine, call.key()).await?,
     };
     // An unknown instance is answered NOT_FOUND by the call itself.
     let Some(name) = name else { return Ok(()) };

@@ -20,40 +20,10 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 
-from dapr.ext.workflow._durabletask.internal import orchestrator_service_pb2_grpc as stubs
+from worker_events import PID, record
 
-SIDE = Path(os.environ["SIDE_DIR"])
 ACT_SLEEP = float(os.environ.get("ACT_SLEEP", "0"))
-PID = os.getpid()
-_log = open(SIDE / f"events-{PID}.log", "a", buffering=1)
-_lock = threading.Lock()
-
-
-def record(kind: str, instance: str, task_id: int) -> None:
-    # one write(2) per line: survives a SIGKILL of this process
-    with _lock:
-        _log.write(f"{kind} {instance} {task_id} {PID} {time.monotonic_ns()}\n")
-        _log.flush()
-
-
-_orig_init = stubs.TaskHubSidecarServiceStub.__init__
-
-
-def _init(self, channel):
-    _orig_init(self, channel)
-    complete = self.CompleteActivityTask
-
-    def complete_activity(res, *args, **kwargs):
-        out = complete(res, *args, **kwargs)
-        record("delivered", res.instanceId, res.taskId)
-        return out
-
-    self.CompleteActivityTask = complete_activity
-
-
-stubs.TaskHubSidecarServiceStub.__init__ = _init
 
 from dapr.ext.workflow._durabletask import worker as _dt_worker  # noqa: E402
 

@@ -17,42 +17,12 @@ import sys
 import threading
 import time
 from datetime import timedelta
-from pathlib import Path
 
-from dapr.ext.workflow._durabletask.internal import orchestrator_service_pb2_grpc as stubs
+from worker_events import PID, record
 
-SIDE = Path(os.environ["SIDE_DIR"])
 ROLE = os.environ["APP_ROLE"]
 TARGET = os.environ.get("TARGET_APP", "")
 ACT_SLEEP = float(os.environ.get("ACT_SLEEP", "0"))
-PID = os.getpid()
-SIDE.mkdir(parents=True, exist_ok=True)
-_log = open(SIDE / f"events-{PID}.log", "a", buffering=1)
-_lock = threading.Lock()
-
-
-def record(kind: str, instance: str, task_id: int) -> None:
-    with _lock:
-        _log.write(f"{kind} {instance} {task_id} {PID} {time.monotonic_ns()}\n")
-        _log.flush()
-
-
-_orig_init = stubs.TaskHubSidecarServiceStub.__init__
-
-
-def _init(self, channel):
-    _orig_init(self, channel)
-    complete = self.CompleteActivityTask
-
-    def complete_activity(res, *args, **kwargs):
-        out = complete(res, *args, **kwargs)
-        record("delivered", res.instanceId, res.taskId)
-        return out
-
-    self.CompleteActivityTask = complete_activity
-
-
-stubs.TaskHubSidecarServiceStub.__init__ = _init
 
 import dapr.ext.workflow as wf  # noqa: E402  (after the stub is wrapped)
 
