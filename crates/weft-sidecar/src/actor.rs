@@ -153,9 +153,12 @@ impl Actor {
                         self.held.push(Held { seq: 0, result: *r });
                     }
                 }
-                ActorMsg::Oversize { .. } | ActorMsg::Handoff | ActorMsg::Lapsed => {}
+                ActorMsg::Oversize { .. }
+                | ActorMsg::Handoff
+                | ActorMsg::Lapsed
+                | ActorMsg::Spill(_) => {}
                 #[cfg(test)]
-                ActorMsg::Panic => {}
+                ActorMsg::Panic | ActorMsg::Held(_) => {}
             }
         }
         // Results accepted here go through the durable path; the new owner (or a fresh actor)
@@ -183,6 +186,22 @@ impl Actor {
                     result: r,
                 });
             }
+        }
+    }
+
+    /// The worker that delivered a held result waited `fold_wait` for the turn carrying it
+    /// (`Directory::fold_overdue`): a copy is recorded through the durable path and answers it.
+    /// The turn keeps the result, whether a worker holds it now or it is yet to be prepared:
+    /// whichever of the turn's checkpoint and the copy lands second finds the task row gone,
+    /// and the inbox copy of a result already in history is dropped as a duplicate.
+    fn spill_overdue(&mut self, key: (i32, i64)) {
+        if let Some(h) = self
+            .held
+            .iter_mut()
+            .find(|h| h.result.key() == key && h.result.ack.is_some())
+        {
+            let copy = h.result.durable_copy();
+            recovery::spill(&self.inner, vec![copy]);
         }
     }
 
@@ -219,7 +238,9 @@ impl Actor {
             self.pending = None;
         }
         if self.held.iter().any(|h| h.result.key() == r.key()) {
-            return None; // the same result twice (a re-run): one is enough
+            // The same result twice (a re-run): the copy takes the durable path, where the
+            // task's claim decides, and history keeps one.
+            return Some(r);
         }
         let seq = self.next_held_seq;
         self.next_held_seq -= 1;
@@ -325,6 +346,10 @@ impl Actor {
         match msg {
             #[cfg(test)]
             ActorMsg::Panic => panic!("actor of '{}' panics (test)", self.id),
+            #[cfg(test)]
+            ActorMsg::Held(tx) => {
+                let _ = tx.send(self.held.len());
+            }
             ActorMsg::Lapsed => {
                 if self.pending.take().is_some() && !self.inner.hub.withdraw_workflow(&self.id) {
                     self.inner.hub.forget_workflow(&self.id);
@@ -354,6 +379,7 @@ impl Actor {
                 let result = self.completed(*resp, s).await;
                 let _ = reply.send(result);
             }
+            ActorMsg::Spill(key) => self.spill_overdue(key),
             _ if s.leaving.is_some() => {
                 // Handing off: nothing new starts here (a new actor will, if the instance
                 // is ours again when this one stops).
@@ -390,11 +416,12 @@ impl Actor {
             ActorMsg::Purged => {
                 self.pending = None;
                 self.state = None;
-                // Their task rows went with the instance.
-                for h in self.held.drain(..) {
+                // Their task rows went with the instance: nothing will run again.
+                for mut h in self.held.drain(..) {
                     self.inner
                         .hub
                         .transit_end(&crate::hub::transit_key(&h.result));
+                    h.result.acknowledge(Ok(()));
                 }
                 s.dirty = true;
             }

@@ -7,9 +7,13 @@ use crate::mailbox::{ActivityResult, ActorMsg};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use weft_core::InstanceMeta;
 use weft_store::Fence;
+
+/// How long folding pauses after a worker waited out `fold_wait` (see `Directory::fold_overdue`).
+const FOLD_PAUSE: Duration = Duration::from_secs(5);
 
 type Mailboxes = HashMap<String, mpsc::UnboundedSender<ActorMsg>>;
 
@@ -26,6 +30,9 @@ pub(crate) struct Directory {
     /// Asks the resync loop for a recovery scan (an actor panicked and lost what it held).
     resync_needed: Arc<Notify>,
     fold_results: bool,
+    /// Until when results take the durable path because a worker waited too long for a turn
+    /// (`fold_overdue`).
+    fold_paused_until: Mutex<Option<Instant>>,
     /// Shutdown drain began: results take the durable path (no actor holds them any more).
     pub(crate) draining: AtomicBool,
     /// Instance rows that changed: with the committed row when the writer has it (so waiters
@@ -47,6 +54,7 @@ impl Directory {
             hub,
             resync_needed,
             fold_results,
+            fold_paused_until: Mutex::new(None),
             draining: AtomicBool::new(false),
             changes: broadcast::channel(4096).0,
         }
@@ -117,7 +125,11 @@ impl Directory {
     /// (no actor in memory, not owned here, or the actor refused: see `Actor::accept`).
     pub(crate) async fn fold(&self, r: ActivityResult) -> Option<ActivityResult> {
         let id = r.completion.instance_id.as_str();
-        if !self.fold_results || self.draining.load(Ordering::SeqCst) || !self.view.owns(id) {
+        if !self.fold_results
+            || self.draining.load(Ordering::SeqCst)
+            || self.fold_paused()
+            || !self.view.owns(id)
+        {
             return Some(r);
         }
         let tx = match self.lock().get(id) {
@@ -134,6 +146,37 @@ impl Directory {
         // An actor always answers (refusing from its mailbox drain when it stops); should it
         // vanish anyway, the result is lost with it and the task row makes it run again.
         answer.await.unwrap_or(None).map(|r| *r)
+    }
+
+    /// A worker has waited `fold_wait` for the turn that folds its result: the actor records it
+    /// durably now, and folding pauses for [`FOLD_PAUSE`]. A worker whose activities and turns
+    /// share one pool of threads or permits (the Python SDK's thread pool) cannot run that turn
+    /// while its activity calls wait, so under load every fold would wait out the deadline;
+    /// paused, its results take the durable path (two commits a step, answered at once) and
+    /// only one deadline per pause is lost. Idle workers never hit the deadline.
+    pub(crate) fn fold_overdue(&self, id: &str, key: (i32, i64)) {
+        metrics::counter!("weft_activity_fold_waits_overdue_total").increment(1);
+        let until = Instant::now() + FOLD_PAUSE;
+        let mut paused = self
+            .fold_paused_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if paused.is_none_or(|t| t < until) {
+            if paused.is_none_or(|t| t < Instant::now()) {
+                tracing::info!(instance = %id, pause = ?FOLD_PAUSE, "an activity result waited too long for its turn; folding paused");
+            }
+            *paused = Some(until);
+        }
+        drop(paused);
+        self.send_existing(id, ActorMsg::Spill(key));
+    }
+
+    fn fold_paused(&self) -> bool {
+        let paused = self
+            .fold_paused_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        paused.is_some_and(|t| Instant::now() < t)
     }
 
     /// Tells an active actor its instance was purged (an idle one has nothing to forget).

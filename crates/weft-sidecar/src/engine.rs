@@ -35,6 +35,11 @@ pub const DEFAULT_MAX_PAYLOAD: usize = 4 * 1024 * 1024 - 64 * 1024;
 /// whose turn would be larger stalls (`PAYLOAD_SIZE_EXCEEDED`) instead of crashing the stream.
 pub const DEFAULT_MAX_WORK_ITEM: usize = 4 * 1024 * 1024;
 
+/// Default of [`EngineConfig::fold_wait`]: far above a turn's round trip under load (tens of
+/// milliseconds), and short enough that a worker which cannot run the turn while it waits
+/// loses little before its result takes the durable path.
+pub const DEFAULT_FOLD_WAIT: Duration = Duration::from_millis(250);
+
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub app_id: String,
@@ -50,8 +55,17 @@ pub struct EngineConfig {
     /// how long a sidecar that gained a key from a live sidecar waits before loading it.
     pub handoff_timeout: Duration,
     /// Fold an activity's result into the turn it wakes (one commit per idle step) when the
-    /// instance's actor is in memory; off, every result is first recorded on its own.
+    /// instance's actor is in memory; off, every result is first recorded on its own. Either
+    /// way the worker's `CompleteActivityTask` is answered once the result is durable.
     pub fold_activity_results: bool,
+    /// How long a worker's `CompleteActivityTask` waits for the turn that folds its result to
+    /// commit before the result is recorded on its own (and folding pauses for a while).
+    pub fold_wait: Duration,
+    /// Mutation checks only (the simulation's `fold_answer` mutation): answer a worker's
+    /// `CompleteActivityTask` as soon as its result is held in memory, before the turn that
+    /// folds it commits — the guard issue 19 added, removed. Never set it otherwise.
+    #[doc(hidden)]
+    pub unguarded_fold_answer: bool,
     /// Length of this sidecar's ownership lease in the store (with placement only): a sidecar
     /// that could not renew it stops acting as owner after 3/4 of it, and its buckets may be
     /// taken over once it ran out.
@@ -74,6 +88,8 @@ impl Default for EngineConfig {
             slot_lease: Duration::from_secs(10),
             handoff_timeout: Duration::from_secs(3),
             fold_activity_results: true,
+            fold_wait: DEFAULT_FOLD_WAIT,
+            unguarded_fold_answer: false,
             lease_ttl: Duration::from_secs(4),
             clock: Arc::new(SystemClock),
             access: Arc::default(),
@@ -158,6 +174,8 @@ impl Engine {
                 app_id: cfg.app_id,
                 idle_timeout: cfg.idle_timeout,
                 handoff_timeout: cfg.handoff_timeout,
+                fold_wait: cfg.fold_wait,
+                unguarded_fold_answer: cfg.unguarded_fold_answer,
                 max_work_item: cfg.max_work_item_bytes,
                 max_payload: cfg.max_payload_bytes,
                 slot_lease: cfg.slot_lease,

@@ -88,30 +88,62 @@ pub(crate) async fn answer(engine: &Engine, item: WorkItem, actions: Vec<Workflo
         .unwrap();
 }
 
-/// Answers the activity in `item` with its task ID as the result.
-pub(crate) async fn complete(engine: &Engine, item: &WorkItem) {
+/// A worker's `CompleteActivityTask` in flight.
+pub(crate) type Call = tokio::task::JoinHandle<crate::error::Result<()>>;
+
+/// Answers the activity in `item` with its task ID as the result, without waiting for the
+/// answer, as a worker's call runs beside its turns: with folding, it returns only once the
+/// turn consuming the result committed.
+pub(crate) fn complete(engine: &Engine, item: &WorkItem) -> Call {
     let Some(Request::ActivityRequest(a)) = &item.request else {
         panic!("expected an activity, got {item:?}");
     };
-    engine
-        .complete_activity(ActivityResponse {
-            instance_id: "f".into(),
-            task_id: a.task_id,
-            result: Some(a.task_id.to_string()),
-            completion_token: item.completion_token.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let resp = ActivityResponse {
+        instance_id: "f".into(),
+        task_id: a.task_id,
+        result: Some(a.task_id.to_string()),
+        completion_token: item.completion_token.clone(),
+        ..Default::default()
+    };
+    let engine = engine.clone();
+    tokio::spawn(async move { engine.complete_activity(resp).await })
 }
 
-/// Answers the activity in `item` and returns the next workflow turn's new event kinds.
+/// The answer to a completion call (within the deadline).
+pub(crate) async fn answered(call: Call) -> crate::error::Result<()> {
+    tokio::time::timeout(DEADLINE, call)
+        .await
+        .expect("the completion call answered within the deadline")
+        .expect("the completion call did not panic")
+}
+
+/// Waits until the actor of `f` holds `n` results in memory.
+pub(crate) async fn holding(engine: &Engine, n: usize) {
+    let waited = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            engine
+                .inner
+                .actors
+                .send_existing("f", crate::mailbox::ActorMsg::Held(tx));
+            if rx.await.is_ok_and(|held| held == n) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "the actor never held {n} results");
+}
+
+/// Answers the activity in `item` and returns the next workflow turn, its new event kinds, and
+/// the completion call (answered once that turn commits, when the result was folded).
 pub(crate) async fn run_activity(
     engine: &Engine,
     rx: &mut Items,
     item: WorkItem,
-) -> (WorkItem, Vec<String>) {
-    complete(engine, &item).await;
+) -> (WorkItem, Vec<String>, Call) {
+    let call = complete(engine, &item);
     let turn = next(rx).await;
     let Some(Request::WorkflowRequest(r)) = &turn.request else {
         panic!("expected a workflow turn, got {turn:?}");
@@ -121,7 +153,15 @@ pub(crate) async fn run_activity(
         .iter()
         .map(|e| weft_core::history::kind(e).to_string())
         .collect();
-    (turn, kinds)
+    (turn, kinds, call)
+}
+
+/// Folding with a `fold_wait` no test outlasts: results are durable only through their turns.
+pub(crate) fn patient() -> EngineConfig {
+    EngineConfig {
+        fold_wait: Duration::from_secs(60),
+        ..Default::default()
+    }
 }
 
 pub(crate) fn task_completed_count(h: &[HistoryEvent]) -> usize {
@@ -141,9 +181,10 @@ async fn an_idle_step_commits_once_and_reads_no_inbox() {
             spy.counts.checkpoints.load(Ordering::SeqCst),
             spy.counts.inbox_reads.load(Ordering::SeqCst),
         );
-        let (turn, kinds) = run_activity(&engine, &mut rx, activity).await;
+        let (turn, kinds, call) = run_activity(&engine, &mut rx, activity).await;
         assert_eq!(kinds, ["WorkflowStarted", "TaskCompleted"], "step {step}");
         answer(&engine, turn, vec![schedule(step + 1)]).await;
+        answered(call).await.unwrap();
         // The result and the turn it woke share one checkpoint; nothing was read.
         assert_eq!(
             spy.counts.checkpoints.load(Ordering::SeqCst) - cps,
@@ -191,8 +232,9 @@ async fn a_result_for_a_retired_actor_takes_the_durable_path() {
     })
     .await;
     assert!(retired.is_ok(), "the idle actor retires");
-    let (turn, kinds) = run_activity(&engine, &mut rx, activity).await;
+    let (turn, kinds, call) = run_activity(&engine, &mut rx, activity).await;
     assert_eq!(kinds, ["WorkflowStarted", "TaskCompleted"]);
+    answered(call).await.unwrap();
     assert_eq!(spy.counts.results.load(Ordering::SeqCst), 1);
     answer(&engine, turn, vec![complete_workflow(1)]).await;
     let h = engine.history("f").await.unwrap().unwrap();
@@ -209,7 +251,7 @@ async fn a_result_during_a_held_turn_takes_the_durable_path() {
     answer(&engine, first, vec![schedule(0), schedule(1)]).await;
     let (a0, a1) = (next(&mut rx).await, next(&mut rx).await);
     // a0 folds into a turn the worker then holds; a1 arrives meanwhile.
-    let (turn, kinds) = run_activity(&engine, &mut rx, a0).await;
+    let (turn, kinds, a0_call) = run_activity(&engine, &mut rx, a0).await;
     assert_eq!(kinds, ["WorkflowStarted", "TaskCompleted"]);
     let Some(Request::ActivityRequest(r1)) = &a1.request else {
         panic!("expected an activity");
@@ -226,6 +268,7 @@ async fn a_result_during_a_held_turn_takes_the_durable_path() {
         .unwrap();
     assert_eq!(spy.counts.results.load(Ordering::SeqCst), 1);
     answer(&engine, turn, vec![]).await;
+    answered(a0_call).await.unwrap();
     let turn = next(&mut rx).await;
     let Some(Request::WorkflowRequest(r)) = &turn.request else {
         panic!("expected a workflow turn");
@@ -246,13 +289,18 @@ async fn a_panicking_actor_loses_its_held_result_but_not_the_instance() {
     let first = next(&mut rx).await;
     answer(&engine, first, vec![schedule(0)]).await;
     let activity = next(&mut rx).await;
-    let (_held_turn, kinds) = run_activity(&engine, &mut rx, activity).await;
+    let (_held_turn, kinds, call) = run_activity(&engine, &mut rx, activity).await;
     assert_eq!(kinds, ["WorkflowStarted", "TaskCompleted"]);
     assert_eq!(spy.counts.results.load(Ordering::SeqCst), 0, "folded");
     engine
         .inner
         .actors
         .send_existing("f", crate::mailbox::ActorMsg::Panic);
+    // The worker learns its result was not recorded (the activity runs again).
+    assert!(matches!(
+        answered(call).await,
+        Err(crate::error::EngineError::Unavailable(_))
+    ));
     // The activity comes back (its task row was never deleted); turns meanwhile get no actions.
     let again = tokio::time::timeout(DEADLINE, async {
         loop {
@@ -265,9 +313,10 @@ async fn a_panicking_actor_loses_its_held_result_but_not_the_instance() {
     })
     .await
     .expect("the activity is dispatched again after the panic");
-    let (turn, kinds) = run_activity(&engine, &mut rx, again).await;
+    let (turn, kinds, call) = run_activity(&engine, &mut rx, again).await;
     assert!(kinds.contains(&"TaskCompleted".to_string()), "{kinds:?}");
     answer(&engine, turn, vec![complete_workflow(1)]).await;
+    answered(call).await.unwrap();
     let meta = engine.get_instance("f").await.unwrap().unwrap();
     assert_eq!(meta.status, weft_core::RuntimeStatus::Completed);
     let h = engine.history("f").await.unwrap().unwrap();
@@ -281,7 +330,7 @@ async fn a_panicking_actor_loses_its_held_result_but_not_the_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_folded_into_a_queued_turn_read_no_inbox() {
     const N: i32 = 8;
-    let (spy, engine, mut rx, shutdown) = setup(EngineConfig::default()).await;
+    let (spy, engine, mut rx, shutdown) = setup(patient()).await;
     let first = next(&mut rx).await;
     answer(&engine, first, (0..N).map(schedule).collect()).await;
     let mut activities = Vec::new();
@@ -291,9 +340,8 @@ async fn results_folded_into_a_queued_turn_read_no_inbox() {
     // No worker takes the turn the results prepare: it stays queued while they arrive.
     engine.inner.hub.pause();
     let reads = spy.counts.inbox_reads.load(Ordering::SeqCst);
-    for item in &activities {
-        complete(&engine, item).await;
-    }
+    let calls: Vec<Call> = activities.iter().map(|a| complete(&engine, a)).collect();
+    holding(&engine, N as usize).await;
     assert_eq!(spy.counts.results.load(Ordering::SeqCst), 0, "all folded");
     let read = spy.counts.inbox_reads.load(Ordering::SeqCst) - reads;
     assert!(read <= 1, "{read} inbox reads for {N} folded results");
@@ -304,6 +352,9 @@ async fn results_folded_into_a_queued_turn_read_no_inbox() {
     };
     assert_eq!(task_completed_count(&r.new_events), N as usize);
     answer(&engine, turn, vec![]).await;
+    for call in calls {
+        answered(call).await.unwrap();
+    }
     let h = engine.history("f").await.unwrap().unwrap();
     assert_eq!(task_completed_count(&h), N as usize);
     shutdown.cancel();
@@ -322,11 +373,77 @@ async fn a_result_with_an_unknown_outcome_is_not_dispatched_again() {
     answer(&engine, first, vec![schedule(0)]).await;
     let act = next(&mut rx).await;
     spy.fail_next_results(crate::testing::Fail::Unknown);
-    complete(&engine, &act).await;
+    answered(complete(&engine, &act)).await.unwrap();
     let turn = next(&mut rx).await;
     assert!(
         matches!(turn.request, Some(Request::WorkflowRequest(_))),
         "the activity was dispatched again: {turn:?}"
     );
+    shutdown.cancel();
+}
+
+/// The worker's `CompleteActivityTask` returns only once the turn that folded its result has
+/// committed: a result it was told is recorded is never lost with the sidecar (issue 19).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_is_answered_once_the_turn_folding_its_result_committed() {
+    let (spy, engine, mut rx, shutdown) = setup(patient()).await;
+    let first = next(&mut rx).await;
+    answer(&engine, first, vec![schedule(0)]).await;
+    let activity = next(&mut rx).await;
+    let cps = spy.counts.checkpoints.load(Ordering::SeqCst);
+    let (turn, kinds, mut call) = run_activity(&engine, &mut rx, activity).await;
+    assert_eq!(kinds, ["WorkflowStarted", "TaskCompleted"]);
+    let early = tokio::time::timeout(Duration::from_millis(100), &mut call).await;
+    assert!(
+        early.is_err(),
+        "answered before the turn carrying the result committed: {early:?}"
+    );
+    answer(&engine, turn, vec![complete_workflow(1)]).await;
+    answered(call).await.unwrap();
+    assert_eq!(spy.counts.checkpoints.load(Ordering::SeqCst) - cps, 1);
+    assert_eq!(spy.counts.results.load(Ordering::SeqCst), 0, "folded");
+    shutdown.cancel();
+}
+
+/// A worker that cannot run the turn while its activity call waits (its activities and turns
+/// share one pool) is answered after `fold_wait`: the result is recorded on its own, the turn
+/// still carries it, history keeps it once, and folding pauses (the next result takes the
+/// durable path at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_cannot_run_the_turn_is_answered_after_the_fold_wait() {
+    let cfg = EngineConfig {
+        fold_wait: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let (spy, engine, mut rx, shutdown) = setup(cfg).await;
+    let first = next(&mut rx).await;
+    answer(&engine, first, vec![schedule(0)]).await;
+    let activity = next(&mut rx).await;
+    // The turn is handed out but not answered until the activity call returns.
+    let (turn, kinds, call) = run_activity(&engine, &mut rx, activity).await;
+    assert_eq!(kinds, ["WorkflowStarted", "TaskCompleted"]);
+    answered(call).await.unwrap();
+    assert_eq!(
+        spy.counts.results.load(Ordering::SeqCst),
+        1,
+        "recorded alone"
+    );
+    answer(&engine, turn, vec![schedule(1)]).await;
+    let activity = next(&mut rx).await;
+    let (turn, kinds, call) = run_activity(&engine, &mut rx, activity).await;
+    assert_eq!(
+        kinds,
+        ["WorkflowStarted", "TaskCompleted"],
+        "the first result's inbox copy is not delivered again"
+    );
+    answered(call).await.unwrap();
+    assert_eq!(
+        spy.counts.results.load(Ordering::SeqCst),
+        2,
+        "folding paused"
+    );
+    answer(&engine, turn, vec![complete_workflow(2)]).await;
+    let h = engine.history("f").await.unwrap().unwrap();
+    assert_eq!(task_completed_count(&h), 2);
     shutdown.cancel();
 }

@@ -6,17 +6,42 @@ use tokio::sync::oneshot;
 use weft_proto::durabletask::{ActivityRequest, WorkflowResponse};
 use weft_store::ActivityCompletion;
 
-/// One activity result taken from the hub: what to record, and the request to hand out again
-/// should recording fail.
+/// One activity result taken from the hub: what to record, the request to hand out again
+/// should recording fail, and who waits to hear that it is durable.
 #[derive(Debug)]
 pub(crate) struct ActivityResult {
     pub(crate) completion: ActivityCompletion,
     pub(crate) request: ActivityRequest,
+    /// The worker's `CompleteActivityTask`, answered once the result is durable (committed by
+    /// the turn that consumed it, or recorded through the durable path) or known lost. Dropping
+    /// it unanswered tells the worker the result was not recorded.
+    pub(crate) ack: Option<Ack>,
 }
+
+/// Answers a worker's `CompleteActivityTask` (see [`ActivityResult::ack`]).
+pub(crate) type Ack = oneshot::Sender<Result<()>>;
 
 impl ActivityResult {
     pub(crate) fn key(&self) -> (i32, i64) {
         (self.completion.task_id, self.completion.generation)
+    }
+
+    /// Tells the worker waiting for this result how recording it ended (once; later calls do
+    /// nothing).
+    pub(crate) fn acknowledge(&mut self, outcome: Result<()>) {
+        if let Some(ack) = self.ack.take() {
+            let _ = ack.send(outcome);
+        }
+    }
+
+    /// A copy to record through the durable path while this one stays in a turn a worker holds;
+    /// the copy takes over the worker's answer.
+    pub(crate) fn durable_copy(&mut self) -> ActivityResult {
+        ActivityResult {
+            completion: self.completion.clone(),
+            request: self.request.clone(),
+            ack: self.ack.take(),
+        }
     }
 }
 
@@ -36,6 +61,10 @@ pub(crate) enum ActorMsg {
     /// An activity result for the next turn; answered with `None` once held, or with the
     /// result itself if it must be recorded through the durable path instead.
     Fold(Box<ActivityResult>, FoldReply),
+    /// The worker that delivered this held result (task ID, generation) has waited long enough
+    /// for the turn that consumes it: record it through the durable path now (a worker whose
+    /// activities and turns share one pool would otherwise wait for a turn it cannot run).
+    Spill((i32, i64)),
     /// The pending turn, as a stream would send it, is larger than workers accept.
     Oversize { size: usize, limit: usize },
     /// The instance moved to another sidecar: finish the turn in flight (within the hand-off
@@ -47,6 +76,9 @@ pub(crate) enum ActorMsg {
     /// Tests only: the actor panics, as a bug in a turn would make it.
     #[cfg(test)]
     Panic,
+    /// Tests only: how many results the actor holds in memory.
+    #[cfg(test)]
+    Held(oneshot::Sender<usize>),
 }
 
 pub(crate) type FoldReply = oneshot::Sender<Option<Box<ActivityResult>>>;

@@ -38,6 +38,10 @@ pub(crate) struct Settings {
     /// An actor with nothing to do for this long leaves memory.
     pub(crate) idle_timeout: Duration,
     pub(crate) handoff_timeout: Duration,
+    /// How long a worker's activity completion waits for the turn folding its result.
+    pub(crate) fold_wait: Duration,
+    /// `EngineConfig::unguarded_fold_answer` (mutation checks only).
+    pub(crate) unguarded_fold_answer: bool,
     pub(crate) max_work_item: usize,
     pub(crate) max_payload: usize,
     pub(crate) slot_lease: Duration,

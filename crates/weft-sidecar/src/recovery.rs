@@ -33,8 +33,18 @@ pub(crate) fn test_delay() -> Option<Duration> {
 }
 
 /// The durable path: deletes the task row and appends the result to the inbox in one (group)
-/// commit, then wakes the instance; on failure the task is handed out again.
+/// commit, then wakes the instance; on failure the task is handed out again. The worker that
+/// delivered the result (if it still waits) hears the outcome.
 pub(crate) async fn record_durably(inner: &Arc<Parts>, mut r: ActivityResult) -> Result<()> {
+    let ack = r.ack.take();
+    let outcome = record(inner, r).await;
+    if let Some(ack) = ack {
+        let _ = ack.send(outcome.clone());
+    }
+    outcome
+}
+
+async fn record(inner: &Arc<Parts>, mut r: ActivityResult) -> Result<()> {
     let id = r.completion.instance_id.clone();
     let key = task_key(&r);
     loop {
@@ -150,8 +160,10 @@ pub(crate) fn spill(inner: &Arc<Parts>, results: Vec<ActivityResult>) {
     }
     let inner = inner.clone();
     tokio::spawn(async move {
-        for r in results {
-            if let Err(e) = record_durably(&inner, r).await {
+        // Together, so the group committer writes them in one transaction.
+        let recorded = results.into_iter().map(|r| record_durably(&inner, r));
+        for outcome in futures::future::join_all(recorded).await {
+            if let Err(e) = outcome {
                 tracing::warn!(error = %e, "recording a held activity result failed; the activity runs again");
             }
         }

@@ -4,7 +4,8 @@
 
 use crate::EngineConfig;
 use crate::fold_tests::{
-    DEADLINE, Items, answer, complete, next, schedule, setup, task_completed_count,
+    DEADLINE, Items, answer, answered, complete, holding, next, patient, schedule, setup,
+    task_completed_count,
 };
 use std::sync::atomic::Ordering;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +42,7 @@ async fn scan_while_a_result_is_in_transit(fold: bool) {
     let (spy, engine, mut rx, shutdown, act) = one_activity(cfg).await;
     let turn = if fold {
         // Held by the actor for the turn it dispatches now, committed when that is answered.
-        complete(&engine, &act).await;
+        let call = complete(&engine, &act);
         let turn = next(&mut rx).await;
         crate::recovery::resync(&engine.inner).await.unwrap();
         assert!(
@@ -49,14 +50,12 @@ async fn scan_while_a_result_is_in_transit(fold: bool) {
             "the scan dispatched the activity again"
         );
         answer(&engine, turn, vec![]).await;
+        answered(call).await.unwrap();
         None
     } else {
         // Its commit held at the store's door, as a slow or ambiguous commit is.
         spy.hold_activity_results(true);
-        let done = {
-            let (e, a) = (engine.clone(), act.clone());
-            tokio::spawn(async move { complete(&e, &a).await })
-        };
+        let done = complete(&engine, &act);
         tokio::time::timeout(DEADLINE, spy.activity_arrived.notified())
             .await
             .expect("the result reaches the store");
@@ -69,7 +68,8 @@ async fn scan_while_a_result_is_in_transit(fold: bool) {
         tokio::time::timeout(DEADLINE, done)
             .await
             .expect("the result is answered")
-            .expect("and accepted");
+            .expect("and accepted")
+            .expect("and recorded");
         Some(next(&mut rx).await)
     };
     if let Some(turn) = turn {
@@ -200,7 +200,7 @@ async fn a_fold_under_an_old_claim_leaves_the_task_to_its_claimer() {
     let (spy, engine, mut rx, shutdown, act) = one_activity(EngineConfig::default()).await;
     let claimed = spy.claim_as_another(engine.inner.app_id()).await;
     assert_eq!(claimed.len(), 1);
-    complete(&engine, &act).await; // held by the actor
+    let call = complete(&engine, &act); // held by the actor
     let turn = next(&mut rx).await;
     let folded = engine
         .complete_workflow(weft_proto::durabletask::WorkflowResponse {
@@ -212,6 +212,10 @@ async fn a_fold_under_an_old_claim_leaves_the_task_to_its_claimer() {
     assert!(
         folded.is_err(),
         "the turn folding a reclaimed result committed"
+    );
+    assert!(
+        answered(call).await.is_err(),
+        "the worker was told a refused result was recorded"
     );
     use weft_proto::durabletask::{HistoryEvent, TaskCompletedEvent, history_event::EventType};
     let theirs = weft_store::ActivityCompletion {
@@ -249,17 +253,21 @@ async fn a_fold_under_an_old_claim_leaves_the_task_to_its_claimer() {
 /// those activities again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_drain_records_results_held_in_memory() {
-    let (spy, engine, _rx, shutdown, act) = one_activity(EngineConfig::default()).await;
+    let (spy, engine, _rx, shutdown, act) = one_activity(patient()).await;
     // Handing out stops first (as the drain does), so the turn carrying the result stays
     // queued and the result stays in the actor's memory.
     engine.inner.hub.pause();
-    complete(&engine, &act).await;
+    let call = complete(&engine, &act);
+    holding(&engine, 1).await;
     assert_eq!(
         engine.inner.hub.results_in_transit(),
         1,
         "held by the actor"
     );
     assert_eq!(engine.drain(DEADLINE).await, 0);
+    answered(call)
+        .await
+        .expect("answered once the drain recorded it");
     assert!(
         spy.claim_as_another(engine.inner.app_id()).await.is_empty(),
         "the task is still pending: its activity would run again"

@@ -82,6 +82,7 @@ impl Engine {
                 ..Default::default()
             }),
         };
+        let (ack, acked) = oneshot::channel();
         let result = ActivityResult {
             completion: ActivityCompletion {
                 instance_id: id.clone(),
@@ -91,18 +92,31 @@ impl Engine {
                 event: event(self.inner.now(), ty),
             },
             request,
+            ack: Some(ack),
         };
         // The task is out of the hub now: recording it and waking the instance (or handing the
         // task out again) must finish even if the caller goes away (a worker killed mid-call
         // drops this future), or the result would be committed with nobody woken.
         let inner = self.inner.clone();
+        let key = result.key();
         let finish = tokio::spawn(async move {
-            // Folded into the instance's next turn if its actor takes it (one commit per step;
-            // a crash before that commit re-runs the activity, as at-least-once allows).
-            match inner.actors.fold(result).await {
-                None => Ok(()),
-                Some(result) => recovery::record_durably(&inner, result).await,
+            // Folded into the instance's next turn if its actor takes it: one commit per step,
+            // and the worker is answered once that commit landed (docs/architecture.md, "fold").
+            if let Some(result) = inner.actors.fold(result).await {
+                return recovery::record_durably(&inner, result).await;
             }
+            if inner.settings.unguarded_fold_answer {
+                return Ok(());
+            }
+            let mut acked = acked;
+            let wait = inner.settings.fold_wait;
+            if let Ok(answer) = tokio::time::timeout(wait, &mut acked).await {
+                return answered(answer);
+            }
+            // The turn has not committed in time: maybe it cannot run before this call returns
+            // (a worker whose activities and turns share one pool). Recorded durably instead.
+            inner.actors.fold_overdue(&id, key);
+            answered(acked.await)
         });
         finish
             .await
@@ -112,6 +126,16 @@ impl Engine {
     pub(crate) fn open_stream(&self, stateful: bool) -> crate::hub::StreamHandle<'_> {
         self.inner.hub.open_stream(stateful)
     }
+}
+
+/// The actor's answer to a held result; none at all means it vanished with the result (a bug
+/// or a lost lease), and the task runs again.
+fn answered(answer: std::result::Result<Result<()>, oneshot::error::RecvError>) -> Result<()> {
+    answer.unwrap_or_else(|_| {
+        Err(EngineError::Unavailable(
+            "the activity result was not recorded; the activity runs again".into(),
+        ))
+    })
 }
 
 fn check_action_payloads(engine: &Engine, resp: &WorkflowResponse) -> Result<()> {

@@ -59,10 +59,16 @@ impl Actor {
             Err(e) => return Err(self.commit_failed(e)),
         }
         if folded > 0 {
-            for h in self.held.iter().filter(|h| out.consumed.contains(&h.seq)) {
+            for h in self
+                .held
+                .iter_mut()
+                .filter(|h| out.consumed.contains(&h.seq))
+            {
                 self.inner
                     .hub
                     .transit_end(&crate::hub::transit_key(&h.result));
+                // Durable now: the worker that delivered it may go on.
+                h.result.acknowledge(Ok(()));
             }
             self.held.retain(|h| !out.consumed.contains(&h.seq));
             metrics::counter!("weft_activities_completed_total").increment(folded as u64);

@@ -107,6 +107,13 @@ impl Transit {
                 Some(r)
             }
             Some(slot) => {
+                // Its worker waits no longer: what happens next is up to the claimer.
+                r.acknowledge(Err(crate::error::EngineError::from(
+                    weft_store::StoreError::Reclaimed {
+                        instance_id: key.0.clone(),
+                        task_id: key.1,
+                    },
+                )));
                 slot.entry = Entry::Refused(Box::new(r));
                 None
             }

@@ -39,12 +39,17 @@ pub struct ServeArgs {
     /// (its instance lives on in the store and is loaded again on its next event).
     #[arg(long, env = "WEFT_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_idle_timeout)]
     pub idle_timeout: Duration,
-    /// Fold an activity's result into the turn it wakes (one commit per step; a result the
-    /// worker delivered is held in memory until that turn commits, so a crash or hand-off in
-    /// between re-runs the activity). Default: on for `weft dev`, off for `weft sidecar`, where
-    /// the cluster promises that no activity whose result was delivered runs again.
-    #[arg(long, env = "WEFT_FOLD_ACTIVITY_RESULTS")]
-    pub fold_activity_results: Option<bool>,
+    /// Fold an activity's result into the turn it wakes: one commit per step. The worker's
+    /// `CompleteActivityTask` is answered once that turn committed (or, past `--fold-wait`, once
+    /// the result was recorded on its own), so a result the worker was told is recorded is
+    /// never lost. Off, every result is first recorded on its own (two commits per step).
+    #[arg(long, env = "WEFT_FOLD_ACTIVITY_RESULTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub fold_activity_results: bool,
+    /// How long a worker's activity completion waits for the turn that folds its result before
+    /// the result is recorded on its own and folding pauses for 5 s (a worker whose activities
+    /// and turns share one thread pool cannot run that turn while it waits).
+    #[arg(long, env = "WEFT_FOLD_WAIT", default_value = "250ms", value_parser = parse_duration)]
+    pub fold_wait: Duration,
     /// App ID recorded as the source of workflows started here.
     #[arg(long, env = "WEFT_APP_ID", default_value = "weft-dev")]
     pub app_id: String,
@@ -258,14 +263,6 @@ pub async fn run(
     let workflow = loaded.workflow;
     let mut cluster = ClusterConfig::new(placement);
     cluster.advertise_host = args.advertise_address.clone().unwrap_or_default();
-    if role == "weft sidecar" && args.fold_activity_results == Some(true) {
-        // Issue 15, point 8: folded results live only in the owner's memory until their turn
-        // commits, so a SIGKILL or hand-off runs those activities again.
-        tracing::warn!(
-            "--fold-activity-results is on in a cluster: activity results held in memory are \
-             lost (and their activities run again) when this sidecar dies or hands off"
-        );
-    }
     let cfg = SidecarConfig {
         grpc_addr: SocketAddr::new(args.listen_address, args.grpc_port),
         http_addr: SocketAddr::new(args.listen_address, args.http_port),
@@ -279,7 +276,8 @@ pub async fn run(
             slot_lease: args.config.slot_lease,
             lease_ttl: args.config.lease_ttl,
             idle_timeout: args.idle_timeout,
-            fold_activity_results: args.fold_activity_results.unwrap_or(role == "weft dev"),
+            fold_activity_results: args.fold_activity_results,
+            fold_wait: args.fold_wait,
             access: Arc::new(loaded.access),
             ..Default::default()
         },
