@@ -42,6 +42,10 @@ pub struct ClusterSeed {
     pub strip: Option<Op>,
     /// Instead of the seeded schedule, the targeted one of [`crate::probe`] aimed at this kind.
     pub probe: Option<Op>,
+    /// Mutation check: answer `CompleteActivityTask` from memory, before the folding turn
+    /// commits (`EngineConfig::unguarded_fold_answer`); the run stops at the first activity
+    /// dispatched again after its result was acknowledged.
+    pub unguarded_fold_answer: bool,
     pub deadline: Duration,
 }
 
@@ -54,6 +58,8 @@ pub struct ClusterReport {
     pub problems: Vec<String>,
     pub schedule: ScheduleStats,
     pub fence: FenceStats,
+    /// Activity results the workers were told are recorded.
+    pub acknowledged: u64,
     pub elapsed: Duration,
 }
 
@@ -70,7 +76,8 @@ impl ClusterReport {
         format!(
             "seed {}: {} engines, {} instances; {} tables ({} moves), pauses {}/{} armed froze an \
              engine ({} taken over meanwhile), {} cuts; {} lease grants, {} owner writes, stale \
-             owner calls: [{}], refused as fenced: [{}], unfenced owner calls: [{}]; {:.1}s{}",
+             owner calls: [{}], refused as fenced: [{}], unfenced owner calls: [{}]; {} activity \
+             results acknowledged; {:.1}s{}",
             self.seed,
             self.engines,
             self.instances,
@@ -85,6 +92,7 @@ impl ClusterReport {
             map(&f.stale),
             map(&f.refused),
             map(&f.unfenced),
+            self.acknowledged,
             self.elapsed.as_secs_f64(),
             if self.problems.is_empty() {
                 String::new()
@@ -116,6 +124,7 @@ async fn start_engines(
     let mut sc = SidecarConfig::default();
     sc.engine.lease_ttl = LEASE_TTL;
     sc.engine.handoff_timeout = Duration::from_millis(500);
+    sc.engine.unguarded_fold_answer = cfg.unguarded_fold_answer;
     let mut e = Engines {
         app: sc.engine.app_id.clone(),
         ctls: Vec::new(),
@@ -287,13 +296,15 @@ pub async fn run_cluster_seed(cfg: ClusterSeed) -> ClusterReport {
     let api = Api::new(client_rx, deadline);
     let stats = Mutex::new(ScenarioStats::default());
     let runs = futures::future::join_all(scenarios.iter().map(|s| run_scenario(s, &api, &stats)));
-    // A mutation run has done its job at the first stale write: the rest would only wait.
+    // A mutation run has done its job at the first stale write (or activity dispatched again
+    // after its result was acknowledged): the rest would only wait.
     let caught = tokio::select! {
         r = runs => {
             problems.extend(r.into_iter().flatten());
             false
         }
         _ = log.first_violation(), if cfg.strip.is_some() => true,
+        _ = obs.first_redispatch(), if cfg.unguarded_fold_answer => true,
     };
 
     // Calm: the schedule stops, every engine is back in touch and a member.
@@ -306,7 +317,9 @@ pub async fn run_cluster_seed(cfg: ClusterSeed) -> ClusterReport {
         c.thaw();
         c.release();
     }
-    if !caught {
+    if caught {
+        problems.extend(obs.violations());
+    } else {
         problems.extend(settle(&place, engines, &api, &stats, &obs).await);
     }
     problems.extend(log.violations());
@@ -320,6 +333,11 @@ pub async fn run_cluster_seed(cfg: ClusterSeed) -> ClusterReport {
     let mut seen = std::collections::HashSet::new();
     problems.retain(|p| seen.insert(p.clone()));
     let mut r = report(&cfg, engines, instances, problems, &log, started);
+    r.acknowledged = obs
+        .misbehaviour
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .acknowledged;
     r.schedule = place
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -343,6 +361,7 @@ fn report(
         problems,
         schedule: ScheduleStats::default(),
         fence: log.stats(),
+        acknowledged: 0,
         elapsed: started.elapsed(),
     }
 }

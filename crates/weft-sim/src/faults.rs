@@ -8,13 +8,13 @@ use crate::known_bugs::Enabled;
 use crate::rng::Rng;
 use async_trait::async_trait;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use weft_core::Micros;
 use weft_store::layer::{self, Answer, Call, InnerCall, Layer};
 use weft_store::{
-    CreateInstance, CreateOutcome, Fence, Reminder, Result, Scope, Store, StoreError,
+    Checkpoint, CreateInstance, CreateOutcome, Fence, Reminder, Result, Scope, Store, StoreError,
 };
 
 /// What happens at a chosen store call.
@@ -51,6 +51,8 @@ pub struct FaultStats {
     pub log: Vec<(u64, &'static str, Fault)>,
     /// Calls per store operation.
     pub per_op: BTreeMap<&'static str, u64>,
+    /// The fold fault, once it fired (at the first checkpoint that folded a result).
+    pub fold: Option<Fault>,
 }
 
 impl FaultStats {
@@ -98,10 +100,15 @@ pub struct Faults {
     slow_faults: bool,
     /// Slow mode: a fault for the first claim that returns reminders.
     lease_fault: Mutex<Option<Fault>>,
-    /// Reminders claimed and not yet fired by the live incarnation.
-    claimed: AtomicI64,
+    /// Reminders claimed and not yet fired by the live incarnation: `(its epoch, how many)`.
+    /// Keyed by epoch so a dead incarnation's calls (which fail) never count: they used to
+    /// leave it above zero for good, and every later crash was then put off forever.
+    claimed: Mutex<(u64, i64)>,
     /// Calls per operation so far.
     per_op: Mutex<BTreeMap<&'static str, u64>>,
+    /// A fault for the first `checkpoint_batch` that folds an activity result (see
+    /// [`Faults::arm_fold_fault`]).
+    fold_fault: Mutex<Option<Fault>>,
 }
 
 impl Faults {
@@ -159,9 +166,28 @@ impl Faults {
                 }
             })),
             slow_faults: slow,
-            claimed: AtomicI64::new(0),
+            claimed: Mutex::new((0, 0)),
             per_op: Mutex::default(),
+            fold_fault: Mutex::default(),
         }
+    }
+
+    /// Aims `f` at the first checkpoint that folds an activity result into its turn (its
+    /// worker's answer waits for that commit): a crash before it is where a result acknowledged
+    /// from memory would be lost. It replaces whatever the plan had for that call.
+    pub fn arm_fold_fault(&self, f: Fault) {
+        *lock(&self.fold_fault) = Some(f);
+    }
+
+    /// The fold fault, for a checkpoint batch that folds a result; left armed while a crash
+    /// would strand claimed reminders (unless slow faults are allowed).
+    fn take_fold_fault(&self) -> Option<Fault> {
+        let mut armed = lock(&self.fold_fault);
+        let f = (*armed)?;
+        if f.crashes() && self.claimed() > 0 && !self.slow_faults {
+            return None;
+        }
+        armed.take()
     }
 
     /// In slow mode, the first non-empty claim of reminders is answered with a fault.
@@ -185,12 +211,25 @@ impl Faults {
             if *e == epoch {
                 *e += 1;
                 // The next incarnation starts with nothing claimed by it.
-                self.claimed.store(0, Ordering::Relaxed);
+                *lock(&self.claimed) = (*e, 0);
                 true
             } else {
                 false
             }
         });
+    }
+
+    /// Reminders the live incarnation holds claimed (or is claiming).
+    fn claimed(&self) -> i64 {
+        lock(&self.claimed).1
+    }
+
+    /// Counts reminders claimed (`d` > 0) or fired by incarnation `epoch`, if it is the live one.
+    fn claim(&self, epoch: u64, d: i64) {
+        let mut c = lock(&self.claimed);
+        if c.0 == epoch {
+            c.1 += d;
+        }
     }
 
     pub fn stats(&self) -> FaultStats {
@@ -200,8 +239,8 @@ impl Faults {
         s
     }
 
-    /// Numbers a call: `(k, fault)` for the k-th call of `op`.
-    fn next(&self, op: &'static str) -> (u64, Option<Fault>) {
+    /// Numbers a call: `(k, fault)` for the k-th call of `op`; `forced` replaces its planned fault.
+    fn next(&self, op: &'static str, forced: Option<Fault>) -> (u64, Option<Fault>) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let k = {
             let mut per = lock(&self.per_op);
@@ -210,11 +249,15 @@ impl Faults {
             *c
         };
         let mut plan = lock(&self.plan);
-        let Some(f) = plan.remove(&(op, k)) else {
+        let planned = plan.remove(&(op, k));
+        if forced.is_some() {
+            return (k, forced);
+        }
+        let Some(f) = planned else {
             return (k, None);
         };
         // A crash while reminders are claimed and not yet fired strands them for the lease.
-        if f.crashes() && self.claimed.load(Ordering::Relaxed) > 0 && !self.slow_faults {
+        if f.crashes() && self.claimed() > 0 && !self.slow_faults {
             plan.insert((op, k + 1), f); // the next call of this operation instead
             return (k, None);
         }
@@ -262,11 +305,11 @@ impl FaultStore {
     }
 
     /// Before the call: `Err` to fail it now, else the fault (if any) to apply after it.
-    fn before(&self, op: &'static str) -> Result<Option<(u64, Fault)>> {
+    fn before(&self, op: &'static str, forced: Option<Fault>) -> Result<Option<(u64, Fault)>> {
         if self.dead() {
             return Err(Self::refuse("this engine process has crashed"));
         }
-        let (n, fault) = self.faults.next(op);
+        let (n, fault) = self.faults.next(op, forced);
         match fault {
             None => Ok(None),
             Some(f) if f.after() => Ok(Some((n, f))),
@@ -297,6 +340,25 @@ impl FaultStore {
     fn lost_reply() -> StoreError {
         StoreError::OutcomeUnknown("simulated: the call committed but its reply was lost".into())
     }
+
+    /// One numbered call, failed as planned (or as `forced`).
+    async fn faulted<A: Answer>(
+        &self,
+        call: Call,
+        n: usize,
+        inner: InnerCall<'_, A>,
+        forced: Option<Fault>,
+    ) -> A {
+        let planned = match self.before(call.name(), forced) {
+            Ok(planned) => planned,
+            Err(e) => return A::failed(n, e),
+        };
+        let out = inner.await;
+        match self.after(call.name(), planned) {
+            Ok(()) => out,
+            Err(e) => A::failed(n, e),
+        }
+    }
 }
 
 // Every call is numbered and may fault (`around`), except lease calls; the
@@ -318,15 +380,21 @@ impl Layer for FaultStore {
             }
             return inner.await;
         }
-        let planned = match self.before(call.name()) {
-            Ok(planned) => planned,
-            Err(e) => return A::failed(n, e),
+        self.faulted(call, n, inner, None).await
+    }
+    async fn checkpoint_batch(&self, cps: Vec<Checkpoint>) -> Vec<Result<()>> {
+        let folds = cps.iter().any(|c| !c.completed_activities.is_empty());
+        let forced = if folds && !self.dead() {
+            self.faults.take_fold_fault()
+        } else {
+            None
         };
-        let out = inner.await;
-        match self.after(call.name(), planned) {
-            Ok(()) => out,
-            Err(e) => A::failed(n, e),
+        if let Some(f) = forced {
+            lock(&self.faults.stats).fold = Some(f);
         }
+        let n = cps.len();
+        let inner = self.inner.checkpoint_batch(cps);
+        self.faulted(Call::CheckpointBatch, n, inner, forced).await
     }
     // One by one, as `Store`'s default does: the fault plan numbers `create_instance` calls.
     async fn create_instance_batch(&self, reqs: Vec<CreateInstance>) -> Vec<Result<CreateOutcome>> {
@@ -340,14 +408,12 @@ impl Layer for FaultStore {
         limit: usize,
     ) -> Result<Vec<Reminder>> {
         // Counted as claimed while in flight: a crash now may strand what it claims.
-        self.faults.claimed.fetch_add(1, Ordering::Relaxed);
+        self.faults.claim(self.epoch, 1);
         let inner = self
             .inner
             .claim_due_reminders(scope, now, lease_until, limit);
         let due = self.around(Call::ClaimDueReminders, 1, inner).await;
-        if !self.dead() {
-            self.faults.claimed.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.faults.claim(self.epoch, -1);
         if let Ok(d) = &due
             && !d.is_empty()
             && let Some(f) = self.faults.take_lease_fault()
@@ -364,18 +430,14 @@ impl Layer for FaultStore {
             return Err(Self::lost_reply());
         }
         if let Ok(d) = &due {
-            self.faults
-                .claimed
-                .fetch_add(d.len() as i64, Ordering::Relaxed);
+            self.faults.claim(self.epoch, d.len() as i64);
         }
         due
     }
     async fn fire_reminder(&self, reminder_id: i64, fence: Option<&Fence>) -> Result<bool> {
         let inner = self.inner.fire_reminder(reminder_id, fence);
         let fired = self.around(Call::FireReminder, 1, inner).await;
-        if !self.dead() {
-            self.faults.claimed.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.faults.claim(self.epoch, -1);
         fired
     }
 }

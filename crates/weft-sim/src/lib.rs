@@ -36,7 +36,7 @@ pub mod sdk;
 pub mod worker;
 
 use crate::driver::{Api, ScenarioStats, run_scenario};
-use crate::faults::{FaultStats, Faults};
+use crate::faults::{Fault, FaultStats, Faults};
 use crate::invariants::{check_history, check_timer_loop, describe, salt_of};
 use crate::known_bugs::Enabled;
 use crate::node::{Backend, NodeStats, supervise};
@@ -47,6 +47,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use weft_sidecar::EngineConfig;
 
 /// How one seed is run.
 #[derive(Debug, Clone)]
@@ -58,6 +59,25 @@ pub struct SeedConfig {
     pub slow_faults: bool,
     /// Hang guard: the whole seed must finish within this.
     pub deadline: Duration,
+    /// Mutation check: the engine answers a worker's `CompleteActivityTask` as soon as it holds
+    /// the result in memory (`EngineConfig::unguarded_fold_answer`), the fold fault is armed
+    /// (a crash before the first checkpoint that folds a result), and the run stops at the first
+    /// activity dispatched again after its result was acknowledged.
+    pub unguarded_fold_answer: bool,
+}
+
+impl SeedConfig {
+    /// A seed's normal run.
+    pub fn new(seed: u64, backend: Backend, enabled: Enabled, slow_faults: bool) -> Self {
+        Self {
+            seed,
+            backend,
+            enabled,
+            slow_faults,
+            deadline: Duration::from_secs(if slow_faults { 150 } else { 90 }),
+            unguarded_fold_answer: false,
+        }
+    }
 }
 
 /// What one seed did and found.
@@ -80,8 +100,8 @@ impl SeedReport {
         format!(
             "seed {} [{}]: {} instances, {} store calls, crashes {} (before {}, after {}), \
              errors {} (before {}, after {}), {} engine starts; worker: {} items, died {}, \
-             late {}, other stream {}, twice {}; client: {} events ({} retried), {} \
-             terminated, {} suspended, {} re-created; {:.1}s{}{}",
+             late {}, other stream {}, twice {}, {} results acknowledged; client: {} events ({} \
+             retried), {} terminated, {} suspended, {} re-created; {:.1}s{}{}{}",
             self.seed,
             self.backend,
             self.instances,
@@ -98,12 +118,17 @@ impl SeedReport {
             self.worker.late,
             self.worker.other_stream,
             self.worker.twice,
+            self.worker.acknowledged,
             self.client.raised,
             self.client.raise_retries,
             self.client.terminated,
             self.client.suspended,
             self.client.recreated,
             self.elapsed.as_secs_f64(),
+            match f.fold {
+                Some(fault) => format!("; fold fault {fault:?}"),
+                None => String::new(),
+            },
             if f.log.is_empty() {
                 String::new()
             } else {
@@ -174,11 +199,21 @@ pub async fn run_seed(cfg: SeedConfig) -> SeedReport {
         &cfg.enabled,
     ));
     let stateful = stateful_streams(&scenarios, &cfg.enabled);
+    // Half the seeds crash the engine before the first checkpoint that folds an activity
+    // result (drawn from a hash, so the rest of the seed's plan is unchanged).
+    if cfg.unguarded_fold_answer || rng::hash(cfg.seed, &["fold fault"]).is_multiple_of(2) {
+        faults.arm_fold_fault(Fault::CrashBefore);
+    }
+    let engine = EngineConfig {
+        unguarded_fold_answer: cfg.unguarded_fold_answer,
+        ..EngineConfig::default()
+    };
 
     let (addr_tx, addr_rx) = watch::channel(None);
     let stop = CancellationToken::new();
     let node = tokio::spawn(supervise(
         cfg.backend.clone(),
+        engine,
         faults.clone(),
         addr_tx,
         stop.clone(),
@@ -200,8 +235,14 @@ pub async fn run_seed(cfg: SeedConfig) -> SeedReport {
     let api = Api::new(addr_rx, Instant::now() + cfg.deadline);
     let stats = Mutex::new(ScenarioStats::default());
     let runs = futures::future::join_all(scenarios.iter().map(|sc| run_scenario(sc, &api, &stats)));
-    let mut problems: Vec<String> = runs.await.into_iter().flatten().collect();
-    quiet_system(&cfg, &api, &mut problems).await;
+    // A mutation run has done its job at the first activity run again after acknowledgement.
+    let (mut problems, caught): (Vec<String>, bool) = tokio::select! {
+        r = runs => (r.into_iter().flatten().collect(), false),
+        _ = obs.first_redispatch(), if cfg.unguarded_fold_answer => (Vec::new(), true),
+    };
+    if !caught {
+        quiet_system(&cfg, &api, &mut problems).await;
+    }
     let client = stats.lock().expect("not poisoned").clone();
     problems.extend(observed_problems(&obs, &client));
     stop.cancel();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use weft_sidecar::SidecarConfig;
+use weft_sidecar::{EngineConfig, SidecarConfig};
 use weft_store::{PgOptions, PgStore, SqliteStore, Store};
 
 /// Where the durable state lives; every incarnation opens it anew.
@@ -73,9 +73,11 @@ pub struct NodeStats {
     pub failed_starts: u64,
 }
 
-/// Runs incarnations until `stop`; publishes the live gRPC URL (None while down) on `addr`.
+/// Runs incarnations of an engine configured as `engine` until `stop`; publishes the live gRPC
+/// URL (None while down) on `addr`.
 pub async fn supervise(
     backend: Backend,
+    engine: EngineConfig,
     faults: Arc<Faults>,
     addr: watch::Sender<Option<String>>,
     stop: CancellationToken,
@@ -91,12 +93,20 @@ pub async fn supervise(
             .build()
             .map_err(|e| format!("building a runtime: {e}"))?;
         let token = CancellationToken::new();
-        let (b, f, t) = (backend.clone(), faults.clone(), token.clone());
+        let (b, f, t, e) = (
+            backend.clone(),
+            faults.clone(),
+            token.clone(),
+            engine.clone(),
+        );
         let started = rt.spawn(async move {
             let store = b.open().await?;
             let store: Arc<dyn Store> = Arc::new(FaultStore::new(store, f, epoch));
             // Loopback, ports picked by the OS, no placement: this engine owns everything.
-            let cfg = SidecarConfig::default();
+            let cfg = SidecarConfig {
+                engine: e,
+                ..SidecarConfig::default()
+            };
             weft_sidecar::serve(store, cfg, t)
                 .await
                 .map(|r| format!("http://{}", r.grpc_addr))

@@ -3,12 +3,13 @@
 //! history it has seen) and may or may not echo completion tokens. Per work item, a hash of the
 //! seed and the item decides whether the worker misbehaves: it dies holding the item (its
 //! stream drops, the item goes back to the queue), answers late, answers on another stream's
-//! connection, or answers twice.
+//! connection, or answers twice. It also remembers every activity whose result the engine
+//! acknowledged (`CompleteActivityTask` answered OK): one dispatched again is a violation.
 
 use crate::program::{ACTIVITY_NAME, activity_result};
 use crate::rng::hash;
 use crate::sdk;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -28,8 +29,17 @@ pub struct Observed {
     histories: Mutex<HashMap<(String, String), Vec<HistoryEvent>>>,
     violations: Mutex<Vec<String>>,
     deliveries: Mutex<HashMap<String, u32>>,
+    /// Activities whose `CompleteActivityTask` answered OK: never to be dispatched again.
+    acknowledged: Mutex<HashSet<TaskKey>>,
+    /// Raised at the first activity dispatched again after its result was acknowledged.
+    redispatched: tokio::sync::Notify,
+    redispatch_seen: std::sync::atomic::AtomicBool,
     pub misbehaviour: Mutex<Misbehaviour>,
 }
+
+/// One activity across all its dispatches: (instance ID, execution ID, task ID). An ID reused
+/// (purge and re-create, continue-as-new) starts a new execution; a retry gets a new task ID.
+pub type TaskKey = (String, String, i32);
 
 /// Counts of the worker's misbehaviour in a run.
 #[derive(Debug, Default, Clone)]
@@ -39,6 +49,8 @@ pub struct Misbehaviour {
     pub late: u64,
     pub other_stream: u64,
     pub twice: u64,
+    /// Activity results the engine acknowledged (`CompleteActivityTask` answered OK).
+    pub acknowledged: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -73,6 +85,41 @@ impl Observed {
         let slot = h.entry((instance.to_string(), exec)).or_default();
         if events.len() >= slot.len() {
             *slot = events;
+        }
+    }
+
+    /// The engine answered OK to this activity's result: it is recorded, for good.
+    fn acknowledge(&self, key: TaskKey) {
+        lock(&self.misbehaviour).acknowledged += 1;
+        lock(&self.acknowledged).insert(key);
+    }
+
+    /// An activity was dispatched: a violation if its result was acknowledged before.
+    fn dispatched(&self, key: &TaskKey) {
+        if !lock(&self.acknowledged).contains(key) {
+            return;
+        }
+        let (instance, execution, task) = key;
+        self.violation(format!(
+            "{instance}: activity {task} of execution {execution} re-dispatched after its result \
+             was acknowledged"
+        ));
+        self.redispatch_seen
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.redispatched.notify_waiters();
+    }
+
+    /// Waits for the first activity dispatched again after its result was acknowledged.
+    pub async fn first_redispatch(&self) {
+        loop {
+            let seen = self.redispatched.notified();
+            if self
+                .redispatch_seen
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return;
+            }
+            seen.await;
         }
     }
 
@@ -292,10 +339,17 @@ async fn handle(
                 req.set_timeout(Duration::from_secs(10));
                 client.complete_orchestrator_task(req).await.map(|_| ())
             }
-            Reply::Activity(resp) => {
+            Reply::Activity(resp, task) => {
                 let mut req = tonic::Request::new(resp.clone());
                 req.set_timeout(Duration::from_secs(10));
-                client.complete_activity_task(req).await.map(|_| ())
+                let r = client.complete_activity_task(req).await.map(|_| ());
+                // Only an OK counts: an error tells the worker its result may not be recorded.
+                if r.is_ok()
+                    && let Some(task) = task
+                {
+                    obs.acknowledge(task.clone());
+                }
+                r
             }
         };
         if let Err(s) = r
@@ -370,7 +424,8 @@ fn expected_refusal(s: &Status) -> bool {
 
 enum Reply {
     Workflow(WorkflowResponse),
-    Activity(ActivityResponse),
+    /// The answer, and the activity it is for (`None` without an execution ID to key it by).
+    Activity(ActivityResponse, Option<TaskKey>),
 }
 
 fn workflow(r: WorkflowRequest, token: String, obs: &Observed, quirk: bool) -> (String, Reply) {
@@ -427,6 +482,18 @@ fn activity(a: ActivityRequest, token: String, obs: &Observed) -> (String, Reply
         ));
     }
     let key = format!("act|{instance_id}|{}|{input}", a.task_id);
+    let task = a
+        .workflow_instance
+        .as_ref()
+        .and_then(|w| w.execution_id.clone())
+        .map(|exec| (instance_id.clone(), exec, a.task_id));
+    match &task {
+        Some(t) => obs.dispatched(t),
+        None => obs.violation(format!(
+            "{instance_id}: activity {} dispatched without an execution ID",
+            a.task_id
+        )),
+    }
     let resp = ActivityResponse {
         instance_id,
         task_id: a.task_id,
@@ -434,7 +501,7 @@ fn activity(a: ActivityRequest, token: String, obs: &Observed) -> (String, Reply
         completion_token: token,
         ..Default::default()
     };
-    (key, Reply::Activity(resp))
+    (key, Reply::Activity(resp, task))
 }
 
 /// Renumbers a final completion with the ID of the last timer in history (see

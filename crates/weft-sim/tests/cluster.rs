@@ -4,7 +4,8 @@
 //! kind of owner write, its targeted seed must fail. `WEFT_SIM_CLUSTER_SEED=<s>` runs one seed,
 //! `WEFT_SIM_CLUSTER_SEEDS=<n>` more; `WEFT_SIM_PROBE=<op>` runs the targeted schedule aimed at
 //! one kind instead of the seeded one, `WEFT_SIM_STRIP=<op>` also strips that kind's fence
-//! (see docs/testing.md).
+//! (see docs/testing.md). `WEFT_SIM_UNGUARDED_FOLD=1` runs the engines with the fold-answer
+//! mutation (`tests/fold.rs`).
 
 use std::io::Write;
 use std::time::Duration;
@@ -74,6 +75,7 @@ async fn one(
         pause_ops,
         strip,
         probe,
+        unguarded_fold_answer: std::env::var("WEFT_SIM_UNGUARDED_FOLD").is_ok_and(|v| v == "1"),
         deadline: Duration::from_secs(60),
     })
     .await;

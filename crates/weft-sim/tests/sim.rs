@@ -3,7 +3,6 @@
 //! docs/testing.md). Each seed's figures go straight to stderr; a failure names its seed.
 
 use std::io::Write;
-use std::time::Duration;
 use weft_sim::known_bugs::Enabled;
 use weft_sim::node::Backend;
 use weft_sim::{SeedConfig, SeedReport, run_seed};
@@ -62,13 +61,7 @@ async fn run(
             let Some((b, guard)) = backend(seed).await else {
                 return; // no PostgreSQL outside CI: the testkit printed a loud SKIP
             };
-            let cfg = SeedConfig {
-                seed,
-                backend: b,
-                enabled: enabled.clone(),
-                slow_faults: slow,
-                deadline: Duration::from_secs(if slow { 150 } else { 90 }),
-            };
+            let cfg = SeedConfig::new(seed, b, enabled.clone(), slow);
             runs.push(tokio::spawn(async move {
                 let r = run_seed(cfg).await;
                 drop(guard);
