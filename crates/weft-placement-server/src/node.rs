@@ -3,7 +3,7 @@
 
 use crate::error::ServerError;
 use crate::health::LeaderHealth;
-use crate::raft::{NodeId, RaftNode, RaftRpcServer, RaftTuning};
+use crate::raft::{NodeId, RaftNode, RaftTuning};
 use crate::service::{PlacementApi, PlacementService};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -127,7 +127,7 @@ impl PlacementNode {
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
             .add_service(PlacementServer::new(PlacementApi(service.clone())))
             .add_service(tonic::service::interceptor::InterceptedService::new(
-                RaftRpcServer::into_service(raft.raft().clone()),
+                raft.rpc_service(),
                 raft_check,
             ))
             .add_service(LeaderHealth::server(&raft))

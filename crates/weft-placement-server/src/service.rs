@@ -157,6 +157,42 @@ impl PlacementService {
         });
     }
 
+    /// Whether this node leads, once leadership is settled. A follower that knows no leader, or
+    /// has not heard from its leader for three heartbeats (it may be dead), holds the
+    /// registration until a live or newly elected leader is known or it leads itself (at most
+    /// 3 × the maximum election timeout): a sidecar parked here during an election is answered
+    /// the moment the new leader exists, instead of polling followers that still point at the
+    /// dead one.
+    async fn settle_leadership(&self) -> bool {
+        let tuning = self.raft.tuning();
+        let silent = tuning.heartbeat * 3;
+        let deadline = tokio::time::Instant::now() + tuning.election_max * 3;
+        let mut leadership = self.raft.watch_leadership();
+        let suspect = leadership.borrow().leader.clone();
+        loop {
+            let now = leadership.borrow_and_update().clone();
+            if now.is_leader {
+                return true;
+            }
+            // A leader other than the one held suspect was elected since: it is news enough
+            // (its first message may still be on its way through this node's log).
+            let live = now.leader.is_some()
+                && (now.leader != suspect || self.raft.leader_contact().heard_within(silent));
+            if live || tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::select! {
+                changed = leadership.changed() => {
+                    if changed.is_err() {
+                        return false;
+                    }
+                }
+                // Heartbeats of the same leader may resume: no leadership change announces that.
+                _ = tokio::time::sleep(tuning.heartbeat / 2) => {}
+            }
+        }
+    }
+
     /// Drives one sidecar stream on the leader until it ends or leadership is lost.
     async fn run_session(
         self: Arc<Self>,
@@ -527,14 +563,16 @@ impl Placement for PlacementApi {
         }
         self.0.authorize_registration(&peer, &first)?;
         let (tx, rx) = mpsc::channel(64);
-        let view = self.0.raft.view();
-        if !view.is_leader {
-            // Followers never serve tables: the sidecar reconnects to the leader (or retries).
-            let _ = tx.send(Ok(redirect_msg(&view))).await;
-        } else {
-            let svc = self.0.clone();
-            tokio::spawn(svc.run_session(Member::from_proto(first), inbound, tx));
-        }
+        let svc = self.0.clone();
+        let member = Member::from_proto(first);
+        tokio::spawn(async move {
+            if svc.settle_leadership().await {
+                svc.run_session(member, inbound, tx).await;
+            } else {
+                // Followers never serve tables: the sidecar reconnects to the leader (or retries).
+                let _ = tx.send(Ok(redirect_msg(&svc.raft.view()))).await;
+            }
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

@@ -246,7 +246,8 @@ impl Worker {
                 end = self.session(&addr) => end,
             };
             self.status_tx.send_modify(|s| s.connected = false);
-            if self.status_tx.borrow().tables_received > tables_before {
+            let was_up = self.status_tx.borrow().tables_received > tables_before;
+            if was_up {
                 unlisted = 0; // this address led to the leader
                 // Only sessions that were up are logged at info: a cut-off sidecar retries every
                 // `retry_backoff`, and those attempts stay at debug.
@@ -290,6 +291,12 @@ impl Worker {
                     }
                 }
             }
+            // A session that served tables and broke (a killed leader resets the connection)
+            // is retried at once on the next address: a follower there holds the registration
+            // until the election is settled. Only attempts that got nowhere wait.
+            if was_up {
+                continue;
+            }
             tokio::select! {
                 _ = self.cancel.cancelled() => return,
                 _ = tokio::time::sleep(self.config.retry_backoff) => {}
@@ -322,7 +329,8 @@ impl Worker {
         {
             return SessionEnd::Failed("outbound closed".into());
         }
-        // A node answers a registration at once (a table, or a redirect). A session that hears
+        // A node answers a registration at once (a table, or a redirect), or, while an election
+        // settles, within 3 × its maximum election timeout (750 ms by default). A session that hears
         // nothing is abandoned and dialled again: a connection made through a path that was cut
         // and healed can stay open without ever reaching a node (seen once in the partition
         // fault test: the healed sidecar never came back), and waiting on it would be forever.

@@ -24,6 +24,9 @@ struct Cluster {
     extra: Vec<String>,
 }
 
+/// The nodes' log filter: openraft's info lines say when an election started and was won.
+const NODE_LOG: &str = "info,openraft=info";
+
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
@@ -71,7 +74,7 @@ impl Cluster {
             .arg(&n.dir)
             .args(["--initial-cluster", &self.initial])
             .args(&self.extra)
-            .env("RUST_LOG", "info,openraft=warn")
+            .env("RUST_LOG", NODE_LOG)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -89,10 +92,6 @@ impl Cluster {
 
     fn addrs(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.addr.clone()).collect()
-    }
-
-    fn index_of(&self, addr: &str) -> usize {
-        self.nodes.iter().position(|n| n.addr == addr).unwrap()
     }
 
     fn logs(&self) -> String {
@@ -180,10 +179,22 @@ async fn poll<F: FnMut() -> bool>(what: &str, within: Duration, mut cond: F) {
 /// would make election timing, not the code, decide the outcome.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leader_kill_new_leader_serves_a_table_quickly() {
-    let _serial = SERIAL.lock().await;
-    let mut cluster = Cluster::start(&[]);
+/// One leader failover, as a sidecar sees it.
+struct Failover {
+    /// SIGKILL of the leader until the client holds a table from another node.
+    served: Duration,
+    /// Until a surviving node's election timer fired / a candidate won (from the nodes' logs;
+    /// `None` when no such line was logged).
+    election_started: Option<Duration>,
+    elected: Option<Duration>,
+    new_addr: String,
+    old: usize,
+}
+
+/// Starts a cluster and a sidecar client, SIGKILLs the leader and waits (up to `hang`) until the
+/// client is served by a new leader.
+async fn one_failover(extra: &[&str], hang: Duration) -> (Cluster, PlacementClient, Failover) {
+    let mut cluster = Cluster::start(extra);
     let leader = cluster.wait_leader(Duration::from_secs(15)).await;
     let client = sidecar(cluster.addrs(), "sidecar-1", &["wf"]);
     assert!(
@@ -202,29 +213,141 @@ async fn leader_kill_new_leader_serves_a_table_quickly() {
     .await;
     let received = status.borrow().tables_received;
 
+    let wall = std::time::SystemTime::now();
     let killed = Instant::now();
     cluster.kill(leader);
-    poll("a table from a new leader", Duration::from_secs(10), || {
+    let start = Instant::now();
+    while !{
         let s = status.borrow();
         s.tables_received > received && s.served_by.as_deref() != Some(old.as_str())
-    })
-    .await;
-    let took = killed.elapsed();
+    } {
+        let took = start.elapsed();
+        assert!(
+            took < hang,
+            "failover took over {took:?}\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let served = killed.elapsed();
     let new_addr = status.borrow().served_by.clone().unwrap();
-    println!("leader failover: new leader {new_addr} served the table {took:?} after kill -9");
-    // The 2 s target is measured (printed above, recorded in docs/placement.md), not asserted:
-    // a loaded CI machine must not turn timing into a failure. This bound only catches a hang.
-    assert!(
-        took < Duration::from_secs(8),
-        "failover took {took:?}\n{}",
-        cluster.logs()
-    );
+    let logs = cluster.logs();
+    let failover = Failover {
+        served,
+        election_started: first_log_after(&logs, wall, "triggering election"),
+        elected: first_log_after(&logs, wall, "a quorum granted my vote"),
+        new_addr,
+        old: leader,
+    };
+    (cluster, client, failover)
+}
 
+/// Time from `after` to the first log line containing `what` that was written after it. Log
+/// lines start with an RFC 3339 UTC timestamp; compared as seconds of the day.
+fn first_log_after(logs: &str, after: std::time::SystemTime, what: &str) -> Option<Duration> {
+    let since_epoch = after.duration_since(std::time::UNIX_EPOCH).ok()?;
+    let base = (since_epoch.as_secs_f64()) % 86_400.0;
+    logs.lines()
+        .filter(|l| l.contains(what))
+        .filter_map(|l| {
+            let plain: String = strip_ansi(l);
+            let (_, rest) = plain.split_once('T')?;
+            let clock = rest.split_once('Z')?.0;
+            let mut parts = clock.split(':');
+            let h: f64 = parts.next()?.parse().ok()?;
+            let m: f64 = parts.next()?.parse().ok()?;
+            let s: f64 = parts.next()?.parse().ok()?;
+            let mut d = h * 3600.0 + m * 60.0 + s - base;
+            if d < -43_200.0 {
+                d += 86_400.0; // midnight passed
+            }
+            (d >= 0.0).then(|| Duration::from_secs_f64(d))
+        })
+        .min()
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kill_new_leader_serves_a_table_quickly() {
+    let _serial = SERIAL.lock().await;
+    // The target is measured (`leader_failover_figures` below, docs/benchmarks.md), not
+    // asserted: a loaded CI machine must not turn timing into a failure. This bound only
+    // catches a hang.
+    let (cluster, client, f) = one_failover(&[], Duration::from_secs(8)).await;
+    println!(
+        "leader failover: new leader {} served the table {:?} after kill -9",
+        f.new_addr, f.served
+    );
     let t = client.current().unwrap();
     assert!(t.members.iter().any(|m| m.host_id == "sidecar-1"));
     let new_leader = cluster.wait_leader(Duration::from_secs(5)).await;
-    assert_eq!(cluster.nodes[new_leader].addr, new_addr);
-    assert_ne!(new_leader, cluster.index_of(&old));
+    assert_eq!(cluster.nodes[new_leader].addr, f.new_addr);
+    assert_ne!(new_leader, f.old);
+}
+
+/// The failover figure of docs/benchmarks.md: `WEFT_FAILOVER_RUNS` (default 9) SIGKILLs of the
+/// leader, each on a fresh cluster; prints every run and min / median / max. Extra
+/// `weft placement` flags for all nodes (to try other timings) in `WEFT_FAILOVER_ARGS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run with -- --ignored --nocapture"]
+async fn leader_failover_figures() {
+    let _serial = SERIAL.lock().await;
+    if std::env::var_os("WEFT_FAILOVER_TRACE").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("weft_placement=debug")
+            .try_init();
+    }
+    let runs: usize = std::env::var("WEFT_FAILOVER_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(9)
+        .max(1);
+    let args = std::env::var("WEFT_FAILOVER_ARGS").unwrap_or_default();
+    let extra: Vec<&str> = args.split_whitespace().collect();
+    let ms = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{}", d.as_millis()));
+    let mut served = Vec::new();
+    for run in 1..=runs {
+        let (cluster, client, f) = one_failover(&extra, Duration::from_secs(30)).await;
+        println!(
+            "run {run}: election timer fired {} ms, new leader elected {} ms, table served {} ms after kill -9",
+            ms(f.election_started),
+            ms(f.elected),
+            f.served.as_millis()
+        );
+        if std::env::var_os("WEFT_FAILOVER_TRACE").is_some() {
+            println!("{}", cluster.logs());
+        }
+        served.push(f.served);
+        drop((client, cluster));
+    }
+    served.sort();
+    println!(
+        "leader failover over {runs} runs{}: min {} ms, median {} ms, max {} ms",
+        if args.is_empty() {
+            String::new()
+        } else {
+            format!(" ({args})")
+        },
+        served[0].as_millis(),
+        served[runs / 2].as_millis(),
+        served[runs - 1].as_millis()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

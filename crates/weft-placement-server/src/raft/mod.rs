@@ -17,8 +17,8 @@ use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use weft_placement::table::{Command, CommandResult, MemberTable};
 
@@ -54,15 +54,35 @@ pub struct RaftTuning {
 
 impl Default for RaftTuning {
     fn default() -> Self {
-        // Short timeouts: a leader loss must be repaired well within the 2 s budget. The lease
-        // (= election_max) plus one election round dominates failover time.
+        // A follower starts an election only after openraft's leader lease (= election_max)
+        // plus its own timeout (election_min..election_max) without a heartbeat: 400–500 ms
+        // here, 8–10 heartbeats. Failover is that plus one vote round (docs/placement.md).
         Self {
-            heartbeat: Duration::from_millis(75),
-            election_min: Duration::from_millis(250),
-            election_max: Duration::from_millis(500),
+            heartbeat: Duration::from_millis(50),
+            election_min: Duration::from_millis(150),
+            election_max: Duration::from_millis(250),
             snapshot_every: 500,
             keep_logs: 200,
         }
+    }
+}
+
+/// When this node last heard from the leader it follows (an accepted `AppendEntries`,
+/// heartbeats included); cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct LeaderContact(Arc<Mutex<Option<Instant>>>);
+
+impl LeaderContact {
+    pub(crate) fn touch(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// Whether a leader's message arrived within `within` (never: false).
+    pub fn heard_within(&self, within: Duration) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() <= within)
     }
 }
 
@@ -104,6 +124,8 @@ pub struct RaftNode {
     leadership: watch::Receiver<Leadership>,
     publisher: TablePublisher,
     sm: StateMachine,
+    contact: LeaderContact,
+    tuning: RaftTuning,
 }
 
 fn state_name(s: ServerState) -> &'static str {
@@ -229,11 +251,28 @@ impl RaftNode {
             leadership,
             publisher,
             sm,
+            contact: LeaderContact::default(),
+            tuning: tuning.clone(),
         })
     }
 
     pub fn raft(&self) -> &PlacementRaft {
         &self.raft
+    }
+
+    /// The raft RPC service of this node (it records [`Self::leader_contact`]).
+    pub fn rpc_service(
+        &self,
+    ) -> weft_placement::proto::raft::raft_server::RaftServer<RaftRpcServer> {
+        RaftRpcServer::into_service(self.raft.clone(), self.contact.clone())
+    }
+
+    pub fn leader_contact(&self) -> &LeaderContact {
+        &self.contact
+    }
+
+    pub fn tuning(&self) -> &RaftTuning {
+        &self.tuning
     }
 
     pub fn view(&self) -> RaftView {

@@ -1,7 +1,7 @@
 //! Raft RPCs over gRPC: the client side (`RaftNetworkV2`) and the server side (`Raft` service).
 //! openraft's messages travel as JSON inside `weft.raft.v1.RaftPayload`.
 
-use super::{NodeId, PlacementRaft, Snapshot, TypeConfig, Vote};
+use super::{LeaderContact, NodeId, PlacementRaft, Snapshot, TypeConfig, Vote};
 use crate::error::ServerError;
 use openraft::BasicNode;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -215,11 +215,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 /// Server side: hands incoming RPCs to the local raft node.
 pub struct RaftRpcServer {
     raft: PlacementRaft,
+    contact: LeaderContact,
 }
 
 impl RaftRpcServer {
-    pub fn into_service(raft: PlacementRaft) -> RaftServer<Self> {
-        RaftServer::new(Self { raft })
+    /// `contact` records every `AppendEntries` (heartbeats too) raft accepted from a leader.
+    pub fn into_service(raft: PlacementRaft, contact: LeaderContact) -> RaftServer<Self> {
+        RaftServer::new(Self { raft, contact })
             .max_decoding_message_size(MAX_RAFT_MESSAGE)
             .max_encoding_message_size(MAX_RAFT_MESSAGE)
     }
@@ -238,7 +240,12 @@ impl RaftService for RaftRpcServer {
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = decode(req.get_ref())?;
-        reply(self.raft.append_entries(rpc).await)
+        let res = self.raft.append_entries(rpc).await;
+        // Anything but "your vote is stale" came from the leader this node follows.
+        if matches!(&res, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            self.contact.touch();
+        }
+        reply(res)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {

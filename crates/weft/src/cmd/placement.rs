@@ -44,14 +44,15 @@ pub struct PlacementArgs {
     )]
     pub liveness_timeout_ms: u64,
     /// Raft heartbeat interval.
-    #[arg(long, env = "WEFT_PLACEMENT_HEARTBEAT_MS", default_value_t = 75)]
+    #[arg(long, env = "WEFT_PLACEMENT_HEARTBEAT_MS", default_value_t = 50)]
     pub heartbeat_ms: u64,
     /// Raft election timeout, lower bound.
-    #[arg(long, env = "WEFT_PLACEMENT_ELECTION_MIN_MS", default_value_t = 250)]
+    #[arg(long, env = "WEFT_PLACEMENT_ELECTION_MIN_MS", default_value_t = 150)]
     pub election_min_ms: u64,
     /// Raft election timeout, upper bound (also openraft's leader lease: followers refuse
-    /// to vote for this long after the last heartbeat, so it bounds failover time).
-    #[arg(long, env = "WEFT_PLACEMENT_ELECTION_MAX_MS", default_value_t = 500)]
+    /// to vote for this long after the last heartbeat, then wait their own timeout, so a
+    /// leader loss is noticed election_max + election_min..election_max after it).
+    #[arg(long, env = "WEFT_PLACEMENT_ELECTION_MAX_MS", default_value_t = 250)]
     pub election_max_ms: u64,
     /// Take a snapshot after this many applied log entries.
     #[arg(long, env = "WEFT_PLACEMENT_SNAPSHOT_EVERY", default_value_t = 500)]
@@ -210,6 +211,11 @@ mod tests {
         let t = T::try_parse_from(["t", "--id", "2", "--data-dir", "/tmp/x"]).unwrap();
         assert_eq!(t.p.listen.port(), weft_placement::DEFAULT_PORT);
         assert_eq!(t.p.liveness_timeout_ms, 3000);
+        // The flags' defaults are the library's (docs/placement.md argues them).
+        let d = RaftTuning::default();
+        assert_eq!(t.p.heartbeat_ms, d.heartbeat.as_millis() as u64);
+        assert_eq!(t.p.election_min_ms, d.election_min.as_millis() as u64);
+        assert_eq!(t.p.election_max_ms, d.election_max.as_millis() as u64);
         assert!(t.p.initial_cluster.is_none());
         // --id is required unless the environment provides it.
         if std::env::var_os("WEFT_PLACEMENT_ID").is_none() {
