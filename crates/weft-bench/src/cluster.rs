@@ -16,6 +16,7 @@ use weft_testkit::{Cluster, ClusterConfig};
 use crate::harness::Sidecar;
 use crate::pgstat::PgStat;
 use crate::worker::{Permits, Worker};
+pub use crate::workload::ClusterFacts;
 use crate::workload::{Endpoints, Plan, Report, Row, chains};
 
 /// How long the workers' sidecars may take to appear in an acknowledged placement table.
@@ -37,23 +38,6 @@ pub struct ClusterOptions {
     pub database_url: String,
     /// Extra flags for every `weft sidecar`.
     pub sidecar_args: Vec<String>,
-}
-
-/// What a cluster run started and how it settled.
-#[derive(Debug, Clone)]
-pub struct ClusterFacts {
-    pub sidecars: usize,
-    pub placement_nodes: usize,
-    pub via_haproxy: bool,
-    /// Sidecars placement listed with the workers' actor types when the workloads began.
-    pub sidecars_with_workers: usize,
-    /// Starting the placement nodes (a leader elected), the sidecars (every ready line) and
-    /// HAProxy.
-    pub start_secs: f64,
-    /// From the workers connecting to placement's table listing their sidecars, acknowledged.
-    pub settle_secs: f64,
-    /// `split` or `shared` (the worker's permit pools).
-    pub permits: &'static str,
 }
 
 /// Where the workers and clients connect.

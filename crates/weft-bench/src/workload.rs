@@ -401,6 +401,23 @@ pub struct Plan {
     pub pg_flush_wait: Duration,
 }
 
+/// What a cluster run started and how it settled.
+#[derive(Debug, Clone)]
+pub struct ClusterFacts {
+    pub sidecars: usize,
+    pub placement_nodes: usize,
+    pub via_haproxy: bool,
+    /// Sidecars placement listed with the workers' actor types when the workloads began.
+    pub sidecars_with_workers: usize,
+    /// Starting the placement nodes (a leader elected), the sidecars (every ready line) and
+    /// HAProxy.
+    pub start_secs: f64,
+    /// From the workers connecting to placement's table listing their sidecars, acknowledged.
+    pub settle_secs: f64,
+    /// `split` or `shared` (the worker's permit pools).
+    pub permits: &'static str,
+}
+
 /// Everything one run measured.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -410,7 +427,7 @@ pub struct Report {
     pub rss: Option<crate::rss::RssReport>,
     pub python: Option<crate::python::PyReport>,
     /// What a cluster run started ([`crate::cluster`]).
-    pub cluster: Option<crate::cluster::ClusterFacts>,
+    pub cluster: Option<ClusterFacts>,
 }
 
 /// Starts a sidecar where `target` says, connects a worker, runs the plan and shuts everything
