@@ -180,7 +180,7 @@ impl Sidecar {
         Self::connect_to(&self.grpc_url).await
     }
 
-    async fn connect_to(url: &str) -> anyhow::Result<Client<Channel>> {
+    pub(crate) async fn connect_to(url: &str) -> anyhow::Result<Client<Channel>> {
         let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5))

@@ -5,19 +5,31 @@
 //!     [--database-url URL] [--sidecar in-process|process] [--weft-bin PATH]
 //!     [--workload all|throughput|latency|fanout|rss|python,...] [--workflows 200] [--steps 10]
 //!     [--concurrency 64] [--latency-runs 100] [--fanout-sizes 1000] [--rss-workflows 100000]
-//!     [--python PATH] [--json FILE] [--deadline-secs 600]
+//!     [--python PATH] [--json FILE] [--deadline-secs 600] [--worker-permits split|shared]
+//!     [--cluster N [--via-haproxy] [--placement-nodes 3] [--sidecar-arg=FLAG ...]]
 //! ```
 //!
+//! `--cluster N` is the production configuration: `--placement-nodes` (3) `weft placement` nodes
+//! and N `weft sidecar`s (the `weft` next to this binary, or `--weft-bin`) on a throwaway
+//! PostgreSQL with fsync on (or `--database-url`), one bench worker per sidecar and starts spread
+//! round robin over them, or with `--via-haproxy` every worker and client through HAProxy;
+//! `--sidecar-arg` then goes to every sidecar. `--worker-permits shared` gives the bench worker
+//! its older single pool for turns and activities, taken before the next item is read (the
+//! default `split` keeps one pool per kind, as the SDKs do).
+//!
 //! The whole run is bounded by `--deadline-secs`; past it the benchmark aborts with an error
-//! (exit status 1) and still stops the throwaway PostgreSQL server it started.
+//! (exit status 1) and still stops the throwaway PostgreSQL server and every process it started
+//! (30 s later at the latest, whatever hangs).
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
+use weft_bench::cluster::ClusterOptions;
 use weft_bench::python::PyPlan;
 use weft_bench::rss::RssPlan;
+use weft_bench::worker::Permits;
 use weft_bench::{BenchStore, Plan, Report, Target, pg};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -45,6 +57,14 @@ enum SidecarKind {
     InProcess,
     /// `weft dev` as a child process on port 0, reached only over gRPC (as SDK apps are).
     Process,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum WorkerPermits {
+    /// One pool for workflow turns and one for activities, taken after the item is read.
+    Split,
+    /// One pool for both, taken before the next item is read (the older worker).
+    Shared,
 }
 
 /// End-to-end benchmark of the Weft engine (see docs/benchmarks.md).
@@ -92,8 +112,8 @@ struct Args {
     /// may return freed memory with a delay).
     #[arg(long, default_value_t = 15)]
     settle_secs: u64,
-    /// An extra argument for `weft dev` with `--sidecar process` (repeatable), e.g.
-    /// `--sidecar-arg=--idle-timeout=5s`.
+    /// An extra argument for `weft dev` with `--sidecar process`, or for every `weft sidecar`
+    /// with `--cluster` (repeatable), e.g. `--sidecar-arg=--idle-timeout=5s`.
     #[arg(long, allow_hyphen_values = true)]
     sidecar_arg: Vec<String>,
     /// Python with dapr-ext-workflow, for the Python workload.
@@ -132,6 +152,19 @@ struct Args {
     /// Abort with an error if the whole run takes longer than this.
     #[arg(long, default_value_t = 600)]
     deadline_secs: u64,
+    /// Run on a cluster of this many `weft sidecar`s (with placement nodes, on PostgreSQL).
+    #[arg(long)]
+    cluster: Option<usize>,
+    /// With `--cluster`: every worker and client through HAProxy instead of one per sidecar.
+    #[arg(long, requires = "cluster")]
+    via_haproxy: bool,
+    /// With `--cluster`: `weft placement` nodes (one raft group).
+    #[arg(long, default_value_t = 3)]
+    placement_nodes: usize,
+    /// How the bench worker limits concurrent answers: a pool per kind (workflow turns,
+    /// activities) taken after reading the item, or one shared pool taken before reading the next.
+    #[arg(long, value_enum, default_value_t = WorkerPermits::Split)]
+    worker_permits: WorkerPermits,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -145,7 +178,10 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(args.steps >= 1, "--steps must be at least 1");
     anyhow::ensure!(args.workflows >= 1, "--workflows must be at least 1");
     let deadline = Duration::from_secs(args.deadline_secs);
-    let started = std::time::Instant::now();
+    let started = Instant::now();
+    if let Some(n) = args.cluster {
+        return run_cluster(&args, n, started + deadline);
+    }
 
     // Declared before the runtime so it is dropped (server stopped) after the runtime is gone.
     let db = Database::choose(&args)?;
@@ -205,9 +241,87 @@ fn main() -> anyhow::Result<()> {
             args.deadline_secs
         ),
     };
-    print_report(&report);
+    finish(&args, &setup, &report)
+}
+
+/// `--cluster N`: placement nodes and N sidecars on PostgreSQL, driven as [`weft_bench::cluster`]
+/// says; every process is stopped before this returns.
+fn run_cluster(args: &Args, sidecars: usize, deadline: Instant) -> anyhow::Result<()> {
+    anyhow::ensure!(sidecars >= 1, "--cluster needs at least 1 sidecar");
+    anyhow::ensure!(
+        args.sidecar == SidecarKind::InProcess,
+        "--cluster starts its own `weft sidecar`s: leave out --sidecar"
+    );
+    anyhow::ensure!(
+        !args.workload.contains(&Workload::Rss) && !args.workload.contains(&Workload::Python),
+        "--cluster runs the throughput, latency and fanout workloads only"
+    );
+    let plan = args.plan(false)?;
+    let weft_bin = match &args.weft_bin {
+        Some(b) => b.clone(),
+        None => weft_bench::process::default_weft_bin()
+            .context("no `weft` binary next to weft-bench; build it or pass --weft-bin")?,
+    };
+    hard_stop(deadline);
+    // Dropped (server stopped) after the cluster, which `bench` stops before it returns.
+    let db = Database::choose(args)?;
+    let database_url = db.url.clone().context("cluster mode runs on PostgreSQL")?;
+    let wiring = if args.via_haproxy {
+        "every worker and client through HAProxy"
+    } else {
+        "one worker per sidecar, starts round robin"
+    };
+    let setup = format!(
+        "cluster: {sidecars} x `{} sidecar` + {} placement nodes, {wiring}; {}",
+        weft_bin.display(),
+        args.placement_nodes,
+        db.setup
+    );
+    println!(
+        "weft-bench: {setup}; {} cores; {} workflows x {} steps, concurrency {} per worker, {} latency runs; worker permits {}; load {:.2}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        plan.workflows,
+        plan.steps,
+        plan.concurrency,
+        plan.latency_runs,
+        if args.worker_permits == WorkerPermits::Split {
+            "split"
+        } else {
+            "shared"
+        },
+        weft_bench::process::load_avg()
+    );
+    let opts = ClusterOptions {
+        weft_bin,
+        sidecars,
+        placement_nodes: args.placement_nodes,
+        via_haproxy: args.via_haproxy,
+        database_url,
+        sidecar_args: args.sidecar_arg.clone(),
+    };
+    // On this (the main) thread: the cluster's processes die with the thread that started them.
+    let outcome = weft_bench::cluster::bench(&opts, &plan, deadline);
+    drop(db);
+    finish(args, &setup, &outcome?)
+}
+
+/// Past the deadline and a grace for stopping, ends the process whatever hangs: the cluster's
+/// processes die with it (`PR_SET_PDEATHSIG`) and the throwaway PostgreSQL's watchdog stops the
+/// server.
+fn hard_stop(deadline: Instant) {
+    std::thread::spawn(move || {
+        let grace = Duration::from_secs(30);
+        std::thread::sleep(deadline.saturating_duration_since(Instant::now()) + grace);
+        eprintln!("weft-bench: still running 30 s past --deadline-secs; exiting");
+        std::process::exit(1);
+    });
+}
+
+/// Prints the tables, writes the JSON and fails unless every workflow completed.
+fn finish(args: &Args, setup: &str, report: &Report) -> anyhow::Result<()> {
+    print_report(report);
     if let Some(path) = &args.json {
-        let v = weft_bench::json::report(&setup, &report);
+        let v = weft_bench::json::report(setup, report);
         std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
     }
@@ -237,8 +351,10 @@ struct Database {
 
 impl Database {
     fn choose(args: &Args) -> anyhow::Result<Database> {
-        let postgres =
-            args.postgres || args.database_url.is_some() || args.backend == Backend::Postgres;
+        let postgres = args.postgres
+            || args.database_url.is_some()
+            || args.backend == Backend::Postgres
+            || args.cluster.is_some();
         let mut server = None;
         let mut setup = String::new();
         let url = match (&args.database_url, postgres) {
@@ -320,6 +436,11 @@ impl Args {
                 clients: self.py_clients.max(1),
                 warmup: 10,
             }),
+            permits: match self.worker_permits {
+                WorkerPermits::Split => Permits::Split,
+                WorkerPermits::Shared => Permits::Shared,
+            },
+            pg_flush_wait: weft_bench::pgstat::FLUSH_WAIT,
         })
     }
 }
@@ -331,6 +452,9 @@ fn print_report(report: &Report) {
         println!("sidecar RSS at start: {:.1} MB", k as f64 / 1024.0);
     }
     print!("{}", weft_bench::table(rows));
+    if let Some(c) = &report.cluster {
+        print!("{}", weft_bench::cluster::summary(c, rows));
+    }
     if let Some(r) = &report.rss {
         print!("{}", weft_bench::rss::table(r));
     }

@@ -14,9 +14,15 @@
 //! - `wait`: no actions ever — the workflow waits for an external event that never comes (the
 //!   idle-memory workload); each answered turn is reported as [`Notice::Waiting`].
 //!
-//! Activities return immediately. Each work item is answered by its own task, at most
-//! `concurrency` at once, so many completion RPCs are in flight and the engine's group commit can
-//! batch them. A workflow whose completion RPC succeeded is reported as [`Notice::Completed`].
+//! Activities return immediately. Each work item is answered by its own task, so many completion
+//! RPCs are in flight and the engine's group commit can batch them. [`Permits::Split`] (the
+//! default) gives workflow turns and activities a pool of `concurrency` permits each, taken after
+//! the item is read, as the SDKs keep separate orchestration and activity limits: a full activity
+//! pool never stops turns from being read and run. [`Permits::Shared`] is the older worker: one
+//! pool for both, taken *before* the next item is read — the case where a worker whose
+//! `CompleteActivityTask` waits for the commit of the turn consuming the result can deadlock.
+//! A workflow whose completion RPC succeeded is reported as [`Notice::Completed`]; several
+//! streams (one per sidecar, [`Worker::start_many`]) report into one channel.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,7 +50,18 @@ pub enum Notice {
     Failed(String),
 }
 
-/// A running worker. Dropping it stops the stream loop.
+/// How the worker limits its concurrent answers (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Permits {
+    /// One pool for workflow turns and one for activities, `concurrency` each, taken after the
+    /// item is read.
+    #[default]
+    Split,
+    /// One pool of `concurrency` for both, taken before the next item is read.
+    Shared,
+}
+
+/// A running worker. Dropping it stops the stream loops.
 pub struct Worker {
     notices: mpsc::UnboundedReceiver<Notice>,
     cancel: CancellationToken,
@@ -58,16 +75,42 @@ impl Drop for Worker {
 
 impl Worker {
     /// Opens the work-item stream (the hub queues anything pushed before it is read) and starts
-    /// answering items with at most `concurrency` completion RPCs in flight.
-    pub async fn start(mut client: Client<Channel>, concurrency: usize) -> anyhow::Result<Self> {
-        let stream = client
-            .get_work_items(GetWorkItemsRequest::default())
-            .await?
-            .into_inner();
+    /// answering items, limited by `permits` of `concurrency` (see the module docs).
+    pub async fn start(
+        client: Client<Channel>,
+        concurrency: usize,
+        permits: Permits,
+    ) -> anyhow::Result<Self> {
+        Self::start_many(vec![client], concurrency, permits).await
+    }
+
+    /// One stream per client (each its own connection, e.g. one per sidecar), each with its own
+    /// permit pools, all reporting to this one worker: a workflow's completion may be seen by
+    /// any of them.
+    pub async fn start_many(
+        clients: Vec<Client<Channel>>,
+        concurrency: usize,
+        permits: Permits,
+    ) -> anyhow::Result<Self> {
         let (tx, notices) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
-        tokio::spawn(run(client, stream, concurrency.max(1), tx, cancel.clone()));
-        Ok(Self { notices, cancel })
+        // Dropping `worker` on an early return cancels the streams already running.
+        let worker = Self { notices, cancel };
+        for mut client in clients {
+            let stream = client
+                .get_work_items(GetWorkItemsRequest::default())
+                .await?
+                .into_inner();
+            let pools = Pools::new(concurrency.max(1), permits);
+            tokio::spawn(run(
+                client,
+                stream,
+                pools,
+                tx.clone(),
+                worker.cancel.clone(),
+            ));
+        }
+        Ok(worker)
     }
 
     /// The next notice, or `None` once the worker has stopped.
@@ -86,14 +129,45 @@ impl Worker {
     }
 }
 
+/// The permit pools of one stream.
+struct Pools {
+    /// Taken after reading an item and before reading the next ([`Permits::Shared`]).
+    shared: Option<Arc<Semaphore>>,
+    /// Taken by each item's task after it was read ([`Permits::Split`]).
+    workflows: Arc<Semaphore>,
+    activities: Arc<Semaphore>,
+}
+
+impl Pools {
+    fn new(concurrency: usize, permits: Permits) -> Self {
+        let pool = || Arc::new(Semaphore::new(concurrency));
+        Self {
+            shared: (permits == Permits::Shared).then(pool),
+            workflows: pool(),
+            activities: pool(),
+        }
+    }
+
+    /// The split pool an item waits in (none for a shared worker or a health ping).
+    fn of(&self, request: &Option<work_item::Request>) -> Option<Arc<Semaphore>> {
+        if self.shared.is_some() {
+            return None;
+        }
+        match request {
+            Some(work_item::Request::WorkflowRequest(_)) => Some(self.workflows.clone()),
+            Some(work_item::Request::ActivityRequest(_)) => Some(self.activities.clone()),
+            Some(work_item::Request::HealthPing(_)) | None => None,
+        }
+    }
+}
+
 async fn run(
     client: Client<Channel>,
     mut stream: tonic::Streaming<weft_proto::durabletask::WorkItem>,
-    concurrency: usize,
+    pools: Pools,
     tx: mpsc::UnboundedSender<Notice>,
     cancel: CancellationToken,
 ) {
-    let limit = Arc::new(Semaphore::new(concurrency));
     loop {
         let msg = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -114,17 +188,34 @@ async fn run(
                 return;
             }
         };
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => return,
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
+        // A shared worker reads nothing more until a permit is free (the older behaviour).
+        let shared_permit = match &pools.shared {
+            Some(limit) => tokio::select! {
+                _ = cancel.cancelled() => return,
+                p = limit.clone().acquire_owned() => match p {
+                    Ok(p) => Some(p),
+                    Err(_) => return,
+                },
             },
+            None => None,
         };
+        let pool = pools.of(&request);
         let mut c = client.clone();
         let tx = tx.clone();
+        let cancel = cancel.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _shared = shared_permit;
+            // The item waits for a permit of its own kind; the loop goes on reading.
+            let _permit = match pool {
+                Some(p) => tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    p = p.acquire_owned() => match p {
+                        Ok(p) => Some(p),
+                        Err(_) => return,
+                    },
+                },
+                None => None,
+            };
             let notice = match request {
                 Some(work_item::Request::WorkflowRequest(r)) => on_workflow(&mut c, r).await,
                 Some(work_item::Request::ActivityRequest(r)) => on_activity(&mut c, r).await,

@@ -12,27 +12,31 @@
 //! Each reads the in-process store's commit counter before and after: commits per activity step
 //! counts every write transaction in between (instance creation included) divided by
 //! `workflows × steps`. On PostgreSQL it also reads the server's own counters ([`PgStat`]).
-//! The idle-memory and Python workloads are in [`crate::rss`] and [`crate::python`].
+//! They drive [`Endpoints`]: one sidecar, or a cluster's sidecars with starts spread round robin
+//! ([`crate::cluster`]). The idle-memory and Python workloads are in [`crate::rss`] and
+//! [`crate::python`].
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
+use tonic::transport::Channel;
+use weft_proto::durabletask::task_hub_sidecar_service_client::TaskHubSidecarServiceClient as Client;
 use weft_proto::durabletask::{GetInstanceRequest, OrchestrationStatus};
 
 use crate::harness::{Sidecar, Target, run_tag, start_request};
 use crate::pgstat::{self, Counters, PgStat};
 use crate::probe::{OpStat, Probe};
 use crate::process::load_avg;
-use crate::worker::{Notice, Worker};
+use crate::worker::{Notice, Permits, Worker};
 
 /// One line of the results table.
 #[derive(Debug, Clone)]
 pub struct Row {
     pub workload: String,
     pub backend: &'static str,
-    /// `in-process` or `process` (the sidecar in a `weft dev` child process).
+    /// `in-process`, `process` (the sidecar in a `weft dev` child process) or `cluster`.
     pub sidecar: &'static str,
     pub workflows: usize,
     /// Activities per workflow.
@@ -59,6 +63,8 @@ pub struct Row {
 pub struct PgFigures {
     /// Committed transactions (`xact_commit`), reads included.
     pub xact_commit: u64,
+    /// Rolled-back transactions (`xact_rollback`), reads included.
+    pub xact_rollback: u64,
     /// Transactions that were given a transaction ID (writes).
     pub write_xacts: u64,
 }
@@ -71,14 +77,14 @@ struct Meter {
 }
 
 impl Meter {
-    async fn begin(sc: &Sidecar, pg: Option<&PgStat>) -> anyhow::Result<Self> {
+    async fn begin(ep: &Endpoints<'_>, pg: Option<&PgStat>) -> anyhow::Result<Self> {
         let pg = match pg {
             Some(p) => Some(p.settled().await?),
             None => None,
         };
         Ok(Self {
-            commits: sc.commit_count(),
-            calls: sc.probe.snapshot(),
+            commits: ep.commit_count(),
+            calls: ep.calls(),
             pg,
         })
     }
@@ -86,25 +92,77 @@ impl Meter {
     /// Commits, store calls and PostgreSQL figures since `begin`.
     async fn end(
         self,
-        sc: &Sidecar,
+        ep: &Endpoints<'_>,
         pg: Option<&PgStat>,
     ) -> anyhow::Result<(Option<u64>, Vec<OpStat>, Option<PgFigures>)> {
-        let commits = match (self.commits, sc.commit_count()) {
+        let commits = match (self.commits, ep.commit_count()) {
             (Some(a), Some(b)) => Some(b - a),
             _ => None,
         };
-        let calls = Probe::delta(&self.calls, &sc.probe.snapshot());
+        let calls = Probe::delta(&self.calls, &ep.calls());
         let pg = match (self.pg, pg) {
             (Some(before), Some(p)) => {
-                let (xact_commit, write_xacts) = pgstat::delta(before, p.settled().await?);
+                let after = p.settled().await?;
+                let (xact_commit, write_xacts) = pgstat::delta(before, after);
                 Some(PgFigures {
                     xact_commit,
+                    xact_rollback: pgstat::rollbacks(before, after),
                     write_xacts,
                 })
             }
             _ => None,
         };
         Ok((commits, calls, pg))
+    }
+}
+
+/// What the workloads drive: the clients that start and query instances (taken in turn, so a
+/// cluster's starts spread over its sidecars) and, for an in-process sidecar, its counters.
+pub struct Endpoints<'a> {
+    clients: Vec<Client<Channel>>,
+    backend: &'static str,
+    sidecar: &'static str,
+    local: Option<&'a Sidecar>,
+}
+
+impl<'a> Endpoints<'a> {
+    /// One sidecar (in this process or a child).
+    pub fn of(sc: &'a Sidecar) -> Self {
+        Self {
+            clients: vec![sc.client.clone()],
+            backend: sc.backend,
+            sidecar: sidecar_kind(sc),
+            local: Some(sc),
+        }
+    }
+
+    /// Sidecars in other processes, reached through `clients` (at least one); rows name the
+    /// sidecar `sidecar`.
+    pub fn remote(
+        clients: Vec<Client<Channel>>,
+        backend: &'static str,
+        sidecar: &'static str,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(!clients.is_empty(), "no client to drive the workloads with");
+        Ok(Self {
+            clients,
+            backend,
+            sidecar,
+            local: None,
+        })
+    }
+
+    /// The `i`-th client, round robin.
+    fn client(&self, i: usize) -> Client<Channel> {
+        self.clients[i % self.clients.len()].clone()
+    }
+
+    fn commit_count(&self) -> Option<u64> {
+        self.local.and_then(Sidecar::commit_count)
+    }
+
+    fn calls(&self) -> Vec<OpStat> {
+        self.local.map(|s| s.probe.snapshot()).unwrap_or_default()
     }
 }
 
@@ -119,13 +177,13 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// Counts the instances among `ids` whose status is COMPLETED.
 pub(crate) async fn count_completed(
-    sc: &Sidecar,
+    ep: &Endpoints<'_>,
     ids: &[String],
     concurrency: usize,
 ) -> anyhow::Result<usize> {
-    let results: Vec<anyhow::Result<bool>> = futures::stream::iter(ids.iter().cloned())
-        .map(|id| {
-            let mut c = sc.client.clone();
+    let results: Vec<anyhow::Result<bool>> = futures::stream::iter(ids.iter().cloned().enumerate())
+        .map(|(i, id)| {
+            let mut c = ep.client(i);
             async move {
                 let r = c
                     .get_instance(GetInstanceRequest {
@@ -151,7 +209,7 @@ pub(crate) async fn count_completed(
 
 /// The throughput workload (see the module docs). `worker` must run workflows of `steps` steps.
 pub async fn throughput(
-    sc: &Sidecar,
+    ep: &Endpoints<'_>,
     worker: &mut Worker,
     pg: Option<&PgStat>,
     workflows: usize,
@@ -163,13 +221,13 @@ pub async fn throughput(
     let prefix = format!("tp-{tag}-");
     let ids: Vec<String> = (0..workflows).map(|i| format!("{prefix}{i}")).collect();
     let input = steps.to_string();
-    let meter = Meter::begin(sc, pg).await?;
+    let meter = Meter::begin(ep, pg).await?;
     let t0 = Instant::now();
 
     // Start everything with bounded concurrency, while completions already stream in.
-    let starts = futures::stream::iter(ids.iter().cloned())
-        .map(|id| {
-            let mut c = sc.client.clone();
+    let starts = futures::stream::iter(ids.iter().cloned().enumerate())
+        .map(|(i, id)| {
+            let mut c = ep.client(i);
             let input = &input;
             async move {
                 let t = Instant::now();
@@ -196,8 +254,9 @@ pub async fn throughput(
             }
             n = worker.next() => match n {
                 Some(Notice::Completed { instance_id, at }) => {
+                    // A turn answered twice (re-dispatched after a hand-off) completes once.
                     if instance_id.starts_with(&prefix) {
-                        done.insert(instance_id, at);
+                        done.entry(instance_id).or_insert(at);
                     }
                 }
                 Some(Notice::Waiting) => {}
@@ -209,19 +268,19 @@ pub async fn throughput(
     let last = done.values().max().copied().unwrap_or(t0);
     let elapsed = last.duration_since(t0);
     let load1 = load_avg();
-    let (commits, store_calls, pg) = meter.end(sc, pg).await?;
+    let (commits, store_calls, pg) = meter.end(ep, pg).await?;
 
     let mut lat: Vec<Duration> = done
         .iter()
         .filter_map(|(id, at)| started.get(id).map(|s| at.saturating_duration_since(*s)))
         .collect();
     lat.sort();
-    let completed = count_completed(sc, &ids, concurrency).await?;
+    let completed = count_completed(ep, &ids, concurrency).await?;
     let total_steps = (workflows as u64 * u64::from(steps)) as f64;
     Ok(Row {
         workload: "throughput".into(),
-        backend: sc.backend,
-        sidecar: sidecar_kind(sc),
+        backend: ep.backend,
+        sidecar: ep.sidecar,
         workflows,
         steps,
         completed,
@@ -248,7 +307,7 @@ fn sidecar_kind(sc: &Sidecar) -> &'static str {
 /// The latency workload (see the module docs): `runs` sequential `chain` workflows of `steps`
 /// steps, or with `fanout` set, `fanout` workflows of `steps` parallel activities.
 pub async fn latency(
-    sc: &Sidecar,
+    ep: &Endpoints<'_>,
     worker: &mut Worker,
     pg: Option<&PgStat>,
     runs: usize,
@@ -257,19 +316,19 @@ pub async fn latency(
 ) -> anyhow::Result<Row> {
     worker.drain()?;
     let tag = run_tag();
-    let mut client = sc.client.clone();
     let (name, label) = if fanout {
         ("fanout", format!("fanout-{steps}"))
     } else {
         ("chain", "latency".to_string())
     };
     let input = steps.to_string();
-    let meter = Meter::begin(sc, pg).await?;
+    let meter = Meter::begin(ep, pg).await?;
     let t0 = Instant::now();
     let mut lat = Vec::with_capacity(runs);
     let mut completed = 0;
     for i in 0..runs {
         let id = format!("lat-{tag}-{i}");
+        let mut client = ep.client(i);
         let t = Instant::now();
         client
             .start_instance(start_request(&id, name, &input))
@@ -294,13 +353,13 @@ pub async fn latency(
     }
     let elapsed = t0.elapsed();
     let load1 = load_avg();
-    let (commits, store_calls, pg) = meter.end(sc, pg).await?;
+    let (commits, store_calls, pg) = meter.end(ep, pg).await?;
     lat.sort();
     let total_steps = (runs as u64 * u64::from(steps)) as f64;
     Ok(Row {
         workload: label,
-        backend: sc.backend,
-        sidecar: sidecar_kind(sc),
+        backend: ep.backend,
+        sidecar: ep.sidecar,
         workflows: runs,
         steps,
         completed,
@@ -335,6 +394,28 @@ pub struct Plan {
     pub rss: Option<crate::rss::RssPlan>,
     /// The Python SDK worker workload (needs the sidecar in a child process).
     pub python: Option<crate::python::PyPlan>,
+    /// How the bench worker limits its concurrent answers.
+    pub permits: Permits,
+    /// The wait for PostgreSQL's statistics before each reading ([`crate::pgstat::FLUSH_WAIT`];
+    /// shorter undercounts).
+    pub pg_flush_wait: Duration,
+}
+
+/// What a cluster run started and how it settled.
+#[derive(Debug, Clone)]
+pub struct ClusterFacts {
+    pub sidecars: usize,
+    pub placement_nodes: usize,
+    pub via_haproxy: bool,
+    /// Sidecars placement listed with the workers' actor types when the workloads began.
+    pub sidecars_with_workers: usize,
+    /// Starting the placement nodes (a leader elected), the sidecars (every ready line) and
+    /// HAProxy.
+    pub start_secs: f64,
+    /// From the workers connecting to placement's table listing their sidecars, acknowledged.
+    pub settle_secs: f64,
+    /// `split` or `shared` (the worker's permit pools).
+    pub permits: &'static str,
 }
 
 /// Everything one run measured.
@@ -345,6 +426,8 @@ pub struct Report {
     pub rows: Vec<Row>,
     pub rss: Option<crate::rss::RssReport>,
     pub python: Option<crate::python::PyReport>,
+    /// What a cluster run started ([`crate::cluster`]).
+    pub cluster: Option<ClusterFacts>,
 }
 
 /// Starts a sidecar where `target` says, connects a worker, runs the plan and shuts everything
@@ -356,7 +439,11 @@ pub async fn run(
 ) -> anyhow::Result<Report> {
     let sc = Sidecar::launch(target.into()).await?;
     let pg = match pg_url {
-        Some(u) => Some(PgStat::connect(u).await?),
+        Some(u) => Some(
+            PgStat::connect(u)
+                .await?
+                .with_flush_wait(plan.pg_flush_wait),
+        ),
         None => None,
     };
     let pg = pg.as_ref();
@@ -368,39 +455,8 @@ pub async fn run(
     if let Some(py) = &plan.python {
         report.python = Some(crate::python::run(&sc, pg, py).await?);
     }
-    let mut worker = Worker::start(sc.connect().await?, plan.concurrency).await?;
-    if plan.warmup > 0 {
-        throughput(
-            &sc,
-            &mut worker,
-            None,
-            plan.warmup,
-            plan.steps,
-            plan.concurrency,
-        )
-        .await
-        .context("warm-up")?;
-    }
-    if plan.throughput {
-        let r = throughput(
-            &sc,
-            &mut worker,
-            pg,
-            plan.workflows,
-            plan.steps,
-            plan.concurrency,
-        )
-        .await?;
-        report.rows.push(r);
-    }
-    if plan.latency_runs > 0 {
-        let r = latency(&sc, &mut worker, pg, plan.latency_runs, plan.steps, false).await?;
-        report.rows.push(r);
-    }
-    for &n in &plan.fanout {
-        let r = latency(&sc, &mut worker, pg, plan.fanout_runs, n, true).await?;
-        report.rows.push(r);
-    }
+    let mut worker = Worker::start(sc.connect().await?, plan.concurrency, plan.permits).await?;
+    report.rows = chains(&Endpoints::of(&sc), &mut worker, pg, plan).await?;
     if let Some(rss) = &plan.rss {
         report.rss = Some(crate::rss::run(&sc, &mut worker, rss).await?);
     }
@@ -409,10 +465,37 @@ pub async fn run(
     Ok(report)
 }
 
+/// The warm-up, then the throughput, latency and fan-out workloads of `plan`, with `worker`
+/// answering.
+pub async fn chains(
+    ep: &Endpoints<'_>,
+    worker: &mut Worker,
+    pg: Option<&PgStat>,
+    plan: &Plan,
+) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let (steps, concurrency) = (plan.steps, plan.concurrency);
+    if plan.warmup > 0 {
+        throughput(ep, worker, None, plan.warmup, steps, concurrency)
+            .await
+            .context("warm-up")?;
+    }
+    if plan.throughput {
+        rows.push(throughput(ep, worker, pg, plan.workflows, steps, concurrency).await?);
+    }
+    if plan.latency_runs > 0 {
+        rows.push(latency(ep, worker, pg, plan.latency_runs, steps, false).await?);
+    }
+    for &n in &plan.fanout {
+        rows.push(latency(ep, worker, pg, plan.fanout_runs, n, true).await?);
+    }
+    Ok(rows)
+}
+
 /// The results as a plain-text table.
 pub fn table(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<12} {:<9} {:<10} {:>9} {:>5} {:>9} {:>9} {:>11} {:>9} {:>9} {:>8} {:>12} {:>10} {:>10} {:>6}\n",
+        "{:<12} {:<9} {:<10} {:>9} {:>5} {:>9} {:>9} {:>11} {:>9} {:>9} {:>8} {:>12} {:>10} {:>10} {:>8} {:>6}\n",
         "workload",
         "backend",
         "sidecar",
@@ -427,6 +510,7 @@ pub fn table(rows: &[Row]) -> String {
         "commits/step",
         "pg xact/st",
         "pg wr/step",
+        "pg rollb",
         "load"
     );
     for r in rows {
@@ -434,7 +518,7 @@ pub fn table(rows: &[Row]) -> String {
         let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
         let per_step = |n: u64| n as f64 / (r.workflows as f64 * f64::from(r.steps)).max(1.0);
         out.push_str(&format!(
-            "{:<12} {:<9} {:<10} {:>9} {:>5} {:>9} {:>9.2} {:>11.0} {:>9.2} {:>9.2} {:>8} {:>12} {:>10} {:>10} {:>6.2}\n",
+            "{:<12} {:<9} {:<10} {:>9} {:>5} {:>9} {:>9.2} {:>11.0} {:>9.2} {:>9.2} {:>8} {:>12} {:>10} {:>10} {:>8} {:>6.2}\n",
             r.workload,
             r.backend,
             r.sidecar,
@@ -449,6 +533,7 @@ pub fn table(rows: &[Row]) -> String {
             opt(r.commits_per_step),
             opt(r.pg.map(|p| per_step(p.xact_commit))),
             opt(r.pg.map(|p| per_step(p.write_xacts))),
+            r.pg.map_or("-".to_string(), |p| p.xact_rollback.to_string()),
             r.load1
         ));
     }

@@ -1,12 +1,24 @@
 //! Proves the benchmark runs end to end: a tiny workload (5 workflows × 3 steps, two sequential
-//! latency runs, two fan-outs of 20) on a SQLite file, through the same code the binary uses. No
-//! timing assertions — only that every workflow completed and the figures are filled in.
+//! latency runs, two fan-outs of 20) on a SQLite file, through the same code the binary uses, with
+//! either worker permit setting. No timing assertions — only that every workflow completed and the
+//! figures are filled in.
 
 use std::time::Duration;
+use weft_bench::worker::Permits;
 use weft_bench::{BenchStore, Plan};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_workload_completes_on_sqlite() {
+    tiny_workload(Permits::Split).await;
+}
+
+/// The older worker (one permit pool, taken before the next item is read) still runs it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_workload_completes_with_shared_permits() {
+    tiny_workload(Permits::Shared).await;
+}
+
+async fn tiny_workload(permits: Permits) {
     let dir = tempfile::tempdir().unwrap();
     let store = BenchStore::sqlite(&dir.path().join("smoke.db")).unwrap();
     let plan = Plan {
@@ -20,6 +32,8 @@ async fn tiny_workload_completes_on_sqlite() {
         fanout_runs: 2,
         rss: None,
         python: None,
+        permits,
+        pg_flush_wait: weft_bench::pgstat::FLUSH_WAIT,
     };
     let report = tokio::time::timeout(Duration::from_secs(60), weft_bench::run(store, &plan, None))
         .await
