@@ -19,4 +19,5 @@ def test_sigstop_sidecar_past_liveness_timeout_then_sigcont(rig, report):
         heal=lambda c, i: c.resume("sidecar", i),
         # a client call to the paused sidecar would wait for it: the clients use the others
         via=(0, 1),
+        pauses=True,
     )

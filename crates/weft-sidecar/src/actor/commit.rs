@@ -243,8 +243,14 @@ impl Actor {
             // Continue-as-new: the same for the finished generation's queued activities.
             self.inner.hub.new_execution(&self.id, generation);
         }
-        for job in follow.activities {
-            self.inner.hub.push(job);
+        // A turn committed while handing off dispatches nothing here: the next owner's scan
+        // of the bucket finds the new tasks once the lease is released, whereas a dispatch
+        // here would hold the hand-off open until that activity ends (or the deadline passes
+        // and the next owner runs it a second time).
+        if self.inner.view.owns(&self.id) {
+            for job in follow.activities {
+                self.inner.hub.push(job);
+            }
         }
         if timers {
             self.inner.timers_changed.notify_one();
