@@ -124,6 +124,8 @@ impl Wiring {
                 sidecars_with_workers: 0,
                 start_secs,
                 settle_secs: 0.0,
+                background_xacts_per_sec: None,
+                pg_window_extra_secs: 0.0,
                 permits: match permits {
                     Permits::Split => "split",
                     Permits::Shared => "shared",
@@ -153,6 +155,14 @@ async fn drive(w: &Wiring, plan: &Plan) -> anyhow::Result<Report> {
     let pg = PgStat::connect(&w.database_url)
         .await?
         .with_flush_wait(plan.pg_flush_wait);
+    // The cluster's own transactions while idle, so the per-step figures can be read net of
+    // them: they are paid per second, not per step.
+    let before = pg.settled().await?;
+    let t = Instant::now();
+    let after = pg.settled().await?;
+    facts.background_xacts_per_sec =
+        Some(crate::pgstat::delta(before, after).0 as f64 / t.elapsed().as_secs_f64());
+    facts.pg_window_extra_secs = plan.pg_flush_wait.as_secs_f64();
     let rows = chains(&ep, &mut worker, Some(&pg), plan).await?;
     drop(worker);
     Ok(Report {
@@ -259,9 +269,17 @@ pub fn summary(facts: &ClusterFacts, rows: &[Row]) -> String {
     for r in rows {
         let steps = (r.workflows as f64 * f64::from(r.steps)).max(1.0);
         let pg = r.pg.map_or("-".to_string(), |p| {
+            let total = (p.xact_commit + p.xact_rollback) as f64;
+            let net = facts.background_xacts_per_sec.map_or(String::new(), |bg| {
+                let window = r.elapsed.as_secs_f64() + facts.pg_window_extra_secs;
+                format!(
+                    "; net of the idle cluster's {bg:.1}/s over the {window:.1} s window ≈ {:.2}",
+                    (total - bg * window).max(0.0) / steps
+                )
+            });
             format!(
-                "{:.2} ({} commits + {} rollbacks, reads included), write transactions {:.2}",
-                (p.xact_commit + p.xact_rollback) as f64 / steps,
+                "{:.2} ({} commits + {} rollbacks, reads included), write transactions {:.2}{net}",
+                total / steps,
                 p.xact_commit,
                 p.xact_rollback,
                 p.write_xacts as f64 / steps

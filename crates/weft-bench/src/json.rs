@@ -48,6 +48,8 @@ pub fn report(setup: &str, r: &Report) -> Value {
             "start_s": c.start_secs,
             "settle_s": c.settle_secs,
             "worker_permits": c.permits,
+            "background_pg_xacts_per_s": c.background_xacts_per_sec,
+            "pg_window_extra_s": c.pg_window_extra_secs,
         })),
         "rows": r.rows.iter().map(row).collect::<Vec<_>>(),
         "rss": r.rss.as_ref().map(|x| json!({

@@ -416,6 +416,12 @@ pub struct ClusterFacts {
     pub settle_secs: f64,
     /// `split` or `shared` (the worker's permit pools).
     pub permits: &'static str,
+    /// PostgreSQL transactions per second with no workload running (lease renewals, reminder
+    /// and remote-task polls of every sidecar), measured over one statistics wait before the
+    /// workloads; `pg_window_extra_secs` is what each workload's counter window adds to its
+    /// run time (the statistics wait before its closing reading).
+    pub background_xacts_per_sec: Option<f64>,
+    pub pg_window_extra_secs: f64,
 }
 
 /// Everything one run measured.

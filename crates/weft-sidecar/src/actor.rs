@@ -474,7 +474,7 @@ impl Actor {
         let inbox = match &self.state {
             // Only held results arrived since everything read was consumed or carried.
             Some(_) if !self.inbox_stale => carried,
-            Some(_) => self.inner.store.read_inbox(&self.id).await?,
+            Some(_) => self.inner.inboxes.read(&self.id).await?,
             None => match self.inner.store.load(&self.id).await? {
                 None => {
                     self.gone = true;

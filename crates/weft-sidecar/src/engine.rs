@@ -165,6 +165,7 @@ impl Engine {
         );
         let inner = Arc::new(Parts {
             committer: Committer::new(store.clone()),
+            inboxes: crate::reads::InboxReader::new(store.clone()),
             store,
             clock: cfg.clock.clone(),
             hub,

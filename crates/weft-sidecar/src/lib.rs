@@ -37,6 +37,7 @@ mod lineage;
 mod loops;
 mod mailbox;
 mod parts;
+mod reads;
 mod recovery;
 mod remote;
 mod rerun;

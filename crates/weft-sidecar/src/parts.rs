@@ -6,6 +6,7 @@ use crate::cluster::owned::OwnershipView;
 use crate::commit::Committer;
 use crate::directory::Directory;
 use crate::hub::Hub;
+use crate::reads::InboxReader;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -16,6 +17,8 @@ pub(crate) struct Parts {
     pub(crate) store: Arc<dyn Store>,
     /// Group commits of checkpoints, creates and results.
     pub(crate) committer: Committer,
+    /// Batched inbox re-reads of loaded actors.
+    pub(crate) inboxes: InboxReader,
     pub(crate) clock: Arc<dyn Clock>,
     /// Workers' streams, their queues and the concurrency limiter.
     pub(crate) hub: Arc<Hub>,

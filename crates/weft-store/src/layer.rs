@@ -38,6 +38,7 @@ pub enum Call {
     Load,
     GetHistory,
     ReadInbox,
+    ReadInboxBatch,
     AppendInbox,
     Checkpoint,
     CheckpointBatch,
@@ -66,13 +67,14 @@ pub enum Call {
 
 impl Call {
     /// Every call, in the order of the [`Store`] trait (`ALL[c as usize] == c`).
-    pub const ALL: [Call; 30] = [
+    pub const ALL: [Call; 31] = [
         Call::CreateInstance,
         Call::CreateInstanceBatch,
         Call::GetInstance,
         Call::Load,
         Call::GetHistory,
         Call::ReadInbox,
+        Call::ReadInboxBatch,
         Call::AppendInbox,
         Call::Checkpoint,
         Call::CheckpointBatch,
@@ -108,6 +110,7 @@ impl Call {
             Call::Load => "load",
             Call::GetHistory => "get_history",
             Call::ReadInbox => "read_inbox",
+            Call::ReadInboxBatch => "read_inbox_batch",
             Call::AppendInbox => "append_inbox",
             Call::Checkpoint => "checkpoint",
             Call::CheckpointBatch => "checkpoint_batch",
@@ -231,6 +234,12 @@ pub trait Layer: Send + Sync + 'static {
     async fn read_inbox(&self, instance_id: &str) -> Result<Vec<InboxEntry>> {
         self.around(Call::ReadInbox, 1, self.inner().read_inbox(instance_id))
             .await
+    }
+
+    async fn read_inbox_batch(&self, ids: Vec<String>) -> Result<Vec<Vec<InboxEntry>>> {
+        let n = ids.len();
+        let inner = self.inner().read_inbox_batch(ids);
+        self.around(Call::ReadInboxBatch, n, inner).await
     }
 
     async fn append_inbox(&self, instance_id: &str, event: HistoryEvent) -> Result<bool> {
@@ -419,6 +428,9 @@ impl<L: Layer> Store for L {
     }
     async fn read_inbox(&self, instance_id: &str) -> Result<Vec<InboxEntry>> {
         Layer::read_inbox(self, instance_id).await
+    }
+    async fn read_inbox_batch(&self, ids: Vec<String>) -> Result<Vec<Vec<InboxEntry>>> {
+        Layer::read_inbox_batch(self, ids).await
     }
     async fn append_inbox(&self, instance_id: &str, event: HistoryEvent) -> Result<bool> {
         Layer::append_inbox(self, instance_id, event).await

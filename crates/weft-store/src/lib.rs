@@ -156,6 +156,17 @@ pub trait Store: Send + Sync + 'static {
     /// Pending inbox events of one instance, oldest first.
     async fn read_inbox(&self, instance_id: &str) -> Result<Vec<InboxEntry>>;
 
+    /// What [`Store::read_inbox`] returns for each of `ids`, in their order, read together
+    /// (one query where the store can): a loaded engine's actors re-read their inboxes at the
+    /// same time, and one round trip for all of them is what keeps reads per step low.
+    async fn read_inbox_batch(&self, ids: Vec<String>) -> Result<Vec<Vec<InboxEntry>>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in &ids {
+            out.push(self.read_inbox(id).await?);
+        }
+        Ok(out)
+    }
+
     /// Appends one event (addressed to no particular execution) to an existing instance's
     /// inbox. `Ok(false)` if the instance is unknown. Serialised with `purge` of the instance.
     async fn append_inbox(&self, instance_id: &str, event: HistoryEvent) -> Result<bool>;

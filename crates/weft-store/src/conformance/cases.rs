@@ -3,7 +3,7 @@
 use weft_core::RuntimeStatus;
 
 use super::{Fixture, all, create, create_req, empty_cp, meta, now, pending, raised, row, started};
-use crate::{ActivityTask, Outbound, Reminder, ReusePolicy, Store, StoreError};
+use crate::{ActivityTask, InboxEntry, Outbound, Reminder, ReusePolicy, Store, StoreError};
 
 pub async fn history_append_and_read<F: Fixture>(fx: &F) {
     let s = fx.handle().await;
@@ -66,6 +66,31 @@ pub async fn history_reset_starts_new_generation<F: Fixture>(fx: &F) {
         s.get_history("g").await.unwrap().unwrap(),
         vec![raised("new", 0), raised("new", 1)]
     );
+}
+
+pub async fn inbox_batch_reads_match_single_reads<F: Fixture>(fx: &F) {
+    let s = fx.handle().await;
+    create(&s, "i").await;
+    create(&s, "j").await;
+    for n in 1..=2 {
+        assert!(s.append_inbox("i", raised("e", n)).await.unwrap());
+    }
+    assert!(s.append_inbox("j", raised("f", 7)).await.unwrap());
+    let (i, j) = (
+        s.read_inbox("i").await.unwrap(),
+        s.read_inbox("j").await.unwrap(),
+    );
+    assert_eq!((i.len(), j.len()), (3, 2));
+    let ids = ["j", "nobody", "i", "j"].map(String::from).to_vec();
+    let batch = s.read_inbox_batch(ids).await.unwrap();
+    let seqs = |v: &[InboxEntry]| {
+        v.iter()
+            .map(|e| (e.seq, e.event.clone()))
+            .collect::<Vec<_>>()
+    };
+    let got: Vec<_> = batch.iter().map(|v| seqs(v)).collect();
+    assert_eq!(got, vec![seqs(&j), vec![], seqs(&i), seqs(&j)]);
+    assert!(s.read_inbox_batch(Vec::new()).await.unwrap().is_empty());
 }
 
 pub async fn inbox_append_read_consume<F: Fixture>(fx: &F) {

@@ -52,6 +52,7 @@ macro_rules! conformance_tests {
             history_append_and_read,
             history_reset_starts_new_generation,
             inbox_append_read_consume,
+            inbox_batch_reads_match_single_reads,
             fencing_conflict_changes_nothing,
             checkpoint_unknown_instance_conflicts,
             racing_handles_exactly_one_wins,

@@ -68,11 +68,13 @@ impl Writes {
                 .await?,
             // Each plan's events continue after the highest seq its instance has (its whole
             // history); the subquery sees the table as it was before this statement.
+            // MATERIALIZED: inlined, the planner ran the MAX once per inserted row, over the
+            // rows inserted so far (a 10,000-activity fan-out's turn took 4-5 s instead of 75 ms).
             append: tx
                 .prepare_cached(
                     "WITH u AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], \
                          $4::bytea[]) AS u(id, generation, ord, ev)), \
-                     b AS (SELECT d.id, COALESCE((SELECT MAX(h.seq) + 1 FROM history h \
+                     b AS MATERIALIZED (SELECT d.id, COALESCE((SELECT MAX(h.seq) + 1 FROM history h \
                              WHERE h.instance_id = d.id), 0) AS base \
                            FROM (SELECT DISTINCT id FROM u) AS d) \
                      INSERT INTO history (instance_id, generation, seq, event) \

@@ -300,6 +300,34 @@ pub(crate) async fn inbox(
         .collect()
 }
 
+/// The inboxes of `ids` in one query, one list per ID in their order (a repeated ID gets the
+/// same list twice).
+pub(crate) async fn inboxes(
+    c: &impl deadpool_postgres::GenericClient,
+    ids: &[String],
+) -> R<Vec<Vec<InboxEntry>>> {
+    let st = c
+        .prepare_cached(
+            "SELECT instance_id, seq, event, generation FROM inbox
+             WHERE instance_id = ANY($1::text[]) ORDER BY instance_id, seq",
+        )
+        .await?;
+    let rows = c.query(&st, &[&ids]).await?;
+    let mut by_id: std::collections::HashMap<String, Vec<InboxEntry>> =
+        std::collections::HashMap::new();
+    for r in &rows {
+        by_id.entry(col(r, 0)?).or_default().push(InboxEntry {
+            seq: col(r, 1)?,
+            event: decode_event(&col::<Vec<u8>>(r, 2)?)?,
+            generation: col(r, 3)?,
+        });
+    }
+    Ok(ids
+        .iter()
+        .map(|id| by_id.get(id).cloned().unwrap_or_default())
+        .collect())
+}
+
 /// Takes a transaction-scoped advisory lock per child instance the checkpoints create, in key
 /// order, before any instance row is locked. Creating a child locks (or inserts, waiting on its
 /// key) a row in the order of the members and their outbound lists; two batches creating the
