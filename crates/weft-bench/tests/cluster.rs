@@ -101,11 +101,8 @@ fn run_cluster(sidecars: usize, via_haproxy: bool, permits: Permits) {
     let report = weft_bench::cluster::bench(&opts, &plan, Instant::now() + Duration::from_secs(55))
         .expect("the cluster benchmark succeeded");
     let facts = report.cluster.as_ref().expect("cluster facts");
-    print!(
-        "{}{}",
-        weft_bench::table(&report.rows),
-        weft_bench::cluster::summary(facts, &report.rows)
-    );
+    let summary = weft_bench::cluster::summary(facts, &report.rows);
+    print!("{}{summary}", weft_bench::table(&report.rows));
     assert_eq!(facts.sidecars, sidecars);
     assert!(facts.sidecars_with_workers >= 1);
     if !via_haproxy {
@@ -137,6 +134,9 @@ fn run_cluster(sidecars: usize, via_haproxy: bool, permits: Permits) {
     let json = weft_bench::json::report("cluster test", &report);
     assert_eq!(json["cluster"]["sidecars"], sidecars);
     assert!(json["rows"][0]["pg_xacts_per_step"].as_f64().unwrap() > 0.0);
+    // Lease renewals alone make an idle cluster's background positive.
+    assert!(json["cluster"]["background_pg_xacts_per_s"].as_f64().unwrap() > 0.0);
+    assert!(summary.contains("net of the idle cluster's"), "{summary}");
 }
 
 #[test]

@@ -57,12 +57,11 @@ async fn run(mut rx: mpsc::UnboundedReceiver<(String, Reply)>, store: Arc<dyn St
     }
 }
 
-async fn answer(store: &dyn Store, items: Vec<(String, Reply)>) {
-    if let [(id, _)] = items.as_slice() {
-        let r = store.read_inbox(id).await;
-        if let Some((_, reply)) = items.into_iter().next() {
-            let _ = reply.send(r);
-        }
+async fn answer(store: &dyn Store, mut items: Vec<(String, Reply)>) {
+    if items.len() == 1
+        && let Some((id, reply)) = items.pop()
+    {
+        let _ = reply.send(store.read_inbox(&id).await);
         return;
     }
     let ids = items.iter().map(|(id, _)| id.clone()).collect();

@@ -322,10 +322,20 @@ pub(crate) async fn inboxes(
             generation: col(r, 3)?,
         });
     }
-    Ok(ids
-        .iter()
-        .map(|id| by_id.get(id).cloned().unwrap_or_default())
-        .collect())
+    // Moved out, not cloned: only a repeated ID (which callers do not send) copies a list.
+    let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut out: Vec<Vec<InboxEntry>> = Vec::with_capacity(ids.len());
+    for id in ids {
+        let list = match first.get(id.as_str()) {
+            Some(&at) => out[at].clone(),
+            None => {
+                first.insert(id, out.len());
+                by_id.remove(id).unwrap_or_default()
+            }
+        };
+        out.push(list);
+    }
+    Ok(out)
 }
 
 /// Takes a transaction-scoped advisory lock per child instance the checkpoints create, in key
