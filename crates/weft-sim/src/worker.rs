@@ -264,6 +264,9 @@ async fn stream_slot(
                 },
             }
         }
+        // A token-less worker (unless N3's feature is on) never answers past its stream's end:
+        // after an engine restart `clients[slot]` is a new connection, and such an answer is N3.
+        die.cancel();
         drop(stream);
         pause(&stop, 5).await;
     }
