@@ -135,7 +135,12 @@ fn run_cluster(sidecars: usize, via_haproxy: bool, permits: Permits) {
     assert_eq!(json["cluster"]["sidecars"], sidecars);
     assert!(json["rows"][0]["pg_xacts_per_step"].as_f64().unwrap() > 0.0);
     // Lease renewals alone make an idle cluster's background positive.
-    assert!(json["cluster"]["background_pg_xacts_per_s"].as_f64().unwrap() > 0.0);
+    assert!(
+        json["cluster"]["background_pg_xacts_per_s"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
     assert!(summary.contains("net of the idle cluster's"), "{summary}");
 }
 

@@ -8,7 +8,7 @@ use deadpool_postgres::Transaction;
 use weft_core::Micros;
 use weft_core::bucket::bucket_of;
 
-use super::checkpoint::{self, Pending, Rows, Writes, pipeline};
+use super::checkpoint::{self, Fold, Pending, Rows, Writes, pipeline};
 use super::ops::Arg;
 use super::{R, leases, ops};
 use crate::codec::{encode_event, start_due_at};
@@ -87,6 +87,30 @@ fn in_id_order<T>(items: &[T], id: impl Fn(&T) -> &str) -> Vec<usize> {
     order
 }
 
+/// The fenced rewrite of many instance rows: `$1`–`$15` the columns ([`MetaColumns::args`]),
+/// `$16` the expected versions; returns the IDs whose version matched.
+macro_rules! update_rows {
+    () => {
+        "UPDATE instances AS i SET name = u.name, status = u.status, \
+             execution_id = u.execution_id, generation = u.generation, input = u.input, \
+             output = u.output, custom_status = u.custom_status, failure = u.failure, \
+             parent_instance_id = u.parent, created_at = u.created_at, \
+             updated_at = u.updated_at, started_at = u.started_at, \
+             completed_at = u.completed_at, scheduled_start_at = u.scheduled_start_at, \
+             version = i.version + 1 \
+         FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bigint[], \
+             $6::bytea[], $7::bytea[], $8::bytea[], $9::bytea[], $10::text[], \
+             $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], \
+             $16::bigint[]) \
+             AS u(id, name, status, execution_id, generation, input, output, \
+                  custom_status, failure, parent, created_at, updated_at, started_at, \
+                  completed_at, scheduled_start_at, expected) \
+         WHERE i.instance_id = u.id AND i.version = u.expected \
+         RETURNING i.instance_id"
+    };
+}
+pub(super) use update_rows;
+
 /// Locks the members' rows in ID order, then applies every fenced row update in one statement;
 /// returns the IDs whose `version` matched (the winners).
 async fn fenced_update(
@@ -100,26 +124,7 @@ async fn fenced_update(
              ORDER BY instance_id FOR NO KEY UPDATE",
         )
         .await?;
-    let update = tx
-        .prepare_cached(
-            "UPDATE instances AS i SET name = u.name, status = u.status, \
-                 execution_id = u.execution_id, generation = u.generation, input = u.input, \
-                 output = u.output, custom_status = u.custom_status, failure = u.failure, \
-                 parent_instance_id = u.parent, created_at = u.created_at, \
-                 updated_at = u.updated_at, started_at = u.started_at, \
-                 completed_at = u.completed_at, scheduled_start_at = u.scheduled_start_at, \
-                 version = i.version + 1 \
-             FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bigint[], \
-                 $6::bytea[], $7::bytea[], $8::bytea[], $9::bytea[], $10::text[], \
-                 $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], \
-                 $16::bigint[]) \
-                 AS u(id, name, status, execution_id, generation, input, output, \
-                      custom_status, failure, parent, created_at, updated_at, started_at, \
-                      completed_at, scheduled_start_at, expected) \
-             WHERE i.instance_id = u.id AND i.version = u.expected \
-             RETURNING i.instance_id",
-        )
-        .await?;
+    let update = tx.prepare_cached(update_rows!()).await?;
     let mut cols = MetaColumns::default();
     let mut expected: Vec<i64> = Vec::with_capacity(members.len());
     for &i in members {
@@ -158,7 +163,7 @@ async fn write_winners(tx: &Transaction<'_>, plans: &[CheckpointPlan<'_>], won: 
         rows.add(&plans[i]);
         rows.add_deliveries(&plans[i]);
     }
-    let (batch, fold_at) = rows.send(tx, &st);
+    let (batch, fold_at) = rows.send(tx, &st, Fold::Report);
     if checkpoint::reclaimed(futures::future::join_all(batch).await.into_iter(), fold_at)? {
         return Err(StoreError::Reclaimed {
             instance_id: String::new(),
@@ -171,8 +176,8 @@ async fn write_winners(tx: &Transaction<'_>, plans: &[CheckpointPlan<'_>], won: 
 
 /// The columns of instance rows as `unnest` arrays, in the order the statements here take them.
 #[derive(Default)]
-struct MetaColumns<'a> {
-    ids: Vec<&'a str>,
+pub(super) struct MetaColumns<'a> {
+    pub(super) ids: Vec<&'a str>,
     names: Vec<&'a str>,
     status: Vec<i32>,
     exec: Vec<&'a str>,
@@ -192,7 +197,7 @@ struct MetaColumns<'a> {
 }
 
 impl<'a> MetaColumns<'a> {
-    fn push(&mut self, m: &MetaRow<'a>) {
+    pub(super) fn push(&mut self, m: &MetaRow<'a>) {
         self.ids.push(m.instance_id);
         self.names.push(m.name);
         self.status.push(m.status);
@@ -213,7 +218,7 @@ impl<'a> MetaColumns<'a> {
     }
 
     /// `$1`–`$15`: the ID and the columns a checkpoint rewrites.
-    fn args(&self) -> Vec<Arg<'_>> {
+    pub(super) fn args(&self) -> Vec<Arg<'_>> {
         vec![
             &self.ids,
             &self.names,

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::Statement;
 use weft_core::Micros;
 
@@ -26,18 +26,30 @@ pub(super) async fn pipeline(futs: Vec<Pending<'_>>) -> R<()> {
 }
 
 /// Deletes the task rows of activity results folded into turns (`Checkpoint::completed_activities`,
-/// as `(instance, task, generation, claim)` arrays) unless claimed since, and returns the tasks
-/// that were (their turn must be refused). `l` locks the rows and reads their latest committed
-/// claim, as `batch::complete_activities` does.
-const FOLD: &str = "WITH u AS (SELECT * FROM unnest($1::text[], $2::int[], \
-         $3::bigint[], $4::bigint[]) AS u(id, task, generation, claim)), \
-     l AS (SELECT a.instance_id, a.task_id, (u.claim IS NULL OR a.claim = u.claim) AS ok \
-           FROM activities AS a JOIN u ON a.instance_id = u.id AND a.task_id = u.task \
-             AND a.generation = u.generation \
-           ORDER BY a.instance_id, a.task_id FOR UPDATE OF a), \
-     d AS (DELETE FROM activities AS a USING l \
-           WHERE l.ok AND a.instance_id = l.instance_id AND a.task_id = l.task_id) \
-     SELECT instance_id, task_id FROM l WHERE NOT ok";
+/// as `(instance, task, generation, claim)` arrays) unless claimed since. `l` locks the rows and
+/// reads their latest committed claim, as `batch::complete_activities` does. [`FOLD`] returns the
+/// tasks claimed since (their turn must be refused); [`FOLD_ASSERT`] fails the transaction.
+macro_rules! fold_ctes {
+    () => {
+        "WITH u AS (SELECT * FROM unnest($1::text[], $2::int[], \
+             $3::bigint[], $4::bigint[]) AS u(id, task, generation, claim)), \
+         l AS (SELECT a.instance_id, a.task_id, (u.claim IS NULL OR a.claim = u.claim) AS ok \
+               FROM activities AS a JOIN u ON a.instance_id = u.id AND a.task_id = u.task \
+                 AND a.generation = u.generation \
+               ORDER BY a.instance_id, a.task_id FOR UPDATE OF a), \
+         d AS (DELETE FROM activities AS a USING l \
+               WHERE l.ok AND a.instance_id = l.instance_id AND a.task_id = l.task_id) "
+    };
+}
+const FOLD: &str = concat!(
+    fold_ctes!(),
+    "SELECT instance_id, task_id FROM l WHERE NOT ok"
+);
+/// The fold of the one-trip batch (`onetrip`): a task claimed since aborts the transaction.
+const FOLD_ASSERT: &str = concat!(
+    fold_ctes!(),
+    "SELECT weft_assert(NOT EXISTS (SELECT 1 FROM l WHERE NOT ok), 'an activity claim')"
+);
 
 /// Step 1 of one plan: the fenced row update.
 const UPDATE_ROW: &str = "UPDATE instances SET name = $2, status = $3, execution_id = $4, \
@@ -52,6 +64,7 @@ pub(super) struct Writes {
     append: Statement,
     consume: Statement,
     fold: Statement,
+    fold_assert: Statement,
     cancel_tasks: Statement,
     cancel_timers: Statement,
     schedule: Statement,
@@ -61,7 +74,7 @@ pub(super) struct Writes {
 
 impl Writes {
     /// Prepared once per connection; after that this costs no round trip.
-    pub(super) async fn prepare(tx: &Transaction<'_>) -> R<Self> {
+    pub(super) async fn prepare(tx: &impl GenericClient) -> R<Self> {
         Ok(Self {
             reset: tx
                 .prepare_cached("DELETE FROM history WHERE instance_id = ANY($1::text[])")
@@ -88,6 +101,7 @@ impl Writes {
                 )
                 .await?,
             fold: tx.prepare_cached(FOLD).await?,
+            fold_assert: tx.prepare_cached(FOLD_ASSERT).await?,
             cancel_tasks: tx
                 .prepare_cached(
                     "DELETE FROM activities AS a \
@@ -131,6 +145,15 @@ impl Writes {
                 .await?,
         })
     }
+}
+
+/// What the fold statement does with a folded result whose task was claimed since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fold {
+    /// Returns it (see [`reclaimed`]); the caller refuses the turn.
+    Report,
+    /// Fails the transaction (the one-trip batch, which has already sent its COMMIT).
+    Assert,
 }
 
 /// The rows of steps 2–6 of some plans (and their deliveries, if added), as the array
@@ -233,15 +256,17 @@ impl<'p> Rows<'p> {
     }
 
     /// The statements these rows need, in step order; each is sent when first polled, and the
-    /// server runs them in that order. Also the index of the fold statement, if any.
+    /// server runs them in that order. Also the index of the fold statement, if any. With
+    /// `Fold::Assert` a folded task claimed since fails the transaction instead.
     pub(super) fn send<'s>(
         &'s self,
-        tx: &'s Transaction<'_>,
+        tx: &'s impl GenericClient,
         st: &'s Writes,
+        fold: Fold,
     ) -> (Vec<Pending<'s>>, Option<usize>) {
         let mut out: Vec<Pending<'s>> = Vec::new();
         let mut run = |stmt: &'s Statement, args: Vec<Arg<'s>>| {
-            out.push(Box::pin(tx.execute_raw(stmt, args)));
+            out.push(tx.execute_raw(stmt, args));
             out.len() - 1
         };
         if !self.reset.is_empty() {
@@ -256,7 +281,11 @@ impl<'p> Rows<'p> {
         if !self.c_ids.is_empty() {
             run(&st.consume, vec![&self.c_ids, &self.c_seqs]);
         }
-        let fold_at = (!self.f_ids.is_empty()).then(|| run(&st.fold, self.fold_args().into()));
+        let fold_st = match fold {
+            Fold::Report => &st.fold,
+            Fold::Assert => &st.fold_assert,
+        };
+        let fold_at = (!self.f_ids.is_empty()).then(|| run(fold_st, self.fold_args().into()));
         if !self.x_ids.is_empty() {
             run(&st.cancel_tasks, vec![&self.x_ids, &self.x_below]);
             run(&st.cancel_timers, vec![&self.x_ids, &self.x_below]);
@@ -325,7 +354,7 @@ pub(crate) async fn checkpoint(tx: &Transaction<'_>, cp: &Checkpoint, now: Micro
     let mut update_args: Vec<Arg> = vec![&plan.id];
     update_args.extend(row_args(&plan.row));
     update_args.push(&plan.expected_version);
-    let (writes, fold_at) = rows.send(tx, &st);
+    let (writes, fold_at) = rows.send(tx, &st, Fold::Report);
     let mut batch: Vec<Pending> = vec![Box::pin(tx.execute_raw(&update, update_args))];
     batch.extend(writes);
     let mut answers = futures::future::join_all(batch).await.into_iter();

@@ -6,6 +6,7 @@ mod batch;
 mod checkpoint;
 mod leases;
 mod listen;
+mod onetrip;
 mod ops;
 mod scans;
 mod schema;
@@ -24,7 +25,7 @@ use weft_core::{InstanceMeta, Micros};
 use weft_proto::durabletask::HistoryEvent;
 
 use crate::codec::now_micros;
-use crate::plan::Delivery;
+use crate::plan::{CheckpointPlan, Delivery};
 use crate::{
     ActivityCompletion, ActivityTask, BucketLease, Checkpoint, CreateInstance, CreateOutcome,
     Fence, InboxEntry, InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope,
@@ -204,6 +205,9 @@ struct Inner {
     redacted: String,
     retry_for: Duration,
     commits: AtomicU64,
+    /// Checkpoint batches committed in one round trip, and those rerun on the reporting path.
+    one_trip: AtomicU64,
+    reruns: AtomicU64,
     wake: broadcast::Sender<Wakeup>,
     listening: Arc<AtomicBool>,
     listener: Option<tokio::task::JoinHandle<()>>,
@@ -400,6 +404,8 @@ impl PgStore {
                 redacted,
                 retry_for: opts.retry_for,
                 commits: AtomicU64::new(0),
+                one_trip: AtomicU64::new(0),
+                reruns: AtomicU64::new(0),
                 wake,
                 listening,
                 listener,
@@ -415,6 +421,15 @@ impl PgStore {
     /// Write transactions committed through this handle so far (see docs/storage.md).
     pub fn commit_count(&self) -> u64 {
         self.inner.commits.load(Ordering::Relaxed)
+    }
+
+    /// Checkpoint batches committed in one round trip, and those that went down the
+    /// reporting path after trying it (a fence or version that no longer held, a failure).
+    pub fn one_trip_counts(&self) -> (u64, u64) {
+        (
+            self.inner.one_trip.load(Ordering::Relaxed),
+            self.inner.reruns.load(Ordering::Relaxed),
+        )
     }
 
     /// Whether the LISTEN connection is currently up (notifications flowing).
@@ -448,6 +463,36 @@ impl PgStore {
             Ok(results) => results,
             Err(e) => (0..cps.len()).map(|_| Err(e.duplicate())).collect(),
         }
+    }
+
+    /// The batch in one round trip ([`onetrip`]), if it can take it and every fence held;
+    /// `None` sends it down the reporting path (`batch::checkpoints`).
+    async fn checkpoint_one_trip(&self, cps: &[Checkpoint]) -> Option<Vec<Result<()>>> {
+        let plans: Vec<CheckpointPlan> = cps.iter().map(CheckpointPlan::of).collect();
+        if !onetrip::eligible(cps, &plans) {
+            return None;
+        }
+        // Any failure to get going (no connection, a statement to prepare) is the reporting
+        // path's to retry or report.
+        let client = self.client().await.ok()?;
+        let trip = match onetrip::checkpoints(client, cps, &plans).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!(error = ?e, "one-trip checkpoint batch not sent");
+                onetrip::Trip::Rerun
+            }
+        };
+        match trip {
+            onetrip::Trip::Committed => {
+                self.inner.commits.fetch_add(1, Ordering::Relaxed);
+                self.inner.one_trip.fetch_add(1, Ordering::Relaxed);
+            }
+            onetrip::Trip::Rerun => {
+                self.inner.reruns.fetch_add(1, Ordering::Relaxed);
+            }
+            onetrip::Trip::Unknown(_) => {}
+        }
+        trip.answers(cps.len())
     }
 
     async fn client(&self) -> R<deadpool_postgres::Object> {
@@ -529,6 +574,9 @@ impl Store for PgStore {
             return Vec::new();
         }
         let now = now_micros();
+        if let Some(answers) = self.checkpoint_one_trip(&cps).await {
+            return answers;
+        }
         let res = write_tx!(self, tx => batch::checkpoints(&mut tx, &cps, now).await);
         match res {
             Ok(results) => results,

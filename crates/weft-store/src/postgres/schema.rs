@@ -189,6 +189,20 @@ RETURN NULL; END $$;
 CREATE TRIGGER activities_notify_remote AFTER INSERT OR UPDATE OF generation ON activities
     FOR EACH ROW WHEN (NEW.app_id <> '') EXECUTE FUNCTION weft_notify_remote();
 "#,
+    // 10: the one-trip checkpoint batch (performance issue) sends BEGIN, its fenced statements
+    // and COMMIT together; a fence that no longer holds must abort the transaction, not merely
+    // report, so the batch asserts it. SQLSTATE WF001 tells the store to rerun the batch on the
+    // path that reports which member was refused.
+    r#"
+CREATE FUNCTION weft_assert(ok boolean, what text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    IF ok IS NOT TRUE THEN
+        RAISE EXCEPTION 'weft: % changed since the turn was dispatched', what
+            USING ERRCODE = 'WF001';
+    END IF;
+    RETURN true;
+END $$;
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -364,3 +364,46 @@ async fn batches_creating_the_same_children_never_deadlock() {
         }
     }
 }
+
+/// A batch whose fences hold commits in one round trip; a stale member aborts that trip (the
+/// server rolls it back) and the reporting path refuses that member alone.
+#[tokio::test]
+async fn checkpoint_batches_take_one_trip_and_rerun_when_a_fence_fails() {
+    use crate::conformance::{create, empty_cp, row};
+    let Some(db) = weft_testkit::test_database().await else {
+        return;
+    };
+    let s = PgStore::connect(&db.url).await.unwrap();
+    for id in ["t1", "t2"] {
+        create(&s, id).await;
+    }
+    let stale = row(&s, "t1").await;
+    let turn = |m: &InstanceMeta, n: i32| {
+        let mut cp = empty_cp(m);
+        cp.append = vec![raised("e", n)];
+        cp
+    };
+    let both = vec![turn(&stale, 1), turn(&row(&s, "t2").await, 1)];
+    assert!(s.checkpoint_batch(both).await.iter().all(Result::is_ok));
+    assert_eq!(s.one_trip_counts(), (1, 0));
+
+    let out = s
+        .checkpoint_batch(vec![turn(&stale, 2), turn(&row(&s, "t2").await, 2)])
+        .await;
+    assert!(
+        matches!(&out[0], Err(StoreError::Conflict { instance_id, .. }) if instance_id == "t1"),
+        "{out:?}"
+    );
+    assert!(out[1].is_ok(), "{out:?}");
+    assert_eq!(s.one_trip_counts(), (1, 1));
+    let history = |id: &'static str| {
+        let s = s.clone();
+        async move { s.load(id).await.unwrap().unwrap().history }
+    };
+    assert_eq!(
+        history("t1").await,
+        vec![raised("e", 1)],
+        "the stale turn left nothing"
+    );
+    assert_eq!(history("t2").await, vec![raised("e", 1), raised("e", 2)]);
+}
