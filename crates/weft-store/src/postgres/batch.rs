@@ -163,7 +163,7 @@ async fn write_winners(tx: &Transaction<'_>, plans: &[CheckpointPlan<'_>], won: 
         rows.add(&plans[i]);
         rows.add_deliveries(&plans[i]);
     }
-    let (batch, fold_at) = rows.send(tx, &st, Fold::Report);
+    let (batch, fold_at) = rows.send(tx, &st, Fold::Report, None);
     if checkpoint::reclaimed(futures::future::join_all(batch).await.into_iter(), fold_at)? {
         return Err(StoreError::Reclaimed {
             instance_id: String::new(),

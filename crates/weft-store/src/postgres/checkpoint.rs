@@ -257,12 +257,14 @@ impl<'p> Rows<'p> {
 
     /// The statements these rows need, in step order; each is sent when first polled, and the
     /// server runs them in that order. Also the index of the fold statement, if any. With
-    /// `Fold::Assert` a folded task claimed since fails the transaction instead.
+    /// `Fold::Assert` a folded task claimed since fails the transaction instead. `after_history`
+    /// goes right after the history statements (the one-trip batch changes a setting there).
     pub(super) fn send<'s>(
         &'s self,
         tx: &'s impl GenericClient,
         st: &'s Writes,
         fold: Fold,
+        after_history: Option<Pending<'s>>,
     ) -> (Vec<Pending<'s>>, Option<usize>) {
         let mut out: Vec<Pending<'s>> = Vec::new();
         let mut run = |stmt: &'s Statement, args: Vec<Arg<'s>>| {
@@ -278,6 +280,11 @@ impl<'p> Rows<'p> {
                 vec![&self.h_ids, &self.h_gens, &self.h_ord, &self.h_ev],
             );
         }
+        out.extend(after_history);
+        let mut run = |stmt: &'s Statement, args: Vec<Arg<'s>>| {
+            out.push(tx.execute_raw(stmt, args));
+            out.len() - 1
+        };
         if !self.c_ids.is_empty() {
             run(&st.consume, vec![&self.c_ids, &self.c_seqs]);
         }
@@ -354,7 +361,7 @@ pub(crate) async fn checkpoint(tx: &Transaction<'_>, cp: &Checkpoint, now: Micro
     let mut update_args: Vec<Arg> = vec![&plan.id];
     update_args.extend(row_args(&plan.row));
     update_args.push(&plan.expected_version);
-    let (writes, fold_at) = rows.send(tx, &st, Fold::Report);
+    let (writes, fold_at) = rows.send(tx, &st, Fold::Report, None);
     let mut batch: Vec<Pending> = vec![Box::pin(tx.execute_raw(&update, update_args))];
     batch.extend(writes);
     let mut answers = futures::future::join_all(batch).await.into_iter();

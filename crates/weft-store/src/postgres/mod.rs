@@ -175,6 +175,9 @@ pub struct PgOptions {
     /// before it fails with `Unavailable`.
     pub retry_for: Duration,
     pub connect_timeout: Duration,
+    /// Try checkpoint batches in one round trip first (`onetrip`). On unless the environment
+    /// says `WEFT_PG_ONE_TRIP=off`: an escape hatch, and the A/B switch of the benchmarks.
+    pub one_trip: bool,
 }
 
 impl std::fmt::Debug for PgOptions {
@@ -184,6 +187,7 @@ impl std::fmt::Debug for PgOptions {
             .field("pool_size", &self.pool_size)
             .field("listen", &self.listen)
             .field("retry_for", &self.retry_for)
+            .field("one_trip", &self.one_trip)
             .finish()
     }
 }
@@ -196,6 +200,7 @@ impl PgOptions {
             listen: true,
             retry_for: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            one_trip: std::env::var("WEFT_PG_ONE_TRIP").map_or(true, |v| v != "off"),
         }
     }
 }
@@ -205,6 +210,8 @@ struct Inner {
     redacted: String,
     retry_for: Duration,
     commits: AtomicU64,
+    /// Whether checkpoint batches try the one trip ([`PgOptions::one_trip`]).
+    try_one_trip: bool,
     /// Checkpoint batches committed in one round trip, and those rerun on the reporting path.
     one_trip: AtomicU64,
     reruns: AtomicU64,
@@ -404,6 +411,7 @@ impl PgStore {
                 redacted,
                 retry_for: opts.retry_for,
                 commits: AtomicU64::new(0),
+                try_one_trip: opts.one_trip,
                 one_trip: AtomicU64::new(0),
                 reruns: AtomicU64::new(0),
                 wake,
@@ -468,6 +476,9 @@ impl PgStore {
     /// The batch in one round trip ([`onetrip`]), if it can take it and every fence held;
     /// `None` sends it down the reporting path (`batch::checkpoints`).
     async fn checkpoint_one_trip(&self, cps: &[Checkpoint]) -> Option<Vec<Result<()>>> {
+        if !self.inner.try_one_trip {
+            return None;
+        }
         let plans: Vec<CheckpointPlan> = cps.iter().map(CheckpointPlan::of).collect();
         if !onetrip::eligible(cps, &plans) {
             return None;

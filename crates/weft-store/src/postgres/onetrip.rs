@@ -113,16 +113,34 @@ async fn send(c: &Object, cps: &[Checkpoint], plans: &[CheckpointPlan<'_>]) -> R
         rows.add_deliveries(plan);
     }
 
-    let mut trip: Vec<Pending> = vec![Box::pin(async {
-        c.batch_execute("BEGIN").await.map(|()| 0)
-    })];
+    // A lone checkpoint (the idle step) spent about as long being planned as being run: its
+    // fence statements and history append are planned once per connection instead. Their
+    // generic plans are index look-ups on tables that are never small for long (leases,
+    // instances, history); the statements on tables that swing between empty and large (inbox,
+    // activities, reminders) keep per-call plans, as batches do.
+    let generic = plans.len() == 1;
+    let begin = if generic {
+        "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan"
+    } else {
+        "BEGIN"
+    };
+    let mut trip: Vec<Pending> = vec![Box::pin(
+        async move { c.batch_execute(begin).await.map(|()| 0) },
+    )];
     if !fences.is_empty() {
         let args: Vec<Arg> = vec![&f_apps, &f_buckets, &f_epochs];
         trip.push(Box::pin(c.execute_raw(&st.leases, args)));
     }
     trip.push(Box::pin(c.execute_raw(&st.lock, lock_args)));
     trip.push(Box::pin(c.execute_raw(&st.update, update_args)));
-    trip.extend(rows.send(c, &writes, Fold::Assert).0);
+    let auto = generic.then(|| -> Pending {
+        Box::pin(async {
+            c.batch_execute("SET LOCAL plan_cache_mode = auto")
+                .await
+                .map(|()| 0)
+        })
+    });
+    trip.extend(rows.send(c, &writes, Fold::Assert, auto).0);
     trip.push(Box::pin(async {
         c.batch_execute("COMMIT").await.map(|()| 0)
     }));
