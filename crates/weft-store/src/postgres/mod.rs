@@ -25,7 +25,7 @@ use weft_core::{InstanceMeta, Micros};
 use weft_proto::durabletask::HistoryEvent;
 
 use crate::codec::now_micros;
-use crate::plan::{CheckpointPlan, Delivery};
+use crate::plan::Delivery;
 use crate::{
     ActivityCompletion, ActivityTask, BucketLease, Checkpoint, CreateInstance, CreateOutcome,
     Fence, InboxEntry, InstancePage, ListFilter, LoadedInstance, Reminder, Result, Scope,
@@ -471,39 +471,6 @@ impl PgStore {
             Ok(results) => results,
             Err(e) => (0..cps.len()).map(|_| Err(e.duplicate())).collect(),
         }
-    }
-
-    /// The batch in one round trip ([`onetrip`]), if it can take it and every fence held;
-    /// `None` sends it down the reporting path (`batch::checkpoints`).
-    async fn checkpoint_one_trip(&self, cps: &[Checkpoint]) -> Option<Vec<Result<()>>> {
-        if !self.inner.try_one_trip {
-            return None;
-        }
-        let plans: Vec<CheckpointPlan> = cps.iter().map(CheckpointPlan::of).collect();
-        if !onetrip::eligible(cps, &plans) {
-            return None;
-        }
-        // Any failure to get going (no connection, a statement to prepare) is the reporting
-        // path's to retry or report.
-        let client = self.client().await.ok()?;
-        let trip = match onetrip::checkpoints(client, cps, &plans).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::debug!(error = ?e, "one-trip checkpoint batch not sent");
-                onetrip::Trip::Rerun
-            }
-        };
-        match trip {
-            onetrip::Trip::Committed => {
-                self.inner.commits.fetch_add(1, Ordering::Relaxed);
-                self.inner.one_trip.fetch_add(1, Ordering::Relaxed);
-            }
-            onetrip::Trip::Rerun => {
-                self.inner.reruns.fetch_add(1, Ordering::Relaxed);
-            }
-            onetrip::Trip::Unknown(_) => {}
-        }
-        trip.answers(cps.len())
     }
 
     async fn client(&self) -> R<deadpool_postgres::Object> {

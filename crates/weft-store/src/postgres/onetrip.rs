@@ -10,15 +10,16 @@
 //! once a statement of a transaction block fails, the rest fail and COMMIT rolls back.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 
 use deadpool_postgres::Object;
 
 use super::batch::MetaColumns;
 use super::checkpoint::{Fold, Pending, Rows, Writes};
 use super::ops::Arg;
-use super::{PgErr, R};
+use super::{PgErr, PgStore, R};
 use crate::plan::{CheckpointPlan, MetaRow};
-use crate::{Checkpoint, StoreError};
+use crate::{Checkpoint, Result, StoreError};
 
 /// SQLSTATE of `weft_assert` (schema migration 10).
 const ASSERT_FAILED: &str = "WF001";
@@ -190,6 +191,41 @@ async fn send_in_order(
     Some(out)
 }
 
+impl PgStore {
+    /// The batch in one round trip ([`onetrip`]), if it can take it and every fence held;
+    /// `None` sends it down the reporting path (`batch::checkpoints`).
+    pub(super) async fn checkpoint_one_trip(&self, cps: &[Checkpoint]) -> Option<Vec<Result<()>>> {
+        if !self.inner.try_one_trip {
+            return None;
+        }
+        let plans: Vec<CheckpointPlan> = cps.iter().map(CheckpointPlan::of).collect();
+        if !eligible(cps, &plans) {
+            return None;
+        }
+        // Any failure to get going (no connection, a statement to prepare) is the reporting
+        // path's to retry or report.
+        let client = self.client().await.ok()?;
+        let trip = match checkpoints(client, cps, &plans).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!(error = ?e, "one-trip checkpoint batch not sent");
+                Trip::Rerun
+            }
+        };
+        match trip {
+            Trip::Committed => {
+                self.inner.commits.fetch_add(1, Ordering::Relaxed);
+                self.inner.one_trip.fetch_add(1, Ordering::Relaxed);
+            }
+            Trip::Rerun => {
+                self.inner.reruns.fetch_add(1, Ordering::Relaxed);
+            }
+            Trip::Unknown(_) => {}
+        }
+        trip.answers(cps.len())
+    }
+}
+
 /// The fence statements of the trip, each asserting instead of reporting.
 struct Statements {
     /// Locks the leases (shared, in lease order) and asserts each has the expected epoch.
@@ -233,7 +269,7 @@ impl Statements {
 
 impl Trip {
     /// The per-member answers of a trip that did not ask for a rerun.
-    pub(crate) fn answers(self, n: usize) -> Option<Vec<crate::Result<()>>> {
+    pub(crate) fn answers(self, n: usize) -> Option<Vec<Result<()>>> {
         match self {
             Self::Committed => Some((0..n).map(|_| Ok(())).collect()),
             Self::Rerun => None,
