@@ -192,7 +192,7 @@ async fn send_in_order(
 }
 
 impl PgStore {
-    /// The batch in one round trip ([`onetrip`]), if it can take it and every fence held;
+    /// The batch in one round trip (this module), if it can take it and every fence held;
     /// `None` sends it down the reporting path (`batch::checkpoints`).
     pub(super) async fn checkpoint_one_trip(&self, cps: &[Checkpoint]) -> Option<Vec<Result<()>>> {
         if !self.inner.try_one_trip {
