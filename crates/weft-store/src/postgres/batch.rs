@@ -87,6 +87,10 @@ fn in_id_order<T>(items: &[T], id: impl Fn(&T) -> &str) -> Vec<usize> {
     order
 }
 
+/// Locks the rows of instances `$1` in ID order (before [`update_rows`] rewrites them).
+pub(super) const LOCK_ROWS: &str = "SELECT 1 FROM instances WHERE instance_id = ANY($1::text[]) \
+     ORDER BY instance_id FOR NO KEY UPDATE";
+
 /// The fenced rewrite of many instance rows: `$1`–`$15` the columns ([`MetaColumns::args`]),
 /// `$16` the expected versions; returns the IDs whose version matched.
 macro_rules! update_rows {
@@ -118,12 +122,7 @@ async fn fenced_update(
     plans: &[CheckpointPlan<'_>],
     members: &[usize],
 ) -> R<HashSet<String>> {
-    let lock = tx
-        .prepare_cached(
-            "SELECT 1 FROM instances WHERE instance_id = ANY($1::text[]) \
-             ORDER BY instance_id FOR NO KEY UPDATE",
-        )
-        .await?;
+    let lock = tx.prepare_cached(LOCK_ROWS).await?;
     let update = tx.prepare_cached(update_rows!()).await?;
     let mut cols = MetaColumns::default();
     let mut expected: Vec<i64> = Vec::with_capacity(members.len());

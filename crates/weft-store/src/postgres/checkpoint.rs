@@ -267,18 +267,13 @@ impl<'p> Rows<'p> {
         after_history: Option<Pending<'s>>,
     ) -> (Vec<Pending<'s>>, Option<usize>) {
         let mut out: Vec<Pending<'s>> = Vec::new();
-        let mut run = |stmt: &'s Statement, args: Vec<Arg<'s>>| {
-            out.push(tx.execute_raw(stmt, args));
-            out.len() - 1
-        };
         if !self.reset.is_empty() {
-            run(&st.reset, vec![&self.reset]);
+            let args: Vec<Arg<'s>> = vec![&self.reset];
+            out.push(tx.execute_raw(&st.reset, args));
         }
         if !self.h_ids.is_empty() {
-            run(
-                &st.append,
-                vec![&self.h_ids, &self.h_gens, &self.h_ord, &self.h_ev],
-            );
+            let args: Vec<Arg<'s>> = vec![&self.h_ids, &self.h_gens, &self.h_ord, &self.h_ev];
+            out.push(tx.execute_raw(&st.append, args));
         }
         out.extend(after_history);
         let mut run = |stmt: &'s Statement, args: Vec<Arg<'s>>| {

@@ -250,12 +250,7 @@ impl Statements {
                            ORDER BY l.app_id, l.bucket FOR SHARE OF l) AS x",
                 )
                 .await?,
-            lock: c
-                .prepare_cached(
-                    "SELECT 1 FROM instances WHERE instance_id = ANY($1::text[]) \
-                     ORDER BY instance_id FOR NO KEY UPDATE",
-                )
-                .await?,
+            lock: c.prepare_cached(super::batch::LOCK_ROWS).await?,
             update: c
                 .prepare_cached(concat!(
                     "WITH up AS (",

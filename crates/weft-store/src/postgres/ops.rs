@@ -289,15 +289,16 @@ pub(crate) async fn inbox(
         )
         .await?;
     let rows = c.query(&st, &[&id]).await?;
-    rows.iter()
-        .map(|r| {
-            Ok(InboxEntry {
-                seq: col(r, 0)?,
-                event: decode_event(&col::<Vec<u8>>(r, 1)?)?,
-                generation: col(r, 2)?,
-            })
-        })
-        .collect()
+    rows.iter().map(|r| inbox_entry(r, 0)).collect()
+}
+
+/// The inbox entry in columns `at` (seq), `at + 1` (event), `at + 2` (generation) of `r`.
+fn inbox_entry(r: &tokio_postgres::Row, at: usize) -> R<InboxEntry> {
+    Ok(InboxEntry {
+        seq: col(r, at)?,
+        event: decode_event(&col::<Vec<u8>>(r, at + 1)?)?,
+        generation: col(r, at + 2)?,
+    })
 }
 
 /// The inboxes of `ids` in one query, one list per ID in their order (a repeated ID gets the
@@ -316,11 +317,10 @@ pub(crate) async fn inboxes(
     let mut by_id: std::collections::HashMap<String, Vec<InboxEntry>> =
         std::collections::HashMap::new();
     for r in &rows {
-        by_id.entry(col(r, 0)?).or_default().push(InboxEntry {
-            seq: col(r, 1)?,
-            event: decode_event(&col::<Vec<u8>>(r, 2)?)?,
-            generation: col(r, 3)?,
-        });
+        by_id
+            .entry(col(r, 0)?)
+            .or_default()
+            .push(inbox_entry(r, 1)?);
     }
     // Moved out, not cloned: only a repeated ID (which callers do not send) copies a list.
     let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
