@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &["durabletask.proto", "internal.proto"],
         &out.join("descriptor.bin"),
     )?;
+    framed_server(&root, &out.join("framed"))?;
     // A set of its own: the sidecar's reflection lists only the sidecar's services.
     compile(
         &root,
@@ -36,5 +37,33 @@ fn compile(
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;
+    Ok(())
+}
+
+/// The sidecar's `TaskHubSidecarService` server once more, with every message type taken from
+/// the main set except `WorkItem`, which the server sends as [`WorkItemFrame`] (bytes encoded by
+/// the hub from the history it already holds, not a copy of it): see `src/wire.rs`.
+fn framed_server(root: &Path, out: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(out)?;
+    let fds = protox::compile(["durabletask.proto"], [root])?;
+    let mut cfg = tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(true)
+        .out_dir(out);
+    for file in fds.file.iter().filter(|f| f.name() == "durabletask.proto") {
+        let names = file
+            .message_type
+            .iter()
+            .map(|m| m.name())
+            .chain(file.enum_type.iter().map(|e| e.name()));
+        for name in names {
+            let rust = match name {
+                "WorkItem" => "crate::wire::WorkItemFrame".to_string(),
+                _ => format!("crate::durabletask::{name}"),
+            };
+            cfg = cfg.extern_path(format!(".{name}"), rust);
+        }
+    }
+    cfg.compile_fds(fds)?;
     Ok(())
 }

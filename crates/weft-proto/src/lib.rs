@@ -5,7 +5,8 @@
 //! The `.proto` sources live in the repository's `proto/` directory. `durabletask.proto` has no
 //! proto package, so everything generated from it sits in [`durabletask`] (generated as `_`);
 //! `internal.proto` (package `weft.internal.v1`) refers to those types, so its module is nested
-//! below it and re-exported as [`internal`]. This crate holds generated code only: no logic.
+//! below it and re-exported as [`internal`]. This crate holds generated code only, and the one hand-written message
+//! [`wire::WorkItemFrame`].
 
 #[allow(clippy::all, missing_docs)]
 pub mod durabletask {
@@ -20,6 +21,15 @@ pub mod durabletask {
             }
         }
     }
+}
+
+pub mod wire;
+
+/// `TaskHubSidecarService`'s server once more, sending `GetWorkItems` as [`wire::WorkItemFrame`]s
+/// (every other type is the one in [`durabletask`]); the sidecar serves this one.
+#[allow(clippy::all, missing_docs)]
+pub mod framed {
+    include!(concat!(env!("OUT_DIR"), "/framed/_.rs"));
 }
 
 /// The internal node-to-node API (`proto/internal.proto`, package `weft.internal.v1`).

@@ -24,6 +24,13 @@ use weft_store::{Fence, InboxEntry};
 /// The most waiting messages an actor takes in before preparing its next turn.
 const MAX_BATCHED_MESSAGES: usize = 256;
 
+/// The most activity results one turn folds. Folding saves a commit per step where one result
+/// is awaited (a chain of steps); where many arrive together (a fan-out's join) every folded
+/// result keeps its worker's `CompleteActivityTask` waiting for the turn that carries it, and
+/// the worker's activity slots with it, while the durable path answers after a group commit:
+/// folding them all made a 10,000 fan-out 1.5× slower (docs/benchmarks.md).
+const MAX_HELD: usize = 1;
+
 /// An activity result held in memory until a turn's checkpoint commits it; `seq` is negative
 /// and stands in for an inbox sequence number in that turn's `consumed` list.
 struct Held {
@@ -220,13 +227,17 @@ impl Actor {
     /// Takes an activity result into memory for the next turn, or hands it back for the durable
     /// path when folding is unsafe or would not help: no state loaded, the instance is not
     /// running (suspended, stalled, finished), another generation, handing off or no longer
-    /// owned, or a worker holds a turn now (the result would wait for it).
+    /// owned, a worker holds a turn now (the result would wait for it), or the next turn holds
+    /// a result already (see `MAX_HELD`).
     fn accept(&mut self, r: Box<ActivityResult>, leaving: bool) -> Option<Box<ActivityResult>> {
         let running = self.state.as_ref().is_some_and(|st| {
             st.meta.status == RuntimeStatus::Running
                 && st.meta.generation == r.completion.generation
         });
         if !running || leaving || self.foreign || !self.inner.view.owns(&self.id) {
+            return Some(r);
+        }
+        if self.held.len() >= MAX_HELD {
             return Some(r);
         }
         if self.pending.is_some() {

@@ -5,7 +5,6 @@ use crate::engine::StartRequest;
 use crate::testing::Spy;
 use crate::{Engine, EngineConfig};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use weft_proto::durabletask::work_item::Request;
@@ -13,15 +12,7 @@ use weft_proto::durabletask::workflow_action::WorkflowActionType as A;
 use weft_proto::durabletask::*;
 use weft_store::SqliteStore;
 
-const DEADLINE: Duration = Duration::from_secs(10);
-
-async fn next(rx: &mut mpsc::Receiver<Result<WorkItem, tonic::Status>>) -> WorkItem {
-    tokio::time::timeout(DEADLINE, rx.recv())
-        .await
-        .expect("a work item within the deadline")
-        .expect("stream open")
-        .expect("no error")
-}
+use crate::fold_tests::next;
 
 fn answer(id: &str, token: String, actions: Vec<WorkflowAction>) -> WorkflowResponse {
     WorkflowResponse {

@@ -12,8 +12,9 @@ use tonic::{Request, Response, Status};
 use weft_core::time::{from_micros, to_micros};
 use weft_core::turn::decode_failure;
 use weft_core::{InstanceMeta, RuntimeStatus};
-use weft_proto::durabletask::task_hub_sidecar_service_server::TaskHubSidecarService;
 use weft_proto::durabletask::*;
+use weft_proto::framed::task_hub_sidecar_service_server::TaskHubSidecarService;
+use weft_proto::wire::WorkItemFrame;
 use weft_store::{ListFilter, ReusePolicy};
 
 type Result<T> = std::result::Result<Response<T>, Status>;
@@ -305,8 +306,9 @@ impl TaskHubSidecarService for Service {
         }))
     }
 
-    type GetWorkItemsStream =
-        Pin<Box<dyn tokio_stream::Stream<Item = std::result::Result<WorkItem, Status>> + Send>>;
+    type GetWorkItemsStream = Pin<
+        Box<dyn tokio_stream::Stream<Item = std::result::Result<WorkItemFrame, Status>> + Send>,
+    >;
 
     async fn get_work_items(
         &self,

@@ -15,14 +15,8 @@ use weft_store::SqliteStore;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
-async fn next_turn(
-    rx: &mut mpsc::Receiver<Result<WorkItem, tonic::Status>>,
-) -> (WorkflowRequest, String) {
-    let item = tokio::time::timeout(DEADLINE, rx.recv())
-        .await
-        .expect("a work item within the deadline")
-        .expect("stream open")
-        .expect("no error");
+async fn next_turn(rx: &mut crate::fold_tests::Items) -> (WorkflowRequest, String) {
+    let item = crate::fold_tests::next(rx).await;
     match item.request {
         Some(Request::WorkflowRequest(r)) => (r, item.completion_token),
         other => panic!("expected a workflow turn, got {other:?}"),

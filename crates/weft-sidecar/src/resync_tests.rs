@@ -15,17 +15,10 @@ use weft_proto::durabletask::workflow_action::WorkflowActionType as A;
 use weft_proto::durabletask::*;
 use weft_store::SqliteStore;
 
-const DEADLINE: Duration = Duration::from_secs(10);
 /// How long failing turns are answered at once, as a fast worker would.
 const WINDOW: Duration = Duration::from_millis(1500);
 
-async fn next(rx: &mut mpsc::Receiver<Result<WorkItem, tonic::Status>>) -> WorkItem {
-    tokio::time::timeout(DEADLINE, rx.recv())
-        .await
-        .expect("a work item within the deadline")
-        .expect("stream open")
-        .expect("no error")
-}
+use crate::fold_tests::next;
 
 fn answer(id: &str, token: String, actions: Vec<WorkflowAction>) -> WorkflowResponse {
     WorkflowResponse {

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Interceptor;
 use tonic::transport::Server;
-use weft_proto::durabletask::task_hub_sidecar_service_server::TaskHubSidecarServiceServer;
+use weft_proto::framed::task_hub_sidecar_service_server::TaskHubSidecarServiceServer;
 use weft_proto::internal::internal_server::InternalServer;
 use weft_store::Store;
 use weft_tls::authz::rules;

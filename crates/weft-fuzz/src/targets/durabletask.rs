@@ -5,8 +5,8 @@ use crate::FuzzError;
 use crate::call;
 use crate::sidecar::{Sidecar, SidecarTarget, check_status, decode_checked, request};
 use tokio_stream::StreamExt;
-use weft_proto::durabletask::task_hub_sidecar_service_server::TaskHubSidecarService;
 use weft_proto::durabletask::*;
+use weft_proto::framed::task_hub_sidecar_service_server::TaskHubSidecarService;
 use weft_sidecar::grpc::Service;
 
 /// The request types, in selector order (the seed generator writes the same order).

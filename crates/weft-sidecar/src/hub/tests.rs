@@ -3,8 +3,8 @@
 
 use super::*;
 use tokio_util::sync::CancellationToken;
-use weft_proto::durabletask::HistoryEvent;
 use weft_proto::durabletask::work_item::Request;
+use weft_proto::durabletask::{HistoryEvent, WorkItem};
 
 fn wf(id: &str, past: usize) -> Job {
     Job::Workflow(
@@ -17,6 +17,74 @@ fn wf(id: &str, past: usize) -> Job {
     )
 }
 
+impl StreamHandle<'_> {
+    /// `shape_for_worker`, decoded as the worker reads it.
+    fn shape_frame(&self, job: Job, token: String) -> Option<WorkItem> {
+        let frame = self.shape_for_worker(job, token)?;
+        Some(frame.decode().expect("a frame decodes as a WorkItem"))
+    }
+}
+
+#[test]
+fn a_workflow_frame_is_the_bytes_prost_encodes() {
+    use prost::Message;
+    use weft_proto::durabletask::{
+        CachedHistory, PropagatedHistory, TaskCompletedEvent, TaskScheduledEvent,
+        history_event::EventType,
+    };
+    let ev = |id: i32, ty: EventType| HistoryEvent {
+        event_id: id,
+        timestamp: Some(prost_types::Timestamp {
+            seconds: 1_700_000_000 + i64::from(id),
+            nanos: 5,
+        }),
+        event_type: Some(ty),
+        ..Default::default()
+    };
+    let scheduled = |id| {
+        EventType::TaskScheduled(TaskScheduledEvent {
+            name: format!("act-{id}"),
+            input: Some("\"payload é\"".into()),
+            ..Default::default()
+        })
+    };
+    let past: Vec<HistoryEvent> = (0..300).map(|i| ev(i, scheduled(i))).collect();
+    let new = vec![ev(
+        -1,
+        EventType::TaskCompleted(TaskCompletedEvent {
+            task_scheduled_id: 3,
+            result: Some("x".repeat(200)),
+            ..Default::default()
+        }),
+    )];
+    let propagated = PropagatedHistory::default();
+    for (skip, cached, token, prop) in [
+        (0, None, "", None),
+        (0, None, "tok-1", Some(&propagated)),
+        (120, Some(CachedHistory { event_count: 120 }), "t", None),
+    ] {
+        let expected = WorkItem {
+            request: Some(Request::WorkflowRequest(WorkflowRequest {
+                instance_id: "inst-ü".into(),
+                past_events: past[skip..].to_vec(),
+                new_events: new.clone(),
+                propagated_history: prop.cloned(),
+                cached_history: cached,
+                ..Default::default()
+            })),
+            completion_token: token.into(),
+        }
+        .encode_to_vec();
+        let frame =
+            super::stream::workflow_frame("inst-ü", &past[skip..], &new, prop, cached, token);
+        assert_eq!(
+            frame.0.as_ref(),
+            expected.as_slice(),
+            "skip {skip}, token {token:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn dispatch_take_and_redeliver_on_disconnect() {
     let hub = std::sync::Arc::new(Hub::default());
@@ -26,7 +94,7 @@ async fn dispatch_take_and_redeliver_on_disconnect() {
     let h = hub.clone();
     let sd = shutdown.clone();
     let t = tokio::spawn(async move { h.open_stream(false).run(tx, sd).await });
-    let item = rx.recv().await.unwrap().unwrap();
+    let item = rx.recv().await.unwrap().unwrap().decode().unwrap();
     assert!(matches!(item.request, Some(Request::WorkflowRequest(_))));
     assert_eq!(hub.queued(), 0);
     drop(rx); // the worker goes away without completing
@@ -64,8 +132,8 @@ async fn a_late_answer_to_an_earlier_dispatch_is_refused() {
 async fn stateful_streams_send_deltas() {
     let hub = Hub::default();
     let s = hub.open_stream(true);
-    let first = s.shape_for_worker(wf("a", 3), String::new()).unwrap();
-    let second = s.shape_for_worker(wf("a", 5), String::new()).unwrap();
+    let first = s.shape_frame(wf("a", 3), String::new()).unwrap();
+    let second = s.shape_frame(wf("a", 5), String::new()).unwrap();
     let Some(Request::WorkflowRequest(r1)) = first.request else {
         panic!()
     };
@@ -77,14 +145,14 @@ async fn stateful_streams_send_deltas() {
     assert_eq!(r2.past_events.len(), 2);
     assert_eq!(r2.cached_history.unwrap().event_count, 3);
     // After continue-as-new the history is shorter than the cache: full send.
-    let third = s.shape_for_worker(wf("a", 1), String::new()).unwrap();
+    let third = s.shape_frame(wf("a", 1), String::new()).unwrap();
     let Some(Request::WorkflowRequest(r3)) = third.request else {
         panic!()
     };
     assert_eq!(r3.past_events.len(), 1);
     let plain = hub.open_stream(false);
     let Some(Request::WorkflowRequest(r)) = plain
-        .shape_for_worker(wf("a", 5), String::new())
+        .shape_frame(wf("a", 5), String::new())
         .unwrap()
         .request
     else {
@@ -110,7 +178,7 @@ async fn a_dispatched_turn_shares_the_history() {
     let (tx, mut rx) = mpsc::channel(4);
     let (h, sd) = (hub.clone(), shutdown.clone());
     tokio::spawn(async move { h.open_stream(false).run(tx, sd).await });
-    let item = rx.recv().await.unwrap().unwrap();
+    let item = rx.recv().await.unwrap().unwrap().decode().unwrap();
     let Some(Request::WorkflowRequest(r)) = item.request else {
         panic!("expected a turn")
     };
@@ -212,23 +280,21 @@ async fn continue_as_new_withdraws_queued_work_of_older_generations() {
 async fn the_history_cache_is_reset_per_execution_and_pruned() {
     let hub = Hub::default();
     let s = hub.open_stream(true);
-    let first = s.shape_for_worker(wf("a", 3), String::new()).unwrap();
+    let first = s.shape_frame(wf("a", 3), String::new()).unwrap();
     assert!(
         matches!(first.request, Some(Request::WorkflowRequest(ref r)) if r.past_events.len() == 3)
     );
     // Continue-as-new: the new execution's history is longer than the old cache, but none of it
     // is cached.
     hub.new_execution("a", 1);
-    let Some(Request::WorkflowRequest(r)) = s
-        .shape_for_worker(wf("a", 5), String::new())
-        .unwrap()
-        .request
+    let Some(Request::WorkflowRequest(r)) =
+        s.shape_frame(wf("a", 5), String::new()).unwrap().request
     else {
         panic!()
     };
     assert!(r.cached_history.is_none(), "{r:?}");
     assert_eq!(r.past_events.len(), 5);
-    s.shape_for_worker(wf("b", 2), String::new()).unwrap();
+    s.shape_frame(wf("b", 2), String::new()).unwrap();
     assert_eq!(hub.lock().warm.entries(), 2);
     hub.forget_instance("a"); // finished or purged
     assert_eq!(hub.lock().warm.entries(), 1);
@@ -245,12 +311,11 @@ async fn the_size_limit_applies_to_what_is_sent() {
     let warm = hub.open_stream(true);
     hub.push(wf("a", 450));
     let (job, token) = hub.take(warm.id).await;
-    assert!(warm.shape_for_worker(job, token).is_some());
+    assert!(warm.shape_frame(job, token).is_some());
     // The next turn's whole history is over the limit, but the delta a warm worker gets is not.
     hub.push(wf("a", 600));
     let (job, token) = hub.take(warm.id).await;
-    let Some(Request::WorkflowRequest(r)) = warm.shape_for_worker(job, token).unwrap().request
-    else {
+    let Some(Request::WorkflowRequest(r)) = warm.shape_frame(job, token).unwrap().request else {
         panic!()
     };
     assert_eq!(r.past_events.len(), 150);
@@ -259,7 +324,7 @@ async fn the_size_limit_applies_to_what_is_sent() {
     let cold = hub.open_stream(false);
     hub.push(wf("a", 600));
     let (job, token) = hub.take(cold.id).await;
-    assert!(cold.shape_for_worker(job, token).is_none(), "too large");
+    assert!(cold.shape_frame(job, token).is_none(), "too large");
     let rep = reports.try_recv().expect("reported");
     assert_eq!(rep.instance_id, "a");
     assert!(rep.size > limit);

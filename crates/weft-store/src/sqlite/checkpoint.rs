@@ -59,15 +59,18 @@ fn update_row(c: &Connection, id: &str, expected: i64, m: &MetaRow<'_>) -> Resul
     Ok(n > 0)
 }
 
-/// Appends after the highest seq of the instance's whole history.
+/// Appends after the highest seq of the instance's generation (history is read per generation
+/// in seq order; with the generation the MAX is one step down the primary key).
 fn append_history(c: &Connection, id: &str, generation: i64, events: &[Vec<u8>]) -> Result<()> {
     if events.is_empty() {
         return Ok(());
     }
     let first: i64 = c
-        .prepare_cached("SELECT COALESCE(MAX(seq) + 1, 0) FROM history WHERE instance_id = ?1")
+        .prepare_cached(
+            "SELECT COALESCE(MAX(seq) + 1, 0) FROM history WHERE instance_id = ?1 AND generation = ?2",
+        )
         .map_err(map_err)?
-        .query_row([id], |r| r.get(0))
+        .query_row(params![id, generation], |r| r.get(0))
         .map_err(map_err)?;
     let mut ins = c
         .prepare_cached(
