@@ -641,6 +641,7 @@ impl Store for PgStore {
         limit: usize,
     ) -> Result<Vec<Reminder>> {
         write_tx!(self, tx => {
+            scans::generic_plans(&tx).await?;
             let scope = leases::current(&tx, scope).await?;
             scans::claim_reminders(&tx, &scope, now, lease_until, limit).await
         })
@@ -654,7 +655,13 @@ impl Store for PgStore {
     }
 
     async fn next_reminder_due(&self, scope: &Scope) -> Result<Option<Micros>> {
-        read!(self, c => scans::next_reminder_due(&c, scope).await)
+        read!(self, c => {
+            let tx = c.transaction().await?;
+            scans::generic_plans(&tx).await?;
+            let next = scans::next_reminder_due(&tx, scope).await?;
+            tx.commit().await?;
+            Ok(next)
+        })
     }
 
     async fn stalled_instances(&self, scope: &Scope, limit: usize) -> Result<Vec<String>> {
