@@ -302,9 +302,10 @@ pub(crate) async fn complete_activities(
         claims.push(c.claim);
     }
     let lock_args: [Arg; 1] = [&ids];
-    tx.query(&lock, &lock_args).await?;
     let args: [Arg; 7] = [&ids, &tasks, &gens, &evs, &buckets, &ords, &claims];
-    for r in tx.query(&st, &args).await? {
+    // Pipelined: the server runs them in order (the locks first), one round trip for both.
+    let (_, rows) = futures::try_join!(tx.query(&lock, &lock_args), tx.query(&st, &args))?;
+    for r in rows {
         let k: i32 = r.try_get(0)?;
         let recorded: bool = r.try_get(1)?;
         let Some(item) = usize::try_from(k).ok().and_then(|k| items.get(k)) else {
