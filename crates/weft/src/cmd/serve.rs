@@ -42,7 +42,8 @@ pub struct ServeArgs {
     /// Fold an activity's result into the turn it wakes: one commit per step. The worker's
     /// `CompleteActivityTask` is answered once that turn committed (or, past `--fold-wait`, once
     /// the result was recorded on its own), so a result the worker was told is recorded is
-    /// never lost. Off, every result is first recorded on its own (two commits per step).
+    /// never lost. One result per turn: others arriving together (a fan-out's join) are recorded
+    /// on their own. Off, every result is first recorded on its own (two commits per step).
     #[arg(long, env = "WEFT_FOLD_ACTIVITY_RESULTS", default_value_t = true, action = clap::ArgAction::Set)]
     pub fold_activity_results: bool,
     /// How long a worker's activity completion waits for the turn that folds its result before
